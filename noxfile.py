@@ -1,0 +1,88 @@
+# /// script
+# dependencies = ["nox>=2025.2.9"]
+# ///
+"""Nox sessions: the one entry point for people, CI and release tooling.
+
+Sessions orchestrate and hold no logic: each stage session is a thin call of
+`python -m pipeline STAGE`, and anything after `--` is passed on (default environment: dev).
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2025.2.9"  # default=, tags= and nox.project.dependency_groups
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests"]  # hermetic and fast; nothing here touches a cluster
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    deps = [dep for group in groups for dep in nox.project.dependency_groups(PYPROJECT, group)]
+    session.install("-e.", *deps)
+
+
+def _stage(session: nox.Session, stage: str) -> None:
+    _install(session, "pipeline")
+    session.run("python", "-m", "pipeline", stage, *session.posargs)
+
+
+# -- Development -----------------------------------------------------------------------------------
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Lint and type-check the code; check that environments/schema.json is current."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    session.run("python", "-m", "pipeline", "schema", "--check")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite: unit and integration (pass pytest arguments after `--`)."""
+    _install(session, "test")
+    session.run("pytest", *(session.posargs or ["tests"]))
+
+
+# -- Pipeline stages (each takes `-- --env ENV`, default dev) ------------------------------------
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def train(session: nox.Session) -> None:
+    """Train the model and log the run to MLflow."""
+    _stage(session, "train")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def export(session: nox.Session) -> None:
+    """Export to ONNX with a parity gate; write the model card."""
+    _stage(session, "export")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def gate(session: nox.Session) -> None:
+    """Gate the candidate's metrics: absolute bounds and against the version serving ENV."""
+    _stage(session, "gate")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def register(session: nox.Session) -> None:
+    """Register the exported model in MLflow; alias ENV-candidate."""
+    _stage(session, "register")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def promote(session: nox.Session) -> None:
+    """Move alias ENV to the candidate whose gate passed (`-- --to-version N` for a given one)."""
+    _stage(session, "promote")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True)
+def pipeline(session: nox.Session) -> None:
+    """Run every stage in order for ENV (default dev), stopping at the first failed gate."""
+    _stage(session, "run")

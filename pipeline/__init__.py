@@ -1,0 +1,1 @@
+"""The model pipeline: train → export → gate → register → promote, driven by environments/*.yaml."""

@@ -1,0 +1,5 @@
+"""Errors a stage raises; the CLI turns them into exit code 1 (ConfigError, in config.py, into 2)."""
+
+
+class StageError(Exception):
+    """A stage could not run or a gate failed; the message says what happened and what to do."""

@@ -1,0 +1,178 @@
+"""gate: the candidate's metrics against absolute bounds and against the version serving the environment.
+
+Both models are scored by their ONNX files on the same evaluation rows, so the comparison is fair
+and measures what will actually be served.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline import registry
+from pipeline.config import Config
+from pipeline.errors import StageError
+from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir, predict_onnx
+from pipeline.metrics import better_delta, evaluate
+from pipeline.reporter import Reporter
+from pipeline.workspace import Workspace, read_json, write_json
+
+Status = Literal["pass", "fail", "warn"]
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    kind: str
+    value: float | None
+    comparator: str
+    bound: float
+    passed: bool
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    environment: str
+    version: str
+    status: Status
+    checks: list[Check]
+    candidate: dict[str, float]
+    champion: dict[str, float] | None = None
+    champion_version: str | None = None
+    note: str = ""
+    mode: str = "enforce"
+    failures: list[str] = field(default_factory=list)
+
+
+def gate_file(environment: str) -> str:
+    return f"gate-{environment}.json"
+
+
+def evaluate_model_dir(model_dir: Path, rows: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    card = read_json(model_dir / CARD_FILE)
+    probabilities = predict_onnx(model_dir / ONNX_FILE, rows, card["onnx"]["input"]["name"])
+    return evaluate(probabilities, labels, card["classes"])
+
+
+def checks_for(config: Config, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Check]:
+    """Every configured check, in config order; a missing value fails (never a silent pass)."""
+    checks: list[Check] = []
+    for metric, bounds in config.gates.metrics.items():
+        value = candidate.get(metric)
+        if bounds.min is not None:
+            checks.append(
+                Check(metric, "min", value, ">=", bounds.min, value is not None and value >= bounds.min)
+            )
+        if bounds.max is not None:
+            checks.append(
+                Check(metric, "max", value, "<=", bounds.max, value is not None and value <= bounds.max)
+            )
+        if bounds.vs_champion is None or champion is None:
+            continue
+        old = champion.get(metric)
+        delta = better_delta(metric, value, old) if value is not None and old is not None else None
+        if bounds.vs_champion.min_delta is not None:
+            limit = bounds.vs_champion.min_delta
+            checks.append(
+                Check(metric, "delta vs champion", delta, ">=", limit, delta is not None and delta >= limit)
+            )
+        if bounds.vs_champion.min_relative_delta is not None:
+            limit = bounds.vs_champion.min_relative_delta
+            relative = delta / abs(old) if delta is not None and old else None
+            checks.append(
+                Check(
+                    metric,
+                    "relative delta vs champion",
+                    relative,
+                    ">=",
+                    limit,
+                    relative is not None and relative >= limit,
+                )
+            )
+    return checks
+
+
+def gate(config: Config, workspace: Workspace, reporter: Reporter) -> GateResult:
+    version, directory = current_version_dir(config, workspace)
+    if not (directory / CARD_FILE).is_file():
+        msg = f"{directory} has no exported model; run `python -m pipeline export --env {config.name}` first"
+        raise StageError(msg)
+    evaluation = read_json(directory / EVAL_FILE)
+    rows = np.asarray(evaluation["rows"], dtype=np.float64)
+    labels = np.asarray(evaluation["labels"])
+    candidate = evaluate_model_dir(directory, rows, labels)
+
+    champion, champion_version, note = _champion_metrics(config, workspace, version, evaluation)
+    reporter.note(note)
+    checks = checks_for(config, candidate, champion)
+    failures = [
+        f"{c.metric} {c.kind}: {_fmt(c.value)} {'<' if c.comparator == '>=' else '>'} bound {c.bound:g}"
+        for c in checks
+        if not c.passed
+    ]
+    status: Status = "pass" if not failures else ("warn" if config.gates.mode == "warn" else "fail")
+    reporter.table(
+        ["metric", "check", "value", "comparator", "bound", "result"],
+        [(c.metric, c.kind, c.value, c.comparator, c.bound, c.verdict) for c in checks],
+    )
+    result = GateResult(
+        config.name,
+        version,
+        status,
+        checks,
+        candidate,
+        champion,
+        champion_version,
+        note,
+        config.gates.mode,
+        failures,
+    )
+    write_json(directory / gate_file(config.name), asdict(result))
+    if status == "warn":
+        reporter.warn(f"gate mode is 'warn' for {config.name}: {len(failures)} failed check(s) let through")
+    reporter.note(f"gate {status.upper()}: {len(checks) - len(failures)}/{len(checks)} checks passed")
+    return result
+
+
+def _champion_metrics(
+    config: Config, workspace: Workspace, version: str, evaluation: dict[str, Any]
+) -> tuple[dict[str, float] | None, str | None, str]:
+    mlflow = registry.client(config, workspace)
+    champion = registry.alias_version(mlflow, config.model.name, config.alias)
+    if champion is None:
+        return (
+            None,
+            None,
+            (
+                f"first deploy to {config.name}: no version holds alias {config.alias!r}, "
+                "so only the absolute thresholds apply"
+            ),
+        )
+    tags = registry.version_tags(champion)
+    label = f"version {champion.version} (artifacts {tags.get('artifact_version', '?')})"
+    with tempfile.TemporaryDirectory() as tmp:
+        champion_dir = registry.download_version(mlflow, champion, Path(tmp))
+        features = [f["name"] for f in read_json(champion_dir / CARD_FILE)["features"]]
+        if features != evaluation["features"]:
+            msg = (
+                f"champion {label} serving {config.name} takes other features than the candidate; "
+                "the two cannot be compared on the same rows"
+            )
+            raise StageError(msg)
+        metrics = evaluate_model_dir(
+            champion_dir, np.asarray(evaluation["rows"], dtype=np.float64), np.asarray(evaluation["labels"])
+        )
+    same = " (the candidate is this same model)" if tags.get("artifact_version") == version else ""
+    return metrics, champion.version, f"champion: {label}, alias {config.alias!r}{same}"
+
+
+def _fmt(value: float | None) -> str:
+    return "no value" if value is None else f"{value:.4g}"

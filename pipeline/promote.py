@@ -1,0 +1,126 @@
+"""promote and rollback: move the environment's alias, and keep the history that rollback follows.
+
+The history of an environment is a registered-model tag `history.<env>` (JSON, newest last), so it
+lives in the registry with the versions it names and survives a lost workspace.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline import registry
+from pipeline.config import Config
+from pipeline.errors import StageError
+from pipeline.reporter import Reporter
+from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+HISTORY_LIMIT = 50
+"""Entries kept per environment; the tag must stay small."""
+PROMOTABLE = {"pass", "warn"}
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    environment: str
+    version: str
+    previous: str | None
+    changed: bool
+
+
+def history(mlflow: MlflowClient, name: str, environment: str) -> list[dict[str, Any]]:
+    if not registry.registered_model_exists(mlflow, name):
+        return []
+    raw = (mlflow.get_registered_model(name).tags or {}).get(f"history.{environment}")
+    return list(json.loads(raw)) if raw else []
+
+
+def _move_alias(
+    mlflow: MlflowClient, config: Config, version: str, action: str, reporter: Reporter
+) -> PromoteResult:
+    name = config.model.name
+    current = registry.alias_version(mlflow, name, config.alias)
+    previous = current.version if current is not None else None
+    if previous == version:
+        reporter.note(f"version {version} already serves {config.name}; nothing to move")
+        return PromoteResult(config.name, version, previous, changed=False)
+    mlflow.set_registered_model_alias(name, config.alias, version)
+    entries = history(mlflow, name, config.name)
+    entries.append(
+        {
+            "version": version,
+            "previous": previous,
+            "action": action,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    mlflow.set_registered_model_tag(name, f"history.{config.name}", json.dumps(entries[-HISTORY_LIMIT:]))
+    reporter.note(f"alias {config.alias!r}: version {previous or '(none)'} -> {version} ({action})")
+    return PromoteResult(config.name, version, previous, changed=True)
+
+
+def promote(
+    config: Config, workspace: Workspace, reporter: Reporter, *, to_version: str | None = None
+) -> PromoteResult:
+    """Move alias `<env>` to the candidate (or `to_version`), only when its gate passed for `<env>`."""
+    mlflow = registry.client(config, workspace)
+    name = config.model.name
+    if to_version is None:
+        candidate = registry.alias_version(mlflow, name, config.candidate_alias)
+        if candidate is None:
+            msg = (
+                f"no version holds alias {config.candidate_alias!r}; run `python -m pipeline register "
+                f"--env {config.name}` or pass --to-version N"
+            )
+            raise StageError(msg)
+    else:
+        candidate = _get_version(mlflow, name, to_version)
+    gate = registry.version_tags(candidate).get(f"gate.{config.name}")
+    if gate not in PROMOTABLE:
+        msg = (
+            f"version {candidate.version} has gate.{config.name}={gate or '(none)'}; only a version whose gate "
+            f"passed for {config.name} is promoted (run the gate and register for {config.name}); aliases unchanged"
+        )
+        raise StageError(msg)
+    result = _move_alias(mlflow, config, candidate.version, "promote", reporter)
+    if to_version is None:
+        mlflow.delete_registered_model_alias(name, config.candidate_alias)
+    return result
+
+
+def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
+    """Move alias `<env>` back to the version that served before the current one."""
+    mlflow = registry.client(config, workspace)
+    current = registry.alias_version(mlflow, config.model.name, config.alias)
+    if current is None:
+        raise StageError(
+            f"no version serves {config.name} (alias {config.alias!r} unset); nothing to roll back"
+        )
+    entries = history(mlflow, config.model.name, config.name)
+    # Follow promotions only, so two rollbacks in a row walk further back instead of toggling.
+    previous = next(
+        (
+            e["previous"]
+            for e in reversed(entries)
+            if e["version"] == current.version and e["action"] == "promote"
+        ),
+        None,
+    )
+    if previous is None:
+        msg = f"version {current.version} is the first to serve {config.name}; there is nothing earlier to roll back to"
+        raise StageError(msg)
+    return _move_alias(mlflow, config, previous, "rollback", reporter)
+
+
+def _get_version(mlflow: MlflowClient, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        return mlflow.get_model_version(name, version)
+    except MlflowException:
+        raise StageError(f"{name} has no version {version!r}") from None

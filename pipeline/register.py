@@ -1,0 +1,75 @@
+"""register: the exported model and its card become a registry version, aliased `<env>-candidate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline import registry
+from pipeline.config import Config
+from pipeline.errors import StageError
+from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir
+from pipeline.gate import gate_file
+from pipeline.reporter import Reporter
+from pipeline.workspace import Workspace, read_json, write_json
+
+REGISTRATION_FILE = "registration.json"
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    model_name: str
+    model_version: str
+    artifact_version: str
+    reused: bool
+
+
+def register(config: Config, workspace: Workspace, reporter: Reporter) -> RegisterResult:
+    version, directory = current_version_dir(config, workspace)
+    gate_path = directory / gate_file(config.name)
+    if not gate_path.is_file():
+        msg = f"no gate result for {config.name} at {gate_path}; run `python -m pipeline gate --env {config.name}`"
+        raise StageError(msg)
+    gate = read_json(gate_path)
+    if gate["status"] == "fail":
+        msg = f"the gate failed for {config.name} ({'; '.join(gate['failures'])}); nothing was registered"
+        raise StageError(msg)
+    card = read_json(directory / CARD_FILE)
+    name = config.model.name
+    mlflow = registry.client(config, workspace)
+
+    existing = registry.find_version(mlflow, name, version)
+    if existing is None:
+        if not registry.registered_model_exists(mlflow, name):
+            mlflow.create_registered_model(name, description="Registered by the pipeline's register stage.")
+        run_id = card["lineage"]["mlflow_run_id"]
+        for file in (ONNX_FILE, CARD_FILE, EVAL_FILE):
+            mlflow.log_artifact(run_id, str(directory / file), registry.ARTIFACT_PATH)
+        source = f"{mlflow.get_run(run_id).info.artifact_uri}/{registry.ARTIFACT_PATH}"
+        model_version = mlflow.create_model_version(
+            name,
+            source,
+            run_id=run_id,
+            tags={
+                "artifact_version": version,
+                "git_sha": card["lineage"]["git_sha"],
+                "data_sha256": card["lineage"]["data_sha256"],
+                "onnx_sha256": card["onnx"]["sha256"],
+                "config_sha256": card["lineage"]["config_sha256"],
+            },
+            description=f"{name} {version} from git {card['lineage']['git_sha'][:12]}",
+        ).version
+        reporter.note(f"registered {name} version {model_version} (artifacts {version})")
+    else:
+        model_version = existing.version
+        reporter.note(f"reused {name} version {model_version}: artifacts {version} are registered already")
+
+    # `gate` is the latest verdict; `gate.<env>` is what promote checks for that environment.
+    mlflow.set_model_version_tag(name, model_version, "gate", gate["status"])
+    mlflow.set_model_version_tag(name, model_version, f"gate.{config.name}", gate["status"])
+    mlflow.set_registered_model_alias(name, config.candidate_alias, model_version)
+    write_json(
+        directory / REGISTRATION_FILE,
+        {"model_name": name, "model_version": str(model_version), "artifact_version": version},
+    )
+    reporter.note(f"alias {config.candidate_alias!r} -> version {model_version}")
+    return RegisterResult(name, str(model_version), version, reused=existing is not None)

@@ -1,0 +1,89 @@
+"""MLflow tracking and model registry: runs, versions, aliases and lineage tags.
+
+Aliases are environment names (`dev`, `staging`, `prod`) for what serves there and `<env>-candidate`
+for what is on its way. The embedded default is a sqlite file in the workspace: no server, no network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import Config
+from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+# The client looks up a telemetry host at import time; this template promises no network.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow narrates every database migration at INFO; the pipeline reports what matters itself.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+ARTIFACT_PATH = "model"
+"""Folder of the MLflow run holding model.onnx, model.json and eval.json."""
+
+
+def client(config: Config, workspace: Workspace) -> MlflowClient:
+    from mlflow import MlflowClient  # noqa: PLC0415  (slow import, only for stages that need it)
+
+    uri = workspace.tracking_uri(config)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow: MlflowClient, config: Config, workspace: Workspace) -> str:
+    name = config.registry.experiment or config.model.name
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if not (os.environ.get("MLFLOW_TRACKING_URI") or config.registry.tracking_uri):
+        # Without this, run artifacts land in ./mlruns of whatever folder the command ran in.
+        location = (workspace.mlflow_dir / "artifacts").resolve().as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def alias_version(mlflow: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        return mlflow.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            return None
+        raise
+
+
+def find_version(mlflow: MlflowClient, name: str, artifact_version: str) -> ModelVersion | None:
+    """The registered version holding the artifacts of `artifact_version`, if any."""
+    if not registered_model_exists(mlflow, name):
+        return None
+    found = mlflow.search_model_versions(f"name = '{name}' and tag.artifact_version = '{artifact_version}'")
+    return found[0] if found else None
+
+
+def registered_model_exists(mlflow: MlflowClient, name: str) -> bool:
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        mlflow.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
+def download_version(mlflow: MlflowClient, version: ModelVersion, dst: Path) -> Path:
+    """Download a version's model.onnx, model.json and eval.json into `dst`; return that folder."""
+    from mlflow.artifacts import download_artifacts  # noqa: PLC0415
+
+    uri = mlflow.get_model_version_download_uri(version.name, version.version)
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+
+
+def version_tags(version: ModelVersion) -> dict[str, Any]:
+    return dict(version.tags or {})

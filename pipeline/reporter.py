@@ -1,0 +1,52 @@
+"""The one place the pipeline prints: stage lines, check tables and notes, to stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
+
+
+class Reporter:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        self.line(f"  {text}")
+
+    def error(self, text: str) -> None:
+        print(f"error: {text}", file=sys.stderr, flush=True)
+
+    def warn(self, text: str) -> None:
+        self.line(f"  WARNING: {text}")
+
+    @contextmanager
+    def stage(self, name: str, env: str) -> Iterator[None]:
+        """Frame a stage with a start line and a closing line carrying its status and duration."""
+        self.line(f"==> {name} [{env}]")
+        started = time.perf_counter()
+        status = "FAILED"
+        try:
+            yield
+            status = "done"
+        finally:
+            self.line(f"<== {name} [{env}] {status} in {time.perf_counter() - started:.1f}s")
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        cells = [[str(c) for c in headers], *[[_cell(c) for c in row] for row in rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+        for n, row in enumerate(cells):
+            self.note("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+            if n == 0:
+                self.note("  ".join("-" * width for width in widths))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
