@@ -172,7 +172,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -187,11 +187,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+class Replace(dict[str, Any]):
+    """A mapping tagged `!replace` in YAML: it replaces the inherited one instead of merging into it,
+    e.g. `params: !replace {C: 0.5}` when an environment switches `model.estimator`."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader plus the `!replace` tag."""
+
+
+def _construct_replace(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Replace:
+    return Replace({str(key): value for key, value in loader.construct_mapping(node, deep=True).items()})
+
+
+_Loader.add_constructor("!replace", _construct_replace)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else (lists included) in `override` replaces `base`."""
+    """Mappings merge key by key, unless tagged `!replace`; anything else (lists too) replaces."""
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if (
+            isinstance(value, Mapping)
+            and not isinstance(value, Replace)
+            and isinstance(merged.get(key), Mapping)
+        ):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -204,7 +228,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set gates.mode=warn")
     try:
-        value = yaml.safe_load(raw)
+        value = _load_yaml(raw)
     except yaml.YAMLError:
         value = raw
     return key.split("."), value

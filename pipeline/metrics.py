@@ -20,6 +20,9 @@ def better_delta(metric: str, candidate: float, champion: float) -> float:
 def evaluate(probabilities: NDArray[Any], y_true: NDArray[Any], classes: Sequence[Any]) -> dict[str, float]:
     """Every metric the gates know, from probabilities [N, C] whose columns follow `classes`."""
     labels = np.asarray(classes)
+    # ONNX computes in float32: rows sum to 1 only within rounding, which scikit-learn warns about.
+    probabilities = np.clip(probabilities, 1e-15, 1)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     predicted = labels[np.argmax(probabilities, axis=1)]
     binary = len(labels) == 2
     positive = y_true == labels[-1]
@@ -42,6 +45,6 @@ def evaluate(probabilities: NDArray[Any], y_true: NDArray[Any], classes: Sequenc
         "recall": float(
             skm.recall_score(y_true, predicted, average=average, pos_label=pos_label, zero_division=0)
         ),
-        "log_loss": float(skm.log_loss(y_true, np.clip(probabilities, 1e-15, 1), labels=labels)),
+        "log_loss": float(skm.log_loss(y_true, probabilities, labels=labels)),
         "brier": float(brier),
     }

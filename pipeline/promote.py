@@ -45,7 +45,7 @@ def _move_alias(
 ) -> PromoteResult:
     name = config.model.name
     current = registry.alias_version(mlflow, name, config.alias)
-    previous = current.version if current is not None else None
+    previous = str(current.version) if current is not None else None
     if previous == version:
         reporter.note(f"version {version} already serves {config.name}; nothing to move")
         return PromoteResult(config.name, version, previous, changed=False)
@@ -87,7 +87,7 @@ def promote(
             f"passed for {config.name} is promoted (run the gate and register for {config.name}); aliases unchanged"
         )
         raise StageError(msg)
-    result = _move_alias(mlflow, config, candidate.version, "promote", reporter)
+    result = _move_alias(mlflow, config, str(candidate.version), "promote", reporter)
     if to_version is None:
         mlflow.delete_registered_model_alias(name, config.candidate_alias)
     return result
@@ -107,7 +107,7 @@ def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> Promot
         (
             e["previous"]
             for e in reversed(entries)
-            if e["version"] == current.version and e["action"] == "promote"
+            if e["version"] == str(current.version) and e["action"] == "promote"
         ),
         None,
     )

@@ -45,7 +45,7 @@ def register(config: Config, workspace: Workspace, reporter: Reporter) -> Regist
         for file in (ONNX_FILE, CARD_FILE, EVAL_FILE):
             mlflow.log_artifact(run_id, str(directory / file), registry.ARTIFACT_PATH)
         source = f"{mlflow.get_run(run_id).info.artifact_uri}/{registry.ARTIFACT_PATH}"
-        model_version = mlflow.create_model_version(
+        created = mlflow.create_model_version(
             name,
             source,
             run_id=run_id,
@@ -57,10 +57,11 @@ def register(config: Config, workspace: Workspace, reporter: Reporter) -> Regist
                 "config_sha256": card["lineage"]["config_sha256"],
             },
             description=f"{name} {version} from git {card['lineage']['git_sha'][:12]}",
-        ).version
+        )
+        model_version = str(created.version)
         reporter.note(f"registered {name} version {model_version} (artifacts {version})")
     else:
-        model_version = existing.version
+        model_version = str(existing.version)
         reporter.note(f"reused {name} version {model_version}: artifacts {version} are registered already")
 
     # `gate` is the latest verdict; `gate.<env>` is what promote checks for that environment.
@@ -69,7 +70,7 @@ def register(config: Config, workspace: Workspace, reporter: Reporter) -> Regist
     mlflow.set_registered_model_alias(name, config.candidate_alias, model_version)
     write_json(
         directory / REGISTRATION_FILE,
-        {"model_name": name, "model_version": str(model_version), "artifact_version": version},
+        {"model_name": name, "model_version": model_version, "artifact_version": version},
     )
     reporter.note(f"alias {config.candidate_alias!r} -> version {model_version}")
-    return RegisterResult(name, str(model_version), version, reused=existing is not None)
+    return RegisterResult(name, model_version, version, reused=existing is not None)

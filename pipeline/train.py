@@ -45,7 +45,10 @@ def artifact_version(config: Config, data: Dataset) -> str:
     The same inputs give the same folder, so a re-run finds and reuses what is still valid.
     """
     digest = hashlib.sha256()
-    digest.update(config.sha256("model", "data", "export").encode())
+    digest.update(config.sha256("model", "data").encode())
+    digest.update(
+        f"opset={config.export.opset}".encode()
+    )  # parity bounds judge a model, they do not shape it
     digest.update(data.sha256.encode())
     here = Path(__file__).parent
     for name in _VERSIONED_CODE:
@@ -67,7 +70,11 @@ def build_estimator(config: Config) -> Any:
         estimator = family(random_state=config.data.seed, **spec.params)
         estimator._validate_params()  # fail here, naming the key, rather than deep inside fit()
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model.params: {family.__name__} rejects them: {exc}") from None
+        msg = (
+            f"model.params: {family.__name__} rejects them: {exc}. Params merge over the inherited ones; "
+            "after changing model.estimator, write `params: !replace {...}` to start from none"
+        )
+        raise ConfigError(msg) from None
     if spec.estimator == "logistic_regression":
         return make_pipeline(StandardScaler(), estimator)
     return estimator

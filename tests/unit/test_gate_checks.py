@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.gate import checks_for
+from pipeline.metrics import better_delta, evaluate
+
+ENVIRONMENTS = Path(__file__).parents[2] / "environments"
+
+
+def test_delta_is_positive_when_the_candidate_is_better() -> None:
+    assert better_delta("roc_auc", 0.95, 0.9) == pytest.approx(0.05)
+    assert better_delta("log_loss", 0.1, 0.3) == pytest.approx(0.2)
+    assert better_delta("log_loss", 0.3, 0.1) == pytest.approx(-0.2)
+
+
+def test_first_deploy_has_only_absolute_checks() -> None:
+    config = load_config("dev", ENVIRONMENTS)
+    checks = checks_for(config, {"roc_auc": 0.99, "accuracy": 0.95, "log_loss": 0.1}, None)
+    assert [(c.metric, c.kind) for c in checks] == [
+        ("roc_auc", "min"),
+        ("accuracy", "min"),
+        ("log_loss", "max"),
+    ]
+    assert all(c.passed for c in checks)
+
+
+def test_champion_comparison_is_direction_aware() -> None:
+    config = load_config(
+        "dev", ENVIRONMENTS, ("gates.metrics.log_loss.vs_champion={min_relative_delta: -0.1}",)
+    )
+    champion = {"roc_auc": 0.99, "accuracy": 0.95, "log_loss": 0.10}
+    candidate = {"roc_auc": 0.98, "accuracy": 0.95, "log_loss": 0.12}
+    results = {(c.metric, c.kind): c for c in checks_for(config, candidate, champion)}
+    assert not results["roc_auc", "delta vs champion"].passed  # 0.01 worse, 0.005 tolerated
+    assert results["accuracy", "delta vs champion"].passed
+    relative = results["log_loss", "relative delta vs champion"]
+    assert relative.value == pytest.approx(-0.2)  # 20 % higher loss is 20 % worse
+    assert not relative.passed
+
+
+def test_a_missing_metric_fails_rather_than_passes() -> None:
+    config = load_config("dev", ENVIRONMENTS)
+    checks = checks_for(config, {"accuracy": 0.95, "log_loss": 0.1}, None)
+    roc = next(c for c in checks if c.metric == "roc_auc")
+    assert roc.value is None
+    assert not roc.passed
+
+
+def test_evaluate_binary_and_multiclass() -> None:
+    y = np.array([0, 1, 1, 0])
+    perfect = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.7, 0.3]])
+    metrics = evaluate(perfect, y, [0, 1])
+    assert metrics["accuracy"] == 1.0
+    assert metrics["roc_auc"] == 1.0
+    y3 = np.array(["a", "b", "c"])
+    probabilities = np.eye(3) * 0.8 + 0.1 / 1
+    metrics3 = evaluate(probabilities / probabilities.sum(axis=1, keepdims=True), y3, ["a", "b", "c"])
+    assert metrics3["accuracy"] == 1.0
+    assert metrics3["log_loss"] < 0.5
