@@ -1,0 +1,513 @@
+"""The app factory: Starlette routes, one ASGI middleware for the cross-cutting concerns, lifespan loading.
+
+Per request the middleware assigns the request id, sheds load, authenticates, injects rehearsal faults,
+maps `ModelServiceError` to the JSON error format, and records metrics and one log line.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from types import FrameType
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from model_service.auth import Authenticator
+from model_service.card import ModelCard, load_card
+from model_service.errors import (
+    InjectedFault,
+    InternalError,
+    InvalidInput,
+    MalformedJSON,
+    MethodNotAllowed,
+    ModelNotFound,
+    ModelServiceError,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from model_service.logs import JsonLog
+from model_service.metrics import Metrics
+from model_service.openapi import build_openapi, docs_html
+from model_service.runtime import OnnxModel
+from model_service.schemas import RowParser
+from model_service.settings import ServiceSettings
+
+PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+OPEN = PROBES | {"/docs", "/openapi.json"}  # the docs page fetches /openapi.json without credentials
+_STATIC_ROUTES = frozenset({"/v1/predict", "/v1/model", "/v2", "/docs", "/openapi.json"}) | PROBES
+_V2_MODEL_SUFFIXES = (("/infer", "/v2/models/{name}/infer"), ("/ready", "/v2/models/{name}/ready"))
+REQUEST_ID_HEADER = b"x-request-id"
+_JSON = "application/json"
+_LOG_FLUSH_S = 0.5
+
+
+def route_label(path: str) -> str:
+    """Bounded metric label for a path (unknown paths share one label)."""
+    if path in _STATIC_ROUTES:
+        return path
+    if path.startswith("/v2/models/"):
+        for suffix, label in _V2_MODEL_SUFFIXES:
+            if path.endswith(suffix):
+                return label
+        return "/v2/models/{name}"
+    return "unmatched"
+
+
+def error_body(exc: ModelServiceError, request_id: str) -> bytes:
+    return orjson.dumps({"error": {"code": exc.code, "message": exc.message, "request_id": request_id}})
+
+
+class Service:
+    """Everything one worker serves. Built empty by `create_app`; `start` loads the model in lifespan."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.log = JsonLog()
+        self.ready = False
+        self.draining = False
+        self.in_flight = 0
+        self.model: OnnxModel | None = None
+        self._ids = itertools.count()
+        self._id_prefix = f"{os.getpid():x}{random.getrandbits(16):04x}-"
+        self._random = random.Random()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        settings = self.settings
+        card = load_card(settings.model_dir)
+        model = OnnxModel(card, settings.intra_op_threads, settings.inter_op_threads)
+        model.warm_up()
+        self.card: ModelCard = card
+        self.parser = RowParser(card.features, model.dtype, settings.max_rows)
+        self.auth = Authenticator(settings) if settings.auth_enabled else None
+        self.metrics = Metrics(card.name, card.version, card.sha256)
+        self.metrics.bind(
+            ["/v1/predict", "/v2/models/{name}/infer", "/v1/model"], [200, 400, 401, 413, 415, 422, 500, 503]
+        )
+        self.model_ref = {"name": card.name, "version": card.version}
+        self.card_json = orjson.dumps(card.raw)
+        self.openapi_json = orjson.dumps(build_openapi(card, settings.auth_enabled))
+        self.docs_html = docs_html(card)
+        self.v2_metadata = orjson.dumps(self._v2_metadata(model))
+        self.model = model
+        self.ready = True
+
+    def _v2_metadata(self, model: OnnxModel) -> dict[str, Any]:
+        card = self.card
+        datatype = "FP32" if card.input_dtype == "float32" else "FP64"
+        return {
+            "name": card.name,
+            "versions": [card.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": card.input_name, "datatype": datatype, "shape": [-1, card.n_features]}],
+            "outputs": [
+                {"name": card.label_output, "datatype": model.label_datatype, "shape": [-1]},
+                {"name": card.probabilities_output, "datatype": datatype, "shape": [-1, len(card.classes)]},
+            ],
+        }
+
+    def next_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def drain_on_sigterm(self) -> None:
+        """Turn readiness false on SIGTERM, then (after `shutdown_delay_s`) hand over to uvicorn's handler,
+        which stops accepting and lets in-flight requests finish."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # in-process test clients: no signals to catch
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+        loop = asyncio.get_running_loop()
+        delay = self.settings.shutdown_delay_s
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            self.draining = True
+            self.log.event("INFO", "draining", in_flight=self.in_flight, shutdown_delay_s=delay)
+            if delay > 0:
+                loop.call_later(delay, previous, signum, frame)
+            else:
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def inject_fault(self) -> None:
+        if self.settings.fault_latency_ms > 0:
+            await asyncio.sleep(self.settings.fault_latency_ms / 1000)
+        if self._random.random() < self.settings.fault_error_ratio:
+            raise InjectedFault()
+
+    # -- endpoints -----------------------------------------------------------------------------------
+    async def _json_body(self, request: Request) -> Any:
+        content_type = request.headers.get("content-type")
+        # A missing Content-Type is read as JSON: some Open Inference Protocol clients send none.
+        if content_type is not None and content_type.partition(";")[0].strip().lower() != _JSON:
+            raise UnsupportedMediaType(content_type)
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as exc:
+            raise MalformedJSON(f"body is not valid JSON: {exc}") from None
+
+    def _infer(self, rows: Any) -> tuple[Any, Any]:
+        assert self.model is not None  # the middleware answers 503 until the model is loaded
+        started = time.perf_counter()
+        predictions, probabilities = self.model.predict(rows)
+        self.metrics.inference.observe(time.perf_counter() - started)
+        self.metrics.rows.observe(len(rows))
+        return predictions, probabilities
+
+    async def predict(self, request: Request) -> Response:
+        rows = self.parser.v1(await self._json_body(request))
+        predictions, probabilities = self._infer(rows)
+        body = {
+            "request_id": request.scope["request_id"],
+            "model": self.model_ref,
+            "predictions": predictions,
+            "probabilities": probabilities,
+        }
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)
+
+    async def model_card(self, request: Request) -> Response:
+        return Response(self.card_json, media_type=_JSON)
+
+    def _check_model(self, request: Request) -> None:
+        params = request.path_params
+        if params["name"] != self.card.name:
+            raise ModelNotFound(params["name"], self.card.name)
+        version = params.get("version")
+        if version is not None and version != self.card.version:
+            raise ModelNotFound(f"{params['name']}/{version}", f"{self.card.name}/{self.card.version}")
+
+    async def v2_infer(self, request: Request) -> Response:
+        self._check_model(request)
+        body = await self._json_body(request)
+        if type(body) is not dict:
+            raise InvalidInput("body: expected an object with 'inputs' (Open Inference Protocol v2)")
+        inputs = body.get("inputs")
+        if type(inputs) is not list or len(inputs) != 1:
+            raise InvalidInput(f"inputs: expected a list with 1 tensor named {self.card.input_name!r}")
+        request_id = body.get("id", request.scope["request_id"])
+        if type(request_id) is not str:
+            raise InvalidInput("id: expected a string")
+        wanted = self._requested_outputs(body.get("outputs"))
+        rows = self.parser.v2(inputs[0], self.card.input_name)
+        predictions, probabilities = self._infer(rows)
+        assert self.model is not None
+        card = self.card
+        outputs = []
+        if card.label_output in wanted:
+            outputs.append(
+                {
+                    "name": card.label_output,
+                    "datatype": self.model.label_datatype,
+                    "shape": [len(rows)],
+                    "data": predictions,
+                }
+            )
+        if card.probabilities_output in wanted:
+            outputs.append(
+                {
+                    "name": card.probabilities_output,
+                    "datatype": "FP32" if probabilities.dtype == "float32" else "FP64",
+                    "shape": list(probabilities.shape),
+                    "data": probabilities.ravel(),
+                }
+            )
+        response = {
+            "model_name": card.name,
+            "model_version": card.version,
+            "id": request_id,
+            "outputs": outputs,
+        }
+        return Response(orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)
+
+    def _requested_outputs(self, outputs: object) -> set[str]:
+        known = {self.card.label_output, self.card.probabilities_output}
+        if outputs is None:
+            return known
+        if type(outputs) is not list:
+            raise InvalidInput(f"outputs: expected a list of objects with a name in {sorted(known)}")
+        wanted = set()
+        for i, output in enumerate(outputs):
+            name = output.get("name") if type(output) is dict else None
+            if name not in known:
+                raise InvalidInput(f"outputs[{i}].name: expected one of {sorted(known)}, got {name!r}")
+            wanted.add(name)
+        return wanted
+
+    async def v2_model(self, request: Request) -> Response:
+        self._check_model(request)
+        return Response(self.v2_metadata, media_type=_JSON)
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        self._check_model(request)
+        return self._readiness(b'{"name": %s, "ready": true}' % orjson.dumps(self.card.name))
+
+    async def v2_server(self, request: Request) -> Response:
+        return Response(b'{"name":"model-service","version":"1","extensions":[]}', media_type=_JSON)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=_JSON)
+
+    async def v2_live(self, request: Request) -> Response:
+        return Response(b'{"live":true}', media_type=_JSON)
+
+    async def readyz(self, request: Request) -> Response:
+        return self._readiness(b'{"status":"ready"}')
+
+    async def v2_ready(self, request: Request) -> Response:
+        return self._readiness(b'{"ready":true}')
+
+    def _readiness(self, body: bytes) -> Response:
+        if not self.ready or self.draining:
+            raise NotReady(
+                "not ready (loading or shutting down); poll /readyz",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
+        return Response(body, media_type=_JSON)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self.openapi_json, media_type=_JSON)
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(self.docs_html)
+
+
+class ServiceMiddleware:
+    """Request id, load shedding, auth, fault injection, error mapping, metrics and the request log."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        service = self.service
+        request_id, authorization, api_key = _read_headers(scope)
+        if request_id is None:
+            request_id = service.next_request_id()
+        scope["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        path: str = scope["path"]
+        if path in PROBES:
+            await self._call(scope, receive, send_with_id, request_id)
+            if service.settings.log_probes and service.model is not None:
+                self._record(scope, path, status, started, request_id)
+            return
+        if service.model is None:
+            await _send_error(send_with_id, NotReady("model not loaded yet; poll /readyz"), request_id)
+            return
+        if service.in_flight >= service.settings.max_in_flight:
+            retry = {"Retry-After": str(service.settings.retry_after_s)}
+            message = f"more than {service.settings.max_in_flight} requests in flight; retry after the delay"
+            await _send_error(send_with_id, Overloaded(message, retry), request_id)
+            self._record(scope, path, status, started, request_id)
+            return
+        service.in_flight += 1
+        service.metrics.in_flight.inc()
+        try:
+            if service.auth is not None and path not in OPEN:
+                service.auth.check(authorization, api_key)
+            if service.settings.faults_enabled:
+                await service.inject_fault()
+            await self._call(scope, receive, send_with_id, request_id)
+        except ModelServiceError as exc:
+            await _send_error(send_with_id, exc, request_id)
+        finally:
+            service.in_flight -= 1
+            service.metrics.in_flight.dec()
+            self._record(scope, path, status, started, request_id)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """Run the app; errors it raises become JSON responses, unexpected ones a bare 500 (no trace)."""
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ModelServiceError as exc:
+            if not started:
+                await _send_error(send, exc, request_id)
+        except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
+            self.service.log.event(
+                "ERROR",
+                "unhandled_exception",
+                request_id=request_id,
+                path=scope["path"],
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            if not started:
+                internal = InternalError(
+                    "internal error; the service log has the details under this request_id"
+                )
+                await _send_error(send, internal, request_id)
+
+    def _record(self, scope: Scope, path: str, status: int, started: float, request_id: str) -> None:
+        service = self.service
+        route = route_label(path) if "route" in scope or status != 404 else "unmatched"
+        elapsed = time.perf_counter() - started
+        service.metrics.observe(route, status, elapsed)
+        service.log.request(
+            request_id=request_id,
+            method=scope["method"],
+            route=route,
+            status=status,
+            latency_ms=elapsed * 1000,
+            version=service.card.version,
+        )
+
+
+def _read_headers(scope: Scope) -> tuple[str | None, bytes | None, bytes | None]:
+    """One pass over the raw headers: (client request id if usable, Authorization, X-API-Key)."""
+    request_id = authorization = api_key = None
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
+                request_id = value.decode()
+        elif name == b"authorization":
+            authorization = value
+        elif name == b"x-api-key":
+            api_key = value
+    return request_id, authorization, api_key
+
+
+async def _send_error(send: Send, exc: ModelServiceError, request_id: str) -> None:
+    body = error_body(exc, request_id)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Routing errors (unknown path, wrong method) in the same JSON format."""
+    assert isinstance(exc, HTTPException)
+    error: ModelServiceError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"method {request.method} not allowed on {request.url.path}")
+    else:
+        error = NotFound(f"no route {request.url.path}; see /openapi.json")
+    headers = dict(exc.headers or {})
+    return Response(
+        error_body(error, request.scope["request_id"]),
+        status_code=error.status_code,
+        headers=headers,
+        media_type=_JSON,
+    )
+
+
+def create_app(settings: ServiceSettings | None = None) -> Starlette:
+    """Build the app; nothing is loaded until lifespan start-up (settings default to the environment)."""
+    service = Service(settings if settings is not None else ServiceSettings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service.start()
+        flusher = asyncio.create_task(_flush_logs(service.log))
+        service.drain_on_sigterm()
+        card = service.card
+        service.log.event("INFO", "started", model=card.name, model_version=card.version, pid=os.getpid())
+        if service.settings.faults_enabled:
+            service.log.event(
+                "WARNING",
+                "fault_injection_on",
+                message="FAULT INJECTION IS ON: this instance adds latency and/or fails requests on purpose",
+                fault_latency_ms=service.settings.fault_latency_ms,
+                fault_error_ratio=service.settings.fault_error_ratio,
+            )
+        try:
+            yield
+        finally:
+            service.ready = False
+            flusher.cancel()
+            service.log.event("INFO", "stopped", pid=os.getpid())
+            Metrics.mark_worker_gone()
+
+    model_routes = [
+        Route("/v2/models/{name}", service.v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/ready", service.v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", service.v2_infer, methods=["POST"]),
+    ]
+    versioned = [
+        Route(
+            route.path.replace("{name}", "{name}/versions/{version}"), route.endpoint, methods=route.methods
+        )
+        for route in model_routes
+    ]
+    routes = [
+        # V1
+        Route("/v1/predict", service.predict, methods=["POST"]),
+        Route("/v1/model", service.model_card, methods=["GET"]),
+        # Open Inference Protocol v2
+        Route("/v2", service.v2_server, methods=["GET"]),
+        Route("/v2/health/live", service.v2_live, methods=["GET"]),
+        Route("/v2/health/ready", service.v2_ready, methods=["GET"]),
+        *model_routes,
+        *versioned,
+        # Operations
+        Route("/healthz", service.healthz, methods=["GET"]),
+        Route("/readyz", service.readyz, methods=["GET"]),
+        Route("/metrics", service.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", service.openapi, methods=["GET"]),
+        Route("/docs", service.docs, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(ServiceMiddleware, service=service)],
+        exception_handlers={HTTPException: _http_exception},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+async def _flush_logs(log: JsonLog) -> None:
+    while True:
+        await asyncio.sleep(_LOG_FLUSH_S)
+        log.flush()

@@ -1,0 +1,96 @@
+"""Domain errors carry their HTTP status and error code; `app.py` maps them to JSON in one place."""
+
+from typing import ClassVar
+
+
+class ModelServiceError(Exception):
+    """Base class: `status_code` and `code` go to the client, `headers` (if any) with them."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class MalformedJSON(ModelServiceError):
+    status_code = 400
+    code = "malformed_json"
+
+
+class Unauthorized(ModelServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ModelServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class ModelNotFound(ModelServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+    def __init__(self, name: str, served: str) -> None:
+        super().__init__(f"model {name!r} not found; this server serves {served!r} (GET /v1/model)")
+
+
+class MethodNotAllowed(ModelServiceError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ModelServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"request body exceeds {limit} bytes; split the rows over several requests "
+            "or raise MODEL_SERVICE_MAX_BODY_BYTES"
+        )
+
+
+class UnsupportedMediaType(ModelServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+    def __init__(self, got: str) -> None:
+        super().__init__(f"expected Content-Type application/json, got {got or 'none'!r}")
+
+
+class InvalidInput(ModelServiceError):
+    """The body parsed but does not fit the model: the message names the field and what was expected."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class InjectedFault(ModelServiceError):
+    status_code = 500
+    code = "injected_fault"
+
+    def __init__(self) -> None:
+        super().__init__("fault injected on purpose (MODEL_SERVICE_FAULT_ERROR_RATIO); not a real failure")
+
+
+class InternalError(ModelServiceError):
+    status_code = 500
+    code = "internal_error"
+
+
+class NotReady(ModelServiceError):
+    status_code = 503
+    code = "not_ready"
+
+
+class Overloaded(ModelServiceError):
+    status_code = 503
+    code = "overloaded"
+
+
+class StartupError(Exception):
+    """The service must not start; the message is the one-line reason printed before exiting."""

@@ -1,0 +1,247 @@
+"""The OpenAPI document, written by hand from the card (no pydantic request models on the hot path)."""
+
+from typing import Any
+
+from model_service.card import ModelCard
+
+_DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});</script>
+</body></html>
+"""
+
+
+def docs_html(card: ModelCard) -> str:
+    return _DOCS_HTML.format(title=f"{card.name} {card.version}")
+
+
+def _json(schema: dict[str, Any], example: object | None = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"content": {"application/json": media}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): {"description": _ERROR_TEXT[status], **_json(_ref("Error"))} for status in statuses}
+
+
+_ERROR_TEXT = {
+    400: "malformed JSON",
+    401: "missing or invalid credentials (when auth is on)",
+    404: "unknown model",
+    413: "body larger than MODEL_SERVICE_MAX_BODY_BYTES",
+    415: "Content-Type is not application/json",
+    422: "wrong shape, type or non-finite value; the message names the field",
+    500: "injected fault (rehearsals only) or internal error",
+    503: "not ready or overloaded; see Retry-After",
+}
+_BODY_ERRORS = (400, 401, 413, 415, 422, 500, 503)
+
+
+def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
+    n = card.n_features
+    number = {"type": "number"}
+    class_schema: dict[str, Any] = {
+        "type": "integer" if all(isinstance(c, int) for c in card.classes) else "string"
+    }
+    row_list = {"type": "array", "items": number, "minItems": n, "maxItems": n}
+    row_object = {
+        "type": "object",
+        "properties": dict.fromkeys(card.features, number),
+        "required": list(card.features),
+        "additionalProperties": False,
+    }
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "request_id"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "request_id": {"type": "string"},
+                    },
+                }
+            },
+        },
+        "PredictRequest": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"oneOf": [row_list, row_object]},
+                        }
+                    },
+                },
+                {"type": "array", "minItems": 1, "items": row_object},
+            ]
+        },
+        "PredictResponse": {
+            "type": "object",
+            "properties": {
+                "request_id": {"type": "string"},
+                "model": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+                },
+                "predictions": {"type": "array", "items": class_schema},
+                "probabilities": {
+                    "type": "array",
+                    "items": {
+                        "type": "array",
+                        "items": number,
+                        "description": f"one per class {list(card.classes)}",
+                    },
+                },
+            },
+        },
+        "InferenceRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "inputs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "shape", "datatype", "data"],
+                        "properties": {
+                            "name": {"type": "string", "enum": [card.input_name]},
+                            "shape": {
+                                "type": "array",
+                                "items": {"type": "integer"},
+                                "minItems": 2,
+                                "maxItems": 2,
+                                "description": f"[N, {n}]",
+                            },
+                            "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
+                            "data": {
+                                "type": "array",
+                                "description": "N*F numbers, row-major (or N rows of F)",
+                            },
+                        },
+                    },
+                },
+                "outputs": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                },
+            },
+        },
+        "InferenceResponse": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "shape": {"type": "array", "items": {"type": "integer"}},
+                            "datatype": {"type": "string"},
+                            "data": {"type": "array"},
+                        },
+                    },
+                },
+            },
+        },
+    }
+    example = {"instances": [[0.0] * n]}
+    model_param = [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [card.name]}}
+    ]
+    ok_json = {"description": "OK", **_json({"type": "object"})}
+    probe = {"200": {"description": "OK"}, "503": {"description": "not ready", **_json(_ref("Error"))}}
+    paths: dict[str, Any] = {
+        "/v1/predict": {
+            "post": {
+                "summary": "Predict classes and probabilities for rows",
+                "requestBody": {"required": True, **_json(_ref("PredictRequest"), example)},
+                "responses": {
+                    "200": {"description": "OK", **_json(_ref("PredictResponse"))},
+                    **_errors(*_BODY_ERRORS),
+                },
+            }
+        },
+        "/v1/model": {"get": {"summary": "The model card", "responses": {"200": ok_json, **_errors(401)}}},
+        "/v2": {
+            "get": {"summary": "Server metadata (Open Inference Protocol)", "responses": {"200": ok_json}}
+        },
+        "/v2/health/live": {"get": {"summary": "Liveness (open)", "security": [], "responses": probe}},
+        "/v2/health/ready": {"get": {"summary": "Readiness (open)", "security": [], "responses": probe}},
+        "/v2/models/{name}": {
+            "get": {
+                "summary": "Model metadata",
+                "parameters": model_param,
+                "responses": {"200": ok_json, **_errors(401, 404)},
+            }
+        },
+        "/v2/models/{name}/ready": {
+            "get": {
+                "summary": "Model readiness",
+                "parameters": model_param,
+                "responses": {**probe, **_errors(401, 404)},
+            }
+        },
+        "/v2/models/{name}/infer": {
+            "post": {
+                "summary": "Inference (Open Inference Protocol v2)",
+                "parameters": model_param,
+                "requestBody": {"required": True, **_json(_ref("InferenceRequest"))},
+                "responses": {
+                    "200": {"description": "OK", **_json(_ref("InferenceResponse"))},
+                    **_errors(*_BODY_ERRORS, 404),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness (open)", "security": [], "responses": {"200": {"description": "OK"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: model loaded and warmed, not draining (open)",
+                "security": [],
+                "responses": probe,
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (open)",
+                "security": [],
+                "responses": {"200": {"description": "text exposition format"}},
+            }
+        },
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": f"model-service: {card.name}", "version": card.version},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+    if auth:
+        document["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        document["security"] = [{"bearer": []}, {"apiKey": []}]
+    return document

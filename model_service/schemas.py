@@ -1,0 +1,159 @@
+"""Request payloads → a numpy matrix `[N, F]` in the model's dtype, with plain code (no pydantic on the hot path).
+
+Every rejection is an `InvalidInput` (422) whose message names the field and what was expected.
+"""
+
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from model_service.errors import InvalidInput
+
+_NUMBER = (int, float)  # exact types: JSON true/false arrive as bool, which is not a number here
+V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
+
+
+def _type_name(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+@dataclass(frozen=True)
+class RowParser:
+    """Parses rows for one model: its feature names (order matters), dtype and row limit."""
+
+    features: tuple[str, ...]
+    dtype: np.dtype[Any]
+    max_rows: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pick", itemgetter(*self.features))
+        object.__setattr__(self, "_feature_set", frozenset(self.features))
+
+    def v1(self, body: object) -> npt.NDArray[Any]:
+        """`{"instances": [[...]]}`, `{"instances": [{...}]}` or a bare `[{...}]`."""
+        if isinstance(body, dict):
+            if "instances" not in body:
+                raise InvalidInput(
+                    "body: expected an object with 'instances' (a list of rows) or a list of objects keyed "
+                    f"by feature name; got keys {sorted(body)[:5]}"
+                )
+            rows = body["instances"]
+            field = "instances"
+        else:
+            rows = body
+            field = "body"
+        if type(rows) is not list:
+            raise InvalidInput(f"{field}: expected a list of rows, got {_type_name(rows)}")
+        self._check_count(field, len(rows))
+        if type(rows[0]) is dict:
+            rows = [self._from_object(field, i, row) for i, row in enumerate(rows)]
+        elif field == "body":
+            raise InvalidInput(
+                "body: a bare list must hold objects keyed by feature name; wrap lists of "
+                'numbers as {"instances": [[...]]}'
+            )
+        return self._matrix(field, rows)
+
+    def v2(self, tensor: object, expected_name: str) -> npt.NDArray[Any]:
+        """One Open Inference Protocol input tensor of shape [N, F], FP32 or FP64, data flat or nested."""
+        if type(tensor) is not dict:
+            raise InvalidInput(
+                f"inputs[0]: expected an object with name, shape, datatype, data; got {_type_name(tensor)}"
+            )
+        name = tensor.get("name")
+        if name != expected_name:
+            raise InvalidInput(f"inputs[0].name: expected {expected_name!r}, got {name!r}")
+        datatype = tensor.get("datatype")
+        if datatype not in V2_DATATYPES:
+            raise InvalidInput(
+                f"inputs[0].datatype: expected one of {sorted(V2_DATATYPES)}, got {datatype!r}"
+            )
+        shape = tensor.get("shape")
+        n_features = len(self.features)
+        if (
+            type(shape) is not list
+            or len(shape) != 2
+            or any(type(dim) is not int for dim in shape)
+            or shape[1] != n_features
+        ):
+            raise InvalidInput(f"inputs[0].shape: expected [N, {n_features}], got {shape!r}")
+        self._check_count("inputs[0].shape[0]", shape[0])
+        data = tensor.get("data")
+        if type(data) is not list:
+            raise InvalidInput(f"inputs[0].data: expected a list of numbers, got {_type_name(data)}")
+        if data and type(data[0]) is list:
+            return self._matrix("inputs[0].data", data, expected_rows=shape[0])
+        expected = shape[0] * n_features
+        if len(data) != expected:
+            raise InvalidInput(
+                f"inputs[0].data: expected {expected} numbers for shape {shape}, got {len(data)}"
+            )
+        self._check_numbers("inputs[0].data", data)
+        return self._finite(
+            "inputs[0].data", self._array("inputs[0].data", data).reshape(shape[0], n_features)
+        )
+
+    def _check_count(self, field: str, n: int) -> None:
+        if n < 1:
+            raise InvalidInput(f"{field}: expected at least 1 row, got {n}")
+        if n > self.max_rows:
+            raise InvalidInput(f"{field}: expected at most {self.max_rows} rows per request, got {n}")
+
+    def _from_object(self, field: str, i: int, row: object) -> list[object]:
+        if type(row) is not dict:
+            raise InvalidInput(
+                f"{field}[{i}]: expected an object keyed by feature name, got {_type_name(row)}"
+            )
+        if len(row) != len(self.features) or row.keys() != self._feature_set:  # type: ignore[attr-defined]
+            missing = [f for f in self.features if f not in row]
+            if missing:
+                raise InvalidInput(f"{field}[{i}]: missing feature {missing[0]!r} ({len(missing)} missing)")
+            unknown = sorted(str(k) for k in row if k not in self._feature_set)  # type: ignore[attr-defined]
+            raise InvalidInput(
+                f"{field}[{i}]: unknown feature {unknown[0]!r}; expected {len(self.features)} "
+                "features named as in GET /v1/model"
+            )
+        return list(self._pick(row))  # type: ignore[attr-defined]
+
+    def _matrix(self, field: str, rows: list[Any], expected_rows: int | None = None) -> npt.NDArray[Any]:
+        if expected_rows is not None and len(rows) != expected_rows:
+            raise InvalidInput(f"{field}: expected {expected_rows} rows for the given shape, got {len(rows)}")
+        n_features = len(self.features)
+        for i, row in enumerate(rows):
+            if type(row) is not list:
+                raise InvalidInput(
+                    f"{field}[{i}]: expected a list of {n_features} numbers, got {_type_name(row)}"
+                )
+            if len(row) != n_features:
+                raise InvalidInput(f"{field}[{i}]: expected {n_features} numbers, got {len(row)}")
+            self._check_numbers(f"{field}[{i}]", row)
+        return self._finite(field, self._array(field, rows))
+
+    def _check_numbers(self, field: str, values: list[Any]) -> None:
+        if all(type(v) in _NUMBER for v in values):
+            return
+        j, bad = next((j, v) for j, v in enumerate(values) if type(v) not in _NUMBER)
+        name = f" ({self.features[j]!r})" if field.startswith(("instances[", "body[")) else ""
+        raise InvalidInput(f"{field}[{j}]{name}: expected a number, got {_type_name(bad)}")
+
+    def _array(self, field: str, values: list[Any]) -> npt.NDArray[Any]:
+        try:
+            # Values beyond the dtype's range become inf here and are reported by _finite.
+            with np.errstate(over="ignore"):
+                return np.asarray(values, dtype=self.dtype)
+        except OverflowError:  # integers beyond float range
+            raise InvalidInput(f"{field}: a value is too large for {self.dtype}") from None
+
+    def _finite(self, field: str, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        if np.isfinite(matrix).all():
+            return matrix
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(matrix))[0])
+        raise InvalidInput(
+            f"{field}[{i}][{j}] ({self.features[j]!r}): expected a finite {self.dtype} number, "
+            f"got {matrix[i, j]} (NaN, infinity or out of range)"
+        )

@@ -1,0 +1,117 @@
+"""Service settings: typed, validated, one env prefix (`MODEL_SERVICE_`), each field documented under it."""
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MODEL_SERVICE_"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
+    )
+
+    model_dir: Path
+    """Folder holding `model.json` (the card) and the ONNX file it names, e.g. artifacts/<model>/<version>."""
+    host: str = "127.0.0.1"
+    """Interface to bind; use 0.0.0.0 in a container."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port to listen on."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """uvicorn worker processes; each loads its own onnxruntime session. One /metrics covers them all."""
+    environment: Literal["dev", "staging", "prod"] = "dev"
+    """Where this runs; `prod` refuses fault injection."""
+
+    intra_op_threads: int = Field(default=1, ge=0)
+    """onnxruntime intra-op threads per worker (0 = one per core). Keep 1 when workers fill the cores."""
+    inter_op_threads: int = Field(default=1, ge=0)
+    """onnxruntime inter-op threads per worker (0 = onnxruntime's default)."""
+
+    max_rows: int = Field(default=1000, ge=1)
+    """Most rows accepted in one request; more is a 422."""
+    max_body_bytes: int = Field(default=1_048_576, ge=64)
+    """Largest request body in bytes, checked on Content-Length and while streaming; more is a 413."""
+    max_in_flight: int = Field(default=64, ge=1)
+    """Requests handled at once per worker; past it the service sheds load with 503 and Retry-After."""
+    retry_after_s: int = Field(default=1, ge=0)
+    """Value of the Retry-After header on 503 responses, in seconds."""
+
+    api_key_sha256: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated sha256 hex digests of accepted API keys (`printf %s KEY | sha256sum`).
+    Keys are sent as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Empty with no JWT setting: auth off."""
+    jwt_hs256_secret: SecretStr | None = None
+    """Shared secret for HS256 JWT bearer tokens."""
+    jwt_rs256_public_key_file: Path | None = None
+    """PEM public key file for RS256 JWT bearer tokens."""
+    jwt_audience: str | None = None
+    """Required `aud` claim of JWTs, when set."""
+    jwt_issuer: str | None = None
+    """Required `iss` claim of JWTs, when set."""
+
+    fault_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
+    """Rehearsals only: extra latency added to every non-probe request, in milliseconds."""
+    fault_error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Rehearsals only: fraction of non-probe requests answered with a 500 `injected_fault`."""
+
+    shutdown_delay_s: float = Field(default=0.0, ge=0.0, le=300.0)
+    """On SIGTERM, seconds to keep serving with readiness false before draining, so load balancers
+    stop routing here first."""
+    graceful_timeout_s: int = Field(default=30, ge=1)
+    """Longest wait for in-flight requests to finish after SIGTERM."""
+    log_probes: bool = False
+    """Log and count health, readiness and metrics requests too (off: they would drown the request log)."""
+
+    @field_validator("api_key_sha256", mode="before")
+    @classmethod
+    def _split_hashes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in value:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"expected sha256 hex digests (64 hex characters), got {digest[:8]!r}...")
+        return value
+
+    @field_validator("fault_latency_ms")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number of milliseconds")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_faults_in_prod(self) -> Self:
+        if self.environment == "prod" and self.faults_enabled:
+            raise ValueError(
+                "fault injection (MODEL_SERVICE_FAULT_LATENCY_MS / MODEL_SERVICE_FAULT_ERROR_RATIO) "
+                "is refused when MODEL_SERVICE_ENVIRONMENT=prod; unset them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_jwt_key(self) -> Self:
+        if self.jwt_hs256_secret is not None and self.jwt_rs256_public_key_file is not None:
+            raise ValueError(
+                "set MODEL_SERVICE_JWT_HS256_SECRET or MODEL_SERVICE_JWT_RS256_PUBLIC_KEY_FILE, not both"
+            )
+        return self
+
+    @property
+    def faults_enabled(self) -> bool:
+        return self.fault_latency_ms > 0 or self.fault_error_ratio > 0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return (
+            bool(self.api_key_sha256)
+            or self.jwt_hs256_secret is not None
+            or self.jwt_rs256_public_key_file is not None
+        )

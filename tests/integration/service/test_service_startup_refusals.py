@@ -1,0 +1,80 @@
+"""The service refuses to start, with a one-line reason and a non-zero exit, when the model is not right."""
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def copy(model_dir: Path, target: Path) -> Path:
+    target.mkdir()
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(model_dir / name, target / name)
+    return target
+
+
+def edit_card(folder: Path, **changes: Any) -> None:
+    card = json.loads((folder / "model.json").read_text())
+    card.update(changes)
+    (folder / "model.json").write_text(json.dumps(card))
+
+
+def tampered(folder: Path) -> None:
+    with (folder / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+
+
+def missing_card(folder: Path) -> None:
+    (folder / "model.json").unlink()
+
+
+def malformed_card(folder: Path) -> None:
+    (folder / "model.json").write_text('{"card_version": 1, "name": ')
+
+
+def input_mismatch(folder: Path) -> None:
+    card = json.loads((folder / "model.json").read_text())
+    edit_card(folder, features=card["features"][:-1])
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [
+        (tampered, "differs from the card's onnx.sha256"),
+        (missing_card, "model card not found"),
+        (malformed_card, "not valid JSON"),
+        (input_mismatch, "the card lists 29 features"),
+    ],
+)
+def test_refuses(
+    run_service: Callable[..., subprocess.CompletedProcess[str]],
+    model_dir: Path,
+    tmp_path: Path,
+    breakage: Any,
+    reason: str,
+) -> None:
+    folder = copy(model_dir, tmp_path / "model")
+    breakage(folder)
+    result = run_service(folder, "--port", "1")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("model_service: refusing to start: ")
+    assert reason in lines[0]
+
+
+def test_refuses_faults_in_prod(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path
+) -> None:
+    result = run_service(model_dir, "--port", "1", environment="prod", fault_error_ratio=0.1)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        (
+            "model_service: refusing to start: Value error, fault injection (MODEL_SERVICE_FAULT_LATENCY_MS / "
+            "MODEL_SERVICE_FAULT_ERROR_RATIO) is refused when MODEL_SERVICE_ENVIRONMENT=prod; unset them"
+        )
+    ]

@@ -1,0 +1,60 @@
+"""In-process fixtures: one exported model per session, apps built from settings, TestClient with lifespan."""
+
+import importlib.util
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from model_service.app import create_app
+from model_service.settings import ServiceSettings
+
+
+def _factory() -> ModuleType:
+    path = Path(__file__).parents[2] / "_model_factory.py"
+    spec = importlib.util.spec_from_file_location("_model_factory", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _factory().export_model(tmp_path_factory.mktemp("model"))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def card(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / "model.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def rows(model_dir: Path) -> list[list[float]]:
+    return json.loads((model_dir / "eval.json").read_text())["rows"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def make_client(model_dir: Path) -> Iterator[Callable[..., TestClient]]:
+    """Build a started client (lifespan run) for settings overrides; all are closed after the test."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        settings = ServiceSettings(model_dir=model_dir, **overrides)
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()

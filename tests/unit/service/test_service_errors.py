@@ -1,0 +1,165 @@
+"""Every class of bad input gets its status and a message naming the field; never a 500 or a trace."""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+NAME = "breast-cancer-classifier"
+
+
+def error(response: Any, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert body["code"] == code
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in body["message"]
+    return str(body["message"])
+
+
+def test_malformed_json_400(client: TestClient) -> None:
+    headers = {"content-type": "application/json"}
+    message = error(
+        client.post("/v1/predict", content=b'{"instances": [[1,', headers=headers), 400, "malformed_json"
+    )
+    assert "not valid JSON" in message
+    error(client.post("/v1/predict", content=b"", headers=headers), 400, "malformed_json")
+    error(client.post("/v1/predict", content=b'{"a": NaN}', headers=headers), 400, "malformed_json")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+def test_wrong_content_type_415(client: TestClient, content_type: str) -> None:
+    response = client.post(
+        "/v1/predict", content=b'{"instances": []}', headers={"content-type": content_type}
+    )
+    assert content_type in error(response, 415, "unsupported_media_type")
+
+
+def test_content_type_with_charset_is_json(client: TestClient, rows: list[list[float]]) -> None:
+    body = orjson.dumps({"instances": rows[:1]})
+    response = client.post(
+        "/v1/predict", content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert response.status_code == 200
+
+
+def test_body_limit_413_by_content_length_and_by_stream(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_body_bytes=1000)
+    big = b'{"instances": [' + b"0," * 1000 + b"0]}"
+    response = client.post("/v1/predict", content=big, headers={"content-type": "application/json"})
+    assert "1000 bytes" in error(response, 413, "payload_too_large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while streaming
+        yield b'{"instances": ['
+        for _ in range(100):
+            yield b"0," * 50
+        yield b"0]}"
+
+    response = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+    error(response, 413, "payload_too_large")
+
+
+def test_row_length_422(client: TestClient, rows: list[list[float]]) -> None:
+    instances = [rows[0]] * 3 + [rows[0][:29]]
+    message = error(client.post("/v1/predict", json={"instances": instances}), 422, "invalid_input")
+    assert message == "instances[3]: expected 30 numbers, got 29"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1.5", "got string"),
+        (True, "got boolean"),
+        (None, "got null"),
+        ([1], "got array"),
+        ({"a": 1}, "got object"),
+    ],
+)
+def test_wrong_type_422(client: TestClient, rows: list[list[float]], value: object, expected: str) -> None:
+    row = list(rows[0])
+    row[4] = value  # type: ignore[call-overload]
+    message = error(client.post("/v1/predict", json={"instances": [rows[0], row]}), 422, "invalid_input")
+    assert message.startswith("instances[1][4] ('mean smoothness'): expected a number")
+    assert expected in message
+
+
+def test_non_finite_422(client: TestClient, rows: list[list[float]]) -> None:
+    row = list(rows[0])
+    row[2] = 1e39  # finite in JSON, infinite as float32
+    message = error(client.post("/v1/predict", json={"instances": [row]}), 422, "invalid_input")
+    assert message.startswith("instances[0][2] ('mean perimeter'): expected a finite float32")
+    row[2] = 10**400  # beyond float64: orjson refuses the document itself
+    error(client.post("/v1/predict", json={"instances": [row]}), 400, "malformed_json")
+
+
+def test_too_many_rows_422(make_client: Callable[..., TestClient], rows: list[list[float]]) -> None:
+    client = make_client(max_rows=5)
+    message = error(client.post("/v1/predict", json={"instances": rows[:6]}), 422, "invalid_input")
+    assert message == "instances: expected at most 5 rows per request, got 6"
+    assert client.post("/v1/predict", json={"instances": rows[:5]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"instances": []}, "instances: expected at least 1 row, got 0"),
+        ({"rows": [[1]]}, "body: expected an object with 'instances'"),
+        ({"instances": 3}, "instances: expected a list of rows, got number"),
+        ({"instances": [3]}, "instances[0]: expected a list of 30 numbers, got number"),
+        ([[1, 2]], "body: a bare list must hold objects"),
+        ("text", "body: expected a list of rows, got string"),
+    ],
+)
+def test_shape_errors_422(client: TestClient, body: object, expected: str) -> None:
+    assert error(client.post("/v1/predict", json=body), 422, "invalid_input").startswith(expected)
+
+
+def test_object_rows_name_the_feature(
+    client: TestClient, card: dict[str, Any], rows: list[list[float]]
+) -> None:
+    names = [feature["name"] for feature in card["features"]]
+    row = dict(zip(names, rows[0], strict=True))
+    missing = {k: v for k, v in row.items() if k != "worst symmetry"}
+    message = error(client.post("/v1/predict", json=[row, missing]), 422, "invalid_input")
+    assert message.startswith("body[1]: missing feature 'worst symmetry'")
+    extra = {**row, "colour": 1.0}
+    assert "unknown feature 'colour'" in error(client.post("/v1/predict", json=[extra]), 422, "invalid_input")
+    bad = {**row, "mean radius": "big"}
+    message = error(client.post("/v1/predict", json={"instances": [bad]}), 422, "invalid_input")
+    assert message.startswith("instances[0][0] ('mean radius'): expected a number, got string")
+
+
+def v2(
+    data: object, shape: object = (1, 30), datatype: object = "FP32", name: object = "input"
+) -> dict[str, Any]:
+    shape = list(shape) if isinstance(shape, tuple) else shape
+    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+
+
+def test_v2_errors_422(client: TestClient, rows: list[list[float]]) -> None:
+    url = f"/v2/models/{NAME}/infer"
+    cases = [
+        (v2(rows[0], datatype="INT64"), "inputs[0].datatype: expected one of ['FP32', 'FP64'], got 'INT64'"),
+        (v2(rows[0], shape=(1, 29)), "inputs[0].shape: expected [N, 30], got [1, 29]"),
+        (v2(rows[0], shape=(30,)), "inputs[0].shape: expected [N, 30], got [30]"),
+        (v2(rows[0][:29]), "inputs[0].data: expected 30 numbers for shape [1, 30], got 29"),
+        (v2(rows[0], name="x"), "inputs[0].name: expected 'input', got 'x'"),
+        (v2([*rows[0][:29], "a"]), "inputs[0].data[29]: expected a number, got string"),
+        (v2(rows[:2], shape=(3, 30)), "inputs[0].data: expected 3 rows for the given shape, got 2"),
+        (v2(rows[0], shape=(0, 30)), "inputs[0].shape[0]: expected at least 1 row, got 0"),
+        ({"inputs": []}, "inputs: expected a list with 1 tensor named 'input'"),
+        ([], "body: expected an object with 'inputs'"),
+        ({**v2(rows[0]), "outputs": [{"name": "nope"}]}, "outputs[0].name: expected one of"),
+        ({**v2(rows[0]), "id": 5}, "id: expected a string"),
+    ]
+    for body, expected in cases:
+        assert error(client.post(url, json=body), 422, "invalid_input").startswith(expected), expected
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    error(client.get("/v3/anything"), 404, "not_found")
+    error(client.get("/v1/predict"), 405, "method_not_allowed")

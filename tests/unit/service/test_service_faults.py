@@ -1,0 +1,38 @@
+"""Fault injection: off by default, refused in prod, 500s at about the configured ratio."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from starlette.testclient import TestClient
+
+from model_service.settings import ServiceSettings
+
+
+def test_refused_in_prod(model_dir: Path) -> None:
+    with pytest.raises(ValidationError, match="refused when MODEL_SERVICE_ENVIRONMENT=prod"):
+        ServiceSettings(model_dir=model_dir, environment="prod", fault_error_ratio=0.1)
+    with pytest.raises(ValidationError, match="refused"):
+        ServiceSettings(model_dir=model_dir, environment="prod", fault_latency_ms=5)
+    assert not ServiceSettings(model_dir=model_dir, environment="prod").faults_enabled
+
+
+def test_error_ratio(make_client: Callable[..., TestClient], rows: list[list[float]]) -> None:
+    client = make_client(fault_error_ratio=0.3)
+    statuses = [client.post("/v1/predict", json={"instances": rows[:1]}) for _ in range(300)]
+    failed = [response for response in statuses if response.status_code == 500]
+    assert {response.status_code for response in statuses} == {200, 500}
+    assert 0.18 < len(failed) / len(statuses) < 0.42
+    assert failed[0].json()["error"]["code"] == "injected_fault"
+    assert client.get("/healthz").status_code == 200  # probes are never failed on purpose
+    text = client.get("/metrics").text
+    assert f'model_service_requests_total{{route="/v1/predict",status="500"}} {len(failed)}.0' in text
+
+
+def test_warning_logged_at_start(
+    make_client: Callable[..., TestClient], capfd: pytest.CaptureFixture[str]
+) -> None:
+    make_client(fault_latency_ms=1)
+    err = capfd.readouterr().err
+    assert '"level":"WARNING","event":"fault_injection_on"' in err

@@ -1,0 +1,67 @@
+"""Fuzz /v1/predict and /v2/.../infer bodies: whatever arrives, the answer is never a 5xx."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from model_service.app import create_app
+from model_service.settings import ServiceSettings
+
+NAME = "breast-cancer-classifier"
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+numbers = st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.booleans()
+rows = st.lists(st.lists(numbers | scalars, min_size=28, max_size=31), max_size=3)
+v1_bodies = json_values | st.builds(lambda r: {"instances": r}, rows) | rows
+v2_bodies = json_values | st.builds(
+    lambda data, shape, datatype, name: {
+        "inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]
+    },
+    st.lists(numbers, max_size=64) | rows,
+    st.lists(st.integers(-2, 4) | st.just(30), max_size=3),
+    st.sampled_from(["FP32", "FP64", "INT8", "BYTES", 3]),
+    st.sampled_from(["input", "x", None]),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(model_dir: Path) -> Iterator[TestClient]:
+    with TestClient(
+        create_app(ServiceSettings(model_dir=model_dir, max_rows=2)), raise_server_exceptions=False
+    ) as c:
+        yield c
+
+
+def post(client: TestClient, url: str, body: Any) -> int:
+    content = orjson.dumps(body) if not isinstance(body, bytes) else body
+    return client.post(url, content=content, headers={"content-type": "application/json"}).status_code
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=v1_bodies | st.binary(max_size=40))
+def test_predict_never_5xx(fuzz_client: TestClient, body: Any) -> None:
+    try:
+        status = post(fuzz_client, "/v1/predict", body)
+    except orjson.JSONEncodeError:  # e.g. integers beyond 64 bits: send them as text instead
+        status = post(fuzz_client, "/v1/predict", repr(body).encode())
+    assert status < 500
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=v2_bodies)
+def test_infer_never_5xx(fuzz_client: TestClient, body: Any) -> None:
+    try:
+        status = post(fuzz_client, f"/v2/models/{NAME}/infer", body)
+    except orjson.JSONEncodeError:
+        status = post(fuzz_client, f"/v2/models/{NAME}/infer", repr(body).encode())
+    assert status < 500
