@@ -25,7 +25,7 @@ def _install(session: nox.Session, *groups: str) -> None:
 
 
 def _stage(session: nox.Session, stage: str) -> None:
-    _install(session, "pipeline")
+    _install(session, "pipeline", "service")
     session.run("python", "-m", "pipeline", stage, *session.posargs)
 
 
@@ -80,6 +80,12 @@ def register(session: nox.Session) -> None:
 def promote(session: nox.Session) -> None:
     """Move alias ENV to the candidate whose gate passed (`-- --to-version N` for a given one)."""
     _stage(session, "promote")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True)
+def serve(session: nox.Session) -> None:
+    """Serve the model of ENV (its alias, else the current export) on 127.0.0.1:8000 until Ctrl-C."""
+    _stage(session, "serve")
 
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)

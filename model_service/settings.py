@@ -2,7 +2,7 @@
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,8 +23,8 @@ class ServiceSettings(BaseSettings):
     """TCP port to listen on."""
     workers: int = Field(default=1, ge=1, le=64)
     """uvicorn worker processes; each loads its own onnxruntime session. One /metrics covers them all."""
-    environment: Literal["dev", "staging", "prod"] = "dev"
-    """Where this runs; `prod` refuses fault injection."""
+    environment: str = Field(default="dev", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    """Name of the environment this serves (any environment file's name); `prod` refuses fault injection."""
 
     intra_op_threads: int = Field(default=1, ge=0)
     """onnxruntime intra-op threads per worker (0 = one per core). Keep 1 when workers fill the cores."""

@@ -8,18 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
 import yaml
 
 from pipeline.config import Config, ConfigError, diff, json_schema, load_config
-from pipeline.errors import StageError
+from pipeline.errors import StageError, StageSkipped
 from pipeline.reporter import Reporter
 from pipeline.workspace import Workspace
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SCHEMA_FILE = "schema.json"
+RUN_ORDER = ("train", "export", "gate", "register", "promote")
+"""The stages of `run` (the whole pipeline), in order; it stops at the first failure."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,9 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     stages.add_parser(
         "rollback", parents=[common], help="move alias ENV back to the version that served before"
     )
-    stages.add_parser(
-        "run", parents=[common, fresh], help="every stage in order: train, export, gate, register, promote"
+    serve = stages.add_parser(
+        "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
     )
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    stages.add_parser("run", parents=[common, fresh], help=f"every stage in order: {', '.join(RUN_ORDER)}")
     return parser
 
 
@@ -88,7 +94,7 @@ def _stage_calls(
     args: argparse.Namespace,
 ) -> list[tuple[str, Callable[[Config, Workspace, Reporter], object]]]:
     # Stage modules import MLflow, scikit-learn and onnxruntime: load them only for the stages that run.
-    from pipeline import export, gate, promote, register, train  # noqa: PLC0415
+    from pipeline import export, gate, promote, register, serving, train  # noqa: PLC0415
 
     fresh = bool(getattr(args, "fresh", False))
     calls: dict[str, Callable[[Config, Workspace, Reporter], object]] = {
@@ -98,14 +104,21 @@ def _stage_calls(
         "register": register.register,
         "promote": lambda c, w, r: promote.promote(c, w, r, to_version=getattr(args, "to_version", None)),
         "rollback": promote.rollback,
+        "serve": lambda c, w, r: serving.serve(c, w, r, port=args.port),
     }
     if args.stage == "run":
-        return [(name, calls[name]) for name in ("train", "export", "gate", "register", "promote")]
+        return [(name, calls[name]) for name in RUN_ORDER]
     return [(args.stage, calls[args.stage])]
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (CI cancelling a job, `timeout`) unwinds like Ctrl-C, so every process a stage started is stopped.
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     reporter = Reporter()
     workdir: Path = args.workdir
     config_dir: Path = args.config_dir or workdir / "environments"
@@ -119,11 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(config, config_dir, args, reporter)
         workspace = Workspace(workdir.resolve())
         for name, call in _stage_calls(args):
-            with reporter.stage(name, config.name):
-                result = call(config, workspace, reporter)
-                if getattr(result, "status", None) == "fail":
-                    failures = "; ".join(getattr(result, "failures", []))
-                    raise StageError(f"{name} failed for {config.name}: {failures}")
+            try:
+                with reporter.stage(name, config.name):
+                    result = call(config, workspace, reporter)
+                    if getattr(result, "status", None) == "fail":
+                        failures = "; ".join(getattr(result, "failures", []))
+                        raise StageError(f"{name} failed for {config.name}: {failures}")
+            except StageSkipped as exc:
+                if args.stage != "run":
+                    raise StageError(f"{name} cannot run here: {exc}") from None
+                reporter.line(f"SKIPPED {name} [{config.name}]: {exc}")
     except ConfigError as exc:
         reporter.error(f"{exc}")
         return EXIT_USAGE

@@ -132,6 +132,26 @@ class RegistrySpec(Spec):
     """MLflow experiment name; defaults to the model name."""
 
 
+class ServiceSpec(Spec):
+    """How the reference service runs for this environment: locally, in the image and in the cluster.
+
+    Each field maps to a MODEL_SERVICE_* setting of the service (see docs/service.md)."""
+
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes per service instance (each with its own onnxruntime session)."""
+    intra_op_threads: int = Field(1, ge=0)
+    """onnxruntime threads per worker; 1 when workers fill the cores."""
+    max_in_flight: int = Field(64, ge=1)
+    """Requests handled at once per worker before shedding load with 503 + Retry-After."""
+    max_rows: int = Field(1000, ge=1)
+    """Most rows in one request (422 beyond)."""
+    max_body_bytes: int = Field(1_048_576, ge=64)
+    """Largest request body in bytes (413 beyond)."""
+    auth: Literal["none", "api-key"] = "none"
+    """`api-key`: requests need a key whose sha256 is configured. Local runs (load test, rollout
+    rehearsal) make a throw-away key per run; deployments read the hashes from a Secret."""
+
+
 class Config(Spec):
     """One environment, fully resolved."""
 
@@ -142,6 +162,7 @@ class Config(Spec):
     export: ExportSpec = ExportSpec()
     gates: GateSpec
     registry: RegistrySpec = RegistrySpec()
+    service: ServiceSpec = ServiceSpec()
 
     @property
     def alias(self) -> str:

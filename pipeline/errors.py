@@ -3,3 +3,10 @@
 
 class StageError(Exception):
     """A stage could not run or a gate failed; the message says what happened and what to do."""
+
+
+class StageSkipped(Exception):
+    """A stage cannot run on this machine (e.g. no Docker daemon); `run` shows it SKIPPED with the reason.
+
+    Run alone, a skipped stage exits non-zero: it did not do its job.
+    """

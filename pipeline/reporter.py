@@ -8,6 +8,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+from pipeline.errors import StageSkipped
+
 
 class Reporter:
     def __init__(self, stream: TextIO | None = None) -> None:
@@ -34,6 +36,9 @@ class Reporter:
         try:
             yield
             status = "done"
+        except StageSkipped:
+            status = "SKIPPED"
+            raise
         finally:
             self.line(f"<== {name} [{env}] {status} in {time.perf_counter() - started:.1f}s")
 

@@ -92,7 +92,9 @@ def start_server(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Serv
         ]
         # The child keeps its own copy of the descriptor; ours closes at once.
         with (tmp_path / f"server-{port}.log").open("w") as log:
-            process = subprocess.Popen(command, env=service_env(**settings), stdout=log, stderr=log, text=True)
+            process = subprocess.Popen(
+                command, env=service_env(**settings), stdout=log, stderr=log, text=True
+            )
         server = Server(process, f"http://127.0.0.1:{port}")
         servers.append(server)
         deadline = time.monotonic() + START_TIMEOUT_S

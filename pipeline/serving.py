@@ -1,0 +1,194 @@
+"""Run the reference service as a real process on 127.0.0.1, for the stages that need one.
+
+The service is a separate program (`python -m model_service`); this module only starts it with the
+environment's settings, waits for /readyz, and stops it with everything it started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import StageError
+from pipeline.reporter import Reporter
+from pipeline.workspace import Workspace, read_json
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    headers: dict[str, str] = field(default_factory=dict)
+    """Headers a client needs (the throw-away API key when auth is on)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_environment(config: Config, **extra: str) -> tuple[dict[str, str], dict[str, str]]:
+    """MODEL_SERVICE_* variables for this environment, and the client headers they imply."""
+    spec = config.service
+    env = {
+        "MODEL_SERVICE_ENVIRONMENT": config.name,
+        "MODEL_SERVICE_WORKERS": str(spec.workers),
+        "MODEL_SERVICE_INTRA_OP_THREADS": str(spec.intra_op_threads),
+        "MODEL_SERVICE_MAX_IN_FLIGHT": str(spec.max_in_flight),
+        "MODEL_SERVICE_MAX_ROWS": str(spec.max_rows),
+        "MODEL_SERVICE_MAX_BODY_BYTES": str(spec.max_body_bytes),
+        **extra,
+    }
+    headers: dict[str, str] = {}
+    if spec.auth == "api-key":
+        key = secrets.token_urlsafe(24)
+        env["MODEL_SERVICE_API_KEY_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
+        headers["Authorization"] = f"Bearer {key}"
+    return env, headers
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the service's process group (it drains), then SIGKILL what is left after `timeout`."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        process.wait()
+
+
+@contextmanager
+def running_service(
+    config: Config,
+    model_dir: Path,
+    log_path: Path,
+    *,
+    port: int | None = None,
+    settings: Mapping[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> Iterator[ServiceProcess]:
+    """Start the service on `model_dir`, yield once /readyz answers 200, stop it on the way out.
+
+    `settings` adds MODEL_SERVICE_* variables (e.g. fault injection for a rehearsal). The process gets its
+    own session so that stopping it also stops its workers, whatever happens in the `with` body.
+    """
+    port = port or free_port()
+    env_vars, headers = service_environment(config, **dict(settings or {}))
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SERVICE_", "PROMETHEUS_MULTIPROC"))
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "model_service",
+        "--model-dir",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            env={**inherited, **env_vars},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not _ready(url):
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise StageError(
+                    f"the service on {model_dir} exited with {process.returncode}: {' | '.join(tail)}"
+                )
+            if time.monotonic() > deadline:
+                raise StageError(
+                    f"the service on {model_dir} was not ready within {ready_timeout:.0f}s; log: {log_path}"
+                )
+            time.sleep(0.1)
+        yield ServiceProcess(url, process, log_path, headers)
+    finally:
+        stop(process)
+
+
+def served_model_dir(config: Config, workspace: Workspace, reporter: Reporter) -> Path:
+    """The folder of the version serving the environment (alias `<env>`), else of the current export."""
+    from pipeline import registry  # noqa: PLC0415  (MLflow is a slow import)
+    from pipeline.export import CARD_FILE, current_version_dir  # noqa: PLC0415
+
+    mlflow = registry.client(config, workspace)
+    serving = registry.alias_version(mlflow, config.model.name, config.alias)
+    if serving is not None:
+        artifact_version = registry.version_tags(serving).get("artifact_version", f"v{serving.version}")
+        directory = workspace.version_dir(config, artifact_version)
+        if not (directory / CARD_FILE).is_file():
+            registry.download_version(mlflow, serving, directory)
+        reporter.note(f"serving version {serving.version} (alias {config.alias!r}) from {directory}")
+        return directory
+    _, directory = current_version_dir(config, workspace)
+    if not (directory / CARD_FILE).is_file():
+        msg = f"nothing to serve: no version holds alias {config.alias!r} and {directory} has no export; run `nox -s pipeline -- --env {config.name}`"
+        raise StageError(msg)
+    reporter.note(f"no version holds alias {config.alias!r}; serving the current export {directory}")
+    return directory
+
+
+def serve(config: Config, workspace: Workspace, reporter: Reporter, port: int) -> None:
+    """Serve the environment's model in the foreground until Ctrl-C."""
+    model_dir = served_model_dir(config, workspace, reporter)
+    env_vars, headers = service_environment(config)
+    url = f"http://127.0.0.1:{port}"
+    auth = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
+    reporter.note(f"listening on {url}  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops")
+    evaluation = model_dir / "eval.json"
+    if evaluation.is_file():
+        row = [round(value, 4) for value in read_json(evaluation)["rows"][0]]
+        body = json.dumps({"instances": [row]}, separators=(",", ":"))
+        reporter.note(f"try: curl -s {url}/v1/predict -H 'Content-Type: application/json'{auth} -d '{body}'")
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVICE_")}
+    command = [sys.executable, "-m", "model_service", "--model-dir", str(model_dir), "--port", str(port)]
+    process = subprocess.Popen(command, env={**inherited, **env_vars}, start_new_session=True)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        reporter.note("stopping the service (draining in-flight requests)")
+    finally:
+        stop(process)
+    if process.returncode not in (0, -signal.SIGTERM):
+        raise StageError(f"the service exited with {process.returncode}")
