@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _config(config: Config, config_dir: Path, args: argparse.Namespace, reporter: Reporter) -> int:
     if args.diff is None:
-        reporter.line(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
+        reporter.line(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False).rstrip())
         return EXIT_OK
     other = load_config(args.diff, config_dir)
     changes = diff(config, other)

@@ -152,6 +152,108 @@ class ServiceSpec(Spec):
     rehearsal) make a throw-away key per run; deployments read the hashes from a Secret."""
 
 
+AnalysisMetricName = Literal["error_ratio", "p95_ms", "p99_ms"]
+
+
+class AnalysisBound(Spec):
+    """Bounds on one per-version metric measured from the service's own /metrics over a window."""
+
+    max: float | None = Field(None, ge=0)
+    """Largest allowed value for the new version (error ratio 0-1, latency in milliseconds)."""
+    max_vs_stable: float | None = Field(None, gt=0)
+    """Largest allowed ratio new / stable on the same window (1.5: at most 50 % worse than stable)."""
+
+    @model_validator(mode="after")
+    def _needs_a_bound(self) -> Self:
+        if self.max is None and self.max_vs_stable is None:
+            raise ValueError("an analysis metric needs 'max' or 'max_vs_stable' (else it passes anything)")
+        return self
+
+
+class AnalysisSpec(Spec):
+    """How a running version is judged, like an Argo Rollouts AnalysisTemplate (Flagger: analysis)."""
+
+    interval_seconds: int = Field(5, ge=1, le=600)
+    """Length of one measurement window."""
+    count: int = Field(2, ge=1, le=100)
+    """Measurements per analysis step."""
+    failure_limit: int = Field(0, ge=0)
+    """Failed measurements tolerated per analysis step; one more aborts (Argo Rollouts' failureLimit)."""
+    min_requests: int = Field(10, ge=1)
+    """Requests the new version must serve in a window for it to count; fewer is 'no data'."""
+    on_no_data: Literal["fail"] = "fail"
+    """A window without data is a failed measurement, never a pass (Flagger halts on missing metrics)."""
+    metrics: dict[AnalysisMetricName, AnalysisBound] = Field(min_length=1)
+    """Bounds per metric: error_ratio (5xx / all), p95_ms and p99_ms (request latency)."""
+
+
+class PauseSpec(Spec):
+    seconds: int = Field(ge=1, le=3600)
+    """How long to hold the current weight; there is no pause forever: approvals are explicit."""
+
+
+class CanaryStep(Spec):
+    """One step, exactly one key: like an entry of an Argo Rollout's spec.strategy.canary.steps."""
+
+    set_weight: int | None = Field(None, ge=1, le=100)
+    """Percent of traffic sent to the new version."""
+    pause: PauseSpec | None = None
+    """Hold the traffic split for a while."""
+    analysis: dict[str, Any] | None = None
+    """Run `rollout.analysis` now (write `analysis: {}`); an abort here rolls back."""
+
+    @model_validator(mode="after")
+    def _exactly_one_action(self) -> Self:
+        given = [name for name in ("set_weight", "pause", "analysis") if getattr(self, name) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) or "none"
+            raise ValueError(f"a step has exactly one of set_weight, pause, analysis (found: {found})")
+        if self.analysis:
+            raise ValueError("analysis steps take no options yet: write `analysis: {}`")
+        return self
+
+
+class BlueGreenSpec(Spec):
+    smoke_requests: int = Field(20, ge=1, le=10_000)
+    """Predictions sent straight to the preview before it may take traffic; any failure aborts."""
+    preview_analysis: bool = True
+    """Also run `rollout.analysis` on the preview under test traffic before the switch."""
+    auto_promotion: bool = True
+    """Switch traffic as soon as the preview checks pass; false waits for a person (Argo: autoPromotionEnabled)."""
+
+
+class RolloutSpec(Spec):
+    """How a new version replaces the one serving: the plan the local rehearsal and Argo Rollouts both run."""
+
+    strategy: Literal["canary", "blue-green"] = "canary"
+    """`canary`: shift traffic step by step with analysis; `blue-green`: check a preview, then switch at once."""
+    steps: list[CanaryStep] = Field(default_factory=list)
+    """Canary steps, in order."""
+    blue_green: BlueGreenSpec = BlueGreenSpec()
+    """Blue-green settings."""
+    analysis: AnalysisSpec
+    """How the new version is judged."""
+    scale_down_delay_seconds: int = Field(5, ge=0, le=3600)
+    """After a promotion, how long the old version keeps running (drained) before it stops."""
+
+    @model_validator(mode="after")
+    def _canary_steps_are_sound(self) -> Self:
+        if self.strategy != "canary":
+            return self
+        if not self.steps:
+            raise ValueError("strategy 'canary' needs steps (set_weight, pause, analysis)")
+        weights = [step.set_weight for step in self.steps if step.set_weight is not None]
+        if not weights:
+            raise ValueError("canary steps need at least one set_weight")
+        if any(later <= earlier for earlier, later in zip(weights, weights[1:], strict=False)):
+            raise ValueError(f"set_weight values must only increase, got {weights}")
+        if not any(step.analysis is not None for step in self.steps):
+            raise ValueError("canary steps need at least one analysis step, or nothing can roll back")
+        if self.steps[0].set_weight is None:
+            raise ValueError("the first canary step must be set_weight: nothing is observed at weight 0")
+        return self
+
+
 class Config(Spec):
     """One environment, fully resolved."""
 
@@ -163,6 +265,7 @@ class Config(Spec):
     gates: GateSpec
     registry: RegistrySpec = RegistrySpec()
     service: ServiceSpec = ServiceSpec()
+    rollout: RolloutSpec
 
     @property
     def alias(self) -> str:
