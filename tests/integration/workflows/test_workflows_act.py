@@ -1,0 +1,112 @@
+"""act runs the real workflows on this machine (self-hosted, offline); the linters catch mistakes.
+
+Each act run executes the real nox sessions of its jobs on the small profile of the event file
+(`.github/act/*.json`): the `tests` job runs only tests/unit/workflows, so there is no recursion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _workflows import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if not found:
+        pytest.fail(f"{name} is missing: install the `workflows` dependency group")
+    return found
+
+
+def _act(*args: str) -> subprocess.CompletedProcess[str]:
+    _tool("act")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts/run_act.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _jobs(log: str, verdict: str) -> set[str]:
+    """Job names act reported with `🏁  Job succeeded` or `🏁  Job failed`."""
+    return {
+        line.split("]", 1)[0].strip("[ ").split("/")[-1].strip()
+        for line in log.splitlines()
+        if f"🏁  Job {verdict}" in line
+    }
+
+
+def test_ci_push_runs_every_job_and_passes() -> None:
+    done = _act("--event", "push")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    assert {"train", "export", "gate", "loadtest", "ci-ok"} <= _jobs(log, "succeeded")
+    assert "Session gate was successful" in log and "Session tests was successful" in log
+
+
+def test_a_failing_gate_fails_the_gate_job_and_stops_the_chain(tmp_path: Path) -> None:
+    event = json.loads((ROOT / ".github/act/push.json").read_text(encoding="utf-8"))
+    event["act_profile"]["stage_args"] = "--set gates.metrics.roc_auc.min=0.999"
+    path = tmp_path / "push-failing-gate.json"
+    path.write_text(json.dumps(event), encoding="utf-8")
+    done = _act("--event", "push", "--event-path", str(path), "--", "--job", "gate")
+    log = done.stdout + done.stderr
+    assert done.returncode != 0, log[-4000:]
+    assert _jobs(log, "failed") == {"gate"}
+    assert {"train", "export"} <= _jobs(log, "succeeded")
+    assert "roc_auc" in log and "0.999" in log
+
+
+def test_cd_dispatch_to_dev_deploys_and_says_why_push_and_cluster_were_skipped() -> None:
+    done = _act("--event", "workflow_dispatch")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    succeeded = _jobs(log, "succeeded")
+    assert {"model", "candidate", "promote", "image-skipped", "rollout-skipped"} <= succeeded
+    assert "image skipped::act runs this workflow on a laptop - no registry to push to" in log
+    assert "rollout skipped::act runs this workflow on a laptop - no cluster here" in log
+    assert "Session register was successful" in log and "Session promote was successful" in log
+
+
+def _lint(root: Path) -> list[int]:
+    workflows = sorted(str(p) for p in (root / ".github/workflows").glob("*.yml"))
+    zizmor = [_tool("zizmor"), "--offline", str(root / ".github/workflows"), str(root / ".github/actions")]
+    schema = [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *workflows]
+    return [
+        subprocess.run(c, cwd=root, capture_output=True, check=False).returncode for c in (zizmor, schema)
+    ]
+
+
+def test_linters_pass_on_the_committed_workflows() -> None:
+    assert _lint(ROOT) == [0, 0]
+
+
+def test_linters_fail_on_planted_mistakes(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / ".github", tmp_path / ".github")
+    ci = tmp_path / ".github/workflows/ci.yml"
+    text = ci.read_text(encoding="utf-8")
+    ci.write_text(
+        text.replace(
+            "      - name: nox -s train\n",
+            "      - run: echo ${{ github.event.head_commit.message }}\n      - name: nox -s train\n",
+        ),
+        encoding="utf-8",
+    )
+    assert _lint(tmp_path)[0] != 0  # zizmor: template injection
+    ci.write_text(text.replace("    runs-on: ubuntu-latest\n", "    runs-on: 7\n", 1), encoding="utf-8")
+    assert _lint(tmp_path)[1] != 0  # check-jsonschema: structure
