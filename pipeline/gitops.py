@@ -1,0 +1,223 @@
+"""GitOps promotion: the deploy is a commit. Write the image and model version into k8s/overlays/<env>,
+commit with the lineage in the message, push to deploy.gitops; Argo CD syncs, Argo Rollouts rolls out.
+
+Registry and Git stay consistent: the alias moves only after the push landed, and a failed alias move
+pushes a revert. Rollback is a revert commit of the last promotion plus the alias moved back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import Config
+from pipeline.errors import StageError
+from pipeline.k8s import K8S_DIR, RELEASE_FILE, Release, render_environment, write_files
+from pipeline.reporter import Reporter
+
+if TYPE_CHECKING:
+    from pipeline.promote import PromoteResult
+    from pipeline.workspace import Workspace
+
+ACTION_TRAILER = "Deploy-Action"
+ENV_TRAILER = "Deploy-Environment"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a deployed version comes from; every field ends up in the commit message."""
+
+    model_name: str
+    model_version: str
+    git_sha: str
+    image: str
+    tag: str | None
+    digest: str | None
+    gate: str
+    loadtest: str
+
+    def release(self) -> Release:
+        return Release(
+            image=self.image,
+            tag=self.tag or "unreleased",
+            digest=self.digest,
+            model_version=self.model_version,
+            git_sha=self.git_sha,
+        )
+
+
+def lineage_from_tags(config: Config, version: str, tags: dict[str, Any]) -> Lineage:
+    """Lineage of a registered version from its tags (`image` is a digest or a `repo:tag` reference)."""
+    image = str(tags.get("image") or "")
+    if not image:
+        raise StageError(
+            f"version {version} has no `image` tag; run `python -m pipeline image --env {config.name}` first"
+        )
+    repository, tag, digest = config.image.repository, None, None
+    if image.startswith("sha256:"):
+        digest = image
+    elif "@sha256:" in image:
+        repository, _, digest = image.partition("@")
+    else:
+        head, _, tail = image.rpartition(":")
+        if "/" in tail or not head:
+            raise StageError(f"version {version}: cannot read image reference {image!r}")
+        repository, tag = head, tail
+    if digest is None and config.deploy.require_digest:
+        raise StageError(
+            f"version {version} has no pushed image digest (image={image}); {config.name} requires one "
+            f"(deploy.require_digest): push the image (image.push: true) and re-run the image stage"
+        )
+    return Lineage(
+        model_name=config.model.name,
+        model_version=version,
+        git_sha=str(tags.get("git_sha") or "unknown"),
+        image=repository,
+        tag=tag,
+        digest=digest,
+        gate=str(tags.get(f"gate.{config.name}") or "none"),
+        loadtest=str(tags.get(f"loadtest.{config.name}") or "none"),
+    )
+
+
+# --- git -------------------------------------------------------------------------------------------
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()
+        raise StageError(f"git {' '.join(args)} failed in {repo}: {' | '.join(reason[-3:])}")
+    return result.stdout.strip()
+
+
+def require_remote(config: Config) -> str:
+    remote = config.deploy.gitops.remote
+    if not remote:
+        raise StageError(
+            f"--gitops needs a GitOps remote: set deploy.gitops.remote (a remote name or URL) and "
+            f"deploy.gitops.branch in environments/{config.name}.yaml; nothing was written"
+        )
+    return remote
+
+
+def ensure_clean(repo: Path) -> None:
+    status = git(repo, "status", "--porcelain")
+    if status:
+        first = "; ".join(status.splitlines()[:3])
+        raise StageError(f"refusing: {repo} has uncommitted changes ({first}); commit or stash them first")
+
+
+def _push_or_undo(repo: Path, config: Config, reporter: Reporter) -> None:
+    remote, branch = require_remote(config), config.deploy.gitops.branch
+    try:
+        git(repo, "push", remote, f"HEAD:refs/heads/{branch}")
+    except StageError:
+        git(repo, "reset", "--hard", "HEAD~1")  # the tree was clean before our commit: nothing else is lost
+        raise
+    reporter.note(f"pushed {git(repo, 'rev-parse', '--short', 'HEAD')} to {remote} {branch}")
+
+
+def commit_message(config: Config, lineage: Lineage) -> str:
+    what = lineage.digest or lineage.tag
+    return (
+        f"deploy({config.name}): {lineage.model_name} version {lineage.model_version} ({what})\n\n"
+        f"Model: {lineage.model_name}\n"
+        f"Model-Version: {lineage.model_version}\n"
+        f"Git-Sha: {lineage.git_sha}\n"
+        f"Image: {lineage.release().reference}\n"
+        f"Gate: {lineage.gate}\n"
+        f"Load-Test: {lineage.loadtest}\n"
+        f"{ENV_TRAILER}: {config.name}\n"
+        f"{ACTION_TRAILER}: promote\n"
+    )
+
+
+def commit_release(repo: Path, config: Config, lineage: Lineage, reporter: Reporter) -> str:
+    """Write the overlay for `lineage`, commit it and push; return the commit. Refuses on a dirty tree;
+    on a failed push the commit is undone and nothing is left behind."""
+    require_remote(config)
+    ensure_clean(repo)
+    if lineage.gate not in {"pass", "warn"}:
+        raise StageError(
+            f"refusing: version {lineage.model_version} has gate.{config.name}={lineage.gate}; nothing was written"
+        )
+    written = write_files(repo, render_environment(config, lineage.release()))
+    if not written:
+        reporter.note(f"k8s/overlays/{config.name} already deploys {lineage.release().reference}")
+        return git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "--", *written)
+    git(repo, "commit", "--quiet", "-m", commit_message(config, lineage))
+    reporter.note(f"committed {', '.join(written)}")
+    _push_or_undo(repo, config, reporter)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def last_promotion(repo: Path, config: Config) -> str | None:
+    """The newest promotion commit of the environment that no later commit reverted."""
+    release = f"{K8S_DIR}/overlays/{config.name}/{RELEASE_FILE}"
+    log = git(repo, "log", "--format=%H%x00%B%x1e", "--", release)
+    reverted: set[str] = set()
+    for entry in filter(None, (e.strip() for e in log.split("\x1e"))):
+        sha, _, body = entry.partition("\x00")
+        for line in body.splitlines():
+            if line.startswith("This reverts commit "):
+                reverted.add(line.removeprefix("This reverts commit ").rstrip("."))
+        promoted = f"{ACTION_TRAILER}: promote" in body and f"{ENV_TRAILER}: {config.name}" in body
+        if promoted and sha not in reverted:
+            return sha
+    return None
+
+
+def revert_last(repo: Path, config: Config, reporter: Reporter) -> str:
+    """Revert the last promotion of the environment, commit and push; return the revert commit."""
+    require_remote(config)
+    ensure_clean(repo)
+    target = last_promotion(repo, config)
+    if target is None:
+        raise StageError(f"no promotion commit of {config.name} to revert in {repo}")
+    subject = git(repo, "log", "-1", "--format=%s", target)
+    git(repo, "revert", "--no-commit", target)
+    message = (
+        f"rollback({config.name}): revert {subject}\n\nThis reverts commit {target}.\n\n"
+        f"{ENV_TRAILER}: {config.name}\n{ACTION_TRAILER}: rollback\n"
+    )
+    git(repo, "commit", "--quiet", "-m", message)
+    reporter.note(f"reverted {target[:12]} ({subject})")
+    _push_or_undo(repo, config, reporter)
+    return git(repo, "rev-parse", "HEAD")
+
+
+# --- with the registry -----------------------------------------------------------------------------
+
+
+def promote(
+    config: Config, workspace: Workspace, reporter: Reporter, *, to_version: str | None = None
+) -> PromoteResult:
+    """Commit + push the overlay for the candidate, then move the alias; on an alias failure, revert."""
+    from pipeline import promote as aliases  # noqa: PLC0415
+    from pipeline import registry  # noqa: PLC0415
+
+    repo = workspace.root
+    require_remote(config)
+    ensure_clean(repo)
+    mlflow = registry.client(config, workspace)
+    candidate = aliases.candidate_version(mlflow, config, to_version)
+    lineage = lineage_from_tags(config, str(candidate.version), registry.version_tags(candidate))
+    commit_release(repo, config, lineage, reporter)
+    try:
+        return aliases.promote(config, workspace, reporter, to_version=to_version)
+    except Exception:
+        reporter.warn("the alias did not move; reverting the GitOps commit so Git matches the registry")
+        revert_last(repo, config, reporter)
+        raise
+
+
+def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
+    """Revert the last promotion commit and push, then move the alias back."""
+    from pipeline import promote as aliases  # noqa: PLC0415
+
+    revert_last(workspace.root, config, reporter)
+    return aliases.rollback(config, workspace, reporter)

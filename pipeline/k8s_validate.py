@@ -1,0 +1,306 @@
+"""Offline validation of k8s/: build every overlay with kustomize, validate each object, apply our policy.
+
+- core kinds: `kubernetes-validate --strict` against every version in SUPPORTED_KUBERNETES;
+- Argo (Rollout, AnalysisTemplate, Application) and Prometheus (ServiceMonitor, PrometheusRule) kinds:
+  jsonschema on the CRD's openAPIV3Schema from K8S_SCHEMAS_DIR (default ../shared/schemas/crds);
+- policy: what schemas miss: hardened pods, limits, probes, pinned images, no removed API versions.
+
+Every problem names the source, the object (Kind/name), the field and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUPPORTED_KUBERNETES = ("1.30.0", "1.33.0", "1.36.0")
+"""Kubernetes versions every core object is validated against (oldest and newest supported, and one between)."""
+SCHEMAS_ENV = "K8S_SCHEMAS_DIR"
+CRD_KINDS = {
+    ("argoproj.io", "Rollout"),
+    ("argoproj.io", "AnalysisTemplate"),
+    ("argoproj.io", "Application"),
+    ("monitoring.coreos.com", "ServiceMonitor"),
+    ("monitoring.coreos.com", "PrometheusRule"),
+}
+REMOVED_APIS = {
+    "extensions/v1beta1": "1.16/1.22",
+    "apps/v1beta1": "1.16",
+    "apps/v1beta2": "1.16",
+    "networking.k8s.io/v1beta1": "1.22",
+    "policy/v1beta1": "1.25",
+    "autoscaling/v2beta1": "1.25",
+    "autoscaling/v2beta2": "1.26",
+    "batch/v1beta1": "1.25",
+}
+POD_KINDS = {"Rollout", "Deployment", "StatefulSet", "DaemonSet", "Job"}
+
+
+class ToolMissing(Exception):
+    """A validator cannot run here (no kustomize, no schemas); the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    obj: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.obj}: {self.field or '(object)'}: {self.reason}"
+
+
+def schemas_dir(root: Path) -> Path:
+    return Path(os.environ.get(SCHEMAS_ENV) or root.resolve().parent / "shared" / "schemas" / "crds")
+
+
+def _name(doc: dict[str, Any]) -> str:
+    return f"{doc.get('kind', '?')}/{(doc.get('metadata') or {}).get('name', '?')}"
+
+
+# --- kustomize -------------------------------------------------------------------------------------
+
+
+def kustomize_command() -> list[str]:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    raise ToolMissing("neither `kustomize` nor `kubectl` is on PATH; install one to build the overlays")
+
+
+def build(directory: Path) -> list[dict[str, Any]]:
+    """`kustomize build DIRECTORY` as a list of objects; a failure raises ValueError with kustomize's reason."""
+    result = subprocess.run(
+        [*kustomize_command(), str(directory)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ValueError(f"{directory}: kustomize build failed: {result.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+# --- schemas ---------------------------------------------------------------------------------------
+
+
+def _plain_schema(node: Any) -> Any:
+    """OpenAPI v3 of a CRD -> strict JSON schema: drop x-kubernetes-*, int-or-string becomes integer|string,
+    unknown keys fail where the CRD lists properties and does not preserve unknown fields."""
+    if isinstance(node, list):
+        return [_plain_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _plain_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.pop("anyOf", None)
+        out["type"] = ["integer", "string"]
+    if node.get("nullable") and "type" in out and isinstance(out["type"], str):
+        out["type"] = [out["type"], "null"]
+    out.pop("nullable", None)
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False  # strict, like kubectl's field validation: unknown keys fail
+    return out
+
+
+@cache
+def crd_schemas(directory: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(group, version, kind) -> JSON schema, from every CRD file in `directory`."""
+    if not directory.is_dir():
+        raise ToolMissing(f"no CRD schemas at {directory}; set {SCHEMAS_ENV} to a folder of CRD YAML files")
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                schema = version.get("schema", {}).get("openAPIV3Schema")
+                if schema:
+                    found[(spec["group"], version["name"], spec["names"]["kind"])] = _plain_schema(schema)
+    return found
+
+
+def validate_crd(doc: dict[str, Any], source: str, directory: Path) -> list[Problem]:
+    import jsonschema  # noqa: PLC0415  (k8s dependency group)
+
+    group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
+    schema = crd_schemas(directory).get((group, version, str(doc.get("kind"))))
+    if schema is None:
+        return [Problem(source, _name(doc), "apiVersion", f"no CRD schema for {doc.get('apiVersion')}")]
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        Problem(source, _name(doc), ".".join(str(p) for p in error.absolute_path), error.message)
+        for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def validate_core(
+    doc: dict[str, Any], source: str, versions: Iterable[str] = SUPPORTED_KUBERNETES
+) -> list[Problem]:
+    import kubernetes_validate  # noqa: PLC0415  (k8s dependency group)
+
+    problems = []
+    for version in versions:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            cause = exc.args[0] if exc.args else exc  # the jsonschema error: where and why
+            field = ".".join(str(p) for p in getattr(cause, "absolute_path", []))
+            message = getattr(cause, "message", str(exc).splitlines()[0])
+            problems.append(Problem(source, _name(doc), field, f"Kubernetes {version}: {message}"))
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(
+                Problem(
+                    source, _name(doc), "apiVersion", f"Kubernetes {version} has no {doc.get('apiVersion')}"
+                )
+            )
+    return problems
+
+
+# --- policy ----------------------------------------------------------------------------------------
+
+
+def _containers(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    pod = (((doc.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    for kind in ("initContainers", "containers"):
+        for n, container in enumerate(pod.get(kind) or []):
+            yield f"spec.template.spec.{kind}.{n}", container
+
+
+def policy(doc: dict[str, Any], source: str) -> list[Problem]:
+    """Checks the schemas cannot express: hardening, limits, probes, pinned images, live API versions."""
+    out: list[Problem] = []
+    obj = _name(doc)
+    api = str(doc.get("apiVersion", ""))
+    if api in REMOVED_APIS:
+        out.append(Problem(source, obj, "apiVersion", f"{api} was removed in Kubernetes {REMOVED_APIS[api]}"))
+    if doc.get("kind") not in POD_KINDS:
+        return out
+    spec = doc.get("spec") or {}
+    if doc.get("kind") == "Rollout" and "replicas" in spec:
+        out.append(
+            Problem(source, obj, "spec.replicas", "set while the HorizontalPodAutoscaler owns replicas")
+        )
+    pod = (spec.get("template") or {}).get("spec") or {}
+    pod_sc = pod.get("securityContext") or {}
+    if pod_sc.get("runAsNonRoot") is not True:
+        out.append(Problem(source, obj, "spec.template.spec.securityContext.runAsNonRoot", "must be true"))
+    if (pod_sc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        out.append(
+            Problem(
+                source,
+                obj,
+                "spec.template.spec.securityContext.seccompProfile.type",
+                "must be RuntimeDefault",
+            )
+        )
+    if pod.get("automountServiceAccountToken") is not False:
+        out.append(Problem(source, obj, "spec.template.spec.automountServiceAccountToken", "must be false"))
+    for where, container in _containers(doc):
+        out.extend(_container_policy(source, obj, where, container))
+    return out
+
+
+def _container_policy(source: str, obj: str, where: str, container: dict[str, Any]) -> list[Problem]:
+    out: list[Problem] = []
+    image = str(container.get("image", ""))
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    if "@sha256:" not in image and tag in {"", "latest"}:
+        out.append(Problem(source, obj, f"{where}.image", f"{image!r}: pin a tag or digest, never latest"))
+    sc = container.get("securityContext") or {}
+    checks = {
+        "allowPrivilegeEscalation": (sc.get("allowPrivilegeEscalation") is False, "must be false"),
+        "readOnlyRootFilesystem": (sc.get("readOnlyRootFilesystem") is True, "must be true"),
+        "privileged": (not sc.get("privileged"), "must not be true"),
+        "capabilities.drop": (
+            "ALL" in ((sc.get("capabilities") or {}).get("drop") or []),
+            "must include ALL",
+        ),
+    }
+    out.extend(
+        Problem(source, obj, f"{where}.securityContext.{key}", reason)
+        for key, (ok, reason) in checks.items()
+        if not ok
+    )
+    limits = (container.get("resources") or {}).get("limits") or {}
+    requests = (container.get("resources") or {}).get("requests") or {}
+    for resource in ("cpu", "memory"):
+        if resource not in limits:
+            out.append(Problem(source, obj, f"{where}.resources.limits.{resource}", "must be set"))
+        if resource not in requests:
+            out.append(Problem(source, obj, f"{where}.resources.requests.{resource}", "must be set"))
+    if ".containers." in f"{where}.":
+        for probe in ("livenessProbe", "readinessProbe"):
+            if probe not in container:
+                out.append(Problem(source, obj, f"{where}.{probe}", "must be set"))
+    return out
+
+
+# --- all of it -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    problems: list[Problem]
+    skipped: list[str]
+    checked: int
+
+
+def validate_docs(docs: Iterable[dict[str, Any]], source: str, root: Path) -> tuple[list[Problem], list[str]]:
+    problems: list[Problem] = []
+    skipped: list[str] = []
+    for doc in docs:
+        group = str(doc.get("apiVersion", "")).rpartition("/")[0]
+        problems.extend(policy(doc, source))
+        if (group, doc.get("kind")) in CRD_KINDS or group.endswith(("argoproj.io", "coreos.com")):
+            try:
+                problems.extend(validate_crd(doc, source, schemas_dir(root)))
+            except ToolMissing as exc:
+                skipped.append(f"{source}: {_name(doc)}: CRD schema not checked: {exc}")
+        else:
+            problems.extend(validate_core(doc, source))
+    return problems, sorted(set(skipped))
+
+
+def validate_tree(root: Path) -> Report:
+    """Build every overlay, validate every object in them and every Argo CD Application."""
+    problems: list[Problem] = []
+    skipped: list[str] = []
+    checked = 0
+    overlays = sorted(
+        p for p in (root / "k8s" / "overlays").iterdir() if (p / "kustomization.yaml").is_file()
+    )
+    for overlay in overlays:
+        source = overlay.relative_to(root).as_posix()
+        try:
+            docs = build(overlay)
+        except ToolMissing as exc:
+            skipped.append(f"{source}: not built: {exc}")
+            continue
+        except ValueError as exc:
+            problems.append(Problem(source, "kustomization", "", str(exc)))
+            continue
+        found, skips = validate_docs(docs, source, root)
+        problems.extend(found)
+        skipped.extend(skips)
+        checked += len(docs)
+    for path in sorted((root / "k8s" / "argocd").glob("*.yaml")):
+        docs = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+        found, skips = validate_docs(docs, path.relative_to(root).as_posix(), root)
+        problems.extend(found)
+        skipped.extend(skips)
+        checked += len(docs)
+    return Report(problems, skipped, checked)

@@ -1,0 +1,110 @@
+"""GitOps promotion against a local bare repository as the remote: commit, push, refusals, revert."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import gitops
+from pipeline.config import load_config
+from pipeline.errors import StageError
+from pipeline.reporter import Reporter
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGEST = "sha256:" + "c" * 64
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    remote, work = tmp_path / "gitops.git", tmp_path / "work"
+    _git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(remote))
+    _git(tmp_path, "init", "--quiet", "-b", "main", str(work))
+    for key, value in {"user.name": "t", "user.email": "t@example.com", "commit.gpgsign": "false"}.items():
+        _git(work, "config", key, value)
+    _git(work, "remote", "add", "origin", str(remote))
+    (work / "README").write_text("gitops\n")
+    _git(work, "add", ".")
+    _git(work, "commit", "--quiet", "-m", "init")
+    _git(work, "push", "--quiet", "origin", "main")
+    return work
+
+
+def _config(remote: str | None = "origin"):
+    overrides = [f"deploy.gitops.remote={remote}"] if remote else []
+    return load_config("dev", ROOT / "environments", overrides)
+
+
+def _lineage(gate: str = "pass") -> gitops.Lineage:
+    return gitops.Lineage(
+        "breast-cancer-classifier", "4", "f00dbabe", "ghcr.io/acme/model", None, DIGEST, gate, "pass"
+    )
+
+
+def test_promotion_commits_the_digest_and_version_and_the_push_lands(repo: Path) -> None:
+    sha = gitops.commit_release(repo, _config(), _lineage(), Reporter())
+    remote_head = _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0]
+    assert remote_head == sha
+    message = _git(repo, "log", "-1", "--format=%B")
+    for line in ("Model-Version: 4", "Git-Sha: f00dbabe", "Gate: pass", "Load-Test: pass", f"@{DIGEST}"):
+        assert line in message
+    kustomization = yaml.safe_load(_git(repo, "show", "HEAD:k8s/overlays/dev/kustomization.yaml"))
+    assert kustomization["images"][0]["digest"] == DIGEST
+    release = yaml.safe_load(_git(repo, "show", "HEAD:k8s/overlays/dev/release.yaml"))
+    assert release["model_version"] == "4"
+    assert _git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("case", ["dirty", "failed-gate", "no-remote"])
+def test_refusals_write_nothing(repo: Path, case: str) -> None:
+    head = _git(repo, "rev-parse", "HEAD")
+    if case == "dirty":
+        (repo / "README").write_text("edited\n")
+    config, lineage = (
+        _config(None if case == "no-remote" else "origin"),
+        _lineage("fail" if case == "failed-gate" else "pass"),
+    )
+    match = {
+        "dirty": "uncommitted changes",
+        "failed-gate": "gate.dev=fail",
+        "no-remote": "deploy.gitops.remote",
+    }[case]
+    with pytest.raises(StageError, match=match):
+        gitops.commit_release(repo, config, lineage, Reporter())
+    assert _git(repo, "rev-parse", "HEAD") == head
+    assert not (repo / "k8s").exists()
+    assert _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0] == head
+
+
+def test_a_failed_push_undoes_the_commit(repo: Path) -> None:
+    head = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "remote", "set-url", "origin", str(repo.parent / "missing.git"))
+    with pytest.raises(StageError, match="git push"):
+        gitops.commit_release(repo, _config(), _lineage(), Reporter())
+    assert _git(repo, "rev-parse", "HEAD") == head
+    assert _git(repo, "status", "--porcelain") == ""
+
+
+def test_rollback_is_a_revert_of_the_last_promotion(repo: Path) -> None:
+    config = _config()
+    first = gitops.commit_release(repo, config, _lineage(), Reporter())
+    second_lineage = gitops.Lineage(
+        "breast-cancer-classifier",
+        "5",
+        "beef",
+        "ghcr.io/acme/model",
+        None,
+        "sha256:" + "d" * 64,
+        "pass",
+        "pass",
+    )
+    second = gitops.commit_release(repo, config, second_lineage, Reporter())
+    revert = gitops.revert_last(repo, config, Reporter())
+    assert f"This reverts commit {second}." in _git(repo, "log", "-1", "--format=%B")
+    assert _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0] == revert
+    assert _git(repo, "diff", first, revert, "--", "k8s") == ""
+    assert gitops.last_promotion(repo, config) == first

@@ -1,0 +1,77 @@
+"""Every overlay builds with kustomize and every object validates: core kinds with kubernetes-validate,
+Argo and Prometheus kinds against the CRD schemas; broken manifests fail naming object, field, reason."""
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import k8s_validate as kv
+
+ROOT = Path(__file__).resolve().parents[3]
+ENVS = sorted(p.name for p in (ROOT / "k8s/overlays").iterdir() if (p / "kustomization.yaml").is_file())
+
+needs_kustomize = pytest.mark.skipif(
+    not (shutil.which("kustomize") or shutil.which("kubectl")), reason="neither kustomize nor kubectl on PATH"
+)
+SCHEMAS = kv.schemas_dir(ROOT)
+needs_schemas = pytest.mark.skipif(
+    not SCHEMAS.is_dir(), reason=f"no CRD schemas at {SCHEMAS}: set {kv.SCHEMAS_ENV} to the CRD folder"
+)
+
+
+@needs_kustomize
+@needs_schemas
+@pytest.mark.parametrize("env", ENVS)
+def test_every_object_of_the_overlay_validates(env: str) -> None:
+    docs = kv.build(ROOT / "k8s/overlays" / env)
+    kinds = {d["kind"] for d in docs}
+    assert {
+        "Rollout",
+        "AnalysisTemplate",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "HorizontalPodAutoscaler",
+    } <= kinds
+    problems, skipped = kv.validate_docs(docs, env, ROOT)
+    assert (problems, skipped) == ([], [])
+    rollout = next(d for d in docs if d["kind"] == "Rollout")
+    assert "replicas" not in rollout["spec"]
+    assert all(d["metadata"].get("namespace") for d in docs)
+
+
+@needs_schemas
+def test_the_argocd_applications_validate() -> None:
+    for path in sorted((ROOT / "k8s/argocd").glob("*.yaml")):
+        problems, _ = kv.validate_docs([yaml.safe_load(path.read_text())], path.name, ROOT)
+        assert problems == []
+
+
+@needs_kustomize
+@needs_schemas
+def test_broken_manifests_fail_with_object_field_and_reason() -> None:
+    docs = kv.build(ROOT / "k8s/overlays/dev")
+    service = copy.deepcopy(next(d for d in docs if d["kind"] == "Service"))
+    service["spec"]["ports"][0]["port"] = "eighty"
+    problems = kv.validate_core(service, "dev")
+    assert problems and problems[0].obj == "Service/model-service-canary"
+    assert problems[0].field == "spec.ports.0.port" and "not of type 'integer'" in problems[0].reason
+
+    rollout = copy.deepcopy(next(d for d in docs if d["kind"] == "Rollout"))
+    rollout["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = "twenty"
+    rollout["spec"]["strategy"]["canary"]["unknownField"] = 1
+    found = kv.validate_crd(rollout, "dev", SCHEMAS)
+    fields = {(p.obj, p.field) for p in found}
+    assert ("Rollout/model-service", "spec.strategy.canary.steps.0.setWeight") in fields
+    assert any("unknownField" in p.reason for p in found)
+
+
+def test_missing_schemas_skip_with_the_variable_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(kv.SCHEMAS_ENV, str(tmp_path / "nowhere"))
+    doc = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "r"}}
+    _, skipped = kv.validate_docs([doc], "x", ROOT)
+    assert kv.SCHEMAS_ENV in skipped[0]

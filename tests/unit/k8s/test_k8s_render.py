@@ -1,0 +1,126 @@
+"""Rendering overlays from environments/*.yaml: deterministic, committed, and one source of truth with the plan."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import k8s
+from pipeline.config import known_environments, load_config
+from pipeline.rollout.plan import Analyze, Pause, SetWeight, plan
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIG_DIR = ROOT / "environments"
+ENVS = known_environments(CONFIG_DIR)
+
+
+def _patch(env: str, name: str) -> list[dict]:
+    config = load_config(env, CONFIG_DIR)
+    text = k8s.render_environment(config, k8s.read_release(ROOT, config))[f"k8s/overlays/{env}/{name}"]
+    return yaml.safe_load(text)
+
+
+def test_rendering_is_deterministic_and_matches_the_committed_overlays() -> None:
+    first = k8s.render_all(ROOT, CONFIG_DIR)
+    assert first == k8s.render_all(ROOT, CONFIG_DIR)
+    assert k8s.stale_files(ROOT, first) == [], "run `nox -s render` and commit k8s/"
+
+
+def test_a_stale_overlay_is_named(tmp_path: Path) -> None:
+    files = k8s.render_all(ROOT, CONFIG_DIR)
+    k8s.write_files(tmp_path, files)
+    assert k8s.stale_files(tmp_path, files) == []
+    (tmp_path / "k8s/overlays/dev/patch-hpa.yaml").write_text("# edited by hand\n")
+    (tmp_path / "k8s/argocd/old.yaml").write_text("{}\n")
+    assert k8s.stale_files(tmp_path, files) == ["k8s/argocd/old.yaml", "k8s/overlays/dev/patch-hpa.yaml"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_rollout_steps_equal_the_plan(env: str) -> None:
+    config = load_config(env, CONFIG_DIR)
+    rollout_plan = plan(config)
+    ops = {op["path"]: op["value"] for op in _patch(env, "patch-rollout.yaml")}
+    if rollout_plan.strategy == "canary":
+        expected = []
+        for action in rollout_plan.actions:
+            if isinstance(action, SetWeight):
+                expected.append({"setWeight": action.weight})
+            elif isinstance(action, Pause):
+                expected.append({"pause": {"duration": f"{action.seconds}s"}})
+            elif isinstance(action, Analyze):
+                expected.append("analysis")
+        steps = ops["/spec/strategy/canary/steps"]
+        assert [s if "analysis" not in s else "analysis" for s in steps] == expected
+        templates = [s["analysis"]["templates"][0]["templateName"] for s in steps if "analysis" in s]
+        assert set(templates) == {k8s.ANALYSIS_TEMPLATE}
+    else:
+        assert "/spec/strategy/blueGreen/prePromotionAnalysis" in ops
+        auto = ops["/spec/strategy/blueGreen/autoPromotionEnabled"]
+        assert auto is config.rollout.blue_green.auto_promotion
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_analysis_thresholds_equal_the_plan(env: str) -> None:
+    analysis = plan(load_config(env, CONFIG_DIR)).analysis
+    (op,) = _patch(env, "patch-analysis.yaml")
+    metrics = {m["name"]: m for m in op["value"]}
+    expected: dict[str, float] = {}
+    for t in analysis.thresholds:
+        name = t.metric.replace("_", "-")
+        if t.max is not None:
+            expected[name] = t.max
+        if t.max_vs_stable is not None:
+            expected[f"{name}-vs-stable"] = t.max_vs_stable
+    assert set(metrics) == set(expected)
+    for name, bound in expected.items():
+        metric = metrics[name]
+        assert metric["successCondition"] == f"len(result) > 0 && result[0] <= {bound:g}"
+        assert metric["failureCondition"] == f"len(result) == 0 || result[0] > {bound:g}"  # no data fails
+        assert metric["interval"] == f"{analysis.interval_seconds}s"
+        assert metric["count"] == analysis.count
+        assert metric["failureLimit"] == analysis.failure_limit
+        assert f">= {analysis.min_requests}" in metric["provider"]["prometheus"]["query"]
+
+
+def test_promql_uses_the_service_metrics_and_pod_hash() -> None:
+    analysis = plan(load_config("dev", CONFIG_DIR)).analysis
+    error = k8s.promql("error_ratio", analysis)
+    assert 'status=~"5.."' in error and "or vector(0)" in error
+    assert 'rollouts_pod_template_hash="{{args.canary-hash}}"' in error
+    p99 = k8s.promql("p99_ms", analysis, "stable-hash")
+    assert p99.startswith(
+        "(histogram_quantile(0.99, sum by (le) (rate(model_service_request_duration_seconds_bucket"
+    )
+    assert "{{args.stable-hash}}" in p99
+
+
+def test_render_keeps_the_release_a_promotion_wrote(tmp_path: Path) -> None:
+    config = load_config("prod", CONFIG_DIR)
+    release = k8s.Release(
+        image="ghcr.io/acme/model", digest="sha256:" + "a" * 64, model_version="7", git_sha="abc"
+    )
+    k8s.write_files(tmp_path, k8s.render_environment(config, release))
+    assert k8s.read_release(tmp_path, config) == release
+    again = k8s.render_environment(config, k8s.read_release(tmp_path, config))
+    kustomization = yaml.safe_load(again["k8s/overlays/prod/kustomization.yaml"])
+    assert kustomization["images"] == [
+        {"name": "model-service", "newName": "ghcr.io/acme/model", "digest": release.digest}
+    ]
+    assert k8s.stale_files(tmp_path, again) == []
+
+
+def test_configmap_shares_the_service_mapping_and_secrets_are_references() -> None:
+    config = load_config("prod", CONFIG_DIR)
+    data = k8s.config_map(config)["data"]
+    assert data["MODEL_SERVICE_WORKERS"] == str(config.service.workers)
+    assert data["MODEL_SERVICE_SHUTDOWN_DELAY_S"] == str(config.deploy.shutdown_delay_seconds)
+    assert not any("API_KEY" in key for key in data)
+    env_ops = [op for op in _patch("prod", "patch-rollout.yaml") if op["path"].endswith("/env/-")]
+    assert env_ops[0]["value"]["valueFrom"]["secretKeyRef"]["name"] == config.deploy.api_key_secret
+
+
+def test_applications_sync_automatically_except_prod() -> None:
+    for env in ENVS:
+        app = k8s.application(load_config(env, CONFIG_DIR))
+        assert app["spec"]["source"]["path"] == f"k8s/overlays/{env}"
+        assert ("automated" in app["spec"]["syncPolicy"]) is (env != "prod")
