@@ -9,6 +9,8 @@ Sessions orchestrate and hold no logic: each stage session is a thin call of
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.needs_version = ">=2025.2.9"  # default=, tags= and nox.project.dependency_groups
@@ -24,8 +26,12 @@ def _install(session: nox.Session, *groups: str) -> None:
     session.install("-e.", *deps)
 
 
+def _files(pattern: str) -> list[str]:
+    return sorted(str(path) for path in Path().glob(pattern))
+
+
 def _stage(session: nox.Session, stage: str) -> None:
-    _install(session, "pipeline", "service")
+    _install(session, "stages")
     session.run("python", "-m", "pipeline", stage, *session.posargs)
 
 
@@ -39,7 +45,15 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("hadolint", "model_service/Dockerfile")
     session.run("python", "-m", "pipeline", "schema", "--check")
+    session.run("python", "-m", "pipeline", "render", "--check")  # overlays current and valid, offline
+    # Workflows: security (zizmor), structure (schema), and a pin + act stand-in for every action.
+    session.run("zizmor", "--offline", ".github/workflows", ".github/actions")
+    session.run(
+        "check-jsonschema", "--builtin-schema", "vendor.github-workflows", *_files(".github/workflows/*.yml")
+    )
+    session.run("python", "scripts/run_act.py", "--check")
 
 
 @nox.session(python=PYTHON)
@@ -77,9 +91,39 @@ def register(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def image(session: nox.Session) -> None:
+    """Build the service image with the model baked in, smoke-test it, push it when configured."""
+    _stage(session, "image")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def loadtest(session: nox.Session) -> None:
+    """Load-test the service with the exported model; gate on the SLOs (`-- --host URL` for a running one)."""
+    _stage(session, "loadtest")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
 def promote(session: nox.Session) -> None:
     """Move alias ENV to the candidate whose gate passed (`-- --to-version N` for a given one)."""
     _stage(session, "promote")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def rollback(session: nox.Session) -> None:
+    """Move alias ENV back to the version that served before (`-- --gitops`: revert the overlay too)."""
+    _stage(session, "rollback")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def rollout(session: nox.Session) -> None:
+    """Rehearse ENV's rollout plan locally: Caddy, live Locust traffic, analysis; promote or roll back."""
+    _stage(session, "rollout")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True)
+def render(session: nox.Session) -> None:
+    """Render k8s/overlays and k8s/argocd from environments/*.yaml (`-- --check`: fail on drift, validate)."""
+    _stage(session, "render")
 
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)
@@ -92,3 +136,10 @@ def serve(session: nox.Session) -> None:
 def pipeline(session: nox.Session) -> None:
     """Run every stage in order for ENV (default dev), stopping at the first failed gate."""
     _stage(session, "run")
+
+
+@nox.session(python=PYTHON, default=False)
+def act(session: nox.Session) -> None:
+    """Run the GitHub workflows here with act, offline: `-- --event push|pull_request|workflow_dispatch`."""
+    _install(session, "workflows")
+    session.run("python", "scripts/run_act.py", *session.posargs, external=False)

@@ -16,13 +16,13 @@ from types import FrameType
 import yaml
 
 from pipeline.config import Config, ConfigError, diff, json_schema, load_config
-from pipeline.errors import StageError, StageSkipped
+from pipeline.errors import NoCluster, StageError, StageSkipped
 from pipeline.reporter import Reporter
 from pipeline.workspace import Workspace
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCHEMA_FILE = "schema.json"
-RUN_ORDER = ("train", "export", "gate", "register", "promote")
+RUN_ORDER = ("train", "export", "gate", "register", "image", "loadtest", "rollout", "promote")
 """The stages of `run` (the whole pipeline), in order; it stops at the first failure."""
 
 
@@ -65,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
         "schema", parents=[common], help="write environments/schema.json from the config models"
     )
     schema.add_argument("--check", action="store_true", help="fail when the committed schema.json is stale")
+    render = stages.add_parser(
+        "render",
+        parents=[common],
+        help="render k8s/overlays/* and k8s/argocd/* from every environment file",
+    )
+    render.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; fail naming each stale file, then validate every overlay offline",
+    )
     stages.add_parser("train", parents=[common, fresh], help="fit the model and log the run to MLflow")
     stages.add_parser(
         "export", parents=[common, fresh], help="ONNX export with a parity gate; writes the card"
@@ -72,15 +82,67 @@ def _parser() -> argparse.ArgumentParser:
     stages.add_parser(
         "gate", parents=[common], help="metric gates: absolute and against the version serving ENV"
     )
-    stages.add_parser("register", parents=[common], help="register the exported model; alias ENV-candidate")
+    register = stages.add_parser(
+        "register", parents=[common], help="register the exported model; alias ENV-candidate"
+    )
+    register.add_argument(
+        "--image",
+        metavar="REF",
+        help="record an image built elsewhere (repo@sha256:..., sha256:... or repo:tag)",
+    )
+    load = stages.add_parser(
+        "loadtest", parents=[common], help="Locust against the service with the exported model; SLO gate"
+    )
+    load.add_argument("--host", metavar="URL", help="test the service already running at URL instead")
+    load.add_argument(
+        "--allow-remote", action="store_true", help="allow a --host that is not a loopback address"
+    )
+    stages.add_parser(
+        "image", parents=[common], help="build, smoke-test and (if configured) push the service image"
+    )
     promote = stages.add_parser(
         "promote", parents=[common], help="move alias ENV to the candidate whose gate passed"
     )
     promote.add_argument(
         "--to-version", metavar="N", help="promote registry version N instead of the candidate"
     )
-    stages.add_parser(
+    gitops_help = "also commit the change to k8s/overlays/ENV and push it to deploy.gitops (Argo CD syncs)"
+    promote.add_argument("--gitops", action="store_true", help=gitops_help)
+    rollback_parser = stages.add_parser(
         "rollback", parents=[common], help="move alias ENV back to the version that served before"
+    )
+    rollback_parser.add_argument(
+        "--gitops", action="store_true", help="also revert the last promotion commit of ENV and push it"
+    )
+    rollout = stages.add_parser(
+        "rollout",
+        parents=[common],
+        help="rehearse the rollout plan locally (Caddy + live traffic + analysis); promote or roll back",
+    )
+    rollout.add_argument(
+        "--strategy", choices=["canary", "blue-green"], help="override rollout.strategy for this run"
+    )
+    rollout.add_argument(
+        "--candidate-fault",
+        metavar="FAULT",
+        help="start the candidate with injected faults to prove the analysis catches them: "
+        "latency=200ms or errors=0.2 (refused for prod)",
+    )
+    rollout.add_argument(
+        "--approve", action="store_true", help="approve the switch when blue_green.auto_promotion is off"
+    )
+    rollout.add_argument(
+        "--target",
+        choices=["local", "kubernetes"],
+        default="local",
+        help="local: rehearse here with Caddy (default); kubernetes: follow the Rollout in the cluster "
+        "of KUBECONFIG until Healthy or Degraded",
+    )
+    rollout.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="seconds to follow the cluster's Rollout (default: 1800)",
     )
     serve = stages.add_parser(
         "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
@@ -94,17 +156,47 @@ def _stage_calls(
     args: argparse.Namespace,
 ) -> list[tuple[str, Callable[[Config, Workspace, Reporter], object]]]:
     # Stage modules import MLflow, scikit-learn and onnxruntime: load them only for the stages that run.
-    from pipeline import export, gate, promote, register, serving, train  # noqa: PLC0415
+    from pipeline import (  # noqa: PLC0415
+        export,
+        gate,
+        gitops,
+        image,
+        loadtest,
+        promote,
+        register,
+        serving,
+        train,
+    )
+    from pipeline.rollout import kubernetes, local  # noqa: PLC0415
 
     fresh = bool(getattr(args, "fresh", False))
+    gitops_on = bool(getattr(args, "gitops", False))
     calls: dict[str, Callable[[Config, Workspace, Reporter], object]] = {
         "train": lambda c, w, r: train.train(c, w, r, fresh=fresh),
         "export": lambda c, w, r: export.export(c, w, r, fresh=fresh),
         "gate": gate.gate,
-        "register": register.register,
-        "promote": lambda c, w, r: promote.promote(c, w, r, to_version=getattr(args, "to_version", None)),
-        "rollback": promote.rollback,
+        "register": lambda c, w, r: register.register(c, w, r, image=getattr(args, "image", None)),
+        "loadtest": lambda c, w, r: loadtest.loadtest(
+            c, w, r, host=getattr(args, "host", None), allow_remote=bool(getattr(args, "allow_remote", False))
+        ),
+        "image": image.image,
+        "promote": lambda c, w, r: (gitops.promote if gitops_on else promote.promote)(
+            c, w, r, to_version=getattr(args, "to_version", None)
+        ),
+        "rollback": gitops.rollback if gitops_on else promote.rollback,
         "serve": lambda c, w, r: serving.serve(c, w, r, port=args.port),
+        "rollout": lambda c, w, r: (
+            kubernetes.follow_rollout(c, w, r, timeout_s=args.timeout)
+            if getattr(args, "target", "local") == "kubernetes"
+            else local.rollout(
+                c,
+                w,
+                r,
+                candidate_fault=getattr(args, "candidate_fault", None),
+                approve=bool(getattr(args, "approve", False)),
+                promote_on_success=args.stage == "rollout",
+            )
+        ),
     }
     if args.stage == "run":
         return [(name, calls[name]) for name in RUN_ORDER]
@@ -116,7 +208,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one return per exit path)
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     reporter = Reporter()
@@ -127,7 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.stage == "schema":
             return _schema(config_dir / SCHEMA_FILE, check=args.check, reporter=reporter)
-        config = load_config(args.env, config_dir, args.overrides)
+        if args.stage == "render":  # every environment at once: no single config to load
+            return _render(workdir, config_dir, check=args.check, reporter=reporter)
+        overrides = list(args.overrides)
+        if getattr(args, "strategy", None):
+            overrides.append(f"rollout.strategy={args.strategy}")
+        config = load_config(args.env, config_dir, overrides)
         if args.stage == "config":
             return _config(config, config_dir, args, reporter)
         workspace = Workspace(workdir.resolve())
@@ -142,19 +239,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.stage != "run":
                     raise StageError(f"{name} cannot run here: {exc}") from None
                 reporter.line(f"SKIPPED {name} [{config.name}]: {exc}")
-    except ConfigError as exc:
+    except (ConfigError, NoCluster) as exc:
         reporter.error(f"{exc}")
         return EXIT_USAGE
     except StageError as exc:
         later = "" if args.stage != "run" else "; later stages were not run"
         reporter.error(f"{exc}{later}")
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        reporter.error("interrupted; every process the stage started was stopped")
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
 def _config(config: Config, config_dir: Path, args: argparse.Namespace, reporter: Reporter) -> int:
     if args.diff is None:
-        reporter.line(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False).rstrip())
+        reporter.line(
+            yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False).rstrip()
+        )
         return EXIT_OK
     other = load_config(args.diff, config_dir)
     changes = diff(config, other)
@@ -178,3 +280,9 @@ def _schema(path: Path, *, check: bool, reporter: Reporter) -> int:
     path.write_text(text, encoding="utf-8")
     reporter.line(f"wrote {path}")
     return EXIT_OK
+
+
+def _render(workdir: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> int:
+    from pipeline.k8s import render  # noqa: PLC0415  (validation needs the k8s dependency group)
+
+    return EXIT_OK if render(workdir.resolve(), config_dir, check=check, reporter=reporter) else EXIT_FAILED

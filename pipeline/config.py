@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -152,6 +153,20 @@ class ServiceSpec(Spec):
     rehearsal) make a throw-away key per run; deployments read the hashes from a Secret."""
 
 
+class ImageSpec(Spec):
+    """The service image with the model baked in: where it is built from and where it goes."""
+
+    repository: str = Field("model-service", pattern=r"^[a-z0-9][a-z0-9._/:-]*$")
+    """Image repository: a local name, or `REGISTRY/OWNER/NAME` (e.g. `ghcr.io/OWNER/NAME`) to push to.
+    Tags are `<git-sha>-<model-version>`."""
+    push: bool = False
+    """Push the image after its smoke test and record the pushed digest; needs registry credentials."""
+    base_image: str = "python:3.11-slim-bookworm"
+    """Base of both Dockerfile stages (build argument BASE_IMAGE): any image with python3.11 and venv."""
+    platform: Literal["linux/amd64"] = "linux/amd64"
+    """Target platform of the image and of the wheels in its wheelhouse."""
+
+
 AnalysisMetricName = Literal["error_ratio", "p95_ms", "p99_ms"]
 
 
@@ -245,12 +260,204 @@ class RolloutSpec(Spec):
         weights = [step.set_weight for step in self.steps if step.set_weight is not None]
         if not weights:
             raise ValueError("canary steps need at least one set_weight")
-        if any(later <= earlier for earlier, later in zip(weights, weights[1:], strict=False)):
+        if any(later <= earlier for earlier, later in itertools.pairwise(weights)):
             raise ValueError(f"set_weight values must only increase, got {weights}")
         if not any(step.analysis is not None for step in self.steps):
             raise ValueError("canary steps need at least one analysis step, or nothing can roll back")
         if self.steps[0].set_weight is None:
             raise ValueError("the first canary step must be set_weight: nothing is observed at weight 0")
+        return self
+
+
+MAX_LOAD_USERS = 500
+"""Hard cap on simulated users: a typo must not turn a load test into a denial of service."""
+MAX_LOAD_DURATION_S = 1800
+"""Hard cap on a load test's duration, in seconds."""
+
+LoadRoute = Literal["v1_instances", "v1_records", "v2_infer"]
+"""`v1_instances`: POST /v1/predict with rows as lists; `v1_records`: the same route with rows as objects
+keyed by feature name; `v2_infer`: POST /v2/models/{name}/infer (Open Inference Protocol)."""
+
+
+class LoadProfileSpec(Spec):
+    """How many users the load test runs, and how their number changes over time."""
+
+    shape: Literal["constant", "step", "spike"] = "constant"
+    """`constant`: `users` throughout; `step`: up to `users` in `steps` equal steps; `spike`: `users`,
+    then `spike_users` from `spike_at_s` for `spike_length_s`, then `users` again."""
+    users: int = Field(10, ge=1, le=MAX_LOAD_USERS)
+    """Simulated users (concurrent clients) at full load."""
+    spawn_rate: float = Field(10.0, gt=0, le=MAX_LOAD_USERS)
+    """Users started (or stopped) per second when the target changes."""
+    duration_s: float = Field(12.0, ge=1, le=MAX_LOAD_DURATION_S)
+    """Length of the run in seconds, ramp-up included."""
+    steps: int = Field(4, ge=1, le=100)
+    """Number of equal steps up to `users`; shape `step` only."""
+    spike_users: int | None = Field(None, ge=1, le=MAX_LOAD_USERS)
+    """Users during the spike; shape `spike` only (required there)."""
+    spike_at_s: float | None = Field(None, ge=0)
+    """Seconds from the start when the spike begins; default: a third of `duration_s`."""
+    spike_length_s: float | None = Field(None, gt=0)
+    """Length of the spike in seconds; default: a third of `duration_s`."""
+
+    @model_validator(mode="after")
+    def _spike_fits(self) -> Self:
+        if self.shape != "spike":
+            return self
+        if self.spike_users is None or self.spike_users <= self.users:
+            raise ValueError("shape 'spike' needs 'spike_users' greater than 'users'")
+        start = self.spike_at_s if self.spike_at_s is not None else self.duration_s / 3
+        length = self.spike_length_s if self.spike_length_s is not None else self.duration_s / 3
+        if start + length > self.duration_s:
+            msg = f"the spike ends at {start + length:g}s, after duration_s {self.duration_s:g}s"
+            raise ValueError(msg)
+        return self
+
+
+def _default_weights() -> dict[LoadRoute, float]:
+    return {"v1_instances": 3.0, "v1_records": 1.0, "v2_infer": 2.0}
+
+
+class LoadTrafficSpec(Spec):
+    """What each simulated user sends: payloads are rows of the evaluation data."""
+
+    weights: dict[LoadRoute, float] = Field(default_factory=_default_weights, min_length=1)
+    """Relative share of requests per route (each > 0); a route left out is not sent."""
+    batch_share: float = Field(0.2, ge=0, le=1)
+    """Share of requests carrying a small batch instead of a single row."""
+    max_batch_rows: int = Field(8, ge=2, le=1000)
+    """Largest batch, in rows; a batch holds 2 to this many rows."""
+    wait_min_s: float = Field(0.0, ge=0, le=60)
+    """Shortest pause of a user between two requests, in seconds."""
+    wait_max_s: float = Field(0.1, ge=0, le=60)
+    """Longest pause of a user between two requests, in seconds."""
+
+    @model_validator(mode="after")
+    def _positive_weights_and_ordered_waits(self) -> Self:
+        bad = [route for route, weight in self.weights.items() if not weight > 0]
+        if bad:
+            raise ValueError(f"weights must be > 0 (leave a route out to not send it): {', '.join(bad)}")
+        if self.wait_min_s > self.wait_max_s:
+            raise ValueError(f"wait_min_s {self.wait_min_s:g} is above wait_max_s {self.wait_max_s:g}")
+        return self
+
+
+class SloBounds(Spec):
+    """Service level objectives for the whole run or one route; missing data fails, never passes."""
+
+    p95_ms: float | None = Field(None, gt=0)
+    """Largest allowed 95th percentile of response time, in milliseconds."""
+    p99_ms: float | None = Field(None, gt=0)
+    """Largest allowed 99th percentile of response time, in milliseconds."""
+    max_error_ratio: float | None = Field(None, ge=0, le=1)
+    """Largest allowed share of failed requests (non-2xx or no answer), 0-1."""
+    min_rps: float | None = Field(None, ge=0)
+    """Smallest allowed throughput, in requests per second over the whole run."""
+
+    @model_validator(mode="after")
+    def _needs_a_possible_bound(self) -> Self:
+        if all(v is None for v in (self.p95_ms, self.p99_ms, self.max_error_ratio, self.min_rps)):
+            raise ValueError(
+                "an SLO needs 'p95_ms', 'p99_ms', 'max_error_ratio' or 'min_rps' (one without a bound passes anything)"
+            )
+        if self.p95_ms is not None and self.p99_ms is not None and self.p99_ms < self.p95_ms:
+            msg = f"p99_ms {self.p99_ms:g} is below p95_ms {self.p95_ms:g}: no run meets both; raise p99_ms"
+            raise ValueError(msg)
+        return self
+
+
+class LoadSloSpec(Spec):
+    total: SloBounds = SloBounds(p95_ms=250, p99_ms=500, max_error_ratio=0.01, min_rps=20)
+    """Bounds on all requests together."""
+    routes: dict[LoadRoute, SloBounds] = Field(default_factory=dict)
+    """Bounds per route; every route sent must also get at least one request."""
+
+
+class LoadTestSpec(Spec):
+    """The load test: a Locust run against the service with the exported model, gated by SLOs."""
+
+    profile: LoadProfileSpec = LoadProfileSpec()
+    traffic: LoadTrafficSpec = LoadTrafficSpec()
+    slo: LoadSloSpec = LoadSloSpec()
+
+    @model_validator(mode="after")
+    def _slo_routes_are_sent(self) -> Self:
+        unsent = sorted(set(self.slo.routes) - set(self.traffic.weights))
+        if unsent:
+            msg = f"slo.routes names {', '.join(unsent)}, not in traffic.weights: add a weight or drop it"
+            raise ValueError(msg)
+        return self
+
+
+class ResourcesSpec(Spec):
+    """CPU and memory of one pod (Kubernetes quantities, e.g. `250m`, `512Mi`); limits are always set."""
+
+    requests_cpu: str = Field("250m", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    """CPU the scheduler reserves; the HPA's utilisation target is a share of it."""
+    requests_memory: str = Field("256Mi", pattern=r"^[0-9]+(Ki|Mi|Gi)$")
+    """Memory the scheduler reserves."""
+    limits_cpu: str = Field("1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    """CPU the pod may use at most (throttled beyond)."""
+    limits_memory: str = Field("512Mi", pattern=r"^[0-9]+(Ki|Mi|Gi)$")
+    """Memory the pod may use at most (killed beyond)."""
+
+
+class GitOpsSpec(Spec):
+    """Where `promote --gitops` pushes the overlay it changed (Argo CD syncs from there)."""
+
+    remote: str | None = None
+    """Git remote name or URL to push to; empty: `--gitops` refuses and says to set it."""
+    branch: str = "main"
+    """Branch Argo CD follows (the Application's targetRevision)."""
+
+
+class ArgoCDSpec(Spec):
+    """The Argo CD Application rendered into k8s/argocd/<env>.yaml."""
+
+    repo_url: str = "https://github.com/OWNER/REPO.git"
+    """Git URL Argo CD reads the overlays from: replace OWNER/REPO after forking."""
+    project: str = "default"
+    """Argo CD project of the Application."""
+    namespace: str = "argocd"
+    """Namespace Argo CD runs in (where the Application object lives)."""
+    automated: bool = True
+    """Sync (and prune, self-heal) every push automatically; false: a person presses Sync (prod)."""
+
+
+class DeploySpec(Spec):
+    """How the environment runs on Kubernetes: rendered into k8s/overlays/<env> and k8s/argocd/<env>.yaml."""
+
+    namespace: str = Field("model-serving", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Namespace the service is deployed to."""
+    host: str = Field("model.example.com", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Host name of the Ingress (ingress-nginx)."""
+    min_replicas: int = Field(2, ge=1, le=100)
+    """Fewest pods the HorizontalPodAutoscaler keeps (the PodDisruptionBudget keeps min_replicas - 1)."""
+    max_replicas: int = Field(4, ge=1, le=500)
+    """Most pods the HorizontalPodAutoscaler scales to."""
+    target_cpu_utilization: int = Field(70, ge=10, le=100)
+    """HPA target: average CPU use as a percentage of requests_cpu."""
+    resources: ResourcesSpec = ResourcesSpec()
+    """Requests and limits of the service container."""
+    shutdown_delay_seconds: int = Field(5, ge=0, le=120)
+    """On SIGTERM, seconds the pod keeps serving with readiness false, so endpoints drop it first
+    (MODEL_SERVICE_SHUTDOWN_DELAY_S)."""
+    graceful_timeout_seconds: int = Field(20, ge=1, le=300)
+    """Longest wait for in-flight requests after the delay (MODEL_SERVICE_GRACEFUL_TIMEOUT_S); the pod's
+    terminationGracePeriodSeconds is the two plus 5 s."""
+    api_key_secret: str = Field("model-service-api-keys", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Name of the Secret (key `api-key-sha256`) holding accepted API key hashes when service.auth is
+    `api-key`; created out of band, never committed."""
+    require_digest: bool = False
+    """`promote --gitops` refuses a version whose image digest is unknown (no `image_digest` tag); with
+    false it falls back to the image tag."""
+    gitops: GitOpsSpec = GitOpsSpec()
+    argocd: ArgoCDSpec = ArgoCDSpec()
+
+    @model_validator(mode="after")
+    def _replicas_in_order(self) -> Self:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} < min_replicas {self.min_replicas}")
         return self
 
 
@@ -265,7 +472,10 @@ class Config(Spec):
     gates: GateSpec
     registry: RegistrySpec = RegistrySpec()
     service: ServiceSpec = ServiceSpec()
+    loadtest: LoadTestSpec = LoadTestSpec()
+    image: ImageSpec = ImageSpec()
     rollout: RolloutSpec
+    deploy: DeploySpec = DeploySpec()
 
     @property
     def alias(self) -> str:

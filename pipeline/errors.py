@@ -10,3 +10,7 @@ class StageSkipped(Exception):
 
     Run alone, a skipped stage exits non-zero: it did not do its job.
     """
+
+
+class NoCluster(Exception):
+    """No Kubernetes cluster is reachable (no KUBECONFIG, or its API does not answer): a usage error, exit 2."""

@@ -64,11 +64,8 @@ def _move_alias(
     return PromoteResult(config.name, version, previous, changed=True)
 
 
-def promote(
-    config: Config, workspace: Workspace, reporter: Reporter, *, to_version: str | None = None
-) -> PromoteResult:
-    """Move alias `<env>` to the candidate (or `to_version`), only when its gate passed for `<env>`."""
-    mlflow = registry.client(config, workspace)
+def candidate_version(mlflow: MlflowClient, config: Config, to_version: str | None) -> Any:
+    """The version `promote` would move alias `<env>` to; StageError unless its gate passed for `<env>`."""
     name = config.model.name
     if to_version is None:
         candidate = registry.alias_version(mlflow, name, config.candidate_alias)
@@ -87,6 +84,16 @@ def promote(
             f"passed for {config.name} is promoted (run the gate and register for {config.name}); aliases unchanged"
         )
         raise StageError(msg)
+    return candidate
+
+
+def promote(
+    config: Config, workspace: Workspace, reporter: Reporter, *, to_version: str | None = None
+) -> PromoteResult:
+    """Move alias `<env>` to the candidate (or `to_version`), only when its gate passed for `<env>`."""
+    mlflow = registry.client(config, workspace)
+    name = config.model.name
+    candidate = candidate_version(mlflow, config, to_version)
     result = _move_alias(mlflow, config, str(candidate.version), "promote", reporter)
     if to_version is None:
         mlflow.delete_registered_model_alias(name, config.candidate_alias)

@@ -23,7 +23,12 @@ class RegisterResult:
     reused: bool
 
 
-def register(config: Config, workspace: Workspace, reporter: Reporter) -> RegisterResult:
+def register(
+    config: Config, workspace: Workspace, reporter: Reporter, *, image: str | None = None
+) -> RegisterResult:
+    """Register the current export (once) and alias it `<env>-candidate`; `image` (a pushed
+    `repo@sha256:...`, a `sha256:...` digest or `repo:tag`) is recorded as the version's `image` tag,
+    for a pipeline that built the image elsewhere (cd.yml builds it once for every environment)."""
     version, directory = current_version_dir(config, workspace)
     gate_path = directory / gate_file(config.name)
     if not gate_path.is_file():
@@ -67,6 +72,11 @@ def register(config: Config, workspace: Workspace, reporter: Reporter) -> Regist
     # `gate` is the latest verdict; `gate.<env>` is what promote checks for that environment.
     mlflow.set_model_version_tag(name, model_version, "gate", gate["status"])
     mlflow.set_model_version_tag(name, model_version, f"gate.{config.name}", gate["status"])
+    if image:
+        mlflow.set_model_version_tag(name, model_version, "image", image)
+        if "sha256:" in image:
+            mlflow.set_model_version_tag(name, model_version, "image_digest", image.rpartition("@")[2])
+        reporter.note(f"image {image} recorded on version {model_version}")
     mlflow.set_registered_model_alias(name, config.candidate_alias, model_version)
     write_json(
         directory / REGISTRATION_FILE,

@@ -46,21 +46,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def service_environment(config: Config, **extra: str) -> tuple[dict[str, str], dict[str, str]]:
-    """MODEL_SERVICE_* variables for this environment, and the client headers they imply."""
+def service_settings(config: Config) -> dict[str, str]:
+    """MODEL_SERVICE_* variables from the `service:` section (pure: no keys, no secrets).
+
+    Shared by local runs and the Kubernetes ConfigMap (pipeline/k8s.py), so the two cannot disagree."""
     spec = config.service
-    env = {
+    return {
         "MODEL_SERVICE_ENVIRONMENT": config.name,
         "MODEL_SERVICE_WORKERS": str(spec.workers),
         "MODEL_SERVICE_INTRA_OP_THREADS": str(spec.intra_op_threads),
         "MODEL_SERVICE_MAX_IN_FLIGHT": str(spec.max_in_flight),
         "MODEL_SERVICE_MAX_ROWS": str(spec.max_rows),
         "MODEL_SERVICE_MAX_BODY_BYTES": str(spec.max_body_bytes),
-        **extra,
     }
+
+
+def service_environment(
+    config: Config, api_key: str | None = None, **extra: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """MODEL_SERVICE_* variables for this environment, and the client headers they imply.
+
+    With auth on, the service accepts `api_key`, or a throw-away key made here."""
+    spec = config.service
+    env = {**service_settings(config), **extra}
     headers: dict[str, str] = {}
     if spec.auth == "api-key":
-        key = secrets.token_urlsafe(24)
+        key = api_key or secrets.token_urlsafe(24)
         env["MODEL_SERVICE_API_KEY_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
         headers["Authorization"] = f"Bearer {key}"
     return env, headers
@@ -96,6 +107,7 @@ def running_service(
     *,
     port: int | None = None,
     settings: Mapping[str, str] | None = None,
+    api_key: str | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> Iterator[ServiceProcess]:
     """Start the service on `model_dir`, yield once /readyz answers 200, stop it on the way out.
@@ -104,7 +116,7 @@ def running_service(
     own session so that stopping it also stops its workers, whatever happens in the `with` body.
     """
     port = port or free_port()
-    env_vars, headers = service_environment(config, **dict(settings or {}))
+    env_vars, headers = service_environment(config, api_key, **dict(settings or {}))
     inherited = {
         k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SERVICE_", "PROMETHEUS_MULTIPROC"))
     }

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,11 @@ class Workspace:
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
         return out.stdout.strip()
+
+
+def new_run_id() -> str:
+    """A run's folder name under reports/<env>/: UTC time, sortable, plus a short random suffix."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
 def write_json(path: Path, data: Any) -> None:

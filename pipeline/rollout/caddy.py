@@ -43,6 +43,10 @@ def caddy_config(
                         "routes": [
                             {
                                 "handle": [
+                                    # A weight change makes Caddy reload its config and close idle client
+                                    # connections; a client reusing one at that instant fails. A fresh
+                                    # connection per request (cheap on loopback) removes that race.
+                                    {"handler": "headers", "response": {"set": {"Connection": ["close"]}}},
                                     {
                                         "handler": "reverse_proxy",
                                         "upstreams": [{"dial": upstream} for upstream in upstreams],
@@ -53,7 +57,7 @@ def caddy_config(
                                                 "weights": weights,
                                             },
                                         },
-                                    }
+                                    },
                                 ]
                             }
                         ],

@@ -28,8 +28,13 @@ def test_canary_plan_follows_the_steps_in_order_and_ends_promoted() -> None:
 def test_blue_green_checks_the_preview_before_the_switch() -> None:
     result = plan(config(env="staging"))
     assert [type(a) for a in result.actions] == [Smoke, Analyze, Promote]
-    manual = plan(config("rollout.blue_green.auto_promotion=false", "rollout.blue_green.preview_analysis=false",
-                         env="staging"))
+    manual = plan(
+        config(
+            "rollout.blue_green.auto_promotion=false",
+            "rollout.blue_green.preview_analysis=false",
+            env="staging",
+        )
+    )
     assert [type(a) for a in manual.actions] == [Smoke, AwaitApproval, Promote]
 
 
@@ -55,7 +60,10 @@ def test_describe_names_every_bound() -> None:
         ("rollout.steps=[{analysis: {}}, {set_weight: 50}]", "first canary step must be set_weight"),
         ("rollout.steps=[{pause: {}}]", "rollout.steps.0.pause.seconds: required key is missing"),
         ("rollout.steps=[{pause: {seconds: 0}}]", "greater than or equal to 1"),
-        ("rollout.steps=[{set_weight: 20, pause: {seconds: 5}}]", "exactly one of set_weight, pause, analysis"),
+        (
+            "rollout.steps=[{set_weight: 20, pause: {seconds: 5}}]",
+            "exactly one of set_weight, pause, analysis",
+        ),
         ("rollout.steps=[{set_weight: 120}]", "less than or equal to 100"),
         ("rollout.steps=[]", "strategy 'canary' needs steps"),
         ("rollout.analysis.metrics.error_ratio={max: null}", "needs 'max' or 'max_vs_stable'"),

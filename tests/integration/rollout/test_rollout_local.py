@@ -1,0 +1,164 @@
+"""The local rehearsal for real: two service processes, real Caddy, real Locust traffic, a real registry.
+
+Durations are the dev plan's (a few seconds per step); assertions are about decisions and counts.
+"""
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+
+REPO = Path(__file__).parents[3]
+MODEL = "breast-cancer-classifier"
+STABLE = ("--set", "model.params.n_estimators=30", "--set", "model.params.max_depth=2")
+SHARE_TOLERANCE = 0.10
+"""Largest gap between a window's share of requests at the canary and the configured weight."""
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace where a first version serves dev and a second one is registered as the candidate."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    root = tmp_path_factory.mktemp("rollout")
+    shutil.copytree(REPO / "environments", root / "environments")
+    for stage in ("train", "export", "gate", "register", "promote"):
+        assert main([stage, "--env", "dev", "--workdir", str(root), *STABLE]) == 0
+    for stage in ("train", "export", "gate", "register"):
+        assert main([stage, "--env", "dev", "--workdir", str(root)]) == 0
+    return root
+
+
+@pytest.fixture
+def workspace(prepared: Path, tmp_path: Path) -> Path:
+    """A copy per test, so one test's promotion does not change the next one's stable."""
+    root = tmp_path / "ws"
+    shutil.copytree(prepared, root, ignore=shutil.ignore_patterns("reports"))
+    return root
+
+
+def rollout(workspace: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code = main(["rollout", "--env", "dev", "--workdir", str(workspace), *args])
+    [timeline] = (workspace / "reports" / "dev").glob("*/rollout/timeline.json")
+    return code, json.loads(timeline.read_text())
+
+
+def serving(workspace: Path) -> int:
+    uri = f"sqlite:///{workspace / '.mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return int(client.get_model_version_by_alias(MODEL, "dev").version)
+
+
+def leftover_processes(workspace: Path) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(workspace) in cmdline:
+                found.append(cmdline)
+    return found
+
+
+def test_healthy_canary_promotes_with_shares_matching_weights(workspace: Path) -> None:
+    code, timeline = rollout(workspace)
+    assert code == 0
+    assert timeline["status"] == "promoted"
+    for event in timeline["events"]:
+        if event["action"] == "analysis":
+            share = event["new"]["requests"] / (event["new"]["requests"] + event["stable"]["requests"])
+            assert abs(share - event["weight"] / 100) <= SHARE_TOLERANCE, event
+    assert [e["weight"] for e in timeline["events"] if e["action"] in {"set_weight", "promote"}] == [
+        20,
+        50,
+        100,
+    ]
+    assert timeline["user_requests"]["failures"] == 0
+    assert list((workspace / "reports" / "dev").glob("*/rollout/timeline.png"))
+    assert serving(workspace) == 2
+    assert leftover_processes(workspace) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "breach"), [("errors=0.2", "canary error ratio"), ("latency=400ms", "canary p95")]
+)
+def test_faulty_canary_aborts_at_the_first_analysis(workspace: Path, fault: str, breach: str) -> None:
+    code, timeline = rollout(workspace, "--candidate-fault", fault)
+    assert code == 1
+    assert timeline["status"] == "aborted"
+    assert timeline["reason"].startswith("ABORT step 3 (weight 20%): " + breach)
+    assert serving(workspace) == 1
+    users = timeline["user_requests"]
+    assert users["failures_after_abort"] == 0
+    # Only the canary's share of the traffic can fail, and only a share of that.
+    assert users["failures"] <= 0.2 * 0.2 * users["requests"] + 5
+    assert leftover_processes(workspace) == []
+
+
+def test_blue_green_switches_without_failed_requests(workspace: Path) -> None:
+    code, timeline = rollout(workspace, "--strategy", "blue-green")
+    assert code == 0
+    assert timeline["strategy"] == "blue-green"
+    assert [e["action"] for e in timeline["events"]][:2] == ["smoke", "analysis"]
+    assert timeline["user_requests"]["failures"] == 0
+    assert serving(workspace) == 2
+
+
+def test_blue_green_failing_preview_never_gets_user_traffic(workspace: Path) -> None:
+    code, timeline = rollout(workspace, "--strategy", "blue-green", "--candidate-fault", "errors=1")
+    assert code == 1
+    assert "preview smoke test" in timeline["reason"]
+    assert all(e["weight"] == 0 for e in timeline["events"])
+    assert timeline["user_requests"]["failures"] == 0
+    assert serving(workspace) == 1
+
+
+def test_candidate_killed_mid_rollout_rolls_back(workspace: Path) -> None:
+    def kill_candidate_after_first_weight() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            logs = list((workspace / "reports").glob("dev/*/rollout/caddy.json"))
+            if logs:
+                time.sleep(3)  # into the first pause at weight 20
+                for cmdline_pid in _candidate_pids(workspace):
+                    os.kill(cmdline_pid, signal.SIGKILL)
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_candidate_after_first_weight)
+    killer.start()
+    code, timeline = rollout(workspace)
+    killer.join()
+    assert code == 1
+    assert "the new version's process died" in timeline["reason"] or "stopped answering" in timeline["reason"]
+    assert timeline["events"][-1]["weight"] == 0
+    assert timeline["user_requests"]["failures_after_abort"] == 0
+    assert serving(workspace) == 1
+    assert leftover_processes(workspace) == []
+
+
+def _candidate_pids(workspace: Path) -> list[int]:
+    registration = next(
+        path
+        for path in (workspace / "artifacts" / MODEL).glob("*/registration.json")
+        if json.loads(path.read_text())["model_version"] == "2"
+    )
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "model_service" in cmdline and str(registration.parent) in cmdline:
+                pids.append(int(proc.name))
+    return pids
