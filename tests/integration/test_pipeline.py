@@ -29,8 +29,19 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+# `run` includes the load test and the rollout rehearsal; these tests are about the model stages, so
+# both get their shortest sound profile (the artifact version does not depend on these sections).
+FAST = (
+    "--set", "loadtest.profile.duration_s=3",
+    "--set", "rollout.steps=[{set_weight: 50}, {analysis: {}}]",
+    "--set", "rollout.analysis={interval_seconds: 1, count: 1, min_requests: 5}",
+    "--set", "rollout.scale_down_delay_seconds=0",
+)  # fmt: skip
+
+
 def run(workspace: Path, *args: str) -> int:
-    return main([*args, "--workdir", str(workspace)])
+    extra = FAST if args[0] == "run" else ()
+    return main([*args, *extra, "--workdir", str(workspace)])
 
 
 def registry(workspace: Path) -> MlflowClient:
