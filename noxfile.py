@@ -120,6 +120,12 @@ def rollout(session: nox.Session) -> None:
     _stage(session, "rollout")
 
 
+@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
+def drift(session: nox.Session) -> None:
+    """Input drift and score shift vs the model card's reference (`-- --input FILE` or `-- --url URL`)."""
+    _stage(session, "drift")
+
+
 @nox.session(python=PYTHON, default=False, reuse_venv=True)
 def render(session: nox.Session) -> None:
     """Render k8s/overlays and k8s/argocd from environments/*.yaml (`-- --check`: fail on drift, validate)."""
@@ -136,6 +142,13 @@ def serve(session: nox.Session) -> None:
 def pipeline(session: nox.Session) -> None:
     """Run every stage in order for ENV (default dev), stopping at the first failed gate."""
     _stage(session, "run")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True)
+def bench(session: nox.Session) -> None:
+    """Benchmark the service against its peers with wrk, side by side (`-- --quick` for a short run)."""
+    _install(session, "stages", "bench")
+    session.run("python", "-m", "pipeline.bench", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

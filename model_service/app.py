@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_service.auth import Authenticator
 from model_service.card import ModelCard, load_card
+from model_service.drift import DriftCounters, InputSampler, invert_scores, parse_sensitive
 from model_service.errors import (
     InjectedFault,
     InternalError,
@@ -56,6 +58,7 @@ _V2_MODEL_SUFFIXES = (("/infer", "/v2/models/{name}/infer"), ("/ready", "/v2/mod
 REQUEST_ID_HEADER = b"x-request-id"
 _JSON = "application/json"
 _LOG_FLUSH_S = 0.5
+_DRIFT_FLUSH_S = 1.0
 
 
 def route_label(path: str) -> str:
@@ -101,6 +104,7 @@ class Service:
         self.metrics.bind(
             ["/v1/predict", "/v2/models/{name}/infer", "/v1/model"], [200, 400, 401, 413, 415, 422, 500, 503]
         )
+        self._start_drift(card)
         self.model_ref = {"name": card.name, "version": card.version}
         self.card_json = orjson.dumps(card.raw)
         self.openapi_json = orjson.dumps(build_openapi(card, settings.auth_enabled))
@@ -108,6 +112,29 @@ class Service:
         self.v2_metadata = orjson.dumps(self._v2_metadata(model))
         self.model = model
         self.ready = True
+
+    def _start_drift(self, card: ModelCard) -> None:
+        """Drift counters when the card has a reference profile (older cards: off); opt-in input sampling."""
+        settings = self.settings
+        reference = card.raw.get("reference")
+        self.drift = (
+            DriftCounters(
+                reference, card.features, card.classes, settings.drift_window, self.metrics.registry
+            )
+            if isinstance(reference, dict)
+            else None
+        )
+        self._classes = np.asarray(card.classes)
+        self.inputs = (
+            InputSampler(
+                card.features,
+                settings.log_inputs_sample_ratio,
+                parse_sensitive(settings.log_inputs_sensitive),
+                seed=os.getpid(),
+            )
+            if settings.log_inputs
+            else None
+        )
 
     def _v2_metadata(self, model: OnnxModel) -> dict[str, Any]:
         card = self.card
@@ -181,6 +208,13 @@ class Service:
         predictions, probabilities = self.model.predict(rows)
         self.metrics.inference.observe(time.perf_counter() - started)
         self.metrics.rows.observe(len(rows))
+        if self.settings.fault_invert_scores:
+            predictions, probabilities = invert_scores(probabilities, self._classes)
+        if self.drift is not None:
+            self.drift.observe(rows, probabilities)
+        if self.inputs is not None:
+            for record in self.inputs.sample(rows, predictions):
+                self.log.event("INFO", "input", model_version=self.card.version, **record)
         return predictions, probabilities
 
     async def predict(self, request: Request) -> Response:
@@ -294,6 +328,8 @@ class Service:
         return Response(body, media_type=_JSON)
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        if self.drift is not None:
+            self.drift.flush()
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
@@ -450,6 +486,11 @@ def create_app(settings: ServiceSettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.start()
         flusher = asyncio.create_task(_flush_logs(service.log))
+        drift_flusher = (
+            asyncio.create_task(_flush_drift(service.drift))
+            if service.drift is not None and service.metrics.multiprocess
+            else None
+        )
         service.drain_on_sigterm()
         card = service.card
         service.log.event("INFO", "started", model=card.name, model_version=card.version, pid=os.getpid())
@@ -457,15 +498,19 @@ def create_app(settings: ServiceSettings | None = None) -> Starlette:
             service.log.event(
                 "WARNING",
                 "fault_injection_on",
-                message="FAULT INJECTION IS ON: this instance adds latency and/or fails requests on purpose",
+                message="FAULT INJECTION IS ON: this instance adds latency, fails requests and/or inverts scores on purpose",
                 fault_latency_ms=service.settings.fault_latency_ms,
                 fault_error_ratio=service.settings.fault_error_ratio,
+                fault_invert_scores=service.settings.fault_invert_scores,
             )
         try:
             yield
         finally:
             service.ready = False
             flusher.cancel()
+            if drift_flusher is not None:
+                drift_flusher.cancel()
+                service.drift.flush()  # type: ignore[union-attr]  # this worker's last counts
             service.log.event("INFO", "stopped", pid=os.getpid())
             Metrics.mark_worker_gone()
 
@@ -505,6 +550,13 @@ def create_app(settings: ServiceSettings | None = None) -> Starlette:
     )
     app.state.service = service
     return app
+
+
+async def _flush_drift(drift: DriftCounters) -> None:
+    """With several workers /metrics reads the multiprocess files: keep this worker's share current."""
+    while True:
+        await asyncio.sleep(_DRIFT_FLUSH_S)
+        drift.flush()
 
 
 async def _flush_logs(log: JsonLog) -> None:

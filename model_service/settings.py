@@ -56,6 +56,18 @@ class ServiceSettings(BaseSettings):
     """Rehearsals only: extra latency added to every non-probe request, in milliseconds."""
     fault_error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     """Rehearsals only: fraction of non-probe requests answered with a 500 `injected_fault`."""
+    fault_invert_scores: bool = False
+    """Rehearsals only: answer with the classes' probabilities reversed (binary: p -> 1 - p), so the model
+    predicts differently while staying healthy by HTTP; the canary's prediction-shift check must catch it."""
+
+    drift_window: int = Field(default=1000, ge=10, le=10_000_000)
+    """Rows (per worker) behind the `model_service_feature_psi` and `model_service_score_psi` gauges."""
+    log_inputs: bool = False
+    """Opt-in: log a sample of the input rows (event `input`) for later analysis."""
+    log_inputs_sample_ratio: float = Field(default=0.01, gt=0.0, le=1.0)
+    """Share of rows logged when `log_inputs` is on."""
+    log_inputs_sensitive: str = ""
+    """Fields never logged in clear: `FIELD:hash` (sha256, 16 hex) or `FIELD:drop`, comma-separated."""
 
     shutdown_delay_s: float = Field(default=0.0, ge=0.0, le=300.0)
     """On SIGTERM, seconds to keep serving with readiness false before draining, so load balancers
@@ -91,7 +103,8 @@ class ServiceSettings(BaseSettings):
     def _refuse_faults_in_prod(self) -> Self:
         if self.environment == "prod" and self.faults_enabled:
             raise ValueError(
-                "fault injection (MODEL_SERVICE_FAULT_LATENCY_MS / MODEL_SERVICE_FAULT_ERROR_RATIO) "
+                "fault injection (MODEL_SERVICE_FAULT_LATENCY_MS / MODEL_SERVICE_FAULT_ERROR_RATIO / "
+                "MODEL_SERVICE_FAULT_INVERT_SCORES) "
                 "is refused when MODEL_SERVICE_ENVIRONMENT=prod; unset them"
             )
         return self
@@ -106,7 +119,7 @@ class ServiceSettings(BaseSettings):
 
     @property
     def faults_enabled(self) -> bool:
-        return self.fault_latency_ms > 0 or self.fault_error_ratio > 0
+        return self.fault_latency_ms > 0 or self.fault_error_ratio > 0 or self.fault_invert_scores
 
     @property
     def auth_enabled(self) -> bool:

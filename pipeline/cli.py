@@ -9,12 +9,14 @@ import argparse
 import json
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 import yaml
 
+from pipeline import report
 from pipeline.config import Config, ConfigError, diff, json_schema, load_config
 from pipeline.errors import NoCluster, StageError, StageSkipped
 from pipeline.reporter import Reporter
@@ -126,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
         "--candidate-fault",
         metavar="FAULT",
         help="start the candidate with injected faults to prove the analysis catches them: "
-        "latency=200ms or errors=0.2 (refused for prod)",
+        "latency=200ms, errors=0.2 or shift (inverted scores: healthy by HTTP, different predictions; "
+        "refused for prod)",
     )
     rollout.add_argument(
         "--approve", action="store_true", help="approve the switch when blue_green.auto_promotion is off"
@@ -148,6 +151,24 @@ def _parser() -> argparse.ArgumentParser:
         "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
     )
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    drift = stages.add_parser(
+        "drift",
+        parents=[common],
+        help="input drift (PSI, KS per feature) and score shift of a sample vs the model card's reference",
+    )
+    drift_source = drift.add_mutually_exclusive_group()
+    drift_source.add_argument(
+        "--input", type=Path, metavar="FILE", help="rows to check: CSV with a header, or JSONL"
+    )
+    drift_source.add_argument(
+        "--url", metavar="URL", help="read the bin counters of the service running at URL (/metrics)"
+    )
+    drift.add_argument(
+        "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
+    )
+    stages.add_parser(
+        "history", parents=[common], help="which versions served ENV, when, with what evidence (newest first)"
+    )
     stages.add_parser("run", parents=[common, fresh], help=f"every stage in order: {', '.join(RUN_ORDER)}")
     return parser
 
@@ -157,6 +178,7 @@ def _stage_calls(
 ) -> list[tuple[str, Callable[[Config, Workspace, Reporter], object]]]:
     # Stage modules import MLflow, scikit-learn and onnxruntime: load them only for the stages that run.
     from pipeline import (  # noqa: PLC0415
+        drift,
         export,
         gate,
         gitops,
@@ -185,6 +207,14 @@ def _stage_calls(
         ),
         "rollback": gitops.rollback if gitops_on else promote.rollback,
         "serve": lambda c, w, r: serving.serve(c, w, r, port=args.port),
+        "drift": lambda c, w, r: drift.drift(
+            c,
+            w,
+            r,
+            input_path=getattr(args, "input", None),
+            url=getattr(args, "url", None),
+            allow_remote=bool(getattr(args, "allow_remote", False)),
+        ),
         "rollout": lambda c, w, r: (
             kubernetes.follow_rollout(c, w, r, timeout_s=args.timeout)
             if getattr(args, "target", "local") == "kubernetes"
@@ -228,17 +258,18 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
         if args.stage == "config":
             return _config(config, config_dir, args, reporter)
         workspace = Workspace(workdir.resolve())
-        for name, call in _stage_calls(args):
-            try:
-                with reporter.stage(name, config.name):
-                    result = call(config, workspace, reporter)
-                    if getattr(result, "status", None) == "fail":
-                        failures = "; ".join(getattr(result, "failures", []))
-                        raise StageError(f"{name} failed for {config.name}: {failures}")
-            except StageSkipped as exc:
-                if args.stage != "run":
-                    raise StageError(f"{name} cannot run here: {exc}") from None
-                reporter.line(f"SKIPPED {name} [{config.name}]: {exc}")
+        if args.stage == "history":
+            report.history(config, workspace, reporter)
+            return EXIT_OK
+        records: list[report.StageRecord] = []
+        try:
+            for name, call in _stage_calls(args):
+                _run_stage(
+                    name, call, config, workspace, reporter, records=records, whole_run=args.stage == "run"
+                )
+        finally:
+            if args.stage == "run":
+                _close_run(config, workspace, reporter, records)
     except (ConfigError, NoCluster) as exc:
         reporter.error(f"{exc}")
         return EXIT_USAGE
@@ -250,6 +281,60 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
         reporter.error("interrupted; every process the stage started was stopped")
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _run_stage(
+    name: str,
+    call: Callable[[Config, Workspace, Reporter], object],
+    config: Config,
+    workspace: Workspace,
+    reporter: Reporter,
+    *,
+    records: list[report.StageRecord],
+    whole_run: bool,
+) -> None:
+    """Run one stage and append its record (also when it fails: the report shows the failure)."""
+    started = time.perf_counter()
+    try:
+        with reporter.stage(name, config.name):
+            result = call(config, workspace, reporter)
+            if getattr(result, "status", None) == "fail":
+                failures = "; ".join(getattr(result, "failures", []))
+                raise StageError(f"{name} failed for {config.name}: {failures}")
+    except StageSkipped as exc:
+        if not whole_run:
+            raise StageError(f"{name} cannot run here: {exc}") from None
+        reporter.line(f"SKIPPED {name} [{config.name}]: {exc}")
+        records.append(report.StageRecord(name, "skipped", time.perf_counter() - started, str(exc)))
+        return
+    except (StageError, ConfigError) as exc:
+        records.append(report.StageRecord(name, "failed", time.perf_counter() - started, str(exc)))
+        raise
+    status = "reused" if report.was_reused(result) else "passed"
+    records.append(
+        report.StageRecord(name, status, time.perf_counter() - started, report.key_figure(name, result))
+    )
+
+
+def _close_run(
+    config: Config, workspace: Workspace, reporter: Reporter, records: list[report.StageRecord]
+) -> None:
+    """After `run`, passed or not: the summary table and the release-evidence report."""
+    done = {record.name for record in records}
+    records.extend(
+        report.StageRecord(name, "not run", 0.0, "an earlier stage failed")
+        for name in RUN_ORDER
+        if name not in done
+    )
+    reporter.line(f"== summary [{config.name}] run {workspace.run_id}")
+    reporter.table(
+        ["stage", "status", "seconds", "key figure"],
+        [(r.name, r.status.upper(), f"{r.seconds:.1f}", r.figure) for r in records],
+    )
+    reused = [record.name for record in records if record.status == "reused"]
+    if reused:
+        reporter.note(f"reused valid artifacts for: {', '.join(reused)} (--fresh redoes them)")
+    report.write_report(config, workspace, records, reporter)
 
 
 def _config(config: Config, config_dir: Path, args: argparse.Namespace, reporter: Reporter) -> int:

@@ -167,7 +167,9 @@ class ImageSpec(Spec):
     """Target platform of the image and of the wheels in its wheelhouse."""
 
 
-AnalysisMetricName = Literal["error_ratio", "p95_ms", "p99_ms"]
+AnalysisMetricName = Literal["error_ratio", "p95_ms", "p99_ms", "score_psi", "positive_rate_delta"]
+PREDICTION_SHIFT_METRICS = ("score_psi", "positive_rate_delta")
+"""Analysis metrics that compare the new version with the stable one on the same window (no max_vs_stable)."""
 
 
 class AnalysisBound(Spec):
@@ -199,7 +201,76 @@ class AnalysisSpec(Spec):
     on_no_data: Literal["fail"] = "fail"
     """A window without data is a failed measurement, never a pass (Flagger halts on missing metrics)."""
     metrics: dict[AnalysisMetricName, AnalysisBound] = Field(min_length=1)
-    """Bounds per metric: error_ratio (5xx / all), p95_ms and p99_ms (request latency)."""
+    """Bounds per metric: error_ratio (5xx / all), p95_ms and p99_ms (request latency); prediction shift
+    between new and stable on the same traffic: score_psi (PSI of their score distributions) and
+    positive_rate_delta (largest absolute difference of a class's share of the predictions)."""
+
+    @model_validator(mode="after")
+    def _shift_metrics_compare_with_stable_already(self) -> Self:
+        for name in PREDICTION_SHIFT_METRICS:
+            bound = self.metrics.get(name)  # type: ignore[call-overload]
+            if bound is not None and (bound.max_vs_stable is not None or bound.max is None):
+                msg = f"metrics.{name} compares the new version with stable already: give 'max', not 'max_vs_stable'"
+                raise ValueError(msg)
+        return self
+
+
+class DriftLevels(Spec):
+    """Two levels of one drift statistic: at or above `warn` the report says WARN, above `fail` FAIL."""
+
+    warn: float = Field(gt=0)
+    fail: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _warn_below_fail(self) -> Self:
+        if self.warn > self.fail:
+            raise ValueError(f"warn {self.warn:g} is above fail {self.fail:g}")
+        return self
+
+
+class FeatureDriftSpec(Spec):
+    """Bounds of one feature that differ from the defaults."""
+
+    psi: DriftLevels | None = None
+    ks: DriftLevels | None = None
+
+
+class InputLogSpec(Spec):
+    """Logging a sample of the service's input rows for later analysis: off unless enabled."""
+
+    enabled: bool = False
+    """Opt-in: log sampled rows as `input` events of the service's JSON log."""
+    sample_ratio: float = Field(0.01, gt=0, le=1)
+    """Share of rows logged."""
+    sensitive: dict[str, Literal["hash", "drop"]] = Field(default_factory=dict)
+    """Features never logged in clear: `hash` (sha256, 16 hex characters) or `drop` (left out)."""
+
+
+class DriftSpec(Spec):
+    """Input drift and prediction shift against the card's reference profile (docs/drift.md)."""
+
+    window_rows: int = Field(1000, ge=10)
+    """Rows per worker behind the service's PSI gauges (MODEL_SERVICE_DRIFT_WINDOW)."""
+    min_rows: int = Field(100, ge=1)
+    """`pipeline drift` refuses a sample with fewer rows: below it PSI and KS are noise."""
+    psi: DriftLevels = DriftLevels(warn=0.1, fail=0.25)
+    """Population stability index of each feature vs its reference bins (0.1 moderate, 0.25 large)."""
+    ks: DriftLevels = DriftLevels(warn=0.15, fail=0.25)
+    """Kolmogorov-Smirnov statistic (largest gap of the two CDFs, 0-1) of each feature."""
+    score_psi: DriftLevels = DriftLevels(warn=0.1, fail=0.25)
+    """PSI of the predicted scores vs the reference scores on the evaluation rows."""
+    features: dict[str, FeatureDriftSpec] = Field(default_factory=dict)
+    """Per-feature bounds that replace the defaults, by feature name."""
+    alert_for_minutes: int = Field(30, ge=1, le=1440)
+    """How long a PSI must stay above `fail` before the PrometheusRule alert fires (sustained drift)."""
+    log_inputs: InputLogSpec = InputLogSpec()
+
+    def bounds(self, feature: str, statistic: Literal["psi", "ks"]) -> DriftLevels:
+        specific = self.features.get(feature)
+        own = (specific.psi if statistic == "psi" else specific.ks) if specific is not None else None
+        if own is not None:
+            return own
+        return self.psi if statistic == "psi" else self.ks
 
 
 class PauseSpec(Spec):
@@ -476,6 +547,7 @@ class Config(Spec):
     image: ImageSpec = ImageSpec()
     rollout: RolloutSpec
     deploy: DeploySpec = DeploySpec()
+    drift: DriftSpec = DriftSpec()
 
     @property
     def alias(self) -> str:

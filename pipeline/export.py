@@ -16,6 +16,7 @@ from skl2onnx.common.data_types import FloatTensorType
 
 from pipeline.config import Config
 from pipeline.data import load_dataset
+from pipeline.drift_profile import reference_profile
 from pipeline.errors import StageError
 from pipeline.reporter import Reporter
 from pipeline.train import TRAIN_FILE, artifact_version, final_estimator, load_estimator
@@ -152,6 +153,10 @@ def export(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: b
             "label_agreement": parity.label_agreement,
             "max_abs_diff": parity.max_abs_diff,
         },
+        # What the service and `pipeline drift` compare live inputs and predictions with (docs/drift.md).
+        "reference": reference_profile(
+            trained["features"], data.x_train, onnx_probabilities, trained["classes"]
+        ),
         "lineage": {
             "git_sha": trained["git_sha"],
             "data_sha256": trained["data_sha256"],

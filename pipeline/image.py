@@ -31,7 +31,7 @@ from pipeline.errors import StageError, StageSkipped
 from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir
 from pipeline.register import REGISTRATION_FILE
 from pipeline.reporter import Reporter
-from pipeline.workspace import Workspace, new_run_id, read_json, write_json
+from pipeline.workspace import Workspace, read_json, write_json
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -133,7 +133,7 @@ def _image(client: DockerClient, config: Config, workspace: Workspace, reporter:
     git_sha = workspace.git_sha()
     tag = f"{git_sha[:12]}-{model_version}"
     reference = f"{config.image.repository}:{tag}"
-    report_dir = workspace.reports / config.name / new_run_id() / "image"
+    report_dir = workspace.run_dir(config) / "image"
 
     wheels = wheelhouse(workspace, config.image.platform, reporter)
     context = stage_context(workspace.root / "build" / "image-context", directory, wheels)

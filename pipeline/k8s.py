@@ -173,9 +173,32 @@ def promql(metric: str, analysis: Analysis, hash_arg: str = "canary-hash") -> st
         quantile = "0.95" if metric == "p95_ms" else "0.99"
         buckets = f"model_service_request_duration_seconds_bucket{{{_selector(hash_arg)}}}"
         value = f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}]))) * 1000"
+    elif metric == "score_psi":
+        canary = _shares("model_service_score_bin_total", "bin", "canary-hash", window, smoothing=0.5)
+        stable = _shares("model_service_score_bin_total", "bin", "stable-hash", window, smoothing=0.5)
+        value = f"sum(\n  ({canary} - {stable})\n  * ln({canary} / {stable})\n)"
+    elif metric == "positive_rate_delta":
+        canary = _shares("model_service_predicted_class_total", "class", "canary-hash", window)
+        stable = _shares("model_service_predicted_class_total", "class", "stable-hash", window)
+        value = f"max(abs({canary} - {stable}))"
     else:
         raise ValueError(f"no PromQL for analysis metric {metric!r}")
     return f"({value})\n  and on() ({enough})"
+
+
+def _shares(metric: str, label: str, hash_arg: str, window: str, smoothing: float = 0.0) -> str:
+    """Each `label` value's share of the version's counts over the window (prediction shift queries).
+
+    `smoothing` adds that many counts to every bin, like the local analysis, so an empty bin on one side
+    is rare rather than infinitely surprising."""
+    selector = f'namespace="{{{{args.namespace}}}}",rollouts_pod_template_hash="{{{{args.{hash_arg}}}}}"'
+    counts = f"sum by ({label}) (increase({metric}{{{selector}}}[{window}]))"
+    if not smoothing:
+        return f"({counts} / ignoring({label}) group_left() sum({counts}))"
+    return (
+        f"(({counts} + {smoothing:g}) / ignoring({label}) group_left() "
+        f"(sum({counts}) + {smoothing:g} * count({counts})))"
+    )
 
 
 def _bounded(name: str, query: str, bound: float, analysis: Analysis) -> dict[str, Any]:
@@ -206,6 +229,58 @@ def analysis_metrics(analysis: Analysis) -> list[dict[str, Any]]:
             query = f"({canary})\n/ ({stable})"
             metrics.append(_bounded(f"{name}-vs-stable", query, threshold.max_vs_stable, analysis))
     return metrics
+
+
+# --- ML alerts: sustained input drift and prediction shift, from the `drift:` bounds ----------------
+
+
+def _drift_rule(alert: str, expr: str, minutes: int, summary: str) -> dict[str, Any]:
+    return {
+        "alert": alert,
+        "expr": expr,
+        "for": f"{minutes}m",
+        "labels": {"severity": "ticket"},
+        "annotations": {"summary": summary},
+    }
+
+
+def drift_rules(config: Config) -> dict[str, Any]:
+    """A PrometheusRule group over the service's PSI gauges (each worker's recent window vs the card's
+    reference); NaN (too few rows) never fires. Features with their own bounds get their own rule."""
+    drift = config.drift
+    minutes = drift.alert_for_minutes
+    where = "{{ $labels.namespace }}"
+    own = sorted(name for name, spec in drift.features.items() if spec.psi is not None)
+    others = "".join(f',feature!="{name}"' for name in own)
+    rules = [
+        _drift_rule(
+            "ModelServiceInputDrift",
+            f'max by (namespace, feature) (model_service_feature_psi{{feature!=""{others}}}) > {drift.psi.fail:g}',
+            minutes,
+            f"model-service in {where}: input feature {{{{ $labels.feature }}}} drifted from the training data "
+            f"(PSI above {drift.psi.fail:g} for {minutes}m)",
+        )
+    ]
+    for name in own:
+        bound = drift.bounds(name, "psi").fail
+        rules.append(
+            _drift_rule(
+                "ModelServiceInputDrift",
+                f'max by (namespace, feature) (model_service_feature_psi{{feature="{name}"}}) > {bound:g}',
+                minutes,
+                f"model-service in {where}: input feature {name} drifted (PSI above {bound:g} for {minutes}m)",
+            )
+        )
+    rules.append(
+        _drift_rule(
+            "ModelServicePredictionShift",
+            f"max by (namespace) (model_service_score_psi) > {drift.score_psi.fail:g}",
+            minutes,
+            f"model-service in {where}: predicted scores shifted from the evaluation set's "
+            f"(score PSI above {drift.score_psi.fail:g} for {minutes}m)",
+        )
+    )
+    return {"name": "model-service-ml", "rules": rules}
 
 
 # --- overlay ---------------------------------------------------------------------------------------
@@ -290,6 +365,7 @@ def overlay_objects(config: Config, release: Release) -> dict[str, Any]:
         "patch-hpa.yaml": ("autoscaling", "HorizontalPodAutoscaler", APP),
         "patch-ingress.yaml": ("networking.k8s.io", "Ingress", APP),
         "patch-analysis.yaml": ("argoproj.io", "AnalysisTemplate", ANALYSIS_TEMPLATE),
+        "patch-prometheusrule.yaml": ("monitoring.coreos.com", "PrometheusRule", APP),
     }
     files: dict[str, Any] = {
         "patch-rollout.yaml": rollout_patch(config, rollout_plan, release),
@@ -304,6 +380,7 @@ def overlay_objects(config: Config, release: Release) -> dict[str, Any]:
         ],
         "patch-ingress.yaml": [_op("replace", "/spec/rules/0/host", deploy.host)],
         "patch-analysis.yaml": [_op("replace", "/spec/metrics", analysis_metrics(rollout_plan.analysis))],
+        "patch-prometheusrule.yaml": [_op("add", "/spec/groups/-", drift_rules(config))],
         "configmap.yaml": config_map(config),
     }
     smoke = next((a for a in rollout_plan.actions if isinstance(a, Smoke)), None)

@@ -32,11 +32,13 @@ from pipeline.export import CARD_FILE, EVAL_FILE, current_version_dir
 from pipeline.register import REGISTRATION_FILE
 from pipeline.reporter import Reporter
 from pipeline.serving import running_service
-from pipeline.workspace import Workspace, new_run_id, read_json, write_json
+from pipeline.workspace import Workspace, read_json, write_json
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "loadtests" / "locustfile.py"
 HOST_READY_TIMEOUT_S = 10.0
 """How long a service given with `--host` has to answer /readyz."""
+PROGRESS_INTERVAL_S = 3.0
+"""How often the live view prints a line while Locust runs."""
 LOCUST_GRACE_S = 60.0
 """Time Locust gets beyond the profile's duration to start, stop its users and write its reports."""
 API_KEY_VARIABLE = "LOADTEST_API_KEY"
@@ -258,8 +260,8 @@ def loadtest(
     if not LOCUSTFILE.is_file():
         raise StageError(f"{LOCUSTFILE} is missing; the load test needs the repository's loadtests/ folder")
     spec = config.loadtest
-    run_id = new_run_id()
-    report_dir = workspace.reports / config.name / run_id / "loadtest"
+    run_id = workspace.run_id
+    report_dir = workspace.run_dir(config) / "loadtest"
     report_dir.mkdir(parents=True, exist_ok=True)
     profile_path = report_dir / "profile.json"
     write_json(profile_path, locust_profile(config, model_dir))
@@ -278,7 +280,7 @@ def loadtest(
         service_settings=service_settings,
     )
     with target as (url, headers):
-        _run_locust(url, headers, profile_path, report_dir, spec)
+        _run_locust(url, headers, profile_path, report_dir, spec, reporter=reporter)
 
     entries = read_json(report_dir / STATS_FILE)
     stats = summarize(entries, list(spec.traffic.weights))
@@ -348,22 +350,52 @@ def locust_environment(profile_path: Path, headers: Mapping[str, str]) -> dict[s
 
 
 def _run_locust(
-    url: str, headers: Mapping[str, str], profile_path: Path, report_dir: Path, spec: LoadTestSpec
+    url: str,
+    headers: Mapping[str, str],
+    profile_path: Path,
+    report_dir: Path,
+    spec: LoadTestSpec,
+    *,
+    reporter: Reporter,
 ) -> None:
     command = locust_command(url, report_dir)
     env = {**os.environ, **locust_environment(profile_path, headers)}
     log_path = report_dir / "locust.log"
     timeout = spec.profile.duration_s + LOCUST_GRACE_S
     with log_path.open("wb") as log:
-        try:
-            process = subprocess.run(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise StageError(f"Locust did not finish within {timeout:.0f}s; log: {log_path}") from None
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                raise StageError(f"Locust did not finish within {timeout:.0f}s; log: {log_path}")
+            time.sleep(PROGRESS_INTERVAL_S)
+            line = live_line(report_dir / "locust_stats_history.csv", spec.profile.duration_s)
+            if line:
+                reporter.note(line)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     if process.returncode != 0 or not (report_dir / STATS_FILE).is_file():
         tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
         raise StageError(f"Locust exited with {process.returncode} ({tail}); log: {log_path}")
+
+
+def live_line(history: Path, duration_s: float) -> str | None:
+    """The newest point of Locust's stats history as one progress line, for people watching."""
+    if not history.is_file():
+        return None
+    with history.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("Name") == "Aggregated"]
+    if len(rows) < 2:
+        return None
+    first, last = rows[0], rows[-1]
+    elapsed = int(last["Timestamp"]) - int(first["Timestamp"])
+    return (
+        f"{elapsed:>3}s/{duration_s:g}s  users {last['User Count']}  {float(last['Requests/s']):.0f} req/s  "
+        f"p95 {last['95%']} ms  failures {last['Total Failure Count']}"
+    )
 
 
 def _chart(report_dir: Path) -> None:

@@ -248,7 +248,8 @@ def sections(evidence: dict[str, Any], run_dir: Path) -> list[tuple[str, str, st
         users = rollout.get("user_requests") or {}
         summary = (
             f"{rollout['strategy']}: {rollout['reason']}. Simulated users sent {users.get('requests', '-')} "
-            f"requests, {users.get('failures', '-')} failed."
+            f"requests: {users.get('failures', '-')} failed answers, {users.get('proxy_resets', '-')} connections "
+            "dropped by the local splitter's config reloads (one per weight change)."
         )
         chart = _image(run_dir / "rollout" / "timeline.png", "rollout: weight, error ratio and p95 over time")
         out.append(

@@ -58,7 +58,24 @@ def service_settings(config: Config) -> dict[str, str]:
         "MODEL_SERVICE_MAX_IN_FLIGHT": str(spec.max_in_flight),
         "MODEL_SERVICE_MAX_ROWS": str(spec.max_rows),
         "MODEL_SERVICE_MAX_BODY_BYTES": str(spec.max_body_bytes),
+        **drift_settings(config),
     }
+
+
+def drift_settings(config: Config) -> dict[str, str]:
+    """The `drift:` section's service settings: PSI window and opt-in input logging (sensitive fields)."""
+    drift = config.drift
+    settings = {
+        "MODEL_SERVICE_DRIFT_WINDOW": str(drift.window_rows),
+        "MODEL_SERVICE_LOG_INPUTS": "true" if drift.log_inputs.enabled else "false",
+    }
+    if drift.log_inputs.enabled:
+        sensitive = ",".join(
+            f"{name}:{action}" for name, action in sorted(drift.log_inputs.sensitive.items())
+        )
+        settings["MODEL_SERVICE_LOG_INPUTS_SAMPLE_RATIO"] = f"{drift.log_inputs.sample_ratio:g}"
+        settings["MODEL_SERVICE_LOG_INPUTS_SENSITIVE"] = sensitive
+    return settings
 
 
 def service_environment(

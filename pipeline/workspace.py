@@ -7,7 +7,7 @@ import os
 import secrets
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,16 @@ from typing import Any
 from pipeline.config import Config
 
 
+def new_run_id() -> str:
+    """A run's folder name under reports/<env>/: UTC time, sortable, plus a short random suffix."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    run_id: str = field(default_factory=new_run_id)
+    """One per invocation: every stage of a `run` writes under reports/<env>/<run_id>/."""
 
     @property
     def artifacts(self) -> Path:
@@ -30,6 +37,10 @@ class Workspace:
     @property
     def mlflow_dir(self) -> Path:
         return self.root / ".mlflow"
+
+    def run_dir(self, config: Config) -> Path:
+        """reports/<env>/<run_id>/: this invocation's evidence; each stage writes a folder inside."""
+        return self.reports / config.name / self.run_id
 
     def version_dir(self, config: Config, version: str) -> Path:
         return self.artifacts / config.model.name / version
@@ -50,11 +61,6 @@ class Workspace:
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
         return out.stdout.strip()
-
-
-def new_run_id() -> str:
-    """A run's folder name under reports/<env>/: UTC time, sortable, plus a short random suffix."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.config import PREDICTION_SHIFT_METRICS
+from pipeline.drift_profile import psi
 from pipeline.rollout.plan import Analysis, Threshold
 
 REQUESTS = "model_service_requests"
 LATENCY = "model_service_request_duration_seconds"
+SCORE_BINS = "model_service_score_bin"
+PREDICTED_CLASSES = "model_service_predicted_class"
 # Routes that are user traffic; probes and /metrics are not counted by the service anyway.
 USER_ROUTE_PREFIXES = ("/v1/predict", "/v2/models/")
 
@@ -30,6 +34,10 @@ class Scrape:
     errors: int
     buckets: tuple[tuple[float, float], ...]
     """(upper bound in seconds, cumulative count) for user routes, +Inf last."""
+    score_bins: tuple[tuple[str, float], ...] = ()
+    """(bin, cumulative count) of predicted scores in the card's reference bins; empty without a reference."""
+    classes: tuple[tuple[str, float], ...] = ()
+    """(class, cumulative count) of predictions."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class Window:
     errors: int
     p95_ms: float | None
     p99_ms: float | None
+    score_bins: tuple[tuple[str, float], ...] = ()
+    classes: tuple[tuple[str, float], ...] = ()
 
     @property
     def error_ratio(self) -> float | None:
@@ -48,13 +58,15 @@ class Window:
     def value(self, metric: str) -> float | None:
         return {"error_ratio": self.error_ratio, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms}[metric]
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> dict[str, float | int | dict[str, float] | None]:
         return {
             "requests": self.requests,
             "errors": self.errors,
             "error_ratio": self.error_ratio,
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
+            "score_bins": dict(self.score_bins),
+            "classes": dict(self.classes),
         }
 
 
@@ -64,8 +76,16 @@ EMPTY = Scrape(0, 0, ())
 def parse_metrics(text: str) -> Scrape:
     requests = errors = 0
     buckets: dict[float, float] = defaultdict(float)
+    score_bins: dict[str, float] = defaultdict(float)
+    classes: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.name == f"{SCORE_BINS}_total":
+                score_bins[sample.labels["bin"]] += sample.value
+                continue
+            if sample.name == f"{PREDICTED_CLASSES}_total":
+                classes[sample.labels["class"]] += sample.value
+                continue
             route = sample.labels.get("route", "")
             if not route.startswith(USER_ROUTE_PREFIXES):
                 continue
@@ -75,7 +95,13 @@ def parse_metrics(text: str) -> Scrape:
                     errors += int(sample.value)
             elif sample.name == f"{LATENCY}_bucket":
                 buckets[float(sample.labels["le"])] += sample.value
-    return Scrape(requests, errors, tuple(sorted(buckets.items())))
+    return Scrape(
+        requests,
+        errors,
+        tuple(sorted(buckets.items())),
+        tuple(sorted(score_bins.items(), key=lambda item: int(item[0]))),
+        tuple(sorted(classes.items())),
+    )
 
 
 def scrape(url: str, headers: dict[str, str] | None = None) -> Scrape | None:
@@ -113,7 +139,45 @@ def window(before: Scrape, after: Scrape) -> Window:
         errors=after.errors - before.errors,
         p95_ms=None if p95 is None else p95 * 1000,
         p99_ms=None if p99 is None else p99 * 1000,
+        score_bins=_delta(before.score_bins, after.score_bins),
+        classes=_delta(before.classes, after.classes),
     )
+
+
+def _delta(
+    before: tuple[tuple[str, float], ...], after: tuple[tuple[str, float], ...]
+) -> tuple[tuple[str, float], ...]:
+    earlier = dict(before)
+    return tuple((key, count - earlier.get(key, 0.0)) for key, count in after)
+
+
+SCORE_SMOOTHING = 0.5
+"""Counts added to every score bin before comparing two versions (the AnalysisTemplate does the same):
+with a few hundred rows a window, an empty bin on one side must not dominate the PSI."""
+
+
+def _shares(
+    counts: tuple[tuple[str, float], ...], keys: list[str], smoothing: float = 0.0
+) -> list[float] | None:
+    values = dict(counts)
+    total = sum(values.values())
+    if total <= 0:
+        return None
+    return [(values.get(key, 0.0) + smoothing) / (total + smoothing * len(keys)) for key in keys]
+
+
+def prediction_shift(metric: str, new: Window, stable: Window) -> float | None:
+    """score_psi or positive_rate_delta of `new` against `stable` on the same window; None without data."""
+    side = "score_bins" if metric == "score_psi" else "classes"
+    new_counts, stable_counts = getattr(new, side), getattr(stable, side)
+    keys = sorted({key for key, _ in (*new_counts, *stable_counts)})
+    smoothing = SCORE_SMOOTHING if metric == "score_psi" else 0.0
+    new_shares, stable_shares = _shares(new_counts, keys, smoothing), _shares(stable_counts, keys, smoothing)
+    if new_shares is None or stable_shares is None:
+        return None
+    if metric == "score_psi":
+        return psi(stable_shares, new_shares)
+    return max(abs(a - b) for a, b in zip(new_shares, stable_shares, strict=True))
 
 
 @dataclass(frozen=True)
@@ -136,8 +200,19 @@ def judge(analysis: Analysis, new: Window, stable: Window | None, label: str = "
 
 
 def _check(threshold: Threshold, new: Window, stable: Window | None, label: str) -> list[str]:
-    value = new.value(threshold.metric)
     name, unit = _NAMES[threshold.metric]
+    if threshold.metric in PREDICTION_SHIFT_METRICS:
+        if not new.classes and (stable is None or not stable.classes):
+            # Neither version exports prediction counters (cards exported before drift monitoring, see
+            # docs/drift.md): nothing to compare, and older artifacts must stay deployable.
+            return []
+        shift = None if stable is None else prediction_shift(threshold.metric, new, stable)
+        if shift is None:
+            return [f"no data: {name} of the {label} vs stable unknown (no predictions counted on one side)"]
+        if threshold.max is not None and shift > threshold.max:
+            return [f"prediction shift: {label} {name} vs stable {shift:.3g} > max {threshold.max:g}"]
+        return []
+    value = new.value(threshold.metric)
     if value is None:
         return [f"no data: {label} {name} unknown"]
     reasons = []
@@ -155,4 +230,10 @@ def _check(threshold: Threshold, new: Window, stable: Window | None, label: str)
     return reasons
 
 
-_NAMES = {"error_ratio": ("error ratio", ""), "p95_ms": ("p95", "ms"), "p99_ms": ("p99", "ms")}
+_NAMES = {
+    "error_ratio": ("error ratio", ""),
+    "p95_ms": ("p95", "ms"),
+    "p99_ms": ("p99", "ms"),
+    "score_psi": ("score_psi", ""),
+    "positive_rate_delta": ("positive_rate_delta", ""),
+}

@@ -20,6 +20,8 @@ from pipeline.serving import free_port, stop
 
 SPLIT_ID = "split"
 READY_TIMEOUT_S = 15.0
+GRACE_PERIOD_NS = 10_000_000_000
+"""A weight change reloads Caddy's config; requests in flight on the old server get this long to finish."""
 
 
 def caddy_executable() -> str:
@@ -36,6 +38,7 @@ def caddy_config(
         "logging": {"logs": {"default": {"level": "ERROR"}}},
         "apps": {
             "http": {
+                "grace_period": GRACE_PERIOD_NS,
                 "servers": {
                     "rehearsal": {
                         "listen": [f"127.0.0.1:{listen_port}"],
@@ -62,7 +65,7 @@ def caddy_config(
                             }
                         ],
                     }
-                }
+                },
             }
         },
     }

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,20 @@ from pipeline.rollout.caddy import CaddySplitter
 from pipeline.rollout.engine import Outcome, execute
 from pipeline.rollout.plan import Analyze, Pause, Plan, Promote, plan
 from pipeline.serving import ServiceProcess, running_service, stop
-from pipeline.workspace import Workspace, new_run_id, read_json, write_json
+from pipeline.workspace import Workspace, read_json, write_json
 
 TIMELINE_FILE = "timeline.json"
 CHART_FILE = "timeline.png"
 TRAFFIC_START_TIMEOUT_S = 30
 TRAFFIC_MARGIN_S = 60
 """Extra Locust run time beyond the plan's own length; the traffic is stopped when the rollout ends."""
-FAULTS = {"latency": "MODEL_SERVICE_FAULT_LATENCY_MS", "errors": "MODEL_SERVICE_FAULT_ERROR_RATIO"}
+PROXY_RESET_ERRORS = ("HTTPConnectionClosed", "ConnectionResetError", "RemoteDisconnected")
+"""Locust's names for a connection dropped before an answer: what a splitter reload does."""
+FAULTS = {
+    "latency": "MODEL_SERVICE_FAULT_LATENCY_MS",
+    "errors": "MODEL_SERVICE_FAULT_ERROR_RATIO",
+    "shift": "MODEL_SERVICE_FAULT_INVERT_SCORES",
+}
 
 
 @dataclass(frozen=True)
@@ -55,13 +62,16 @@ class RolloutResult:
 
 
 def parse_fault(text: str, environment: str) -> dict[str, str]:
-    """`latency=200ms` or `errors=0.2` → the candidate's MODEL_SERVICE_FAULT_* settings."""
+    """`latency=200ms`, `errors=0.2` or `shift` (scores inverted: healthy by HTTP, different predictions)
+    → the candidate's MODEL_SERVICE_FAULT_* settings."""
     if environment == "prod":
         raise ConfigError("--candidate-fault is refused for prod: faults are for rehearsals")
+    if text == "shift":
+        return {FAULTS["shift"]: "true"}
     kind, _, value = text.partition("=")
-    if kind not in FAULTS or not value:
+    if kind not in FAULTS or kind == "shift" or not value:
         raise ConfigError(
-            f"--candidate-fault {text!r}: expected latency=<ms>ms or errors=<ratio>, e.g. errors=0.2"
+            f"--candidate-fault {text!r}: expected latency=<ms>ms, errors=<ratio> or shift, e.g. errors=0.2"
         )
     number = value.removesuffix("ms") if kind == "latency" else value
     try:
@@ -213,7 +223,7 @@ def rollout(
         serving = candidate_dir, "none"
     stable_dir, stable_version = serving
     rehearsal = plan(config)
-    report_dir = workspace.reports / config.name / new_run_id() / "rollout"
+    report_dir = workspace.run_dir(config) / "rollout"
     report_dir.mkdir(parents=True, exist_ok=True)
     same = " (the same model: a rehearsal of the mechanics)" if stable_dir == candidate_dir else ""
     reporter.note(
@@ -254,6 +264,7 @@ def rollout(
         reporter.note(
             f"live traffic through Caddy at {splitter.url} (Locust, {config.loadtest.profile.users} users)"
         )
+        started = time.time()
         outcome = execute(rehearsal, splitter, versions, reporter, approve=lambda: approve)
 
     status = "pass" if outcome.status == "promoted" else "fail"
@@ -263,7 +274,9 @@ def rollout(
         "plan": rehearsal.describe(),
         "stable": {"registry_version": stable_version, "artifact_version": stable_dir.name},
         "candidate": {"artifact_version": artifact_version, "fault": fault},
-        "user_requests": user_request_counts(report_dir / "traffic", outcome.aborted_at_s),
+        "user_requests": user_request_counts(
+            report_dir / "traffic", None if outcome.aborted_at_s is None else started + outcome.aborted_at_s
+        ),
         **outcome.as_dict(),
     }
     write_json(report_dir / TIMELINE_FILE, timeline)
@@ -296,25 +309,35 @@ def _dial(url: str) -> str:
     return url.removeprefix("http://")
 
 
-def user_request_counts(traffic_dir: Path, aborted_at_s: float | None) -> dict[str, Any]:
-    """Requests and failures the simulated users saw, in total and after the abort (from Locust's history)."""
-    history = traffic_dir / "locust_stats_history.csv"
-    if not history.is_file():
+def user_request_counts(traffic_dir: Path, aborted_at: float | None) -> dict[str, Any]:
+    """What the simulated users saw, from Locust's stats and failures files.
+
+    `failures` are answers that failed (HTTP errors from a version or from the proxy); `proxy_resets`
+    are connections the local splitter dropped while reloading its config for a weight change (Caddy
+    applies every admin-API change as a config reload). They are kept apart because they are an
+    artefact of the rehearsal's splitter, not of either version. `failures_after_abort` counts failed
+    answers last seen after the abort (`aborted_at`, epoch seconds)."""
+    stats, failures_csv = traffic_dir / "locust_stats.csv", traffic_dir / "locust_failures.csv"
+    if not stats.is_file() or not failures_csv.is_file():
         return {}
-    with history.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("Name") == "Aggregated"]
-    if not rows:
-        return {}
-    last = rows[-1]
+    with stats.open(newline="") as handle:
+        total = next((row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"), None)
+    with failures_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    resets = [row for row in rows if row["Error"].startswith(PROXY_RESET_ERRORS)]
+    failed = [row for row in rows if not row["Error"].startswith(PROXY_RESET_ERRORS)]
     counts: dict[str, Any] = {
-        "requests": int(last["Total Request Count"]),
-        "failures": int(last["Total Failure Count"]),
+        "requests": int(total["Request Count"]) if total else 0,
+        "failures": sum(int(row["Occurrences"]) for row in failed),
+        "proxy_resets": sum(int(row["Occurrences"]) for row in resets),
+        "failure_kinds": sorted({row["Error"] for row in failed}),
     }
-    if aborted_at_s is not None:
-        start = int(rows[0]["Timestamp"])
-        at_abort = [row for row in rows if int(row["Timestamp"]) - start <= aborted_at_s + 1]
-        before = int(at_abort[-1]["Total Failure Count"]) if at_abort else 0
-        counts["failures_after_abort"] = counts["failures"] - before
+    if aborted_at is not None:
+        counts["failures_after_abort"] = sum(
+            int(row["Occurrences"])
+            for row in failed
+            if datetime.fromisoformat(row["Last Seen"]).timestamp() > aborted_at + 1
+        )
     return counts
 
 

@@ -148,7 +148,9 @@ def test_diff_lists_changed_keys() -> None:
     assert ("rollout.strategy", "canary", "blue-green") in changes
     keys = [key for key, _, _ in changes]
     assert keys == sorted(keys)
-    assert not any(key.startswith(("model.", "data.", "export.")) for key in keys)  # the same model everywhere
+    assert not any(
+        key.startswith(("model.", "data.", "export.")) for key in keys
+    )  # the same model everywhere
 
 
 def test_committed_schema_is_current() -> None:

@@ -75,6 +75,6 @@ def test_refuses_faults_in_prod(
     assert result.stderr.strip().splitlines() == [
         (
             "model_service: refusing to start: Value error, fault injection (MODEL_SERVICE_FAULT_LATENCY_MS / "
-            "MODEL_SERVICE_FAULT_ERROR_RATIO) is refused when MODEL_SERVICE_ENVIRONMENT=prod; unset them"
+            "MODEL_SERVICE_FAULT_ERROR_RATIO / MODEL_SERVICE_FAULT_INVERT_SCORES) is refused when MODEL_SERVICE_ENVIRONMENT=prod; unset them"
         )
     ]

@@ -21,7 +21,13 @@ def test_canary_plan_follows_the_steps_in_order_and_ends_promoted() -> None:
     analyze = result.actions[2]
     assert isinstance(analyze, Analyze)
     assert analyze.target == "canary"
-    assert {t.metric for t in analyze.analysis.thresholds} == {"error_ratio", "p95_ms", "p99_ms"}
+    assert {t.metric for t in analyze.analysis.thresholds} == {
+        "error_ratio",
+        "p95_ms",
+        "p99_ms",
+        "positive_rate_delta",
+        "score_psi",
+    }
     assert result.actions[-1] == Promote(2)
 
 

@@ -1,0 +1,289 @@
+"""Streaming counts of inputs and predictions in the card's reference bins, and sampled input logging.
+
+Per request: the rows and probabilities are copied into preallocated buffers; the binning (one
+comparison against a padded matrix of bin edges, one `np.bincount` into a preallocated int64 array)
+runs in bulk when the buffer fills and before every flush. Nothing touches Prometheus per request: `flush()` adds the
+counts gathered since the last flush to Counter children bound once at start-up (only non-zero bins)
+and sets the PSI gauges. It runs before every /metrics answer and, with several workers, on a timer in
+each worker, so the multiprocess files (and so /metrics) cover every worker.
+
+Bin convention (the same as pipeline/drift_profile.py): a value's bin is the number of inner edges
+`edges[1:-1]` that are <= the value, compared in float32 (the model's input dtype); values outside the
+edges land in the first or last bin.
+"""
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from model_service.errors import StartupError
+
+PREFIX = "model_service_"
+PSI_FLOOR = 1e-4
+MIN_PSI_ROWS = 100
+"""Rows the window needs before the PSI gauges say anything (NaN before): fewer is noise."""
+PENDING_ROWS = 4096
+"""Rows kept between two binning passes (about 0.6 MB for 30 features)."""
+WINDOW_BLOCKS = 10
+"""The window is a ring of this many blocks of window/10 rows (it spans between 1 and 1.1 windows)."""
+
+
+def psi(expected: npt.NDArray[Any], actual: npt.NDArray[Any]) -> float:
+    e = np.maximum(expected, PSI_FLOOR)
+    a = np.maximum(actual, PSI_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _edges(raw: Any, where: str) -> npt.NDArray[np.float32]:
+    if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(v, int | float) for v in raw):
+        raise StartupError(f"{where}.edges: expected a list of at least 2 numbers")
+    edges = np.asarray(raw, dtype=np.float32)
+    if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) < 0):
+        raise StartupError(f"{where}.edges: expected finite numbers in increasing order")
+    return edges
+
+
+def _frequencies(raw: Any, bins: int, where: str) -> npt.NDArray[np.float64]:
+    if not isinstance(raw, list) or len(raw) != bins:
+        raise StartupError(f"{where}.frequencies: expected {bins} numbers, one per bin")
+    return np.asarray(raw, dtype=np.float64)
+
+
+class DriftCounters:
+    """Counts per feature bin, score bin and predicted class of one worker, exported to Prometheus."""
+
+    def __init__(
+        self,
+        reference: dict[str, Any],
+        features: Sequence[str],
+        classes: Sequence[int | str],
+        window_rows: int,
+        registry: CollectorRegistry,
+    ) -> None:
+        profiles = reference.get("features")
+        if not isinstance(profiles, list) or [p.get("name") for p in profiles] != list(features):
+            raise StartupError("model.json: reference.features must list the card's features in order")
+        feature_edges = [_edges(p["edges"], f"reference.features[{i}]") for i, p in enumerate(profiles)]
+        bins = [len(e) - 1 for e in feature_edges]
+        self.feature_reference = [
+            _frequencies(p["frequencies"], n, f"reference.features[{i}]")
+            for i, (p, n) in enumerate(zip(profiles, bins, strict=True))
+        ]
+        score = reference.get("score")
+        if not isinstance(score, dict):
+            raise StartupError("model.json: reference.score: expected {edges, frequencies}")
+        score_edges = _edges(score.get("edges"), "reference.score")
+        self.score_reference = _frequencies(score.get("frequencies"), len(score_edges) - 1, "reference.score")
+        self.features, self.classes = list(features), [str(c) for c in classes]
+        self.binary = len(classes) == 2
+
+        # Inner edges padded with +inf into one [F, K] matrix: bin = count of inner edges <= value.
+        width = max(1, max(bins) - 1)
+        self._inner = np.full((len(features), width), np.inf, dtype=np.float32)
+        for f, edges in enumerate(feature_edges):
+            self._inner[f, : len(edges) - 2] = edges[1:-1]
+        self._score_inner = score_edges[1:-1]
+        self._feature_offsets = np.cumsum([0, *bins[:-1]]).astype(np.intp)
+        self._score_offset = int(sum(bins))
+        self._class_offset = self._score_offset + len(score_edges) - 1
+        self.size = self._class_offset + len(classes)
+        self.counts = np.zeros(self.size, dtype=np.int64)
+        self.rows = 0
+        self._pending = 0
+        self._pending_rows = np.empty((PENDING_ROWS, len(features)), dtype=np.float32)
+        self._pending_probabilities = np.empty((PENDING_ROWS, len(classes)), dtype=np.float32)
+        self._flushed = np.zeros(self.size, dtype=np.int64)
+
+        block = max(1, window_rows // WINDOW_BLOCKS)
+        self._block = block
+        self._next_block = block
+        self._ring: deque[npt.NDArray[np.int64]] = deque([self.counts.copy()], maxlen=WINDOW_BLOCKS + 1)
+        self._ring_rows: deque[int] = deque([0], maxlen=WINDOW_BLOCKS + 1)
+
+        self._children = self._bind(registry, bins, len(score_edges) - 1)
+        feature_psi = Gauge(
+            f"{PREFIX}feature_psi",
+            "PSI of each feature's recent inputs vs the card's reference (NaN below 100 rows; with "
+            "several workers: the largest of the workers' own windows)",
+            ["feature"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self._feature_psi = [feature_psi.labels(name) for name in features]
+        self._score_psi = Gauge(
+            f"{PREFIX}score_psi",
+            "PSI of the recent predicted scores vs the card's reference (NaN below 100 rows; with several "
+            "workers: the largest of the workers' own windows)",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+    def _bind(self, registry: CollectorRegistry, bins: list[int], score_bins: int) -> list[Any]:
+        """One Counter child per flat index, in the order of `counts`, bound once."""
+        feature = Counter(
+            f"{PREFIX}feature_bin",
+            "input values per feature and reference bin (bin i: between edges i and i+1 of the card)",
+            ["feature", "bin"],
+            registry=registry,
+        )
+        score = Counter(
+            f"{PREFIX}score_bin",
+            "predicted scores per reference bin (binary: positive-class probability; else the largest)",
+            ["bin"],
+            registry=registry,
+        )
+        predicted = Counter(f"{PREFIX}predicted_class", "predictions per class", ["class"], registry=registry)
+        children = [
+            feature.labels(name, str(b))
+            for name, n in zip(self.features, bins, strict=True)
+            for b in range(n)
+        ]
+        children += [score.labels(str(b)) for b in range(score_bins)]
+        children += [predicted.labels(c) for c in self.classes]
+        return children
+
+    # -- per request ---------------------------------------------------------------------------------
+    def observe(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
+        """Keep a batch for counting: rows [N, F] in the model's dtype, probabilities [N, C].
+
+        Per request this is two slice copies into preallocated buffers; the binning runs in bulk when
+        the buffer fills or at flush, where its numpy overhead is paid once per thousands of rows."""
+        n = len(rows)
+        if n == 0:
+            return
+        if self._pending + n > PENDING_ROWS:
+            self._drain()
+            if n > PENDING_ROWS:
+                self._count(rows, probabilities)
+                return
+        end = self._pending + n
+        self._pending_rows[self._pending : end] = rows
+        self._pending_probabilities[self._pending : end] = probabilities
+        self._pending = end
+
+    def _drain(self) -> None:
+        if self._pending:
+            count = self._pending
+            self._pending = 0
+            self._count(self._pending_rows[:count], self._pending_probabilities[:count])
+
+    def _count(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
+        # Chunks end on window-block boundaries, so the ring's snapshots stay block-sized in bulk too.
+        start = 0
+        while start < len(rows):
+            end = min(len(rows), start + max(1, self._next_block - self.rows))
+            self._count_chunk(rows[start:end], probabilities[start:end])
+            start = end
+            if self.rows >= self._next_block:
+                self._ring.append(self.counts.copy())
+                self._ring_rows.append(self.rows)
+                self._next_block = self.rows + self._block
+
+    def _count_chunk(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
+        feature_bins = (rows[:, :, None] >= self._inner).sum(axis=2) + self._feature_offsets
+        score = probabilities[:, 1] if self.binary else probabilities.max(axis=1)
+        score_bins = np.searchsorted(self._score_inner, score.astype(np.float32), side="right")
+        index = np.concatenate(
+            (
+                feature_bins.ravel(),
+                score_bins + self._score_offset,
+                probabilities.argmax(axis=1) + self._class_offset,
+            )
+        )
+        self.counts += np.bincount(index, minlength=self.size)
+        self.rows += len(rows)
+
+    # -- at scrape time or on a timer ----------------------------------------------------------------
+    def window(self) -> tuple[int, npt.NDArray[np.int64]]:
+        """Rows and counts of the recent window (everything since start until the ring is full)."""
+        self._drain()
+        return self.rows - self._ring_rows[0], self.counts - self._ring[0]
+
+    def flush(self) -> None:
+        """Add the new counts to the Prometheus counters and recompute the PSI gauges."""
+        self._drain()
+        delta = self.counts - self._flushed
+        for i in np.flatnonzero(delta):
+            self._children[i].inc(int(delta[i]))
+        self._flushed = self.counts.copy()
+        rows, counts = self.window()
+        if rows < MIN_PSI_ROWS:
+            for gauge in (*self._feature_psi, self._score_psi):
+                gauge.set(math.nan)
+            return
+        for f, (gauge, reference) in enumerate(zip(self._feature_psi, self.feature_reference, strict=True)):
+            start = self._feature_offsets[f]
+            gauge.set(psi(reference, counts[start : start + len(reference)] / rows))
+        score = counts[self._score_offset : self._class_offset]
+        self._score_psi.set(psi(self.score_reference, score / rows))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts by name (for tests and debugging): {feature: [...], "score": [...], "classes": {...}}."""
+        self._drain()
+        out: dict[str, Any] = {}
+        for f, name in enumerate(self.features):
+            start = self._feature_offsets[f]
+            out[name] = self.counts[start : start + len(self.feature_reference[f])].tolist()
+        out["score"] = self.counts[self._score_offset : self._class_offset].tolist()
+        out["classes"] = dict(zip(self.classes, self.counts[self._class_offset :].tolist(), strict=True))
+        return out
+
+
+def invert_scores(
+    probabilities: npt.NDArray[Any], classes: npt.NDArray[Any]
+) -> tuple[list[Any], npt.NDArray[Any]]:
+    """Rehearsal fault: the classes' probabilities in reverse order (binary: p -> 1 - p)."""
+    flipped = np.ascontiguousarray(probabilities[:, ::-1])
+    return classes[flipped.argmax(axis=1)].tolist(), flipped
+
+
+def parse_sensitive(text: str) -> dict[str, str]:
+    """`ssn:drop,zip:hash` -> {"ssn": "drop", "zip": "hash"}."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, _, action = part.strip().rpartition(":")
+        if not name or action not in {"hash", "drop"}:
+            raise ValueError(f"expected FIELD:hash or FIELD:drop, comma-separated, got {part.strip()!r}")
+        out[name] = action
+    return out
+
+
+class InputSampler:
+    """Opt-in logging of a sample of the rows: sensitive fields are hashed (sha256, 16 hex) or dropped."""
+
+    def __init__(self, features: Sequence[str], ratio: float, sensitive: dict[str, str], seed: int) -> None:
+        unknown = sorted(set(sensitive) - set(features))
+        if unknown:
+            raise StartupError(
+                f"MODEL_SERVICE_LOG_INPUTS_SENSITIVE names {', '.join(unknown)}: not features of the model"
+            )
+        self.ratio = ratio
+        self._keep = [(i, name, sensitive.get(name)) for i, name in enumerate(features)]
+        self._keep = [entry for entry in self._keep if entry[2] != "drop"]
+        self._random = np.random.default_rng(seed)
+
+    def sample(self, rows: npt.NDArray[Any], predictions: Any) -> list[dict[str, Any]]:
+        """The sampled rows as records, ready to log (usually none)."""
+        picked = np.flatnonzero(self._random.random(len(rows)) < self.ratio)
+        records = []
+        for r in picked:
+            record: dict[str, Any] = {}
+            for i, name, action in self._keep:
+                value = float(rows[r, i])
+                record[name] = hashlib.sha256(repr(value).encode()).hexdigest()[:16] if action else value
+            prediction = predictions[r]
+            records.append(
+                {
+                    "inputs": record,
+                    "prediction": prediction.item() if hasattr(prediction, "item") else prediction,
+                }
+            )
+        return records

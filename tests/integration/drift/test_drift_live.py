@@ -1,0 +1,89 @@
+"""`python -m pipeline drift` on a real export: offline from a CSV, and live from a real service's /metrics."""
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.data import load_dataset
+from pipeline.export import current_version_dir
+from pipeline.serving import running_service
+from pipeline.workspace import Workspace
+
+REPO = Path(__file__).parents[3]
+SHIFTED = "mean concave points"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    root = tmp_path_factory.mktemp("drift")
+    shutil.copytree(REPO / "environments", root / "environments")
+    for stage in ("train", "export"):
+        assert main([stage, "--env", "dev", "--workdir", str(root)]) == 0
+    return root
+
+
+def _rows(workspace: Path, shift: bool) -> tuple[list[str], np.ndarray]:  # type: ignore[type-arg]
+    data = load_dataset(load_config("dev", workspace / "environments").data, workspace)
+    rng = np.random.default_rng(5)
+    rows = data.x_test[rng.integers(0, len(data.x_test), 600)].copy()  # unseen rows, like live traffic
+    if shift:
+        j = data.features.index(SHIFTED)
+        rows[:, j] += 1.5 * rows[:, j].std()
+    return data.features, rows
+
+
+def _drift(workspace: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    code = main(["drift", "--env", "dev", "--workdir", str(workspace), *args])
+    newest = max((workspace / "reports" / "dev").glob("*/drift/drift.json"), key=lambda p: p.stat().st_mtime)
+    report = json.loads(newest.read_text())
+    assert (newest.parent / "drift.png").is_file()
+    return code, report
+
+
+def _features_flagged(report: dict) -> list[str]:  # type: ignore[type-arg]
+    return [name for name in report["flagged"] if name != "(score)"]
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_drift_offline_from_a_csv(workspace: Path, tmp_path: Path, shift: bool) -> None:
+    features, rows = _rows(workspace, shift)
+    path = tmp_path / "sample.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(features)
+        writer.writerows(rows.tolist())
+    code, report = _drift(workspace, "--input", str(path))
+    assert _features_flagged(report) == ([SHIFTED] if shift else [])
+    assert code == (1 if shift else 0)
+    assert {c["statistic"] for c in report["checks"]} == {"psi", "ks"}
+    if shift:
+        verdicts = {c["statistic"]: c["verdict"] for c in report["checks"] if c["feature"] == SHIFTED}
+        assert verdicts == {"psi": "FAIL", "ks": "FAIL"}
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_drift_live_from_the_service_metrics(workspace: Path, shift: bool) -> None:
+    config = load_config("dev", workspace / "environments")
+    _, model_dir = current_version_dir(config, Workspace(workspace))
+    _, rows = _rows(workspace, shift)
+    with running_service(config, model_dir, workspace / f"service-{shift}.log") as service:
+        for start in range(0, len(rows), 25):
+            batch = rows[start : start + 25].tolist()
+            response = httpx.post(
+                f"{service.url}/v1/predict", json={"instances": batch}, headers=service.headers
+            )
+            assert response.status_code == 200
+        code, report = _drift(workspace, "--url", service.url)
+    assert report["rows"] == len(rows)
+    assert _features_flagged(report) == ([SHIFTED] if shift else [])
+    assert code == (1 if shift else 0)
+    assert {c["statistic"] for c in report["checks"]} == {"psi", "ks_binned"}

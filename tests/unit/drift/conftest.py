@@ -1,0 +1,53 @@
+"""A card with a reference profile (the service tests' model plus `reference`), and its training rows."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from pipeline.drift_profile import reference_profile
+from pipeline.export import predict_onnx
+
+
+def _factory() -> Any:
+    path = Path(__file__).parents[2] / "_model_factory.py"
+    spec = importlib.util.spec_from_file_location("_model_factory", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def train_rows() -> np.ndarray:  # type: ignore[type-arg]
+    return np.asarray(load_breast_cancer().data, dtype=np.float64)
+
+
+@pytest.fixture(scope="session")
+def plain_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The service tests' export: a card without `reference` (as written before drift monitoring)."""
+    return _factory().export_model(tmp_path_factory.mktemp("plain"))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def model_dir(
+    plain_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, train_rows: np.ndarray
+) -> Path:  # type: ignore[type-arg]
+    out = tmp_path_factory.mktemp("reference") / "model"
+    shutil.copytree(plain_model_dir, out)
+    card = json.loads((out / "model.json").read_text())
+    features = [f["name"] for f in card["features"]]
+    probabilities = predict_onnx(out / "model.onnx", train_rows)
+    card["reference"] = reference_profile(features, train_rows, probabilities, card["classes"])
+    (out / "model.json").write_text(json.dumps(card))
+    return out
+
+
+@pytest.fixture(scope="session")
+def card(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / "model.json").read_text())  # type: ignore[no-any-return]

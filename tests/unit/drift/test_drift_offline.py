@@ -1,0 +1,123 @@
+"""Offline drift checks (PSI, KS per feature) and the canary's prediction-shift checks, without processes."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.drift import SCORE, Sample, compare
+from pipeline.drift_profile import SCORE_EDGES, bin_counts, scores
+from pipeline.export import predict_onnx
+from pipeline.k8s import analysis_metrics, drift_rules
+from pipeline.rollout.analysis import Window, judge, prediction_shift
+from pipeline.rollout.plan import plan
+
+REPO = Path(__file__).parents[3]
+
+
+def _config(*overrides: str) -> Any:
+    return load_config("dev", REPO / "environments", overrides)
+
+
+def _sample(rows: np.ndarray, card: dict[str, Any], model_dir: Path) -> Sample:  # type: ignore[type-arg]
+    counts = [bin_counts(f["edges"], rows[:, j]) for j, f in enumerate(card["reference"]["features"])]
+    score = bin_counts(SCORE_EDGES, scores(predict_onnx(model_dir / "model.onnx", rows)))
+    return Sample("test", len(rows), counts, score, rows)
+
+
+def _flagged_features(checks: list[Any]) -> list[str]:
+    return sorted({c.feature for c in checks if c.verdict == "FAIL" and c.feature != SCORE})
+
+
+def test_drift_rows_from_the_reference_distribution_show_no_drift(
+    card: dict[str, Any],
+    model_dir: Path,
+    train_rows: np.ndarray,  # type: ignore[type-arg]
+) -> None:
+    rng = np.random.default_rng(11)
+    rows = train_rows[rng.integers(0, len(train_rows), 1000)]
+    checks = compare(_config(), card, _sample(rows, card, model_dir), train_rows)
+    assert _flagged_features(checks) == []
+    assert {c.statistic for c in checks} == {"psi", "ks"}
+    assert next(c for c in checks if c.feature == SCORE).verdict != "FAIL"
+
+
+def test_drift_one_shifted_feature_is_flagged_and_only_it(
+    card: dict[str, Any],
+    model_dir: Path,
+    train_rows: np.ndarray,  # type: ignore[type-arg]
+) -> None:
+    rng = np.random.default_rng(12)
+    rows = train_rows[rng.integers(0, len(train_rows), 1000)].copy()
+    j = 7  # mean concave points
+    rows[:, j] += 1.5 * rows[:, j].std()
+    checks = compare(_config(), card, _sample(rows, card, model_dir), train_rows)
+    name = card["features"][j]["name"]
+    assert _flagged_features(checks) == [name]
+    by_stat = {c.statistic: c for c in checks if c.feature == name}
+    assert by_stat["psi"].verdict == "FAIL" and by_stat["ks"].verdict == "FAIL"
+
+
+def test_drift_per_feature_bounds_override_the_defaults(
+    card: dict[str, Any],
+    model_dir: Path,
+    train_rows: np.ndarray,  # type: ignore[type-arg]
+) -> None:
+    rows = train_rows.copy()
+    rows[:, 0] += 2 * rows[:, 0].std()
+    name = card["features"][0]["name"]
+    config = _config(
+        f'drift.features={{"{name}": {{psi: {{warn: 50, fail: 100}}, ks: {{warn: 0.99, fail: 1}}}}}}'
+    )
+    assert _flagged_features(compare(config, card, _sample(rows, card, model_dir), train_rows)) == []
+
+
+def _window(scores_: dict[str, float], classes: dict[str, float]) -> Window:
+    return Window(
+        requests=100,
+        errors=0,
+        p95_ms=5.0,
+        p99_ms=8.0,
+        score_bins=tuple(scores_.items()),
+        classes=tuple(classes.items()),
+    )
+
+
+def test_drift_prediction_shift_names_the_statistic_and_bound() -> None:
+    analysis = plan(_config()).analysis
+    stable = _window({"0": 35, "9": 65}, {"0": 35, "1": 65})
+    same = _window({"0": 36, "9": 64}, {"0": 36, "1": 64})
+    inverted = _window({"0": 65, "9": 35}, {"0": 65, "1": 35})
+    assert judge(analysis, same, stable).passed
+    verdict = judge(analysis, inverted, stable)
+    assert not verdict.passed
+    assert "prediction shift: canary positive_rate_delta vs stable 0.3 > max 0.2" in verdict.reasons
+    spread = _window({str(b): 10 for b in range(10)}, {"0": 50, "1": 50})
+    assert any(
+        r.startswith("prediction shift: canary score_psi vs stable")
+        for r in judge(analysis, stable, spread).reasons
+    )
+    assert prediction_shift("positive_rate_delta", inverted, stable) == pytest.approx(0.3)
+    no_stable = judge(analysis, inverted, None)
+    assert any("no data: score_psi" in r for r in no_stable.reasons)
+
+
+def test_drift_prediction_shift_bounds_take_max_not_max_vs_stable() -> None:
+    with pytest.raises(ConfigError, match="score_psi compares the new version with stable already"):
+        _config("rollout.analysis.metrics.score_psi={max_vs_stable: 2}")
+
+
+def test_drift_analysis_template_and_alerts_carry_the_same_bounds() -> None:
+    config = _config()
+    metrics = {m["name"]: m for m in analysis_metrics(plan(config).analysis)}
+    shift = metrics["positive-rate-delta"]
+    assert "model_service_predicted_class_total" in shift["provider"]["prometheus"]["query"]
+    assert "canary-hash" in shift["provider"]["prometheus"]["query"]
+    assert "stable-hash" in shift["provider"]["prometheus"]["query"]
+    assert shift["failureCondition"] == "len(result) == 0 || result[0] > 0.2"
+    assert "ln(" in metrics["score-psi"]["provider"]["prometheus"]["query"]
+    rules = {r["alert"]: r for r in drift_rules(config)["rules"]}
+    assert rules["ModelServiceInputDrift"]["expr"].endswith("> 0.25")
+    assert rules["ModelServicePredictionShift"]["for"] == "30m"
