@@ -262,13 +262,17 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
             report.history(config, workspace, reporter)
             return EXIT_OK
         records: list[report.StageRecord] = []
+        usage_error = False
         try:
             for name, call in _stage_calls(args):
                 _run_stage(
                     name, call, config, workspace, reporter, records=records, whole_run=args.stage == "run"
                 )
+        except ConfigError:
+            usage_error = True  # a config a stage rejects (e.g. model.params) is bad input: write nothing
+            raise
         finally:
-            if args.stage == "run":
+            if args.stage == "run" and not usage_error:
                 _close_run(config, workspace, reporter, records)
     except (ConfigError, NoCluster) as exc:
         reporter.error(f"{exc}")
