@@ -1,0 +1,260 @@
+"""Aggregate the runs into rows and ratios; write bench.json, bench.md and bench.png; print the table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.reporter import Reporter
+from pipeline.workspace import write_bytes, write_json
+
+SERVICE = "model_service"
+MINIMAL = "minimal"
+MLFLOW_TENSOR = "mlflow (inputs)"
+MLFLOW_DATAFRAME = "mlflow (dataframe_split)"
+FLASK = "flask+gunicorn"
+RATIO_CONNECTIONS = 32
+TARGETS = {"service_vs_minimal": 0.8, "service_vs_mlflow": 6.0, "service_vs_flask": 6.0}
+P99_TARGET_MS = 10.0
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk run of one server form at one connection count, in one round."""
+
+    server: str
+    workers: int
+    connections: int
+    round: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    rss_mb: float
+    worker_rss_mb: float
+    processes: int
+    loadgen_cpu_s: float
+    duration_s: float
+    requests: int
+
+
+def rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row per (server, workers, connections): mean requests/s over the rounds, the worst latency
+    percentiles and memory, the errors summed; each round's rate kept in `rps_runs`."""
+    groups: dict[tuple[str, int, int], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.server, run.workers, run.connections), []).append(run)
+    out = []
+    for (server, workers, connections), group in groups.items():
+        requests = sum(run.requests for run in group)
+        cpu = sum(run.loadgen_cpu_s for run in group)
+        duration = sum(run.duration_s for run in group)
+        out.append(
+            {
+                "server": server,
+                "workers": workers,
+                "connections": connections,
+                "rps": round(sum(run.rps for run in group) / len(group), 1),
+                "p50_ms": max(run.p50_ms for run in group),
+                "p95_ms": max(run.p95_ms for run in group),
+                "p99_ms": max(run.p99_ms for run in group),
+                "errors": sum(run.errors for run in group),
+                "rss_mb": max(run.rss_mb for run in group),
+                "rss_mb_per_worker": max(run.worker_rss_mb for run in group),
+                "processes": max(run.processes for run in group),
+                "rps_runs": [round(run.rps, 1) for run in group],
+                "loadgen_cpu_cores": round(cpu / duration, 2) if duration else 0.0,
+                "loadgen_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else 0.0,
+            }
+        )
+    return out
+
+
+def best(table: Sequence[dict[str, Any]], server: str) -> dict[str, Any] | None:
+    """The fastest configuration of `server` at RATIO_CONNECTIONS connections."""
+    candidates = [r for r in table if r["server"] == server and r["connections"] == RATIO_CONNECTIONS]
+    return max(candidates, key=lambda r: r["rps"], default=None)
+
+
+def ratios(table: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Best service configuration vs each peer's best, at RATIO_CONNECTIONS connections (mlflow: its
+    fastest form, the tensor body)."""
+    service = best(table, SERVICE)
+    out: dict[str, float | None] = {}
+    for key, peer in (
+        ("service_vs_minimal", MINIMAL),
+        ("service_vs_mlflow", MLFLOW_TENSOR),
+        ("service_vs_flask", FLASK),
+    ):
+        other = best(table, peer)
+        out[key] = round(service["rps"] / other["rps"], 2) if service and other and other["rps"] else None
+    return out
+
+
+def targets(table: Sequence[dict[str, Any]], ratio: dict[str, float | None]) -> dict[str, Any]:
+    service = best(table, SERVICE)
+    checks: dict[str, Any] = {}
+    for key, bound in TARGETS.items():
+        value = ratio.get(key)
+        if value is not None:
+            checks[key] = {"value": value, "min": bound, "met": value >= bound}
+    if service is not None:
+        checks["service_p99_ms"] = {
+            "value": service["p99_ms"],
+            "max": P99_TARGET_MS,
+            "met": service["p99_ms"] <= P99_TARGET_MS,
+        }
+        checks["service_errors"] = {"value": service["errors"], "max": 0, "met": service["errors"] == 0}
+    return checks
+
+
+HEADERS = ("server", "workers", "connections", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors")
+HEADERS_MEMORY = ("RSS MB", "RSS MB/worker", "wrk cores")
+
+
+def table_cells(table: Sequence[dict[str, Any]]) -> list[tuple[object, ...]]:
+    return [
+        (
+            r["server"],
+            r["workers"],
+            r["connections"],
+            f"{r['rps']:,.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p95_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            r["errors"],
+            f"{r['rss_mb']:.0f}",
+            f"{r['rss_mb_per_worker']:.0f}",
+            f"{r['loadgen_cpu_cores']:.2f}",
+        )
+        for r in table
+    ]
+
+
+def print_report(reporter: Reporter, result: dict[str, Any]) -> None:
+    reporter.line("serving (wrk, one row per request; requests/s: mean of the rounds; latency: worst round)")
+    reporter.table([*HEADERS, *HEADERS_MEMORY], table_cells(result["rows"]))
+    ceiling = result["onnxruntime"]
+    reporter.line("in-process onnxruntime (one thread, no HTTP)")
+    reporter.table(
+        ["batch", "predictions/s", "µs per call"],
+        [(b["batch"], f"{b['predictions_per_s']:,.0f}", f"{b['us_per_call']:.1f}") for b in ceiling],
+    )
+    reporter.line(f"ratios (best {SERVICE} configuration vs each peer at {RATIO_CONNECTIONS} connections)")
+    reporter.table(
+        ["check", "value", "bound", "result"],
+        [
+            (key, check["value"], f">= {check['min']}" if "min" in check else f"<= {check['max']}",
+             "MET" if check["met"] else "MISSED")
+            for key, check in result["targets"].items()
+        ],
+    )  # fmt: skip
+    pipeline = result.get("pipeline")
+    if pipeline:
+        reporter.line("pipeline wall time (timed apart from the serving runs)")
+        reporter.table(
+            ["run", "seconds", "command", "status"],
+            [(p["run"], p["seconds"], p["command"], p["status"]) for p in pipeline],
+        )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"# Serving benchmark {result['run_id']}", "", _machine_line(result), ""]
+    headers = [*HEADERS, *HEADERS_MEMORY]
+    lines += [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(str(c) for c in cells) + " |" for cells in table_cells(result["rows"])),
+        "",
+        f"Ratios (best `{SERVICE}` configuration vs each peer at {RATIO_CONNECTIONS} connections):",
+        "",
+        "| check | value | bound | result |",
+        "|---|---|---|---|",
+    ]
+    for key, check in result["targets"].items():
+        bound = f">= {check['min']}" if "min" in check else f"<= {check['max']}"
+        lines.append(f"| {key} | {check['value']} | {bound} | {'met' if check['met'] else 'MISSED'} |")
+    lines += [
+        "",
+        "In-process onnxruntime, one thread, no HTTP:",
+        "",
+        "| batch | predictions/s |",
+        "|---|---|",
+    ]
+    lines += [f"| {b['batch']} | {b['predictions_per_s']:,.0f} |" for b in result["onnxruntime"]]
+    if result.get("pipeline"):
+        lines += ["", "Pipeline wall time (timed apart from the serving runs):", ""]
+        lines += ["| run | seconds | command | status |", "|---|---|---|---|"]
+        lines += [
+            f"| {p['run']} | {p['seconds']} | `{p['command']}` | {p['status']} |" for p in result["pipeline"]
+        ]
+    lines += ["", "![requests/s](bench.png)", ""]
+    return "\n".join(lines)
+
+
+def _machine_line(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    return (
+        f"{m['cpus']} CPUs; load average {m['loadavg_before']} before, {m['loadavg_after']} after; "
+        f"{result['settings']['duration_s']} s per run, {result['settings']['rounds']} round(s), "
+        f"wrk -t1, warm-up {result['settings']['warmup_s']} s per server start."
+    )
+
+
+def chart(table: Sequence[dict[str, Any]], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415  (slow import, only when writing the chart)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    pairs: set[tuple[str, int]] = {(r["server"], r["workers"]) for r in table}
+    labels = sorted(pairs, key=lambda pair: -_rps(table, pair[0], pair[1], RATIO_CONNECTIONS))
+    connections = sorted({r["connections"] for r in table})
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    width = 0.8 / len(connections)
+    for i, count in enumerate(connections):
+        values = [_rps(table, server, workers, count) for server, workers in labels]
+        bars = ax.bar(
+            [x + i * width for x in range(len(labels))], values, width, label=f"{count} connections"
+        )
+        ax.bar_label(bars, fmt="{:,.0f}", fontsize=7)
+    ax.set_xticks([x + width * (len(connections) - 1) / 2 for x in range(len(labels))])
+    ax.set_xticklabels([f"{s}\n{w} worker(s)" for s, w in labels], fontsize=8)
+    ax.set_ylabel("requests/s (one row per request)")
+    ax.set_title("Serving the same model: requests/s by server (wrk)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _rps(table: Sequence[dict[str, Any]], server: str, workers: int, connections: int) -> float:
+    return next(
+        (
+            r["rps"]
+            for r in table
+            if (r["server"], r["workers"], r["connections"]) == (server, workers, connections)
+        ),
+        0.0,
+    )
+
+
+def write(directory: Path, result: dict[str, Any]) -> None:
+    """bench.json, bench.md and bench.png in `directory`; its parent's `latest` link points at it."""
+    write_json(directory / "bench.json", result)
+    write_bytes(directory / "bench.md", markdown(result).encode())
+    chart(result["rows"], directory / "bench.png")
+    latest = directory.parent / "latest"
+    tmp = directory.parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(directory.name)
+    tmp.replace(latest)
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    return asdict(run)

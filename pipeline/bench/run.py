@@ -1,0 +1,352 @@
+"""The benchmark run: prepare the model, time the pipeline, measure onnxruntime alone, then drive every
+server with wrk in interleaved rounds and write the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.bench import report, wrk
+from pipeline.bench.servers import REPO, Form, Server, memory, post, running
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.errors import StageError
+from pipeline.reporter import Reporter
+from pipeline.workspace import Workspace, new_run_id, read_json
+
+SERVERS = ("service", "minimal", "mlflow", "flask")
+CONNECTIONS = (8, 32)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.bench",
+        description="Serve the same model with this template's service and its peers; wrk drives each in "
+        "interleaved rounds; report requests/s, latency, errors, memory and the ratios.",
+    )
+    parser.add_argument("--quick", action="store_true", help="3 s runs, one round, no pipeline timing")
+    parser.add_argument("--env", default="dev", help="environment whose model is served (default: dev)")
+    parser.add_argument("--workdir", type=Path, default=Path(), help="workspace root (default: .)")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 15, quick: 3)")
+    parser.add_argument("--rounds", type=int, help="rounds over all servers (default: 2, quick: 1)")
+    parser.add_argument("--skip-pipeline", action="store_true", help="do not time `nox -s pipeline`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    reporter = Reporter()
+    wrk_path = shutil.which("wrk")
+    if wrk_path is None:
+        reporter.error(f"wrk is not installed; install it with:\n\n    {wrk.INSTALL_HINT}\n")
+        return EXIT_USAGE
+    selected = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = sorted(set(selected) - set(SERVERS))
+    if unknown or "service" not in selected:
+        reporter.error(f"--servers: expected 'service' and any of {', '.join(SERVERS)}; got {args.servers}")
+        return EXIT_USAGE
+    duration = args.duration or (3.0 if args.quick else 15.0)
+    rounds = args.rounds or (1 if args.quick else 2)
+    warmup = 1.0 if args.quick else 2.0
+    workdir: Path = args.workdir.resolve()
+    try:
+        config = load_config(args.env, workdir / "environments")
+        workspace = Workspace(workdir)
+        run_id = new_run_id()
+        out = workspace.reports / "bench" / run_id
+        machine: dict[str, Any] = {"cpus": os.cpu_count(), "loadavg_before": _loadavg()}
+        with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+            tmp = Path(scratch)
+            with reporter.stage("bench: model", config.name):
+                model_dir = _model(config, workspace, reporter)
+            pipeline = []
+            if not (args.quick or args.skip_pipeline):
+                with reporter.stage("bench: pipeline wall time", config.name):
+                    pipeline = _time_pipeline(config, workdir, tmp, reporter)
+            with reporter.stage("bench: onnxruntime in-process", config.name):
+                ceiling = _onnxruntime(model_dir, 0.5 if args.quick else 2.0)
+            with reporter.stage("bench: servers", config.name):
+                servers = _servers(selected, model_dir, tmp, reporter)
+                runs = _drive(
+                    servers, wrk_path, tmp, duration=duration, warmup=warmup, rounds=rounds, reporter=reporter
+                )
+        machine["loadavg_after"] = _loadavg()
+        table = report.rows(runs)
+        ratio = report.ratios(table)
+        result = {
+            "run_id": run_id,
+            "model": {"name": config.model.name, "version": model_dir.name, "dir": str(model_dir)},
+            "machine": machine,
+            "settings": {
+                "duration_s": duration,
+                "rounds": rounds,
+                "warmup_s": warmup,
+                "connections": list(CONNECTIONS),
+                "wrk": "wrk -t1 --timeout 5s -s benchmarks/post_row.lua",
+                "quick": bool(args.quick),
+            },
+            "rows": table,
+            "ratios": ratio,
+            "targets": report.targets(table, ratio),
+            "onnxruntime": ceiling,
+            "pipeline": pipeline,
+            "runs": [report.run_dict(run) for run in runs],
+        }
+        report.write(out, result)
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_USAGE
+    except (StageError, RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+        reporter.error(f"bench failed: {exc}")
+        return EXIT_FAILED
+    report.print_report(reporter, result)
+    reporter.line(f"report: {out / 'bench.md'} (json, chart beside it; {out.parent / 'latest'} points here)")
+    return EXIT_OK
+
+
+def _loadavg() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+# -- the model -----------------------------------------------------------------------------------------
+
+
+def _model(config: Config, workspace: Workspace, reporter: Reporter) -> Path:
+    """The environment's current export, trained and exported here first when the workspace has none."""
+    from pipeline import export, train  # noqa: PLC0415  (scikit-learn and MLflow are slow imports)
+
+    trained = train.train(config, workspace, reporter)
+    exported = export.export(config, workspace, reporter)
+    reporter.note(
+        f"model {config.model.name} {exported.version} (trained: {'reused' if trained.reused else 'now'})"
+    )
+    return exported.directory
+
+
+def _time_pipeline(config: Config, workdir: Path, tmp: Path, reporter: Reporter) -> list[dict[str, Any]]:
+    """Wall time of the pipeline on a fresh workspace (cold: train, MLflow store, every stage), then again
+    on it (warm: valid artifacts reused). It runs what `nox -s pipeline` runs, in this venv, so the times
+    leave out nox creating a venv and installing into it."""
+    target = tmp / "pipeline-workspace"
+    target.mkdir()
+    command = [sys.executable, "-m", "pipeline", "run", "--env", config.name, "--workdir", str(target),
+               "--config-dir", str(workdir / "environments")]  # fmt: skip
+    shown = f"python -m pipeline run --env {config.name}"
+    results = []
+    for name in ("cold", "warm"):
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+        seconds = round(time.perf_counter() - started, 1)
+        status = "ok" if done.returncode == 0 else f"exit {done.returncode}"
+        reporter.note(f"{name}: {seconds}s ({shown}, {status})")
+        if done.returncode != 0:
+            reporter.note(" | ".join((done.stdout + done.stderr).strip().splitlines()[-3:]))
+        results.append({"run": name, "seconds": seconds, "command": shown, "status": status})
+    return results
+
+
+def _onnxruntime(model_dir: Path, seconds: float) -> list[dict[str, Any]]:
+    """Predictions/s of the bare onnxruntime session, one thread, batch 1 and 64: the model's own cost."""
+    import numpy as np  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    rows = np.asarray(read_json(model_dir / "eval.json")["rows"], dtype=np.float32)
+    out = []
+    for batch in (1, 64):
+        feed = {"input": np.resize(rows, (batch, rows.shape[1]))}
+        for _ in range(200):
+            session.run(["probabilities"], feed)
+        calls = 0
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(100):
+                session.run(["probabilities"], feed)
+            calls += 100
+        elapsed = time.perf_counter() - started
+        out.append(
+            {
+                "batch": batch,
+                "predictions_per_s": round(calls * batch / elapsed),
+                "us_per_call": round(elapsed / calls * 1e6, 2),
+            }
+        )
+    return out
+
+
+# -- the servers ---------------------------------------------------------------------------------------
+
+
+def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter) -> list[Server]:
+    evaluation = read_json(model_dir / "eval.json")
+    row = evaluation["rows"][0]
+    instances = _json({"instances": [row]})
+    python = sys.executable
+    servers = []
+    for workers in (1, 2):
+        servers.append(
+            Server(
+                key=report.SERVICE,
+                workers=workers,
+                command=[python, "-m", "model_service", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+                         "--port", "{port}", "--workers", str(workers)],
+                health="/readyz",
+                forms=(Form(report.SERVICE, "/v1/predict", instances, CONNECTIONS),),
+            )
+        )  # fmt: skip
+    if "minimal" in selected:
+        servers.append(
+            Server(
+                key=report.MINIMAL,
+                workers=2,
+                command=[python, "-m", "uvicorn", "benchmarks.minimal_app:app", "--host", "127.0.0.1",
+                         "--port", "{port}", "--workers", "2", "--no-access-log", "--log-level", "warning"],
+                health="/healthz",
+                forms=(Form(report.MINIMAL, "/predict", instances, CONNECTIONS),),
+                env={"BENCH_MODEL_DIR": str(model_dir)},
+            )
+        )  # fmt: skip
+    if "mlflow" in selected:
+        uri, tracking = _log_to_mlflow(model_dir, tmp / "mlflow", reporter)
+        dataframe = _json({"dataframe_split": {"columns": evaluation["features"], "data": [row]}})
+        servers.append(
+            Server(
+                key="mlflow",
+                workers=2,
+                command=[python, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                         "--host", "127.0.0.1", "--port", "{port}", "--workers", "2"],
+                health="/ping",
+                forms=(
+                    Form(report.MLFLOW_TENSOR, "/invocations", _json({"inputs": [row]}), CONNECTIONS),
+                    # About ten times slower (pandas converts each column): one run at 32 connections says it.
+                    Form(report.MLFLOW_DATAFRAME, "/invocations", dataframe, (32,), first_round_only=True),
+                ),
+                env={"MLFLOW_TRACKING_URI": tracking},
+            )
+        )  # fmt: skip
+    if "flask" in selected:
+        servers.append(
+            Server(
+                key=report.FLASK,
+                workers=2,
+                command=[python, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync",
+                         "--bind", "127.0.0.1:{port}", "benchmarks.flask_app:app"],
+                health="/healthz",
+                forms=(Form(report.FLASK, "/predict", instances, CONNECTIONS),),
+                env={"BENCH_PICKLE": str(model_dir / "estimator.pkl")},
+            )
+        )  # fmt: skip
+    return servers
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _log_to_mlflow(model_dir: Path, root: Path, reporter: Reporter) -> tuple[str, str]:
+    """Log the trained scikit-learn model (the one exported to ONNX) to a throw-away MLflow store."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow  # noqa: PLC0415
+    import mlflow.sklearn  # noqa: PLC0415
+
+    from pipeline.train import load_estimator  # noqa: PLC0415
+
+    # Cloudpickle (skops is not installed) makes mlflow.sklearn warn about pickles: this one is ours.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+    root.mkdir(parents=True)
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    experiment = client.create_experiment("bench", artifact_location=(root / "artifacts").as_uri())
+    mlflow.set_tracking_uri(tracking)
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.sklearn.log_model(
+            load_estimator(model_dir), name="model", serialization_format="cloudpickle"
+        )
+    reporter.note(f"logged the scikit-learn model to MLflow ({info.model_uri}) for `mlflow models serve`")
+    return str(info.model_uri), tracking
+
+
+def _check(server: Server, url: str, reporter: Reporter) -> None:
+    """The server answers each form's body with 200 (the answer is shown) before any load."""
+    for form in server.forms:
+        answer = post(url + form.path, form.body).decode()
+        reporter.note(f"{form.label} x{server.workers} answers: {answer[:100]}")
+
+
+def _drive(
+    servers: list[Server],
+    wrk_path: str,
+    tmp: Path,
+    *,
+    duration: float,
+    warmup: float,
+    rounds: int,
+    reporter: Reporter,
+) -> list[report.Run]:
+    """Rounds of A B C D: each server started, warmed up, driven at each connection count, stopped."""
+    runs = []
+    for round_ in range(1, rounds + 1):
+        for server in servers:
+            log = tmp / "logs" / f"{server.key}-{server.workers}-{round_}.log"
+            with running(server, log) as live:
+                body_files = {}
+                for form in server.forms:
+                    body_files[form.label] = tmp / f"{form.label.replace(' ', '_')}.json"
+                    body_files[form.label].write_bytes(form.body)
+                if round_ == 1:
+                    _check(server, live.url, reporter)
+                first = server.forms[0]
+                wrk.run(wrk_path, live.url + first.path, body_files[first.label], connections=32,
+                        duration_s=warmup)  # fmt: skip
+                for form in server.forms:
+                    if form.first_round_only and round_ > 1:
+                        continue
+                    for connections in form.connections:
+                        result = wrk.run(
+                            wrk_path,
+                            live.url + form.path,
+                            body_files[form.label],
+                            connections=connections,
+                            duration_s=duration,
+                        )
+                        used = memory(live.process.pid)
+                        runs.append(
+                            report.Run(
+                                server=form.label,
+                                workers=server.workers,
+                                connections=connections,
+                                round=round_,
+                                rps=round(result.rps, 1),
+                                p50_ms=result.p50_ms,
+                                p95_ms=result.p95_ms,
+                                p99_ms=result.p99_ms,
+                                errors=result.errors,
+                                rss_mb=used.rss_mb,
+                                worker_rss_mb=used.worker_rss_mb,
+                                processes=used.processes,
+                                loadgen_cpu_s=result.loadgen_cpu_s,
+                                duration_s=result.duration_s,
+                                requests=result.requests,
+                            )
+                        )
+                        reporter.note(
+                            f"round {round_}: {form.label} x{server.workers} c{connections}: "
+                            f"{result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
+                            f"RSS {used.rss_mb:.0f} MB, wrk {result.loadgen_cpu_s / result.duration_s:.2f} cores"
+                        )
+    return runs

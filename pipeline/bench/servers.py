@@ -1,0 +1,129 @@
+"""The servers under test: how each starts, where it answers, what it is fed, what it costs in memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from pipeline.serving import free_port, stop
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class Form:
+    """One way of feeding a server: its label in the report, the path, the body, the connection counts."""
+
+    label: str
+    path: str
+    body: bytes
+    connections: tuple[int, ...]
+    first_round_only: bool = False
+
+
+@dataclass(frozen=True)
+class Server:
+    key: str
+    workers: int
+    command: list[str]
+    health: str
+    forms: tuple[Form, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Running:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """The environment minus any MODEL_SERVICE_* / PROMETHEUS_MULTIPROC_* setting: servers run as shipped.
+
+    The interpreter's folder goes first on PATH: `mlflow models serve` runs `uvicorn` from PATH."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SERVICE_", "PROMETHEUS_MULTIPROC"))
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return {**env, **extra}
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextmanager
+def running(server: Server, log_path: Path) -> Iterator[Running]:
+    """Start the server on a free port in its own session; yield once `health` answers 200; stop it all."""
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in server.command]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=clean_environment(**server.env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _answers(url + server.health):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
+                raise RuntimeError(f"{server.key} did not start ({command[:4]}...): {tail}")
+            time.sleep(0.2)
+        yield Running(url, process)
+    finally:
+        stop(process)
+
+
+def post(url: str, body: bytes) -> bytes:
+    """One request, to check a server answers the benchmark's body with 200 before loading it."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return bytes(response.read())
+
+
+@dataclass(frozen=True)
+class Memory:
+    rss_mb: float
+    """Resident memory summed over the server's processes (launcher, master and workers)."""
+    processes: int
+    worker_rss_mb: float
+    """Mean resident memory of the processes that do the serving (those without children)."""
+
+
+def memory(pid: int) -> Memory:
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    rss: dict[int, float] = {}
+    leaves = []
+    for process in processes:
+        try:
+            rss[process.pid] = process.memory_info().rss / 2**20
+            helper = any("resource_tracker" in part for part in process.cmdline())
+            if not process.children() and not helper:
+                leaves.append(process.pid)
+        except psutil.NoSuchProcess:
+            continue
+    worker = sum(rss[pid] for pid in leaves) / len(leaves) if leaves else 0.0
+    return Memory(round(sum(rss.values()), 1), len(rss), round(worker, 1))

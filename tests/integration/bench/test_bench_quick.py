@@ -1,0 +1,47 @@
+"""The quick benchmark, for real: wrk against the template's service and the minimal app (no peers).
+
+It checks what the run writes, never how fast anything was: the machine is shared."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.bench import report, run
+
+REPO = Path(__file__).parents[3]
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)"
+)
+
+
+def test_quick_bench_writes_rows_ratios_and_a_latest_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["--quick", "--servers", "service,minimal", "--duration", "1", "--workdir", str(tmp_path)]
+    assert run.main(args) == run.EXIT_OK
+    out = capsys.readouterr().out
+    assert "service_vs_minimal" in out
+
+    latest = tmp_path / "reports" / "bench" / "latest"
+    assert {p.name for p in latest.iterdir()} == {"bench.json", "bench.md", "bench.png"}
+    result = json.loads((latest / "bench.json").read_text())
+    rows = result["rows"]
+    assert {(r["server"], r["workers"], r["connections"]) for r in rows} == {
+        (report.SERVICE, 1, 8), (report.SERVICE, 1, 32), (report.SERVICE, 2, 8), (report.SERVICE, 2, 32),
+        (report.MINIMAL, 2, 8), (report.MINIMAL, 2, 32),
+    }  # fmt: skip
+    documented = {"server", "workers", "connections", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "rss_mb"}
+    for row in rows:
+        assert documented <= set(row)
+        assert row["rps"] > 0
+        assert row["errors"] == 0
+        assert row["rss_mb"] > 0
+    assert set(result["ratios"]) == {"service_vs_minimal", "service_vs_mlflow", "service_vs_flask"}
+    assert result["ratios"]["service_vs_minimal"] > 0
+    assert result["ratios"]["service_vs_mlflow"] is None  # not run in this test
+    assert [b["batch"] for b in result["onnxruntime"]] == [1, 64]
+    assert result["pipeline"] == []  # --quick does not time the pipeline
