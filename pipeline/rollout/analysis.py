@@ -202,11 +202,11 @@ def judge(analysis: Analysis, new: Window, stable: Window | None, label: str = "
 def _check(threshold: Threshold, new: Window, stable: Window | None, label: str) -> list[str]:
     name, unit = _NAMES[threshold.metric]
     if threshold.metric in PREDICTION_SHIFT_METRICS:
-        if not new.classes and (stable is None or not stable.classes):
-            # Neither version exports prediction counters (cards exported before drift monitoring, see
-            # docs/drift.md): nothing to compare, and older artifacts must stay deployable.
+        if not new.classes or stable is None or not stable.classes:
+            # A version whose card predates drift monitoring exports no prediction counters (docs/drift.md):
+            # the comparison cannot be made, and the rehearsal says so before it starts (local.py).
             return []
-        shift = None if stable is None else prediction_shift(threshold.metric, new, stable)
+        shift = prediction_shift(threshold.metric, new, stable)
         if shift is None:
             return [f"no data: {name} of the {label} vs stable unknown (no predictions counted on one side)"]
         if threshold.max is not None and shift > threshold.max:

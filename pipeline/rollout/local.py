@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import loadtest, promote, registry
-from pipeline.config import Config, ConfigError
+from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.errors import StageError
 from pipeline.export import CARD_FILE, EVAL_FILE, current_version_dir
 from pipeline.reporter import Reporter
@@ -231,6 +231,16 @@ def rollout(
     )
     if fault:
         reporter.warn(f"the candidate runs with injected faults: {fault}")
+    without_profile = [
+        name
+        for name, folder in (("stable", stable_dir), ("candidate", candidate_dir))
+        if "reference" not in read_json(folder / CARD_FILE)
+    ]
+    if without_profile and any(t.metric in PREDICTION_SHIFT_METRICS for t in rehearsal.analysis.thresholds):
+        reporter.warn(
+            f"the {' and '.join(without_profile)} card has no reference profile (exported before drift "
+            "monitoring): the prediction-shift checks cannot compare the versions in this rollout"
+        )
     reporter.note(f"{rehearsal.strategy} plan for {config.name}:")
     for line in rehearsal.describe():
         reporter.note(f"  {line}")

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.reporter import Reporter
-from pipeline.rollout.analysis import LATENCY, REQUESTS, Scrape, judge, parse_metrics, quantile, window
+from pipeline.rollout.analysis import EMPTY, LATENCY, REQUESTS, Scrape, judge, parse_metrics, quantile, window
 from pipeline.rollout.engine import execute
 from pipeline.rollout.plan import plan
 
@@ -231,3 +231,21 @@ def test_relative_bound_compares_with_stable() -> None:
     assert not verdict.passed
     assert any("x stable" in reason for reason in verdict.reasons)
     assert judge(analysis, fast, fast).passed
+
+
+def test_prediction_shift_needs_counters_on_both_sides() -> None:
+    analysis = plan(load_config("dev", ENVIRONMENTS)).analysis
+    buckets = ((0.001, 100.0), (float("inf"), 100.0))
+    counted = Scrape(
+        100, 0, buckets, score_bins=(("0", 50.0), ("9", 50.0)), classes=(("0", 50.0), ("1", 50.0))
+    )
+    zero = Scrape(0, 0, (), score_bins=(("0", 0.0), ("9", 0.0)), classes=(("0", 0.0), ("1", 0.0)))
+    old_card = Scrape(100, 0, buckets)  # a version exported before drift monitoring: no counters at all
+    new = window(zero, counted)
+    # A stable without counters cannot be compared (the rehearsal warns before it starts): not a failure.
+    assert judge(analysis, new, window(EMPTY, old_card)).passed
+    # Counters on both sides but nothing counted on one of them is missing data: a failure.
+    silent = window(zero, Scrape(100, 0, buckets, score_bins=zero.score_bins, classes=zero.classes))
+    verdict = judge(analysis, new, silent)
+    assert not verdict.passed
+    assert any("no data" in reason for reason in verdict.reasons)
