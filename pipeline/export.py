@@ -19,7 +19,7 @@ from pipeline.data import load_dataset
 from pipeline.drift_profile import reference_profile
 from pipeline.errors import StageError
 from pipeline.reporter import Reporter
-from pipeline.train import TRAIN_FILE, artifact_version, final_estimator, load_estimator
+from pipeline.train import TRAIN_FILE, artifact_version, final_estimator, load_estimator, train
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
 CARD_FILE = "model.json"
@@ -64,6 +64,18 @@ def current_version_dir(config: Config, workspace: Workspace) -> tuple[str, Path
             f"(expected {directory / TRAIN_FILE}); run `python -m pipeline train --env {config.name}` first"
         )
         raise StageError(msg)
+    return version, directory
+
+
+def exported_model(config: Config, workspace: Workspace, reporter: Reporter) -> tuple[str, Path]:
+    """The export of the current config, data and code; train and export first when there is none yet,
+    so a stage that serves the model (load test, image, rollout) also works on a fresh clone."""
+    version = artifact_version(config, load_dataset(config.data, workspace.root))
+    directory = workspace.version_dir(config, version)
+    if not (directory / CARD_FILE).is_file() or not (directory / ONNX_FILE).is_file():
+        reporter.note(f"no export of the current {config.name} config yet: running train and export first")
+        train(config, workspace, reporter)
+        export(config, workspace, reporter)
     return version, directory
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline import registry
 from pipeline.config import Config
 from pipeline.errors import StageError, StageSkipped
-from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir
+from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, exported_model
 from pipeline.register import REGISTRATION_FILE
 from pipeline.reporter import Reporter
 from pipeline.workspace import Workspace, read_json, write_json
@@ -122,11 +122,7 @@ def image(config: Config, workspace: Workspace, reporter: Reporter) -> ImageResu
 
 
 def _image(client: DockerClient, config: Config, workspace: Workspace, reporter: Reporter) -> ImageResult:
-    version, directory = current_version_dir(config, workspace)
-    for name in (CARD_FILE, ONNX_FILE):
-        if not (directory / name).is_file():
-            msg = f"no {name} in {directory}; run `python -m pipeline export --env {config.name}` first"
-            raise StageError(msg)
+    version, directory = exported_model(config, workspace, reporter)
     registration_path = directory / REGISTRATION_FILE
     registration = read_json(registration_path) if registration_path.is_file() else None
     model_version = registration["model_version"] if registration else version

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pipeline import registry
 from pipeline.config import Config, LoadTestSpec, SloBounds
 from pipeline.errors import StageError
-from pipeline.export import CARD_FILE, EVAL_FILE, current_version_dir
+from pipeline.export import CARD_FILE, EVAL_FILE, exported_model
 from pipeline.register import REGISTRATION_FILE
 from pipeline.reporter import Reporter
 from pipeline.serving import running_service
@@ -253,10 +253,7 @@ def loadtest(
     allow_remote: bool = False,
     service_settings: Mapping[str, str] | None = None,
 ) -> LoadTestResult:
-    version, model_dir = current_version_dir(config, workspace)
-    if not (model_dir / CARD_FILE).is_file():
-        msg = f"{model_dir} has no exported model; run `python -m pipeline export --env {config.name}` first"
-        raise StageError(msg)
+    version, model_dir = exported_model(config, workspace, reporter)
     if not LOCUSTFILE.is_file():
         raise StageError(f"{LOCUSTFILE} is missing; the load test needs the repository's loadtests/ folder")
     spec = config.loadtest

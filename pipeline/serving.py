@@ -179,7 +179,7 @@ def running_service(
 def served_model_dir(config: Config, workspace: Workspace, reporter: Reporter) -> Path:
     """The folder of the version serving the environment (alias `<env>`), else of the current export."""
     from pipeline import registry  # noqa: PLC0415  (MLflow is a slow import)
-    from pipeline.export import CARD_FILE, current_version_dir  # noqa: PLC0415
+    from pipeline.export import CARD_FILE, exported_model  # noqa: PLC0415
 
     mlflow = registry.client(config, workspace)
     serving = registry.alias_version(mlflow, config.model.name, config.alias)
@@ -190,11 +190,8 @@ def served_model_dir(config: Config, workspace: Workspace, reporter: Reporter) -
             registry.download_version(mlflow, serving, directory)
         reporter.note(f"serving version {serving.version} (alias {config.alias!r}) from {directory}")
         return directory
-    _, directory = current_version_dir(config, workspace)
-    if not (directory / CARD_FILE).is_file():
-        msg = f"nothing to serve: no version holds alias {config.alias!r} and {directory} has no export; run `nox -s pipeline -- --env {config.name}`"
-        raise StageError(msg)
-    reporter.note(f"no version holds alias {config.alias!r}; serving the current export {directory}")
+    reporter.note(f"no version holds alias {config.alias!r}; serving the current export")
+    _, directory = exported_model(config, workspace, reporter)
     return directory
 
 

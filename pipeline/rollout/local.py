@@ -25,7 +25,7 @@ from typing import Any
 from pipeline import loadtest, promote, registry
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.errors import StageError
-from pipeline.export import CARD_FILE, EVAL_FILE, current_version_dir
+from pipeline.export import CARD_FILE, EVAL_FILE, exported_model
 from pipeline.reporter import Reporter
 from pipeline.rollout.analysis import EMPTY, Scrape, scrape
 from pipeline.rollout.caddy import CaddySplitter
@@ -207,11 +207,7 @@ def rollout(
     """Rehearse the environment's plan; with `promote_on_success` (the stage run alone), a promoted
     candidate also gets alias `<env>` (inside `run`, the promote stage that follows does it)."""
     fault = parse_fault(candidate_fault, config.name) if candidate_fault else {}
-    artifact_version, candidate_dir = current_version_dir(config, workspace)
-    if not (candidate_dir / CARD_FILE).is_file():
-        raise StageError(
-            f"{candidate_dir} has no export; run `python -m pipeline export --env {config.name}` first"
-        )
+    artifact_version, candidate_dir = exported_model(config, workspace, reporter)
     serving = stable_model_dir(config, workspace)
     if serving is None:
         # A first deploy has nothing to shift traffic from; rehearsing the plan with the candidate on both
