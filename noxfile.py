@@ -40,7 +40,7 @@ def _stage(session: nox.Session, stage: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Lint and type-check the code; check that environments/schema.json is current."""
+    """Lint and type-check the code, the Dockerfile and the workflows; check schema.json and k8s/ are current."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
