@@ -199,19 +199,26 @@ def judge(analysis: Analysis, new: Window, stable: Window | None, label: str = "
     return Verdict(not reasons, reasons)
 
 
-def _check(threshold: Threshold, new: Window, stable: Window | None, label: str) -> list[str]:
-    name, unit = _NAMES[threshold.metric]
-    if threshold.metric in PREDICTION_SHIFT_METRICS:
-        if not new.classes or stable is None or not stable.classes:
-            # A version whose card predates drift monitoring exports no prediction counters (docs/drift.md):
-            # the comparison cannot be made, and the rehearsal says so before it starts (local.py).
-            return []
-        shift = prediction_shift(threshold.metric, new, stable)
-        if shift is None:
-            return [f"no data: {name} of the {label} vs stable unknown (no predictions counted on one side)"]
-        if threshold.max is not None and shift > threshold.max:
-            return [f"prediction shift: {label} {name} vs stable {shift:.3g} > max {threshold.max:g}"]
+def _check_shift(threshold: Threshold, new: Window, stable: Window | None, label: str) -> list[str]:
+    name = threshold.metric
+    if stable is None:
+        return [f"no data: {name} of the {label} vs stable unknown (the stable version did not answer)"]
+    if not new.classes or not stable.classes:
+        # A version whose card predates drift monitoring exports no prediction counters (docs/drift.md):
+        # the comparison cannot be made, and the rehearsal says so before it starts (local.py).
         return []
+    shift = prediction_shift(threshold.metric, new, stable)
+    if shift is None:
+        return [f"no data: {name} of the {label} vs stable unknown (no predictions counted on one side)"]
+    if threshold.max is not None and shift > threshold.max:
+        return [f"prediction shift: {label} {name} vs stable {shift:.3g} > max {threshold.max:g}"]
+    return []
+
+
+def _check(threshold: Threshold, new: Window, stable: Window | None, label: str) -> list[str]:
+    if threshold.metric in PREDICTION_SHIFT_METRICS:
+        return _check_shift(threshold, new, stable, label)
+    name, unit = _NAMES[threshold.metric]
     value = new.value(threshold.metric)
     if value is None:
         return [f"no data: {label} {name} unknown"]
