@@ -2,7 +2,6 @@
 without errors but predicts differently is rolled back on prediction shift, naming the statistic and bound."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -10,20 +9,11 @@ import pytest
 
 from pipeline.cli import main
 
-REPO = Path(__file__).parents[3]
-STABLE = ("--set", "model.params.n_estimators=30", "--set", "model.params.max_depth=2")
 
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A first version serves dev; a healthy retrain is registered as the candidate."""
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    root = tmp_path_factory.mktemp("drift-canary")
-    shutil.copytree(REPO / "environments", root / "environments")
-    for stage in ("train", "export", "gate", "register", "promote"):
-        assert main([stage, "--env", "dev", "--workdir", str(root), *STABLE]) == 0
-    for stage in ("train", "export", "gate", "register"):
-        assert main([stage, "--env", "dev", "--workdir", str(root)]) == 0
+@pytest.fixture
+def workspace(stable_and_candidate: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    shutil.copytree(stable_and_candidate, root)
     return root
 
 

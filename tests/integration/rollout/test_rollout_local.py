@@ -16,31 +16,16 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main
 
-REPO = Path(__file__).parents[3]
 MODEL = "breast-cancer-classifier"
-STABLE = ("--set", "model.params.n_estimators=30", "--set", "model.params.max_depth=2")
 SHARE_TOLERANCE = 0.10
 """Largest gap between a window's share of requests at the canary and the configured weight."""
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace where a first version serves dev and a second one is registered as the candidate."""
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    root = tmp_path_factory.mktemp("rollout")
-    shutil.copytree(REPO / "environments", root / "environments")
-    for stage in ("train", "export", "gate", "register", "promote"):
-        assert main([stage, "--env", "dev", "--workdir", str(root), *STABLE]) == 0
-    for stage in ("train", "export", "gate", "register"):
-        assert main([stage, "--env", "dev", "--workdir", str(root)]) == 0
-    return root
-
-
 @pytest.fixture
-def workspace(prepared: Path, tmp_path: Path) -> Path:
+def workspace(stable_and_candidate: Path, tmp_path: Path) -> Path:
     """A copy per test, so one test's promotion does not change the next one's stable."""
     root = tmp_path / "ws"
-    shutil.copytree(prepared, root, ignore=shutil.ignore_patterns("reports"))
+    shutil.copytree(stable_and_candidate, root, ignore=shutil.ignore_patterns("reports"))
     return root
 
 

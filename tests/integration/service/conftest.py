@@ -1,6 +1,5 @@
 """Real processes: `python -m model_service` on 127.0.0.1 with a free port, always stopped afterwards."""
 
-import importlib.util
 import os
 import signal
 import socket
@@ -17,18 +16,9 @@ import pytest
 START_TIMEOUT_S = 30
 
 
-def _factory_module() -> object:
-    path = Path(__file__).parents[2] / "_model_factory.py"
-    spec = importlib.util.spec_from_file_location("_model_factory", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _factory_module().export_model(tmp_path_factory.mktemp("model"))  # type: ignore[attr-defined, no-any-return]
+def model_dir(plain_model_dir: Path) -> Path:
+    return plain_model_dir
 
 
 def free_port() -> int:

@@ -1,6 +1,5 @@
 """A card with a reference profile (the service tests' model plus `reference`), and its training rows."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,24 +13,9 @@ from pipeline.drift_profile import reference_profile
 from pipeline.export import predict_onnx
 
 
-def _factory() -> Any:
-    path = Path(__file__).parents[2] / "_model_factory.py"
-    spec = importlib.util.spec_from_file_location("_model_factory", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def train_rows() -> np.ndarray:  # type: ignore[type-arg]
     return np.asarray(load_breast_cancer().data, dtype=np.float64)
-
-
-@pytest.fixture(scope="session")
-def plain_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The service tests' export: a card without `reference` (as written before drift monitoring)."""
-    return _factory().export_model(tmp_path_factory.mktemp("plain"))  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")

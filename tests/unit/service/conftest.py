@@ -1,10 +1,8 @@
 """In-process fixtures: one exported model per session, apps built from settings, TestClient with lifespan."""
 
-import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -14,18 +12,9 @@ from model_service.app import create_app
 from model_service.settings import ServiceSettings
 
 
-def _factory() -> ModuleType:
-    path = Path(__file__).parents[2] / "_model_factory.py"
-    spec = importlib.util.spec_from_file_location("_model_factory", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _factory().export_model(tmp_path_factory.mktemp("model"))  # type: ignore[no-any-return]
+def model_dir(plain_model_dir: Path) -> Path:
+    return plain_model_dir
 
 
 @pytest.fixture(scope="session")
