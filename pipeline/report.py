@@ -56,7 +56,9 @@ _FIGURES: dict[str, Callable[[Any], str]] = {
     "loadtest": _loadtest_figure,
     "rollout": lambda r: str(r.outcome.reason) if r.status == "fail" else f"{r.outcome.strategy}: promoted",
     "promote": lambda r: (
-        f"{r.environment}: v{r.previous or '-'} -> v{r.version}" + ("" if r.changed else " (already serving)")
+        f"{r.environment}: v{r.previous or '-'} -> v{r.version}"
+        if r.changed
+        else f"{r.environment}: v{r.version} already serving"
     ),
 }
 
