@@ -94,9 +94,10 @@ def service_environment(
     return env, headers
 
 
-def _ready(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when `url` answers 200 right now."""
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -114,6 +115,38 @@ def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> N
         process.wait()
     except ProcessLookupError:
         process.wait()
+
+
+@contextmanager
+def started_process(
+    command: list[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    ready_url: str,
+    *,
+    what: str,
+    timeout: float = READY_TIMEOUT_S,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `command` in its own session (output to `log_path`), yield once `ready_url` answers 200,
+    and stop it with everything it started on the way out, whatever happens in the `with` body."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not answers(ready_url):
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise StageError(f"{what} exited with {process.returncode}: {' | '.join(tail)}")
+            if time.monotonic() > deadline:
+                raise StageError(f"{what} was not ready within {timeout:.0f}s; log: {log_path}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        stop(process)
 
 
 @contextmanager
@@ -148,32 +181,13 @@ def running_service(
         "--port",
         str(port),
     ]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            env={**inherited, **env_vars},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while not _ready(url):
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise StageError(
-                    f"the service on {model_dir} exited with {process.returncode}: {' | '.join(tail)}"
-                )
-            if time.monotonic() > deadline:
-                raise StageError(
-                    f"the service on {model_dir} was not ready within {ready_timeout:.0f}s; log: {log_path}"
-                )
-            time.sleep(0.1)
+    env = {**inherited, **env_vars}
+    what = f"the service on {model_dir}"
+    with started_process(
+        command, env, log_path, f"{url}/readyz", what=what, timeout=ready_timeout
+    ) as process:
         yield ServiceProcess(url, process, log_path, headers)
-    finally:
-        stop(process)
 
 
 def served_model_dir(config: Config, workspace: Workspace, reporter: Reporter) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.serving import free_port, stop
+from pipeline.serving import free_port, started_process
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 90.0
@@ -60,40 +59,17 @@ def clean_environment(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @contextmanager
 def running(server: Server, log_path: Path) -> Iterator[Running]:
     """Start the server on a free port in its own session; yield once `health` answers 200; stop it all."""
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in server.command]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=clean_environment(**server.env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _answers(url + server.health):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
-                raise RuntimeError(f"{server.key} did not start ({command[:4]}...): {tail}")
-            time.sleep(0.2)
+    env = clean_environment(**server.env)
+    with started_process(
+        command, env, log_path, url + server.health, what=server.key, timeout=READY_TIMEOUT_S, cwd=REPO
+    ) as process:
         yield Running(url, process)
-    finally:
-        stop(process)
 
 
 def post(url: str, body: bytes) -> bytes:

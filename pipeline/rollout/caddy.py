@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StageError
-from pipeline.serving import free_port, stop
+from pipeline.serving import answers, free_port, stop
 
 SPLIT_ID = "split"
 READY_TIMEOUT_S = 15.0
@@ -138,8 +138,4 @@ class CaddySplitter:
         stop(self.process, timeout=5)
 
     def _admin_answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.admin_url}/config/", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers(f"{self.admin_url}/config/")
