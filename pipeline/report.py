@@ -19,7 +19,9 @@ from typing import Any
 
 from pipeline import registry
 from pipeline.config import Config
+from pipeline.data import load_dataset
 from pipeline.reporter import Reporter
+from pipeline.train import artifact_version
 from pipeline.workspace import Workspace, read_json, write_bytes
 
 LATEST = "latest"
@@ -77,10 +79,11 @@ def was_reused(result: Any) -> bool:
 
 
 def _version_dir(config: Config, workspace: Workspace) -> Path | None:
-    """The artifacts of the version this run worked on (the newest train record under the model)."""
-    folder = workspace.artifacts / config.model.name
-    records = sorted(folder.glob("*/train.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return records[-1].parent if records else None
+    """The artifacts of the version this run worked on: the folder its config, data and code map to."""
+    directory = workspace.version_dir(
+        config, artifact_version(config, load_dataset(config.data, workspace.root))
+    )
+    return directory if directory.is_dir() else None
 
 
 def _read(path: Path) -> Any:

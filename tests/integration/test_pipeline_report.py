@@ -110,6 +110,12 @@ def test_second_run_reuses_and_a_config_change_invalidates_the_model(
     assert re.search(r"export\s+PASSED", out)
     assert re.search(r"register\s+PASSED", out)
 
+    # Back to the first config: its artifacts are reused, and the report describes them, not the newer ones.
+    assert main(["run", "--env", "dev", *FAST, "--workdir", str(workspace)]) == 0
+    first = json.loads((first_run[0] / "reports" / first_run[1] / "evidence.json").read_text())
+    latest = json.loads((workspace / "reports" / "latest" / "evidence.json").read_text())
+    assert latest["lineage"]["artifact_version"] == first["lineage"]["artifact_version"]
+
 
 def test_failing_gate_stops_the_run_and_the_report_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
