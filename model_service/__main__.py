@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             workers=settings.workers,
             access_log=False,  # the service writes its own JSON line per request
+            # Nothing here reads the client address, so X-Forwarded-* rewriting would be work for nothing;
+            # and no Server header advertising the software.
+            proxy_headers=False,
+            server_header=False,
             log_level="warning",
             timeout_graceful_shutdown=settings.graceful_timeout_s,
             lifespan="on",

@@ -1,11 +1,11 @@
 """Streaming counts of inputs and predictions in the card's reference bins, and sampled input logging.
 
-Per request: the rows and probabilities are copied into preallocated buffers; the binning (one
-comparison against a padded matrix of bin edges, one `np.bincount` into a preallocated int64 array)
-runs in bulk when the buffer fills and before every flush. Nothing touches Prometheus per request: `flush()` adds the
+Per request: the rows and probabilities arrays are kept in a list; the binning (one comparison against
+a padded matrix of bin edges, one `np.bincount` into a preallocated int64 array) runs in bulk when
+enough rows wait and before every flush. Nothing touches Prometheus per request: `flush()` adds the
 counts gathered since the last flush to Counter children bound once at start-up (only non-zero bins)
-and sets the PSI gauges. It runs before every /metrics answer and, with several workers, on a timer in
-each worker, so the multiprocess files (and so /metrics) cover every worker.
+and sets the PSI gauges. It runs before every /metrics answer and on a timer in each worker, so with
+several workers the multiprocess files (and so /metrics) cover every worker.
 
 Bin convention (the same as pipeline/drift_profile.py): a value's bin is the number of inner edges
 `edges[1:-1]` that are <= the value, compared in float32 (the model's input dtype); values outside the
@@ -29,7 +29,7 @@ PSI_FLOOR = 1e-4
 MIN_PSI_ROWS = 100
 """Rows the window needs before the PSI gauges say anything (NaN before): fewer is noise."""
 PENDING_ROWS = 4096
-"""Rows kept between two binning passes (about 0.6 MB for 30 features)."""
+"""Rows that wait for a binning pass at most (about 0.5 MB for 30 features)."""
 WINDOW_BLOCKS = 10
 """The window is a ring of this many blocks of window/10 rows (it spans between 1 and 1.1 windows)."""
 
@@ -96,8 +96,8 @@ class DriftCounters:
         self.counts = np.zeros(self.size, dtype=np.int64)
         self.rows = 0
         self._pending = 0
-        self._pending_rows = np.empty((PENDING_ROWS, len(features)), dtype=np.float32)
-        self._pending_probabilities = np.empty((PENDING_ROWS, len(classes)), dtype=np.float32)
+        self._pending_rows: list[npt.NDArray[Any]] = []
+        self._pending_probabilities: list[npt.NDArray[Any]] = []
         self._flushed = np.zeros(self.size, dtype=np.int64)
 
         block = max(1, window_rows // WINDOW_BLOCKS)
@@ -152,26 +152,24 @@ class DriftCounters:
     def observe(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
         """Keep a batch for counting: rows [N, F] in the model's dtype, probabilities [N, C].
 
-        Per request this is two slice copies into preallocated buffers; the binning runs in bulk when
-        the buffer fills or at flush, where its numpy overhead is paid once per thousands of rows."""
-        n = len(rows)
-        if n == 0:
-            return
-        if self._pending + n > PENDING_ROWS:
+        Per request this is two list appends (the arrays are not changed after the request); the binning
+        runs in bulk when enough rows wait or at flush, where its numpy overhead is paid once per
+        thousands of rows."""
+        self._pending_rows.append(rows)
+        self._pending_probabilities.append(probabilities)
+        self._pending += len(rows)
+        if self._pending >= PENDING_ROWS:
             self._drain()
-            if n > PENDING_ROWS:
-                self._count(rows, probabilities)
-                return
-        end = self._pending + n
-        self._pending_rows[self._pending : end] = rows
-        self._pending_probabilities[self._pending : end] = probabilities
-        self._pending = end
 
     def _drain(self) -> None:
         if self._pending:
-            count = self._pending
+            # Compared in float32 whatever the model's dtype, as the reference profile was binned.
+            rows = np.concatenate(self._pending_rows).astype(np.float32, copy=False)
+            probabilities = np.concatenate(self._pending_probabilities)
+            self._pending_rows.clear()
+            self._pending_probabilities.clear()
             self._pending = 0
-            self._count(self._pending_rows[:count], self._pending_probabilities[:count])
+            self._count(rows, probabilities)
 
     def _count(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
         # Chunks end on window-block boundaries, so the ring's snapshots stay block-sized in bulk too.

@@ -69,6 +69,16 @@ class InvalidInput(ModelServiceError):
     code = "invalid_input"
 
 
+class ClientDisconnected(ModelServiceError):
+    """The client closed the connection before sending the whole body (nginx's 499; no one reads the answer)."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before the request body was complete")
+
+
 class InjectedFault(ModelServiceError):
     status_code = 500
     code = "injected_fault"

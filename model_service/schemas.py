@@ -5,15 +5,16 @@ Every rejection is an `InvalidInput` (422) whose message names the field and wha
 
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
 from model_service.errors import InvalidInput
 
-_NUMBER = (int, float)  # exact types: JSON true/false arrive as bool, which is not a number here
+_NUMBER = frozenset({int, float})  # exact types: JSON true/false arrive as bool, which is not a number here
 V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _type_name(value: object) -> str:
@@ -94,9 +95,7 @@ class RowParser:
                 f"inputs[0].data: expected {expected} numbers for shape {shape}, got {len(data)}"
             )
         self._check_numbers("inputs[0].data", data)
-        return self._finite(
-            "inputs[0].data", self._array("inputs[0].data", data).reshape(shape[0], n_features)
-        )
+        return self._array("inputs[0].data", data, (shape[0], n_features))
 
     def _check_count(self, field: str, n: int) -> None:
         if n < 1:
@@ -124,6 +123,14 @@ class RowParser:
         if expected_rows is not None and len(rows) != expected_rows:
             raise InvalidInput(f"{field}: expected {expected_rows} rows for the given shape, got {len(rows)}")
         n_features = len(self.features)
+        for row in rows:
+            if type(row) is not list or len(row) != n_features or not _NUMBER.issuperset(map(type, row)):
+                self._reject_rows(field, rows)
+        return self._array(field, rows)
+
+    def _reject_rows(self, field: str, rows: list[Any]) -> NoReturn:
+        """Name the first row that is not a list of numbers of the right length (the fast test failed)."""
+        n_features = len(self.features)
         for i, row in enumerate(rows):
             if type(row) is not list:
                 raise InvalidInput(
@@ -132,28 +139,27 @@ class RowParser:
             if len(row) != n_features:
                 raise InvalidInput(f"{field}[{i}]: expected {n_features} numbers, got {len(row)}")
             self._check_numbers(f"{field}[{i}]", row)
-        return self._finite(field, self._array(field, rows))
+        raise AssertionError("a row failed the fast test but none fails the detailed one")
 
     def _check_numbers(self, field: str, values: list[Any]) -> None:
-        if all(type(v) in _NUMBER for v in values):
+        if _NUMBER.issuperset(map(type, values)):
             return
         j, bad = next((j, v) for j, v in enumerate(values) if type(v) not in _NUMBER)
         name = f" ({self.features[j]!r})" if field.startswith(("instances[", "body[")) else ""
         raise InvalidInput(f"{field}[{j}]{name}: expected a number, got {_type_name(bad)}")
 
-    def _array(self, field: str, values: list[Any]) -> npt.NDArray[Any]:
-        try:
-            # Values beyond the dtype's range become inf here and are reported by _finite.
-            with np.errstate(over="ignore"):
-                return np.asarray(values, dtype=self.dtype)
-        except OverflowError:  # integers beyond float range
-            raise InvalidInput(f"{field}: a value is too large for {self.dtype}") from None
-
-    def _finite(self, field: str, matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        if np.isfinite(matrix).all():
+    def _array(self, field: str, values: list[Any], shape: tuple[int, int] | None = None) -> npt.NDArray[Any]:
+        """Checked numbers → the model's matrix. orjson gives finite doubles (it refuses NaN, infinities
+        and numbers beyond float64), so only a float32 model needs a range check."""
+        matrix = np.asarray(values, dtype=np.float64)
+        if shape is not None:
+            matrix = matrix.reshape(shape)
+        if self.dtype == np.float64:
             return matrix
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(matrix))[0])
+        if np.abs(matrix).max() <= _FLOAT32_MAX:
+            return matrix.astype(self.dtype)
+        i, j = (int(k) for k in np.argwhere(np.abs(matrix) > _FLOAT32_MAX)[0])
         raise InvalidInput(
             f"{field}[{i}][{j}] ({self.features[j]!r}): expected a finite {self.dtype} number, "
-            f"got {matrix[i, j]} (NaN, infinity or out of range)"
+            f"got {matrix[i, j]} (beyond its range)"
         )

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from model_service.app import FLUSH_INTERVAL_S
+
 if TYPE_CHECKING:
     from conftest import Server
 
@@ -85,9 +87,11 @@ def test_one_metrics_endpoint_for_all_workers(start_server: Callable[..., Server
     with httpx.Client(base_url=server.url) as client:
         for _ in range(20):
             assert client.post("/v1/predict", json={"instances": rows(model_dir)}).status_code == 200
+    counted = 'model_service_requests_total{route="/v1/predict",status="200"} 20.0'
+    time.sleep(2 * FLUSH_INTERVAL_S)  # each worker adds its counts to the shared files on this timer
     for _ in range(10):  # new connections land on either worker; each scrape must count all 20
         text = httpx.get(f"{server.url}/metrics").text
-        assert 'model_service_requests_total{route="/v1/predict",status="200"} 20.0' in text
+        assert counted in text
     assert "model_service_model_info{" in text
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=20) == 0

@@ -1,5 +1,6 @@
 """Every class of bad input gets its status and a message naming the field; never a 500 or a trace."""
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -163,3 +164,67 @@ def test_v2_errors_422(client: TestClient, rows: list[list[float]]) -> None:
 def test_unknown_route_and_method(client: TestClient) -> None:
     error(client.get("/v3/anything"), 404, "not_found")
     error(client.get("/v1/predict"), 405, "method_not_allowed")
+
+
+def test_inference_routes_allow_only_post(client: TestClient) -> None:
+    for path in ("/v1/predict", f"/v2/models/{NAME}/infer", f"/v2/models/{NAME}/versions/1/infer"):
+        response = client.get(path)
+        assert "GET" in error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == "POST"
+
+
+def test_paths_that_only_look_like_inference_are_404(client: TestClient) -> None:
+    for path in ("/v2/models//infer", "/v2/models/a/b/infer", "/v2/models/a/versions//infer", "/v1/predict/"):
+        error(client.post(path, json={}), 404, "not_found")
+
+
+def test_v2_flat_data_beyond_float32_422(client: TestClient, rows: list[list[float]]) -> None:
+    data = [*rows[0], *rows[1]]
+    data[32] = -1e39
+    body = {"inputs": [{"name": "input", "shape": [2, 30], "datatype": "FP32", "data": data}]}
+    message = error(client.post(f"/v2/models/{NAME}/infer", json=body), 422, "invalid_input")
+    assert message.startswith("inputs[0].data[1][2] ('mean perimeter'): expected a finite float32 number")
+
+
+def test_client_gone_mid_body_is_499_not_an_error(
+    capfd: pytest.CaptureFixture[str], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client()
+    service = client.app.state.service  # type: ignore[attr-defined]
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"instances": [[', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 499
+    service.flush_metrics()
+    service.log.flush()
+    assert (
+        'model_service_requests_total{route="/v1/predict",status="499"} 1.0'
+        in service.metrics.render().decode()
+    )
+    err = capfd.readouterr().err
+    assert '"status":499' in err
+    assert "unhandled_exception" not in err
