@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         machine["loadavg_after"] = _loadavg()
         table = report.rows(runs)
-        ratio = report.ratios(table)
+        ratio, ratio_rounds = report.ratios(table, runs)
         result = {
             "run_id": run_id,
             "model": {"name": config.model.name, "version": model_dir.name, "dir": str(model_dir)},
@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "rows": table,
             "ratios": ratio,
-            "targets": report.targets(table, ratio),
+            "ratios_per_round": ratio_rounds,
+            "targets": report.targets(table, ratio, ratio_rounds),
             "onnxruntime": ceiling,
             "pipeline": pipeline,
             "runs": [report.run_dict(run) for run in runs],
@@ -298,10 +299,14 @@ def _drive(
     rounds: int,
     reporter: Reporter,
 ) -> list[report.Run]:
-    """Rounds of A B C D: each server started, warmed up, driven at each connection count, stopped."""
+    """Rounds of A B C D: each server started, warmed up, driven at each connection count, stopped.
+
+    Each server takes the connection counts in the opposite order to the one before it, so neighbours'
+    runs at the same count are back to back (the service's 2 workers and the minimal app at 32 above all:
+    their pair gives the ratio that is closest to its bound)."""
     runs = []
     for round_ in range(1, rounds + 1):
-        for server in servers:
+        for index, server in enumerate(servers):
             log = tmp / "logs" / f"{server.key}-{server.workers}-{round_}.log"
             with running(server, log) as live:
                 body_files = {}
@@ -316,7 +321,7 @@ def _drive(
                 for form in server.forms:
                     if form.first_round_only and round_ > 1:
                         continue
-                    for connections in form.connections:
+                    for connections in form.connections if index % 2 else form.connections[::-1]:
                         result = wrk.run(
                             wrk_path,
                             live.url + form.path,

@@ -43,5 +43,9 @@ def test_quick_bench_writes_rows_ratios_and_a_latest_link(
     assert set(result["ratios"]) == {"service_vs_minimal", "service_vs_mlflow", "service_vs_flask"}
     assert result["ratios"]["service_vs_minimal"] > 0
     assert result["ratios"]["service_vs_mlflow"] is None  # not run in this test
+    assert len(result["ratios_per_round"]["service_vs_minimal"]) == 1  # --quick: one round
+    ran = [(r["server"], r["workers"], r["connections"]) for r in result["runs"]]
+    pair = ran.index((report.SERVICE, 2, 32)), ran.index((report.MINIMAL, 2, 32))
+    assert pair[1] == pair[0] + 1  # the ratio's two runs are back to back
     assert [b["batch"] for b in result["onnxruntime"]] == [1, 64]
     assert result["pipeline"] == []  # --quick does not time the pipeline
