@@ -15,6 +15,8 @@ from model_service.errors import InvalidInput
 _NUMBER = frozenset({int, float})  # exact types: JSON true/false arrive as bool, which is not a number here
 V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_PYTHON_RANGE_CHECK_MAX = 256
+"""Numbers per request up to which the float32 range check runs in Python (cheaper than numpy there)."""
 
 
 def _type_name(value: object) -> str:
@@ -150,7 +152,13 @@ class RowParser:
 
     def _array(self, field: str, values: list[Any], shape: tuple[int, int] | None = None) -> npt.NDArray[Any]:
         """Checked numbers → the model's matrix. orjson gives finite doubles (it refuses NaN, infinities
-        and numbers beyond float64), so only a float32 model needs a range check."""
+        and numbers beyond float64), so only a float32 model needs a range check: in Python for a few
+        numbers (a one-row request: ~0.5 µs, where numpy's abs and max cost ~3.5 µs), in numpy for more."""
+        if self.dtype == np.float32 and _within_float32(
+            values, nested=shape is None, n_features=len(self.features)
+        ):
+            matrix = np.asarray(values, dtype=np.float32)
+            return matrix if shape is None else matrix.reshape(shape)
         matrix = np.asarray(values, dtype=np.float64)
         if shape is not None:
             matrix = matrix.reshape(shape)
@@ -163,3 +171,13 @@ class RowParser:
             f"{field}[{i}][{j}] ({self.features[j]!r}): expected a finite {self.dtype} number, "
             f"got {matrix[i, j]} (beyond its range)"
         )
+
+
+def _within_float32(values: list[Any], *, nested: bool, n_features: int) -> bool:
+    """True when a few numbers (rows of `n_features`, or flat) are all within float32's range; False
+    when one is not, or when there are too many to check in Python (numpy checks those)."""
+    if (len(values) * n_features if nested else len(values)) > _PYTHON_RANGE_CHECK_MAX:
+        return False
+    if nested:
+        return max(map(max, values)) <= _FLOAT32_MAX and min(map(min, values)) >= -_FLOAT32_MAX
+    return max(values) <= _FLOAT32_MAX and min(values) >= -_FLOAT32_MAX

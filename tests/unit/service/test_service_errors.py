@@ -97,6 +97,18 @@ def test_non_finite_422(client: TestClient, rows: list[list[float]]) -> None:
     error(client.post("/v1/predict", json={"instances": [row]}), 400, "malformed_json")
 
 
+def test_beyond_float32_422_in_a_batch_too(client: TestClient, rows: list[list[float]]) -> None:
+    # A one-row request's range check runs in Python, a batch's in numpy: both answer the same way.
+    batch = [list(row) for row in rows[:20]]
+    batch[17][5] = -1e39
+    message = error(client.post("/v1/predict", json={"instances": batch}), 422, "invalid_input")
+    assert message.startswith("instances[17][5] ('mean compactness'): expected a finite float32 number")
+    batch[17][5] = -3.4e38  # the edge of float32's range is still a number
+    ok = client.post("/v1/predict", json={"instances": batch})
+    assert ok.status_code == 200
+    assert len(ok.json()["predictions"]) == 20
+
+
 def test_too_many_rows_422(make_client: Callable[..., TestClient], rows: list[list[float]]) -> None:
     client = make_client(max_rows=5)
     message = error(client.post("/v1/predict", json={"instances": rows[:6]}), 422, "invalid_input")
