@@ -178,6 +178,5 @@ def _within_float32(values: list[Any], *, nested: bool, n_features: int) -> bool
     when one is not, or when there are too many to check in Python (numpy checks those)."""
     if (len(values) * n_features if nested else len(values)) > _PYTHON_RANGE_CHECK_MAX:
         return False
-    if nested:
-        return max(map(max, values)) <= _FLOAT32_MAX and min(map(min, values)) >= -_FLOAT32_MAX
-    return max(values) <= _FLOAT32_MAX and min(values) >= -_FLOAT32_MAX
+    highest, lowest = (max(map(max, values)), min(map(min, values))) if nested else (max(values), min(values))
+    return bool(highest <= _FLOAT32_MAX and lowest >= -_FLOAT32_MAX)
