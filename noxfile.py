@@ -148,7 +148,7 @@ def pipeline(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark the service against its peers with wrk, side by side (`-- --quick` for a short run)."""
     _install(session, "stages", "bench")
-    session.run("python", "-m", "pipeline.bench", *session.posargs)
+    session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

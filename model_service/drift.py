@@ -7,7 +7,7 @@ counts gathered since the last flush to Counter children bound once at start-up 
 and sets the PSI gauges. It runs before every /metrics answer and on a timer in each worker, so with
 several workers the multiprocess files (and so /metrics) cover every worker.
 
-Bin convention (the same as pipeline/drift_profile.py): a value's bin is the number of inner edges
+Bin convention (the same as pipeline/ml/profile.py): a value's bin is the number of inner edges
 `edges[1:-1]` that are <= the value, compared in float32 (the model's input dtype); values outside the
 edges land in the first or last bin.
 """

@@ -16,10 +16,10 @@ from types import FrameType
 
 import yaml
 
-from pipeline import report
+from pipeline import evidence as report
 from pipeline.config import Config, ConfigError, diff, json_schema, load_config
+from pipeline.console import Reporter
 from pipeline.errors import NoCluster, StageError, StageSkipped
-from pipeline.reporter import Reporter
 from pipeline.workspace import Workspace
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -177,19 +177,20 @@ def _stage_calls(
     args: argparse.Namespace,
 ) -> list[tuple[str, Callable[[Config, Workspace, Reporter], object]]]:
     # Stage modules import MLflow, scikit-learn and onnxruntime: load them only for the stages that run.
-    from pipeline import (  # noqa: PLC0415
+    from pipeline.deploy import argo as kubernetes  # noqa: PLC0415
+    from pipeline.deploy import gitops  # noqa: PLC0415
+    from pipeline.rollout import rehearsal as local  # noqa: PLC0415
+    from pipeline.stages import (  # noqa: PLC0415
         drift,
         export,
         gate,
-        gitops,
         image,
         loadtest,
         promote,
         register,
-        serving,
         train,
     )
-    from pipeline.rollout import kubernetes, local  # noqa: PLC0415
+    from pipeline.stages import serve as serving  # noqa: PLC0415
 
     fresh = bool(getattr(args, "fresh", False))
     gitops_on = bool(getattr(args, "gitops", False))
@@ -372,6 +373,6 @@ def _schema(path: Path, *, check: bool, reporter: Reporter) -> int:
 
 
 def _render(workdir: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> int:
-    from pipeline.k8s import render  # noqa: PLC0415  (validation needs the k8s dependency group)
+    from pipeline.deploy.render import render  # noqa: PLC0415  (validation needs the k8s dependency group)
 
     return EXIT_OK if render(workdir.resolve(), config_dir, check=check, reporter=reporter) else EXIT_FAILED

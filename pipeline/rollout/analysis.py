@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import PREDICTION_SHIFT_METRICS
-from pipeline.drift_profile import psi
+from pipeline.ml.profile import psi
 from pipeline.rollout.plan import Analysis, Threshold
 
 REQUESTS = "model_service_requests"

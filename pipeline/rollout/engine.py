@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from pipeline.reporter import Reporter
+from pipeline.console import Reporter
 from pipeline.rollout.analysis import Scrape, Window, judge, window
 from pipeline.rollout.plan import Action, Analyze, AwaitApproval, Pause, Plan, Promote, SetWeight, Smoke
 

@@ -13,8 +13,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.cli import main
-from pipeline.export import predict_onnx
-from pipeline.train import load_estimator
+from pipeline.stages.export import predict_onnx
+from pipeline.stages.train import load_estimator
 
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.gate import checks_for
-from pipeline.metrics import better_delta, evaluate
+from pipeline.ml.scoring import better_delta, evaluate
+from pipeline.stages.gate import checks_for
 
 ENVIRONMENTS = Path(__file__).parents[2] / "environments"
 

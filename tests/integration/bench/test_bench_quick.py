@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import report, run
+from benchmarks import report, run
 
 REPO = Path(__file__).parents[3]
 pytestmark = pytest.mark.skipif(

@@ -10,11 +10,11 @@ import httpx
 import numpy as np
 import pytest
 
+from pipeline.adapters.service_process import running_service
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.data import load_dataset
-from pipeline.export import current_version_dir
-from pipeline.serving import running_service
+from pipeline.ml.data import load_dataset
+from pipeline.stages.export import current_version_dir
 from pipeline.workspace import Workspace
 
 REPO = Path(__file__).parents[3]

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import gitops
 from pipeline.config import load_config
+from pipeline.console import Reporter
+from pipeline.deploy import gitops
 from pipeline.errors import StageError
-from pipeline.reporter import Reporter
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGEST = "sha256:" + "c" * 64

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import k8s_validate as kv
+from pipeline.deploy import validate as kv
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVS = sorted(p.name for p in (ROOT / "k8s/overlays").iterdir() if (p / "kustomization.yaml").is_file())

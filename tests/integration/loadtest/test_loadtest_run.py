@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import loadtest
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.reporter import Reporter
+from pipeline.console import Reporter
+from pipeline.stages import loadtest
 from pipeline.workspace import Workspace
 
 REPO = Path(__file__).parents[3]

@@ -3,7 +3,7 @@ and the targets."""
 
 from pathlib import Path
 
-from pipeline.bench import report
+from benchmarks import report
 
 
 def run(

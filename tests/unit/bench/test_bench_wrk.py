@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.bench import run, wrk
+from benchmarks import run, wrk
 
 OUTPUT = """Running 15s test @ http://127.0.0.1:41234/v1/predict
   1 threads and 32 connections

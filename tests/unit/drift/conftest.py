@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from pipeline.drift_profile import reference_profile
-from pipeline.export import predict_onnx
+from pipeline.ml.profile import reference_profile
+from pipeline.stages.export import predict_onnx
 
 
 @pytest.fixture(scope="session")

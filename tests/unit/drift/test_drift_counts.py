@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from model_service.app import create_app
 from model_service.drift import DriftCounters, InputSampler, parse_sensitive
 from model_service.settings import ServiceSettings
-from pipeline.drift_profile import SCORE_EDGES, bin_counts, psi, scores, shares
-from pipeline.export import predict_onnx
+from pipeline.ml.profile import SCORE_EDGES, bin_counts, psi, scores, shares
+from pipeline.stages.export import predict_onnx
 
 
 def _client(model_dir: Path, **settings: Any) -> TestClient:

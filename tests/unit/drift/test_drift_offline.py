@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.drift import SCORE, Sample, compare
-from pipeline.drift_profile import SCORE_EDGES, bin_counts, scores
-from pipeline.export import predict_onnx
-from pipeline.k8s import analysis_metrics, drift_rules
+from pipeline.deploy.render import analysis_metrics, drift_rules
+from pipeline.ml.profile import SCORE_EDGES, bin_counts, scores
 from pipeline.rollout.analysis import Window, judge, prediction_shift
 from pipeline.rollout.plan import plan
+from pipeline.stages.drift import SCORE, Sample, compare
+from pipeline.stages.export import predict_onnx
 
 REPO = Path(__file__).parents[3]
 

@@ -8,11 +8,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from pipeline import image
 from pipeline.cli import RUN_ORDER, main
 from pipeline.config import load_config
+from pipeline.console import Reporter
 from pipeline.errors import StageSkipped
-from pipeline.reporter import Reporter
+from pipeline.stages import image
 from pipeline.workspace import Workspace, new_run_id
 
 REPO = Path(__file__).parents[3]

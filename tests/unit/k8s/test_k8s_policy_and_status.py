@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
+from pipeline.deploy.argo import interpret
+from pipeline.deploy.gitops import lineage_from_tags
+from pipeline.deploy.validate import Problem, policy
 from pipeline.errors import StageError
-from pipeline.gitops import lineage_from_tags
-from pipeline.k8s_validate import Problem, policy
-from pipeline.rollout.kubernetes import interpret
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLLOUT = yaml.safe_load((ROOT / "k8s/base/rollout.yaml").read_text())

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import k8s
+from pipeline.deploy import render as k8s
 from pipeline.config import known_environments, load_config
 from pipeline.rollout.plan import Analyze, Pause, SetWeight, plan
 

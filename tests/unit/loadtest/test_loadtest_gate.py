@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import ConfigError, LoadTestSpec, load_config
 from pipeline.errors import StageError
-from pipeline.loadtest import check_target, percentile, slo_checks, summarize
+from pipeline.stages.loadtest import check_target, percentile, slo_checks, summarize
 
 REPO = Path(__file__).parents[3]
 

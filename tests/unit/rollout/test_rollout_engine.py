@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.reporter import Reporter
+from pipeline.console import Reporter
 from pipeline.rollout.analysis import EMPTY, LATENCY, REQUESTS, Scrape, judge, parse_metrics, quantile, window
 from pipeline.rollout.engine import execute
 from pipeline.rollout.plan import plan

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import registry
+from pipeline.adapters import registry
 from pipeline.config import Config
-from pipeline.data import load_dataset
-from pipeline.reporter import Reporter
-from pipeline.train import artifact_version
+from pipeline.console import Reporter
+from pipeline.ml.data import load_dataset
+from pipeline.stages.train import artifact_version
 from pipeline.workspace import Workspace, read_json, write_bytes
 
 LATEST = "latest"
@@ -349,7 +349,7 @@ def _attach(
 
 def history(config: Config, workspace: Workspace, reporter: Reporter) -> list[dict[str, Any]]:
     """Which versions served the environment, when, with what evidence; newest first."""
-    from pipeline.promote import history as alias_history  # noqa: PLC0415
+    from pipeline.stages.promote import history as alias_history  # noqa: PLC0415
 
     mlflow = registry.client(config, workspace)
     entries = list(reversed(alias_history(mlflow, config.model.name, config.name)))

@@ -15,11 +15,11 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
 from pipeline.config import Config
-from pipeline.data import load_dataset
-from pipeline.drift_profile import reference_profile
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.reporter import Reporter
-from pipeline.train import TRAIN_FILE, artifact_version, final_estimator, load_estimator, train
+from pipeline.ml.data import load_dataset
+from pipeline.ml.profile import reference_profile
+from pipeline.stages.train import TRAIN_FILE, artifact_version, final_estimator, load_estimator, train
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
 CARD_FILE = "model.json"

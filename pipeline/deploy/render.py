@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from pipeline.adapters.service_process import service_settings
 from pipeline.config import Config, ConfigError, known_environments, load_config
-from pipeline.reporter import Reporter
+from pipeline.console import Reporter
 from pipeline.rollout.plan import (
     Analysis,
     Analyze,
@@ -32,7 +33,6 @@ from pipeline.rollout.plan import (
     Smoke,
     plan,
 )
-from pipeline.serving import service_settings
 
 K8S_DIR = "k8s"
 APP = "model-service"
@@ -496,7 +496,7 @@ def write_files(root: Path, files: Mapping[str, str]) -> list[str]:
 
 def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> bool:
     """Write every overlay (or with `check`, name each stale one and validate all offline); True if fine."""
-    from pipeline import k8s_validate  # noqa: PLC0415  (needs the k8s dependency group)
+    from pipeline.deploy import validate as k8s_validate  # noqa: PLC0415  (needs the k8s dependency group)
 
     files = render_all(root, config_dir)
     if not check:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import registry
+from pipeline.adapters import registry
 from pipeline.config import Config
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir
-from pipeline.gate import gate_file
-from pipeline.reporter import Reporter
+from pipeline.stages.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir
+from pipeline.stages.gate import gate_file
 from pipeline.workspace import Workspace, read_json, write_json
 
 REGISTRATION_FILE = "registration.json"

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.reporter import Reporter
+from pipeline.console import Reporter
 from pipeline.workspace import write_bytes, write_json
 
 SERVICE = "model_service"

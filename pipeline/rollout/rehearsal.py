@@ -22,16 +22,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import loadtest, promote, registry
+from pipeline.adapters import registry
+from pipeline.adapters.caddy import CaddySplitter
+from pipeline.adapters.service_process import ServiceProcess, running_service, stop
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.export import CARD_FILE, EVAL_FILE, exported_model
-from pipeline.reporter import Reporter
 from pipeline.rollout.analysis import EMPTY, Scrape, scrape
-from pipeline.rollout.caddy import CaddySplitter
 from pipeline.rollout.engine import Outcome, execute
 from pipeline.rollout.plan import Analyze, Pause, Plan, Promote, plan
-from pipeline.serving import ServiceProcess, running_service, stop
+from pipeline.stages import loadtest, promote
+from pipeline.stages.export import CARD_FILE, EVAL_FILE, exported_model
 from pipeline.workspace import Workspace, read_json, write_json
 
 TIMELINE_FILE = "timeline.json"

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "post_row.lua"
+SCRIPT = Path(__file__).resolve().parent / "post_row.lua"
 INSTALL_HINT = "apt-get update && apt-get install -y wrk  (Debian/Ubuntu; with sudo when not root)"
 
 _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)

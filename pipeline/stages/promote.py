@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pipeline import registry
+from pipeline.adapters import registry
 from pipeline.config import Config
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.reporter import Reporter
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:

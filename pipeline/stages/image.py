@@ -25,18 +25,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import registry
+from pipeline.adapters import registry
 from pipeline.config import Config
+from pipeline.console import Reporter
 from pipeline.errors import StageError, StageSkipped
-from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, exported_model
-from pipeline.register import REGISTRATION_FILE
-from pipeline.reporter import Reporter
+from pipeline.stages.export import CARD_FILE, EVAL_FILE, ONNX_FILE, exported_model
+from pipeline.stages.register import REGISTRATION_FILE
 from pipeline.workspace import Workspace, read_json, write_json
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "model_service"
 DOCKERFILE = SERVICE_DIR / "Dockerfile"
 LOCK_FILE = SERVICE_DIR / "requirements.lock"

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench import report, wrk
-from pipeline.bench.servers import REPO, Form, Server, memory, post, running
+from benchmarks import report, wrk
+from benchmarks.servers import REPO, Form, Server, memory, post, running
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.reporter import Reporter
 from pipeline.workspace import Workspace, new_run_id, read_json
 
 SERVERS = ("service", "minimal", "mlflow", "flask")
@@ -30,7 +30,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.bench",
+        prog="python -m benchmarks",
         description="Serve the same model with this template's service and its peers; wrk drives each in "
         "interleaved rounds; report requests/s, latency, errors, memory and the ratios.",
     )
@@ -125,7 +125,7 @@ def _loadavg() -> list[float]:
 
 def _model(config: Config, workspace: Workspace, reporter: Reporter) -> Path:
     """The environment's current export, trained and exported here first when the workspace has none."""
-    from pipeline import export, train  # noqa: PLC0415  (scikit-learn and MLflow are slow imports)
+    from pipeline.stages import export, train  # noqa: PLC0415  (scikit-learn and MLflow are slow imports)
 
     trained = train.train(config, workspace, reporter)
     exported = export.export(config, workspace, reporter)
@@ -265,7 +265,7 @@ def _log_to_mlflow(model_dir: Path, root: Path, reporter: Reporter) -> tuple[str
     import mlflow  # noqa: PLC0415
     import mlflow.sklearn  # noqa: PLC0415
 
-    from pipeline.train import load_estimator  # noqa: PLC0415
+    from pipeline.stages.train import load_estimator  # noqa: PLC0415
 
     # Cloudpickle (skops is not installed) makes mlflow.sklearn warn about pickles: this one is ours.
     logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)

@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline import registry
+from pipeline.adapters import registry
 from pipeline.config import Config
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir, predict_onnx
-from pipeline.metrics import better_delta, evaluate
-from pipeline.reporter import Reporter
+from pipeline.ml.scoring import better_delta, evaluate
+from pipeline.stages.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir, predict_onnx
 from pipeline.workspace import Workspace, read_json, write_json
 
 Status = Literal["pass", "fail", "warn"]

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.console import Reporter
+from pipeline.deploy.render import APP
 from pipeline.errors import NoCluster, StageError
-from pipeline.k8s import APP
-from pipeline.reporter import Reporter
 from pipeline.workspace import Workspace
 
 POLL_S = 5.0

@@ -25,16 +25,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline import registry
+from pipeline.adapters import registry
+from pipeline.adapters.service_process import running_service
 from pipeline.config import Config, LoadTestSpec, SloBounds
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.export import CARD_FILE, EVAL_FILE, exported_model
-from pipeline.register import REGISTRATION_FILE
-from pipeline.reporter import Reporter
-from pipeline.serving import running_service
+from pipeline.stages.export import CARD_FILE, EVAL_FILE, exported_model
+from pipeline.stages.register import REGISTRATION_FILE
 from pipeline.workspace import Workspace, read_json, write_json
 
-LOCUSTFILE = Path(__file__).resolve().parents[1] / "loadtests" / "locustfile.py"
+LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 HOST_READY_TIMEOUT_S = 10.0
 """How long a service given with `--host` has to answer /readyz."""
 PROGRESS_INTERVAL_S = 3.0

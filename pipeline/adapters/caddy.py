@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters.service_process import answers, free_port, stop
 from pipeline.errors import StageError
-from pipeline.serving import answers, free_port, stop
 
 SPLIT_ID = "split"
 READY_TIMEOUT_S = 15.0

@@ -21,9 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.config import Config, ConfigError, DriftLevels
-from pipeline.drift_profile import bin_counts, binned_ks, psi, scores, shares
+from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.reporter import Reporter
+from pipeline.ml.profile import bin_counts, binned_ks, psi, scores, shares
 from pipeline.workspace import Workspace, read_json, write_json
 
 REPORT_FILE = "drift.json"
@@ -169,7 +169,7 @@ def scrape_counts(url: str, card: dict[str, Any]) -> Sample:
 
 
 def file_sample(path: Path, card: dict[str, Any], model_dir: Path) -> Sample:
-    from pipeline.export import ONNX_FILE, predict_onnx  # noqa: PLC0415  (onnxruntime: slow import)
+    from pipeline.stages.export import ONNX_FILE, predict_onnx  # noqa: PLC0415  (onnxruntime: slow import)
 
     features = [f["name"] for f in card["features"]]
     rows = read_rows(path, features)
@@ -214,7 +214,7 @@ def _check(feature: str, statistic: str, value: float, levels: DriftLevels) -> C
 
 def _training_rows(config: Config, workspace: Workspace, card: dict[str, Any], reporter: Reporter) -> Any:
     """The training rows behind the card, when the configured data is the card's (scipy's KS needs them)."""
-    from pipeline.data import load_dataset  # noqa: PLC0415
+    from pipeline.ml.data import load_dataset  # noqa: PLC0415
 
     data = load_dataset(config.data, workspace.root)
     if data.sha256 != card.get("lineage", {}).get("data_sha256"):
@@ -235,7 +235,7 @@ def drift(
     url: str | None = None,
     allow_remote: bool = False,
 ) -> DriftResult:
-    from pipeline.serving import served_model_dir  # noqa: PLC0415  (MLflow: slow import)
+    from pipeline.stages.serve import served_model_dir  # noqa: PLC0415  (MLflow: slow import)
 
     if input_path is not None and url is not None:
         raise ConfigError("drift: give --input FILE or --url URL, not both")

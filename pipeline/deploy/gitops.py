@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
+from pipeline.console import Reporter
+from pipeline.deploy.render import K8S_DIR, RELEASE_FILE, Release, render_environment, write_files
 from pipeline.errors import StageError
-from pipeline.k8s import K8S_DIR, RELEASE_FILE, Release, render_environment, write_files
-from pipeline.reporter import Reporter
 
 if TYPE_CHECKING:
-    from pipeline.promote import PromoteResult
+    from pipeline.stages.promote import PromoteResult
     from pipeline.workspace import Workspace
 
 ACTION_TRAILER = "Deploy-Action"
@@ -197,8 +197,8 @@ def promote(
     config: Config, workspace: Workspace, reporter: Reporter, *, to_version: str | None = None
 ) -> PromoteResult:
     """Commit + push the overlay for the candidate, then move the alias; on an alias failure, revert."""
-    from pipeline import promote as aliases  # noqa: PLC0415
-    from pipeline import registry  # noqa: PLC0415
+    from pipeline.adapters import registry  # noqa: PLC0415
+    from pipeline.stages import promote as aliases  # noqa: PLC0415
 
     repo = workspace.root
     require_remote(config)
@@ -217,7 +217,7 @@ def promote(
 
 def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
     """Revert the last promotion commit and push, then move the alias back."""
-    from pipeline import promote as aliases  # noqa: PLC0415
+    from pipeline.stages import promote as aliases  # noqa: PLC0415
 
     revert_last(workspace.root, config, reporter)
     return aliases.rollback(config, workspace, reporter)

@@ -17,17 +17,26 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline import registry
+from pipeline.adapters import registry
 from pipeline.config import Config, ConfigError
-from pipeline.data import Dataset, load_dataset
-from pipeline.metrics import evaluate
-from pipeline.reporter import Reporter
+from pipeline.console import Reporter
+from pipeline.ml.data import Dataset, load_dataset
+from pipeline.ml.scoring import evaluate
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
 TRAIN_FILE = "train.json"
 ESTIMATOR_FILE = "estimator.pkl"
-# The code whose change must produce a new model version (see artifact_version).
-_VERSIONED_CODE = ("data.py", "train.py", "export.py")
+PIPELINE_DIR = Path(__file__).resolve().parents[1]
+
+
+def versioned_code() -> list[Path]:
+    """The code whose change must produce a new model version: what reads the data, fits, scores,
+    profiles and exports (see artifact_version)."""
+    return [
+        PIPELINE_DIR / "stages" / "train.py",
+        PIPELINE_DIR / "stages" / "export.py",
+        *sorted((PIPELINE_DIR / "ml").glob("*.py")),
+    ]
 
 
 @dataclass(frozen=True)
@@ -50,9 +59,8 @@ def artifact_version(config: Config, data: Dataset) -> str:
         f"opset={config.export.opset}".encode()
     )  # parity bounds judge a model, they do not shape it
     digest.update(data.sha256.encode())
-    here = Path(__file__).parent
-    for name in _VERSIONED_CODE:
-        digest.update((here / name).read_bytes())
+    for path in versioned_code():
+        digest.update(path.read_bytes())
     for module in (sklearn, skl2onnx, onnx, np):
         digest.update(f"{module.__name__}={module.__version__}".encode())
     return digest.hexdigest()[:12]

@@ -1,5 +1,0 @@
-import sys
-
-from pipeline.bench.run import main
-
-sys.exit(main())

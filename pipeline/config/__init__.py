@@ -1,0 +1,44 @@
+"""Typed, frozen configuration loaded from environments/<env>.yaml merged over base.yaml.
+
+`models` holds the sections, `loader` reads and validates the files, `schema` generates what is
+derived from the models (schema.json, docs/config-reference.md). Imports nothing of ours outside this
+package: every other module depends on this one, never the reverse.
+"""
+
+from pipeline.config.loader import (
+    BASE_FILE,
+    EXTENDS_KEY,
+    ConfigError,
+    deep_merge,
+    diff,
+    known_environments,
+    load_config,
+)
+from pipeline.config.models import (
+    PREDICTION_SHIFT_METRICS,
+    AnalysisSpec,
+    Config,
+    DataSpec,
+    DriftLevels,
+    LoadTestSpec,
+    SloBounds,
+)
+from pipeline.config.schema import json_schema
+
+__all__ = [
+    "BASE_FILE",
+    "EXTENDS_KEY",
+    "PREDICTION_SHIFT_METRICS",
+    "AnalysisSpec",
+    "Config",
+    "ConfigError",
+    "DataSpec",
+    "DriftLevels",
+    "LoadTestSpec",
+    "SloBounds",
+    "deep_merge",
+    "diff",
+    "json_schema",
+    "known_environments",
+    "load_config",
+]
