@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmarks import report, wrk
 from benchmarks.servers import REPO, Form, Server, memory, post, running
+from pipeline.artifacts import ModelDir, current_model_dir
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
@@ -127,12 +128,13 @@ def _model(config: Config, workspace: Workspace, reporter: Reporter) -> Path:
     """The environment's current export, trained and exported here first when the workspace has none."""
     from pipeline.stages import export, train  # noqa: PLC0415  (scikit-learn and MLflow are slow imports)
 
-    trained = train.train(config, workspace, reporter)
-    exported = export.export(config, workspace, reporter)
+    model = current_model_dir(config, workspace)
+    trained = train.train(config, workspace, reporter, model=model)
+    export.export(config, workspace, reporter, model=model)
     reporter.note(
-        f"model {config.model.name} {exported.version} (trained: {'reused' if trained.reused else 'now'})"
+        f"model {config.model.name} {model.version} (trained: {'reused' if trained.reused else 'now'})"
     )
-    return exported.directory
+    return model.path
 
 
 def _time_pipeline(config: Config, workdir: Path, tmp: Path, reporter: Reporter) -> list[dict[str, Any]]:
@@ -276,7 +278,7 @@ def _log_to_mlflow(model_dir: Path, root: Path, reporter: Reporter) -> tuple[str
     mlflow.set_tracking_uri(tracking)
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.sklearn.log_model(
-            load_estimator(model_dir), name="model", serialization_format="cloudpickle"
+            load_estimator(ModelDir(model_dir)), name="model", serialization_format="cloudpickle"
         )
     reporter.note(f"logged the scikit-learn model to MLflow ({info.model_uri}) for `mlflow models serve`")
     return str(info.model_uri), tracking

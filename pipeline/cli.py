@@ -9,23 +9,22 @@ import argparse
 import json
 import logging
 import signal
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 import yaml
 
-from pipeline import evidence as report
+from pipeline import evidence
+from pipeline.adapters.service_process import loopback_url
 from pipeline.config import Config, ConfigError, diff, json_schema, load_config
 from pipeline.console import Reporter
-from pipeline.errors import NoCluster, StageError, StageSkipped
+from pipeline.errors import NoCluster, StageError
+from pipeline.runner import RUN_ORDER, Options, Runner
 from pipeline.workspace import Workspace
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCHEMA_FILE = "schema.json"
-RUN_ORDER = ("train", "export", "gate", "register", "image", "loadtest", "rollout", "promote")
-"""The stages of `run` (the whole pipeline), in order; it stops at the first failure."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of the environment files (default: WORKDIR/environments)",
     )
     fresh = argparse.ArgumentParser(add_help=False)
-    fresh.add_argument("--fresh", action="store_true", help="redo the work even when valid artifacts exist")
+    fresh.add_argument(
+        "--fresh", action="store_true", help="redo the work even when valid results of the same inputs exist"
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
@@ -93,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
         help="record an image built elsewhere (repo@sha256:..., sha256:... or repo:tag)",
     )
     load = stages.add_parser(
-        "loadtest", parents=[common], help="Locust against the service with the exported model; SLO gate"
+        "loadtest",
+        parents=[common, fresh],
+        help="Locust against the service with the exported model; SLO gate (a pass of the same inputs is reused)",
     )
     load.add_argument("--host", metavar="URL", help="test the service already running at URL instead")
     load.add_argument(
@@ -118,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rollout = stages.add_parser(
         "rollout",
-        parents=[common],
+        parents=[common, fresh],
         help="rehearse the rollout plan locally (Caddy + live traffic + analysis); promote or roll back",
     )
     rollout.add_argument(
@@ -173,65 +176,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stage_calls(
-    args: argparse.Namespace,
-) -> list[tuple[str, Callable[[Config, Workspace, Reporter], object]]]:
-    # Stage modules import MLflow, scikit-learn and onnxruntime: load them only for the stages that run.
-    from pipeline.deploy import argo as kubernetes  # noqa: PLC0415
-    from pipeline.deploy import gitops  # noqa: PLC0415
-    from pipeline.rollout import rehearsal as local  # noqa: PLC0415
-    from pipeline.stages import (  # noqa: PLC0415
-        drift,
-        export,
-        gate,
-        image,
-        loadtest,
-        promote,
-        register,
-        train,
+def _options(args: argparse.Namespace) -> Options:
+    """The stage options of the command line; a target URL off loopback is refused here, before any work."""
+    host, url = getattr(args, "host", None), getattr(args, "url", None)
+    allow_remote = bool(getattr(args, "allow_remote", False))
+    if host is not None:
+        host = loopback_url(host, option="--host", allow_remote=allow_remote)
+    if url is not None:
+        url = loopback_url(url, option="--url", allow_remote=allow_remote)
+    return Options(
+        fresh=bool(getattr(args, "fresh", False)),
+        image=getattr(args, "image", None),
+        host=host,
+        allow_remote=allow_remote,
+        to_version=getattr(args, "to_version", None),
+        gitops=bool(getattr(args, "gitops", False)),
+        port=getattr(args, "port", 8000),
+        input_path=getattr(args, "input", None),
+        url=url,
+        candidate_fault=getattr(args, "candidate_fault", None),
+        approve=bool(getattr(args, "approve", False)),
+        target=getattr(args, "target", "local"),
+        timeout=getattr(args, "timeout", 1800.0),
     )
-    from pipeline.stages import serve as serving  # noqa: PLC0415
-
-    fresh = bool(getattr(args, "fresh", False))
-    gitops_on = bool(getattr(args, "gitops", False))
-    calls: dict[str, Callable[[Config, Workspace, Reporter], object]] = {
-        "train": lambda c, w, r: train.train(c, w, r, fresh=fresh),
-        "export": lambda c, w, r: export.export(c, w, r, fresh=fresh),
-        "gate": gate.gate,
-        "register": lambda c, w, r: register.register(c, w, r, image=getattr(args, "image", None)),
-        "loadtest": lambda c, w, r: loadtest.loadtest(
-            c, w, r, host=getattr(args, "host", None), allow_remote=bool(getattr(args, "allow_remote", False))
-        ),
-        "image": image.image,
-        "promote": lambda c, w, r: (gitops.promote if gitops_on else promote.promote)(
-            c, w, r, to_version=getattr(args, "to_version", None)
-        ),
-        "rollback": gitops.rollback if gitops_on else promote.rollback,
-        "serve": lambda c, w, r: serving.serve(c, w, r, port=args.port),
-        "drift": lambda c, w, r: drift.drift(
-            c,
-            w,
-            r,
-            input_path=getattr(args, "input", None),
-            url=getattr(args, "url", None),
-            allow_remote=bool(getattr(args, "allow_remote", False)),
-        ),
-        "rollout": lambda c, w, r: (
-            kubernetes.follow_rollout(c, w, r, timeout_s=args.timeout)
-            if getattr(args, "target", "local") == "kubernetes"
-            else local.rollout(
-                c,
-                w,
-                r,
-                candidate_fault=getattr(args, "candidate_fault", None),
-                approve=bool(getattr(args, "approve", False)),
-                promote_on_success=args.stage == "rollout",
-            )
-        ),
-    }
-    if args.stage == "run":
-        return [(name, calls[name]) for name in RUN_ORDER]
-    return [(args.stage, calls[args.stage])]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -239,7 +206,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one return per exit path)
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (one return per exit path)
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     reporter = Reporter()
@@ -260,21 +227,22 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
             return _config(config, config_dir, args, reporter)
         workspace = Workspace(workdir.resolve())
         if args.stage == "history":
-            report.history(config, workspace, reporter)
+            evidence.history(config, workspace, reporter)
             return EXIT_OK
-        records: list[report.StageRecord] = []
+        whole_run = args.stage == "run"
+        runner = Runner(config, workspace, reporter, _options(args), whole_run=whole_run)
         usage_error = False
         try:
-            for name, call in _stage_calls(args):
-                _run_stage(
-                    name, call, config, workspace, reporter, records=records, whole_run=args.stage == "run"
-                )
+            if whole_run:
+                runner.run_all()
+            else:
+                getattr(runner, args.stage)()
         except ConfigError:
             usage_error = True  # a config a stage rejects (e.g. model.params) is bad input: write nothing
             raise
         finally:
-            if args.stage == "run" and not usage_error:
-                _close_run(config, workspace, reporter, records)
+            if whole_run and not usage_error:
+                runner.close()
     except (ConfigError, NoCluster) as exc:
         reporter.error(f"{exc}")
         return EXIT_USAGE
@@ -286,60 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911  (one retur
         reporter.error("interrupted; every process the stage started was stopped")
         return EXIT_INTERRUPTED
     return EXIT_OK
-
-
-def _run_stage(
-    name: str,
-    call: Callable[[Config, Workspace, Reporter], object],
-    config: Config,
-    workspace: Workspace,
-    reporter: Reporter,
-    *,
-    records: list[report.StageRecord],
-    whole_run: bool,
-) -> None:
-    """Run one stage and append its record (also when it fails: the report shows the failure)."""
-    started = time.perf_counter()
-    try:
-        with reporter.stage(name, config.name):
-            result = call(config, workspace, reporter)
-            if getattr(result, "status", None) == "fail":
-                failures = "; ".join(getattr(result, "failures", []))
-                raise StageError(f"{name} failed for {config.name}: {failures}")
-    except StageSkipped as exc:
-        if not whole_run:
-            raise StageError(f"{name} cannot run here: {exc}") from None
-        reporter.line(f"SKIPPED {name} [{config.name}]: {exc}")
-        records.append(report.StageRecord(name, "skipped", time.perf_counter() - started, str(exc)))
-        return
-    except (StageError, ConfigError) as exc:
-        records.append(report.StageRecord(name, "failed", time.perf_counter() - started, str(exc)))
-        raise
-    status = "reused" if report.was_reused(result) else "passed"
-    records.append(
-        report.StageRecord(name, status, time.perf_counter() - started, report.key_figure(name, result))
-    )
-
-
-def _close_run(
-    config: Config, workspace: Workspace, reporter: Reporter, records: list[report.StageRecord]
-) -> None:
-    """After `run`, passed or not: the summary table and the release-evidence report."""
-    done = {record.name for record in records}
-    records.extend(
-        report.StageRecord(name, "not run", 0.0, "an earlier stage failed")
-        for name in RUN_ORDER
-        if name not in done
-    )
-    reporter.line(f"== summary [{config.name}] run {workspace.run_id}")
-    reporter.table(
-        ["stage", "status", "seconds", "key figure"],
-        [(r.name, r.status.upper(), f"{r.seconds:.1f}", r.figure) for r in records],
-    )
-    reused = [record.name for record in records if record.status == "reused"]
-    if reused:
-        reporter.note(f"reused valid artifacts for: {', '.join(reused)} (--fresh redoes them)")
-    report.write_report(config, workspace, records, reporter)
 
 
 def _config(config: Config, config_dir: Path, args: argparse.Namespace, reporter: Reporter) -> int:

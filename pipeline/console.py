@@ -12,8 +12,11 @@ from pipeline.errors import StageSkipped
 
 
 class Reporter:
-    def __init__(self, stream: TextIO | None = None) -> None:
+    """Progress to `stream` (stdout), errors to `errors` (stderr), so a caller can capture either."""
+
+    def __init__(self, stream: TextIO | None = None, errors: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.errors = errors or sys.stderr
 
     def line(self, text: str = "") -> None:
         print(text, file=self.stream, flush=True)
@@ -22,7 +25,7 @@ class Reporter:
         self.line(f"  {text}")
 
     def error(self, text: str) -> None:
-        print(f"error: {text}", file=sys.stderr, flush=True)
+        print(f"error: {text}", file=self.errors, flush=True)
 
     def warn(self, text: str) -> None:
         self.line(f"  WARNING: {text}")

@@ -11,8 +11,8 @@ import base64
 import html
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,6 @@ from typing import Any
 from pipeline.adapters import registry
 from pipeline.config import Config
 from pipeline.console import Reporter
-from pipeline.ml.data import load_dataset
-from pipeline.stages.train import artifact_version
 from pipeline.workspace import Workspace, read_json, write_bytes
 
 LATEST = "latest"
@@ -34,74 +32,30 @@ class StageRecord:
     """passed, reused, failed, skipped or not run."""
     seconds: float
     figure: str = ""
-    """The one number a reviewer looks at first (or the reason a stage was skipped or failed)."""
+    """The stage's headline (or the reason it was skipped or failed)."""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    """What the stage wrote, by name (its result's artifacts): the report reads these files."""
 
 
-def _loadtest_figure(result: Any) -> str:
-    total = result.stats.get("total")
-    if total is None:
-        return str(result.status).upper()
-    return (
-        f"{result.status.upper()}: p95 {total.p95_ms} ms, {total.rps or 0:.0f} req/s, {total.failures} failed"
-    )
-
-
-_FIGURES: dict[str, Callable[[Any], str]] = {
-    "train": lambda r: f"roc_auc {r.metrics['roc_auc']:.4f}, artifacts {r.version}",
-    "export": lambda r: f"parity max abs diff {r.parity.max_abs_diff:.2g}, onnx {r.onnx_sha256[:12]}",
-    "gate": lambda r: (
-        f"{r.status.upper()} {sum(c.passed for c in r.checks)}/{len(r.checks)} checks"
-        + (f" vs champion v{r.champion_version}" if r.champion_version else " (first deploy)")
-    ),
-    "register": lambda r: f"{r.model_name} version {r.model_version}",
-    "image": lambda r: f"{r.digest or r.reference}, {r.size_bytes / 1e6:.0f} MB",
-    "loadtest": _loadtest_figure,
-    "rollout": lambda r: str(r.outcome.reason) if r.status == "fail" else f"{r.outcome.strategy}: promoted",
-    "promote": lambda r: (
-        f"{r.environment}: v{r.previous or '-'} -> v{r.version}"
-        if r.changed
-        else f"{r.environment}: v{r.version} already serving"
-    ),
-}
-
-
-def key_figure(name: str, result: Any) -> str:
-    """A stage result's headline, read from the fields each result type carries."""
-    figure = _FIGURES.get(name)
-    return figure(result) if figure is not None and result is not None else ""
-
-
-def was_reused(result: Any) -> bool:
-    return bool(getattr(result, "reused", False))
-
-
-# --- evidence ------------------------------------------------------------------------------------
-
-
-def _version_dir(config: Config, workspace: Workspace) -> Path | None:
-    """The artifacts of the version this run worked on: the folder its config, data and code map to."""
-    directory = workspace.version_dir(
-        config, artifact_version(config, load_dataset(config.data, workspace.root))
-    )
-    return directory if directory.is_dir() else None
-
-
-def _read(path: Path) -> Any:
-    return read_json(path) if path.is_file() else None
+def _artifact(records: Sequence[StageRecord], stage: str, name: str) -> Any:
+    """The JSON record `name` that `stage` wrote in this run (or reused), None when it wrote none."""
+    for record in records:
+        path = record.artifacts.get(name) if record.name == stage else None
+        if path is not None and Path(path).is_file():
+            return read_json(Path(path))
+    return None
 
 
 def collect(config: Config, workspace: Workspace, records: Sequence[StageRecord]) -> dict[str, Any]:
-    """Everything the report shows, from the files the stages wrote (never recomputed here)."""
-    run_dir = workspace.run_dir(config)
-    directory = _version_dir(config, workspace)
-    card = _read(directory / "model.json") if directory else None
-    registration = _read(directory / "registration.json") if directory else None
-    image = _read(run_dir / "image" / "image.json")
+    """Everything the report shows, from the files the stages' results name (never recomputed here)."""
+    card = _artifact(records, "export", "card")
+    registration = _artifact(records, "register", "registration")
+    image = _artifact(records, "image", "record") or {}
     return {
         "environment": config.name,
         "run_id": workspace.run_id,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "stages": [record.__dict__ for record in records],
+        "stages": [asdict(record) for record in records],
         "lineage": {
             "git_sha": workspace.git_sha(),
             "data_sha256": card["lineage"]["data_sha256"] if card else None,
@@ -109,13 +63,14 @@ def collect(config: Config, workspace: Workspace, records: Sequence[StageRecord]
             "model_version": registration["model_version"] if registration else None,
             "artifact_version": card["version"] if card else None,
             "onnx_sha256": card["onnx"]["sha256"] if card else None,
-            "image_digest": (image or {}).get("digest") or (image or {}).get("image_id"),
+            "image_digest": image.get("digest"),
+            "image_id": image.get("image_id"),
         },
         "parity": card["parity"] if card else None,
         "parity_bounds": config.export.parity.model_dump(),
-        "gate": _read(directory / f"gate-{config.name}.json") if directory else None,
-        "loadtest": _read(run_dir / "loadtest" / "gate.json"),
-        "rollout": _read(run_dir / "rollout" / "timeline.json"),
+        "gate": _artifact(records, "gate", "gate"),
+        "loadtest": _artifact(records, "loadtest", "gate"),
+        "rollout": _artifact(records, "rollout", "timeline"),
     }
 
 
@@ -349,10 +304,8 @@ def _attach(
 
 def history(config: Config, workspace: Workspace, reporter: Reporter) -> list[dict[str, Any]]:
     """Which versions served the environment, when, with what evidence; newest first."""
-    from pipeline.stages.promote import history as alias_history  # noqa: PLC0415
-
     mlflow = registry.client(config, workspace)
-    entries = list(reversed(alias_history(mlflow, config.model.name, config.name)))
+    entries = list(reversed(registry.alias_history(mlflow, config.model.name, config.name)))
     rows = []
     for entry in entries:
         tags = registry.version_tags(mlflow.get_model_version(config.model.name, entry["version"]))

@@ -10,9 +10,12 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
+
+if TYPE_CHECKING:
+    from pipeline.artifacts import ModelDir
 
 
 def new_run_id() -> str:
@@ -42,8 +45,11 @@ class Workspace:
         """reports/<env>/<run_id>/: this invocation's evidence; each stage writes a folder inside."""
         return self.reports / config.name / self.run_id
 
-    def version_dir(self, config: Config, version: str) -> Path:
-        return self.artifacts / config.model.name / version
+    def model_dir(self, config: Config, version: str) -> ModelDir:
+        """artifacts/<model>/<version>/: one model version's files (pipeline/artifacts.py)."""
+        from pipeline.artifacts import ModelDir  # noqa: PLC0415  (artifacts imports this module)
+
+        return ModelDir(self.artifacts / config.model.name / version)
 
     def tracking_uri(self, config: Config) -> str:
         """MLFLOW_TRACKING_URI, else the config's URI, else a sqlite file here (no server)."""

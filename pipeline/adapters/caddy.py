@@ -127,13 +127,6 @@ class CaddySplitter:
             raise StageError(f"Caddy's admin API refused the weight change to {weight}%: {exc}") from None
         self.weight = weight
 
-    def weights(self) -> list[int]:
-        """The weights Caddy is using now, read back from its admin API."""
-        with urllib.request.urlopen(
-            f"{self.admin_url}/id/{SPLIT_ID}/selection_policy/weights", timeout=5
-        ) as r:
-            return list(json.loads(r.read()))
-
     def stop(self) -> None:
         stop(self.process, timeout=5)
 

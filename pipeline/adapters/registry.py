@@ -6,6 +6,7 @@ for what is on its way. The embedded default is a sqlite file in the workspace: 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,9 @@ from pipeline.workspace import Workspace
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from pipeline.artifacts import ModelDir
+    from pipeline.console import Reporter
 
 # The client looks up a telemetry host at import time; this template promises no network.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -64,6 +68,14 @@ def find_version(mlflow: MlflowClient, name: str, artifact_version: str) -> Mode
     return found[0] if found else None
 
 
+def alias_history(mlflow: MlflowClient, name: str, environment: str) -> list[dict[str, Any]]:
+    """The moves of alias `<environment>` (tag `history.<environment>`, JSON, newest last)."""
+    if not registered_model_exists(mlflow, name):
+        return []
+    raw = (mlflow.get_registered_model(name).tags or {}).get(f"history.{environment}")
+    return list(json.loads(raw)) if raw else []
+
+
 def registered_model_exists(mlflow: MlflowClient, name: str) -> bool:
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
@@ -87,3 +99,47 @@ def download_version(mlflow: MlflowClient, version: ModelVersion, dst: Path) -> 
 
 def version_tags(version: ModelVersion) -> dict[str, Any]:
     return dict(version.tags or {})
+
+
+def tag_registered(
+    config: Config, workspace: Workspace, model: ModelDir, tags: dict[str, str], reporter: Reporter
+) -> bool:
+    """Set `tags` on the registered version of `model`; say why not when it is not registered (yet).
+
+    The one way stages record a verdict in the registry, so every record names the same version."""
+    registration = model.read_optional(model.registration)
+    if registration is None or registration["artifact_version"] != model.version:
+        reporter.note(f"registry not tagged: {model.version} is not registered (run register first)")
+        return False
+    mlflow = client(config, workspace)
+    name, number = registration["model_name"], registration["model_version"]
+    for key, value in tags.items():
+        mlflow.set_model_version_tag(name, number, key, value)
+    listed = ", ".join(f"{key}={value}" for key, value in tags.items())
+    reporter.note(f"tagged {name} version {number}: {listed}")
+    return True
+
+
+def verdict_tags(kind: str, environment: str, status: str) -> dict[str, str]:
+    """`<kind>` (the latest verdict) and `<kind>.<env>` (what promote and history read for that env)."""
+    return {kind: status, f"{kind}.{environment}": status}
+
+
+def image_tags(reference: str, digest: str | None) -> dict[str, str]:
+    """`image`: what to deploy (`repo@sha256:…` when pushed, else `repo:tag`); `image_digest`: the
+    registry's `repo@sha256:…`, set only when the image was pushed (a local image id is no digest)."""
+    return {"image": reference, **({"image_digest": digest} if digest else {})}
+
+
+def alias_model_dir(config: Config, workspace: Workspace, alias: str) -> tuple[ModelDir, str] | None:
+    """The folder and registry version of the version holding `alias`, downloaded when missing; None
+    when no version holds it."""
+    mlflow = client(config, workspace)
+    held = alias_version(mlflow, config.model.name, alias)
+    if held is None:
+        return None
+    artifact_version = version_tags(held).get("artifact_version", f"v{held.version}")
+    model = workspace.model_dir(config, str(artifact_version))
+    if not model.exported():
+        download_version(mlflow, held, model.path)
+    return model, str(held.version)

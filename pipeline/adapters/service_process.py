@@ -7,6 +7,7 @@ environment's settings, waits for /readyz, and stops it with everything it start
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import secrets
 import signal
@@ -15,13 +16,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.errors import StageError
 
 READY_TIMEOUT_S = 60.0
@@ -35,6 +37,26 @@ class ServiceProcess:
     log_path: Path
     headers: dict[str, str] = field(default_factory=dict)
     """Headers a client needs (the throw-away API key when auth is on)."""
+
+
+def loopback_url(url: str, *, option: str, allow_remote: bool) -> str:
+    """`url` without a trailing slash; a ConfigError (a usage error) unless it is http(s) on a loopback
+    address or `allow_remote` confirms that the target may receive this machine's traffic."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname or ""
+    if parsed.scheme not in {"http", "https"} or not host:
+        raise ConfigError(f"{option} {url!r}: expected a URL like http://127.0.0.1:8000")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not allow_remote:
+        msg = (
+            f"{option} {url}: {host} is not a loopback address; pass --allow-remote to confirm that this "
+            "target may receive the traffic"
+        )
+        raise ConfigError(msg)
+    return url.rstrip("/")
 
 
 def free_port() -> int:

@@ -2,6 +2,9 @@
 
 Every field's docstring is its documentation: docs/config-reference.md and environments/schema.json
 are generated from them (`python -m pipeline schema`).
+
+Over 400 lines on purpose: it is declarations only, one model per section in the order of an
+environment file, so the generated reference and this file read the same way top to bottom.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """GitOps promotion: the deploy is a commit. Write the image and model version into k8s/overlays/<env>,
 commit with the lineage in the message, push to deploy.gitops; Argo CD syncs, Argo Rollouts rolls out.
 
-Registry and Git stay consistent: the alias moves only after the push landed, and a failed alias move
-pushes a revert. Rollback is a revert commit of the last promotion plus the alias moved back.
+Git only: the runner (pipeline/runner.py) keeps Git and the registry consistent: the alias moves only
+after the push landed, a failed alias move pushes a revert, and a rollback is a revert commit of the
+last promotion plus the alias moved back.
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.deploy.render import K8S_DIR, RELEASE_FILE, Release, render_environment, write_files
 from pipeline.errors import StageError
-
-if TYPE_CHECKING:
-    from pipeline.stages.promote import PromoteResult
-    from pipeline.workspace import Workspace
 
 ACTION_TRAILER = "Deploy-Action"
 ENV_TRAILER = "Deploy-Environment"
@@ -49,17 +46,21 @@ class Lineage:
 
 
 def lineage_from_tags(config: Config, version: str, tags: dict[str, Any]) -> Lineage:
-    """Lineage of a registered version from its tags (`image` is a digest or a `repo:tag` reference)."""
+    """Lineage of a registered version from its tags: `image_digest` (`repo@sha256:…`, set when the image
+    was pushed) deploys by digest; otherwise `image` (`repo:tag`) names what was built."""
     image = str(tags.get("image") or "")
     if not image:
         raise StageError(
             f"version {version} has no `image` tag; run `python -m pipeline image --env {config.name}` first"
         )
     repository, tag, digest = config.image.repository, None, None
-    if image.startswith("sha256:"):
-        digest = image
+    pushed = str(tags.get("image_digest") or "")
+    if "@sha256:" in pushed:
+        repository, _, digest = pushed.partition("@")
     elif "@sha256:" in image:
         repository, _, digest = image.partition("@")
+    elif image.startswith("sha256:"):  # recorded by `register --image sha256:…` before references were kept
+        digest = image
     else:
         head, _, tail = image.rpartition(":")
         if "/" in tail or not head:
@@ -67,8 +68,9 @@ def lineage_from_tags(config: Config, version: str, tags: dict[str, Any]) -> Lin
         repository, tag = head, tail
     if digest is None and config.deploy.require_digest:
         raise StageError(
-            f"version {version} has no pushed image digest (image={image}); {config.name} requires one "
-            f"(deploy.require_digest): push the image (image.push: true) and re-run the image stage"
+            f"version {version} has no pushed image digest (image_digest unset, image={image}); "
+            f"{config.name} requires one (deploy.require_digest): push the image (image.push: true) and "
+            "re-run the image stage"
         )
     return Lineage(
         model_name=config.model.name,
@@ -188,36 +190,3 @@ def revert_last(repo: Path, config: Config, reporter: Reporter) -> str:
     reporter.note(f"reverted {target[:12]} ({subject})")
     _push_or_undo(repo, config, reporter)
     return git(repo, "rev-parse", "HEAD")
-
-
-# --- with the registry -----------------------------------------------------------------------------
-
-
-def promote(
-    config: Config, workspace: Workspace, reporter: Reporter, *, to_version: str | None = None
-) -> PromoteResult:
-    """Commit + push the overlay for the candidate, then move the alias; on an alias failure, revert."""
-    from pipeline.adapters import registry  # noqa: PLC0415
-    from pipeline.stages import promote as aliases  # noqa: PLC0415
-
-    repo = workspace.root
-    require_remote(config)
-    ensure_clean(repo)
-    mlflow = registry.client(config, workspace)
-    candidate = aliases.candidate_version(mlflow, config, to_version)
-    lineage = lineage_from_tags(config, str(candidate.version), registry.version_tags(candidate))
-    commit_release(repo, config, lineage, reporter)
-    try:
-        return aliases.promote(config, workspace, reporter, to_version=to_version)
-    except Exception:
-        reporter.warn("the alias did not move; reverting the GitOps commit so Git matches the registry")
-        revert_last(repo, config, reporter)
-        raise
-
-
-def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
-    """Revert the last promotion commit and push, then move the alias back."""
-    from pipeline.stages import promote as aliases  # noqa: PLC0415
-
-    revert_last(workspace.root, config, reporter)
-    return aliases.rollback(config, workspace, reporter)

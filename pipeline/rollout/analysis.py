@@ -205,7 +205,7 @@ def _check_shift(threshold: Threshold, new: Window, stable: Window | None, label
         return [f"no data: {name} of the {label} vs stable unknown (the stable version did not answer)"]
     if not new.classes or not stable.classes:
         # A version whose card predates drift monitoring exports no prediction counters (docs/drift.md):
-        # the comparison cannot be made, and the rehearsal says so before it starts (local.py).
+        # the comparison cannot be made, and the rehearsal says so before it starts (rehearsal.py).
         return []
     shift = prediction_shift(threshold.metric, new, stable)
     if shift is None:

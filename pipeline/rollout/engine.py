@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from pipeline.console import Reporter
+from pipeline.errors import StageError
 from pipeline.rollout.analysis import Scrape, Window, judge, window
 from pipeline.rollout.plan import Action, Analyze, AwaitApproval, Pause, Plan, Promote, SetWeight, Smoke
 
@@ -202,7 +203,7 @@ def execute(
         for run.step, action in enumerate(plan.actions, start=1):
             run.check_alive()
             run.run(action)
-    except Aborted as exc:
+    except (Aborted, StageError) as exc:  # StageError: the router refused a weight change
         return _abort(run, str(exc))
     except (KeyboardInterrupt, SystemExit):
         _abort(run, "interrupted")
@@ -214,7 +215,10 @@ def execute(
 def _abort(run: _Run, reason: str) -> Outcome:
     weight = run.weight
     if run.router.alive():
-        run.router.set_weight(0)
+        try:
+            run.router.set_weight(0)
+        except StageError as exc:
+            reason = f"{reason}; setting weight 0 failed too ({exc}): the rehearsal stops the splitter"
     message = f"ABORT step {run.step} (weight {weight}%): {reason}"
     run.record("abort", message)
     run.reporter.note(message)

@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import secrets
-import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pipeline.adapters import registry
 from pipeline.adapters.caddy import CaddySplitter
 from pipeline.adapters.service_process import ServiceProcess, running_service, stop
+from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.rollout.analysis import EMPTY, Scrape, scrape
 from pipeline.rollout.engine import Outcome, execute
 from pipeline.rollout.plan import Analyze, Pause, Plan, Promote, plan
-from pipeline.stages import loadtest, promote
-from pipeline.stages.export import CARD_FILE, EVAL_FILE, exported_model
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.stage import StageResult
+from pipeline.workspace import Workspace, write_json
 
 TIMELINE_FILE = "timeline.json"
 CHART_FILE = "timeline.png"
@@ -49,17 +48,21 @@ FAULTS = {
 }
 
 
-@dataclass(frozen=True)
-class RolloutResult:
-    environment: str
-    status: str
-    """'pass' when promoted, 'fail' when aborted (the CLI stops `run` on 'fail')."""
-    outcome: Outcome
-    report_dir: Path
+class LoadGenerator(Protocol):
+    """Background user traffic against one URL (adapters.locust.LocustTraffic)."""
 
-    @property
-    def failures(self) -> list[str]:
-        return self.outcome.failures
+    def start(
+        self, url: str, headers: Mapping[str, str], report_dir: Path, *, duration_s: float
+    ) -> subprocess.Popen[bytes]: ...
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutResult(StageResult):
+    environment: str
+    outcome: Outcome | None
+    """What the engine decided; None when an earlier rehearsal of the same inputs was reused."""
 
 
 def parse_fault(text: str, environment: str) -> dict[str, str]:
@@ -100,16 +103,18 @@ def plan_seconds(rehearsal: Plan) -> float:
 class LocalVersions:
     """The two versions as the engine sees them; implements engine.Versions."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917  (the engine's view needs both processes and what they serve)
         self,
         stable: ServiceProcess,
         candidate: ServiceProcess,
-        config: Config,
-        model_dir: Path,
+        model: ModelDir,
+        traffic: LoadGenerator,
         report_dir: Path,
+        traffic_seconds: float,
     ) -> None:
         self.stable, self.candidate = stable, candidate
-        self.config, self.model_dir, self.report_dir = config, model_dir, report_dir
+        self.model, self.traffic, self.report_dir = model, traffic, report_dir
+        self.traffic_seconds = traffic_seconds
         self.preview: subprocess.Popen[bytes] | None = None
 
     def scrape(self) -> tuple[Scrape | None, Scrape | None]:
@@ -120,7 +125,7 @@ class LocalVersions:
         return self.candidate.process.poll() is None
 
     def smoke(self, requests: int) -> list[str]:
-        rows = read_json(self.model_dir / EVAL_FILE)["rows"]
+        rows = self.model.read_evaluation()["rows"]
         problems = []
         for n in range(requests):
             body = json.dumps({"instances": [rows[n % len(rows)]]}).encode()
@@ -141,59 +146,18 @@ class LocalVersions:
 
     def preview_traffic(self, on: bool) -> None:
         if on and self.preview is None:
-            self.preview = start_traffic(
-                self.config,
-                self.model_dir,
+            self.preview = self.traffic.start(
                 self.candidate.url,
                 self.candidate.headers,
                 self.report_dir / "preview-traffic",
-                duration_s=plan_seconds(plan(self.config)) + TRAFFIC_MARGIN_S,
+                duration_s=self.traffic_seconds,
             )
         elif not on and self.preview is not None:
-            stop_traffic(self.preview)
+            self.traffic.stop(self.preview)
             self.preview = None
 
     def retire_stable(self) -> None:
         stop(self.stable.process)
-
-
-def start_traffic(
-    config: Config, model_dir: Path, url: str, headers: dict[str, str], report_dir: Path, *, duration_s: float
-) -> subprocess.Popen[bytes]:
-    """Locust with the environment's users and payloads, at a constant load for `duration_s`, in the background."""
-    report_dir.mkdir(parents=True, exist_ok=True)
-    profile = loadtest.locust_profile(config, model_dir)
-    profile["profile"] = {**profile["profile"], "shape": "constant", "duration_s": duration_s}
-    write_json(report_dir / "profile.json", profile)
-    command = loadtest.locust_command(url, report_dir)
-    env = {**os.environ, **loadtest.locust_environment(report_dir / "profile.json", headers)}
-    with (report_dir / "locust.log").open("wb") as log:
-        return subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop_traffic(process: subprocess.Popen[bytes]) -> None:
-    """SIGINT lets Locust stop its users and write its final stats; stop() escalates if it hangs."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            stop(process)
-
-
-def stable_model_dir(config: Config, workspace: Workspace) -> tuple[Path, str] | None:
-    """The folder and registry version of the version serving the environment (alias `<env>`), if any."""
-    mlflow = registry.client(config, workspace)
-    serving = registry.alias_version(mlflow, config.model.name, config.alias)
-    if serving is None:
-        return None
-    artifact_version = registry.version_tags(serving).get("artifact_version", f"v{serving.version}")
-    directory = workspace.version_dir(config, artifact_version)
-    if not (directory / CARD_FILE).is_file():
-        registry.download_version(mlflow, serving, directory)
-    return directory, str(serving.version)
 
 
 def rollout(
@@ -201,37 +165,63 @@ def rollout(
     workspace: Workspace,
     reporter: Reporter,
     *,
+    candidate: ModelDir,
+    stable: tuple[ModelDir, str] | None,
+    traffic: LoadGenerator,
     candidate_fault: str | None = None,
     approve: bool = False,
-    promote_on_success: bool = False,
+    fresh: bool = False,
 ) -> RolloutResult:
-    """Rehearse the environment's plan; with `promote_on_success` (the stage run alone), a promoted
-    candidate also gets alias `<env>` (inside `run`, the promote stage that follows does it)."""
+    """Rehearse the environment's plan from `stable` (folder, registry version; None on a first deploy)
+    to `candidate`, with `traffic` as the users. Moves no alias: the caller promotes on a pass.
+
+    When the candidate already serves the environment after a passed rehearsal of the same inputs,
+    there is nothing to roll out: that verdict is reused unless `fresh` (or a fault is injected)."""
     fault = parse_fault(candidate_fault, config.name) if candidate_fault else {}
-    artifact_version, candidate_dir = exported_model(config, workspace, reporter)
-    serving = stable_model_dir(config, workspace)
-    if serving is None:
+    key = inputs_key(config, ("rollout", "service", "loadtest"), candidate.version, *service_code())
+    previous = candidate.read_optional(candidate.verdict("rollout", config.name))
+    serving = stable is not None and stable[0].path == candidate.path
+    if (
+        serving
+        and not fault
+        and not fresh
+        and previous
+        and previous["inputs"] == key
+        and previous["status"] == "pass"
+    ):
+        reporter.note(
+            f"{candidate.version} already serves {config.name} after the rehearsal of {previous['run_id']} "
+            "with the same plan and service: nothing to roll out (--fresh rehearses again)"
+        )
+        return RolloutResult(
+            headline=f"{previous['strategy']}: already serving",
+            reused=True,
+            artifacts={"timeline": Path(previous["timeline"])},
+            environment=config.name,
+            outcome=None,
+        )
+    if stable is None:
         # A first deploy has nothing to shift traffic from; rehearsing the plan with the candidate on both
         # sides still proves the mechanics (processes, splitter, analysis) before anything is promoted.
         reporter.warn(
             f"first deploy to {config.name}: no version holds alias {config.alias!r}; "
             "the candidate plays the stable side too, so this rehearses the mechanics, not a comparison"
         )
-        serving = candidate_dir, "none"
-    stable_dir, stable_version = serving
+        stable = candidate, "none"
+    stable_dir, stable_version = stable
     rehearsal = plan(config)
     report_dir = workspace.run_dir(config) / "rollout"
     report_dir.mkdir(parents=True, exist_ok=True)
-    same = " (the same model: a rehearsal of the mechanics)" if stable_dir == candidate_dir else ""
+    same = " (the same model: a rehearsal of the mechanics)" if stable_dir == candidate else ""
     reporter.note(
-        f"stable: version {stable_version} ({stable_dir.name}); candidate: {candidate_dir.name}{same}"
+        f"stable: version {stable_version} ({stable_dir.version}); candidate: {candidate.version}{same}"
     )
     if fault:
         reporter.warn(f"the candidate runs with injected faults: {fault}")
     without_profile = [
         name
-        for name, folder in (("stable", stable_dir), ("candidate", candidate_dir))
-        if "reference" not in read_json(folder / CARD_FILE)
+        for name, folder in (("stable", stable_dir), ("candidate", candidate))
+        if "reference" not in folder.read_card()
     ]
     if without_profile and any(t.metric in PREDICTION_SHIFT_METRICS for t in rehearsal.analysis.thresholds):
         reporter.warn(
@@ -242,31 +232,28 @@ def rollout(
     for line in rehearsal.describe():
         reporter.note(f"  {line}")
 
+    traffic_seconds = plan_seconds(rehearsal) + TRAFFIC_MARGIN_S
     # With auth on, both versions accept the same throw-away key, so traffic through the proxy works.
     api_key = secrets.token_urlsafe(24)
     with ExitStack() as stack:
-        stable = stack.enter_context(
-            running_service(config, stable_dir, report_dir / "stable.log", api_key=api_key)
+        stable_process = stack.enter_context(
+            running_service(config, stable_dir.path, report_dir / "stable.log", api_key=api_key)
         )
-        candidate = stack.enter_context(
+        candidate_process = stack.enter_context(
             running_service(
-                config, candidate_dir, report_dir / "candidate.log", settings=fault, api_key=api_key
+                config, candidate.path, report_dir / "candidate.log", settings=fault, api_key=api_key
             )
         )
-        splitter = CaddySplitter.start(_dial(stable.url), _dial(candidate.url), report_dir)
+        splitter = CaddySplitter.start(_dial(stable_process.url), _dial(candidate_process.url), report_dir)
         stack.callback(splitter.stop)
-        headers = candidate.headers
-        traffic = start_traffic(
-            config,
-            candidate_dir,
-            splitter.url,
-            headers,
-            report_dir / "traffic",
-            duration_s=plan_seconds(rehearsal) + TRAFFIC_MARGIN_S,
+        users = traffic.start(
+            splitter.url, candidate_process.headers, report_dir / "traffic", duration_s=traffic_seconds
         )
-        stack.callback(stop_traffic, traffic)
-        _wait_for_traffic(stable, rehearsal.analysis.min_requests, traffic)
-        versions = LocalVersions(stable, candidate, config, candidate_dir, report_dir)
+        stack.callback(traffic.stop, users)
+        _wait_for_traffic(stable_process, rehearsal.analysis.min_requests, users)
+        versions = LocalVersions(
+            stable_process, candidate_process, candidate, traffic, report_dir, traffic_seconds
+        )
         stack.callback(versions.preview_traffic, False)
         reporter.note(
             f"live traffic through Caddy at {splitter.url} (Locust, {config.loadtest.profile.users} users)"
@@ -274,13 +261,13 @@ def rollout(
         started = time.time()
         outcome = execute(rehearsal, splitter, versions, reporter, approve=lambda: approve)
 
-    status = "pass" if outcome.status == "promoted" else "fail"
+    status: Literal["pass", "fail"] = "pass" if outcome.status == "promoted" else "fail"
     timeline = {
         "environment": config.name,
         "strategy": rehearsal.strategy,
         "plan": rehearsal.describe(),
-        "stable": {"registry_version": stable_version, "artifact_version": stable_dir.name},
-        "candidate": {"artifact_version": artifact_version, "fault": fault},
+        "stable": {"registry_version": stable_version, "artifact_version": stable_dir.version},
+        "candidate": {"artifact_version": candidate.version, "fault": fault},
         "user_requests": user_request_counts(
             report_dir / "traffic", None if outcome.aborted_at_s is None else started + outcome.aborted_at_s
         ),
@@ -289,13 +276,21 @@ def rollout(
     write_json(report_dir / TIMELINE_FILE, timeline)
     chart(timeline, report_dir / CHART_FILE)
     reporter.note(f"timeline: {report_dir / TIMELINE_FILE} (chart {report_dir / CHART_FILE})")
-    _tag(config, workspace, candidate_dir, status, reporter)
-    if status == "pass" and promote_on_success:
-        if (candidate_dir / "registration.json").is_file():
-            promote.promote(config, workspace, reporter)
-        else:
-            reporter.note("the candidate is not registered; alias unchanged (run register, then promote)")
-    return RolloutResult(config.name, status, outcome, report_dir)
+    if not fault:
+        verdict = {"status": status, "inputs": key, "run_id": workspace.run_id, "strategy": rehearsal.strategy,
+                   "timeline": str(report_dir / TIMELINE_FILE)}  # fmt: skip
+        write_json(candidate.verdict("rollout", config.name), verdict)
+    registry.tag_registered(
+        config, workspace, candidate, registry.verdict_tags("rollout", config.name, status), reporter
+    )
+    return RolloutResult(
+        status=status,
+        headline=str(outcome.reason) if status == "fail" else f"{outcome.strategy}: promoted",
+        failures=outcome.failures,
+        artifacts={"timeline": report_dir / TIMELINE_FILE, "chart": report_dir / CHART_FILE},
+        environment=config.name,
+        outcome=outcome,
+    )
 
 
 def _wait_for_traffic(stable: ServiceProcess, requests: int, traffic: subprocess.Popen[bytes]) -> None:
@@ -380,15 +375,3 @@ def chart(timeline: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
-
-
-def _tag(config: Config, workspace: Workspace, candidate_dir: Path, status: str, reporter: Reporter) -> None:
-    registration = candidate_dir / "registration.json"
-    if not registration.is_file():
-        reporter.note("the candidate is not registered; no registry tag written")
-        return
-    model_version = read_json(registration)["model_version"]
-    mlflow = registry.client(config, workspace)
-    for key in ("rollout", f"rollout.{config.name}"):
-        mlflow.set_model_version_tag(config.model.name, model_version, key, status)
-    reporter.note(f"tagged version {model_version}: rollout={status}")

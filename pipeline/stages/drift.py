@@ -8,23 +8,25 @@ Bounds come from the environment's `drift:` section; each check prints value, bo
 from __future__ import annotations
 
 import csv
-import ipaddress
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.adapters.service_process import loopback_url
+from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError, DriftLevels
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.ml.profile import bin_counts, binned_ks, psi, scores, shares
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.stage import StageResult
+from pipeline.workspace import Workspace, write_json
 
 REPORT_FILE = "drift.json"
 CHART_FILE = "drift.png"
@@ -51,30 +53,34 @@ class Check:
         return "WARN" if self.value >= self.warn else "PASS"
 
 
-@dataclass
-class DriftResult:
+@dataclass(frozen=True, kw_only=True)
+class DriftResult(StageResult):
     environment: str
     source: str
     rows: int
-    checks: list[Check] = field(default_factory=list)
-    report_dir: Path | None = None
-
-    @property
-    def status(self) -> str:
-        return "fail" if self.flagged else "pass"
+    checks: list[Check]
+    report_dir: Path
 
     @property
     def flagged(self) -> list[str]:
         """Features (and `(score)`) with at least one FAIL, in card order."""
         return list(dict.fromkeys(c.feature for c in self.checks if c.verdict == "FAIL"))
 
-    @property
-    def failures(self) -> list[str]:
-        return [
-            f"{c.feature} {c.statistic} {c.value:.3g} > fail {c.fail:g}"
-            for c in self.checks
-            if c.verdict == "FAIL"
-        ]
+
+def drift_result(environment: str, sample: Sample, checks: list[Check], report_dir: Path) -> DriftResult:
+    failed = [c for c in checks if c.verdict == "FAIL"]
+    flagged = list(dict.fromkeys(c.feature for c in failed))
+    return DriftResult(
+        status="fail" if failed else "pass",
+        headline=f"{sample.rows} rows from {sample.source}: flagged {', '.join(flagged) or 'none'}",
+        failures=[f"{c.feature} {c.statistic} {c.value:.3g} > fail {c.fail:g}" for c in failed],
+        artifacts={"report": report_dir / REPORT_FILE, "chart": report_dir / CHART_FILE},
+        environment=environment,
+        source=sample.source,
+        rows=sample.rows,
+        checks=checks,
+        report_dir=report_dir,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,20 +132,6 @@ def read_rows(path: Path, features: list[str]) -> NDArray[np.float64]:
     return np.asarray(values, dtype=np.float64).reshape(-1, len(features))
 
 
-def check_url(url: str, *, allow_remote: bool) -> str:
-    parsed = urllib.parse.urlsplit(url)
-    host = parsed.hostname or ""
-    if parsed.scheme not in {"http", "https"} or not host:
-        raise ConfigError(f"--url {url!r}: expected http(s)://HOST:PORT of a running service")
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback and not allow_remote:
-        raise ConfigError(f"--url {url}: {host} is not a loopback address; pass --allow-remote to read it")
-    return url.rstrip("/")
-
-
 def scrape_counts(url: str, card: dict[str, Any]) -> Sample:
     """The service's cumulative bin counters (every row since it started) in the card's bin order."""
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
@@ -168,8 +160,8 @@ def scrape_counts(url: str, card: dict[str, Any]) -> Sample:
     return Sample(f"live counters of {url}", int(counts[0].sum()), counts, score)
 
 
-def file_sample(path: Path, card: dict[str, Any], model_dir: Path) -> Sample:
-    from pipeline.stages.export import ONNX_FILE, predict_onnx  # noqa: PLC0415  (onnxruntime: slow import)
+def file_sample(path: Path, card: dict[str, Any], model: ModelDir) -> Sample:
+    from pipeline.stages.export import predict_onnx  # noqa: PLC0415  (onnxruntime: slow import)
 
     features = [f["name"] for f in card["features"]]
     rows = read_rows(path, features)
@@ -177,7 +169,7 @@ def file_sample(path: Path, card: dict[str, Any], model_dir: Path) -> Sample:
         raise StageError(f"{path}: rows hold non-finite values")
     reference = card["reference"]
     counts = [bin_counts(f["edges"], rows[:, j]) for j, f in enumerate(reference["features"])]
-    predicted = scores(predict_onnx(model_dir / ONNX_FILE, rows)) if len(rows) else np.zeros(0)
+    predicted = scores(predict_onnx(model.onnx, rows)) if len(rows) else np.zeros(0)
     return Sample(str(path), len(rows), counts, bin_counts(reference["score"]["edges"], predicted), rows)
 
 
@@ -231,44 +223,43 @@ def drift(
     workspace: Workspace,
     reporter: Reporter,
     *,
+    model: ModelDir,
     input_path: Path | None = None,
     url: str | None = None,
     allow_remote: bool = False,
 ) -> DriftResult:
-    from pipeline.stages.serve import served_model_dir  # noqa: PLC0415  (MLflow: slow import)
-
+    """Compare a sample (`input_path`, the service at `url`, else the model's own evaluation rows) with
+    the reference profile in `model`'s card."""
     if input_path is not None and url is not None:
         raise ConfigError("drift: give --input FILE or --url URL, not both")
-    model_dir = served_model_dir(config, workspace, reporter)
-    card = read_json(model_dir / "model.json")
+    card = model.read_card()
     if "reference" not in card:
         raise StageError(
-            f"{model_dir / 'model.json'} has no reference profile (exported before drift monitoring); "
+            f"{model.card} has no reference profile (exported before drift monitoring); "
             f"re-export it with `python -m pipeline export --env {config.name} --fresh`"
         )
     if url is not None:
-        sample = scrape_counts(check_url(url, allow_remote=allow_remote), card)
+        sample = scrape_counts(loopback_url(url, option="--url", allow_remote=allow_remote), card)
         train_rows = None
     else:
         if input_path is None:
-            input_path = _eval_as_csv(model_dir, workspace.run_dir(config) / "drift")
+            input_path = _eval_as_csv(model, workspace.run_dir(config) / "drift")
             reporter.note(f"no --input or --url: checking the model's own evaluation rows ({input_path})")
-        sample = file_sample(input_path, card, model_dir)
+        sample = file_sample(input_path, card, model)
         train_rows = _training_rows(config, workspace, card, reporter)
     if sample.rows < config.drift.min_rows:
         raise StageError(
             f"{sample.source}: {sample.rows} rows < drift.min_rows {config.drift.min_rows}: "
             "too few to tell drift from noise"
         )
-    result = DriftResult(config.name, sample.source, sample.rows, compare(config, card, sample, train_rows))
+    report_dir = workspace.run_dir(config) / "drift"
+    result = drift_result(config.name, sample, compare(config, card, sample, train_rows), report_dir)
     reporter.note(f"{sample.rows} rows from {sample.source} vs the reference of version {card['version']}")
     reporter.table(
         ["feature", "statistic", "value", "warn at", "fail above", "result"],
         [(c.feature, c.statistic, round(c.value, 4), c.warn, c.fail, c.verdict) for c in result.checks],
     )
-    report_dir = workspace.run_dir(config) / "drift"
     report_dir.mkdir(parents=True, exist_ok=True)
-    result.report_dir = report_dir
     write_json(
         report_dir / REPORT_FILE,
         {
@@ -287,8 +278,8 @@ def drift(
     return result
 
 
-def _eval_as_csv(model_dir: Path, out_dir: Path) -> Path:
-    evaluation = read_json(model_dir / "eval.json")
+def _eval_as_csv(model: ModelDir, out_dir: Path) -> Path:
+    evaluation = model.read_evaluation()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "eval-rows.csv"
     with path.open("w", newline="") as handle:

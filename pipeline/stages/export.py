@@ -14,17 +14,16 @@ from numpy.typing import NDArray
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 
+from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.ml.data import load_dataset
 from pipeline.ml.profile import reference_profile
-from pipeline.stages.train import TRAIN_FILE, artifact_version, final_estimator, load_estimator, train
+from pipeline.stage import StageResult
+from pipeline.stages.train import final_estimator, load_estimator
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
-CARD_FILE = "model.json"
-ONNX_FILE = "model.onnx"
-EVAL_FILE = "eval.json"
 INPUT_NAME = "input"
 CARD_VERSION = 1
 
@@ -36,13 +35,20 @@ class Parity:
     max_abs_diff: float
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    version: str
-    directory: Path
+@dataclass(frozen=True, kw_only=True)
+class ExportResult(StageResult):
     parity: Parity
     onnx_sha256: str
-    reused: bool
+
+
+def _result(model: ModelDir, parity: Parity, onnx_sha256: str, *, reused: bool) -> ExportResult:
+    return ExportResult(
+        headline=f"parity max abs diff {parity.max_abs_diff:.2g}, onnx {onnx_sha256[:12]}",
+        reused=reused,
+        artifacts={"onnx": model.onnx, "card": model.card, "evaluation": model.evaluation},
+        parity=parity,
+        onnx_sha256=onnx_sha256,
+    )
 
 
 def predict_onnx(onnx_path: Path, rows: NDArray[Any], input_name: str = INPUT_NAME) -> NDArray[np.float64]:
@@ -54,56 +60,38 @@ def predict_onnx(onnx_path: Path, rows: NDArray[Any], input_name: str = INPUT_NA
     return np.asarray(probabilities, dtype=np.float64)
 
 
-def current_version_dir(config: Config, workspace: Workspace) -> tuple[str, Path]:
-    """The artifact folder that the current config, data and code map to; it must have been trained."""
-    version = artifact_version(config, load_dataset(config.data, workspace.root))
-    directory = workspace.version_dir(config, version)
-    if not (directory / TRAIN_FILE).is_file():
+def export(
+    config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir, fresh: bool = False
+) -> ExportResult:
+    """Convert the fit in `model` to ONNX, prove parity, write the card; reuse a complete export."""
+    if not model.trained():
         msg = (
             f"no trained model for the current config, data and code of {config.name!r} "
-            f"(expected {directory / TRAIN_FILE}); run `python -m pipeline train --env {config.name}` first"
+            f"(expected {model.train_record}); run `python -m pipeline train --env {config.name}` first"
         )
         raise StageError(msg)
-    return version, directory
-
-
-def exported_model(config: Config, workspace: Workspace, reporter: Reporter) -> tuple[str, Path]:
-    """The export of the current config, data and code; train and export first when there is none yet,
-    so a stage that serves the model (load test, image, rollout) also works on a fresh clone."""
-    version = artifact_version(config, load_dataset(config.data, workspace.root))
-    directory = workspace.version_dir(config, version)
-    if not (directory / CARD_FILE).is_file() or not (directory / ONNX_FILE).is_file():
-        reporter.note(f"no export of the current {config.name} config yet: running train and export first")
-        train(config, workspace, reporter)
-        export(config, workspace, reporter)
-    return version, directory
-
-
-def export(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: bool = False) -> ExportResult:
-    version, directory = current_version_dir(config, workspace)
-    card_path = directory / CARD_FILE
-    if card_path.is_file() and (directory / ONNX_FILE).is_file() and not fresh:
-        card = read_json(card_path)
+    if model.exported() and not fresh:
+        card = model.read_card()
         parity = Parity(**card["parity"])
-        reporter.note(f"reused {directory / ONNX_FILE} (parity max abs diff {parity.max_abs_diff:.3g})")
-        return ExportResult(version, directory, parity, card["onnx"]["sha256"], reused=True)
+        reporter.note(f"reused {model.onnx} (parity max abs diff {parity.max_abs_diff:.3g})")
+        return _result(model, parity, card["onnx"]["sha256"], reused=True)
 
-    trained = read_json(directory / TRAIN_FILE)
-    estimator = load_estimator(directory)
+    trained = read_json(model.train_record)
+    estimator = load_estimator(model)
     data = load_dataset(config.data, workspace.root)
     n_features = len(trained["features"])
-    model = convert_sklearn(
+    converted = convert_sklearn(
         estimator,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         # Probabilities as a plain [N, C] tensor, not a list of maps, so any client can read them.
         options={id(final_estimator(estimator)): {"zipmap": False}},
         target_opset=config.export.opset,
     )
-    onnx_bytes = model.SerializeToString()
+    onnx_bytes = converted.SerializeToString()
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
 
     # Parity is checked on the bytes about to be written, before anything is written.
-    scratch = directory / f".{ONNX_FILE}.parity"
+    scratch = model.path / f".{model.onnx.name}.parity"
     write_bytes(scratch, onnx_bytes)
     try:
         onnx_probabilities = predict_onnx(scratch, data.x_test)
@@ -139,19 +127,19 @@ def export(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: b
         )
         raise StageError(msg)
 
-    write_bytes(directory / ONNX_FILE, onnx_bytes)
+    write_bytes(model.onnx, onnx_bytes)
     write_json(
-        directory / EVAL_FILE,
+        model.evaluation,
         {"features": trained["features"], "rows": data.x_test.tolist(), "labels": data.y_test.tolist()},
     )
     card = {
         "card_version": CARD_VERSION,
         "name": config.model.name,
-        "version": version,
+        "version": model.version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "task": "classification",
         "onnx": {
-            "file": ONNX_FILE,
+            "file": model.onnx.name,
             "sha256": onnx_sha256,
             "opset": config.export.opset,
             "input": {"name": INPUT_NAME, "dtype": "float32"},
@@ -178,9 +166,9 @@ def export(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: b
         },
     }
     # The card goes last: its presence marks a complete export.
-    write_json(card_path, card)
-    reporter.note(f"wrote {directory / ONNX_FILE} (sha256 {onnx_sha256[:12]}) and {card_path.name}")
-    return ExportResult(version, directory, parity, onnx_sha256, reused=False)
+    write_json(model.card, card)
+    reporter.note(f"wrote {model.onnx} (sha256 {onnx_sha256[:12]}) and {model.card.name}")
+    return _result(model, parity, onnx_sha256, reused=False)
 
 
 def _parity(expected: NDArray[Any], actual: NDArray[Any]) -> Parity:

@@ -7,21 +7,21 @@ and measures what will actually be served.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from pipeline.adapters import registry
+from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.ml.scoring import better_delta, evaluate
-from pipeline.stages.export import CARD_FILE, EVAL_FILE, ONNX_FILE, current_version_dir, predict_onnx
-from pipeline.workspace import Workspace, read_json, write_json
-
-Status = Literal["pass", "fail", "warn"]
+from pipeline.stage import StageResult, Status
+from pipeline.stages.export import predict_onnx
+from pipeline.workspace import Workspace, write_json
 
 
 @dataclass(frozen=True)
@@ -38,27 +38,27 @@ class Check:
         return "PASS" if self.passed else "FAIL"
 
 
-@dataclass(frozen=True)
-class GateResult:
+@dataclass(frozen=True, kw_only=True)
+class GateResult(StageResult):
     environment: str
     version: str
-    status: Status
     checks: list[Check]
     candidate: dict[str, float]
     champion: dict[str, float] | None = None
     champion_version: str | None = None
     note: str = ""
     mode: str = "enforce"
-    failures: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """What the gate file keeps: the verdict register and promote read, and the report shows."""
+        fields = ("environment", "version", "status", "checks", "candidate", "champion", "champion_version",
+                  "note", "mode", "failures")  # fmt: skip
+        return {name: value for name, value in asdict(self).items() if name in fields}
 
 
-def gate_file(environment: str) -> str:
-    return f"gate-{environment}.json"
-
-
-def evaluate_model_dir(model_dir: Path, rows: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    card = read_json(model_dir / CARD_FILE)
-    probabilities = predict_onnx(model_dir / ONNX_FILE, rows, card["onnx"]["input"]["name"])
+def evaluate_model_dir(model: ModelDir, rows: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    card = model.read_card()
+    probabilities = predict_onnx(model.onnx, rows, card["onnx"]["input"]["name"])
     return evaluate(probabilities, labels, card["classes"])
 
 
@@ -100,17 +100,16 @@ def checks_for(config: Config, candidate: dict[str, float], champion: dict[str, 
     return checks
 
 
-def gate(config: Config, workspace: Workspace, reporter: Reporter) -> GateResult:
-    version, directory = current_version_dir(config, workspace)
-    if not (directory / CARD_FILE).is_file():
-        msg = f"{directory} has no exported model; run `python -m pipeline export --env {config.name}` first"
+def gate(config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir) -> GateResult:
+    if not model.exported():
+        msg = f"{model.path} has no exported model; run `python -m pipeline export --env {config.name}` first"
         raise StageError(msg)
-    evaluation = read_json(directory / EVAL_FILE)
+    evaluation = model.read_evaluation()
     rows = np.asarray(evaluation["rows"], dtype=np.float64)
     labels = np.asarray(evaluation["labels"])
-    candidate = evaluate_model_dir(directory, rows, labels)
+    candidate = evaluate_model_dir(model, rows, labels)
 
-    champion, champion_version, note = _champion_metrics(config, workspace, version, evaluation)
+    champion, champion_version, note = _champion_metrics(config, workspace, model.version, evaluation)
     reporter.note(note)
     checks = checks_for(config, candidate, champion)
     failures = [
@@ -123,19 +122,22 @@ def gate(config: Config, workspace: Workspace, reporter: Reporter) -> GateResult
         ["metric", "check", "value", "comparator", "bound", "result"],
         [(c.metric, c.kind, c.value, c.comparator, c.bound, c.verdict) for c in checks],
     )
+    versus = f" vs champion v{champion_version}" if champion_version else " (first deploy)"
     result = GateResult(
-        config.name,
-        version,
-        status,
-        checks,
-        candidate,
-        champion,
-        champion_version,
-        note,
-        config.gates.mode,
-        failures,
+        status=status,
+        headline=f"{status.upper()} {len(checks) - len(failures)}/{len(checks)} checks{versus}",
+        failures=failures,
+        artifacts={"gate": model.gate(config.name)},
+        environment=config.name,
+        version=model.version,
+        checks=checks,
+        candidate=candidate,
+        champion=champion,
+        champion_version=champion_version,
+        note=note,
+        mode=config.gates.mode,
     )
-    write_json(directory / gate_file(config.name), asdict(result))
+    write_json(model.gate(config.name), result.record())
     if status == "warn":
         reporter.warn(f"gate mode is 'warn' for {config.name}: {len(failures)} failed check(s) let through")
     reporter.note(f"gate {status.upper()}: {len(checks) - len(failures)}/{len(checks)} checks passed")
@@ -159,8 +161,8 @@ def _champion_metrics(
     tags = registry.version_tags(champion)
     label = f"version {champion.version} (artifacts {tags.get('artifact_version', '?')})"
     with tempfile.TemporaryDirectory() as tmp:
-        champion_dir = registry.download_version(mlflow, champion, Path(tmp))
-        features = [f["name"] for f in read_json(champion_dir / CARD_FILE)["features"]]
+        champion_dir = ModelDir(registry.download_version(mlflow, champion, Path(tmp)))
+        features = [f["name"] for f in champion_dir.read_card()["features"]]
         if features != evaluation["features"]:
             msg = (
                 f"champion {label} serving {config.name} takes other features than the candidate; "

@@ -15,9 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,12 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.adapters import registry
+from pipeline.adapters.docker_engine import build, connect, push
+from pipeline.adapters.python_lock import LOCK_FILE, audit_lock, wheelhouse, write_sbom
+from pipeline.adapters.service_process import free_port
+from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
-from pipeline.errors import StageError, StageSkipped
-from pipeline.stages.export import CARD_FILE, EVAL_FILE, ONNX_FILE, exported_model
-from pipeline.stages.register import REGISTRATION_FILE
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.errors import StageError
+from pipeline.stage import StageResult
+from pipeline.workspace import Workspace, write_json
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -39,9 +39,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "model_service"
 DOCKERFILE = SERVICE_DIR / "Dockerfile"
-LOCK_FILE = SERVICE_DIR / "requirements.lock"
 DOCKERIGNORE = ROOT / ".dockerignore"
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 IMAGE_FILE = "image.json"
 SBOM_FILE = "sbom.cdx.json"
@@ -49,14 +47,6 @@ AUDIT_FILE = "pip-audit.json"
 CONTAINER_PORT_ENV = "MODEL_SERVICE_PORT"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30
-# pip does not widen a PEP 600 tag given with --platform to older glibc tags: list those the base
-# (glibc 2.36 in bookworm) accepts.
-_PLATFORM_TAGS = {
-    "linux/amd64": [
-        f"manylinux{tag}_x86_64"
-        for tag in ("_2_28", "_2_27", "_2_24", "_2_17", "2014", "_2_12", "2010", "_2_5", "1")
-    ]
-}
 
 
 @dataclass(frozen=True)
@@ -68,8 +58,8 @@ class Smoke:
     exit_code: int
 
 
-@dataclass(frozen=True)
-class ImageResult:
+@dataclass(frozen=True, kw_only=True)
+class ImageResult(StageResult):
     reference: str
     image_id: str
     digest: str | None
@@ -78,70 +68,37 @@ class ImageResult:
     size_bytes: int
     build_seconds: float
     smoke: Smoke
-    report_dir: Path
 
 
-def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-
-
-def connect() -> DockerClient:
-    """A client that has answered a ping; StageSkipped naming where it looked when none answers."""
-    try:
-        import docker  # noqa: PLC0415  (only this stage needs it; the `image` dependency group)
-    except ImportError:
-        raise StageSkipped(
-            "the `docker` package is not installed; run `nox -s image` (dependency group `image`)"
-        ) from None
-    where = docker_host()
-    if where.startswith("unix://"):
-        # docker-py leaks its socket when a unix socket refuses; ask it first with one closed properly.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(5)
-            try:
-                probe.connect(where.removeprefix("unix://"))
-            except OSError as exc:
-                raise StageSkipped(f"no Docker daemon at {where}: {exc}") from None
-    client = None
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        if client is not None:
-            client.close()
-        raise StageSkipped(f"no Docker daemon at {where}: {exc}") from None
-    return client
-
-
-def image(config: Config, workspace: Workspace, reporter: Reporter) -> ImageResult:
+def image(config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir) -> ImageResult:
     client = connect()
     try:
-        return _image(client, config, workspace, reporter)
+        return _image(client, config, workspace, reporter, model)
     finally:
         client.close()
 
 
-def _image(client: DockerClient, config: Config, workspace: Workspace, reporter: Reporter) -> ImageResult:
-    version, directory = exported_model(config, workspace, reporter)
-    registration_path = directory / REGISTRATION_FILE
-    registration = read_json(registration_path) if registration_path.is_file() else None
-    model_version = registration["model_version"] if registration else version
+def _image(
+    client: DockerClient, config: Config, workspace: Workspace, reporter: Reporter, model: ModelDir
+) -> ImageResult:
+    registration = model.read_optional(model.registration)
+    model_version = registration["model_version"] if registration else model.version
     git_sha = workspace.git_sha()
     tag = f"{git_sha[:12]}-{model_version}"
     reference = f"{config.image.repository}:{tag}"
     report_dir = workspace.run_dir(config) / "image"
 
     wheels = wheelhouse(workspace, config.image.platform, reporter)
-    context = stage_context(workspace.root / "build" / "image-context", directory, wheels)
+    context = stage_context(workspace.root / "build" / "image-context", model, wheels)
     reporter.note(f"building {reference} from {config.image.base_image} (network off)")
     built, build_seconds = build(client, context, reference, config)
     size = int(built.attrs.get("Size", 0))
     reporter.note(f"built {built.id} ({size / 1e6:.0f} MB) in {build_seconds:.1f}s")
 
-    smoke = smoke_test(client, reference, directory, config, reporter)
+    smoke = smoke_test(client, reference, model, config, reporter)
     digest = push(client, config, tag, reporter) if config.image.push else None
     if not config.image.push:
-        reporter.note("not pushed (image.push is false); the local image id stands in for the digest")
+        reporter.note("not pushed (image.push is false): no registry digest; deploys name the tag")
 
     sbom = write_sbom(report_dir / SBOM_FILE, reporter)
     audit = audit_lock(report_dir / AUDIT_FILE, reporter)
@@ -154,7 +111,7 @@ def _image(client: DockerClient, config: Config, workspace: Workspace, reporter:
         "pushed": digest is not None,
         "model_name": config.model.name,
         "model_version": model_version,
-        "artifact_version": version,
+        "artifact_version": model.version,
         "registered": registration is not None,
         "git_sha": git_sha,
         "base_image": config.image.base_image,
@@ -168,50 +125,27 @@ def _image(client: DockerClient, config: Config, workspace: Workspace, reporter:
     }
     write_json(report_dir / IMAGE_FILE, record)
     # The latest image of this model version, for the stages after (load test, GitOps overlay).
-    write_json(directory / IMAGE_FILE, record)
-    if registration is not None:
-        mlflow = registry.client(config, workspace)
-        name = registration["model_name"]
-        mlflow.set_model_version_tag(name, model_version, "image", digest or reference)
-        mlflow.set_model_version_tag(name, model_version, "image_digest", digest or str(built.id))
-        reporter.note(f"tagged {name} version {model_version}: image_digest={digest or built.id}")
+    write_json(model.image, record)
+    tags = {**registry.image_tags(digest or reference, digest), "image_id": str(built.id)}
+    registry.tag_registered(config, workspace, model, tags, reporter)
     reporter.note(f"report: {report_dir / IMAGE_FILE}")
     return ImageResult(
-        reference, str(built.id), digest, model_version, size, build_seconds, smoke, report_dir
+        headline=f"{digest or reference}, {size / 1e6:.0f} MB",
+        artifacts={"record": report_dir / IMAGE_FILE, "sbom": report_dir / SBOM_FILE},
+        reference=reference,
+        image_id=str(built.id),
+        digest=digest,
+        model_version=model_version,
+        size_bytes=size,
+        build_seconds=build_seconds,
+        smoke=smoke,
     )
 
 
 # --- build -------------------------------------------------------------------------------------------
 
 
-def wheelhouse(workspace: Workspace, platform: str, reporter: Reporter) -> Path:
-    """Wheels of every locked dependency for the target platform, cached by the lock's hash."""
-    lock_hash = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()[:16]
-    folder = workspace.root / "build" / "wheelhouse" / f"{platform.replace('/', '-')}-{lock_hash}"
-    done = folder / ".complete"
-    if done.is_file():
-        reporter.note(f"reused wheelhouse {folder}")
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    command = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--only-binary=:all:", "--no-deps", "--require-hashes",
-        *(arg for tag in _PLATFORM_TAGS[platform] for arg in ("--platform", tag)),
-        "--python-version", "3.11", "--implementation", "cp",
-        "-r", str(LOCK_FILE), "-d", str(folder),
-    ]  # fmt: skip
-    reporter.note(f"downloading the wheelhouse of {LOCK_FILE.name} for {platform}")
-    done_proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done_proc.returncode != 0:
-        tail = " ".join((done_proc.stderr or done_proc.stdout).strip().splitlines()[-3:])
-        msg = f"could not download the wheelhouse for {LOCK_FILE} (a package index must answer): {tail}"
-        raise StageError(msg)
-    done.write_text(lock_hash + "\n", encoding="utf-8")
-    return folder
-
-
-def stage_context(context: Path, model_dir: Path, wheels: Path) -> Path:
+def stage_context(context: Path, model: ModelDir, wheels: Path) -> Path:
     """The build context, laid out as model_service/Dockerfile expects (see its header)."""
     shutil.rmtree(context, ignore_errors=True)
     (context / "model_service").mkdir(parents=True)
@@ -222,8 +156,8 @@ def stage_context(context: Path, model_dir: Path, wheels: Path) -> Path:
     shutil.copy2(LOCK_FILE, context / "model_service" / LOCK_FILE.name)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
     shutil.copy2(DOCKERIGNORE, context / ".dockerignore")
-    for name in (ONNX_FILE, CARD_FILE):
-        shutil.copy2(model_dir / name, context / "model" / name)
+    for path in (model.onnx, model.card):
+        shutil.copy2(path, context / "model" / path.name)
     for wheel in wheels.glob("*.whl"):
         try:
             os.link(wheel, context / "wheels" / wheel.name)
@@ -236,36 +170,7 @@ def stage_context(context: Path, model_dir: Path, wheels: Path) -> Path:
     return context
 
 
-def build(client: DockerClient, context: Path, reference: str, config: Config) -> tuple[Any, float]:
-    from docker.errors import APIError, BuildError  # noqa: PLC0415
-
-    started = time.perf_counter()
-    try:
-        built, _logs = client.images.build(
-            path=str(context),
-            tag=reference,
-            buildargs={"BASE_IMAGE": config.image.base_image},
-            network_mode="none",
-            pull=False,
-            rm=True,
-            forcerm=True,
-        )
-    except BuildError as exc:
-        lines = [str(entry.get("stream") or entry.get("error") or "").strip() for entry in exc.build_log]
-        tail = " | ".join(line for line in lines if line)[-600:]
-        raise StageError(f"docker build of {reference} failed: {exc.msg}; last output: {tail}") from None
-    except APIError as exc:
-        raise StageError(f"docker build of {reference} failed: {exc.explanation or exc}") from None
-    return built, time.perf_counter() - started
-
-
 # --- smoke test ----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _request(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]:
@@ -279,25 +184,24 @@ def _request(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]
         return int(exc.code), json.loads(payload) if payload else {}
 
 
-def sample_row(model_dir: Path) -> list[float]:
+def sample_row(model: ModelDir) -> list[float]:
     """A real evaluation row when export wrote one, else zeros of the card's width."""
-    eval_path = model_dir / EVAL_FILE
-    if eval_path.is_file():
-        rows = read_json(eval_path).get("rows") or []
-        if rows:
-            return [float(x) for x in rows[0]]
-    return [0.0] * len(read_json(model_dir / CARD_FILE)["features"])
+    evaluation = model.read_optional(model.evaluation)
+    rows = (evaluation or {}).get("rows") or []
+    if rows:
+        return [float(x) for x in rows[0]]
+    return [0.0] * len(model.read_card()["features"])
 
 
 def smoke_test(
-    client: DockerClient, reference: str, model_dir: Path, config: Config, reporter: Reporter
+    client: DockerClient, reference: str, model: ModelDir, config: Config, reporter: Reporter
 ) -> Smoke:
     """Run the image on the host network, wait for /readyz, predict, send a bad request, stop it."""
     from docker.errors import DockerException  # noqa: PLC0415
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    card = read_json(model_dir / CARD_FILE)
+    card = model.read_card()
     started = time.perf_counter()
     container = client.containers.run(
         reference,
@@ -308,7 +212,7 @@ def smoke_test(
     try:
         ready = _wait_ready(container, base, started)
         reporter.note(f"container ready in {ready:.1f}s on {base}")
-        status, answer = _request(f"{base}/v1/predict", {"instances": [sample_row(model_dir)]})
+        status, answer = _request(f"{base}/v1/predict", {"instances": [sample_row(model)]})
         if status != 200 or len(answer.get("predictions", [])) != 1:
             raise StageError(f"smoke test: prediction answered {status} {answer}")
         if answer.get("model", {}).get("version") != card["version"]:
@@ -347,65 +251,3 @@ def _wait_ready(container: Any, base: str, started: float) -> float:
 
 
 # --- push and supply chain ------------------------------------------------------------------------------
-
-
-def push(client: DockerClient, config: Config, tag: str, reporter: Reporter) -> str:
-    """Push the tag; return `repository@sha256:…` as the registry reported it."""
-    repository = config.image.repository
-    digest = None
-    for event in client.images.push(repository, tag=tag, stream=True, decode=True):
-        if "error" in event:
-            raise StageError(f"push of {repository}:{tag} failed: {event['error']}")
-        digest = (event.get("aux") or {}).get("Digest") or digest
-    if not digest:
-        raise StageError(f"push of {repository}:{tag} reported no digest")
-    reporter.note(f"pushed {repository}@{digest}")
-    return f"{repository}@{digest}"
-
-
-def write_sbom(path: Path, reporter: Reporter) -> bool:
-    """CycloneDX JSON of the image's Python environment, from the lock that pip installed it from.
-
-    The image installs exactly the lock (`--require-hashes --no-deps --no-index`), so the lock is that
-    environment's full list; this needs neither the image's interpreter nor cyclonedx inside the image.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "cyclonedx_py", "requirements", str(LOCK_FILE)]
-    command += ["--of", "JSON", "--output-reproducible", "-o", str(path)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        reporter.warn(f"no SBOM: cyclonedx-py failed: {(done.stderr or done.stdout).strip()[-300:]}")
-        return False
-    reporter.note(f"SBOM (CycloneDX): {path}")
-    return True
-
-
-def audit_lock(path: Path, reporter: Reporter) -> dict[str, Any]:
-    """pip-audit of the lock; a clear note, not a failure, when the vulnerability database is out of reach."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "pip_audit", "--requirement", str(LOCK_FILE), "--disable-pip", "--no-deps",
-        "--progress-spinner", "off", "--format", "json", "--output", str(path),
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
-    except subprocess.TimeoutExpired:
-        reporter.warn("pip-audit: no answer from its vulnerability database within 300s; not audited")
-        return {"status": "unreachable", "vulnerabilities": None}
-    if path.is_file() and done.returncode in {0, 1}:
-        found = read_json(path)
-        vulns = [
-            f"{dep['name']} {dep['version']} {v['id']}"
-            for dep in found.get("dependencies", [])
-            for v in dep.get("vulns", [])
-        ]
-        if vulns:
-            reporter.warn(f"pip-audit: {len(vulns)} known vulnerabilities: {', '.join(vulns[:5])}")
-        else:
-            reporter.note("pip-audit: no known vulnerabilities in the lock")
-        return {"status": "vulnerable" if vulns else "clean", "vulnerabilities": vulns}
-    reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-    reporter.warn(
-        f"pip-audit could not reach its vulnerability database (offline?); not audited: {reason[0]}"
-    )
-    return {"status": "unreachable", "vulnerabilities": None, "reason": reason[0]}

@@ -15,6 +15,7 @@ from pipeline.adapters import registry
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.stage import StageResult
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -25,19 +26,28 @@ HISTORY_LIMIT = 50
 PROMOTABLE = {"pass", "warn"}
 
 
-@dataclass(frozen=True)
-class PromoteResult:
+@dataclass(frozen=True, kw_only=True)
+class PromoteResult(StageResult):
     environment: str
     version: str
     previous: str | None
     changed: bool
 
 
-def history(mlflow: MlflowClient, name: str, environment: str) -> list[dict[str, Any]]:
-    if not registry.registered_model_exists(mlflow, name):
-        return []
-    raw = (mlflow.get_registered_model(name).tags or {}).get(f"history.{environment}")
-    return list(json.loads(raw)) if raw else []
+def _result(environment: str, version: str, previous: str | None, *, changed: bool) -> PromoteResult:
+    headline = (
+        f"{environment}: v{previous or '-'} -> v{version}"
+        if changed
+        else f"{environment}: v{version} already serving"
+    )
+    return PromoteResult(
+        headline=headline,
+        reused=not changed,
+        environment=environment,
+        version=version,
+        previous=previous,
+        changed=changed,
+    )
 
 
 def _move_alias(
@@ -48,9 +58,9 @@ def _move_alias(
     previous = str(current.version) if current is not None else None
     if previous == version:
         reporter.note(f"version {version} already serves {config.name}; nothing to move")
-        return PromoteResult(config.name, version, previous, changed=False)
+        return _result(config.name, version, previous, changed=False)
     mlflow.set_registered_model_alias(name, config.alias, version)
-    entries = history(mlflow, name, config.name)
+    entries = registry.alias_history(mlflow, name, config.name)
     entries.append(
         {
             "version": version,
@@ -61,7 +71,7 @@ def _move_alias(
     )
     mlflow.set_registered_model_tag(name, f"history.{config.name}", json.dumps(entries[-HISTORY_LIMIT:]))
     reporter.note(f"alias {config.alias!r}: version {previous or '(none)'} -> {version} ({action})")
-    return PromoteResult(config.name, version, previous, changed=True)
+    return _result(config.name, version, previous, changed=True)
 
 
 def candidate_version(mlflow: MlflowClient, config: Config, to_version: str | None) -> Any:
@@ -95,8 +105,9 @@ def promote(
     name = config.model.name
     candidate = candidate_version(mlflow, config, to_version)
     result = _move_alias(mlflow, config, str(candidate.version), "promote", reporter)
-    if to_version is None:
-        mlflow.delete_registered_model_alias(name, config.candidate_alias)
+    on_its_way = registry.alias_version(mlflow, name, config.candidate_alias)
+    if on_its_way is not None and str(on_its_way.version) == result.version:
+        mlflow.delete_registered_model_alias(name, config.candidate_alias)  # it has arrived
     return result
 
 
@@ -108,7 +119,7 @@ def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> Promot
         raise StageError(
             f"no version serves {config.name} (alias {config.alias!r} unset); nothing to roll back"
         )
-    entries = history(mlflow, config.model.name, config.name)
+    entries = registry.alias_history(mlflow, config.model.name, config.name)
     # Follow promotions only, so two rollbacks in a row walk further back instead of toggling.
     previous = next(
         (

@@ -7,37 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from pipeline.adapters.service_process import service_environment, stop
+from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.workspace import Workspace, read_json
 
 
-def served_model_dir(config: Config, workspace: Workspace, reporter: Reporter) -> Path:
-    """The folder of the version serving the environment (alias `<env>`), else of the current export."""
-    from pipeline.adapters import registry  # noqa: PLC0415  (MLflow is a slow import)
-    from pipeline.stages.export import CARD_FILE, exported_model  # noqa: PLC0415
-
-    mlflow = registry.client(config, workspace)
-    serving = registry.alias_version(mlflow, config.model.name, config.alias)
-    if serving is not None:
-        artifact_version = registry.version_tags(serving).get("artifact_version", f"v{serving.version}")
-        directory = workspace.version_dir(config, artifact_version)
-        if not (directory / CARD_FILE).is_file():
-            registry.download_version(mlflow, serving, directory)
-        reporter.note(f"serving version {serving.version} (alias {config.alias!r}) from {directory}")
-        return directory
-    reporter.note(f"no version holds alias {config.alias!r}; serving the current export")
-    _, directory = exported_model(config, workspace, reporter)
-    return directory
-
-
-def serve(config: Config, workspace: Workspace, reporter: Reporter, port: int) -> None:
-    """Serve the environment's model in the foreground until Ctrl-C."""
-    model_dir = served_model_dir(config, workspace, reporter)
+def serve(config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir, port: int) -> None:
+    """Serve `model` in the foreground until Ctrl-C."""
+    model_dir = model.path
     env_vars, headers = service_environment(config)
     url = f"http://127.0.0.1:{port}"
     auth = "".join(f" -H '{k}: {v}'" for k, v in headers.items())

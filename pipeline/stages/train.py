@@ -2,68 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
-import skl2onnx
-import sklearn
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.adapters import registry
+from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError
 from pipeline.console import Reporter
-from pipeline.ml.data import Dataset, load_dataset
+from pipeline.ml.data import load_dataset
 from pipeline.ml.scoring import evaluate
+from pipeline.stage import StageResult
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
-TRAIN_FILE = "train.json"
-ESTIMATOR_FILE = "estimator.pkl"
-PIPELINE_DIR = Path(__file__).resolve().parents[1]
 
-
-def versioned_code() -> list[Path]:
-    """The code whose change must produce a new model version: what reads the data, fits, scores,
-    profiles and exports (see artifact_version)."""
-    return [
-        PIPELINE_DIR / "stages" / "train.py",
-        PIPELINE_DIR / "stages" / "export.py",
-        *sorted((PIPELINE_DIR / "ml").glob("*.py")),
-    ]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    version: str
-    directory: Path
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(StageResult):
     metrics: dict[str, float]
-    run_id: str
-    reused: bool
-
-
-def artifact_version(config: Config, data: Dataset) -> str:
-    """Content key of a model: config sections that shape it, the data, the code and library versions.
-
-    The same inputs give the same folder, so a re-run finds and reuses what is still valid.
-    """
-    digest = hashlib.sha256()
-    digest.update(config.sha256("model", "data").encode())
-    digest.update(
-        f"opset={config.export.opset}".encode()
-    )  # parity bounds judge a model, they do not shape it
-    digest.update(data.sha256.encode())
-    for path in versioned_code():
-        digest.update(path.read_bytes())
-    for module in (sklearn, skl2onnx, onnx, np):
-        digest.update(f"{module.__name__}={module.__version__}".encode())
-    return digest.hexdigest()[:12]
+    mlflow_run_id: str
 
 
 def build_estimator(config: Config) -> Any:
@@ -88,9 +49,9 @@ def build_estimator(config: Config) -> Any:
     return estimator
 
 
-def load_estimator(directory: Path) -> Any:
+def load_estimator(model: ModelDir) -> Any:
     # Only ever reads the file this stage wrote into the workspace.
-    with (directory / ESTIMATOR_FILE).open("rb") as handle:
+    with model.estimator.open("rb") as handle:
         return pickle.load(handle)
 
 
@@ -98,16 +59,28 @@ def final_estimator(estimator: Any) -> Any:
     return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
 
 
-def train(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: bool = False) -> TrainResult:
-    data = load_dataset(config.data, workspace.root)
-    version = artifact_version(config, data)
-    directory = workspace.version_dir(config, version)
-    record = directory / TRAIN_FILE
-    if record.is_file() and (directory / ESTIMATOR_FILE).is_file() and not fresh:
-        saved = read_json(record)
-        reporter.note(f"reused {config.model.name} {version}: same config, data and code ({directory})")
-        return TrainResult(version, directory, saved["metrics"], saved["mlflow_run_id"], reused=True)
+def _result(model: ModelDir, metrics: dict[str, float], run_id: str, *, reused: bool) -> TrainResult:
+    return TrainResult(
+        headline=f"roc_auc {metrics['roc_auc']:.4f}, artifacts {model.version}",
+        reused=reused,
+        artifacts={"train_record": model.train_record, "estimator": model.estimator},
+        metrics=metrics,
+        mlflow_run_id=run_id,
+    )
 
+
+def train(
+    config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir, fresh: bool = False
+) -> TrainResult:
+    """Fit into `model` (the folder the current config, data and code map to), unless it holds a fit."""
+    if model.trained() and not fresh:
+        saved = read_json(model.train_record)
+        reporter.note(
+            f"reused {config.model.name} {model.version}: same config, data and code ({model.path})"
+        )
+        return _result(model, saved["metrics"], saved["mlflow_run_id"], reused=True)
+
+    data = load_dataset(config.data, workspace.root)
     reporter.note(
         f"fitting {config.model.estimator} on {len(data.x_train)} rows x {len(data.features)} features "
         f"(data sha256 {data.sha256[:12]})"
@@ -121,9 +94,9 @@ def train(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: bo
     mlflow = registry.client(config, workspace)
     run = mlflow.create_run(
         registry.experiment_id(mlflow, config, workspace),
-        run_name=f"{config.model.name}-{version}",
+        run_name=f"{config.model.name}-{model.version}",
         tags={
-            "artifact_version": version,
+            "artifact_version": model.version,
             "data_sha256": data.sha256,
             "git_sha": git_sha,
             "environment": config.name,
@@ -139,11 +112,11 @@ def train(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: bo
         mlflow.log_metric(run_id, key, value)
     mlflow.set_terminated(run_id)
 
-    write_bytes(directory / ESTIMATOR_FILE, pickle.dumps(estimator))
+    write_bytes(model.estimator, pickle.dumps(estimator))
     write_json(
-        record,
+        model.train_record,
         {
-            "version": version,
+            "version": model.version,
             "mlflow_run_id": run_id,
             "metrics": metrics,
             "classes": classes,
@@ -154,5 +127,5 @@ def train(config: Config, workspace: Workspace, reporter: Reporter, *, fresh: bo
         },
     )
     reporter.table(["metric", "value (evaluation rows)"], sorted(metrics.items()))
-    reporter.note(f"version {version}, MLflow run {run_id}")
-    return TrainResult(version, directory, metrics, run_id, reused=False)
+    reporter.note(f"version {model.version}, MLflow run {run_id}")
+    return _result(model, metrics, run_id, reused=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from pipeline.artifacts import current_model_dir
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.console import Reporter
@@ -83,6 +84,7 @@ def test_injected_errors_fail_the_gate_naming_the_slo(workspace: Path) -> None:
         config,
         Workspace(workspace),
         Reporter(),
+        model=current_model_dir(config, Workspace(workspace)),
         service_settings={"MODEL_SERVICE_FAULT_ERROR_RATIO": "0.3"},
     )
     assert result.status == "fail"
@@ -117,5 +119,5 @@ def test_an_unreachable_service_fails_with_a_clear_message(
 def test_a_remote_target_is_refused_without_allow_remote(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(workspace, "--host", "http://192.0.2.1:8000") == 1
+    assert run(workspace, "--host", "http://192.0.2.1:8000") == 2  # a usage error, like drift's --url
     assert "--allow-remote" in capsys.readouterr().err

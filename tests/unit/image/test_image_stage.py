@@ -8,6 +8,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from pipeline.artifacts import ModelDir
 from pipeline.cli import RUN_ORDER, main
 from pipeline.config import load_config
 from pipeline.console import Reporter
@@ -25,7 +26,7 @@ def test_without_a_daemon_the_stage_is_skipped_naming_where_it_looked(
     monkeypatch.setenv("DOCKER_HOST", where)
     config = load_config("dev", REPO / "environments")
     with pytest.raises(StageSkipped, match=rf"^no Docker daemon at {re.escape(where)}: "):
-        image.image(config, Workspace(tmp_path), Reporter())
+        image.image(config, Workspace(tmp_path), Reporter(), model=ModelDir(tmp_path / "version"))
 
 
 def test_run_alone_without_a_daemon_exits_1_with_the_reason(
@@ -84,7 +85,7 @@ def test_the_context_holds_the_service_lock_model_and_wheels_only(tmp_path: Path
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     (wheels / "x-1-py3-none-any.whl").write_bytes(b"wheel")
-    context = image.stage_context(tmp_path / "ctx", model, wheels)
+    context = image.stage_context(tmp_path / "ctx", ModelDir(model), wheels)
     files = sorted(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file())
     assert "Dockerfile" in files
     assert ".dockerignore" in files

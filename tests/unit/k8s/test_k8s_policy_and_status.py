@@ -68,6 +68,14 @@ def test_lineage_reads_a_digest_or_a_tag_and_prod_requires_a_digest() -> None:
         lineage_from_tags(dev, "3", {})
 
 
+def test_require_digest_reads_the_pushed_digest_tag_not_the_image_tag() -> None:
+    prod = load_config("prod", ROOT / "environments")
+    pushed = "reg.local:5000/model-service@sha256:" + "e" * 64
+    tags = {"image": "reg.local:5000/model-service:abc-v3", "image_digest": pushed, "gate.prod": "pass"}
+    lineage = lineage_from_tags(prod, "3", tags)
+    assert (lineage.image, lineage.digest) == ("reg.local:5000/model-service", "sha256:" + "e" * 64)
+
+
 STEPS = {"strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}]}}}
 
 

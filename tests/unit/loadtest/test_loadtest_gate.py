@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.adapters.service_process import loopback_url
+from pipeline.cli import main
 from pipeline.config import ConfigError, LoadTestSpec, load_config
-from pipeline.errors import StageError
-from pipeline.stages.loadtest import check_target, percentile, slo_checks, summarize
+from pipeline.stages.loadtest import percentile, slo_checks, summarize
 
 REPO = Path(__file__).parents[3]
 
@@ -79,15 +80,30 @@ def test_breaches_name_value_comparator_and_bound() -> None:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1/", "http://[::1]:80"])
 def test_loopback_targets_are_allowed(url: str) -> None:
-    assert check_target(url, allow_remote=False) == url.rstrip("/")
+    assert loopback_url(url, option="--host", allow_remote=False) == url.rstrip("/")
 
 
 def test_remote_targets_need_allow_remote() -> None:
-    with pytest.raises(StageError, match=r"not a loopback address.*--allow-remote"):
-        check_target("http://model.example.com", allow_remote=False)
-    assert check_target("https://model.example.com", allow_remote=True) == "https://model.example.com"
-    with pytest.raises(StageError, match="expected a URL"):
-        check_target("127.0.0.1:8000", allow_remote=True)
+    with pytest.raises(
+        ConfigError, match=r"^--host http://model.example.com: .*not a loopback.*--allow-remote"
+    ):
+        loopback_url("http://model.example.com", option="--host", allow_remote=False)
+    remote = loopback_url("https://model.example.com", option="--host", allow_remote=True)
+    assert remote == "https://model.example.com"
+    with pytest.raises(ConfigError, match="expected a URL"):
+        loopback_url("127.0.0.1:8000", option="--host", allow_remote=True)
+
+
+@pytest.mark.parametrize(("stage", "option"), [("loadtest", "--host"), ("drift", "--url")])
+def test_a_remote_target_is_the_same_usage_error_for_every_stage(
+    stage: str, option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same mistake exits the same way: 2, a usage error, before any work is done."""
+    environments = REPO / "environments"
+    args = [stage, "--env", "dev", "--config-dir", str(environments), "--workdir", str(tmp_path)]
+    assert main([*args, option, "http://model.example.com"]) == 2
+    assert "not a loopback address" in capsys.readouterr().err
+    assert not (tmp_path / "artifacts").exists()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.console import Reporter
+from pipeline.errors import StageError
 from pipeline.rollout.analysis import EMPTY, LATENCY, REQUESTS, Scrape, judge, parse_metrics, quantile, window
 from pipeline.rollout.engine import execute
 from pipeline.rollout.plan import plan
@@ -148,6 +149,32 @@ def test_router_failure_aborts() -> None:
     )
     assert outcome.status == "aborted"
     assert "Caddy" in outcome.reason
+
+
+class RefusingRouter(Router):
+    """A splitter whose admin API refuses a weight change (Caddy's set_weight raises StageError)."""
+
+    def __init__(self, refuse_at: int) -> None:
+        super().__init__()
+        self.refuse_at = refuse_at
+
+    def set_weight(self, weight: int) -> None:
+        if weight == self.refuse_at:
+            raise StageError(f"Caddy's admin API refused the weight change to {weight}%")
+        super().set_weight(weight)
+
+
+def test_a_refused_weight_change_takes_the_abort_path() -> None:
+    """Any failure ends at weight 0 with an abort in the timeline, a router error included."""
+    clock, router = Clock(), RefusingRouter(refuse_at=50)
+    versions = Versions(router, clock)
+    outcome = execute(
+        plan(load_config("dev", ENVIRONMENTS)), router, versions, Reporter(), clock=clock, sleep=clock.sleep
+    )
+    assert outcome.status == "aborted"
+    assert "refused the weight change to 50%" in outcome.reason
+    assert router.history[-1] == 0
+    assert outcome.events[-1].action == "abort"
 
 
 def test_interrupt_sets_weight_zero_and_propagates() -> None:
