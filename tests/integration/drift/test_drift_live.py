@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from pipeline.adapters.service_process import running_service
+from pipeline.artifacts import current_model_dir
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.ml.data import load_dataset
-from pipeline.stages.export import current_version_dir
 from pipeline.workspace import Workspace
 
 REPO = Path(__file__).parents[3]
@@ -73,7 +73,7 @@ def test_drift_offline_from_a_csv(workspace: Path, tmp_path: Path, shift: bool) 
 @pytest.mark.parametrize("shift", [False, True])
 def test_drift_live_from_the_service_metrics(workspace: Path, shift: bool) -> None:
     config = load_config("dev", workspace / "environments")
-    _, model_dir = current_version_dir(config, Workspace(workspace))
+    model_dir = current_model_dir(config, Workspace(workspace)).path
     _, rows = _rows(workspace, shift)
     with running_service(config, model_dir, workspace / f"service-{shift}.log") as service:
         for start in range(0, len(rows), 25):
