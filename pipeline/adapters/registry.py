@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +70,34 @@ def find_version(mlflow: MlflowClient, name: str, artifact_version: str) -> Mode
     return found[0] if found else None
 
 
+HISTORY_LIMIT = 50
+"""Moves kept per environment; older entries are deleted."""
+
+
 def alias_history(mlflow: MlflowClient, name: str, environment: str) -> list[dict[str, Any]]:
-    """The moves of alias `<environment>` (tag `history.<environment>`, JSON, newest last)."""
+    """The moves of alias `<environment>`, oldest first.
+
+    Each move is its own registered-model tag `history.<env>.<time>-<random>`: writers only add tags,
+    never read-modify-write one, so concurrent promotes and rollbacks cannot erase each other's entry.
+    A JSON list in `history.<env>` (how earlier versions kept it) is read first."""
     if not registered_model_exists(mlflow, name):
         return []
-    raw = (mlflow.get_registered_model(name).tags or {}).get(f"history.{environment}")
-    return list(json.loads(raw)) if raw else []
+    tags = mlflow.get_registered_model(name).tags or {}
+    legacy = tags.get(f"history.{environment}")
+    entries: list[dict[str, Any]] = list(json.loads(legacy)) if legacy else []
+    prefix = f"history.{environment}."
+    entries += [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(prefix))]
+    return entries
+
+
+def record_alias_move(mlflow: MlflowClient, name: str, environment: str, entry: dict[str, Any]) -> None:
+    """Add one move to the alias history (a new tag), then drop the oldest beyond HISTORY_LIMIT."""
+    key = f"history.{environment}.{time.time_ns():020d}-{secrets.token_hex(3)}"
+    mlflow.set_registered_model_tag(name, key, json.dumps(entry))
+    prefix = f"history.{environment}."
+    keys = sorted(k for k in (mlflow.get_registered_model(name).tags or {}) if k.startswith(prefix))
+    for old in keys[:-HISTORY_LIMIT]:
+        mlflow.delete_registered_model_tag(name, old)
 
 
 def registered_model_exists(mlflow: MlflowClient, name: str) -> bool:
@@ -86,6 +110,31 @@ def registered_model_exists(mlflow: MlflowClient, name: str) -> bool:
             return False
         raise
     return True
+
+
+def ensure_registered_model(mlflow: MlflowClient, name: str) -> None:
+    """Create the registered model unless it exists; a concurrent creator winning the race is fine."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    if registered_model_exists(mlflow, name):
+        return
+    try:
+        mlflow.create_registered_model(name, description="Registered by the pipeline's register stage.")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def settle_version(
+    mlflow: MlflowClient, name: str, artifact_version: str, created: ModelVersion
+) -> ModelVersion:
+    """One version per artifact, whoever registered it: when concurrent runs each created one, every run
+    keeps the lowest and the others delete their own, so all of them end on the same version."""
+    found = mlflow.search_model_versions(f"name = '{name}' and tag.artifact_version = '{artifact_version}'")
+    winner = min(found, key=lambda version: int(version.version), default=created)
+    if str(winner.version) != str(created.version):
+        mlflow.delete_model_version(name, created.version)
+    return winner
 
 
 def download_version(mlflow: MlflowClient, version: ModelVersion, dst: Path) -> Path:

@@ -1,12 +1,12 @@
 """promote and rollback: move the environment's alias, and keep the history that rollback follows.
 
-The history of an environment is a registered-model tag `history.<env>` (JSON, newest last), so it
-lives in the registry with the versions it names and survives a lost workspace.
+The history of an environment is kept in registered-model tags (`history.<env>.<time>`, one per move;
+see adapters/registry.py), so it lives in the registry with the versions it names, survives a lost
+workspace, and concurrent moves cannot erase each other's entry.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,6 @@ from pipeline.workspace import Workspace
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-HISTORY_LIMIT = 50
-"""Entries kept per environment; the tag must stay small."""
 PROMOTABLE = {"pass", "warn"}
 
 
@@ -60,16 +58,13 @@ def _move_alias(
         reporter.note(f"version {version} already serves {config.name}; nothing to move")
         return _result(config.name, version, previous, changed=False)
     mlflow.set_registered_model_alias(name, config.alias, version)
-    entries = registry.alias_history(mlflow, name, config.name)
-    entries.append(
-        {
-            "version": version,
-            "previous": previous,
-            "action": action,
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-    )
-    mlflow.set_registered_model_tag(name, f"history.{config.name}", json.dumps(entries[-HISTORY_LIMIT:]))
+    entry = {
+        "version": version,
+        "previous": previous,
+        "action": action,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    registry.record_alias_move(mlflow, name, config.name, entry)
     reporter.note(f"alias {config.alias!r}: version {previous or '(none)'} -> {version} ({action})")
     return _result(config.name, version, previous, changed=True)
 

@@ -49,8 +49,7 @@ def register(
 
     existing = registry.find_version(mlflow, name, model.version)
     if existing is None:
-        if not registry.registered_model_exists(mlflow, name):
-            mlflow.create_registered_model(name, description="Registered by the pipeline's register stage.")
+        registry.ensure_registered_model(mlflow, name)
         run_id = card["lineage"]["mlflow_run_id"]
         for path in (model.onnx, model.card, model.evaluation):
             mlflow.log_artifact(run_id, str(path), registry.ARTIFACT_PATH)
@@ -68,8 +67,13 @@ def register(
             },
             description=f"{name} {model.version} from git {card['lineage']['git_sha'][:12]}",
         )
-        model_version = str(created.version)
-        reporter.note(f"registered {name} version {model_version} (artifacts {model.version})")
+        model_version = str(registry.settle_version(mlflow, name, model.version, created).version)
+        if model_version == str(created.version):
+            reporter.note(f"registered {name} version {model_version} (artifacts {model.version})")
+        else:
+            reporter.note(
+                f"{name} version {model_version} holds artifacts {model.version} already (registered meanwhile)"
+            )
     else:
         model_version = str(existing.version)
         reporter.note(

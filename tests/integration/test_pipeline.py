@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from pipeline.adapters.registry import alias_history
 from pipeline.artifacts import ModelDir
 from pipeline.cli import main
 from pipeline.stages.export import predict_onnx
@@ -76,7 +77,7 @@ def test_full_pipeline_then_a_worse_candidate_is_stopped(
     run_data = client.get_run(served.run_id).data
     assert run_data.metrics["roc_auc"] > 0.95
     assert run_data.tags["data_sha256"] == tags["data_sha256"]
-    history = json.loads(client.get_registered_model(MODEL).tags["history.dev"])
+    history = alias_history(client, MODEL, "dev")
     assert [(e["version"], e["previous"], e["action"]) for e in history] == [("1", None, "promote")]
     # Promotion consumed the candidate alias.
     assert "dev-candidate" not in client.get_registered_model(MODEL).aliases

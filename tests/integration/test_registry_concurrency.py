@@ -1,0 +1,86 @@
+"""Registry writes under concurrency, with real processes on one real registry (sqlite): the same
+artifact registers as one version whoever runs, and concurrent alias moves lose no history entry."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.adapters.registry import alias_history, record_alias_move
+from pipeline.cli import main
+
+REPO = Path(__file__).parents[2]
+MODEL = "breast-cancer-classifier"
+RUNS = 3
+
+
+@pytest.fixture
+def gated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A workspace whose current model is trained, exported and gated, not yet registered."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    for stage in ("train", "export", "gate"):
+        assert main([stage, "--env", "dev", "--workdir", str(tmp_path)]) == 0
+    return tmp_path
+
+
+def client(workspace: Path) -> MlflowClient:
+    uri = f"sqlite:///{workspace / '.mlflow' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_concurrent_registers_of_one_artifact_make_one_version(gated: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "pipeline", "register", "--env", "dev", "--workdir", str(gated)]
+    runs = [
+        subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(RUNS)
+    ]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0] * RUNS, outputs
+    registry = client(gated)
+    versions = registry.search_model_versions(f"name = '{MODEL}'")
+    assert len(versions) == 1, [v.version for v in versions]
+    [version] = versions
+    # Every run reports the version that stuck, and the candidate alias holds it.
+    assert all(f"alias 'dev-candidate' -> version {version.version}" in out for out in outputs), outputs
+    assert registry.get_model_version_by_alias(MODEL, "dev-candidate").version == version.version
+
+
+def test_concurrent_alias_moves_keep_every_history_entry(gated: Path) -> None:
+    assert main(["register", "--env", "dev", "--workdir", str(gated)]) == 0
+    registry = client(gated)
+    code = (
+        "import sys\n"
+        "from mlflow import MlflowClient\n"
+        "from pipeline.adapters.registry import record_alias_move\n"
+        "uri, name, n = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+        "mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)\n"
+        "for i in range(5):\n"
+        "    record_alias_move(mlflow, name, 'dev', {'version': n, 'previous': None, 'action': f'move {n}.{i}', 'at': ''})\n"
+    )
+    uri = f"sqlite:///{gated / '.mlflow' / 'mlflow.db'}"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code, uri, MODEL, str(n)], cwd=REPO) for n in range(RUNS)
+    ]
+    assert [writer.wait(timeout=300) for writer in writers] == [0] * RUNS
+    actions = sorted(entry["action"] for entry in alias_history(registry, MODEL, "dev"))
+    assert actions == sorted(f"move {n}.{i}" for n in range(RUNS) for i in range(5))
+
+
+def test_history_keeps_the_newest_entries_in_order(gated: Path) -> None:
+    assert main(["register", "--env", "dev", "--workdir", str(gated)]) == 0
+    registry = client(gated)
+    for n in range(55):
+        record_alias_move(
+            registry, MODEL, "dev", {"version": "1", "previous": None, "action": str(n), "at": ""}
+        )
+    assert [entry["action"] for entry in alias_history(registry, MODEL, "dev")] == [
+        str(n) for n in range(5, 55)
+    ]
