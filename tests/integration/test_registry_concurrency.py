@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pipeline.cli import main
 
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
-RUNS = 3
+RUNS = 4
 
 
 @pytest.fixture
@@ -33,17 +34,49 @@ def client(workspace: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def test_concurrent_registers_of_one_artifact_make_one_version(gated: Path) -> None:
+# Each run imports everything first, then waits at a barrier, so the runs reach the registry together:
+# without the barrier, start-up jitter (seconds) hides the race (a fraction of a second).
+AT_THE_BARRIER = """
+import sys, time
+from pathlib import Path
+import mlflow.exceptions, onnx, skl2onnx, sklearn  # the slow imports, before the barrier
+from mlflow import MlflowClient
+from pipeline.cli import main
+from pipeline.stages import register
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+ready.touch()
+while not go.exists():
+    time.sleep(0.002)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def start_together(workspace: Path, args: list[str], runs: int) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    command = [sys.executable, "-m", "pipeline", "register", "--env", "dev", "--workdir", str(gated)]
-    runs = [
+    go = workspace / "go"
+    processes = [
         subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [sys.executable, "-c", AT_THE_BARRIER, str(workspace / f"ready-{n}"), str(go), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-        for _ in range(RUNS)
+        for n in range(runs)
     ]
-    outputs = [run.communicate(timeout=300)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0] * RUNS, outputs
+    deadline = time.monotonic() + 120
+    while not all((workspace / f"ready-{n}").exists() for n in range(runs)):
+        assert time.monotonic() < deadline, "the runs did not reach the barrier"
+        time.sleep(0.05)
+    go.touch()
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * runs, outputs
+    return outputs
+
+
+def test_concurrent_registers_of_one_artifact_make_one_version(gated: Path) -> None:
+    outputs = start_together(gated, ["register", "--env", "dev", "--workdir", str(gated)], RUNS)
     registry = client(gated)
     versions = registry.search_model_versions(f"name = '{MODEL}'")
     assert len(versions) == 1, [v.version for v in versions]
