@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.adapters.service_process import free_port, started_process
+from pipeline.adapters.processes import free_port, started_process
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 90.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.service_process import answers, free_port, stop
+from pipeline.adapters.processes import answers, free_port, spawn, stop
 from pipeline.errors import StageError
 
 SPLIT_ID = "split"
@@ -91,11 +91,9 @@ class CaddySplitter:
         )
         log = (workdir / "caddy.log").open("wb")
         with log:
-            process = subprocess.Popen(
+            process = spawn(
                 [caddy_executable(), "run", "--config", str(config_path)],
                 stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
                 env={"HOME": str(workdir), "XDG_DATA_HOME": str(workdir), "XDG_CONFIG_HOME": str(workdir)},
             )
         splitter = cls(process, f"http://127.0.0.1:{listen_port}", f"http://127.0.0.1:{admin_port}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.service_process import stop
+from pipeline.adapters.processes import spawn, stop
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config, LoadTestSpec
 from pipeline.console import Reporter
@@ -98,13 +98,7 @@ class LocustTraffic:
         write_json(report_dir / PROFILE_FILE, profile)
         env = {**os.environ, **locust_environment(report_dir / PROFILE_FILE, headers)}
         with (report_dir / "locust.log").open("wb") as log:
-            return subprocess.Popen(
-                locust_command(url, report_dir),
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            return spawn(locust_command(url, report_dir), env=env, stdout=log)
 
     @staticmethod
     def stop(process: subprocess.Popen[bytes]) -> None:
@@ -133,7 +127,7 @@ def run_locust(
     log_path = report_dir / "locust.log"
     timeout = spec.profile.duration_s + LOCUST_GRACE_S
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = spawn(command, env=env, stdout=log)
     try:
         deadline = time.monotonic() + timeout
         while process.poll() is None:
@@ -144,9 +138,7 @@ def run_locust(
             if line:
                 reporter.note(line)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process, timeout=STOP_TIMEOUT_S)
     if process.returncode != 0 or not (report_dir / STATS_FILE).is_file():
         tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
         raise StageError(f"Locust exited with {process.returncode} ({tail}); log: {log_path}")

@@ -10,11 +10,8 @@ import hashlib
 import ipaddress
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,11 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.adapters.processes import READY_TIMEOUT_S, free_port, started_process
 from pipeline.config import Config, ConfigError
-from pipeline.errors import StageError
-
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -57,12 +51,6 @@ def loopback_url(url: str, *, option: str, allow_remote: bool) -> str:
         )
         raise ConfigError(msg)
     return url.rstrip("/")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def service_settings(config: Config) -> dict[str, str]:
@@ -111,61 +99,6 @@ def service_environment(
         env["MODEL_SERVICE_API_KEY_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
         headers["Authorization"] = f"Bearer {key}"
     return env, headers
-
-
-def answers(url: str) -> bool:
-    """True when `url` answers 200 right now."""
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the service's process group (it drains), then SIGKILL what is left after `timeout`."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        process.wait()
-
-
-@contextmanager
-def started_process(
-    command: list[str],
-    env: Mapping[str, str],
-    log_path: Path,
-    ready_url: str,
-    *,
-    what: str,
-    timeout: float = READY_TIMEOUT_S,
-    cwd: Path | None = None,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `command` in its own session (output to `log_path`), yield once `ready_url` answers 200,
-    and stop it with everything it started on the way out, whatever happens in the `with` body."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while not answers(ready_url):
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise StageError(f"{what} exited with {process.returncode}: {' | '.join(tail)}")
-            if time.monotonic() > deadline:
-                raise StageError(f"{what} was not ready within {timeout:.0f}s; log: {log_path}")
-            time.sleep(0.1)
-        yield process
-    finally:
-        stop(process)
 
 
 @contextmanager

@@ -23,7 +23,8 @@ from typing import Any, Literal, Protocol
 
 from pipeline.adapters import registry
 from pipeline.adapters.caddy import CaddySplitter
-from pipeline.adapters.service_process import ServiceProcess, running_service, stop
+from pipeline.adapters.processes import signals_deferred, stop
+from pipeline.adapters.service_process import ServiceProcess, running_service
 from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.console import Reporter
@@ -232,34 +233,9 @@ def rollout(
     for line in rehearsal.describe():
         reporter.note(f"  {line}")
 
-    traffic_seconds = plan_seconds(rehearsal) + TRAFFIC_MARGIN_S
-    # With auth on, both versions accept the same throw-away key, so traffic through the proxy works.
-    api_key = secrets.token_urlsafe(24)
-    with ExitStack() as stack:
-        stable_process = stack.enter_context(
-            running_service(config, stable_dir.path, report_dir / "stable.log", api_key=api_key)
-        )
-        candidate_process = stack.enter_context(
-            running_service(
-                config, candidate.path, report_dir / "candidate.log", settings=fault, api_key=api_key
-            )
-        )
-        splitter = CaddySplitter.start(_dial(stable_process.url), _dial(candidate_process.url), report_dir)
-        stack.callback(splitter.stop)
-        users = traffic.start(
-            splitter.url, candidate_process.headers, report_dir / "traffic", duration_s=traffic_seconds
-        )
-        stack.callback(traffic.stop, users)
-        _wait_for_traffic(stable_process, rehearsal.analysis.min_requests, users)
-        versions = LocalVersions(
-            stable_process, candidate_process, candidate, traffic, report_dir, traffic_seconds
-        )
-        stack.callback(versions.preview_traffic, False)
-        reporter.note(
-            f"live traffic through Caddy at {splitter.url} (Locust, {config.loadtest.profile.users} users)"
-        )
-        started = time.time()
-        outcome = execute(rehearsal, splitter, versions, reporter, approve=lambda: approve)
+    outcome, started = _run_plan(
+        config, rehearsal, (stable_dir, candidate), fault, traffic, report_dir, reporter, approve=approve
+    )
 
     status: Literal["pass", "fail"] = "pass" if outcome.status == "promoted" else "fail"
     timeline = {
@@ -291,6 +267,56 @@ def rollout(
         environment=config.name,
         outcome=outcome,
     )
+
+
+def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)
+    config: Config,
+    rehearsal: Plan,
+    versions_dirs: tuple[ModelDir, ModelDir],
+    fault: dict[str, str],
+    traffic: LoadGenerator,
+    report_dir: Path,
+    reporter: Reporter,
+    *,
+    approve: bool,
+) -> tuple[Outcome, float]:
+    """Start stable and candidate, Caddy in front of them and the users, execute the plan; stop all of
+    it whatever happens. Returns the outcome and when the plan started (epoch seconds)."""
+    stable_dir, candidate = versions_dirs
+    traffic_seconds = plan_seconds(rehearsal) + TRAFFIC_MARGIN_S
+    # With auth on, both versions accept the same throw-away key, so traffic through the proxy works.
+    api_key = secrets.token_urlsafe(24)
+    # Cleanup runs with signals held: a second signal (CI follows SIGINT with SIGTERM) must not cut it short.
+    stack = ExitStack()
+    try:
+        stable_process = stack.enter_context(
+            running_service(config, stable_dir.path, report_dir / "stable.log", api_key=api_key)
+        )
+        candidate_process = stack.enter_context(
+            running_service(
+                config, candidate.path, report_dir / "candidate.log", settings=fault, api_key=api_key
+            )
+        )
+        splitter = CaddySplitter.start(_dial(stable_process.url), _dial(candidate_process.url), report_dir)
+        stack.callback(splitter.stop)
+        users = traffic.start(
+            splitter.url, candidate_process.headers, report_dir / "traffic", duration_s=traffic_seconds
+        )
+        stack.callback(traffic.stop, users)
+        _wait_for_traffic(stable_process, rehearsal.analysis.min_requests, users)
+        versions = LocalVersions(
+            stable_process, candidate_process, candidate, traffic, report_dir, traffic_seconds
+        )
+        stack.callback(versions.preview_traffic, False)
+        reporter.note(
+            f"live traffic through Caddy at {splitter.url} (Locust, {config.loadtest.profile.users} users)"
+        )
+        started = time.time()
+        outcome = execute(rehearsal, splitter, versions, reporter, approve=lambda: approve)
+    finally:
+        with signals_deferred():
+            stack.close()
+    return outcome, started
 
 
 def _wait_for_traffic(stable: ServiceProcess, requests: int, traffic: subprocess.Popen[bytes]) -> None:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.adapters import registry
 from pipeline.adapters.docker_engine import build, connect, push
+from pipeline.adapters.processes import free_port
 from pipeline.adapters.python_lock import LOCK_FILE, audit_lock, wheelhouse, write_sbom
-from pipeline.adapters.service_process import free_port
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter

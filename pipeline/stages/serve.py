@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 
-from pipeline.adapters.service_process import service_environment, stop
+from pipeline.adapters.processes import spawn, stop
+from pipeline.adapters.service_process import service_environment
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
@@ -30,7 +30,7 @@ def serve(config: Config, workspace: Workspace, reporter: Reporter, *, model: Mo
         reporter.note(f"try: curl -s {url}/v1/predict -H 'Content-Type: application/json'{auth} -d '{body}'")
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVICE_")}
     command = [sys.executable, "-m", "model_service", "--model-dir", str(model_dir), "--port", str(port)]
-    process = subprocess.Popen(command, env={**inherited, **env_vars}, start_new_session=True)
+    process = spawn(command, env={**inherited, **env_vars})
     try:
         process.wait()
     except KeyboardInterrupt:

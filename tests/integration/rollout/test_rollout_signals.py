@@ -1,0 +1,130 @@
+"""Whatever stops a rehearsal (a signal to the pipeline, to its parent, twice in a row, or SIGKILL),
+every process it started stops too, no alias moves, and nothing keeps sending traffic.
+
+Real processes: `python -m pipeline rollout` started as CI or nox would start it, signalled from here.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+MODEL = "breast-cancer-classifier"
+REPO = Path(__file__).parents[3]
+# A long first pause, so the signal lands while both versions, Caddy and Locust run.
+LONG = ("--set", "rollout.steps=[{set_weight: 20}, {pause: {duration_seconds: 120}}, {analysis: {}}]")
+# What nox does: run the pipeline as a child and wait (its own signal handling aside).
+PARENT = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+
+@pytest.fixture
+def workspace(stable_and_candidate: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    shutil.copytree(stable_and_candidate, root, ignore=shutil.ignore_patterns("reports"))
+    return root
+
+
+def processes_of(workspace: Path) -> list[int]:
+    """Pids of every process whose command line names the workspace (services, Caddy, Locust)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(workspace) in cmdline and "-m pipeline" not in cmdline and "subprocess" not in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def start(workspace: Path, *, parent: bool = False) -> subprocess.Popen[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "rollout",
+        "--env",
+        "dev",
+        "--workdir",
+        str(workspace),
+        *LONG,
+    ]
+    if parent:
+        command = [sys.executable, "-c", PARENT, *command]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_live_traffic(run: subprocess.Popen[str]) -> list[str]:
+    assert run.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = run.stdout.readline()
+        lines.append(line)
+        if "step 2: pause" in line:
+            return lines
+        assert line or run.poll() is None, "".join(lines)
+    raise AssertionError("the rollout never reached its pause:\n" + "".join(lines))
+
+
+def all_stopped(workspace: Path, timeout: float = 40) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not processes_of(workspace):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def serving(workspace: Path) -> str:
+    uri = f"sqlite:///{workspace / '.mlflow' / 'mlflow.db'}"
+    return str(
+        MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(MODEL, "dev").version
+    )
+
+
+def test_sigkill_of_the_pipeline_stops_every_child(workspace: Path) -> None:
+    run = start(workspace)
+    wait_for_live_traffic(run)
+    children = processes_of(workspace)
+    assert len(children) >= 4  # stable, candidate, Caddy, Locust (services may have workers)
+    run.kill()
+    run.wait(timeout=30)
+    assert all_stopped(workspace), processes_of(workspace)
+    assert serving(workspace) == "1"
+
+
+def test_sigterm_to_the_parent_alone_stops_the_rollout_without_promoting(workspace: Path) -> None:
+    """`timeout` and some CI runners signal only the process they started (here nox's stand-in)."""
+    run = start(workspace, parent=True)
+    wait_for_live_traffic(run)
+    run.send_signal(signal.SIGTERM)  # the parent dies at once; the pipeline must notice
+    run.wait(timeout=30)
+    assert all_stopped(workspace), processes_of(workspace)
+    assert serving(workspace) == "1"
+    [timeline] = (workspace / "reports" / "dev").glob("*/rollout/timeline.json")
+    assert "interrupted" in timeline.read_text()
+
+
+def test_sigint_then_sigterm_cannot_cut_the_cleanup_short(workspace: Path) -> None:
+    """nox forwards Ctrl-C as SIGINT and follows it with SIGTERM a fraction of a second later."""
+    run = start(workspace)
+    wait_for_live_traffic(run)
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    run.send_signal(signal.SIGTERM)
+    output = run.communicate(timeout=60)[0]
+    assert run.returncode != 0
+    assert all_stopped(workspace, timeout=5), processes_of(workspace)
+    assert "weight 0" in output or "ABORT" in output, output[-2000:]
+    assert serving(workspace) == "1"
