@@ -55,7 +55,9 @@ def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _git(repo: Path, env: Mapping[str, str], *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, env=dict(env), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=dict(env), capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
     return done.stdout.strip()
@@ -72,7 +74,9 @@ def prepare(repo: Path, worktree: Path, env: Mapping[str, str], head: str) -> No
         _git(worktree, env, "checkout", "--quiet", "--force", "--detach", head)
     else:
         _git(repo, env, "worktree", "add", "--quiet", "--detach", str(worktree), head)
-    exclude = Path(_git(repo, env, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "info" / "exclude"
+    exclude = (
+        Path(_git(repo, env, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "info" / "exclude"
+    )
     exclude.parent.mkdir(parents=True, exist_ok=True)
     lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.is_file() else []
     missing = [f"/{name}" for name in SHARED if f"/{name}" not in lines]
@@ -108,7 +112,9 @@ def run(
         moved = fetch_head(repo, env, remote, branch)
         if moved == head:
             return code  # the branch did not move: the failure is the command's own
-        sys.stdout.write(f"::warning::{branch} moved to {moved[:12]} during attempt {attempt}; retrying on it\n")
+        sys.stdout.write(
+            f"::warning::{branch} moved to {moved[:12]} during attempt {attempt}; retrying on it\n"
+        )
     sys.stdout.write(f"::error::{branch} kept moving: gave up after {attempts} attempts\n")
     return code
 

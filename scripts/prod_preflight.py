@@ -33,7 +33,7 @@ class Refused(Exception):
 
 def environment(api_url: str, repository: str, token: str, name: str = ENVIRONMENT) -> dict[str, Any] | None:
     """The environment as the REST API describes it, or None when it does not exist (404)."""
-    request = urllib.request.Request(  # noqa: S310  (the URL is GitHub's API from the runner's env)
+    request = urllib.request.Request(
         f"{api_url.rstrip('/')}/repos/{repository}/environments/{name}",
         headers={
             "Accept": "application/vnd.github+json",
@@ -42,7 +42,7 @@ def environment(api_url: str, repository: str, token: str, name: str = ENVIRONME
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:
             data = json.load(response)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -93,7 +93,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     repository = environ["GITHUB_REPOSITORY"]
     try:
         found = check(
-            environment(environ.get("GITHUB_API_URL", "https://api.github.com"), repository, environ["GH_TOKEN"]),
+            environment(
+                environ.get("GITHUB_API_URL", "https://api.github.com"), repository, environ["GH_TOKEN"]
+            ),
             event=environ.get("GITHUB_EVENT_NAME", ""),
             ref=environ.get("GITHUB_REF", ""),
             allow_unprotected=environ.get(ALLOW_VARIABLE, "").strip().lower() == "true",

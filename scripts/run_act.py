@@ -99,7 +99,9 @@ def problems(root: Path) -> list[str]:
         if not action.pinned:
             out.append(f"{where}: pin by full commit SHA with a version comment")
         elif action.repo not in locked:
-            out.append(f"{where}: not in {LOCK}; add `{action.repo}: {{tag: TAG, sha: SHA}}` after verifying it")
+            out.append(
+                f"{where}: not in {LOCK}; add `{action.repo}: {{tag: TAG, sha: SHA}}` after verifying it"
+            )
         elif (action.tag, action.ref) != locked[action.repo]:
             tag, sha = locked[action.repo]
             out.append(f"{where} # {action.tag or '(no comment)'}: {LOCK} has {sha} # {tag}")

@@ -61,7 +61,9 @@ def _grants(permissions: Any) -> dict[str, str]:
     raise AssertionError(f"permissions must be a mapping, read-all or write-all, not {permissions!r}")
 
 
-def job_permissions(job: dict[str, Any], workflow: Workflow, inherited: dict[str, str] | None) -> dict[str, str]:
+def job_permissions(
+    job: dict[str, Any], workflow: Workflow, inherited: dict[str, str] | None
+) -> dict[str, str]:
     """What a job's token may do: its own key, else the workflow's top level, else (a called workflow) the
     caller's grant, else the restricted default. `permissions: {}` at the top grants nothing."""
     if "permissions" in job:
@@ -272,7 +274,9 @@ DOC = """
 
 
 def _synthetic(tmp_path: Path, caller_permissions: str) -> dict[str, Workflow]:
-    (tmp_path / "cd.yml").write_text(CALLER.replace("CALLER_PERMISSIONS", caller_permissions), encoding="utf-8")
+    (tmp_path / "cd.yml").write_text(
+        CALLER.replace("CALLER_PERMISSIONS", caller_permissions), encoding="utf-8"
+    )
     (tmp_path / "callee.yml").write_text(CALLEE, encoding="utf-8")
     return load(tmp_path)
 

@@ -110,9 +110,15 @@ def test_prod_runs_only_from_main_after_the_preflight() -> None:
 
 
 def test_a_failed_or_cancelled_rollout_is_rolled_back_through_the_branch_as_it_is_now() -> None:
-    steps = {s.get("id") or s.get("name"): s for s in _load(ROOT / ".github/workflows/reusable-deploy.yml")["jobs"]["deploy"]["steps"]}
+    steps = {
+        s.get("id") or s.get("name"): s
+        for s in _load(ROOT / ".github/workflows/reusable-deploy.yml")["jobs"]["deploy"]["steps"]
+    }
     rollback = steps["nox -s rollback -- --gitops"]
-    assert "(failure() || cancelled())" in rollback["if"] and "steps.gitops.outcome == 'success'" in rollback["if"]
+    assert (
+        "(failure() || cancelled())" in rollback["if"]
+        and "steps.gitops.outcome == 'success'" in rollback["if"]
+    )
     for step in (steps["gitops"], rollback):
         assert step["run"].startswith("python3 scripts/gitops_push.py --worktree")
         assert step["env"]["GITOPS_TOKEN"] == "${{ secrets.GITOPS_TOKEN }}"
