@@ -45,6 +45,7 @@ def environment(api_url: str, repository: str, token: str, name: str = ENVIRONME
         with urllib.request.urlopen(request, timeout=30) as response:
             data = json.load(response)
     except urllib.error.HTTPError as exc:
+        exc.close()  # the error carries the open response
         if exc.code == 404:
             return None
         raise Refused(

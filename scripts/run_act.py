@@ -34,6 +34,8 @@ LOCAL_ACTIONS = Path(".github/actions")
 EVENTS = Path(".github/act")
 STAND_INS = Path(".github/act/actions")
 LOCK = Path(".github/actions.lock.yml")
+SCHEMAS_ENV = "K8S_SCHEMAS_DIR"
+"""The CRD schema folder render --check reads (pipeline/deploy/validate.py)."""
 EVENT_WORKFLOW = {"push": "ci.yml", "pull_request": "ci.yml", "workflow_dispatch": "cd.yml"}
 """The workflow each event runs by default (a push to main would also start cd.yml on GitHub)."""
 BUILT_IN = frozenset({"actions/checkout"})
@@ -134,6 +136,11 @@ def act_command(
         "--env",
         f"ACT_ARTIFACT_DIR={artifact_dir}",
     ]
+    # act runs the jobs in a copy of the tree with no ../shared beside it: hand on the CRD schema folder
+    # (render --check would otherwise download the pinned files, as on a fork).
+    schemas = os.environ.get(SCHEMAS_ENV) or str(root.parent / "shared" / "schemas" / "crds")
+    if Path(schemas).is_dir():
+        command += ["--env", f"{SCHEMAS_ENV}={schemas}"]
     for action in sorted({(a.repo, a.ref) for a in remote_actions(root) if a.repo not in BUILT_IN}):
         repo, ref = action
         command += ["--local-repository", f"{repo}@{ref}={root / STAND_INS / repo}"]
