@@ -8,8 +8,9 @@ A deploy job checks out the commit that started the run, but by the time staging
 has already pushed its overlay commit to the branch: a commit made on the old checkout is rejected as
 non-fast-forward. So the command runs in a worktree DIR at the branch's current head (fetched again
 before every attempt), while the code and environment files stay those of the run. When the command
-fails and the branch moved meanwhile, it is run again on the new head; when the branch did not move,
-the failure is real and its exit code is returned at once.
+fails, left nothing committed in DIR (a rejected push is undone) and the branch moved meanwhile, it
+is run again on the new head; otherwise the failure is the command's own and its exit code is
+returned at once.
 
 The job's workspace state (`artifacts/`, `.mlflow/`) is linked into DIR, so the registry the command
 moves is the job's. With GITOPS_TOKEN set, git authenticates with it through an HTTP header passed in
@@ -110,8 +111,10 @@ def run(
         if code == 0:
             return 0
         moved = fetch_head(repo, env, remote, branch)
-        if moved == head:
-            return code  # the branch did not move: the failure is the command's own
+        if moved == head or _git(worktree, env, "rev-parse", "HEAD") != head:
+            # The branch did not move, or it moved by our own push (the command failed after it):
+            # the failure is the command's own, and running it again would act twice.
+            return code
         sys.stdout.write(
             f"::warning::{branch} moved to {moved[:12]} during attempt {attempt}; retrying on it\n"
         )

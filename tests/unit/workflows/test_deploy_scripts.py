@@ -166,7 +166,9 @@ if [ ! -f "$2/raced" ]; then
   touch "$2/raced"
   (cd "$2/other" && echo dev > dev && git add dev && git commit -qm "deploy(dev)" && git push -q origin HEAD:main)
 fi
-echo staging > staging && git add staging && git commit -qm "deploy(staging)" && git push -q origin HEAD:main
+echo staging > staging && git add staging && git commit -qm "deploy(staging)"
+# As pipeline/deploy/gitops.py does: a rejected push undoes the commit, so nothing of ours is left.
+git push -q origin HEAD:main || { git reset -q --hard HEAD~1; exit 1; }
 """
 
 
@@ -210,6 +212,28 @@ def test_a_failure_while_the_branch_stood_still_is_not_retried(
     )
     out = capsys.readouterr().out
     assert code == 3 and "attempt 1/3" in out and "attempt 2/3" not in out
+
+
+def test_a_command_that_pushed_and_then_failed_is_not_run_again(
+    repos: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    remote, job, _ = repos
+    worktree = tmp_path / "gitops"
+    pushed_then_failed = (
+        'cd "$1" && git commit -q --allow-empty -m revert && git push -q origin HEAD:main && exit 4'
+    )
+    code = gitops_push.run(
+        job,
+        worktree,
+        ["sh", "-c", pushed_then_failed, "rollback", str(worktree)],
+        remote="origin",
+        branch="main",
+        attempts=3,
+        environ={"PATH": "/usr/bin:/bin"},
+    )
+    out = capsys.readouterr().out
+    assert code == 4 and "attempt 2/3" not in out
+    assert _git(remote, "log", "--format=%s", "main").splitlines() == ["revert", "run's commit"]
 
 
 def test_the_token_becomes_an_auth_header_in_the_environment_only() -> None:
