@@ -83,6 +83,16 @@ def test_a_pin_that_differs_from_the_lock_is_a_problem(tmp_path: Path) -> None:
     assert impostor in found and run_act.main(["--check"], root=tmp_path) == 1
 
 
+def test_ci_runs_zizmor_online_with_the_job_token_on_github_only() -> None:
+    [step] = [
+        s
+        for s in _load(ROOT / ".github/workflows/ci.yml")["jobs"]["check"]["steps"]
+        if "zizmor" in s.get("run", "")
+    ]
+    assert "--offline" not in step["run"] and step["env"] == {"GH_TOKEN": "${{ github.token }}"}
+    assert step["if"] == "${{ matrix.session == 'lint' && !github.event.act }}"
+
+
 def test_ci_concurrency_cancels_but_deploys_never_do() -> None:
     assert _load(ROOT / ".github/workflows/ci.yml")["concurrency"]["cancel-in-progress"] is True
     assert _load(ROOT / ".github/workflows/cd.yml")["concurrency"]["cancel-in-progress"] is False
