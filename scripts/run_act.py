@@ -2,13 +2,14 @@
 
     python scripts/run_act.py [--event push|pull_request|workflow_dispatch] [--event-path FILE]
                               [--workflow FILE] [--dry-run] [-- ACT_ARGS...]
-    python scripts/run_act.py --check        # every pinned action has an act stand-in (nox -s lint)
+    python scripts/run_act.py --check        # every action pinned as locked, with an act stand-in (nox -s lint)
 
 act runs in self-hosted mode (`.actrc`: `-P ubuntu-latest=-self-hosted`): steps run on this host.
 It copies the working tree for `actions/checkout` by itself, but clones every other remote action at
 job set-up, which fails offline. So each pinned `uses: owner/name@sha` of the workflows and of the
 local composite actions is mapped with `--local-repository owner/name@sha=DIR` to a stand-in
-`.github/act/actions/owner/name/action.yml`. The event file (`.github/act/EVENT.json`) carries
+`.github/act/actions/owner/name/action.yml`. Every pin must be the commit and tag recorded for that action
+in `.github/actions.lock.yml` (`uses: owner/name@SHA # TAG`). The event file (`.github/act/EVENT.json`) carries
 `"act": true` (jobs that cannot run here are guarded with `!github.event.act`) and the small profile
 that keeps `nox -s act` short (`act_profile`, read by ci.yml). The upload/download-artifact
 stand-ins hand files between jobs through `$ACT_ARTIFACT_DIR`, a fresh temporary folder per run.
@@ -32,12 +33,16 @@ WORKFLOWS = Path(".github/workflows")
 LOCAL_ACTIONS = Path(".github/actions")
 EVENTS = Path(".github/act")
 STAND_INS = Path(".github/act/actions")
+LOCK = Path(".github/actions.lock.yml")
+SCHEMAS_ENV = "K8S_SCHEMAS_DIR"
+"""The CRD schema folder render --check reads (pipeline/deploy/validate.py)."""
 EVENT_WORKFLOW = {"push": "ci.yml", "pull_request": "ci.yml", "workflow_dispatch": "cd.yml"}
 """The workflow each event runs by default (a push to main would also start cd.yml on GitHub)."""
 BUILT_IN = frozenset({"actions/checkout"})
 """Actions act handles itself in self-hosted mode: checkout copies the working tree."""
 
-_USES = re.compile(r"^\s*(?:-\s+)?uses:\s*['\"]?([^\s'\"#]+)", re.MULTILINE)
+_USES = re.compile(r"^\s*(?:-\s+)?uses:\s*['\"]?([^\s'\"#]+)['\"]?[ \t]*(?:#[ \t]*(\S+))?", re.MULTILINE)
+_LOCK_LINE = re.compile(r"^([\w.-]+/[\w.-]+):\s*\{tag:\s*(\S+),\s*sha:\s*([0-9a-f]{40})\}\s*$", re.MULTILINE)
 _SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -48,6 +53,8 @@ class ActionRef:
     repo: str
     ref: str
     source: Path
+    tag: str = ""
+    """The version comment after the pin (`# v7.0.1`)."""
 
     @property
     def pinned(self) -> bool:
@@ -68,22 +75,38 @@ def remote_actions(root: Path) -> list[ActionRef]:
     """Every remote action reference, in file order; local (`./`) and `docker://` ones are skipped."""
     found: list[ActionRef] = []
     for path in workflow_files(root):
-        for target in _USES.findall(path.read_text(encoding="utf-8")):
+        for target, tag in _USES.findall(path.read_text(encoding="utf-8")):
             if target.startswith(("./", "docker://")) or "@" not in target:
                 continue
             name, ref = target.rsplit("@", 1)
             repo = "/".join(name.split("/")[:2])  # owner/name/sub/path -> owner/name
-            found.append(ActionRef(repo, ref, path.relative_to(root)))
+            found.append(ActionRef(repo, ref, path.relative_to(root), tag))
     return found
+
+
+def lock(root: Path) -> dict[str, tuple[str, str]]:
+    """{owner/name: (tag, sha)} from .github/actions.lock.yml (one `owner/name: {tag: T, sha: S}` a line)."""
+    path = root / LOCK
+    if not path.is_file():
+        return {}
+    return {repo: (tag, sha) for repo, tag, sha in _LOCK_LINE.findall(path.read_text(encoding="utf-8"))}
 
 
 def problems(root: Path) -> list[str]:
     """What would break the workflows on GitHub (unpinned) or under act (no stand-in)."""
     out: list[str] = []
+    locked = lock(root)
     for action in sorted(set(remote_actions(root))):
         where = f"{action.source}: {action.repo}@{action.ref}"
         if not action.pinned:
             out.append(f"{where}: pin by full commit SHA with a version comment")
+        elif action.repo not in locked:
+            out.append(
+                f"{where}: not in {LOCK}; add `{action.repo}: {{tag: TAG, sha: SHA}}` after verifying it"
+            )
+        elif (action.tag, action.ref) != locked[action.repo]:
+            tag, sha = locked[action.repo]
+            out.append(f"{where} # {action.tag or '(no comment)'}: {LOCK} has {sha} # {tag}")
         if action.repo in BUILT_IN:
             continue
         if not (action.stand_in(root) / "action.yml").is_file():
@@ -113,6 +136,11 @@ def act_command(
         "--env",
         f"ACT_ARTIFACT_DIR={artifact_dir}",
     ]
+    # act runs the jobs in a copy of the tree with no ../shared beside it: hand on the CRD schema folder
+    # (render --check would otherwise download the pinned files, as on a fork).
+    schemas = os.environ.get(SCHEMAS_ENV) or str(root.parent / "shared" / "schemas" / "crds")
+    if Path(schemas).is_dir():
+        command += ["--env", f"{SCHEMAS_ENV}={schemas}"]
     for action in sorted({(a.repo, a.ref) for a in remote_actions(root) if a.repo not in BUILT_IN}):
         repo, ref = action
         command += ["--local-repository", f"{repo}@{ref}={root / STAND_INS / repo}"]
@@ -137,7 +165,8 @@ def main(argv: Sequence[str] | None = None, root: Path = ROOT) -> int:
         for line in found:
             sys.stderr.write(f"{line}\n")
         if not found:
-            sys.stderr.write(f"{len(set(remote_actions(root)))} pinned actions, each with a stand-in\n")
+            pins = {(a.repo, a.ref) for a in remote_actions(root)}
+            sys.stderr.write(f"{len(pins)} pinned actions, each as locked in {LOCK}, each with a stand-in\n")
         return 1 if found else 0
     act = shutil.which("act") or "act"
     with tempfile.TemporaryDirectory(prefix="act-artifacts-") as artifacts:

@@ -2,7 +2,8 @@
 
 - core kinds: `kubernetes-validate --strict` against every version in SUPPORTED_KUBERNETES;
 - Argo (Rollout, AnalysisTemplate, Application) and Prometheus (ServiceMonitor, PrometheusRule) kinds:
-  jsonschema on the CRD's openAPIV3Schema from K8S_SCHEMAS_DIR (default ../shared/schemas/crds);
+  jsonschema on the CRD's openAPIV3Schema from K8S_SCHEMAS_DIR, else ../shared/schemas/crds, else the
+  same upstream files downloaded by crd_cache (pinned by commit and sha256: a fork checks as we do);
 - policy: what schemas miss: hardened pods, limits, probes, pinned images, no removed API versions.
 
 Every problem names the source, the object (Kind/name), the field and the reason.
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.deploy import crd_cache
 
 SUPPORTED_KUBERNETES = ("1.30.0", "1.33.0", "1.36.0")
 """Kubernetes versions every core object is validated against (oldest and newest supported, and one between)."""
@@ -60,7 +63,32 @@ class Problem:
 
 
 def schemas_dir(root: Path) -> Path:
-    return Path(os.environ.get(SCHEMAS_ENV) or root.resolve().parent / "shared" / "schemas" / "crds")
+    """K8S_SCHEMAS_DIR, else ../shared/schemas/crds beside the checkout, else the download cache."""
+    configured = os.environ.get(SCHEMAS_ENV)
+    if configured:
+        return Path(configured)
+    shared = root.resolve().parent / "shared" / "schemas" / "crds"
+    return shared if shared.is_dir() else crd_cache.cache_dir()
+
+
+@cache
+def _download_problem(directory: Path) -> str | None:
+    """Fill the cache once per folder; the reason it failed, or None."""
+    try:
+        crd_cache.ensure(directory)
+    except crd_cache.CrdDownloadError as exc:
+        return str(exc)
+    return None
+
+
+def ensure_schemas(root: Path) -> Path:
+    """The schema folder, downloaded and verified first when it is the cache; ToolMissing if it cannot be."""
+    directory = schemas_dir(root)
+    if not os.environ.get(SCHEMAS_ENV) and directory == crd_cache.cache_dir():
+        problem = _download_problem(directory)
+        if problem:
+            raise ToolMissing(f"no ../shared/schemas/crds and the pinned download failed: {problem}")
+    return directory
 
 
 def _name(doc: dict[str, Any]) -> str:
@@ -267,7 +295,7 @@ def validate_docs(docs: Iterable[dict[str, Any]], source: str, root: Path) -> tu
         problems.extend(policy(doc, source))
         if (group, doc.get("kind")) in CRD_KINDS or group.endswith(("argoproj.io", "coreos.com")):
             try:
-                problems.extend(validate_crd(doc, source, schemas_dir(root)))
+                problems.extend(validate_crd(doc, source, ensure_schemas(root)))
             except ToolMissing as exc:
                 skipped.append(f"{source}: {_name(doc)}: CRD schema not checked: {exc}")
         else:

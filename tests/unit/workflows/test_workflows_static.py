@@ -37,7 +37,7 @@ def test_workflow_is_least_privilege(path: Path) -> None:
         if "uses" not in job:  # a call of a reusable workflow takes its limits from the callee
             assert job.get("timeout-minutes"), f"{name}: timeout-minutes"
         if "id-token" in (job.get("permissions") or {}):
-            assert name in {"image", "rollout", "dev", "staging", "prod"}, f"{name}: id-token only for OIDC"
+            assert name in {"image", "deploy", "dev", "staging", "prod"}, f"{name}: id-token only for OIDC"
     for step in _steps(data):
         assert "${{" not in step.get("run", ""), f"{path.name}: ${{{{ }}}} inside run: {step}"
         if str(step.get("uses", "")).startswith("actions/checkout@"):
@@ -50,6 +50,47 @@ def test_every_remote_action_is_pinned_with_a_version_comment_and_has_a_stand_in
     for line in text.splitlines():
         if re.search(r"uses: [\w-]+/[\w-]+@", line):
             assert re.search(r"@[0-9a-f]{40} # v\d", line), line
+
+
+def test_every_pin_is_the_locked_release_and_every_locked_action_is_used() -> None:
+    locked = yaml.safe_load((ROOT / run_act.LOCK).read_text(encoding="utf-8"))
+    assert run_act.lock(ROOT) == {repo: (e["tag"], e["sha"]) for repo, e in locked.items()}
+    used = run_act.remote_actions(ROOT)
+    assert {a.repo for a in used} == set(locked)
+    for action in used:
+        assert (action.ref, action.tag) == (locked[action.repo]["sha"], locked[action.repo]["tag"]), action
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", action.tag), f"{action}: the comment names a release tag"
+
+
+def test_a_pin_that_differs_from_the_lock_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / ".github/workflows").mkdir(parents=True)
+    stand_in = tmp_path / ".github/act/actions/actions/setup-python/action.yml"
+    stand_in.parent.mkdir(parents=True)
+    stand_in.write_text("name: x\n", encoding="utf-8")
+    sha = "5fda3b95a4ea91299a34e894583c3862153e4b97"
+    (tmp_path / ".github/actions.lock.yml").write_text(
+        f"actions/setup-python: {{tag: v7.0.0, sha: {sha}}}\n", encoding="utf-8"
+    )
+    workflow = tmp_path / ".github/workflows/x.yml"
+    workflow.write_text(f"jobs:\n  a:\n    steps:\n      - uses: actions/setup-python@{sha} # v7.0.0\n")
+    assert run_act.problems(tmp_path) == []
+    workflow.write_text(f"jobs:\n  a:\n    steps:\n      - uses: actions/setup-python@{sha} # v5\n")
+    [found] = run_act.problems(tmp_path)
+    assert "# v5" in found and f"has {sha} # v7.0.0" in found
+    impostor = "00985784816f759cd7afd95a14346e99eb403cf6"
+    workflow.write_text(f"jobs:\n  a:\n    steps:\n      - uses: actions/setup-python@{impostor} # v7.0.0\n")
+    [found] = run_act.problems(tmp_path)
+    assert impostor in found and run_act.main(["--check"], root=tmp_path) == 1
+
+
+def test_ci_runs_zizmor_online_with_the_job_token_on_github_only() -> None:
+    [step] = [
+        s
+        for s in _load(ROOT / ".github/workflows/ci.yml")["jobs"]["check"]["steps"]
+        if "zizmor" in s.get("run", "")
+    ]
+    assert "--offline" not in step["run"] and step["env"] == {"GH_TOKEN": "${{ github.token }}"}
+    assert step["if"] == "${{ matrix.session == 'lint' && !github.event.act }}"
 
 
 def test_ci_concurrency_cancels_but_deploys_never_do() -> None:
@@ -65,7 +106,33 @@ def test_deploys_never_run_in_the_template_repository() -> None:
     for env in ("dev", "staging", "prod"):
         assert jobs[env]["uses"] == "./.github/workflows/reusable-deploy.yml"
         assert "github.repository != 'example-org/model-cicd-template'" in jobs[env]["if"]
-    assert jobs["staging"]["needs"] == ["image", "dev"] and jobs["prod"]["needs"] == ["image", "staging"]
+    assert jobs["staging"]["needs"] == ["image", "dev"]
+    assert jobs["prod"]["needs"] == ["image", "staging", "preflight"]
+
+
+def test_prod_runs_only_from_main_after_the_preflight() -> None:
+    jobs = _load(ROOT / ".github/workflows/cd.yml")["jobs"]
+    assert "github.ref == 'refs/heads/main'" in jobs["prod"]["if"]
+    [check] = [s for s in jobs["preflight"]["steps"] if "run" in s]
+    assert check["run"] == "python3 scripts/prod_preflight.py"
+    assert check["env"]["ALLOW_UNPROTECTED_PROD"] == "${{ vars.ALLOW_UNPROTECTED_PROD }}"
+    assert jobs["preflight"]["permissions"] == {"actions": "read"}
+
+
+def test_a_failed_or_cancelled_rollout_is_rolled_back_through_the_branch_as_it_is_now() -> None:
+    steps = {
+        s.get("id") or s.get("name"): s
+        for s in _load(ROOT / ".github/workflows/reusable-deploy.yml")["jobs"]["deploy"]["steps"]
+    }
+    rollback = steps["nox -s rollback -- --gitops"]
+    assert (
+        "(failure() || cancelled())" in rollback["if"]
+        and "steps.gitops.outcome == 'success'" in rollback["if"]
+    )
+    for step in (steps["gitops"], rollback):
+        assert step["run"].startswith("python3 scripts/gitops_push.py --worktree")
+        assert step["env"]["GITOPS_TOKEN"] == "${{ secrets.GITOPS_TOKEN }}"
+    assert "--gitops" in steps["gitops"]["run"] and "--config-dir environments" in steps["gitops"]["run"]
 
 
 def test_ci_aggregate_job_needs_every_other_job() -> None:
@@ -82,9 +149,10 @@ def test_problems_flag_an_unpinned_action_and_a_missing_stand_in(tmp_path: Path)
         encoding="utf-8",
     )
     found = run_act.problems(tmp_path)
-    assert len(found) == 2
+    assert len(found) == 3
     assert "actions/checkout@v4: pin by full commit SHA" in found[0]
-    assert "owner/tool@0123456789abcdef0123456789abcdef01234567: no act stand-in" in found[1]
+    assert "owner/tool@0123456789abcdef0123456789abcdef01234567: not in .github/actions.lock.yml" in found[1]
+    assert "owner/tool@0123456789abcdef0123456789abcdef01234567: no act stand-in" in found[2]
     assert run_act.main(["--check"], root=tmp_path) == 1
 
 
@@ -96,7 +164,12 @@ def test_act_command_maps_each_action_to_its_stand_in_and_picks_the_event(tmp_pa
     assert f"ACT_ARTIFACT_DIR={tmp_path}" in command
     mapped = [command[i + 1] for i, arg in enumerate(command) if arg == "--local-repository"]
     repos = {m.split("@")[0] for m in mapped}
-    assert repos == {"actions/setup-python", "actions/upload-artifact", "actions/download-artifact"}
+    assert repos == {
+        "actions/setup-python",
+        "actions/upload-artifact",
+        "actions/download-artifact",
+        "docker/login-action",
+    }
     for entry in mapped:
         assert Path(entry.split("=", 1)[1], "action.yml").is_file()
     push = run_act.act_command(ROOT, "push", artifact_dir=tmp_path, extra=["-j", "gate"])

@@ -1,0 +1,145 @@
+"""Run a GitOps command (`promote --gitops`, `rollback --gitops`) on the branch as it is now, retrying
+when someone else pushed first.
+
+    python scripts/gitops_push.py --worktree DIR [--remote origin] [--branch main] [--attempts 3] \
+        -- nox --non-interactive -s promote -- --workdir DIR --config-dir environments --env ENV --gitops
+
+A deploy job checks out the commit that started the run, but by the time staging or prod deploys, dev
+has already pushed its overlay commit to the branch: a commit made on the old checkout is rejected as
+non-fast-forward. So the command runs in a worktree DIR at the branch's current head (fetched again
+before every attempt), while the code and environment files stay those of the run. When the command
+fails, left nothing committed in DIR (a rejected push is undone) and the branch moved meanwhile, it
+is run again on the new head; otherwise the failure is the command's own and its exit code is
+returned at once.
+
+The job's workspace state (`artifacts/`, `.mlflow/`) is linked into DIR, so the registry the command
+moves is the job's. With GITOPS_TOKEN set, git authenticates with it through an HTTP header passed in
+the environment (never written to .git/config), and commits carry a bot identity unless one is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+SHARED = ("artifacts", ".mlflow")
+"""Workspace folders of the job that the command in the worktree reads and writes."""
+BOT_NAME = "github-actions[bot]"
+BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
+
+
+def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for git and the command: token header, bot identity."""
+    env = dict(environ)
+    token = environ.get("GITOPS_TOKEN", "")
+    if token:
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        sys.stdout.write(f"::add-mask::{basic}\n")
+        count = int(environ.get("GIT_CONFIG_COUNT", "0"))
+        env[f"GIT_CONFIG_KEY_{count}"] = f"http.{server}/.extraheader"
+        env[f"GIT_CONFIG_VALUE_{count}"] = f"AUTHORIZATION: basic {basic}"
+        env["GIT_CONFIG_COUNT"] = str(count + 1)
+    for key, value in (
+        ("GIT_AUTHOR_NAME", BOT_NAME),
+        ("GIT_AUTHOR_EMAIL", BOT_EMAIL),
+        ("GIT_COMMITTER_NAME", BOT_NAME),
+        ("GIT_COMMITTER_EMAIL", BOT_EMAIL),
+    ):
+        env.setdefault(key, value)
+    return env
+
+
+def _git(repo: Path, env: Mapping[str, str], *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=dict(env), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def fetch_head(repo: Path, env: Mapping[str, str], remote: str, branch: str) -> str:
+    _git(repo, env, "fetch", "--quiet", remote, f"refs/heads/{branch}")
+    return _git(repo, env, "rev-parse", "FETCH_HEAD")
+
+
+def prepare(repo: Path, worktree: Path, env: Mapping[str, str], head: str) -> None:
+    """DIR at `head`, clean, with the job's workspace folders linked in and ignored by git."""
+    if (worktree / ".git").exists():
+        _git(worktree, env, "checkout", "--quiet", "--force", "--detach", head)
+    else:
+        _git(repo, env, "worktree", "add", "--quiet", "--detach", str(worktree), head)
+    exclude = (
+        Path(_git(repo, env, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "info" / "exclude"
+    )
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.is_file() else []
+    missing = [f"/{name}" for name in SHARED if f"/{name}" not in lines]
+    if missing:
+        exclude.write_text("\n".join([*lines, *missing]) + "\n", encoding="utf-8")
+    for name in SHARED:
+        source, link = repo / name, worktree / name
+        source.mkdir(exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(source.resolve(), target_is_directory=True)
+
+
+def run(
+    repo: Path,
+    worktree: Path,
+    command: Sequence[str],
+    *,
+    remote: str,
+    branch: str,
+    attempts: int,
+    environ: Mapping[str, str],
+) -> int:
+    env = git_environment(environ)
+    code = 1
+    for attempt in range(1, attempts + 1):
+        head = fetch_head(repo, env, remote, branch)
+        prepare(repo, worktree, env, head)
+        sys.stdout.write(f"attempt {attempt}/{attempts} on {remote}/{branch} at {head[:12]}\n")
+        sys.stdout.flush()
+        code = subprocess.run(list(command), cwd=repo, env=env, check=False).returncode
+        if code == 0:
+            return 0
+        moved = fetch_head(repo, env, remote, branch)
+        if moved == head or _git(worktree, env, "rev-parse", "HEAD") != head:
+            # The branch did not move, or it moved by our own push (the command failed after it):
+            # the failure is the command's own, and running it again would act twice.
+            return code
+        sys.stdout.write(
+            f"::warning::{branch} moved to {moved[:12]} during attempt {attempt}; retrying on it\n"
+        )
+    sys.stdout.write(f"::error::{branch} kept moving: gave up after {attempts} attempts\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/gitops_push.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--worktree", type=Path, required=True, help="folder for the branch's worktree")
+    parser.add_argument("--remote", default="origin")
+    parser.add_argument("--branch", default="main")
+    parser.add_argument("--attempts", type=int, default=3)
+    parser.add_argument("command", nargs="+", help="the command to run (after `--`)")
+    args = parser.parse_args(argv)
+    return run(
+        Path.cwd(),
+        args.worktree.resolve(),
+        args.command,
+        remote=args.remote,
+        branch=args.branch,
+        attempts=args.attempts,
+        environ=os.environ,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
