@@ -252,6 +252,7 @@ class Runner:
             raise
 
     def rollback(self) -> None:
+        from pipeline.adapters import registry  # noqa: PLC0415
         from pipeline.deploy import gitops  # noqa: PLC0415
         from pipeline.stages import promote  # noqa: PLC0415
 
@@ -259,6 +260,8 @@ class Runner:
 
         def roll_back() -> StageResult:
             if self.options.gitops:
+                # Refuse before touching Git when the alias has nowhere to go back to.
+                promote.rollback_target(registry.client(c, w), c)
                 gitops.revert_last(w.root, c, r)
             return promote.rollback(c, w, r)
 

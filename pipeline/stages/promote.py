@@ -106,9 +106,8 @@ def promote(
     return result
 
 
-def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
-    """Move alias `<env>` back to the version that served before the current one."""
-    mlflow = registry.client(config, workspace)
+def rollback_target(mlflow: MlflowClient, config: Config) -> str:
+    """The version that served `<env>` before the current one; StageError when there is none."""
     current = registry.alias_version(mlflow, config.model.name, config.alias)
     if current is None:
         raise StageError(
@@ -127,7 +126,13 @@ def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> Promot
     if previous is None:
         msg = f"version {current.version} is the first to serve {config.name}; there is nothing earlier to roll back to"
         raise StageError(msg)
-    return _move_alias(mlflow, config, previous, "rollback", reporter)
+    return str(previous)
+
+
+def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
+    """Move alias `<env>` back to the version that served before the current one."""
+    mlflow = registry.client(config, workspace)
+    return _move_alias(mlflow, config, rollback_target(mlflow, config), "rollback", reporter)
 
 
 def _get_version(mlflow: MlflowClient, name: str, version: str) -> Any:

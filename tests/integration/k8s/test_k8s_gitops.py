@@ -1,5 +1,6 @@
 """GitOps promotion against a local bare repository as the remote: commit, push, refusals, revert."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -108,3 +109,25 @@ def test_rollback_is_a_revert_of_the_last_promotion(repo: Path) -> None:
     assert _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0] == revert
     assert _git(repo, "diff", first, revert, "--", "k8s") == ""
     assert gitops.last_promotion(repo, config) == first
+
+
+def test_rollback_of_a_first_deploy_refuses_before_touching_git(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Git and the registry never disagree: with nothing to roll back to, no revert is pushed."""
+    from pipeline.cli import main  # noqa: PLC0415  (the whole CLI: the runner composes Git and registry)
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copytree(ROOT / "environments", repo / "environments")
+    (repo / ".gitignore").write_text("artifacts/\nreports/\n.mlflow/\nbuild/\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "--quiet", "-m", "environments")
+    _git(repo, "push", "--quiet", "origin", "main")
+    for stage in ("train", "export", "gate", "register", "promote"):
+        assert main([stage, "--env", "dev", "--workdir", str(repo)]) == 0
+    gitops.commit_release(repo, _config(), _lineage(), Reporter())  # a promotion commit to revert
+    head = _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0]
+    args = ["rollback", "--env", "dev", "--gitops", "--set", "deploy.gitops.remote=origin"]
+    assert main([*args, "--workdir", str(repo)]) == 1
+    assert "nothing earlier to roll back to" in capsys.readouterr().err
+    assert _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0] == head
