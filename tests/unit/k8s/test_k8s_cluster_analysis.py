@@ -198,3 +198,29 @@ def test_prod_judges_real_traffic_only() -> None:
     assert "load" not in _metrics(files)
     assert "loadtest-configmap.yaml" not in files
     assert "loadtest-configmap.yaml" not in files["kustomization.yaml"]["resources"]
+
+
+def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input() -> None:
+    from pipeline.deploy.validate import policy  # noqa: PLC0415
+    from pipeline.stages.export import INPUT_NAME  # noqa: PLC0415
+
+    assert render.ONNX_INPUT == INPUT_NAME
+    files = _render(load_config("staging", CONFIG_DIR))
+    template = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": render.ANALYSIS_TEMPLATE},
+        "spec": {"metrics": list(_metrics(files).values())},
+    }
+    assert policy(template, "staging") == []
+    load = next(m for m in template["spec"]["metrics"] if m["name"] == "load")
+    load["provider"]["job"]["spec"]["template"]["spec"]["containers"][1]["securityContext"][
+        "runAsNonRoot"
+    ] = None
+    del load["provider"]["job"]["spec"]["template"]["spec"]["containers"][1]["resources"]["limits"]
+    fields = sorted(p.field for p in policy(template, "staging"))
+    index = len(template["spec"]["metrics"]) - 1
+    assert fields == [
+        f"spec.metrics.{index}.provider.job.spec.template.spec.containers.1.resources.limits.cpu",
+        f"spec.metrics.{index}.provider.job.spec.template.spec.containers.1.resources.limits.memory",
+    ]
