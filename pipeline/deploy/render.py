@@ -264,6 +264,13 @@ def cluster_timing(config: Config) -> ClusterTiming:
 # --- in-cluster load during analysis: the load test's locustfile as an Argo Rollouts Job metric ----------
 
 
+def sends_load(config: Config, rollout_plan: Plan) -> bool:
+    """The environment asks for analysis traffic and its plan analyses (a blue-green plan may only smoke-test)."""
+    return config.deploy.analysis_traffic.enabled and any(
+        isinstance(a, Analyze) for a in rollout_plan.actions
+    )
+
+
 def new_version_service(rollout_plan: Plan) -> str:
     """The Service that reaches only the version under analysis."""
     return f"{APP}-canary" if rollout_plan.strategy == "canary" else f"{APP}-preview"
@@ -550,7 +557,7 @@ def network_peers(config: Config) -> list[dict[str, Any]]:
         peers = [_namespace_peer(deploy.gateway.proxy_namespace or deploy.gateway.namespace)]
     peers.append(_namespace_peer(deploy.prometheus.namespace, "prometheus"))
     peers.append(_namespace_peer(deploy.rollouts_namespace, "argo-rollouts"))
-    if deploy.analysis_traffic.enabled:
+    if sends_load(config, plan(config)):
         peers.append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": LOAD_APP}}})
     return peers
 
@@ -584,7 +591,7 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     }
     metrics = analysis_metrics(rollout_plan.analysis, timing)
     resources = ["../../base", "configmap.yaml"]
-    if deploy.analysis_traffic.enabled:
+    if sends_load(config, rollout_plan):
         metrics.append(load_job_metric(config, rollout_plan, timing))
         resources.append("loadtest-configmap.yaml")
     selector_labels = deploy.prometheus.selector_labels
@@ -615,7 +622,7 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         ],
         "configmap.yaml": config_map(config),
     }
-    if deploy.analysis_traffic.enabled:
+    if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)
     smoke = next((a for a in rollout_plan.actions if isinstance(a, Smoke)), None)
     if smoke is not None:

@@ -193,11 +193,16 @@ def test_the_load_job_sends_the_loadtest_profile_to_the_new_and_the_stable_versi
     assert ("LOADTEST_HEADERS" in env_names) is (config.service.auth == "api-key")
 
 
-def test_prod_judges_real_traffic_only() -> None:
-    files = _render(load_config("prod", CONFIG_DIR))
+@pytest.mark.parametrize(
+    ("env", "overrides"), [("prod", []), ("staging", ["rollout.blue_green.preview_analysis=false"])]
+)
+def test_no_load_where_real_traffic_is_judged_or_nothing_is_analysed(env: str, overrides: list[str]) -> None:
+    files = _render(load_config(env, CONFIG_DIR, overrides))
     assert "load" not in _metrics(files)
     assert "loadtest-configmap.yaml" not in files
     assert "loadtest-configmap.yaml" not in files["kustomization.yaml"]["resources"]
+    peers = _ops(files, "patch-networkpolicy.yaml")["/spec/ingress/0/from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": render.LOAD_APP}}} not in peers
 
 
 def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input() -> None:
