@@ -17,6 +17,7 @@ from pipeline.config.loader import (
 from pipeline.config.models import (
     PREDICTION_SHIFT_METRICS,
     AnalysisSpec,
+    ClusterTiming,
     Config,
     DataSpec,
     DriftLevels,
@@ -30,6 +31,7 @@ __all__ = [
     "EXTENDS_KEY",
     "PREDICTION_SHIFT_METRICS",
     "AnalysisSpec",
+    "ClusterTiming",
     "Config",
     "ConfigError",
     "DataSpec",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -489,13 +490,105 @@ class ArgoCDSpec(Spec):
     """Sync (and prune, self-heal) every push automatically; false: a person presses Sync (prod)."""
 
 
+DURATION_PATTERN = r"^[1-9][0-9]*(s|m)$"
+"""A Prometheus-style duration in whole seconds or minutes: `30s`, `1m`."""
+SCRAPES_PER_INTERVAL = 2
+"""Fewest scrapes in one cluster analysis interval: fewer and a measurement can repeat the last one's data."""
+
+
+def duration_seconds(text: str) -> int:
+    """`30s` -> 30, `2m` -> 120 (the pattern is checked by the field)."""
+    return int(text[:-1]) * (60 if text.endswith("m") else 1)
+
+
+class PrometheusSpec(Spec):
+    """The Prometheus (Prometheus Operator) that scrapes the service and that the cluster analysis queries.
+
+    The cluster analysis is timed from `scrape_interval` (docs/kubernetes.md): each measurement's range
+    window is four scrapes, its interval two, and the first measurement waits one window."""
+
+    scrape_interval: str = Field("30s", pattern=DURATION_PATTERN)
+    """How often Prometheus scrapes each pod (the ServiceMonitor's `interval`; the Prometheus Operator's
+    default is 30s). Every cluster analysis timing derives from it."""
+    analysis_interval: str | None = Field(None, pattern=DURATION_PATTERN)
+    """Time between two cluster analysis measurements (Argo `interval`); empty: two scrape intervals.
+    At least two scrapes, or a measurement can see no new sample."""
+    address: str = Field("http://prometheus-operated.monitoring.svc:9090", pattern=r"^https?://[^\s]+$")
+    """URL the AnalysisTemplate queries (kube-prometheus-stack: `prometheus-operated` in its namespace)."""
+    namespace: str = Field("monitoring", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Namespace Prometheus runs in: the NetworkPolicy admits its pods (label app.kubernetes.io/name=prometheus)."""
+    selector_labels: dict[str, str] = Field(default_factory=lambda: {"release": "kube-prometheus-stack"})
+    """Labels put on the ServiceMonitor and PrometheusRule so the Prometheus picks them up:
+    kube-prometheus-stack selects `release: <its Helm release name>` unless its
+    `serviceMonitorSelectorNilUsesHelmValues`/`ruleSelectorNilUsesHelmValues` are false."""
+
+    @property
+    def scrape_seconds(self) -> int:
+        return duration_seconds(self.scrape_interval)
+
+    @property
+    def interval_seconds(self) -> int:
+        """The cluster analysis interval, in seconds."""
+        if self.analysis_interval is None:
+            return SCRAPES_PER_INTERVAL * self.scrape_seconds
+        return duration_seconds(self.analysis_interval)
+
+    @model_validator(mode="after")
+    def _interval_spans_two_scrapes(self) -> Self:
+        if self.interval_seconds < SCRAPES_PER_INTERVAL * self.scrape_seconds:
+            msg = (
+                f"analysis_interval {self.analysis_interval} is shorter than {SCRAPES_PER_INTERVAL} scrapes "
+                f"of scrape_interval {self.scrape_interval}: a measurement could see no new sample; "
+                f"set it to at least {SCRAPES_PER_INTERVAL * self.scrape_seconds}s or leave it empty"
+            )
+            raise ValueError(msg)
+        return self
+
+
+class AnalysisTrafficSpec(Spec):
+    """Load sent inside the cluster while the analysis runs: the load test's locustfile, users and payloads
+    run as a Job metric of the AnalysisTemplate, against the new version's Service and the stable one."""
+
+    enabled: bool = True
+    """Send it (dev, staging: nothing else calls the new pods); false judges real user traffic only (prod)."""
+    image: str = Field("locustio/locust:2.47.0", pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
+    """An image with Locust (2.x) and Python: the Locust project's own image; pin it by digest in your fork."""
+
+
+class GatewaySpec(Spec):
+    """The Gateway API Gateway the HTTPRoute attaches to (traffic_router `gateway-api`)."""
+
+    name: str = Field("gateway", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Name of the Gateway (created by the cluster operator, with its GatewayClass)."""
+    namespace: str = Field("gateway-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Namespace of the Gateway."""
+    proxy_namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Namespace the implementation runs its proxies in (the NetworkPolicy admits it); empty: the
+    Gateway's namespace."""
+
+
 class DeploySpec(Spec):
     """How the environment runs on Kubernetes: rendered into k8s/overlays/<env> and k8s/argocd/<env>.yaml."""
 
     namespace: str = Field("model-serving", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Namespace the service is deployed to."""
     host: str = Field("model.example.com", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    """Host name of the Ingress (ingress-nginx)."""
+    """Host name users reach the service at (the HTTPRoute's hostname, or the Ingress rule's host)."""
+    traffic_router: Literal["gateway-api", "nginx"] = "gateway-api"
+    """How users reach the pods and how a canary's weight is set: `gateway-api`, an HTTPRoute weighted by
+    Argo Rollouts' Gateway API plugin; `nginx`, an Ingress for ingress-nginx (no releases or security
+    fixes since March 2026: only for clusters that still run it)."""
+    gateway: GatewaySpec = GatewaySpec()
+    """The Gateway the HTTPRoute attaches to (traffic_router `gateway-api`)."""
+    ingress_namespace: str = Field("ingress-nginx", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Namespace of the ingress-nginx controller (traffic_router `nginx`), admitted by the NetworkPolicy."""
+    prometheus: PrometheusSpec = PrometheusSpec()
+    """Scraping and the cluster analysis' clock."""
+    analysis_traffic: AnalysisTrafficSpec = AnalysisTrafficSpec()
+    """Load sent in the cluster during the analysis."""
+    rollouts_namespace: str = Field("argo-rollouts", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Namespace of the Argo Rollouts controller, admitted by the NetworkPolicy (its web metric calls the
+    preview for the blue-green smoke test)."""
     min_replicas: int = Field(2, ge=1, le=100)
     """Fewest pods the HorizontalPodAutoscaler keeps (the PodDisruptionBudget keeps min_replicas - 1)."""
     max_replicas: int = Field(4, ge=1, le=500)
@@ -526,6 +619,51 @@ class DeploySpec(Spec):
         return self
 
 
+WINDOW_SCRAPES = 4
+"""Scrapes in one PromQL range window: rate() needs two samples, four leave room for a missed scrape."""
+
+
+@dataclass(frozen=True)
+class ClusterTiming:
+    """The cluster's clock for `rollout.analysis` (the local rehearsal keeps `interval_seconds`), in seconds.
+
+    Argo starts every metric of an AnalysisRun together: measurement n (from 0) of a Prometheus metric is
+    taken at `initial_delay + n * interval` over the `window` before it; the load Job runs for `load`."""
+
+    scrape: int
+    interval: int
+    window: int
+    initial_delay: int
+    count: int
+
+    @property
+    def last_measurement(self) -> int:
+        return self.initial_delay + (self.count - 1) * self.interval
+
+    @property
+    def load(self) -> int:
+        """How long the in-cluster load runs: past the last measurement by one scrape, so it is counted."""
+        return self.last_measurement + self.scrape
+
+    def problems(self) -> list[str]:
+        """Why these timings cannot produce data (empty when they can)."""
+        out = []
+        if self.interval < SCRAPES_PER_INTERVAL * self.scrape:
+            out.append(
+                f"interval {self.interval}s is shorter than {SCRAPES_PER_INTERVAL} scrapes of {self.scrape}s"
+            )
+        if self.window < WINDOW_SCRAPES * self.scrape:
+            out.append(
+                f"range window {self.window}s holds fewer than {WINDOW_SCRAPES} scrapes of {self.scrape}s"
+            )
+        if self.initial_delay < self.window:
+            out.append(
+                f"initialDelay {self.initial_delay}s is shorter than the window {self.window}s: the first "
+                "measurement would look at time before the new version was scraped"
+            )
+        return out
+
+
 class Config(Spec):
     """One environment, fully resolved."""
 
@@ -552,6 +690,41 @@ class Config(Spec):
     def candidate_alias(self) -> str:
         """Registry alias of the version on its way to this environment."""
         return f"{self.name}-candidate"
+
+    @property
+    def cluster_timing(self) -> ClusterTiming:
+        """`rollout.analysis` on the cluster's clock, derived from deploy.prometheus.scrape_interval."""
+        prometheus = self.deploy.prometheus
+        window = max(WINDOW_SCRAPES * prometheus.scrape_seconds, prometheus.interval_seconds)
+        return ClusterTiming(
+            scrape=prometheus.scrape_seconds,
+            interval=prometheus.interval_seconds,
+            window=window,
+            initial_delay=window,
+            count=self.rollout.analysis.count,
+        )
+
+    @model_validator(mode="after")
+    def _cluster_analysis_can_get_data(self) -> Self:
+        traffic = self.deploy.analysis_traffic
+        blue_green = self.rollout.blue_green
+        if self.rollout.strategy == "blue-green" and blue_green.preview_analysis and not traffic.enabled:
+            msg = (
+                "rollout.blue_green.preview_analysis is on but deploy.analysis_traffic.enabled is false: "
+                "no user reaches a blue-green preview, so its analysis would have no data; enable "
+                "deploy.analysis_traffic or turn preview_analysis off"
+            )
+            raise ValueError(msg)
+        load = self.cluster_timing.load
+        if traffic.enabled and load > MAX_LOAD_DURATION_S:
+            msg = (
+                f"the cluster analysis (rollout.analysis.count {self.rollout.analysis.count} measurements, "
+                f"deploy.prometheus intervals) needs {load}s of in-cluster load, more than the "
+                f"{MAX_LOAD_DURATION_S}s cap of a load test; lower rollout.analysis.count or "
+                "deploy.prometheus.analysis_interval"
+            )
+            raise ValueError(msg)
+        return self
 
     def sha256(self, *sections: str) -> str:
         """Hash of the given sections (all when none), stable across key order."""

@@ -146,7 +146,7 @@ def commit_release(repo: Path, config: Config, lineage: Lineage, reporter: Repor
         raise StageError(
             f"refusing: version {lineage.model_version} has gate.{config.name}={lineage.gate}; nothing was written"
         )
-    written = write_files(repo, render_environment(config, lineage.release()))
+    written = write_files(repo, render_environment(config, lineage.release(), repo))
     if not written:
         reporter.note(f"k8s/overlays/{config.name} already deploys {lineage.release().reference}")
         return git(repo, "rev-parse", "HEAD")

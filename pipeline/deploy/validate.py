@@ -1,9 +1,10 @@
 """Offline validation of k8s/: build every overlay with kustomize, validate each object, apply our policy.
 
 - core kinds: `kubernetes-validate --strict` against every version in SUPPORTED_KUBERNETES;
-- Argo (Rollout, AnalysisTemplate, Application) and Prometheus (ServiceMonitor, PrometheusRule) kinds:
-  jsonschema on the CRD's openAPIV3Schema from K8S_SCHEMAS_DIR, else ../shared/schemas/crds, else the
-  same upstream files downloaded by crd_cache (pinned by commit and sha256: a fork checks as we do);
+- Argo (Rollout, AnalysisTemplate, Application), Prometheus (ServiceMonitor, PrometheusRule) and Gateway API
+  (HTTPRoute) kinds: jsonschema on the CRD's openAPIV3Schema from K8S_SCHEMAS_DIR, else
+  ../shared/schemas/crds, else the same upstream files downloaded by crd_cache (pinned by commit and
+  sha256: a fork checks as we do);
 - policy: what schemas miss: hardened pods, limits, probes, pinned images, no removed API versions.
 
 Every problem names the source, the object (Kind/name), the field and the reason.
@@ -28,6 +29,7 @@ SUPPORTED_KUBERNETES = ("1.30.0", "1.33.0", "1.36.0")
 """Kubernetes versions every core object is validated against (oldest and newest supported, and one between)."""
 SCHEMAS_ENV = "K8S_SCHEMAS_DIR"
 CRD_KINDS = {
+    ("gateway.networking.k8s.io", "HTTPRoute"),
     ("argoproj.io", "Rollout"),
     ("argoproj.io", "AnalysisTemplate"),
     ("argoproj.io", "Application"),
@@ -44,6 +46,8 @@ REMOVED_APIS = {
     "autoscaling/v2beta2": "1.26",
     "batch/v1beta1": "1.25",
 }
+CRD_GROUPS = {"argoproj.io", "monitoring.coreos.com", "gateway.networking.k8s.io"}
+"""API groups validated against CRD schemas (every other group is a core Kubernetes one)."""
 POD_KINDS = {"Rollout", "Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 
@@ -215,6 +219,17 @@ def policy(doc: dict[str, Any], source: str) -> list[Problem]:
     api = str(doc.get("apiVersion", ""))
     if api in REMOVED_APIS:
         out.append(Problem(source, obj, "apiVersion", f"{api} was removed in Kubernetes {REMOVED_APIS[api]}"))
+    if doc.get("kind") == "AnalysisTemplate":
+        for n, metric in enumerate((doc.get("spec") or {}).get("metrics") or []):
+            job = ((metric.get("provider") or {}).get("job") or {}).get("spec")
+            if job is not None:
+                # An analysis Job's pods run beside the service: the same hardening applies.
+                job_doc = {"kind": "Job", "metadata": doc.get("metadata"), "spec": job}
+                out.extend(
+                    Problem(p.source, p.obj, f"spec.metrics.{n}.provider.job.{p.field}", p.reason)
+                    for p in policy(job_doc, source)
+                )
+        return out
     if doc.get("kind") not in POD_KINDS:
         return out
     spec = doc.get("spec") or {}
@@ -237,12 +252,15 @@ def policy(doc: dict[str, Any], source: str) -> list[Problem]:
         )
     if pod.get("automountServiceAccountToken") is not False:
         out.append(Problem(source, obj, "spec.template.spec.automountServiceAccountToken", "must be false"))
+    serving = doc.get("kind") != "Job"  # a Job runs to completion: no probes to answer
     for where, container in _containers(doc):
-        out.extend(_container_policy(source, obj, where, container))
+        out.extend(_container_policy(source, obj, where, container, serving=serving))
     return out
 
 
-def _container_policy(source: str, obj: str, where: str, container: dict[str, Any]) -> list[Problem]:
+def _container_policy(
+    source: str, obj: str, where: str, container: dict[str, Any], *, serving: bool
+) -> list[Problem]:
     out: list[Problem] = []
     image = str(container.get("image", ""))
     tag = image.rsplit("/", 1)[-1].partition(":")[2]
@@ -270,7 +288,7 @@ def _container_policy(source: str, obj: str, where: str, container: dict[str, An
             out.append(Problem(source, obj, f"{where}.resources.limits.{resource}", "must be set"))
         if resource not in requests:
             out.append(Problem(source, obj, f"{where}.resources.requests.{resource}", "must be set"))
-    if ".containers." in f"{where}.":
+    if serving and ".containers." in f"{where}.":
         for probe in ("livenessProbe", "readinessProbe"):
             if probe not in container:
                 out.append(Problem(source, obj, f"{where}.{probe}", "must be set"))
@@ -293,7 +311,7 @@ def validate_docs(docs: Iterable[dict[str, Any]], source: str, root: Path) -> tu
     for doc in docs:
         group = str(doc.get("apiVersion", "")).rpartition("/")[0]
         problems.extend(policy(doc, source))
-        if (group, doc.get("kind")) in CRD_KINDS or group.endswith(("argoproj.io", "coreos.com")):
+        if (group, doc.get("kind")) in CRD_KINDS or group in CRD_GROUPS:
             try:
                 problems.extend(validate_crd(doc, source, ensure_schemas(root)))
             except ToolMissing as exc:

@@ -34,7 +34,9 @@ def test_every_object_of_the_overlay_validates(env: str) -> None:
         "ServiceMonitor",
         "PrometheusRule",
         "HorizontalPodAutoscaler",
+        "HTTPRoute",  # deploy.traffic_router: gateway-api, the default
     } <= kinds
+    assert "Ingress" not in kinds
     problems, skipped = kv.validate_docs(docs, env, ROOT)
     assert (problems, skipped) == ([], [])
     rollout = next(d for d in docs if d["kind"] == "Rollout")
@@ -66,6 +68,26 @@ def test_broken_manifests_fail_with_object_field_and_reason() -> None:
     fields = {(p.obj, p.field) for p in found}
     assert ("Rollout/model-service", "spec.strategy.canary.steps.0.setWeight") in fields
     assert any("unknownField" in p.reason for p in found)
+
+
+@needs_kustomize
+@needs_schemas
+def test_a_broken_httproute_and_an_unhardened_load_job_fail() -> None:
+    docs = kv.build(ROOT / "k8s/overlays/dev")
+    route = copy.deepcopy(next(d for d in docs if d["kind"] == "HTTPRoute"))
+    route["spec"]["rules"][0]["backendRefs"][1]["weight"] = "ten"
+    route["spec"]["hostnames"] = "model.dev.example.com"
+    fields = {p.field for p in kv.validate_crd(route, "dev", SCHEMAS)}
+    assert {"spec.rules.0.backendRefs.1.weight", "spec.hostnames"} <= fields
+
+    template = copy.deepcopy(next(d for d in docs if d["metadata"]["name"] == "model-service-analysis"))
+    (load,) = [m for m in template["spec"]["metrics"] if "job" in m["provider"]]
+    load["provider"]["job"]["spec"]["template"]["spec"]["containers"][0]["securityContext"][
+        "readOnlyRootFilesystem"
+    ] = False
+    (problem,) = kv.policy(template, "dev")
+    assert problem.field.endswith("containers.0.securityContext.readOnlyRootFilesystem")
+    assert problem.field.startswith("spec.metrics.")
 
 
 def test_missing_schemas_skip_with_the_variable_named(

@@ -111,7 +111,7 @@ def test_drift_prediction_shift_bounds_take_max_not_max_vs_stable() -> None:
 
 def test_drift_analysis_template_and_alerts_carry_the_same_bounds() -> None:
     config = _config()
-    metrics = {m["name"]: m for m in analysis_metrics(plan(config).analysis)}
+    metrics = {m["name"]: m for m in analysis_metrics(plan(config).analysis, config.cluster_timing)}
     shift = metrics["positive-rate-delta"]
     assert "model_service_predicted_class_total" in shift["provider"]["prometheus"]["query"]
     assert "canary-hash" in shift["provider"]["prometheus"]["query"]

@@ -16,7 +16,7 @@ ENVS = known_environments(CONFIG_DIR)
 
 def _patch(env: str, name: str) -> list[dict]:
     config = load_config(env, CONFIG_DIR)
-    text = k8s.render_environment(config, k8s.read_release(ROOT, config))[f"k8s/overlays/{env}/{name}"]
+    text = k8s.render_environment(config, k8s.read_release(ROOT, config), ROOT)[f"k8s/overlays/{env}/{name}"]
     return yaml.safe_load(text)
 
 
@@ -54,7 +54,10 @@ def test_rollout_steps_equal_the_plan(env: str) -> None:
         templates = [s["analysis"]["templates"][0]["templateName"] for s in steps if "analysis" in s]
         assert set(templates) == {k8s.ANALYSIS_TEMPLATE}
     else:
-        assert "/spec/strategy/blueGreen/prePromotionAnalysis" in ops
+        pre = ops["/spec/strategy/blueGreen/prePromotionAnalysis"]
+        # Smoke and analysis both judge the preview before the switch, as the rehearsal does.
+        assert [t["templateName"] for t in pre["templates"]] == [k8s.SMOKE_TEMPLATE, k8s.ANALYSIS_TEMPLATE]
+        assert "/spec/strategy/blueGreen/postPromotionAnalysis" not in ops
         auto = ops["/spec/strategy/blueGreen/autoPromotionEnabled"]
         assert auto is config.rollout.blue_green.auto_promotion
 
@@ -62,8 +65,11 @@ def test_rollout_steps_equal_the_plan(env: str) -> None:
 @pytest.mark.parametrize("env", ENVS)
 def test_analysis_thresholds_equal_the_plan(env: str) -> None:
     analysis = plan(load_config(env, CONFIG_DIR)).analysis
-    (op,) = _patch(env, "patch-analysis.yaml")
-    metrics = {m["name"]: m for m in op["value"]}
+    config = load_config(env, CONFIG_DIR)
+    timing = config.cluster_timing
+    address, op = _patch(env, "patch-analysis.yaml")
+    assert address["value"] == config.deploy.prometheus.address
+    metrics = {m["name"]: m for m in op["value"] if "prometheus" in m["provider"]}
     expected: dict[str, float] = {}
     for t in analysis.thresholds:
         name = t.metric.replace("_", "-")
@@ -76,7 +82,9 @@ def test_analysis_thresholds_equal_the_plan(env: str) -> None:
         metric = metrics[name]
         assert metric["successCondition"] == f"len(result) > 0 && result[0] <= {bound:g}"
         assert metric["failureCondition"] == f"len(result) == 0 || result[0] > {bound:g}"  # no data fails
-        assert metric["interval"] == f"{analysis.interval_seconds}s"
+        assert metric["interval"] == f"{timing.interval}s"  # the cluster's clock, not the rehearsal's
+        assert metric["initialDelay"] == f"{timing.initial_delay}s"
+        assert f"[{timing.window}s]" in metric["provider"]["prometheus"]["query"]
         assert metric["count"] == analysis.count
         assert metric["failureLimit"] == analysis.failure_limit
         assert f">= {analysis.min_requests}" in metric["provider"]["prometheus"]["query"]
@@ -84,10 +92,10 @@ def test_analysis_thresholds_equal_the_plan(env: str) -> None:
 
 def test_promql_uses_the_service_metrics_and_pod_hash() -> None:
     analysis = plan(load_config("dev", CONFIG_DIR)).analysis
-    error = k8s.promql("error_ratio", analysis)
+    error = k8s.promql("error_ratio", analysis, 120)
     assert 'status=~"5.."' in error and "or vector(0)" in error
     assert 'rollouts_pod_template_hash="{{args.canary-hash}}"' in error
-    p99 = k8s.promql("p99_ms", analysis, "stable-hash")
+    p99 = k8s.promql("p99_ms", analysis, 120, "stable-hash")
     assert p99.startswith(
         "(histogram_quantile(0.99, sum by (le) (rate(model_service_request_duration_seconds_bucket"
     )
@@ -99,9 +107,9 @@ def test_render_keeps_the_release_a_promotion_wrote(tmp_path: Path) -> None:
     release = k8s.Release(
         image="ghcr.io/acme/model", digest="sha256:" + "a" * 64, model_version="7", git_sha="abc"
     )
-    k8s.write_files(tmp_path, k8s.render_environment(config, release))
+    k8s.write_files(tmp_path, k8s.render_environment(config, release, ROOT))
     assert k8s.read_release(tmp_path, config) == release
-    again = k8s.render_environment(config, k8s.read_release(tmp_path, config))
+    again = k8s.render_environment(config, k8s.read_release(tmp_path, config), ROOT)
     kustomization = yaml.safe_load(again["k8s/overlays/prod/kustomization.yaml"])
     assert kustomization["images"] == [
         {"name": "model-service", "newName": "ghcr.io/acme/model", "digest": release.digest}
