@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from mlflow import MlflowClient
 MODEL = "breast-cancer-classifier"
 REPO = Path(__file__).parents[3]
 # A long first pause, so the signal lands while both versions, Caddy and Locust run.
-LONG = ("--set", "rollout.steps=[{set_weight: 20}, {pause: {duration_seconds: 120}}, {analysis: {}}]")
+LONG = ("--set", "rollout.steps=[{set_weight: 20}, {pause: {seconds: 120}}, {analysis: {}}]")
 # What nox does: run the pipeline as a child and wait (its own signal handling aside).
 PARENT = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
 
@@ -45,7 +46,20 @@ def processes_of(workspace: Path) -> list[int]:
     return found
 
 
-def start(workspace: Path, *, parent: bool = False) -> subprocess.Popen[str]:
+@pytest.fixture
+def runs() -> Iterator[list[subprocess.Popen[str]]]:
+    """The runs a test starts; whatever the test's outcome, none is left running or with an open pipe."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+
+
+def start(
+    runs: list[subprocess.Popen[str]], workspace: Path, *, parent: bool = False
+) -> subprocess.Popen[str]:
     command = [
         sys.executable,
         "-m",
@@ -60,9 +74,11 @@ def start(workspace: Path, *, parent: bool = False) -> subprocess.Popen[str]:
     if parent:
         command = [sys.executable, "-c", PARENT, *command]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen(
+    run = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    runs.append(run)
+    return run
 
 
 def wait_for_live_traffic(run: subprocess.Popen[str]) -> list[str]:
@@ -94,8 +110,10 @@ def serving(workspace: Path) -> str:
     )
 
 
-def test_sigkill_of_the_pipeline_stops_every_child(workspace: Path) -> None:
-    run = start(workspace)
+def test_sigkill_of_the_pipeline_stops_every_child(
+    workspace: Path, runs: list[subprocess.Popen[str]]
+) -> None:
+    run = start(runs, workspace)
     wait_for_live_traffic(run)
     children = processes_of(workspace)
     assert len(children) >= 4  # stable, candidate, Caddy, Locust (services may have workers)
@@ -105,9 +123,11 @@ def test_sigkill_of_the_pipeline_stops_every_child(workspace: Path) -> None:
     assert serving(workspace) == "1"
 
 
-def test_sigterm_to_the_parent_alone_stops_the_rollout_without_promoting(workspace: Path) -> None:
+def test_sigterm_to_the_parent_alone_stops_the_rollout_without_promoting(
+    workspace: Path, runs: list[subprocess.Popen[str]]
+) -> None:
     """`timeout` and some CI runners signal only the process they started (here nox's stand-in)."""
-    run = start(workspace, parent=True)
+    run = start(runs, workspace, parent=True)
     wait_for_live_traffic(run)
     run.send_signal(signal.SIGTERM)  # the parent dies at once; the pipeline must notice
     assert all_stopped(workspace), processes_of(workspace)
@@ -116,9 +136,11 @@ def test_sigterm_to_the_parent_alone_stops_the_rollout_without_promoting(workspa
     assert serving(workspace) == "1"
 
 
-def test_sigint_then_sigterm_cannot_cut_the_cleanup_short(workspace: Path) -> None:
+def test_sigint_then_sigterm_cannot_cut_the_cleanup_short(
+    workspace: Path, runs: list[subprocess.Popen[str]]
+) -> None:
     """nox forwards Ctrl-C as SIGINT and follows it with SIGTERM a fraction of a second later."""
-    run = start(workspace)
+    run = start(runs, workspace)
     wait_for_live_traffic(run)
     run.send_signal(signal.SIGINT)
     time.sleep(0.3)
