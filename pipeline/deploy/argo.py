@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.console import Reporter
-from pipeline.deploy.render import APP
+from pipeline.deploy.names import APP
 from pipeline.errors import NoCluster, StageError
 from pipeline.workspace import Workspace
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.console import Reporter
-from pipeline.deploy.render import K8S_DIR, RELEASE_FILE, Release, render_environment, write_files
+from pipeline.deploy.names import K8S_DIR, RELEASE_FILE
+from pipeline.deploy.render import Release, render_environment, write_files
 from pipeline.errors import StageError
 
 ACTION_TRAILER = "Deploy-Action"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.deploy.render import analysis_metrics, drift_rules
+from pipeline.deploy.argo_analysis import analysis_metrics, drift_rules
 from pipeline.ml.profile import SCORE_EDGES, bin_counts, scores
 from pipeline.rollout.analysis import Window, judge, prediction_shift
 from pipeline.rollout.plan import plan

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import ClusterTiming, Config, ConfigError, load_config
-from pipeline.deploy import render
+from pipeline.deploy import names, render
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = ROOT / "environments"
@@ -156,8 +156,8 @@ def test_networkpolicy_admits_prometheus_the_rollouts_controller_and_the_load_on
     ]
     assert namespaces == ["gateway-system", "monitoring", "argo-rollouts", None]
     assert dev[2]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "argo-rollouts"}}
-    assert dev[3] == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": render.LOAD_APP}}}
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": render.LOAD_APP}}} not in peers("prod")
+    assert dev[3] == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}}
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}} not in peers("prod")
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_the_load_job_sends_the_loadtest_profile_to_the_new_and_the_stable_versi
     }
     assert {c["image"] for c in containers.values()} == {config.deploy.analysis_traffic.image}
     assert all(c["command"][-2:] == ["--exit-code-on-error", "0"] for c in containers.values())
-    assert job["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == render.LOAD_APP
+    assert job["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == names.LOAD_APP
     data = files["loadtest-configmap.yaml"]["data"]
     assert data["locustfile.py"] == (ROOT / "loadtests/locustfile.py").read_text()
     profile = json.loads(data["profile.json"])
@@ -202,19 +202,19 @@ def test_no_load_where_real_traffic_is_judged_or_nothing_is_analysed(env: str, o
     assert "loadtest-configmap.yaml" not in files
     assert "loadtest-configmap.yaml" not in files["kustomization.yaml"]["resources"]
     peers = _ops(files, "patch-networkpolicy.yaml")["/spec/ingress/0/from"]
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": render.LOAD_APP}}} not in peers
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}} not in peers
 
 
 def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input() -> None:
     from pipeline.deploy.validate import policy  # noqa: PLC0415
     from pipeline.stages.export import INPUT_NAME  # noqa: PLC0415
 
-    assert render.ONNX_INPUT == INPUT_NAME
+    assert names.ONNX_INPUT == INPUT_NAME
     files = _render(load_config("staging", CONFIG_DIR))
     template = {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
-        "metadata": {"name": render.ANALYSIS_TEMPLATE},
+        "metadata": {"name": names.ANALYSIS_TEMPLATE},
         "spec": {"metrics": list(_metrics(files).values())},
     }
     assert policy(template, "staging") == []

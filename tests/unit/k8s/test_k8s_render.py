@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from pipeline.config import known_environments, load_config
+from pipeline.deploy import argo_analysis, names
 from pipeline.deploy import render as k8s
 from pipeline.rollout.plan import Analyze, Pause, SetWeight, plan
 
@@ -52,11 +53,14 @@ def test_rollout_steps_equal_the_plan(env: str) -> None:
         steps = ops["/spec/strategy/canary/steps"]
         assert [s if "analysis" not in s else "analysis" for s in steps] == expected
         templates = [s["analysis"]["templates"][0]["templateName"] for s in steps if "analysis" in s]
-        assert set(templates) == {k8s.ANALYSIS_TEMPLATE}
+        assert set(templates) == {names.ANALYSIS_TEMPLATE}
     else:
         pre = ops["/spec/strategy/blueGreen/prePromotionAnalysis"]
         # Smoke and analysis both judge the preview before the switch, as the rehearsal does.
-        assert [t["templateName"] for t in pre["templates"]] == [k8s.SMOKE_TEMPLATE, k8s.ANALYSIS_TEMPLATE]
+        assert [t["templateName"] for t in pre["templates"]] == [
+            names.SMOKE_TEMPLATE,
+            names.ANALYSIS_TEMPLATE,
+        ]
         assert "/spec/strategy/blueGreen/postPromotionAnalysis" not in ops
         auto = ops["/spec/strategy/blueGreen/autoPromotionEnabled"]
         assert auto is config.rollout.blue_green.auto_promotion
@@ -92,10 +96,10 @@ def test_analysis_thresholds_equal_the_plan(env: str) -> None:
 
 def test_promql_uses_the_service_metrics_and_pod_hash() -> None:
     analysis = plan(load_config("dev", CONFIG_DIR)).analysis
-    error = k8s.promql("error_ratio", analysis, 120)
+    error = argo_analysis.promql("error_ratio", analysis, 120)
     assert 'status=~"5.."' in error and "or vector(0)" in error
     assert 'rollouts_pod_template_hash="{{args.canary-hash}}"' in error
-    p99 = k8s.promql("p99_ms", analysis, 120, "stable-hash")
+    p99 = argo_analysis.promql("p99_ms", analysis, 120, "stable-hash")
     assert p99.startswith(
         "(histogram_quantile(0.99, sum by (le) (rate(model_service_request_duration_seconds_bucket"
     )

@@ -341,7 +341,7 @@ def test_the_gitops_commit_does_not_start_cd_again(committed: dict[str, Workflow
     ignored = committed["cd.yml"]["on"]["push"]["paths-ignore"]
     release = Release(image="r/model", tag="t", digest="sha256:" + "0" * 64, model_version="1", git_sha="abc")
     for env in ENVIRONMENTS:
-        written = render_environment(load_config(env, ROOT / "environments"), release)
+        written = render_environment(load_config(env, ROOT / "environments"), release, ROOT)
         assert written, env
         for path in written:
             assert any(_matches(path, p) for p in ignored), f"{path} would start CD again"

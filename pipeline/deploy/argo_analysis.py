@@ -1,0 +1,221 @@
+"""The rollout plan in Argo's terms: canary steps, blue-green, and the analysis as PromQL.
+
+The AnalysisTemplate's metrics are the plan's thresholds as Prometheus queries over each version's
+pods (selected by pod-template hash), timed for Prometheus by `cluster_timing`; the PrometheusRule's
+alerts are the `drift:` bounds as sustained conditions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.config import ClusterTiming, Config, ConfigError
+from pipeline.deploy.names import ANALYSIS_TEMPLATE, PREDICT_ROUTE, SMOKE_TEMPLATE
+from pipeline.rollout.plan import Analysis, Analyze, AwaitApproval, Pause, Plan, Promote, SetWeight, Smoke
+
+
+def _analysis_args() -> list[dict[str, Any]]:
+    return [
+        {"name": "namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+        {"name": "stable-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+    ]
+
+
+def canary_steps(rollout_plan: Plan) -> list[dict[str, Any]]:
+    """spec.strategy.canary.steps: one Argo step per plan action (Promote is Argo's implicit end)."""
+    steps: list[dict[str, Any]] = []
+    for action in rollout_plan.actions:
+        match action:
+            case SetWeight(weight):
+                steps.append({"setWeight": weight})
+            case Pause(seconds):
+                steps.append({"pause": {"duration": f"{seconds}s"}})
+            case Analyze():
+                steps.append(
+                    {
+                        "analysis": {
+                            "templates": [{"templateName": ANALYSIS_TEMPLATE}],
+                            "args": _analysis_args(),
+                        }
+                    }
+                )
+            case Promote():
+                pass
+            case _:
+                raise ValueError(f"canary plans have no {type(action).__name__} action")
+    return steps
+
+
+def blue_green(rollout_plan: Plan) -> dict[str, Any]:
+    """spec.strategy.blueGreen fields the plan decides (services come from the component).
+
+    Smoke and Analyze both judge the preview before the switch, as in the rehearsal: one
+    prePromotionAnalysis with both templates (the analysis' load Job sends the preview its traffic)."""
+    strategy: dict[str, Any] = {"autoPromotionEnabled": True}
+    templates: list[dict[str, str]] = []
+    for action in rollout_plan.actions:
+        match action:
+            case Smoke():
+                templates.append({"templateName": SMOKE_TEMPLATE})
+            case Analyze():
+                templates.append({"templateName": ANALYSIS_TEMPLATE})
+            case AwaitApproval():
+                strategy["autoPromotionEnabled"] = False
+            case Promote(delay):
+                strategy["scaleDownDelaySeconds"] = max(delay, 30)
+            case _:
+                raise ValueError(f"blue-green plans have no {type(action).__name__} action")
+    if templates:
+        strategy["prePromotionAnalysis"] = {"templates": templates, "args": _analysis_args()}
+    return strategy
+
+
+def _selector(hash_arg: str, extra: str = "") -> str:
+    return (
+        f'namespace="{{{{args.namespace}}}}",rollouts_pod_template_hash="{{{{args.{hash_arg}}}}}",'
+        f'route="{PREDICT_ROUTE}"{extra}'
+    )
+
+
+def promql(metric: str, analysis: Analysis, window_seconds: int, hash_arg: str = "canary-hash") -> str:
+    """The query for one analysis metric of the version whose pods have `hash_arg`, over `window_seconds`.
+
+    Windows with fewer than `min_requests` predictions return no sample, which fails (never passes)."""
+    window = f"{window_seconds}s"
+    total = f"model_service_requests_total{{{_selector(hash_arg)}}}"
+    enough = f"sum(increase({total}[{window}])) >= {analysis.min_requests}"
+    if metric == "error_ratio":
+        five_xx = ',status=~"5.."'
+        errors = f"model_service_requests_total{{{_selector(hash_arg, five_xx)}}}"
+        value = f"(sum(rate({errors}[{window}])) or vector(0)) / sum(rate({total}[{window}]))"
+    elif metric in {"p95_ms", "p99_ms"}:
+        quantile = "0.95" if metric == "p95_ms" else "0.99"
+        buckets = f"model_service_request_duration_seconds_bucket{{{_selector(hash_arg)}}}"
+        value = f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}]))) * 1000"
+    elif metric == "score_psi":
+        canary = _shares("model_service_score_bin_total", "bin", "canary-hash", window, smoothing=0.5)
+        stable = _shares("model_service_score_bin_total", "bin", "stable-hash", window, smoothing=0.5)
+        value = f"sum(\n  ({canary} - {stable})\n  * ln({canary} / {stable})\n)"
+    elif metric == "positive_rate_delta":
+        canary = _shares("model_service_predicted_class_total", "class", "canary-hash", window)
+        stable = _shares("model_service_predicted_class_total", "class", "stable-hash", window)
+        value = f"max(abs({canary} - {stable}))"
+    else:
+        raise ValueError(f"no PromQL for analysis metric {metric!r}")
+    return f"({value})\n  and on() ({enough})"
+
+
+def _shares(metric: str, label: str, hash_arg: str, window: str, smoothing: float = 0.0) -> str:
+    """Each `label` value's share of the version's counts over the window (prediction shift queries).
+
+    `smoothing` adds that many counts to every bin, like the local analysis, so an empty bin on one side
+    is rare rather than infinitely surprising."""
+    selector = f'namespace="{{{{args.namespace}}}}",rollouts_pod_template_hash="{{{{args.{hash_arg}}}}}"'
+    counts = f"sum by ({label}) (increase({metric}{{{selector}}}[{window}]))"
+    if not smoothing:
+        return f"({counts} / ignoring({label}) group_left() sum({counts}))"
+    return (
+        f"(({counts} + {smoothing:g}) / ignoring({label}) group_left() "
+        f"(sum({counts}) + {smoothing:g} * count({counts})))"
+    )
+
+
+def _bounded(
+    name: str, query: str, bound: float, analysis: Analysis, timing: ClusterTiming
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        # The cluster's clock (scrape-based), not the rehearsal's interval_seconds; see ClusterTiming.
+        "initialDelay": f"{timing.initial_delay}s",
+        "interval": f"{timing.interval}s",
+        "count": analysis.count,
+        "failureLimit": analysis.failure_limit,
+        # No sample (no data or too few requests) fails, it is never Inconclusive.
+        "successCondition": f"len(result) > 0 && result[0] <= {bound:g}",
+        "failureCondition": f"len(result) == 0 || result[0] > {bound:g}",
+        "provider": {
+            "prometheus": {"address": "{{args.prometheus-address}}", "query": query},
+        },
+    }
+
+
+def analysis_metrics(analysis: Analysis, timing: ClusterTiming) -> list[dict[str, Any]]:
+    """AnalysisTemplate spec.metrics: one Prometheus metric per bound of `Plan.analysis.thresholds`."""
+    metrics: list[dict[str, Any]] = []
+    window = timing.window
+    for threshold in analysis.thresholds:
+        name = threshold.metric.replace("_", "-")
+        if threshold.max is not None:
+            query = promql(threshold.metric, analysis, window)
+            metrics.append(_bounded(name, query, threshold.max, analysis, timing))
+        if threshold.max_vs_stable is not None:
+            canary = promql(threshold.metric, analysis, window, "canary-hash")
+            stable = promql(threshold.metric, analysis, window, "stable-hash")
+            query = f"({canary})\n/ ({stable})"
+            metrics.append(_bounded(f"{name}-vs-stable", query, threshold.max_vs_stable, analysis, timing))
+    return metrics
+
+
+def cluster_timing(config: Config) -> ClusterTiming:
+    """The cluster analysis' timings; refuses (ConfigError naming file and key) timings that get no data."""
+    timing = config.cluster_timing
+    problems = timing.problems()
+    if problems:
+        raise ConfigError(
+            f"environments/{config.name}.yaml: deploy.prometheus (scrape_interval, analysis_interval): "
+            f"the cluster analysis cannot get data: {'; '.join(problems)}"
+        )
+    return timing
+
+
+# ML alerts: sustained input drift and prediction shift, from the `drift:` bounds.
+
+
+def _drift_rule(alert: str, expr: str, minutes: int, summary: str) -> dict[str, Any]:
+    return {
+        "alert": alert,
+        "expr": expr,
+        "for": f"{minutes}m",
+        "labels": {"severity": "ticket"},
+        "annotations": {"summary": summary},
+    }
+
+
+def drift_rules(config: Config) -> dict[str, Any]:
+    """A PrometheusRule group over the service's PSI gauges (each worker's recent window vs the card's
+    reference); NaN (too few rows) never fires. Features with their own bounds get their own rule."""
+    drift = config.drift
+    minutes = drift.alert_for_minutes
+    where = "{{ $labels.namespace }}"
+    own = sorted(name for name, spec in drift.features.items() if spec.psi is not None)
+    others = "".join(f',feature!="{name}"' for name in own)
+    rules = [
+        _drift_rule(
+            "ModelServiceInputDrift",
+            f'max by (namespace, feature) (model_service_feature_psi{{feature!=""{others}}}) > {drift.psi.fail:g}',
+            minutes,
+            f"model-service in {where}: input feature {{{{ $labels.feature }}}} drifted from the training data "
+            f"(PSI above {drift.psi.fail:g} for {minutes}m)",
+        )
+    ]
+    for name in own:
+        bound = drift.bounds(name, "psi").fail
+        rules.append(
+            _drift_rule(
+                "ModelServiceInputDrift",
+                f'max by (namespace, feature) (model_service_feature_psi{{feature="{name}"}}) > {bound:g}',
+                minutes,
+                f"model-service in {where}: input feature {name} drifted (PSI above {bound:g} for {minutes}m)",
+            )
+        )
+    rules.append(
+        _drift_rule(
+            "ModelServicePredictionShift",
+            f"max by (namespace) (model_service_score_psi) > {drift.score_psi.fail:g}",
+            minutes,
+            f"model-service in {where}: predicted scores shifted from the evaluation set's "
+            f"(score PSI above {drift.score_psi.fail:g} for {minutes}m)",
+        )
+    )
+    return {"name": "model-service-ml", "rules": rules}
