@@ -150,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1800.0,
         help="seconds to follow the cluster's Rollout (default: 1800)",
     )
+    rollout.add_argument(
+        "--revision",
+        metavar="SHA",
+        help="with --target kubernetes: the GitOps commit to follow (the one `promote --gitops` pushed); "
+        "waits until Argo CD has synced it and the Rollout carries its image and model version "
+        "(default: the last promotion commit of ENV in the workspace's git)",
+    )
     serve = stages.add_parser(
         "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
     )
@@ -198,6 +205,7 @@ def _options(args: argparse.Namespace) -> Options:
         approve=bool(getattr(args, "approve", False)),
         target=getattr(args, "target", "local"),
         timeout=getattr(args, "timeout", 1800.0),
+        revision=getattr(args, "revision", None),
     )
 
 

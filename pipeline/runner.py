@@ -25,6 +25,7 @@ from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
     from pipeline.artifacts import ModelDir
+    from pipeline.deploy import argo
 
 RUN_ORDER = ("train", "export", "gate", "register", "image", "loadtest", "rollout", "promote")
 """The stages of `run` (the whole pipeline), in order; it stops at the first failure."""
@@ -47,6 +48,7 @@ class Options:
     approve: bool = False
     target: str = "local"
     timeout: float = 1800.0
+    revision: str | None = None
 
 
 class Runner:
@@ -180,6 +182,8 @@ class Runner:
         if self.options.target == "kubernetes":
             self._follow_cluster()
             return
+        if self.options.revision is not None:
+            raise ConfigError("--revision names the GitOps commit to follow: it needs --target kubernetes")
         from pipeline.adapters import registry  # noqa: PLC0415
         from pipeline.adapters.locust import LocustTraffic  # noqa: PLC0415
         from pipeline.rollout import rehearsal  # noqa: PLC0415
@@ -210,15 +214,56 @@ class Runner:
         self.promote(to_version=str(registration["model_version"]))
 
     def _follow_cluster(self) -> None:
-        from pipeline.deploy import argo  # noqa: PLC0415
+        from pipeline.deploy import argo, gitops  # noqa: PLC0415
+        from pipeline.deploy.render import application  # noqa: PLC0415
 
         c, w, r = self.config, self.workspace, self.reporter
 
         def follow() -> StageResult:
-            state = argo.follow_rollout(c, w, r, timeout_s=self.options.timeout)
-            return StageResult(headline=f"{state.phase} at step {state.step}: {state.message}")
+            target = self._pushed_release()
+            app = application(c)["metadata"]
+
+            def same_release(revision: str) -> bool:  # a later commit (another env's) that deploys ours
+                release = gitops.release_at(w.root, c, revision)
+                return release is not None and (release.reference, release.model_version) == (
+                    target.image,
+                    target.model_version,
+                )
+
+            state = argo.follow_rollout(
+                c,
+                r,
+                application=(app["namespace"], app["name"]),
+                target=target,
+                same_release=same_release,
+                timeout_s=self.options.timeout,
+            )
+            return StageResult(
+                headline=f"{target.revision[:12]} {state.phase} at step {state.step}: {state.message}"
+            )
 
         self.stage("rollout", follow)
+
+    def _pushed_release(self) -> argo.Target:
+        """The commit to follow (--revision, else the env's last promotion in the workspace's git) and what
+        its overlay deploys."""
+        from pipeline.deploy import argo, gitops  # noqa: PLC0415
+
+        c, repo = self.config, self.workspace.root
+        given = self.options.revision or gitops.last_promotion(repo, c)
+        if given is None:
+            raise StageError(
+                f"no promotion commit of {c.name} in the git history of {repo}: pass --revision SHA (the "
+                f"commit `promote --env {c.name} --gitops` pushed)"
+            )
+        revision = gitops.resolve_commit(repo, given)
+        release = gitops.release_at(repo, c, revision)
+        if release is None or release.model_version is None:
+            raise StageError(
+                f"commit {revision[:12]} has no {gitops.release_path(c)} with a model_version: it is not a "
+                f"promotion of {c.name}; pass the commit `promote --env {c.name} --gitops` pushed"
+            )
+        return argo.Target(revision=revision, image=release.reference, model_version=release.model_version)
 
     def promote(self, to_version: str | None = None) -> None:
         from pipeline.stages import promote  # noqa: PLC0415

@@ -10,7 +10,8 @@ non-fast-forward. So the command runs in a worktree DIR at the branch's current 
 before every attempt), while the code and environment files stay those of the run. When the command
 fails, left nothing committed in DIR (a rejected push is undone) and the branch moved meanwhile, it
 is run again on the new head; otherwise the failure is the command's own and its exit code is
-returned at once.
+returned at once. On success the worktree's head (the commit the command pushed) is written as the
+step output `revision` (to GITHUB_OUTPUT), which `rollout --target kubernetes --revision` follows.
 
 The job's workspace state (`artifacts/`, `.mlflow/`) is linked into DIR, so the registry the command
 moves is the job's. With GITOPS_TOKEN set, git authenticates with it through an HTTP header passed in
@@ -90,6 +91,16 @@ def prepare(repo: Path, worktree: Path, env: Mapping[str, str], head: str) -> No
             link.symlink_to(source.resolve(), target_is_directory=True)
 
 
+def record_revision(revision: str, environ: Mapping[str, str]) -> None:
+    """The branch head the command left (its pushed commit) as the step output `revision`: the rollout
+    step follows exactly this commit into the cluster."""
+    sys.stdout.write(f"revision {revision}\n")
+    output = environ.get("GITHUB_OUTPUT", "")
+    if output:
+        with Path(output).open("a", encoding="utf-8") as handle:
+            handle.write(f"revision={revision}\n")
+
+
 def run(
     repo: Path,
     worktree: Path,
@@ -109,6 +120,7 @@ def run(
         sys.stdout.flush()
         code = subprocess.run(list(command), cwd=repo, env=env, check=False).returncode
         if code == 0:
+            record_revision(_git(worktree, env, "rev-parse", "HEAD"), environ)
             return 0
         moved = fetch_head(repo, env, remote, branch)
         if moved == head or _git(worktree, env, "rev-parse", "HEAD") != head:

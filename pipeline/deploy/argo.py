@@ -1,14 +1,31 @@
-"""Follow an Argo Rollout in a real cluster until it is Healthy, Degraded or aborted, or a timeout passes.
+"""Follow the pushed GitOps commit into a real cluster: Argo CD syncs it, then Argo Rollouts rolls it out.
 
-Argo CD applies the overlay (automated sync) or a person syncs it; this only watches the Rollout's
-status through the Kubernetes API and prints each step. `interpret` is pure and unit-tested on recorded
-status dicts; the API calls need a cluster and the `kubernetes` package (dependency group `k8s`).
+A Rollout read as Healthy before Argo CD has synced the pushed commit is the previous release's health,
+so `follow_rollout` first waits until the environment's Argo CD Application reports `Synced` at the
+pushed commit and the Rollout's pod template carries the pushed image and model version; only then
+does the Rollout's health count. The reading of the status documents (`assess`) is pure and
+unit-tested on documents shaped as Argo documents them; the API calls need a cluster and the
+`kubernetes` package (dependency group `k8s`) and stay thin.
+
+Status fields read, as documented upstream:
+- Argo CD Application `status.sync.status` (Synced/OutOfSync/Unknown), `status.sync.revision` (the commit
+  the comparison was made against), `status.health.status`, `status.operationState.phase`
+  (Running/Succeeded/Failed/Error/Terminating) with `operationState.syncResult.revision`: the Application
+  CRD (argoproj/argo-cd manifests/crds/application-crd.yaml, printer columns Sync Status / Revision) and
+  https://argo-cd.readthedocs.io/en/stable/user-guide/commands/argocd_app_wait/ (synced and healthy).
+- Argo Rollouts `status.phase` ("clients should only rely on the value if status.observedGeneration equals
+  metadata.generation"), `status.abort`, `status.currentPodHash`, `status.stableRS`, `status.message`,
+  `status.pauseConditions`, `status.canary.currentStepAnalysisRunStatus`: the Rollout CRD
+  (argoproj/argo-rollouts manifests/crds/rollout-crd.yaml) and Argo CD's own reading of a Rollout,
+  https://github.com/argoproj/argo-cd/blob/master/resource_customizations/argoproj.io/Rollout/health.lua
+  (Healthy only when the stable ReplicaSet is the current pod hash).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,24 +34,39 @@ from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.deploy.names import APP
 from pipeline.errors import NoCluster, StageError
-from pipeline.workspace import Workspace
 
 POLL_S = 5.0
+SYNC_FAILED = {"Failed", "Error"}
+"""Argo CD operation phases that end a sync without applying it (auto-sync does not retry the same
+revision unless `syncPolicy.retry` says so)."""
+ANALYSIS_FAILED = {"Failed", "Error", "Inconclusive"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the pushed commit deploys: the cluster must show exactly this before its health counts."""
+
+    revision: str
+    """The full SHA `promote --gitops` pushed."""
+    image: str
+    """`repository@sha256:…` (or `repository:tag`), as kustomize writes it into the pod template."""
+    model_version: str
 
 
 @dataclass(frozen=True)
 class RolloutState:
     phase: str
-    """Argo's status.phase: Progressing, Paused, Healthy, Degraded (aborted rollouts are Degraded)."""
+    """Syncing (Argo CD is not at the pushed commit yet), Applying (the Rollout does not carry the pushed
+    template yet), SyncFailed, or Argo's status.phase: Progressing, Paused, Healthy, Degraded, Aborted."""
     step: str
-    """`3/5` (current step index of the canary steps), or `-` for blue-green."""
+    """`3/5` (current step index of the canary steps), or `-` for blue-green and before the Rollout counts."""
     message: str
     done: bool
     ok: bool
 
 
 def interpret(rollout: dict[str, Any]) -> RolloutState:
-    """What a Rollout object's status means for us (pure)."""
+    """What a Rollout's status means, once its template is the pushed one (pure)."""
     spec, status = rollout.get("spec") or {}, rollout.get("status") or {}
     generation = (rollout.get("metadata") or {}).get("generation")
     observed = status.get("observedGeneration")
@@ -42,15 +74,82 @@ def interpret(rollout: dict[str, Any]) -> RolloutState:
     message = str(status.get("message") or "")
     steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps")
     step = f"{status.get('currentStepIndex', 0)}/{len(steps)}" if steps is not None else "-"
+    analysis = (status.get("canary") or {}).get("currentStepAnalysisRunStatus") or {}
+    if analysis.get("status") in ANALYSIS_FAILED:
+        detail = f"analysis {analysis.get('name', '?')} {analysis['status']}: {analysis.get('message', '')}"
+        message = f"{message}; {detail.rstrip(': ')}" if message else detail.rstrip(": ")
     if status.get("abort"):
-        return RolloutState("Degraded", step, message or "aborted", done=True, ok=False)
-    if generation is not None and observed is not None and str(observed) != str(generation):
+        return RolloutState("Aborted", step, message or "aborted", done=True, ok=False)
+    if generation is not None and str(observed) != str(generation):
         return RolloutState("Progressing", step, "controller has not observed the new spec yet", False, False)
-    if phase == "Healthy":
-        return RolloutState(phase, step, message or "healthy", done=True, ok=True)
     if phase == "Degraded":
         return RolloutState(phase, step, message or "degraded", done=True, ok=False)
+    if phase == "Healthy":
+        current, stable = status.get("currentPodHash"), status.get("stableRS")
+        if current and stable and current != stable:
+            return RolloutState("Progressing", step, f"stable is still {stable}, not {current}", False, False)
+        return RolloutState(phase, step, message or "healthy", done=True, ok=True)
+    if phase == "Paused":
+        reasons = [str(c.get("reason")) for c in status.get("pauseConditions") or [] if c.get("reason")]
+        message = message or ", ".join(reasons)
     return RolloutState(phase, step, message, done=False, ok=False)
+
+
+def template_mismatch(rollout: dict[str, Any], target: Target) -> str | None:
+    """Why the Rollout's pod template is not the pushed release (None when it is), pure."""
+    template = (rollout.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    image = next((str(c.get("image")) for c in containers if c.get("name") == APP), None)
+    version = ((template.get("metadata") or {}).get("labels") or {}).get("model-version")
+    if image != target.image:
+        return f"pod template has image {image}, waiting for {target.image}"
+    if str(version) != target.model_version:
+        return f"pod template has model-version {version}, waiting for {target.model_version}"
+    return None
+
+
+def sync_state(
+    application: dict[str, Any], target: Target, same_release: Callable[[str], bool]
+) -> RolloutState | None:
+    """None when Argo CD has applied the pushed commit (or a later one that deploys the same release);
+    otherwise the state to report (pure apart from `same_release`, which reads git)."""
+    status = application.get("status") or {}
+    sync = status.get("sync") or {}
+    revision, synced = str(sync.get("revision") or ""), sync.get("status") == "Synced"
+    operation = status.get("operationState") or {}
+    operated = (operation.get("syncResult") or {}).get("revision") or (
+        (operation.get("operation") or {}).get("sync") or {}
+    ).get("revision")
+    if operated == target.revision and operation.get("phase") in SYNC_FAILED:
+        return RolloutState(
+            "SyncFailed",
+            "-",
+            f"Argo CD {operation['phase']}: {operation.get('message', '')}".rstrip(": "),
+            True,
+            False,
+        )
+    if synced and (revision == target.revision or (revision and same_release(revision))):
+        return None
+    at = f"{sync.get('status') or 'Unknown'} at {revision[:12] or 'no revision'}"
+    return RolloutState("Syncing", "-", f"Argo CD {at}, waiting for {target.revision[:12]}", False, False)
+
+
+def assess(
+    application: dict[str, Any],
+    rollout: dict[str, Any] | None,
+    target: Target,
+    same_release: Callable[[str], bool],
+) -> RolloutState:
+    """Where the pushed release stands: Argo CD's sync first, then the Rollout's template, then its health."""
+    waiting = sync_state(application, target, same_release)
+    if waiting is not None:
+        return waiting
+    if rollout is None:
+        return RolloutState("Applying", "-", f"Rollout {APP} does not exist yet", False, False)
+    mismatch = template_mismatch(rollout, target)
+    if mismatch is not None:
+        return RolloutState("Applying", "-", mismatch, False, False)
+    return interpret(rollout)
 
 
 def _api(config: Config) -> Any:
@@ -74,27 +173,58 @@ def _api(config: Config) -> Any:
     return api
 
 
+def _get(api: Any, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    try:
+        found: dict[str, Any] = api.get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", namespace, plural, name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found
+
+
 def follow_rollout(
-    config: Config, workspace: Workspace, reporter: Reporter, timeout_s: float = 1800.0
+    config: Config,
+    reporter: Reporter,
+    *,
+    application: tuple[str, str],
+    target: Target,
+    same_release: Callable[[str], bool],
+    timeout_s: float = 1800.0,
 ) -> RolloutState:
-    """Watch Rollout `model-service` in deploy.namespace; StageError on Degraded/aborted or timeout,
-    NoCluster (exit 2) when no cluster is reachable."""
+    """Wait for Argo CD Application `application` (namespace, name) to sync `target.revision`, then follow
+    Rollout `model-service` in deploy.namespace until Healthy. StageError on a failed sync, Degraded,
+    aborted or timeout; NoCluster (exit 2) when no cluster is reachable."""
     api = _api(config)
+    app_namespace, app_name = application
     namespace = config.deploy.namespace
     deadline = time.monotonic() + timeout_s
     last: RolloutState | None = None
     while True:
-        obj = api.get_namespaced_custom_object("argoproj.io", "v1alpha1", namespace, "rollouts", APP)
-        state = interpret(obj)
+        app = _get(api, app_namespace, "applications", app_name)
+        if app is None:
+            raise StageError(
+                f"Argo CD Application {app_namespace}/{app_name} does not exist: apply k8s/argocd/{config.name}.yaml"
+            )
+        state = assess(app, _get(api, namespace, "rollouts", APP), target, same_release)
         if state != last:
             reporter.note(
-                f"rollout {namespace}/{APP}: {state.phase} step {state.step} {state.message}".rstrip()
+                f"{config.name} {target.revision[:12]}: {state.phase} step {state.step} {state.message}".rstrip()
             )
             last = state
         if state.done:
             if not state.ok:
-                raise StageError(f"rollout {namespace}/{APP} {state.phase}: {state.message}")
+                raise StageError(
+                    f"rollout {namespace}/{APP} of {target.revision[:12]} {state.phase}: {state.message}"
+                )
             return state
         if time.monotonic() > deadline:
-            raise StageError(f"rollout {namespace}/{APP} still {state.phase} after {timeout_s:.0f}s")
+            raise StageError(
+                f"rollout {namespace}/{APP} of {target.revision[:12]} still {state.phase} after "
+                f"{timeout_s:.0f}s: {state.message}"
+            )
         time.sleep(POLL_S)

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.deploy.names import K8S_DIR, RELEASE_FILE
-from pipeline.deploy.render import Release, render_environment, write_files
+from pipeline.deploy.render import Release, parse_release, render_environment, write_files
 from pipeline.errors import StageError
 
 ACTION_TRAILER = "Deploy-Action"
@@ -160,8 +160,7 @@ def commit_release(repo: Path, config: Config, lineage: Lineage, reporter: Repor
 
 def last_promotion(repo: Path, config: Config) -> str | None:
     """The newest promotion commit of the environment that no later commit reverted."""
-    release = f"{K8S_DIR}/overlays/{config.name}/{RELEASE_FILE}"
-    log = git(repo, "log", "--format=%H%x00%B%x1e", "--", release)
+    log = git(repo, "log", "--format=%H%x00%B%x1e", "--", release_path(config))
     reverted: set[str] = set()
     for entry in filter(None, (e.strip() for e in log.split("\x1e"))):
         sha, _, body = entry.partition("\x00")
@@ -172,6 +171,36 @@ def last_promotion(repo: Path, config: Config) -> str | None:
         if promoted and sha not in reverted:
             return sha
     return None
+
+
+def resolve_commit(repo: Path, revision: str) -> str:
+    """The full SHA of `revision` (a SHA or a prefix); StageError when this repository does not have it."""
+    try:
+        return git(repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    except StageError:
+        raise StageError(
+            f"commit {revision!r} is not in the git history of {repo}: fetch the GitOps branch, or pass the "
+            "commit `promote --gitops` pushed"
+        ) from None
+
+
+def release_path(config: Config) -> str:
+    return f"{K8S_DIR}/overlays/{config.name}/{RELEASE_FILE}"
+
+
+def release_at(repo: Path, config: Config, commit: str) -> Release | None:
+    """What k8s/overlays/ENV/release.yaml deploys at `commit`; None when this repository does not have
+    the commit or the file."""
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:{release_path(config)}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        return None
+    return parse_release(shown.stdout, f"{commit}:{release_path(config)}")
 
 
 def revert_last(repo: Path, config: Config, reporter: Reporter) -> str:

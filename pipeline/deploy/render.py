@@ -74,13 +74,19 @@ def read_release(root: Path, config: Config) -> Release:
     path = overlay_dir(root, config.name) / RELEASE_FILE
     if not path.is_file():
         return Release(image=config.image.repository)
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return parse_release(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_release(text: str, source: str) -> Release:
+    """A release.yaml's content; `source` (a path, or `COMMIT:path`) names it in the error."""
+    data = yaml.safe_load(text) or {}
     try:
         values: dict[str, Any] = {k: (None if v is None else str(v)) for k, v in data.items()}
         return Release(**values)
-    except TypeError:
+    except (TypeError, AttributeError):
+        keys = ", ".join(data) if isinstance(data, dict) else type(data).__name__
         raise ConfigError(
-            f"{path}: expected keys {', '.join(Release.__dataclass_fields__)}, got {', '.join(data)}"
+            f"{source}: expected keys {', '.join(Release.__dataclass_fields__)}, got {keys}"
         ) from None
 
 

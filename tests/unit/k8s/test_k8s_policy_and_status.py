@@ -92,7 +92,7 @@ STEPS = {"strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"s
         ({"phase": "Healthy", "currentStepIndex": 3, "observedGeneration": "2"}, "Healthy", True, True),
         (
             {"phase": "Degraded", "message": "RolloutAborted: metric error-ratio failed", "abort": True},
-            "Degraded",
+            "Aborted",
             True,
             False,
         ),

@@ -177,7 +177,13 @@ def test_a_push_rejected_because_the_branch_moved_is_retried_on_the_new_head(
 ) -> None:
     remote, job, _ = repos
     worktree = tmp_path / "gitops"
-    environ = {"PATH": "/usr/bin:/bin", "GITOPS_TOKEN": "s3cret", "GITHUB_SERVER_URL": "http://127.0.0.1:9"}
+    outputs = tmp_path / "github_output"
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "GITOPS_TOKEN": "s3cret",
+        "GITHUB_SERVER_URL": "http://127.0.0.1:9",
+        "GITHUB_OUTPUT": str(outputs),
+    }
     code = gitops_push.run(
         job,
         worktree,
@@ -193,6 +199,8 @@ def test_a_push_rejected_because_the_branch_moved_is_retried_on_the_new_head(
     log = _git(remote, "log", "--format=%s%x09%an", "main").splitlines()
     assert [line.split("\t")[0] for line in log] == ["deploy(staging)", "deploy(dev)", "run's commit"]
     assert log[0].endswith("\tgithub-actions[bot]")  # the bot identity, with no git config of the job's
+    # The pushed commit is the step's output `revision`: the rollout step follows exactly this commit.
+    assert outputs.read_text() == f"revision={_git(remote, 'rev-parse', 'main')}\n"
     assert "s3cret" not in (job / ".git" / "config").read_text()  # the token stays in the environment
     assert "::add-mask::" in out
 

@@ -133,6 +133,10 @@ def test_a_failed_or_cancelled_rollout_is_rolled_back_through_the_branch_as_it_i
         assert step["run"].startswith("python3 scripts/gitops_push.py --worktree")
         assert step["env"]["GITOPS_TOKEN"] == "${{ secrets.GITOPS_TOKEN }}"
     assert "--gitops" in steps["gitops"]["run"] and "--config-dir environments" in steps["gitops"]["run"]
+    # The rollout follows the commit the GitOps step pushed, not whatever the cluster runs.
+    follow = steps["nox -s rollout -- --target kubernetes"]
+    assert follow["env"]["REVISION"] == "${{ steps.gitops.outputs.revision }}"
+    assert '--revision "$REVISION"' in follow["run"]
 
 
 def test_ci_aggregate_job_needs_every_other_job() -> None:
