@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
+from pipeline.errors import StageError
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -60,6 +61,47 @@ def alias_version(mlflow: MlflowClient, name: str, alias: str) -> ModelVersion |
         if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
             return None
         raise
+
+
+def registration_run(
+    mlflow: MlflowClient, config: Config, workspace: Workspace, model: ModelDir, training_run: str
+) -> str:
+    """The run of this tracking server that holds the version's artifacts: the training run when it was
+    logged here; otherwise a run created here with the training record's metrics and lineage.
+
+    CD trains once in a job that sees no environment's secrets, so the training run is in that job's
+    sqlite store, while each environment's `register` talks to its own MLFLOW_TRACKING_URI: looking the
+    training run up there would fail."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    try:
+        return str(mlflow.get_run(training_run).info.run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    record = model.read_optional(model.train_record) or {}
+    if not record:
+        raise StageError(
+            f"training run {training_run} is not on {workspace.tracking_uri(config)} and {model.train_record} "
+            "is missing: train against this tracking server, or hand on the model's artifacts folder"
+        )
+    git_sha = str(record.get("git_sha") or "unknown")
+    run = mlflow.create_run(
+        experiment_id(mlflow, config, workspace),
+        run_name=f"{config.model.name}-{model.version}",
+        tags={
+            "artifact_version": model.version,
+            "data_sha256": str(record.get("data_sha256") or ""),
+            "git_sha": git_sha,
+            "environment": config.name,
+            "mlflow.source.git.commit": git_sha,
+            "training_run_id": training_run,
+        },
+    )
+    for key, value in sorted((record.get("metrics") or {}).items()):
+        mlflow.log_metric(run.info.run_id, key, float(value))
+    mlflow.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
 
 
 def find_version(mlflow: MlflowClient, name: str, artifact_version: str) -> ModelVersion | None:

@@ -50,7 +50,12 @@ def register(
     existing = registry.find_version(mlflow, name, model.version)
     if existing is None:
         registry.ensure_registered_model(mlflow, name)
-        run_id = card["lineage"]["mlflow_run_id"]
+        run_id = registry.registration_run(mlflow, config, workspace, model, card["lineage"]["mlflow_run_id"])
+        if run_id != card["lineage"]["mlflow_run_id"]:
+            reporter.note(
+                f"training run {card['lineage']['mlflow_run_id']} is not on this tracking server; "
+                f"logged the version's artifacts and metrics to run {run_id}"
+            )
         for path in (model.onnx, model.card, model.evaluation):
             mlflow.log_artifact(run_id, str(path), registry.ARTIFACT_PATH)
         source = f"{mlflow.get_run(run_id).info.artifact_uri}/{registry.ARTIFACT_PATH}"
