@@ -13,18 +13,32 @@ in `.github/actions.lock.yml` (`uses: owner/name@SHA # TAG`). The event file (`.
 `"act": true` (jobs that cannot run here are guarded with `!github.event.act`) and the small profile
 that keeps `nox -s act` short (`act_profile`, read by ci.yml). The upload/download-artifact
 stand-ins hand files between jobs through `$ACT_ARTIFACT_DIR`, a fresh temporary folder per run.
+
+`workflow_dispatch` (cd.yml) runs the release path with real local parts, all started here and stopped
+at the end: a container registry on 127.0.0.1 (`docker-registry serve`, the CNCF distribution
+registry; `vars.IMAGE_REGISTRY`), a private Docker engine (scripts/dockerd.sh, state under
+/var/tmp/model-cicd-act-dockerd) with the Debian base image (scripts/base-image.sh), and a bare git
+repository as the GitOps remote. act runs in a clone of this repository (with the working tree's
+uncommitted files copied in) whose `origin` is that bare remote, so the deploy's GitOps commits land
+there and never in this repository; the summary at the end names the pushed digest and the commits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +54,15 @@ EVENT_WORKFLOW = {"push": "ci.yml", "pull_request": "ci.yml", "workflow_dispatch
 """The workflow each event runs by default (a push to main would also start cd.yml on GitHub)."""
 BUILT_IN = frozenset({"actions/checkout"})
 """Actions act handles itself in self-hosted mode: checkout copies the working tree."""
+
+LOCAL_RELEASE_EVENTS = frozenset({"workflow_dispatch"})
+"""Events whose workflow pushes an image and commits to GitOps: run against the local parts."""
+DOCKERD_DIR = "/var/tmp/model-cicd-act-dockerd"
+"""State folder of the Docker engine run_act starts (its own, not the one the image tests use)."""
+BASE_IMAGE = "model-cicd-base:bookworm"
+SLUG_REMOTE = "act-slug"
+SLUG_URL = "https://github.com/act-local/model-cicd.git"
+"""act names `github.repository` after a remote's URL (`--remote-name`); nothing is fetched from it."""
 
 _USES = re.compile(r"^\s*(?:-\s+)?uses:\s*['\"]?([^\s'\"#]+)['\"]?[ \t]*(?:#[ \t]*(\S+))?", re.MULTILINE)
 _LOCK_LINE = re.compile(r"^([\w.-]+/[\w.-]+):\s*\{tag:\s*(\S+),\s*sha:\s*([0-9a-f]{40})\}\s*$", re.MULTILINE)
@@ -114,6 +137,152 @@ def problems(root: Path) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class LocalRelease:
+    """The local parts of a release run: where act runs and what the workflows push to."""
+
+    checkout: Path
+    """Clone of this repository act runs in; its `origin` is the bare GitOps remote."""
+    gitops_remote: Path
+    registry: str
+    """`127.0.0.1:PORT` of the container registry."""
+    docker_host: str
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run(*command: str, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    done = subprocess.run(list(command), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {(done.stderr or done.stdout).strip()[-800:]}")
+    return done.stdout.strip()
+
+
+def clone_working_tree(root: Path, checkout: Path) -> None:
+    """A clone of `root` at HEAD with the working tree's uncommitted changes copied in (act copies the
+    working tree, so a run sees them, as it does without the local parts)."""
+    _run("git", "clone", "--quiet", "--no-hardlinks", str(root), str(checkout))
+    changed = _run("git", "ls-files", "--modified", "--others", "--exclude-standard", "-z", cwd=root)
+    for name in filter(None, changed.split("\0")):
+        source, target = root / name, checkout / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    for name in filter(None, _run("git", "ls-files", "--deleted", "-z", cwd=root).split("\0")):
+        (checkout / name).unlink(missing_ok=True)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not answer {url} within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+@contextmanager
+def local_release(root: Path, workdir: Path) -> Iterator[LocalRelease]:
+    """Start the registry and the Docker engine, make the bare remote and the clone; stop what was
+    started on the way out, whatever happened."""
+    started: list[subprocess.Popen[bytes]] = []
+    dockerd_env = {**os.environ, "MODEL_CICD_DOCKERD_DIR": DOCKERD_DIR}
+    dockerd_started = False
+    try:
+        port = _free_port()
+        registry_dir = workdir / "registry"
+        config = workdir / "registry.yml"
+        config.write_text(
+            json.dumps(  # YAML is a superset of JSON
+                {
+                    "version": 0.1,
+                    "storage": {"filesystem": {"rootdirectory": str(registry_dir)}},
+                    "http": {"addr": f"127.0.0.1:{port}"},
+                    "log": {"level": "warn"},
+                }
+            ),
+            encoding="utf-8",
+        )
+        registry_bin = shutil.which("docker-registry")
+        if registry_bin is None:
+            raise SystemExit("docker-registry not found: apt-get install docker-registry (.ci/run does)")
+        with (workdir / "registry.log").open("wb") as log:
+            started.append(
+                subprocess.Popen(
+                    [registry_bin, "serve", str(config)], stdout=log, stderr=log, start_new_session=True
+                )
+            )
+        _wait_http(f"http://127.0.0.1:{port}/v2/", started[-1], "docker-registry")
+
+        dockerd = _run(str(root / "scripts/dockerd.sh"), "start", env=dockerd_env)
+        dockerd_started = True
+        docker_host = dockerd.rpartition("DOCKER_HOST=")[2].strip()
+        sys.stderr.write(f"docker engine at {docker_host}; base image {BASE_IMAGE}\n")
+        _run(str(root / "scripts/base-image.sh"), BASE_IMAGE, env={**os.environ, "DOCKER_HOST": docker_host})
+
+        remote, checkout = workdir / "gitops.git", workdir / "checkout"
+        _run("git", "init", "--quiet", "--bare", "--initial-branch", "main", str(remote))
+        clone_working_tree(root, checkout)
+        _run("git", "push", "--quiet", str(remote), "HEAD:refs/heads/main", cwd=checkout)
+        _run("git", "remote", "set-url", "origin", str(remote), cwd=checkout)
+        _run("git", "remote", "add", SLUG_REMOTE, SLUG_URL, cwd=checkout)
+        sys.stderr.write(
+            f"registry at 127.0.0.1:{port}; GitOps remote {remote} (main at {_head(remote)[:12]})\n"
+        )
+        yield LocalRelease(checkout, remote, f"127.0.0.1:{port}", docker_host)
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if dockerd_started:
+            subprocess.run(
+                [str(root / "scripts/dockerd.sh"), "stop"], env=dockerd_env, check=False, capture_output=True
+            )
+
+
+def _head(remote: Path) -> str:
+    return _run("git", "--git-dir", str(remote), "rev-parse", "refs/heads/main")
+
+
+def release_summary(release: LocalRelease, start: str) -> list[str]:
+    """What the run pushed: the registry's tags with their digests, and the GitOps commits on main."""
+    lines = []
+    with urllib.request.urlopen(f"http://{release.registry}/v2/_catalog", timeout=5) as response:
+        repositories = json.load(response).get("repositories") or []
+    for repository in repositories:
+        with urllib.request.urlopen(
+            f"http://{release.registry}/v2/{repository}/tags/list", timeout=5
+        ) as response:
+            tags = json.load(response).get("tags") or []
+        for tag in tags:
+            request = urllib.request.Request(
+                f"http://{release.registry}/v2/{repository}/manifests/{tag}",
+                method="HEAD",
+                headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                digest = response.headers.get("Docker-Content-Digest")
+            lines.append(f"registry: {release.registry}/{repository}:{tag} {digest}")
+    log = _run("git", "--git-dir", str(release.gitops_remote), "log", "--format=%H %P %s", f"{start}..main")
+    lines += [f"gitops: {line}" for line in reversed(log.splitlines())]
+    return lines
+
+
 def act_command(
     root: Path,
     event: str,
@@ -123,6 +292,7 @@ def act_command(
     artifact_dir: Path,
     act: str = "act",
     extra: Sequence[str] = (),
+    release: LocalRelease | None = None,
 ) -> list[str]:
     """The act command line; `.actrc` in the repository adds the platform and offline flags."""
     workflow = workflow or EVENT_WORKFLOW[event]
@@ -136,6 +306,15 @@ def act_command(
         "--env",
         f"ACT_ARTIFACT_DIR={artifact_dir}",
     ]
+    if release is not None:
+        command += [
+            "--var",
+            f"IMAGE_REGISTRY={release.registry}",
+            "--env",
+            f"DOCKER_HOST={release.docker_host}",
+            "--remote-name",
+            SLUG_REMOTE,
+        ]
     # act runs the jobs in a copy of the tree with no ../shared beside it: hand on the CRD schema folder
     # (render --check would otherwise download the pinned files, as on a fork).
     schemas = os.environ.get(SCHEMAS_ENV) or str(root.parent / "shared" / "schemas" / "crds")
@@ -169,21 +348,48 @@ def main(argv: Sequence[str] | None = None, root: Path = ROOT) -> int:
             sys.stderr.write(f"{len(pins)} pinned actions, each as locked in {LOCK}, each with a stand-in\n")
         return 1 if found else 0
     act = shutil.which("act") or "act"
+    env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1"}
     with tempfile.TemporaryDirectory(prefix="act-artifacts-") as artifacts:
-        command = act_command(
-            root,
-            args.event,
-            event_path=args.event_path,
-            workflow=args.workflow,
-            artifact_dir=Path(artifacts),
-            act=act,
-            extra=args.act_args,
-        )
-        sys.stderr.write(f"$ {' '.join(command)}\n")
-        if args.dry_run:
-            return 0
-        env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1"}
-        return subprocess.run(command, cwd=root, env=env, check=False).returncode
+        if args.dry_run or args.event not in LOCAL_RELEASE_EVENTS:
+            command = act_command(
+                root,
+                args.event,
+                event_path=args.event_path,
+                workflow=args.workflow,
+                artifact_dir=Path(artifacts),
+                act=act,
+                extra=args.act_args,
+            )
+            sys.stderr.write(f"$ {' '.join(command)}\n")
+            return 0 if args.dry_run else subprocess.run(command, cwd=root, env=env, check=False).returncode
+        with (
+            tempfile.TemporaryDirectory(prefix="act-release-") as work_dir,
+            local_release(root, Path(work_dir)) as release,
+        ):
+            work = Path(work_dir)
+            event = json.loads(
+                (args.event_path or root / EVENTS / f"{args.event}.json").read_text(encoding="utf-8")
+            )
+            profile = event.setdefault("act_profile", {})
+            profile["image_args"] = f"--set image.base_image={BASE_IMAGE}"
+            event_path = work / f"{args.event}.json"
+            event_path.write_text(json.dumps(event), encoding="utf-8")
+            command = act_command(
+                root,
+                args.event,
+                event_path=event_path,
+                workflow=args.workflow,
+                artifact_dir=Path(artifacts),
+                act=act,
+                extra=args.act_args,
+                release=release,
+            )
+            sys.stderr.write(f"$ (in {release.checkout}) {' '.join(command)}\n")
+            start = _head(release.gitops_remote)
+            code = subprocess.run(command, cwd=release.checkout, env=env, check=False).returncode
+            for line in release_summary(release, start):
+                sys.stderr.write(f"{line}\n")
+            return code
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def _tool(name: str) -> str:
     return found
 
 
-def _act(*args: str) -> subprocess.CompletedProcess[str]:
+def _act(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     _tool("act")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(
@@ -37,7 +37,7 @@ def _act(*args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
 
@@ -72,17 +72,33 @@ def test_a_failing_gate_fails_the_gate_job_and_stops_the_chain(tmp_path: Path) -
     assert "roc_auc" in log and "0.999" in log
 
 
-def test_cd_dispatch_to_dev_deploys_and_says_why_push_and_cluster_were_skipped() -> None:
-    done = _act("--event", "workflow_dispatch")
+def test_cd_dispatch_pushes_the_image_once_and_commits_its_digest_for_dev_then_staging(
+    tmp_path: Path,
+) -> None:
+    """cd.yml with run_act's local parts: a real registry on loopback, a private Docker engine, a bare
+    GitOps remote. The image is built and pushed once; dev commits the overlay with its digest, staging's
+    commit fast-forwards dev's (one dispatch to staging deploys dev first)."""
+    event = json.loads((ROOT / ".github/act/workflow_dispatch.json").read_text(encoding="utf-8"))
+    event["inputs"]["environment"] = "staging"
+    path = tmp_path / "workflow_dispatch-staging.json"
+    path.write_text(json.dumps(event), encoding="utf-8")
+    done = _act("--event", "workflow_dispatch", "--event-path", str(path), timeout=1800)
     log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-4000:]
+    assert done.returncode == 0, log[-6000:]
     succeeded = _jobs(log, "succeeded")
-    assert {"model", "deploy", "image-skipped"} <= succeeded
-    # Neither prod nor its preflight runs for a dispatch to dev; the preflight never runs under act.
-    assert not {"preflight", "prod"} & (succeeded | _jobs(log, "failed"))
-    assert "image skipped::act runs this workflow on a laptop - no registry to push to" in log
+    assert {"model", "image", "deploy"} <= succeeded, succeeded
+    assert not {"preflight", "prod", "image-skipped"} & (succeeded | _jobs(log, "failed"))
     assert "rollout skipped::act runs this workflow on a laptop - no cluster here" in log
-    assert "Session register was successful" in log and "Session promote was successful" in log
+    # run_act's summary: what the registry holds and what landed on the GitOps remote's main.
+    [pushed] = [line.split()[1:] for line in log.splitlines() if line.startswith("registry: ")]
+    reference, digest = pushed
+    assert digest.startswith("sha256:") and "/act-local/model-cicd:" in reference
+    commits = [line.split(maxsplit=3)[1:] for line in log.splitlines() if line.startswith("gitops: ")]
+    assert [subject.split(":")[0] for _, _, subject in commits] == ["deploy(dev)", "deploy(staging)"], commits
+    (dev_sha, _, dev_subject), (_, staging_parent, staging_subject) = commits
+    assert staging_parent == dev_sha  # staging fast-forwarded dev's commit
+    assert digest in dev_subject and digest in staging_subject  # the pushed digest, unchanged
+    assert "Session image was successful" in log and "Session register was successful" in log
 
 
 def _lint(root: Path) -> list[int]:

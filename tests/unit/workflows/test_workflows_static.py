@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,39 @@ def test_act_command_maps_each_action_to_its_stand_in_and_picks_the_event(tmp_pa
         assert Path(entry.split("=", 1)[1], "action.yml").is_file()
     push = run_act.act_command(ROOT, "push", artifact_dir=tmp_path, extra=["-j", "gate"])
     assert push[3] == ".github/workflows/ci.yml" and push[-2:] == ["-j", "gate"]
+
+
+def test_act_command_with_the_local_release_parts(tmp_path: Path) -> None:
+    release = run_act.LocalRelease(
+        tmp_path / "checkout", tmp_path / "gitops.git", "127.0.0.1:5999", "unix:///s"
+    )
+    command = run_act.act_command(ROOT, "workflow_dispatch", artifact_dir=tmp_path, release=release)
+    assert command[command.index("--var") + 1] == "IMAGE_REGISTRY=127.0.0.1:5999"
+    assert "DOCKER_HOST=unix:///s" in command
+    assert command[command.index("--remote-name") + 1] == run_act.SLUG_REMOTE
+
+
+def test_the_clone_act_runs_in_carries_the_uncommitted_changes(tmp_path: Path) -> None:
+    def git(repo: Path, *args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True)
+
+    root = tmp_path / "root"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    for name in ("kept", "changed", "deleted"):
+        (root / name).write_text(name)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "x")
+    (root / "changed").write_text("changed, not committed")
+    (root / "deleted").unlink()
+    (root / "new").write_text("untracked")
+    run_act.clone_working_tree(root, tmp_path / "clone")
+    clone = tmp_path / "clone"
+    assert {p.name: p.read_text() for p in clone.iterdir() if p.is_file()} == {
+        "kept": "kept",
+        "changed": "changed, not committed",
+        "new": "untracked",
+    }
 
 
 def test_actrc_runs_self_hosted_without_a_cache_server() -> None:
