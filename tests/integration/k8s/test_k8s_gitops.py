@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.console import Reporter
 from pipeline.deploy import gitops
 from pipeline.errors import StageError
@@ -34,7 +34,7 @@ def repo(tmp_path: Path) -> Path:
     return work
 
 
-def _config(remote: str | None = "origin"):
+def _config(remote: str | None = "origin") -> Config:
     overrides = [f"deploy.gitops.remote={remote}"] if remote else []
     return load_config("dev", ROOT / "environments", overrides)
 

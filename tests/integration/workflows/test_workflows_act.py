@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _workflows import ROOT
+from tests._workflows import ROOT
 
 BIN = Path(sys.executable).parent
 

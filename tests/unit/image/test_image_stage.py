@@ -47,7 +47,7 @@ def test_image_runs_after_register_and_before_promote() -> None:
 
 
 def _lock_pins() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (REPO / "model_service" / "requirements.lock").read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9_.\[\],-]+)==([^\s;]+)", line)
         if match:

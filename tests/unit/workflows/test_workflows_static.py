@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _workflows import ROOT, load_run_act
+from tests._workflows import ROOT, load_run_act
 
 run_act = load_run_act()
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
