@@ -206,11 +206,12 @@ def test_config_errors_exit_2(capsys: pytest.CaptureFixture[str], config_dir: Pa
 
 
 def test_schema_check_detects_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--config-dir", str(tmp_path), "--workdir", str(tmp_path)]  # writes nothing into the repository
     (tmp_path / "schema.json").write_text("{}\n")
-    assert main(["schema", "--check", "--config-dir", str(tmp_path)]) == 1
-    assert "is stale" in capsys.readouterr().err
-    assert main(["schema", "--config-dir", str(tmp_path)]) == 0
-    assert main(["schema", "--check", "--config-dir", str(tmp_path)]) == 0
+    assert main(["schema", "--check", *args]) == 1
+    assert f"{tmp_path / 'schema.json'} is stale" in capsys.readouterr().err
+    assert main(["schema", *args]) == 0
+    assert main(["schema", "--check", *args]) == 0
 
 
 DUPLICATE = "YAML would keep only the last one; merge the two into one"
