@@ -13,6 +13,8 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # a whole pipeline run, the report rendered in Chromium
+
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
 FAST = (

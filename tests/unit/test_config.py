@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -267,17 +265,3 @@ def test_merge_keys_may_override_what_they_merge(config_dir: Path) -> None:
 def test_a_duplicate_key_in_an_override_is_an_error() -> None:
     message = error_of("dev", ENVIRONMENTS, ("model.params={C: 1, C: 2}",))
     assert message == f"--set 'model.params={{C: 1, C: 2}}': duplicate key 'C' (first at line 1): {DUPLICATE}"
-
-
-def test_config_command_exits_2_on_a_duplicate_key(config_dir: Path) -> None:
-    path = write(config_dir, "dev", "extends: base\ndeploy:\n  namespace: a\ndeploy:\n  namespace: b\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "config", "--env", "dev", "--config-dir", str(config_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
-    assert result.returncode == 2, result.stderr
-    assert f"{path}:4:1: duplicate key 'deploy' (first at line 2)" in result.stderr
-    assert "namespace" not in result.stdout
