@@ -10,7 +10,6 @@ from typing import Any, Literal, TypeGuard, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from pipeline.config.loader import BASE_FILE, EXTENDS_KEY
 from pipeline.config.models import Config
@@ -180,13 +179,9 @@ def _default(field: FieldInfo) -> str:
 
 def _inline(value: Any) -> str:
     """A value as it would be written in YAML (flow style for mappings and lists)."""
-    if value is None or value is PydanticUndefined:
-        return "null"
     if isinstance(value, str):
         return value
-    if isinstance(value, Path):
-        return str(value)
-    return json.dumps(value)
+    return json.dumps(value)  # None is null, as in YAML
 
 
 def _allowed(field: FieldInfo) -> str:
