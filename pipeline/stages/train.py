@@ -36,6 +36,7 @@ def versioned_code() -> list[Path]:
         PIPELINE_DIR / "stages" / "train.py",
         PIPELINE_DIR / "stages" / "export.py",
         *sorted((PIPELINE_DIR / "ml").glob("*.py")),
+        PIPELINE_DIR.parent / "model_service" / "monitoring.py",  # the profile's bins and score
     ]
 
 

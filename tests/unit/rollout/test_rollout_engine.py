@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from model_service.monitoring import REQUEST_DURATION as LATENCY
+from model_service.monitoring import REQUESTS
 from pipeline.config import load_config
 from pipeline.console import Reporter
-from pipeline.rollout.analysis import EMPTY, LATENCY, REQUESTS, Scrape, judge, parse_metrics, quantile, window
+from pipeline.rollout.analysis import EMPTY, Scrape, judge, parse_metrics, quantile, window
 from pipeline.rollout.engine import execute
 from pipeline.rollout.plan import plan
 
