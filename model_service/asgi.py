@@ -125,7 +125,7 @@ class ServiceMiddleware:
         if path in PROBES:
             status = await self._call(scope, receive, send, request_id)
             if service.settings.log_probes and model is not None:
-                self._record(scope, route_label(path), status, started, request_id, model=model)
+                self._record(scope, route_label(path), status, started, model)
             return
         if model is None:
             await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id)
@@ -136,7 +136,7 @@ class ServiceMiddleware:
             retry = {"Retry-After": str(service.settings.retry_after_s)}
             message = f"more than {service.settings.max_in_flight} requests in flight; retry after the delay"
             status = await _send_error(send, Overloaded(message, retry), request_id)
-            self._record(scope, route or route_label(path), status, started, request_id, model=model)
+            self._record(scope, route or route_label(path), status, started, model)
             return
         service.in_flight += 1
         status = 500
@@ -149,26 +149,25 @@ class ServiceMiddleware:
                 status = await self._call(scope, receive, send, request_id)
                 route = route_label(path) if "route" in scope or status != 404 else "unmatched"
             else:
-                status = await self._serve_inference(scope, receive, send, inference, head, model=model)
+                response = await self._serve_inference(scope, receive, inference, head, model)
+                status = await _send_json(send, 200, response, request_id)
         except ModelServiceError as exc:
             status = await _send_error(send, exc, request_id)
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
             status = await self._internal_error(send, exc, path, request_id)
         finally:
             service.in_flight -= 1
-            self._record(scope, route or "unmatched", status, started, request_id, model=model)
+            self._record(scope, route or "unmatched", status, started, model)
 
     async def _serve_inference(
         self,
         scope: Scope,
         receive: Receive,
-        send: Send,
         inference: tuple[str, str | None, str | None],
         head: RequestHead,
-        *,
         model: ServedModel,
-    ) -> int:
-        """Read the JSON body, predict, answer 200 with JSON; errors raise `ModelServiceError`."""
+    ) -> bytes:
+        """Read the JSON body and predict: the 200 response's JSON; errors raise `ModelServiceError`."""
         request_id: str = scope["request_id"]
         if scope["method"] != "POST":
             raise MethodNotAllowed(
@@ -177,11 +176,9 @@ class ServiceMiddleware:
         body = _loads(await _read_body(receive, head, self.service.settings.max_body_bytes))
         _, name, version = inference
         if name is None:
-            response = model.predict(body, request_id)
-        else:
-            model.check_model(name, version)
-            response = model.v2_infer(body, request_id)
-        return await _send_json(send, 200, response, request_id)
+            return model.predict(body, request_id)
+        model.check_model(name, version)
+        return model.v2_infer(body, request_id)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         """Run Starlette for the other routes, adding the request id header; errors it raises become
@@ -217,13 +214,11 @@ class ServiceMiddleware:
         internal = InternalError("internal error; the service log has the details under this request_id")
         return await _send_error(send, internal, request_id)
 
-    def _record(
-        self, scope: Scope, route: str, status: int, started: float, request_id: str, *, model: ServedModel
-    ) -> None:
+    def _record(self, scope: Scope, route: str, status: int, started: float, model: ServedModel) -> None:
         elapsed = time.perf_counter() - started
         model.metrics.observe_request(route, status, elapsed)
         self.service.log.request(
-            request_id=request_id,
+            request_id=scope["request_id"],
             method=scope["method"],
             route=route,
             status=status,
