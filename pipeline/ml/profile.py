@@ -1,4 +1,5 @@
-"""The reference profile of a model card: what export writes as the card's `reference` (numpy only).
+"""The reference profile of a model card (what export writes as its `reference`) and the binned statistics
+that compare a sample with it (numpy only).
 
 The bin convention, the score and PSI are the service's (model_service/monitoring.py): the profile is
 binned exactly as the service bins live traffic, and both sides compute PSI alike.
