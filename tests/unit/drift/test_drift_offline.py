@@ -6,9 +6,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_service.monitoring import scores
 from pipeline.config import ConfigError, load_config
 from pipeline.deploy.argo_analysis import analysis_metrics, drift_rules
-from pipeline.ml.profile import SCORE_EDGES, bin_counts, scores
+from pipeline.ml.profile import SCORE_EDGES, bin_counts
 from pipeline.rollout.analysis import Window, judge, prediction_shift
 from pipeline.rollout.plan import plan
 from pipeline.stages.drift import SCORE, Sample, compare
