@@ -90,7 +90,9 @@ def test_second_run_reuses_and_a_config_change_invalidates_the_model(
     assert re.search(r"train\s+REUSED", out)
     assert re.search(r"export\s+REUSED", out)
     assert re.search(r"register\s+REUSED", out)
-    assert "reused valid artifacts for: train, export, register" in out
+    # Nothing judged the same inputs twice: the load test and the rehearsal are reused too; the gate
+    # runs again because the champion changed (the first run promoted).
+    assert "reused valid artifacts for: train, export, register, loadtest, rollout, promote" in out
 
     # A load-test change does not touch the model; a model change retrains and re-exports.
     assert (
