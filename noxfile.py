@@ -40,7 +40,7 @@ def _stage(session: nox.Session, stage: str) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Lint and type-check the code, the Dockerfile and the workflows; check schema.json and k8s/ are current."""
+    """Lint and type-check code and tests, the Dockerfile, the workflows; generated files and k8s/ current."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -58,7 +58,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite: unit and integration (pass pytest arguments after `--`)."""
+    """Unit and fast integration tests, a few minutes; tests marked slow are left out (pytest args after `--`)."""
+    _install(session, "test")
+    session.run("pytest", "-m", "not slow", *(session.posargs or ["tests"]))
+
+
+@nox.session(python=PYTHON, name="tests-full", default=False)
+def tests_full(session: nox.Session) -> None:
+    """Every test: also act, the image build, Chromium, the benchmark and whole-pipeline runs (what CI runs)."""
     _install(session, "test")
     session.run("pytest", *(session.posargs or ["tests"]))
 

@@ -7,9 +7,8 @@ counts gathered since the last flush to Counter children bound once at start-up 
 and sets the PSI gauges. It runs before every /metrics answer and on a timer in each worker, so with
 several workers the multiprocess files (and so /metrics) cover every worker.
 
-Bin convention (the same as pipeline/ml/profile.py): a value's bin is the number of inner edges
-`edges[1:-1]` that are <= the value, compared in float32 (the model's input dtype); values outside the
-edges land in the first or last bin.
+The bin convention, the score and PSI are model_service/monitoring.py's, which the reference profile uses
+too; the feature binning below is its vectorised form, checked against it in tests/unit/drift.
 """
 
 import hashlib
@@ -23,9 +22,21 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from model_service.errors import StartupError
+from model_service.monitoring import (
+    BIN_LABEL,
+    CLASS_LABEL,
+    FEATURE_BIN,
+    FEATURE_LABEL,
+    FEATURE_PSI,
+    PREDICTED_CLASS,
+    SCORE_BIN,
+    SCORE_PSI,
+    bin_index,
+    inner_edges,
+    psi,
+    scores,
+)
 
-PREFIX = "model_service_"
-PSI_FLOOR = 1e-4
 MIN_PSI_ROWS = 100
 """Rows the window needs before the PSI gauges say anything (NaN before): fewer is noise."""
 PENDING_ROWS = 64
@@ -33,12 +44,6 @@ PENDING_ROWS = 64
 waits some 70 µs more; waiting for thousands would stall the event loop for milliseconds at a flush."""
 WINDOW_BLOCKS = 10
 """The window is a ring of this many blocks of window/10 rows (it spans between 1 and 1.1 windows)."""
-
-
-def psi(expected: npt.NDArray[Any], actual: npt.NDArray[Any]) -> float:
-    e = np.maximum(expected, PSI_FLOOR)
-    a = np.maximum(actual, PSI_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 def _edges(raw: Any, where: str) -> npt.NDArray[np.float32]:
@@ -82,16 +87,15 @@ class DriftCounters:
         score_edges = _edges(score.get("edges"), "reference.score")
         self.score_reference = _frequencies(score.get("frequencies"), len(score_edges) - 1, "reference.score")
         self.features, self.classes = list(features), [str(c) for c in classes]
-        self.binary = len(classes) == 2
 
         # Inner edges padded with +inf, edge-major [K, 1, F]: bin = count of inner edges <= value, summed
         # over the outer axis (summing over a short innermost axis is several times slower in numpy).
         width = max(1, max(bins) - 1)
         self._inner = np.full((width, 1, len(features)), np.inf, dtype=np.float32)
         for f, edges in enumerate(feature_edges):
-            self._inner[: len(edges) - 2, 0, f] = edges[1:-1]
+            self._inner[: len(edges) - 2, 0, f] = inner_edges(edges)
         self._bin_dtype = np.min_scalar_type(width)
-        self._score_inner = score_edges[1:-1]
+        self._score_inner = inner_edges(score_edges)
         self._feature_offsets = np.cumsum([0, *bins[:-1]]).astype(np.intp)
         self._score_offset = int(sum(bins))
         self._class_offset = self._score_offset + len(score_edges) - 1
@@ -111,16 +115,16 @@ class DriftCounters:
 
         self._children = self._bind(registry, bins, len(score_edges) - 1)
         feature_psi = Gauge(
-            f"{PREFIX}feature_psi",
+            FEATURE_PSI,
             "PSI of each feature's recent inputs vs the card's reference (NaN below 100 rows; with "
             "several workers: the largest of the workers' own windows)",
-            ["feature"],
+            [FEATURE_LABEL],
             registry=registry,
             multiprocess_mode="max",
         )
         self._feature_psi = [feature_psi.labels(name) for name in features]
         self._score_psi = Gauge(
-            f"{PREFIX}score_psi",
+            SCORE_PSI,
             "PSI of the recent predicted scores vs the card's reference (NaN below 100 rows; with several "
             "workers: the largest of the workers' own windows)",
             registry=registry,
@@ -130,18 +134,18 @@ class DriftCounters:
     def _bind(self, registry: CollectorRegistry, bins: list[int], score_bins: int) -> list[Any]:
         """One Counter child per flat index, in the order of `counts`, bound once."""
         feature = Counter(
-            f"{PREFIX}feature_bin",
+            FEATURE_BIN,
             "input values per feature and reference bin (bin i: between edges i and i+1 of the card)",
-            ["feature", "bin"],
+            [FEATURE_LABEL, BIN_LABEL],
             registry=registry,
         )
         score = Counter(
-            f"{PREFIX}score_bin",
+            SCORE_BIN,
             "predicted scores per reference bin (binary: positive-class probability; else the largest)",
-            ["bin"],
+            [BIN_LABEL],
             registry=registry,
         )
-        predicted = Counter(f"{PREFIX}predicted_class", "predictions per class", ["class"], registry=registry)
+        predicted = Counter(PREDICTED_CLASS, "predictions per class", [CLASS_LABEL], registry=registry)
         children = [
             feature.labels(name, str(b))
             for name, n in zip(self.features, bins, strict=True)
@@ -188,8 +192,7 @@ class DriftCounters:
 
     def _count_chunk(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
         feature_bins = (rows >= self._inner).sum(axis=0, dtype=self._bin_dtype) + self._feature_offsets
-        score = probabilities[:, 1] if self.binary else probabilities.max(axis=1)
-        score_bins = np.searchsorted(self._score_inner, score.astype(np.float32), side="right")
+        score_bins = bin_index(self._score_inner, scores(probabilities))
         index = np.concatenate(
             (
                 feature_bins.ravel(),
@@ -223,17 +226,6 @@ class DriftCounters:
             gauge.set(psi(reference, counts[start : start + len(reference)] / rows))
         score = counts[self._score_offset : self._class_offset]
         self._score_psi.set(psi(self.score_reference, score / rows))
-
-    def snapshot(self) -> dict[str, Any]:
-        """Counts by name (for tests and debugging): {feature: [...], "score": [...], "classes": {...}}."""
-        self._drain()
-        out: dict[str, Any] = {}
-        for f, name in enumerate(self.features):
-            start = self._feature_offsets[f]
-            out[name] = self.counts[start : start + len(self.feature_reference[f])].tolist()
-        out["score"] = self.counts[self._score_offset : self._class_offset].tolist()
-        out["classes"] = dict(zip(self.classes, self.counts[self._class_offset :].tolist(), strict=True))
-        return out
 
 
 def invert_scores(

@@ -13,13 +13,24 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from model_service.monitoring import (
+    IN_FLIGHT,
+    INFERENCE_DURATION,
+    MODEL_INFO,
+    MODEL_INFO_LABELS,
+    REQUEST_DURATION,
+    REQUEST_ROWS,
+    REQUESTS,
+    ROUTE_LABEL,
+    STATUS_LABEL,
+)
+
 # Fine enough for p95/p99 of a sub-millisecond service, wide enough for an overloaded one.
 LATENCY_BUCKETS = (
     0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
     0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-PREFIX = "model_service_"
 
 
 class BufferedHistogram:
@@ -59,18 +70,18 @@ class Metrics:
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         registry = self.registry
         self._requests = Counter(
-            f"{PREFIX}requests", "HTTP requests by route and status", ["route", "status"], registry=registry
+            REQUESTS, "HTTP requests by route and status", [ROUTE_LABEL, STATUS_LABEL], registry=registry
         )
         self._latency = Histogram(
-            f"{PREFIX}request_duration_seconds",
+            REQUEST_DURATION,
             "HTTP request latency by route and status",
-            ["route", "status"],
+            [ROUTE_LABEL, STATUS_LABEL],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self._inference = BufferedHistogram(
             Histogram(
-                f"{PREFIX}inference_duration_seconds",
+                INFERENCE_DURATION,
                 "onnxruntime time per request",
                 buckets=LATENCY_BUCKETS,
                 registry=registry,
@@ -78,21 +89,19 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         self._rows = BufferedHistogram(
-            Histogram(
-                f"{PREFIX}request_rows", "rows per prediction request", buckets=ROW_BUCKETS, registry=registry
-            ),
+            Histogram(REQUEST_ROWS, "rows per prediction request", buckets=ROW_BUCKETS, registry=registry),
             ROW_BUCKETS,
         )
         self._in_flight = Gauge(
-            f"{PREFIX}in_flight_requests",
+            IN_FLIGHT,
             "requests being handled (sampled at each flush)",
             registry=registry,
             multiprocess_mode="livesum",
         )
         info = Gauge(
-            f"{PREFIX}model_info",
+            MODEL_INFO,
             "the model served (value 1)",
-            ["name", "version", "sha256"],
+            MODEL_INFO_LABELS,
             registry=registry,
             multiprocess_mode="max",
         )

@@ -24,7 +24,11 @@ VERSIONED_CODE = ("stages/train.py", "stages/export.py")
 
 def versioned_code() -> list[Path]:
     """Every module that shapes what is written into a version folder (see artifact_version)."""
-    return [*(PIPELINE_DIR / name for name in VERSIONED_CODE), *sorted((PIPELINE_DIR / "ml").glob("*.py"))]
+    return [
+        *(PIPELINE_DIR / name for name in VERSIONED_CODE),
+        *sorted((PIPELINE_DIR / "ml").glob("*.py")),
+        PIPELINE_DIR.parent / "model_service" / "monitoring.py",  # the profile's bins and score
+    ]
 
 
 def service_code() -> list[Path]:

@@ -17,7 +17,15 @@ import yaml
 
 from pipeline import evidence
 from pipeline.adapters.service_process import loopback_url
-from pipeline.config import Config, ConfigError, diff, json_schema, load_config
+from pipeline.config import (
+    REFERENCE_FILE,
+    Config,
+    ConfigError,
+    config_reference,
+    diff,
+    json_schema,
+    load_config,
+)
 from pipeline.console import Reporter
 from pipeline.errors import NoCluster, StageError
 from pipeline.runner import RUN_ORDER, Options, Runner
@@ -65,9 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         "--diff", metavar="OTHER", help="print only what differs from environment OTHER, key by key"
     )
     schema = stages.add_parser(
-        "schema", parents=[common], help="write environments/schema.json from the config models"
+        "schema",
+        parents=[common],
+        help="write environments/schema.json and docs/config-reference.md from the config models",
     )
-    schema.add_argument("--check", action="store_true", help="fail when the committed schema.json is stale")
+    schema.add_argument("--check", action="store_true", help="fail when either committed file is stale")
     render = stages.add_parser(
         "render",
         parents=[common],
@@ -224,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.stage == "schema":
-            return _schema(config_dir / SCHEMA_FILE, check=args.check, reporter=reporter)
+            return _schema(
+                config_dir / SCHEMA_FILE, workdir / REFERENCE_FILE, check=args.check, reporter=reporter
+            )
         if args.stage == "render":  # every environment at once: no single config to load
             return _render(workdir, config_dir, check=args.check, reporter=reporter)
         overrides = list(args.overrides)
@@ -281,16 +293,19 @@ def _config(config: Config, config_dir: Path, args: argparse.Namespace, reporter
     return EXIT_OK
 
 
-def _schema(path: Path, *, check: bool, reporter: Reporter) -> int:
-    text = json.dumps(json_schema(), indent=2) + "\n"
+def _schema(schema_path: Path, reference_path: Path, *, check: bool, reporter: Reporter) -> int:
+    files = {schema_path: json.dumps(json_schema(), indent=2) + "\n", reference_path: config_reference()}
+    stale = [path for path, text in files.items() if not path.is_file() or path.read_text("utf-8") != text]
     if check:
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        for path in stale:
             reporter.error(f"{path} is stale; regenerate it with `python -m pipeline schema`")
-            return EXIT_FAILED
-        reporter.line(f"{path} is up to date")
-        return EXIT_OK
-    path.write_text(text, encoding="utf-8")
-    reporter.line(f"wrote {path}")
+        if not stale:
+            reporter.line(f"{schema_path} and {reference_path} are up to date")
+        return EXIT_FAILED if stale else EXIT_OK
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        reporter.line(f"wrote {path}")
     return EXIT_OK
 
 

@@ -146,7 +146,7 @@ class Runner:
         from pipeline.stages import gate  # noqa: PLC0415
 
         c, w, r = self.config, self.workspace, self.reporter
-        self.stage("gate", lambda: gate.gate(c, w, r, model=self.model))
+        self.stage("gate", lambda: gate.gate(c, w, r, model=self.model, fresh=self.options.fresh))
 
     def register(self) -> None:
         from pipeline.stages import register  # noqa: PLC0415

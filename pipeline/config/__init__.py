@@ -24,12 +24,13 @@ from pipeline.config.models import (
     LoadTestSpec,
     SloBounds,
 )
-from pipeline.config.schema import json_schema
+from pipeline.config.schema import REFERENCE_FILE, config_reference, json_schema
 
 __all__ = [
     "BASE_FILE",
     "EXTENDS_KEY",
     "PREDICTION_SHIFT_METRICS",
+    "REFERENCE_FILE",
     "AnalysisSpec",
     "ClusterTiming",
     "Config",
@@ -38,6 +39,7 @@ __all__ = [
     "DriftLevels",
     "LoadTestSpec",
     "SloBounds",
+    "config_reference",
     "deep_merge",
     "diff",
     "json_schema",

@@ -38,7 +38,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
+        kind = "" if isinstance(exc, DuplicateKeyError) else "YAML syntax error: "
+        raise ConfigError(f"{path}{where}: {kind}{problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -64,8 +65,52 @@ def _construct_replace(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Repla
 _Loader.add_constructor("!replace", _construct_replace)
 
 
+class DuplicateKeyError(yaml.MarkedYAMLError):
+    """A key given twice in one mapping: plain YAML loaders keep the last one without a word."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicate_keys(node: yaml.Node, path: list[str], seen_nodes: set[int]) -> None:
+    """Walk the composed document; raise DuplicateKeyError at the second occurrence of a key."""
+    if id(node) in seen_nodes:  # an alias of a node already checked
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, [*path, str(index)], seen_nodes)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: *defaults`: keys given here override those, by design
+                _refuse_duplicate_keys(value_node, path, seen_nodes)
+                continue
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else ""
+            if key and key in first:
+                dotted = ".".join([*path, key])
+                raise DuplicateKeyError(
+                    problem=(
+                        f"duplicate key {dotted!r} (first at line {first[key].start_mark.line + 1}): "
+                        "YAML would keep only the last one; merge the two into one"
+                    ),
+                    problem_mark=key_node.start_mark,
+                )
+            first[key] = key_node
+            _refuse_duplicate_keys(value_node, [*path, key], seen_nodes)
+
+
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """One YAML document, refusing duplicate keys (also inside `!replace` mappings)."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node, [], set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,6 +135,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set gates.mode=warn")
     try:
         value = _load_yaml(raw)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"--set {text!r}: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value

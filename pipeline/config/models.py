@@ -70,9 +70,12 @@ class ParitySpec(Spec):
 
 
 class ExportSpec(Spec):
+    """The ONNX export of the trained model and the check that it predicts like the original."""
+
     opset: int = Field(17, ge=9)
     """ONNX opset targeted by skl2onnx."""
     parity: ParitySpec = ParitySpec()
+    """Bounds the ONNX model must meet against scikit-learn; a miss writes no model."""
 
 
 MetricName = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier"]
@@ -97,6 +100,8 @@ class ChampionBound(Spec):
 
 
 class MetricGate(Spec):
+    """The checks on one metric; at least one bound, since a gate without one passes anything."""
+
     min: float | None = None
     """Inclusive lower bound on the candidate's value."""
     max: float | None = None
@@ -114,6 +119,8 @@ class MetricGate(Spec):
 
 
 class GateSpec(Spec):
+    """The gate stage: the candidate's metrics against absolute bounds and against the champion."""
+
     mode: Literal["enforce", "warn"] = "enforce"
     """`enforce` stops the pipeline on a failed check; `warn` reports it and lets the version through."""
     metrics: dict[MetricName, MetricGate] = Field(min_length=1)
@@ -121,6 +128,8 @@ class GateSpec(Spec):
 
 
 class RegistrySpec(Spec):
+    """The MLflow registry that holds the versions and the environment aliases."""
+
     tracking_uri: str | None = None
     """MLflow tracking and registry URI; empty means a sqlite file in the workspace (no server).
     The MLFLOW_TRACKING_URI variable, when set, wins over both."""
@@ -214,7 +223,9 @@ class DriftLevels(Spec):
     """Two levels of one drift statistic: at or above `warn` the report says WARN, above `fail` FAIL."""
 
     warn: float = Field(gt=0)
+    """Value at or above which the statistic is reported as WARN."""
     fail: float = Field(gt=0)
+    """Value above which the statistic fails (at least `warn`)."""
 
     @model_validator(mode="after")
     def _warn_below_fail(self) -> Self:
@@ -227,7 +238,9 @@ class FeatureDriftSpec(Spec):
     """Bounds of one feature that differ from the defaults."""
 
     psi: DriftLevels | None = None
+    """This feature's PSI levels instead of `drift.psi`."""
     ks: DriftLevels | None = None
+    """This feature's KS levels instead of `drift.ks`."""
 
 
 class InputLogSpec(Spec):
@@ -259,6 +272,7 @@ class DriftSpec(Spec):
     alert_for_minutes: int = Field(30, ge=1, le=1440)
     """How long a PSI must stay above `fail` before the PrometheusRule alert fires (sustained drift)."""
     log_inputs: InputLogSpec = InputLogSpec()
+    """Sampled input rows in the service's log, for drift analysis later."""
 
     def bounds(self, feature: str, statistic: Literal["psi", "ks"]) -> DriftLevels:
         specific = self.features.get(feature)
@@ -269,6 +283,8 @@ class DriftSpec(Spec):
 
 
 class PauseSpec(Spec):
+    """A timed pause of a canary step."""
+
     seconds: int = Field(ge=1, le=3600)
     """How long to hold the current weight; there is no pause forever: approvals are explicit."""
 
@@ -295,6 +311,8 @@ class CanaryStep(Spec):
 
 
 class BlueGreenSpec(Spec):
+    """Blue-green: the new version runs as a preview, is checked, then takes all traffic at once."""
+
     smoke_requests: int = Field(20, ge=1, le=10_000)
     """Predictions sent straight to the preview before it may take traffic; any failure aborts."""
     preview_analysis: bool = True
@@ -433,6 +451,8 @@ class SloBounds(Spec):
 
 
 class LoadSloSpec(Spec):
+    """The SLO gate of the load test: every bound given must hold."""
+
     total: SloBounds = SloBounds(p95_ms=250, p99_ms=500, max_error_ratio=0.01, min_rps=20)
     """Bounds on all requests together."""
     routes: dict[LoadRoute, SloBounds] = Field(default_factory=dict)
@@ -443,8 +463,11 @@ class LoadTestSpec(Spec):
     """The load test: a Locust run against the service with the exported model, gated by SLOs."""
 
     profile: LoadProfileSpec = LoadProfileSpec()
+    """How many users, for how long."""
     traffic: LoadTrafficSpec = LoadTrafficSpec()
+    """What the users send."""
     slo: LoadSloSpec = LoadSloSpec()
+    """What the run must achieve."""
 
     @model_validator(mode="after")
     def _slo_routes_are_sent(self) -> Self:
@@ -610,7 +633,9 @@ class DeploySpec(Spec):
     """`promote --gitops` refuses a version whose image digest is unknown (no `image_digest` tag); with
     false it falls back to the image tag."""
     gitops: GitOpsSpec = GitOpsSpec()
+    """Where `promote --gitops` pushes."""
     argocd: ArgoCDSpec = ArgoCDSpec()
+    """The Argo CD Application of this environment."""
 
     @model_validator(mode="after")
     def _replicas_in_order(self) -> Self:
@@ -670,16 +695,27 @@ class Config(Spec):
     name: str
     """The environment's name, taken from its file name."""
     model: ModelSpec
+    """The model trained and registered."""
     data: DataSpec = DataSpec()
+    """The training data."""
     export: ExportSpec = ExportSpec()
+    """The ONNX export."""
     gates: GateSpec
+    """The metric gates."""
     registry: RegistrySpec = RegistrySpec()
+    """The MLflow registry."""
     service: ServiceSpec = ServiceSpec()
+    """The serving app's settings."""
     loadtest: LoadTestSpec = LoadTestSpec()
+    """The load test and its SLOs."""
     image: ImageSpec = ImageSpec()
+    """The container image."""
     rollout: RolloutSpec
+    """The progressive rollout."""
     deploy: DeploySpec = DeploySpec()
+    """Kubernetes and Argo CD."""
     drift: DriftSpec = DriftSpec()
+    """Drift monitoring."""
 
     @property
     def alias(self) -> str:

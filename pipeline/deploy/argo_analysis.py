@@ -9,8 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from model_service.monitoring import (
+    BIN_LABEL,
+    CLASS_LABEL,
+    FEATURE_LABEL,
+    FEATURE_PSI,
+    PREDICT_ROUTE,
+    PREDICTED_CLASS_TOTAL,
+    REQUEST_DURATION_BUCKET,
+    REQUESTS_TOTAL,
+    ROUTE_LABEL,
+    SCORE_BIN_TOTAL,
+    SCORE_PSI,
+    STATUS_LABEL,
+)
 from pipeline.config import ClusterTiming, Config, ConfigError
-from pipeline.deploy.names import ANALYSIS_TEMPLATE, PREDICT_ROUTE, SMOKE_TEMPLATE
+from pipeline.deploy.names import ANALYSIS_TEMPLATE, SMOKE_TEMPLATE
 from pipeline.rollout.plan import Analysis, Analyze, AwaitApproval, Pause, Plan, Promote, SetWeight, Smoke
 
 
@@ -74,7 +88,7 @@ def blue_green(rollout_plan: Plan) -> dict[str, Any]:
 def _selector(hash_arg: str, extra: str = "") -> str:
     return (
         f'namespace="{{{{args.namespace}}}}",rollouts_pod_template_hash="{{{{args.{hash_arg}}}}}",'
-        f'route="{PREDICT_ROUTE}"{extra}'
+        f'{ROUTE_LABEL}="{PREDICT_ROUTE}"{extra}'
     )
 
 
@@ -83,23 +97,23 @@ def promql(metric: str, analysis: Analysis, window_seconds: int, hash_arg: str =
 
     Windows with fewer than `min_requests` predictions return no sample, which fails (never passes)."""
     window = f"{window_seconds}s"
-    total = f"model_service_requests_total{{{_selector(hash_arg)}}}"
+    total = f"{REQUESTS_TOTAL}{{{_selector(hash_arg)}}}"
     enough = f"sum(increase({total}[{window}])) >= {analysis.min_requests}"
     if metric == "error_ratio":
-        five_xx = ',status=~"5.."'
-        errors = f"model_service_requests_total{{{_selector(hash_arg, five_xx)}}}"
+        five_xx = f',{STATUS_LABEL}=~"5.."'
+        errors = f"{REQUESTS_TOTAL}{{{_selector(hash_arg, five_xx)}}}"
         value = f"(sum(rate({errors}[{window}])) or vector(0)) / sum(rate({total}[{window}]))"
     elif metric in {"p95_ms", "p99_ms"}:
         quantile = "0.95" if metric == "p95_ms" else "0.99"
-        buckets = f"model_service_request_duration_seconds_bucket{{{_selector(hash_arg)}}}"
+        buckets = f"{REQUEST_DURATION_BUCKET}{{{_selector(hash_arg)}}}"
         value = f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}]))) * 1000"
     elif metric == "score_psi":
-        canary = _shares("model_service_score_bin_total", "bin", "canary-hash", window, smoothing=0.5)
-        stable = _shares("model_service_score_bin_total", "bin", "stable-hash", window, smoothing=0.5)
+        canary = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "canary-hash", window, smoothing=0.5)
+        stable = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "stable-hash", window, smoothing=0.5)
         value = f"sum(\n  ({canary} - {stable})\n  * ln({canary} / {stable})\n)"
     elif metric == "positive_rate_delta":
-        canary = _shares("model_service_predicted_class_total", "class", "canary-hash", window)
-        stable = _shares("model_service_predicted_class_total", "class", "stable-hash", window)
+        canary = _shares(PREDICTED_CLASS_TOTAL, CLASS_LABEL, "canary-hash", window)
+        stable = _shares(PREDICTED_CLASS_TOTAL, CLASS_LABEL, "stable-hash", window)
         value = f"max(abs({canary} - {stable}))"
     else:
         raise ValueError(f"no PromQL for analysis metric {metric!r}")
@@ -189,14 +203,15 @@ def drift_rules(config: Config) -> dict[str, Any]:
     minutes = drift.alert_for_minutes
     where = "{{ $labels.namespace }}"
     own = sorted(name for name, spec in drift.features.items() if spec.psi is not None)
-    others = "".join(f',feature!="{name}"' for name in own)
+    others = "".join(f',{FEATURE_LABEL}!="{name}"' for name in own)
     rules = [
         _drift_rule(
             "ModelServiceInputDrift",
-            f'max by (namespace, feature) (model_service_feature_psi{{feature!=""{others}}}) > {drift.psi.fail:g}',
+            f'max by (namespace, {FEATURE_LABEL}) ({FEATURE_PSI}{{{FEATURE_LABEL}!=""{others}}}) '
+            f"> {drift.psi.fail:g}",
             minutes,
-            f"model-service in {where}: input feature {{{{ $labels.feature }}}} drifted from the training data "
-            f"(PSI above {drift.psi.fail:g} for {minutes}m)",
+            f"model-service in {where}: input feature {{{{ $labels.{FEATURE_LABEL} }}}} drifted from the "
+            f"training data (PSI above {drift.psi.fail:g} for {minutes}m)",
         )
     ]
     for name in own:
@@ -204,7 +219,7 @@ def drift_rules(config: Config) -> dict[str, Any]:
         rules.append(
             _drift_rule(
                 "ModelServiceInputDrift",
-                f'max by (namespace, feature) (model_service_feature_psi{{feature="{name}"}}) > {bound:g}',
+                f'max by (namespace, {FEATURE_LABEL}) ({FEATURE_PSI}{{{FEATURE_LABEL}="{name}"}}) > {bound:g}',
                 minutes,
                 f"model-service in {where}: input feature {name} drifted (PSI above {bound:g} for {minutes}m)",
             )
@@ -212,7 +227,7 @@ def drift_rules(config: Config) -> dict[str, Any]:
     rules.append(
         _drift_rule(
             "ModelServicePredictionShift",
-            f"max by (namespace) (model_service_score_psi) > {drift.score_psi.fail:g}",
+            f"max by (namespace) ({SCORE_PSI}) > {drift.score_psi.fail:g}",
             minutes,
             f"model-service in {where}: predicted scores shifted from the evaluation set's "
             f"(score PSI above {drift.score_psi.fail:g} for {minutes}m)",

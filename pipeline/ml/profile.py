@@ -1,10 +1,8 @@
-"""The reference profile of a model card and the statistics that compare a sample with it (numpy only).
+"""The reference profile of a model card (what export writes as its `reference`) and the binned statistics
+that compare a sample with it (numpy only).
 
-Bin convention, shared with the service (model_service/drift.py, which cannot import this module):
-a feature's `edges` are `[e0, e1, ..., ek]` (k bins); a value's bin is the number of inner edges
-`e1..e(k-1)` that are <= the value (`np.searchsorted(edges[1:-1], x, side="right")`), so values below
-`e0` land in the first bin and values above `ek` in the last one: every row is counted once. Values and
-edges are compared in float32, the model's input dtype, so both sides agree on values equal to an edge.
+The bin convention, the score and PSI are the service's (model_service/monitoring.py): the profile is
+binned exactly as the service bins live traffic, and both sides compute PSI alike.
 """
 
 from __future__ import annotations
@@ -15,12 +13,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from model_service.monitoring import bin_index, inner_edges, scores
+
 FEATURE_BINS = 10
 """Quantile bins per feature (fewer when a feature has fewer distinct values)."""
 SCORE_EDGES = tuple(round(i / 10, 1) for i in range(11))
 """Equal-width bins of the score on [0, 1]: quantiles of a confident model's scores collapse at 0 and 1."""
-PSI_FLOOR = 1e-4
-"""Smallest share used in PSI, so an empty bin counts as rare, not as infinitely surprising."""
 
 
 def quantile_edges(values: NDArray[Any], bins: int = FEATURE_BINS) -> list[float]:
@@ -30,14 +28,9 @@ def quantile_edges(values: NDArray[Any], bins: int = FEATURE_BINS) -> list[float
     return edges if len(edges) >= 2 else [edges[0], edges[0]]  # a constant feature: one bin
 
 
-def bin_index(edges: Sequence[float], values: NDArray[Any]) -> NDArray[np.intp]:
-    """Bin of each value (the convention above), compared in float32 like the service sees its inputs."""
-    inner = np.asarray(edges[1:-1], dtype=np.float32)
-    return np.searchsorted(inner, np.asarray(values, dtype=np.float32), side="right")
-
-
 def bin_counts(edges: Sequence[float], values: NDArray[Any]) -> NDArray[np.int64]:
-    return np.bincount(bin_index(edges, values), minlength=len(edges) - 1).astype(np.int64)
+    """Values per bin (the service's bin convention)."""
+    return np.bincount(bin_index(inner_edges(edges), values), minlength=len(edges) - 1).astype(np.int64)
 
 
 def shares(counts: NDArray[Any]) -> NDArray[np.float64]:
@@ -45,22 +38,9 @@ def shares(counts: NDArray[Any]) -> NDArray[np.float64]:
     return np.asarray(counts, dtype=np.float64) / total if total else np.zeros(len(counts))
 
 
-def psi(expected: Sequence[float] | NDArray[Any], actual: Sequence[float] | NDArray[Any]) -> float:
-    """Population stability index of two distributions over the same bins (shares, each floored)."""
-    e = np.maximum(np.asarray(expected, dtype=np.float64), PSI_FLOOR)
-    a = np.maximum(np.asarray(actual, dtype=np.float64), PSI_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
 def binned_ks(expected: Sequence[float] | NDArray[Any], actual: Sequence[float] | NDArray[Any]) -> float:
     """Kolmogorov-Smirnov statistic evaluated at the bin edges (largest gap of the two binned CDFs)."""
     return float(np.max(np.abs(np.cumsum(expected) - np.cumsum(actual)))) if len(expected) else 0.0
-
-
-def scores(probabilities: NDArray[Any]) -> NDArray[np.float64]:
-    """The score of each row: the positive-class probability (binary), else the largest probability."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    return p[:, 1] if p.shape[1] == 2 else p.max(axis=1)
 
 
 def reference_profile(

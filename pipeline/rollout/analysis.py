@@ -14,16 +14,23 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_service.monitoring import (
+    BIN_LABEL,
+    CLASS_LABEL,
+    PREDICT_ROUTE,
+    PREDICTED_CLASS_TOTAL,
+    REQUEST_DURATION_BUCKET,
+    REQUESTS_TOTAL,
+    ROUTE_LABEL,
+    SCORE_BIN_TOTAL,
+    STATUS_LABEL,
+    psi,
+)
 from pipeline.config import PREDICTION_SHIFT_METRICS
-from pipeline.ml.profile import psi
 from pipeline.rollout.plan import Analysis, Threshold
 
-REQUESTS = "model_service_requests"
-LATENCY = "model_service_request_duration_seconds"
-SCORE_BINS = "model_service_score_bin"
-PREDICTED_CLASSES = "model_service_predicted_class"
 # Routes that are user traffic; probes and /metrics are not counted by the service anyway.
-USER_ROUTE_PREFIXES = ("/v1/predict", "/v2/models/")
+USER_ROUTE_PREFIXES = (PREDICT_ROUTE, "/v2/models/")
 
 
 @dataclass(frozen=True)
@@ -80,20 +87,20 @@ def parse_metrics(text: str) -> Scrape:
     classes: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == f"{SCORE_BINS}_total":
-                score_bins[sample.labels["bin"]] += sample.value
+            if sample.name == SCORE_BIN_TOTAL:
+                score_bins[sample.labels[BIN_LABEL]] += sample.value
                 continue
-            if sample.name == f"{PREDICTED_CLASSES}_total":
-                classes[sample.labels["class"]] += sample.value
+            if sample.name == PREDICTED_CLASS_TOTAL:
+                classes[sample.labels[CLASS_LABEL]] += sample.value
                 continue
-            route = sample.labels.get("route", "")
+            route = sample.labels.get(ROUTE_LABEL, "")
             if not route.startswith(USER_ROUTE_PREFIXES):
                 continue
-            if sample.name == f"{REQUESTS}_total":
+            if sample.name == REQUESTS_TOTAL:
                 requests += int(sample.value)
-                if sample.labels.get("status", "").startswith("5"):
+                if sample.labels.get(STATUS_LABEL, "").startswith("5"):
                     errors += int(sample.value)
-            elif sample.name == f"{LATENCY}_bucket":
+            elif sample.name == REQUEST_DURATION_BUCKET:
                 buckets[float(sample.labels["le"])] += sample.value
     return Scrape(
         requests,

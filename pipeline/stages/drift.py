@@ -19,12 +19,20 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from model_service.monitoring import (
+    BIN_LABEL,
+    FEATURE_BIN_TOTAL,
+    FEATURE_LABEL,
+    SCORE_BIN_TOTAL,
+    psi,
+    scores,
+)
 from pipeline.adapters.service_process import loopback_url
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError, DriftLevels
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.profile import bin_counts, binned_ks, psi, scores, shares
+from pipeline.ml.profile import bin_counts, binned_ks, shares
 from pipeline.stage import StageResult
 from pipeline.workspace import Workspace, write_json
 
@@ -147,14 +155,14 @@ def scrape_counts(url: str, card: dict[str, Any]) -> Sample:
     found = False
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "model_service_feature_bin_total" and sample.labels["feature"] in features:
-                features[sample.labels["feature"]][int(sample.labels["bin"])] += int(sample.value)
+            if sample.name == FEATURE_BIN_TOTAL and sample.labels[FEATURE_LABEL] in features:
+                features[sample.labels[FEATURE_LABEL]][int(sample.labels[BIN_LABEL])] += int(sample.value)
                 found = True
-            elif sample.name == "model_service_score_bin_total":
-                score[int(sample.labels["bin"])] += int(sample.value)
+            elif sample.name == SCORE_BIN_TOTAL:
+                score[int(sample.labels[BIN_LABEL])] += int(sample.value)
     if not found:
         raise StageError(
-            f"--url {url}: no model_service_feature_bin_total in /metrics (a model card without a reference?)"
+            f"--url {url}: no {FEATURE_BIN_TOTAL} in /metrics (a model card without a reference?)"
         )
     counts = list(features.values())
     return Sample(f"live counters of {url}", int(counts[0].sum()), counts, score)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.adapters import registry
-from pipeline.artifacts import ModelDir
+from pipeline.artifacts import ModelDir, inputs_key
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
@@ -22,6 +22,10 @@ from pipeline.ml.scoring import better_delta, evaluate
 from pipeline.stage import StageResult, Status
 from pipeline.stages.export import predict_onnx
 from pipeline.workspace import Workspace, write_json
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,6 @@ class GateResult(StageResult):
     champion_version: str | None = None
     note: str = ""
     mode: str = "enforce"
-
-    def record(self) -> dict[str, Any]:
-        """What the gate file keeps: the verdict register and promote read, and the report shows."""
-        fields = ("environment", "version", "status", "checks", "candidate", "champion", "champion_version",
-                  "note", "mode", "failures")  # fmt: skip
-        return {name: value for name, value in asdict(self).items() if name in fields}
 
 
 def evaluate_model_dir(model: ModelDir, rows: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -100,64 +98,97 @@ def checks_for(config: Config, candidate: dict[str, float], champion: dict[str, 
     return checks
 
 
-def gate(config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir) -> GateResult:
+def gate(
+    config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir, fresh: bool = False
+) -> GateResult:
+    """Judge `model` against the bounds and the version serving the environment (the champion).
+
+    The same candidate, champion and gates give the same verdict: it is reused unless `fresh`."""
     if not model.exported():
         msg = f"{model.path} has no exported model; run `python -m pipeline export --env {config.name}` first"
         raise StageError(msg)
+    mlflow = registry.client(config, workspace)
+    champion = registry.alias_version(mlflow, config.model.name, config.alias)
+    champion_id = (
+        "none"
+        if champion is None
+        else f"{champion.version}:{registry.version_tags(champion).get('artifact_version')}"
+    )
+    key = inputs_key(config, ("gates",), model.version, champion_id)
+    previous = model.read_optional(model.gate(config.name))
+    if previous is not None and previous.get("inputs") == key and not fresh:
+        reporter.note(f"{previous['note']}; reused the verdict of the same candidate, champion and gates")
+        return _result(config, model, previous, reused=True)
+
     evaluation = model.read_evaluation()
     rows = np.asarray(evaluation["rows"], dtype=np.float64)
     labels = np.asarray(evaluation["labels"])
     candidate = evaluate_model_dir(model, rows, labels)
-
-    champion, champion_version, note = _champion_metrics(config, workspace, model.version, evaluation)
+    champion_metrics, note = _champion_metrics(config, mlflow, champion, model.version, evaluation)
     reporter.note(note)
-    checks = checks_for(config, candidate, champion)
+    checks = checks_for(config, candidate, champion_metrics)
     failures = [
         f"{c.metric} {c.kind}: {_fmt(c.value)} {'<' if c.comparator == '>=' else '>'} bound {c.bound:g}"
         for c in checks
         if not c.passed
     ]
     status: Status = "pass" if not failures else ("warn" if config.gates.mode == "warn" else "fail")
-    reporter.table(
-        ["metric", "check", "value", "comparator", "bound", "result"],
-        [(c.metric, c.kind, c.value, c.comparator, c.bound, c.verdict) for c in checks],
-    )
-    versus = f" vs champion v{champion_version}" if champion_version else " (first deploy)"
-    result = GateResult(
-        status=status,
-        headline=f"{status.upper()} {len(checks) - len(failures)}/{len(checks)} checks{versus}",
-        failures=failures,
-        artifacts={"gate": model.gate(config.name)},
-        environment=config.name,
-        version=model.version,
-        checks=checks,
-        candidate=candidate,
-        champion=champion,
-        champion_version=champion_version,
-        note=note,
-        mode=config.gates.mode,
-    )
-    write_json(model.gate(config.name), result.record())
+    record = {
+        "environment": config.name,
+        "version": model.version,
+        "status": status,
+        "checks": [asdict(check) for check in checks],
+        "candidate": candidate,
+        "champion": champion_metrics,
+        "champion_version": None if champion is None else str(champion.version),
+        "note": note,
+        "mode": config.gates.mode,
+        "failures": failures,
+        "inputs": key,
+    }
+    write_json(model.gate(config.name), record)
+    result = _result(config, model, record, reused=False)
     if status == "warn":
         reporter.warn(f"gate mode is 'warn' for {config.name}: {len(failures)} failed check(s) let through")
     reporter.note(f"gate {status.upper()}: {len(checks) - len(failures)}/{len(checks)} checks passed")
     return result
 
 
+def _result(config: Config, model: ModelDir, record: dict[str, Any], *, reused: bool) -> GateResult:
+    checks = [Check(**check) for check in record["checks"]]
+    passed = sum(check.passed for check in checks)
+    champion_version = record["champion_version"]
+    versus = f" vs champion v{champion_version}" if champion_version else " (first deploy)"
+    return GateResult(
+        status=record["status"],
+        headline=f"{record['status'].upper()} {passed}/{len(checks)} checks{versus}",
+        failures=list(record["failures"]),
+        reused=reused,
+        artifacts={"gate": model.gate(config.name)},
+        environment=config.name,
+        version=model.version,
+        checks=checks,
+        candidate=record["candidate"],
+        champion=record["champion"],
+        champion_version=champion_version,
+        note=record["note"],
+        mode=record["mode"],
+    )
+
+
 def _champion_metrics(
-    config: Config, workspace: Workspace, version: str, evaluation: dict[str, Any]
-) -> tuple[dict[str, float] | None, str | None, str]:
-    mlflow = registry.client(config, workspace)
-    champion = registry.alias_version(mlflow, config.model.name, config.alias)
+    config: Config,
+    mlflow: MlflowClient,
+    champion: ModelVersion | None,
+    version: str,
+    evaluation: dict[str, Any],
+) -> tuple[dict[str, float] | None, str]:
     if champion is None:
-        return (
-            None,
-            None,
-            (
-                f"first deploy to {config.name}: no version holds alias {config.alias!r}, "
-                "so only the absolute thresholds apply"
-            ),
+        note = (
+            f"first deploy to {config.name}: no version holds alias {config.alias!r}, "
+            "so only the absolute thresholds apply"
         )
+        return None, note
     tags = registry.version_tags(champion)
     label = f"version {champion.version} (artifacts {tags.get('artifact_version', '?')})"
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +204,7 @@ def _champion_metrics(
             champion_dir, np.asarray(evaluation["rows"], dtype=np.float64), np.asarray(evaluation["labels"])
         )
     same = " (the candidate is this same model)" if tags.get("artifact_version") == version else ""
-    return metrics, champion.version, f"champion: {label}, alias {config.alias!r}{same}"
+    return metrics, f"champion: {label}, alias {config.alias!r}{same}"
 
 
 def _fmt(value: float | None) -> str:

@@ -26,6 +26,8 @@ from mlflow import MlflowClient
 
 from pipeline.adapters.registry import alias_history
 
+pytestmark = pytest.mark.slow  # a real MLflow server and two whole pipelines of processes
+
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
 STABLE = ("--set", "model.params.n_estimators=30", "--set", "model.params.max_depth=2")

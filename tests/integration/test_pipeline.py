@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from pipeline.adapters.registry import alias_history
 from pipeline.artifacts import ModelDir
 from pipeline.cli import main
+from pipeline.config import load_config
 from pipeline.stages.export import predict_onnx
 from pipeline.stages.train import load_estimator
 
@@ -55,6 +56,7 @@ def version_dirs(workspace: Path) -> list[Path]:
     return sorted((workspace / "artifacts" / MODEL).iterdir())
 
 
+@pytest.mark.slow  # whole pipeline runs
 def test_full_pipeline_then_a_worse_candidate_is_stopped(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -74,6 +76,7 @@ def test_full_pipeline_then_a_worse_candidate_is_stopped(
     card = json.loads((directory / "model.json").read_text())
     assert card["onnx"]["sha256"] == tags["onnx_sha256"]
     assert card["lineage"]["data_sha256"] == tags["data_sha256"]
+    assert served.run_id is not None
     run_data = client.get_run(served.run_id).data
     assert run_data.metrics["roc_auc"] > 0.95
     assert run_data.tags["data_sha256"] == tags["data_sha256"]
@@ -92,8 +95,19 @@ def test_full_pipeline_then_a_worse_candidate_is_stopped(
     # A worse candidate fails against the champion: named checks, exit 1, aliases untouched.
     assert run(workspace, "run", "--env", "dev", *WORSE) == 1
     captured = capsys.readouterr()
-    assert re.search(r"roc_auc\s+delta vs champion\s+-0\.0199\d*\s+>=\s+-0\.005\s+FAIL", captured.out)
-    assert "gate failed for dev: roc_auc delta vs champion: -0.01992 < bound -0.005" in captured.err
+    # The printed delta is the one the two recorded metrics give (their values move with scikit-learn).
+    [candidate_dir] = [d for d in version_dirs(workspace) if d != directory]
+    recorded = json.loads(ModelDir(candidate_dir).gate("dev").read_text())
+    delta = recorded["candidate"]["roc_auc"] - recorded["champion"]["roc_auc"]
+    bound = load_config("dev", workspace / "environments").gates.metrics["roc_auc"].vs_champion
+    assert bound is not None and bound.min_delta is not None
+    assert delta < bound.min_delta
+    printed = re.search(r"roc_auc\s+delta vs champion\s+(\S+)\s+>=\s+(\S+)\s+FAIL", captured.out)
+    assert printed, captured.out
+    assert float(printed[1]) == pytest.approx(delta, rel=1e-5)  # the table prints 6 significant digits
+    assert float(printed[2]) == bound.min_delta
+    failure = f"gate failed for dev: roc_auc delta vs champion: {delta:.4g} < bound {bound.min_delta:g}"
+    assert failure in captured.err
     assert "later stages were not run" in captured.err
     model = client.get_registered_model(MODEL)
     assert model.aliases == {"dev": 1}
@@ -105,6 +119,7 @@ def test_full_pipeline_then_a_worse_candidate_is_stopped(
     assert client.get_registered_model(MODEL).aliases == {"dev": 1}
 
 
+@pytest.mark.slow  # whole pipeline runs
 def test_better_candidate_is_promoted_and_rollback_returns(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -112,23 +127,24 @@ def test_better_candidate_is_promoted_and_rollback_returns(
     assert run(workspace, "run", "--env", "dev", *weaker) == 0
     assert run(workspace, "run", "--env", "dev") == 0
     client = registry(workspace)
-    assert client.get_model_version_by_alias(MODEL, "dev").version == 2
+    assert str(client.get_model_version_by_alias(MODEL, "dev").version) == "2"
     assert "delta vs champion" in capsys.readouterr().out
 
     assert run(workspace, "rollback", "--env", "dev") == 0
-    assert client.get_model_version_by_alias(MODEL, "dev").version == 1
+    assert str(client.get_model_version_by_alias(MODEL, "dev").version) == "1"
     assert run(workspace, "rollback", "--env", "dev") == 1
     assert "nothing earlier to roll back to" in capsys.readouterr().err
-    assert client.get_model_version_by_alias(MODEL, "dev").version == 1
+    assert str(client.get_model_version_by_alias(MODEL, "dev").version) == "1"
 
     # A human promotes a given version; one without a gate for staging is refused.
     assert run(workspace, "promote", "--env", "dev", "--to-version", "2") == 0
-    assert client.get_model_version_by_alias(MODEL, "dev").version == 2
+    assert str(client.get_model_version_by_alias(MODEL, "dev").version) == "2"
     assert run(workspace, "promote", "--env", "staging", "--to-version", "2") == 1
     assert "gate.staging=(none)" in capsys.readouterr().err
     assert "staging" not in client.get_registered_model(MODEL).aliases
 
 
+@pytest.mark.slow  # whole pipeline runs
 def test_warn_mode_lets_a_failing_candidate_through_visibly(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -170,6 +186,7 @@ def test_stages_out_of_order_say_what_to_run(workspace: Path, capsys: pytest.Cap
     assert "no version holds alias 'dev-candidate'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # whole pipeline runs
 def test_bring_your_own_csv(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
@@ -216,7 +233,7 @@ def test_bring_your_own_csv(workspace: Path, capsys: pytest.CaptureFixture[str])
             ["--env", "dev"],
             "model: required key is missing",
         ),
-        ({}, ["--env", "qa"], "known environments: dev, prod, staging"),
+        ({}, ["--env", "no-such-env"], "unknown environment 'no-such-env'; known environments: "),
         (
             {},
             ["--env", "dev", "--set", "model.params.no_such_param=1"],

@@ -13,6 +13,8 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # a whole pipeline run, the report rendered in Chromium
+
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
 FAST = (
@@ -66,6 +68,7 @@ def test_full_run_moves_the_alias_and_reports_every_section(first_run: tuple[Pat
     markdown = (run_dir / "report.md").read_text()
     assert markdown.startswith(f"# {MODEL} -> dev: released")
     # The report is attached to the registered version.
+    assert served.run_id is not None
     artifacts = client.list_artifacts(served.run_id, f"reports/dev/{run_dir.name}")
     assert {Path(a.path).name for a in artifacts} == {"index.html", "report.md", "evidence.json"}
 
@@ -87,7 +90,9 @@ def test_second_run_reuses_and_a_config_change_invalidates_the_model(
     assert re.search(r"train\s+REUSED", out)
     assert re.search(r"export\s+REUSED", out)
     assert re.search(r"register\s+REUSED", out)
-    assert "reused valid artifacts for: train, export, register" in out
+    # Nothing judged the same inputs twice: the load test and the rehearsal are reused too; the gate
+    # runs again because the champion changed (the first run promoted).
+    assert "reused valid artifacts for: train, export, register, loadtest, rollout, promote" in out
 
     # A load-test change does not touch the model; a model change retrains and re-exports.
     assert (

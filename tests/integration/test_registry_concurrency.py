@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 from pipeline.adapters.registry import alias_history, record_alias_move
 from pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # concurrent pipeline processes on one registry
+
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
 RUNS = 4

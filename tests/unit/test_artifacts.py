@@ -13,17 +13,25 @@ from pipeline.ml.data import load_dataset
 REPO = Path(__file__).parents[2]
 
 
-@pytest.mark.parametrize("module", ["ml/scoring.py", "ml/profile.py", "ml/data.py", "stages/export.py"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pipeline/ml/scoring.py",
+        "pipeline/ml/profile.py",
+        "pipeline/stages/export.py",
+        "model_service/monitoring.py",
+    ],
+)
 def test_editing_code_that_shapes_an_artifact_makes_a_new_version(
     module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config("dev", REPO / "environments")
     data = load_dataset(config.data, tmp_path)
-    copy = tmp_path / "pipeline"
-    shutil.copytree(REPO / "pipeline", copy)
-    monkeypatch.setattr(artifacts, "PIPELINE_DIR", copy)
+    for package in ("pipeline", "model_service"):
+        shutil.copytree(REPO / package, tmp_path / package)
+    monkeypatch.setattr(artifacts, "PIPELINE_DIR", tmp_path / "pipeline")
     before = artifact_version(config, data)
-    with (copy / module).open("a") as handle:
+    with (tmp_path / module).open("a") as handle:
         handle.write("\n# a change to how artifacts are computed\n")
     assert artifact_version(config, data) != before
 

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def error_of(env: str, folder: Path, overrides: tuple[str, ...] = ()) -> str:
 
 
 def test_every_shipped_environment_loads_and_names_itself() -> None:
-    assert known_environments(ENVIRONMENTS) == ["dev", "prod", "staging"]
+    assert "dev" in known_environments(ENVIRONMENTS)  # the default of --env
     for env in known_environments(ENVIRONMENTS):
         config = load_config(env, ENVIRONMENTS)
         assert config.name == env
@@ -40,13 +41,27 @@ def test_every_shipped_environment_loads_and_names_itself() -> None:
         assert config.candidate_alias == f"{env}-candidate"
 
 
-def test_environment_names_only_what_differs() -> None:
-    dev, prod = load_config("dev", ENVIRONMENTS), load_config("prod", ENVIRONMENTS)
-    assert dev.gates.metrics["roc_auc"].min == 0.95
-    assert prod.gates.metrics["roc_auc"].min == 0.97
-    # Merged key by key: prod changes min_delta but keeps base's log_loss gate.
-    assert prod.gates.metrics["log_loss"].max == dev.gates.metrics["log_loss"].max
-    assert prod.model == dev.model
+def test_known_environments_are_the_yaml_files_but_base(tmp_path: Path) -> None:
+    for name in ("base.yaml", "qa.yaml", "canary.yaml", "notes.txt"):
+        (tmp_path / name).write_text("{}\n")
+    assert known_environments(tmp_path) == ["canary", "qa"]
+
+
+def test_environment_names_only_what_differs(config_dir: Path) -> None:
+    dev = load_config("dev", config_dir)
+    metric = next(iter(dev.gates.metrics))
+    write(config_dir, "strict", f"extends: dev\ngates:\n  metrics:\n    {metric}:\n      min: 0.991\n")
+    strict = load_config("strict", config_dir)
+    assert strict.gates.metrics[metric].min == 0.991
+    # Merged key by key: the rest of that gate, the other gates and the other sections come from dev.
+    assert strict.gates.metrics[metric].model_dump(exclude={"min"}) == dev.gates.metrics[metric].model_dump(
+        exclude={"min"}
+    )
+    assert {k: v for k, v in strict.gates.metrics.items() if k != metric} == {
+        k: v for k, v in dev.gates.metrics.items() if k != metric
+    }
+    assert strict.model == dev.model
+    assert strict.rollout == dev.rollout
 
 
 def test_deep_merge_merges_mappings_and_replaces_lists() -> None:
@@ -56,10 +71,10 @@ def test_deep_merge_merges_mappings_and_replaces_lists() -> None:
 
 
 def test_a_new_environment_is_a_new_file(config_dir: Path) -> None:
-    write(config_dir, "qa", "extends: staging\ndata:\n  seed: 7\n")
-    qa = load_config("qa", config_dir)
-    assert qa.data.seed == 7
-    assert qa.gates.metrics["roc_auc"].min == 0.97
+    write(config_dir, "qa", "extends: dev\ndata:\n  seed: 7\n")
+    qa, dev = load_config("qa", config_dir), load_config("dev", config_dir)
+    assert qa.data.seed == 7 != dev.data.seed
+    assert qa.gates == dev.gates
 
 
 def test_replace_tag_starts_a_mapping_afresh(config_dir: Path) -> None:
@@ -69,8 +84,8 @@ def test_replace_tag_starts_a_mapping_afresh(config_dir: Path) -> None:
         "extends: base\nmodel:\n  estimator: logistic_regression\n  params: !replace {C: 0.5}\n",
     )
     assert load_config("dev", config_dir).model.params == {"C": 0.5}
-    merged = load_config("dev", ENVIRONMENTS, ("model.params={C: 0.5}",))
-    assert merged.model.params["n_estimators"] == 100
+    merged = load_config("dev", ENVIRONMENTS, ("model.params={C: 0.5}",))  # without the tag: merged
+    assert merged.model.params == {**load_config("dev", ENVIRONMENTS).model.params, "C": 0.5}
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
@@ -105,8 +120,10 @@ def test_yaml_syntax_error_gives_the_line(config_dir: Path) -> None:
     assert "YAML syntax error" in message
 
 
-def test_unknown_environment_lists_the_known_ones() -> None:
-    assert error_of("qa", ENVIRONMENTS) == "unknown environment 'qa'; known environments: dev, prod, staging"
+def test_unknown_environment_lists_the_known_ones(tmp_path: Path) -> None:
+    for name in ("base", "dev", "prod"):
+        write(tmp_path, name, "{}\n")
+    assert error_of("qa", tmp_path) == "unknown environment 'qa'; known environments: dev, prod"
 
 
 def test_extends_must_name_an_existing_file(config_dir: Path) -> None:
@@ -142,15 +159,19 @@ def test_malformed_override_explains_the_syntax() -> None:
     assert "expected KEY.PATH=VALUE" in error_of("dev", ENVIRONMENTS, ("gates.mode",))
 
 
-def test_diff_lists_changed_keys() -> None:
-    changes = diff(load_config("dev", ENVIRONMENTS), load_config("staging", ENVIRONMENTS))
-    assert ("gates.metrics.roc_auc.min", 0.95, 0.97) in changes
-    assert ("rollout.strategy", "canary", "blue-green") in changes
-    keys = [key for key, _, _ in changes]
-    assert keys == sorted(keys)
-    assert not any(
-        key.startswith(("model.", "data.", "export.")) for key in keys
-    )  # the same model everywhere
+def _other(config_dir: Path) -> tuple[str, Any, Any]:
+    """Write `other.yaml`: dev with another gates.mode; return that key with dev's value and the other's."""
+    mode = load_config("dev", config_dir).gates.mode
+    other = "warn" if mode == "enforce" else "enforce"
+    write(config_dir, "other", f"extends: dev\ndata:\n  seed: 4242\ngates:\n  mode: {other}\n")
+    return "gates.mode", mode, other
+
+
+def test_diff_lists_changed_keys(config_dir: Path) -> None:
+    changed = _other(config_dir)
+    dev = load_config("dev", config_dir)
+    changes = diff(dev, load_config("other", config_dir))
+    assert changes == [("data.seed", dev.data.seed, 4242), changed]  # sorted by key, nothing else
 
 
 def test_committed_schema_is_current() -> None:
@@ -159,13 +180,16 @@ def test_committed_schema_is_current() -> None:
     assert "extends" in committed["properties"]
 
 
-def test_config_command_prints_resolved_config_and_diff(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["config", "--env", "prod", "--config-dir", str(ENVIRONMENTS)]) == 0
-    assert "min: 0.97" in capsys.readouterr().out
-    assert main(["config", "--env", "dev", "--diff", "prod", "--config-dir", str(ENVIRONMENTS)]) == 0
+def test_config_command_prints_resolved_config_and_diff(
+    capsys: pytest.CaptureFixture[str], config_dir: Path
+) -> None:
+    key, _, other = _other(config_dir)
+    assert main(["config", "--env", "other", "--config-dir", str(config_dir)]) == 0
+    assert f"mode: {other}" in capsys.readouterr().out
+    assert main(["config", "--env", "dev", "--diff", "other", "--config-dir", str(config_dir)]) == 0
     out = capsys.readouterr().out
-    assert "gates.metrics.accuracy.min" in out
-    assert "0.93" in out
+    assert key in out
+    assert "4242" in out
 
 
 def test_config_errors_exit_2(capsys: pytest.CaptureFixture[str], config_dir: Path) -> None:
@@ -180,8 +204,64 @@ def test_config_errors_exit_2(capsys: pytest.CaptureFixture[str], config_dir: Pa
 
 
 def test_schema_check_detects_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--config-dir", str(tmp_path), "--workdir", str(tmp_path)]  # writes nothing into the repository
     (tmp_path / "schema.json").write_text("{}\n")
-    assert main(["schema", "--check", "--config-dir", str(tmp_path)]) == 1
-    assert "is stale" in capsys.readouterr().err
-    assert main(["schema", "--config-dir", str(tmp_path)]) == 0
-    assert main(["schema", "--check", "--config-dir", str(tmp_path)]) == 0
+    assert main(["schema", "--check", *args]) == 1
+    assert f"{tmp_path / 'schema.json'} is stale" in capsys.readouterr().err
+    assert main(["schema", *args]) == 0
+    assert main(["schema", "--check", *args]) == 0
+
+
+DUPLICATE = "YAML would keep only the last one; merge the two into one"
+
+
+def test_a_second_block_of_a_section_is_an_error_not_a_replacement(config_dir: Path) -> None:
+    path = write(
+        config_dir, "dev", "extends: base\ndeploy:\n  namespace: a\nlog: x\ndeploy:\n  namespace: b\n"
+    )
+    assert error_of("dev", config_dir) == f"{path}:5:1: duplicate key 'deploy' (first at line 2): {DUPLICATE}"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key"),
+    [
+        (
+            "gates:\n  metrics:\n    roc_auc:\n      min: 0.9\n      min: 0.8\n",
+            "6:7",
+            "gates.metrics.roc_auc.min",
+        ),
+        ("model:\n  params: !replace\n    C: 0.5\n    C: 1.0\n", "5:5", "model.params.C"),
+        (
+            "rollout:\n  steps:\n    - {set_weight: 10, set_weight: 20}\n",
+            "4:24",
+            "rollout.steps.0.set_weight",
+        ),
+    ],
+    ids=["nested", "replace", "in-a-list"],
+)
+def test_nested_duplicate_keys_are_named_by_their_dotted_path(
+    config_dir: Path, text: str, where: str, key: str
+) -> None:
+    path = write(config_dir, "staging", f"extends: base\n{text}")
+    assert error_of("staging", config_dir).startswith(
+        f"{path}:{where}: duplicate key {key!r} (first at line "
+    )
+
+
+def test_a_duplicate_in_base_is_named_in_base(config_dir: Path) -> None:
+    base = config_dir / "base.yaml"
+    base.write_text(base.read_text() + "\ndata:\n  seed: 1\n")
+    assert error_of("dev", config_dir).startswith(f"{base}:")
+    assert "duplicate key 'data'" in error_of("dev", config_dir)
+
+
+def test_merge_keys_may_override_what_they_merge(config_dir: Path) -> None:
+    write(config_dir, "qa", "extends: dev\n.shared: &seeded {seed: 3}\ndata:\n  <<: *seeded\n  seed: 5\n")
+    message = error_of("qa", config_dir)  # `.shared` is no config key: it fails, but not as a duplicate
+    assert "duplicate" not in message
+    assert ".shared: unknown key" in message
+
+
+def test_a_duplicate_key_in_an_override_is_an_error() -> None:
+    message = error_of("dev", ENVIRONMENTS, ("model.params={C: 1, C: 2}",))
+    assert message == f"--set 'model.params={{C: 1, C: 2}}': duplicate key 'C' (first at line 1): {DUPLICATE}"

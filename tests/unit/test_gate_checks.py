@@ -1,13 +1,32 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config import BASE_FILE, Config, load_config
 from pipeline.ml.scoring import better_delta, evaluate
 from pipeline.stages.gate import checks_for
 
 ENVIRONMENTS = Path(__file__).parents[2] / "environments"
+# The gates these tests reason about, written here so that a fork editing its own gates keeps them true.
+GATES = """\
+extends: base
+gates: !replace
+  mode: enforce
+  metrics:
+    roc_auc: {min: 0.95, vs_champion: {min_delta: -0.005}}
+    accuracy: {min: 0.90, vs_champion: {min_delta: -0.01}}
+    log_loss: {max: 0.35, vs_champion: {min_relative_delta: -0.1}}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """The shipped base (any valid one does) under the gates above."""
+    shutil.copy(ENVIRONMENTS / BASE_FILE, tmp_path / BASE_FILE)
+    (tmp_path / "gated.yaml").write_text(GATES)
+    return load_config("gated", tmp_path)
 
 
 def test_delta_is_positive_when_the_candidate_is_better() -> None:
@@ -16,8 +35,7 @@ def test_delta_is_positive_when_the_candidate_is_better() -> None:
     assert better_delta("log_loss", 0.3, 0.1) == pytest.approx(-0.2)
 
 
-def test_first_deploy_has_only_absolute_checks() -> None:
-    config = load_config("dev", ENVIRONMENTS)
+def test_first_deploy_has_only_absolute_checks(config: Config) -> None:
     checks = checks_for(config, {"roc_auc": 0.99, "accuracy": 0.95, "log_loss": 0.1}, None)
     assert [(c.metric, c.kind) for c in checks] == [
         ("roc_auc", "min"),
@@ -27,10 +45,7 @@ def test_first_deploy_has_only_absolute_checks() -> None:
     assert all(c.passed for c in checks)
 
 
-def test_champion_comparison_is_direction_aware() -> None:
-    config = load_config(
-        "dev", ENVIRONMENTS, ("gates.metrics.log_loss.vs_champion={min_relative_delta: -0.1}",)
-    )
+def test_champion_comparison_is_direction_aware(config: Config) -> None:
     champion = {"roc_auc": 0.99, "accuracy": 0.95, "log_loss": 0.10}
     candidate = {"roc_auc": 0.98, "accuracy": 0.95, "log_loss": 0.12}
     results = {(c.metric, c.kind): c for c in checks_for(config, candidate, champion)}
@@ -41,8 +56,7 @@ def test_champion_comparison_is_direction_aware() -> None:
     assert not relative.passed
 
 
-def test_a_missing_metric_fails_rather_than_passes() -> None:
-    config = load_config("dev", ENVIRONMENTS)
+def test_a_missing_metric_fails_rather_than_passes(config: Config) -> None:
     checks = checks_for(config, {"accuracy": 0.95, "log_loss": 0.1}, None)
     roc = next(c for c in checks if c.metric == "roc_auc")
     assert roc.value is None

@@ -11,9 +11,10 @@ import pytest
 from benchmarks import report, run
 
 REPO = Path(__file__).parents[3]
-pytestmark = pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)"
-)
+pytestmark = [
+    pytest.mark.slow,  # servers under wrk, round after round
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)"),
+]
 
 
 def test_quick_bench_writes_rows_ratios_and_a_latest_link(

@@ -9,6 +9,8 @@ import pytest
 
 from pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # two trained versions and a rollout rehearsal
+
 
 @pytest.fixture
 def workspace(stable_and_candidate: Path, tmp_path: Path) -> Path:

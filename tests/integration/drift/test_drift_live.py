@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -31,7 +32,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _rows(workspace: Path, shift: bool) -> tuple[list[str], np.ndarray]:  # type: ignore[type-arg]
+def _rows(workspace: Path, shift: bool) -> tuple[list[str], np.ndarray]:
     data = load_dataset(load_config("dev", workspace / "environments").data, workspace)
     rng = np.random.default_rng(5)
     rows = data.x_test[rng.integers(0, len(data.x_test), 600)].copy()  # unseen rows, like live traffic
@@ -41,7 +42,7 @@ def _rows(workspace: Path, shift: bool) -> tuple[list[str], np.ndarray]:  # type
     return data.features, rows
 
 
-def _drift(workspace: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _drift(workspace: Path, *args: str) -> tuple[int, dict[str, Any]]:
     code = main(["drift", "--env", "dev", "--workdir", str(workspace), *args])
     newest = max((workspace / "reports" / "dev").glob("*/drift/drift.json"), key=lambda p: p.stat().st_mtime)
     report = json.loads(newest.read_text())
@@ -49,7 +50,7 @@ def _drift(workspace: Path, *args: str) -> tuple[int, dict]:  # type: ignore[typ
     return code, report
 
 
-def _features_flagged(report: dict) -> list[str]:  # type: ignore[type-arg]
+def _features_flagged(report: dict[str, Any]) -> list[str]:
     return [name for name in report["flagged"] if name != "(score)"]
 
 

@@ -18,6 +18,8 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # builds the Docker image on a private engine
+
 REPO = Path(__file__).parents[3]
 MODEL = "breast-cancer-classifier"
 BASE_IMAGE = "model-cicd-base:bookworm"

@@ -34,7 +34,8 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from pipeline.adapters.service_process import running_service, started_process
+from pipeline.adapters.processes import started_process
+from pipeline.adapters.service_process import running_service
 from pipeline.config import Config, load_config
 from pipeline.deploy import render
 from pipeline.ml.profile import reference_profile
@@ -227,7 +228,8 @@ def verdicts(
         ]
         for thread in threads:
             thread.start()
-        stack.callback(lambda: [thread.join(timeout=10) for thread in threads])
+        for thread in threads:
+            stack.callback(thread.join, timeout=10)
         stack.callback(stop.set)
         # As Argo would: the first measurement after initialDelay, then one every interval.
         time.sleep(timing.initial_delay)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.console import Reporter
 from pipeline.deploy import gitops
 from pipeline.errors import StageError
@@ -35,7 +35,7 @@ def repo(tmp_path: Path) -> Path:
     return work
 
 
-def _config(remote: str | None = "origin"):
+def _config(remote: str | None = "origin") -> Config:
     overrides = [f"deploy.gitops.remote={remote}"] if remote else []
     return load_config("dev", ROOT / "environments", overrides)
 
@@ -111,6 +111,7 @@ def test_rollback_is_a_revert_of_the_last_promotion(repo: Path) -> None:
     assert gitops.last_promotion(repo, config) == first
 
 
+@pytest.mark.slow  # trains, exports and registers a model
 def test_rollback_of_a_first_deploy_refuses_before_touching_git(
     repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the whole pipeline, then four rehearsals
+
 REPO = Path(__file__).parents[3]
 SESSION_TO_STAGE = {"pipeline": "run"}
 EXPECTED_EXIT = {"errors=0.2": 1, "latency=400ms": 1}

@@ -16,6 +16,8 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main
 
+pytestmark = pytest.mark.slow  # each rehearses a rollout with live traffic
+
 MODEL = "breast-cancer-classifier"
 SHARE_TOLERANCE = 0.10
 """Largest gap between a window's share of requests at the canary and the configured weight."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+pytestmark = pytest.mark.slow  # real rollouts, signalled mid-way
+
 MODEL = "breast-cancer-classifier"
 REPO = Path(__file__).parents[3]
 # A long first pause, so the signal lands while both versions, Caddy and Locust run.

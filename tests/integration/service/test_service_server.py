@@ -16,7 +16,7 @@ import httpx
 from model_service.app import FLUSH_INTERVAL_S
 
 if TYPE_CHECKING:
-    from conftest import Server
+    from tests.integration.service.conftest import Server
 
 NAME = "breast-cancer-classifier"
 

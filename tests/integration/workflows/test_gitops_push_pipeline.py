@@ -2,6 +2,7 @@
 `python -m pipeline promote --gitops`, on a real registry, against a bare remote whose main moves
 while the job pushes (a pre-push hook lets another clone push first, as dev's deploy would)."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -14,8 +15,10 @@ import yaml
 from pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "scripts"))
-import gitops_push
+_spec = importlib.util.spec_from_file_location("gitops_push", REPO / "scripts" / "gitops_push.py")
+assert _spec is not None and _spec.loader is not None
+gitops_push = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gitops_push)
 
 DIGEST = "registry.example/acme/model@sha256:" + "d" * 64
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _workflows import ROOT
+from tests._workflows import ROOT
+
+pytestmark = pytest.mark.slow  # act runs whole workflows
 
 BIN = Path(sys.executable).parent
 

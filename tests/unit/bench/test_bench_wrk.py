@@ -1,5 +1,7 @@
 """Parsing wrk's output (with the BENCH lines of benchmarks/post_row.lua), and refusing to run without wrk."""
 
+import shutil
+
 import pytest
 
 from benchmarks import run, wrk
@@ -51,13 +53,13 @@ def test_a_clean_run_has_no_errors() -> None:
 def test_without_wrk_the_bench_prints_the_install_command_and_fails(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(run.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     assert run.main(["--quick"]) == run.EXIT_USAGE
     assert "apt-get install -y wrk" in capsys.readouterr().err
 
 
 def test_the_service_must_be_among_the_servers(capsys: pytest.CaptureFixture[str]) -> None:
-    if run.shutil.which("wrk") is None:
+    if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (apt-get install -y wrk)")
     assert run.main(["--servers", "minimal,nginx"]) == run.EXIT_USAGE
     assert "--servers" in capsys.readouterr().err

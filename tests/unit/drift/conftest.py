@@ -14,14 +14,14 @@ from pipeline.stages.export import predict_onnx
 
 
 @pytest.fixture(scope="session")
-def train_rows() -> np.ndarray:  # type: ignore[type-arg]
+def train_rows() -> np.ndarray:
     return np.asarray(load_breast_cancer().data, dtype=np.float64)
 
 
 @pytest.fixture(scope="session")
 def model_dir(
     plain_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, train_rows: np.ndarray
-) -> Path:  # type: ignore[type-arg]
+) -> Path:
     out = tmp_path_factory.mktemp("reference") / "model"
     shutil.copytree(plain_model_dir, out)
     card = json.loads((out / "model.json").read_text())

@@ -13,8 +13,9 @@ from starlette.testclient import TestClient
 
 from model_service.app import create_app
 from model_service.drift import DriftCounters, InputSampler, parse_sensitive
+from model_service.monitoring import psi, scores
 from model_service.settings import ServiceSettings
-from pipeline.ml.profile import SCORE_EDGES, bin_counts, psi, scores, shares
+from pipeline.ml.profile import SCORE_EDGES, bin_counts, shares
 from pipeline.stages.export import predict_onnx
 
 

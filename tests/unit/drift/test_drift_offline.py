@@ -6,9 +6,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_service.monitoring import scores
 from pipeline.config import ConfigError, load_config
 from pipeline.deploy.argo_analysis import analysis_metrics, drift_rules
-from pipeline.ml.profile import SCORE_EDGES, bin_counts, scores
+from pipeline.ml.profile import SCORE_EDGES, bin_counts
 from pipeline.rollout.analysis import Window, judge, prediction_shift
 from pipeline.rollout.plan import plan
 from pipeline.stages.drift import SCORE, Sample, compare
@@ -21,7 +22,7 @@ def _config(*overrides: str) -> Any:
     return load_config("dev", REPO / "environments", overrides)
 
 
-def _sample(rows: np.ndarray, card: dict[str, Any], model_dir: Path) -> Sample:  # type: ignore[type-arg]
+def _sample(rows: np.ndarray, card: dict[str, Any], model_dir: Path) -> Sample:
     counts = [bin_counts(f["edges"], rows[:, j]) for j, f in enumerate(card["reference"]["features"])]
     score = bin_counts(SCORE_EDGES, scores(predict_onnx(model_dir / "model.onnx", rows)))
     return Sample("test", len(rows), counts, score, rows)
@@ -34,7 +35,7 @@ def _flagged_features(checks: list[Any]) -> list[str]:
 def test_drift_rows_from_the_reference_distribution_show_no_drift(
     card: dict[str, Any],
     model_dir: Path,
-    train_rows: np.ndarray,  # type: ignore[type-arg]
+    train_rows: np.ndarray,
 ) -> None:
     rng = np.random.default_rng(11)
     rows = train_rows[rng.integers(0, len(train_rows), 1000)]
@@ -47,7 +48,7 @@ def test_drift_rows_from_the_reference_distribution_show_no_drift(
 def test_drift_one_shifted_feature_is_flagged_and_only_it(
     card: dict[str, Any],
     model_dir: Path,
-    train_rows: np.ndarray,  # type: ignore[type-arg]
+    train_rows: np.ndarray,
 ) -> None:
     rng = np.random.default_rng(12)
     rows = train_rows[rng.integers(0, len(train_rows), 1000)].copy()
@@ -63,7 +64,7 @@ def test_drift_one_shifted_feature_is_flagged_and_only_it(
 def test_drift_per_feature_bounds_override_the_defaults(
     card: dict[str, Any],
     model_dir: Path,
-    train_rows: np.ndarray,  # type: ignore[type-arg]
+    train_rows: np.ndarray,
 ) -> None:
     rows = train_rows.copy()
     rows[:, 0] += 2 * rows[:, 0].std()

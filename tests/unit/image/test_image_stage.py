@@ -9,10 +9,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from pipeline.artifacts import ModelDir
-from pipeline.cli import RUN_ORDER, main
+from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageSkipped
+from pipeline.runner import RUN_ORDER
 from pipeline.stages import image
 from pipeline.workspace import Workspace, new_run_id
 
@@ -48,7 +49,7 @@ def test_image_runs_after_register_and_before_promote() -> None:
 
 
 def _lock_pins() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (REPO / "model_service" / "requirements.lock").read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9_.\[\],-]+)==([^\s;]+)", line)
         if match:

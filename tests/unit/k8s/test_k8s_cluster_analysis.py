@@ -148,7 +148,10 @@ def test_servicemonitor_and_prometheusrule_carry_the_selector_labels() -> None:
 
 def test_networkpolicy_admits_prometheus_the_rollouts_controller_and_the_load_only_where_sent() -> None:
     def peers(env: str) -> list[dict[str, Any]]:
-        return _ops(_render(load_config(env, CONFIG_DIR)), "patch-networkpolicy.yaml")["/spec/ingress/0/from"]
+        found: list[dict[str, Any]] = _ops(_render(load_config(env, CONFIG_DIR)), "patch-networkpolicy.yaml")[
+            "/spec/ingress/0/from"
+        ]
+        return found
 
     dev = peers("dev")
     namespaces = [
@@ -211,7 +214,7 @@ def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input(
 
     assert names.ONNX_INPUT == INPUT_NAME
     files = _render(load_config("staging", CONFIG_DIR))
-    template = {
+    template: dict[str, Any] = {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
         "metadata": {"name": names.ANALYSIS_TEMPLATE},

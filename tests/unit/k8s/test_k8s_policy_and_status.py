@@ -2,6 +2,7 @@
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -99,7 +100,7 @@ STEPS = {"strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"s
         ({"phase": "Healthy", "observedGeneration": "1"}, "Progressing", False, False),  # old spec's health
     ],
 )
-def test_rollout_status_interpretation(status: dict, phase: str, done: bool, ok: bool) -> None:
+def test_rollout_status_interpretation(status: dict[str, Any], phase: str, done: bool, ok: bool) -> None:
     state = interpret({"metadata": {"generation": 2}, "spec": STEPS, "status": status})
     assert (state.phase, state.done, state.ok) == (phase, done, ok)
     assert state.step.endswith("/3")

@@ -1,6 +1,7 @@
 """Rendering overlays from environments/*.yaml: deterministic, committed, and one source of truth with the plan."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,10 +16,11 @@ CONFIG_DIR = ROOT / "environments"
 ENVS = known_environments(CONFIG_DIR)
 
 
-def _patch(env: str, name: str) -> list[dict]:
+def _patch(env: str, name: str) -> list[dict[str, Any]]:
     config = load_config(env, CONFIG_DIR)
     text = k8s.render_environment(config, k8s.read_release(ROOT, config), ROOT)[f"k8s/overlays/{env}/{name}"]
-    return yaml.safe_load(text)
+    ops: list[dict[str, Any]] = yaml.safe_load(text)
+    return ops
 
 
 def test_rendering_is_deterministic_and_matches_the_committed_overlays() -> None:
@@ -42,7 +44,7 @@ def test_rollout_steps_equal_the_plan(env: str) -> None:
     rollout_plan = plan(config)
     ops = {op["path"]: op["value"] for op in _patch(env, "patch-rollout.yaml")}
     if rollout_plan.strategy == "canary":
-        expected = []
+        expected: list[dict[str, Any] | str] = []
         for action in rollout_plan.actions:
             if isinstance(action, SetWeight):
                 expected.append({"setWeight": action.weight})

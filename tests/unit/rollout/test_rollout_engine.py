@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from model_service.monitoring import REQUEST_DURATION as LATENCY
+from model_service.monitoring import REQUESTS
 from pipeline.config import load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.rollout.analysis import EMPTY, LATENCY, REQUESTS, Scrape, judge, parse_metrics, quantile, window
+from pipeline.rollout.analysis import EMPTY, Scrape, judge, parse_metrics, quantile, window
 from pipeline.rollout.engine import execute
 from pipeline.rollout.plan import plan
 

@@ -235,7 +235,7 @@ def test_client_gone_mid_body_is_499_not_an_error(
     service.log.flush()
     assert (
         'model_service_requests_total{route="/v1/predict",status="499"} 1.0'
-        in service.metrics.render().decode()
+        in service.model.metrics.render().decode()
     )
     err = capfd.readouterr().err
     assert '"status":499' in err

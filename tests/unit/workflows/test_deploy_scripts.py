@@ -60,11 +60,14 @@ def api() -> Iterator[str]:
 
 
 PATH = "/repos/o/r/environments/prod"
-REVIEWED = {
+REVIEWED: dict[str, object] = {
     "name": "prod",
     "protection_rules": [{"type": "required_reviewers", "reviewers": [{"type": "User"}]}],
 }
-UNREVIEWED = {"name": "prod", "protection_rules": [{"type": "wait_timer", "wait_timer": 5}]}
+UNREVIEWED: dict[str, object] = {
+    "name": "prod",
+    "protection_rules": [{"type": "wait_timer", "wait_timer": 5}],
+}
 
 
 def _run(api: str, capsys: pytest.CaptureFixture[str], **extra: str) -> tuple[int, str]:

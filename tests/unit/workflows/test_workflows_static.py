@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _workflows import ROOT, load_run_act
+from tests._workflows import ROOT, load_run_act
 
 run_act = load_run_act()
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -230,7 +227,14 @@ def test_event_files_mark_act_and_keep_the_test_job_small() -> None:
     assert push["act_profile"]["pytest_args"].startswith("tests/unit/workflows")
 
 
-def test_dry_run_prints_the_command_and_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_the_command_and_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"--dry-run started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
     assert run_act.main(["--dry-run", "--event", "pull_request"]) == 0
-    assert "pull_request --workflows .github/workflows/ci.yml" in capsys.readouterr().err
-    assert shutil.which("python")  # nothing else ran
+    printed = capsys.readouterr().err
+    assert "pull_request --workflows .github/workflows/ci.yml" in printed
+    assert f"--eventpath {ROOT / '.github/act/pull_request.json'}" in printed

@@ -1,0 +1,302 @@
+"""The ASGI plumbing: one middleware for the cross-cutting concerns, and the inference routes served raw.
+
+Per request `ServiceMiddleware` assigns the request id, sheds load, authenticates, injects rehearsal
+faults, maps `ModelServiceError` to the JSON error format, and records metrics and one log line. It also
+serves the two inference routes itself (body in, JSON bytes out), without Starlette's routing, Request and
+Response objects: on the hot path those cost about 20 µs per request, as much as parsing, validating and
+predicting together (measured with `nox -s bench`, docs/bench.md). Starlette serves every other route.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from model_service.errors import (
+    ClientDisconnected,
+    InternalError,
+    MalformedJSON,
+    MethodNotAllowed,
+    ModelServiceError,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
+from model_service.state import ServedModel, Service
+
+PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+OPEN = PROBES | {"/docs", "/openapi.json"}  # the docs page fetches /openapi.json without credentials
+_STATIC_ROUTES = frozenset({PREDICT_ROUTE, "/v1/model", "/v2", "/docs", "/openapi.json"}) | PROBES
+_V2_MODELS = "/v2/models/"
+_V2_MODEL_SUFFIXES = (("/infer", V2_INFER_ROUTE), ("/ready", "/v2/models/{name}/ready"))
+REQUEST_ID_HEADER = b"x-request-id"
+JSON = "application/json"
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+def route_label(path: str) -> str:
+    """Bounded metric label for a path (unknown paths share one label)."""
+    if path in _STATIC_ROUTES:
+        return path
+    if path.startswith(_V2_MODELS):
+        for suffix, label in _V2_MODEL_SUFFIXES:
+            if path.endswith(suffix):
+                return label
+        return "/v2/models/{name}"
+    return "unmatched"
+
+
+def inference_route(path: str) -> tuple[str, str | None, str | None] | None:
+    """(metric label, model name, model version) of an inference path the middleware serves itself.
+
+    `/v1/predict` has no name; `/v2/models/{name}[/versions/{version}]/infer` names the model (a name
+    or version holds no `/`, as in Starlette's routes). Any other path: None."""
+    if path == PREDICT_ROUTE:
+        return path, None, None
+    if path.startswith(_V2_MODELS) and path.endswith("/infer"):
+        parts = path[len(_V2_MODELS) : -len("/infer")].split("/")
+        if len(parts) == 1 and parts[0]:
+            return V2_INFER_ROUTE, parts[0], None
+        if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+            return V2_INFER_ROUTE, parts[0], parts[2]
+    return None
+
+
+def error_body(exc: ModelServiceError, request_id: str) -> bytes:
+    return orjson.dumps({"error": {"code": exc.code, "message": exc.message, "request_id": request_id}})
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """What the middleware needs from the raw headers, read in one pass."""
+
+    request_id: str | None = None
+    """The client's X-Request-ID when usable (printable ASCII, at most 128 characters)."""
+    authorization: bytes | None = None
+    api_key: bytes | None = None
+    content_type: bytes | None = None
+    content_length: bytes | None = None
+
+    @classmethod
+    def read(cls, scope: Scope) -> "RequestHead":
+        head = cls()
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                head.content_type = value
+            elif name == b"content-length":
+                head.content_length = value
+            elif name == REQUEST_ID_HEADER:
+                if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
+                    head.request_id = value.decode()
+            elif name == b"authorization":
+                head.authorization = value
+            elif name == b"x-api-key":
+                head.api_key = value
+        return head
+
+
+class ServiceMiddleware:
+    """Request id, load shedding, auth, fault injection, the inference routes, error mapping, metrics
+    and the request log."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        service = self.service
+        head = RequestHead.read(scope)
+        request_id = head.request_id or service.next_request_id()
+        scope["request_id"] = request_id
+        path: str = scope["path"]
+        model = service.model
+        if path in PROBES:
+            status = await self._call(scope, receive, send, request_id)
+            if service.settings.log_probes and model is not None:
+                self._record(scope, route_label(path), status, started, model)
+            return
+        if model is None:
+            await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id)
+            return
+        inference = inference_route(path)
+        route = inference[0] if inference is not None else None
+        if service.in_flight >= service.settings.max_in_flight:
+            retry = {"Retry-After": str(service.settings.retry_after_s)}
+            message = f"more than {service.settings.max_in_flight} requests in flight; retry after the delay"
+            status = await _send_error(send, Overloaded(message, retry), request_id)
+            self._record(scope, route or route_label(path), status, started, model)
+            return
+        service.in_flight += 1
+        status = 500
+        try:
+            if service.auth is not None and path not in OPEN:
+                service.auth.check(head.authorization, head.api_key)
+            if service.faults_enabled:
+                await service.inject_fault()
+            if inference is None:
+                status = await self._call(scope, receive, send, request_id)
+                route = route_label(path) if "route" in scope or status != 404 else "unmatched"
+            else:
+                response = await self._serve_inference(scope, receive, inference, head, model)
+                status = await _send_json(send, 200, response, request_id)
+        except ModelServiceError as exc:
+            status = await _send_error(send, exc, request_id)
+        except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
+            status = await self._internal_error(send, exc, path, request_id)
+        finally:
+            service.in_flight -= 1
+            self._record(scope, route or "unmatched", status, started, model)
+
+    async def _serve_inference(
+        self,
+        scope: Scope,
+        receive: Receive,
+        inference: tuple[str, str | None, str | None],
+        head: RequestHead,
+        model: ServedModel,
+    ) -> bytes:
+        """Read the JSON body and predict: the 200 response's JSON; errors raise `ModelServiceError`."""
+        request_id: str = scope["request_id"]
+        if scope["method"] != "POST":
+            raise MethodNotAllowed(
+                f"method {scope['method']} not allowed on {scope['path']}", {"Allow": "POST"}
+            )
+        body = _loads(await _read_body(receive, head, self.service.settings.max_body_bytes))
+        _, name, version = inference
+        if name is None:
+            return model.predict(body, request_id)
+        model.check_model(name, version)
+        return model.v2_infer(body, request_id)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
+        """Run Starlette for the other routes, adding the request id header; errors it raises become
+        JSON responses, unexpected ones a bare 500 (no trace). Returns the status sent."""
+        status = 0
+        id_header = (REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except ModelServiceError as exc:
+            if not status:
+                return await _send_error(send, exc, request_id)
+        except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
+            if not status:
+                return await self._internal_error(send, exc, scope["path"], request_id)
+        return status or 500
+
+    async def _internal_error(self, send: Send, exc: Exception, path: str, request_id: str) -> int:
+        self.service.log.event(
+            "ERROR",
+            "unhandled_exception",
+            request_id=request_id,
+            path=path,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        internal = InternalError("internal error; the service log has the details under this request_id")
+        return await _send_error(send, internal, request_id)
+
+    def _record(self, scope: Scope, route: str, status: int, started: float, model: ServedModel) -> None:
+        elapsed = time.perf_counter() - started
+        model.metrics.observe_request(route, status, elapsed)
+        self.service.log.request(
+            request_id=scope["request_id"],
+            method=scope["method"],
+            route=route,
+            status=status,
+            latency_ms=elapsed * 1000,
+            version=model.card.version,
+        )
+
+
+async def _read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
+    # A missing Content-Type is read as JSON: some Open Inference Protocol clients send none.
+    content_type, content_length = head.content_type, head.content_length
+    if content_type is not None and content_type != b"application/json":
+        media_type = content_type.decode("latin-1")
+        if media_type.partition(";")[0].strip().lower() != JSON:
+            raise UnsupportedMediaType(media_type)
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        raise PayloadTooLarge(limit)
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False) and message["type"] == "http.request":
+        if len(body) > limit:
+            raise PayloadTooLarge(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected()
+    return b"".join(chunks)
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"body is not valid JSON: {exc}") from None
+
+
+async def _send_json(
+    send: Send, status: int, body: bytes, request_id: str, headers: dict[str, str] | None = None
+) -> int:
+    """One JSON response with the request id header; returns the status."""
+    raw_headers = [
+        _JSON_HEADER,
+        (b"content-length", b"%d" % len(body)),
+        (REQUEST_ID_HEADER, request_id.encode()),
+    ]
+    if headers:
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+async def _send_error(send: Send, exc: ModelServiceError, request_id: str) -> int:
+    return await _send_json(send, exc.status_code, error_body(exc, request_id), request_id, exc.headers)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's routing errors (unknown path, wrong method) in the same JSON format."""
+    assert isinstance(exc, HTTPException)
+    error: ModelServiceError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"method {request.method} not allowed on {request.url.path}")
+    else:
+        error = NotFound(f"no route {request.url.path}; see /openapi.json")
+    headers = dict(exc.headers or {})
+    return Response(
+        error_body(error, request.scope["request_id"]),
+        status_code=error.status_code,
+        headers=headers,
+        media_type=JSON,
+    )

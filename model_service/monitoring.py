@@ -1,0 +1,92 @@
+"""What the service exports for monitoring, defined once: metric and label names, and the drift statistics.
+
+The pipeline reads these too (the reference profile in pipeline/ml/profile.py, the local rollout analysis,
+the rendered AnalysisTemplate and alert rules, `pipeline drift --url`), so a name or the bin convention
+cannot differ between the service and what judges it. The service never imports the pipeline; this module
+imports numpy only.
+
+Bin convention: a profile's `edges` are `[e0, e1, ..., ek]` (k bins); a value's bin is the number of inner
+edges `e1..e(k-1)` that are <= the value, compared in float32 (the model's input dtype, so both sides agree
+on a value equal to an edge). Values below `e0` land in the first bin and values above `ek` in the last:
+every row is counted once.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# --- metrics, as registered with prometheus_client ---------------------------------------------------
+# A counter's samples end in `_total`; a histogram's in `_bucket`, `_sum` and `_count`.
+REQUESTS = "model_service_requests"
+"""Counter: HTTP requests by route and status."""
+REQUEST_DURATION = "model_service_request_duration_seconds"
+"""Histogram: HTTP request latency by route and status."""
+INFERENCE_DURATION = "model_service_inference_duration_seconds"
+"""Histogram: onnxruntime time per request."""
+REQUEST_ROWS = "model_service_request_rows"
+"""Histogram: rows per prediction request."""
+IN_FLIGHT = "model_service_in_flight_requests"
+"""Gauge: requests being handled."""
+MODEL_INFO = "model_service_model_info"
+"""Gauge (1): the model served, by name, version and sha256."""
+FEATURE_BIN = "model_service_feature_bin"
+"""Counter: input values by feature and reference bin."""
+SCORE_BIN = "model_service_score_bin"
+"""Counter: predicted scores by reference bin."""
+PREDICTED_CLASS = "model_service_predicted_class"
+"""Counter: predictions by class."""
+FEATURE_PSI = "model_service_feature_psi"
+"""Gauge: PSI of each feature's recent inputs against the reference."""
+SCORE_PSI = "model_service_score_psi"
+"""Gauge: PSI of the recent scores against the reference."""
+
+# The samples the pipeline reads from /metrics or queries in PromQL.
+REQUESTS_TOTAL = f"{REQUESTS}_total"
+REQUEST_DURATION_BUCKET = f"{REQUEST_DURATION}_bucket"
+FEATURE_BIN_TOTAL = f"{FEATURE_BIN}_total"
+SCORE_BIN_TOTAL = f"{SCORE_BIN}_total"
+PREDICTED_CLASS_TOTAL = f"{PREDICTED_CLASS}_total"
+
+# --- labels -------------------------------------------------------------------------------------------
+ROUTE_LABEL = "route"
+"""The route template (`PREDICT_ROUTE`, `V2_INFER_ROUTE`, `/v1/model`, ...; unknown paths: `unmatched`)."""
+STATUS_LABEL = "status"
+"""The HTTP status, as a string."""
+FEATURE_LABEL = "feature"
+BIN_LABEL = "bin"
+"""A reference bin's index, as a string (bin i lies between edges i and i+1)."""
+CLASS_LABEL = "class"
+MODEL_INFO_LABELS = ("name", "version", "sha256")
+
+PREDICT_ROUTE = "/v1/predict"
+V2_INFER_ROUTE = "/v2/models/{name}/infer"
+
+# --- drift statistics ---------------------------------------------------------------------------------
+PSI_FLOOR = 1e-4
+"""Smallest share used in PSI, so an empty bin counts as rare, not as infinitely surprising."""
+
+
+def inner_edges(edges: Sequence[float] | npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """The edges a value is compared with (all but the first and the last), in float32."""
+    return np.asarray(edges[1:-1], dtype=np.float32)
+
+
+def bin_index(inner: npt.NDArray[np.float32], values: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Bin of each value given `inner_edges(edges)`: the number of inner edges <= the value, in float32."""
+    return np.searchsorted(inner, np.asarray(values, dtype=np.float32), side="right")
+
+
+def scores(probabilities: npt.ArrayLike) -> npt.NDArray[Any]:
+    """The score of each row of probabilities [N, C]: the positive-class probability (binary), else the
+    largest probability."""
+    p = np.asarray(probabilities)
+    return p[:, 1] if p.shape[1] == 2 else p.max(axis=1)
+
+
+def psi(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
+    """Population stability index of two distributions over the same bins (shares, each floored)."""
+    e = np.maximum(np.asarray(expected, dtype=np.float64), PSI_FLOOR)
+    a = np.maximum(np.asarray(actual, dtype=np.float64), PSI_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))

@@ -1,0 +1,254 @@
+"""What one worker holds: `Service` (settings, readiness, draining, requests in flight, request ids, faults)
+and, once `Service.start` has loaded it in the app's lifespan, the `ServedModel` (the onnxruntime session,
+the card, the row parser, the metrics and drift counters) with the inference logic: JSON body in, JSON bytes
+out. Nothing here knows ASGI or Starlette: model_service/asgi.py and model_service/app.py call it.
+"""
+
+import asyncio
+import itertools
+import os
+import random
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import orjson
+
+from model_service.auth import Authenticator
+from model_service.card import ModelCard, load_card
+from model_service.drift import DriftCounters, InputSampler, invert_scores, parse_sensitive
+from model_service.errors import InjectedFault, InvalidInput, ModelNotFound, NotReady
+from model_service.logs import JsonLog
+from model_service.metrics import Metrics
+from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
+from model_service.openapi import build_openapi, docs_html
+from model_service.runtime import OnnxModel
+from model_service.schemas import RowParser
+from model_service.settings import ServiceSettings
+
+BOUND_ROUTES = [PREDICT_ROUTE, V2_INFER_ROUTE, "/v1/model"]
+BOUND_STATUSES = [200, 400, 401, 413, 415, 422, 500, 503]
+"""The (route, status) series created at start-up, so they read 0 before the first request."""
+
+
+class ServedModel:
+    """The model a worker serves and everything built from its card, loaded whole by `Service.start`."""
+
+    def __init__(self, settings: ServiceSettings, log: JsonLog) -> None:
+        card = load_card(settings.model_dir)
+        onnx = OnnxModel(card, settings.intra_op_threads, settings.inter_op_threads)
+        onnx.warm_up()
+        self.card: ModelCard = card
+        self.onnx = onnx
+        self.parser = RowParser(card.features, onnx.dtype, settings.max_rows)
+        self.metrics = Metrics(card.name, card.version, card.sha256)
+        self.metrics.bind(BOUND_ROUTES, BOUND_STATUSES)
+        reference = card.raw.get("reference")
+        self.drift = (  # older cards have no reference profile: drift counters off
+            DriftCounters(
+                reference, card.features, card.classes, settings.drift_window, self.metrics.registry
+            )
+            if isinstance(reference, dict)
+            else None
+        )
+        self.inputs = (  # opt-in input sampling
+            InputSampler(
+                card.features,
+                settings.log_inputs_sample_ratio,
+                parse_sensitive(settings.log_inputs_sensitive),
+                seed=os.getpid(),
+            )
+            if settings.log_inputs
+            else None
+        )
+        self.invert_scores = settings.fault_invert_scores
+        self._classes = np.asarray(card.classes)
+        self._log = log
+        self.model_ref = {"name": card.name, "version": card.version}
+        self.card_json = orjson.dumps(card.raw)
+        self.openapi_json = orjson.dumps(build_openapi(card, settings.auth_enabled))
+        self.docs_html = docs_html(card)
+        self.v2_metadata = orjson.dumps(self._v2_metadata())
+
+    def _v2_metadata(self) -> dict[str, Any]:
+        card = self.card
+        datatype = "FP32" if card.input_dtype == "float32" else "FP64"
+        return {
+            "name": card.name,
+            "versions": [card.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": card.input_name, "datatype": datatype, "shape": [-1, card.n_features]}],
+            "outputs": [
+                {"name": card.label_output, "datatype": self.onnx.label_datatype, "shape": [-1]},
+                {"name": card.probabilities_output, "datatype": datatype, "shape": [-1, len(card.classes)]},
+            ],
+        }
+
+    # -- inference (JSON body in, JSON bytes out) ----------------------------------------------------
+    def _infer(self, rows: Any) -> tuple[Any, Any]:
+        started = time.perf_counter()
+        predictions, probabilities = self.onnx.predict(rows)
+        self.metrics.observe_inference(time.perf_counter() - started, len(rows))
+        if self.invert_scores:
+            predictions, probabilities = invert_scores(probabilities, self._classes)
+        if self.drift is not None:
+            self.drift.observe(rows, probabilities)
+        if self.inputs is not None:
+            for record in self.inputs.sample(rows, predictions):
+                self._log.event("INFO", "input", model_version=self.card.version, **record)
+        return predictions, probabilities
+
+    def predict(self, body: Any, request_id: str) -> bytes:
+        rows = self.parser.v1(body)
+        predictions, probabilities = self._infer(rows)
+        response = {
+            "request_id": request_id,
+            "model": self.model_ref,
+            "predictions": predictions,
+            "probabilities": probabilities,
+        }
+        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def check_model(self, name: str, version: str | None) -> None:
+        if name != self.card.name:
+            raise ModelNotFound(name, self.card.name)
+        if version is not None and version != self.card.version:
+            raise ModelNotFound(f"{name}/{version}", f"{self.card.name}/{self.card.version}")
+
+    def v2_infer(self, body: Any, request_id: str) -> bytes:
+        if type(body) is not dict:
+            raise InvalidInput("body: expected an object with 'inputs' (Open Inference Protocol v2)")
+        inputs = body.get("inputs")
+        if type(inputs) is not list or len(inputs) != 1:
+            raise InvalidInput(f"inputs: expected a list with 1 tensor named {self.card.input_name!r}")
+        request_id = body.get("id", request_id)
+        if type(request_id) is not str:
+            raise InvalidInput("id: expected a string")
+        wanted = self._requested_outputs(body.get("outputs"))
+        rows = self.parser.v2(inputs[0], self.card.input_name)
+        predictions, probabilities = self._infer(rows)
+        card = self.card
+        outputs = []
+        if card.label_output in wanted:
+            outputs.append(
+                {
+                    "name": card.label_output,
+                    "datatype": self.onnx.label_datatype,
+                    "shape": [len(rows)],
+                    "data": predictions,
+                }
+            )
+        if card.probabilities_output in wanted:
+            outputs.append(
+                {
+                    "name": card.probabilities_output,
+                    "datatype": "FP32" if probabilities.dtype == "float32" else "FP64",
+                    "shape": list(probabilities.shape),
+                    "data": probabilities.ravel(),
+                }
+            )
+        response = {
+            "model_name": card.name,
+            "model_version": card.version,
+            "id": request_id,
+            "outputs": outputs,
+        }
+        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _requested_outputs(self, outputs: object) -> set[str]:
+        known = {self.card.label_output, self.card.probabilities_output}
+        if outputs is None:
+            return known
+        if type(outputs) is not list:
+            raise InvalidInput(f"outputs: expected a list of objects with a name in {sorted(known)}")
+        wanted = set()
+        for i, output in enumerate(outputs):
+            name = output.get("name") if type(output) is dict else None
+            if name not in known:
+                raise InvalidInput(f"outputs[{i}].name: expected one of {sorted(known)}, got {name!r}")
+            wanted.add(name)
+        return wanted
+
+
+class Service:
+    """Everything one worker serves. Built empty by `create_app`; `start` loads the model in lifespan."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.faults_enabled = settings.faults_enabled
+        self.log = JsonLog()
+        self.ready = False
+        self.draining = False
+        self.in_flight = 0
+        self.model: ServedModel | None = None
+        """None until `start` has loaded it: requests other than probes are answered 503 until then."""
+        self.auth: Authenticator | None = None
+        """None while auth is off (or before `start`)."""
+        self._ids = itertools.count()
+        self._id_prefix = f"{os.getpid():x}{random.getrandbits(16):04x}-"
+        self._random = random.Random()
+
+    def start(self) -> ServedModel:
+        """Load the model and the credentials (lifespan start-up); `StartupError` on a bad card or key."""
+        settings = self.settings
+        model = ServedModel(settings, self.log)
+        self.auth = Authenticator(settings) if settings.auth_enabled else None
+        self.model = model
+        self.ready = True
+        return model
+
+    def served(self) -> ServedModel:
+        """The loaded model, or 503 `not_ready` before `start` (for the routes Starlette serves)."""
+        if self.model is None:
+            raise NotReady("model not loaded yet; poll /readyz")
+        return self.model
+
+    def check_ready(self) -> None:
+        """503 `not_ready` (with Retry-After) while loading or draining."""
+        if not self.ready or self.draining:
+            raise NotReady(
+                "not ready (loading or shutting down); poll /readyz",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
+
+    def next_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def drain_on_sigterm(self) -> None:
+        """Turn readiness false on SIGTERM, then (after `shutdown_delay_s`) hand over to uvicorn's handler,
+        which stops accepting and lets in-flight requests finish."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # in-process test clients: no signals to catch
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+        loop = asyncio.get_running_loop()
+        delay = self.settings.shutdown_delay_s
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            self.draining = True
+            self.log.event("INFO", "draining", in_flight=self.in_flight, shutdown_delay_s=delay)
+            if delay > 0:
+                loop.call_later(delay, previous, signum, frame)
+            else:
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def inject_fault(self) -> None:
+        if self.settings.fault_latency_ms > 0:
+            await asyncio.sleep(self.settings.fault_latency_ms / 1000)
+        if self._random.random() < self.settings.fault_error_ratio:
+            raise InjectedFault()
+
+    def flush_metrics(self) -> None:
+        """Add what was counted since the last flush to the Prometheus metrics (nothing before `start`)."""
+        model = self.model
+        if model is None:
+            return
+        model.metrics.flush(self.in_flight)
+        if model.drift is not None:
+            model.drift.flush()

@@ -1,0 +1,32 @@
+"""Every metric name the manifests and docs use (hand-written k8s/base too) is one the service exports."""
+
+import re
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from model_service.app import create_app
+from model_service.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+NAME = re.compile(r"\bmodel_service_[a-z0-9_]+")
+
+
+def test_every_metric_name_in_k8s_and_docs_is_exported(model_dir: Path) -> None:
+    with TestClient(create_app(ServiceSettings(model_dir=model_dir))) as client:
+        text = client.get("/metrics").text
+    exported = set()
+    for family in text_string_to_metric_families(text):
+        exported.add(family.name)
+        exported |= {sample.name for sample in family.samples}
+    files = [
+        *sorted((ROOT / "k8s").rglob("*.yaml")),
+        *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "README.md",
+    ]
+    used = {
+        (path.relative_to(ROOT).as_posix(), name) for path in files for name in NAME.findall(path.read_text())
+    }
+    assert {name for _, name in used} >= {"model_service_requests_total", "model_service_score_psi"}
+    assert sorted((path, name) for path, name in used if name not in exported) == []
