@@ -173,14 +173,14 @@ def test_two_environments_release_and_roll_back_on_one_tracking_server(
     logs: dict[str, list[str]] = {}
     errors: list[BaseException] = []
 
-    def run(env: str) -> None:
+    def release_env(env: str) -> None:
         try:
             # staging trains like CD's `model` job: no tracking server, runs land in the job's sqlite.
             logs[env] = release(workspaces[env], env, uri, train_on_server=env == "dev")
         except BaseException as exc:  # noqa: BLE001  (re-raised in the test's thread below)
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(env,)) for env in workspaces]
+    threads = [threading.Thread(target=release_env, args=(env,)) for env in workspaces]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -198,18 +198,19 @@ def test_two_environments_release_and_roll_back_on_one_tracking_server(
         first, second = sorted(registered.values(), key=lambda r: int(r["model_version"]))
         for record in (first, second):
             version = by_artifact[record["artifact_version"]]
+            run_id = str(version.run_id)
             assert str(version.version) == record["model_version"]
             assert version.tags[f"gate.{env}"] == "pass"
             # The artifacts are on the server (proxied into --artifacts-destination), byte for byte.
             local = Path(record["dir"]) / "model.onnx"
-            fetched = Path(client.download_artifacts(version.run_id, "model/model.onnx", str(tmp_path)))
+            fetched = Path(client.download_artifacts(run_id, "model/model.onnx", str(tmp_path)))
             assert (
                 hashlib.sha256(fetched.read_bytes()).digest() == hashlib.sha256(local.read_bytes()).digest()
             )
-            run = client.get_run(version.run_id)
+            run = client.get_run(run_id)
             assert run.data.tags["artifact_version"] == record["artifact_version"]
             if env == "staging":  # trained elsewhere: register made a run here with the training lineage
-                assert run.data.tags["training_run_id"] != version.run_id
+                assert run.data.tags["training_run_id"] != run_id
                 assert run.data.metrics and not run.data.params
             else:  # the training run itself, logged to the server
                 assert "training_run_id" not in run.data.tags and run.data.params["estimator"]

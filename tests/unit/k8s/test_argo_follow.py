@@ -33,9 +33,11 @@ def application(sync: str, revision: str, operation: dict[str, Any] | None = Non
     return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "status": status}
 
 
-def rollout(image: str = DIGEST, version: str = "7", generation: int = 3, **status: Any) -> dict[str, Any]:
+def rollout(
+    status: dict[str, Any], image: str = DIGEST, version: str = "7", generation: int = 3
+) -> dict[str, Any]:
     """The base Rollout as kustomize renders it for a release, with a status."""
-    document = copy.deepcopy(yaml.safe_load((ROOT / "k8s/base/rollout.yaml").read_text()))
+    document: dict[str, Any] = copy.deepcopy(yaml.safe_load((ROOT / "k8s/base/rollout.yaml").read_text()))
     document["metadata"]["generation"] = generation
     document["spec"]["strategy"] = {
         "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}]}
@@ -57,7 +59,7 @@ def test_a_healthy_rollout_of_the_previous_commit_does_not_count() -> None:
     """The defect: Argo CD has not synced the push yet, the Rollout is the old release and Healthy."""
     state = assess(
         application("Synced", OLDER),
-        rollout(image="ghcr.io/acme/model@sha256:" + "0" * 64, **HEALTHY),
+        rollout(HEALTHY, image="ghcr.io/acme/model@sha256:" + "0" * 64),
         TARGET,
         never,
     )
@@ -66,11 +68,11 @@ def test_a_healthy_rollout_of_the_previous_commit_does_not_count() -> None:
 
 
 def test_synced_at_the_push_but_the_template_is_still_the_old_one() -> None:
-    stale = rollout(image="ghcr.io/acme/model@sha256:" + "0" * 64, **HEALTHY)
+    stale = rollout(HEALTHY, image="ghcr.io/acme/model@sha256:" + "0" * 64)
     state = assess(application("Synced", PUSHED), stale, TARGET, never)
     assert (state.phase, state.done) == ("Applying", False)
     assert "waiting for " + DIGEST in state.message
-    old_model = assess(application("Synced", PUSHED), rollout(version="6", **HEALTHY), TARGET, never)
+    old_model = assess(application("Synced", PUSHED), rollout(HEALTHY, version="6"), TARGET, never)
     assert (old_model.phase, old_model.done, "model-version 6" in old_model.message) == (
         "Applying",
         False,
@@ -80,7 +82,7 @@ def test_synced_at_the_push_but_the_template_is_still_the_old_one() -> None:
 
 
 def test_out_of_sync_at_the_push_waits() -> None:
-    state = assess(application("OutOfSync", PUSHED), rollout(**HEALTHY), TARGET, never)
+    state = assess(application("OutOfSync", PUSHED), rollout(HEALTHY), TARGET, never)
     assert (state.phase, state.done) == ("Syncing", False)
 
 
@@ -91,7 +93,7 @@ def test_a_failed_sync_of_the_push_fails(phase: str) -> None:
         "message": "one or more objects failed to apply",
         "syncResult": {"revision": PUSHED},
     }
-    state = assess(application("OutOfSync", OLDER, operation), rollout(**HEALTHY), TARGET, never)
+    state = assess(application("OutOfSync", OLDER, operation), rollout(HEALTHY), TARGET, never)
     assert (state.phase, state.done, state.ok) == ("SyncFailed", True, False)
     assert "failed to apply" in state.message
 
@@ -103,9 +105,9 @@ def test_a_failed_sync_of_another_commit_is_not_ours() -> None:
 
 def test_a_later_commit_that_deploys_the_same_release_counts_as_synced() -> None:
     later = "e" * 40
-    state = assess(application("Synced", later), rollout(**HEALTHY), TARGET, lambda sha: sha == later)
+    state = assess(application("Synced", later), rollout(HEALTHY), TARGET, lambda sha: sha == later)
     assert (state.phase, state.done, state.ok) == ("Healthy", True, True)
-    assert assess(application("Synced", later), rollout(**HEALTHY), TARGET, never).phase == "Syncing"
+    assert assess(application("Synced", later), rollout(HEALTHY), TARGET, never).phase == "Syncing"
 
 
 @pytest.mark.parametrize(
@@ -144,7 +146,7 @@ def test_a_later_commit_that_deploys_the_same_release_counts_as_synced() -> None
 def test_the_pushed_rollout_is_followed_to_its_end(
     status: dict[str, Any], phase: str, done: bool, ok: bool
 ) -> None:
-    state = assess(application("Synced", PUSHED), rollout(**status), TARGET, never)
+    state = assess(application("Synced", PUSHED), rollout(status), TARGET, never)
     assert (state.phase, state.done, state.ok) == (phase, done, ok)
     if status.get("abort"):
         assert "error-ratio" in state.message and "RolloutAborted" in state.message
@@ -154,7 +156,7 @@ def test_the_pushed_rollout_is_followed_to_its_end(
 
 def test_a_status_of_an_older_generation_is_not_read() -> None:
     """Argo: rely on status.phase only when status.observedGeneration equals metadata.generation."""
-    document = rollout(**HEALTHY)
+    document = rollout(HEALTHY)
     document["status"]["observedGeneration"] = "2"
     assert interpret(document).done is False
     del document["status"]["observedGeneration"]
