@@ -15,6 +15,7 @@ from pipeline.config.loader import (
     load_config,
 )
 from pipeline.config.models import (
+    LATENCY_METRICS,
     PREDICTION_SHIFT_METRICS,
     AnalysisSpec,
     Config,
@@ -28,6 +29,7 @@ from pipeline.config.schema import json_schema
 __all__ = [
     "BASE_FILE",
     "EXTENDS_KEY",
+    "LATENCY_METRICS",
     "PREDICTION_SHIFT_METRICS",
     "AnalysisSpec",
     "Config",

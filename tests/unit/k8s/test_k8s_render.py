@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.deploy import render as k8s
 from pipeline.config import known_environments, load_config
+from pipeline.deploy import render as k8s
 from pipeline.rollout.plan import Analyze, Pause, SetWeight, plan
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -36,3 +36,35 @@ def test_warning_logged_at_start(
     make_client(fault_latency_ms=1)
     err = capfd.readouterr().err
     assert '"level":"WARNING","event":"fault_injection_on"' in err
+
+
+def test_latency_delays_the_configured_share_of_requests(
+    make_client: Callable[..., TestClient], rows: list[list[float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delays: list[float] = []
+
+    async def record(seconds: float) -> None:
+        delays.append(seconds)
+
+    monkeypatch.setattr("model_service.app.asyncio.sleep", record)
+    client = make_client(fault_latency_ms=3, fault_latency_ratio=0.25)
+    for _ in range(400):
+        assert client.post("/v1/predict", json={"instances": rows[:1]}).status_code == 200
+    client.get("/healthz")  # probes are never delayed on purpose
+    assert set(delays) == {0.003}
+    assert 0.15 < len(delays) / 400 < 0.35
+
+
+def test_latency_without_a_share_delays_every_request(
+    make_client: Callable[..., TestClient], rows: list[list[float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delays: list[float] = []
+
+    async def record(seconds: float) -> None:
+        delays.append(seconds)
+
+    monkeypatch.setattr("model_service.app.asyncio.sleep", record)
+    client = make_client(fault_latency_ms=50)
+    for _ in range(20):
+        client.post("/v1/predict", json={"instances": rows[:1]})
+    assert delays == [0.05] * 20
