@@ -31,6 +31,7 @@ from pipeline.rollout.plan import (
     Promote,
     SetWeight,
     Smoke,
+    Threshold,
     plan,
 )
 
@@ -207,6 +208,7 @@ def _bounded(name: str, query: str, bound: float, analysis: Analysis) -> dict[st
         "interval": f"{analysis.interval_seconds}s",
         "count": analysis.count,
         "failureLimit": analysis.failure_limit,
+        "inconclusiveLimit": analysis.inconclusive_limit,
         # No sample (no data or too few requests) fails, it is never Inconclusive.
         "successCondition": f"len(result) > 0 && result[0] <= {bound:g}",
         "failureCondition": f"len(result) == 0 || result[0] > {bound:g}",
@@ -214,6 +216,16 @@ def _bounded(name: str, query: str, bound: float, analysis: Analysis) -> dict[st
             "prometheus": {"address": "{{args.prometheus-address}}", "query": query},
         },
     }
+
+
+def _effect_floor(stable: str, threshold: Threshold) -> str:
+    """The divisor of a latency ratio with an effect floor: max(stable, (stable + min_effect_ms) / k), so
+    the ratio exceeds k only when the canary is both k times and `min_effect_ms` slower (as the local judge).
+    The local judge's rank test has no PromQL form (Argo's Kayenta provider would run it)."""
+    if not threshold.min_effect_ms or threshold.max_vs_stable is None:
+        return stable
+    floor = f"(({stable}) + {threshold.min_effect_ms:g}) / {threshold.max_vs_stable:g}"
+    return f"(({stable}) > {floor})\nor {floor}"
 
 
 def analysis_metrics(analysis: Analysis) -> list[dict[str, Any]]:
@@ -226,7 +238,7 @@ def analysis_metrics(analysis: Analysis) -> list[dict[str, Any]]:
         if threshold.max_vs_stable is not None:
             canary = promql(threshold.metric, analysis, "canary-hash")
             stable = promql(threshold.metric, analysis, "stable-hash")
-            query = f"({canary})\n/ ({stable})"
+            query = f"({canary})\n/ ({_effect_floor(stable, threshold)})"
             metrics.append(_bounded(f"{name}-vs-stable", query, threshold.max_vs_stable, analysis))
     return metrics
 
