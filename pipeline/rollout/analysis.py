@@ -6,7 +6,8 @@ which error ratio and p95/p99 are computed the way `histogram_quantile` does (li
 The judge compares like a statistician (docs/rollout.md, "How a window is judged"): a comparison with
 stable needs enough samples on both sides, a latency regression must be relatively *and* absolutely
 large *and* significant by a rank test on the two histograms (as Kayenta's Mann-Whitney judge), an
-error-ratio regression significant by Fisher's exact test (two proportions). A window is passed, failed or inconclusive.
+error-ratio regression significant by Fisher's exact test (two proportions). A window is passed, failed
+or inconclusive.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Window:
             "p99_ms": self.p99_ms,
             "score_bins": dict(self.score_bins),
             "classes": dict(self.classes),
+            "latency_buckets": {f"{upper:g}": count for upper, count in self.latency_counts},
         }
 
 
@@ -218,8 +220,8 @@ def mann_whitney(
 ) -> RankTest | None:
     """Mann-Whitney U on two latency histograms: (upper bound, count in that bucket alone) pairs.
 
-    Requests in one bucket are ties: the test sees their order only to the buckets' resolution, which
-    makes it conservative, never anti-conservative. None when a side is empty."""
+    Requests in one bucket are ties (the variance is tie-corrected): the test sees their order only to the
+    buckets' resolution, which costs it power, not validity. None when a side is empty."""
     new_counts, stable_counts = dict(new), dict(stable)
     n_new, n_stable = sum(new_counts.values()), sum(stable_counts.values())
     if n_new <= 0 or n_stable <= 0:
