@@ -25,7 +25,17 @@ from model_service.monitoring import (
 )
 from pipeline.config import ClusterTiming, Config, ConfigError
 from pipeline.deploy.names import ANALYSIS_TEMPLATE, SMOKE_TEMPLATE
-from pipeline.rollout.plan import Analysis, Analyze, AwaitApproval, Pause, Plan, Promote, SetWeight, Smoke
+from pipeline.rollout.plan import (
+    Analysis,
+    Analyze,
+    AwaitApproval,
+    Pause,
+    Plan,
+    Promote,
+    SetWeight,
+    Smoke,
+    Threshold,
+)
 
 
 def _analysis_args() -> list[dict[str, Any]]:
@@ -145,6 +155,7 @@ def _bounded(
         "interval": f"{timing.interval}s",
         "count": analysis.count,
         "failureLimit": analysis.failure_limit,
+        "inconclusiveLimit": analysis.inconclusive_limit,
         # No sample (no data or too few requests) fails, it is never Inconclusive.
         "successCondition": f"len(result) > 0 && result[0] <= {bound:g}",
         "failureCondition": f"len(result) == 0 || result[0] > {bound:g}",
@@ -152,6 +163,16 @@ def _bounded(
             "prometheus": {"address": "{{args.prometheus-address}}", "query": query},
         },
     }
+
+
+def _effect_floor(stable: str, threshold: Threshold) -> str:
+    """The divisor of a latency ratio with an effect floor: max(stable, (stable + min_effect_ms) / k), so
+    the ratio exceeds k only when the canary is both k times and `min_effect_ms` slower (as the local judge).
+    The local judge's rank test has no PromQL form (Argo's Kayenta provider would run it)."""
+    if not threshold.min_effect_ms or threshold.max_vs_stable is None:
+        return stable
+    floor = f"(({stable}) + {threshold.min_effect_ms:g}) / {threshold.max_vs_stable:g}"
+    return f"(({stable}) > {floor})\nor {floor}"
 
 
 def analysis_metrics(analysis: Analysis, timing: ClusterTiming) -> list[dict[str, Any]]:
@@ -166,7 +187,7 @@ def analysis_metrics(analysis: Analysis, timing: ClusterTiming) -> list[dict[str
         if threshold.max_vs_stable is not None:
             canary = promql(threshold.metric, analysis, window, "canary-hash")
             stable = promql(threshold.metric, analysis, window, "stable-hash")
-            query = f"({canary})\n/ ({stable})"
+            query = f"({canary})\n/ ({_effect_floor(stable, threshold)})"
             metrics.append(_bounded(f"{name}-vs-stable", query, threshold.max_vs_stable, analysis, timing))
     return metrics
 
