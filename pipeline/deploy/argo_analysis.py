@@ -25,6 +25,7 @@ from model_service.monitoring import (
 )
 from pipeline.config import ClusterTiming, Config, ConfigError
 from pipeline.deploy.names import ANALYSIS_TEMPLATE, SMOKE_TEMPLATE
+from pipeline.rollout.analysis import SCORE_SMOOTHING
 from pipeline.rollout.plan import (
     Analysis,
     Analyze,
@@ -118,8 +119,8 @@ def promql(metric: str, analysis: Analysis, window_seconds: int, hash_arg: str =
         buckets = f"{REQUEST_DURATION_BUCKET}{{{_selector(hash_arg)}}}"
         value = f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}]))) * 1000"
     elif metric == "score_psi":
-        canary = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "canary-hash", window, smoothing=0.5)
-        stable = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "stable-hash", window, smoothing=0.5)
+        canary = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "canary-hash", window, smoothing=SCORE_SMOOTHING)
+        stable = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "stable-hash", window, smoothing=SCORE_SMOOTHING)
         value = f"sum(\n  ({canary} - {stable})\n  * ln({canary} / {stable})\n)"
     elif metric == "positive_rate_delta":
         canary = _shares(PREDICTED_CLASS_TOTAL, CLASS_LABEL, "canary-hash", window)
