@@ -15,6 +15,7 @@ from pipeline.config.loader import (
     load_config,
 )
 from pipeline.config.models import (
+    DEFAULT_MIN_EFFECT_MS,
     LATENCY_METRICS,
     PREDICTION_SHIFT_METRICS,
     AnalysisSpec,
@@ -28,6 +29,7 @@ from pipeline.config.schema import json_schema
 
 __all__ = [
     "BASE_FILE",
+    "DEFAULT_MIN_EFFECT_MS",
     "EXTENDS_KEY",
     "LATENCY_METRICS",
     "PREDICTION_SHIFT_METRICS",
