@@ -187,10 +187,10 @@ class AnalysisBound(Spec):
     (`significance_level`; latency: Mann-Whitney U on the two latency histograms, error ratio: two-proportion
     z-test) *and*, for latency, the difference reaches `min_effect_ms`; ratio and effect exceeded without
     significance is inconclusive."""
-    min_effect_ms: float = Field(10.0, ge=0)
+    min_effect_ms: float | None = Field(None, ge=0)
     """Latency only, with `max_vs_stable`: the smallest difference new - stable (in milliseconds, on this
-    quantile) that counts as slower. A few requests delayed by 2-3 ms triple a sub-millisecond p95; a
-    regression worth rolling back is both relatively and absolutely slower."""
+    quantile) that counts as slower; unset: 10 ms. A few requests delayed by 2-3 ms triple a
+    sub-millisecond p95; a regression worth rolling back is both relatively and absolutely slower."""
 
     @model_validator(mode="after")
     def _needs_a_bound(self) -> Self:
@@ -201,6 +201,8 @@ class AnalysisBound(Spec):
 
 LATENCY_METRICS = ("p95_ms", "p99_ms")
 """Analysis metrics read from the latency histogram; the only ones with `min_effect_ms`."""
+DEFAULT_MIN_EFFECT_MS = 10.0
+"""`min_effect_ms` when unset."""
 
 
 class AnalysisSpec(Spec):
@@ -245,7 +247,7 @@ class AnalysisSpec(Spec):
     @model_validator(mode="after")
     def _effect_floor_on_latency_only(self) -> Self:
         for name, bound in self.metrics.items():
-            if "min_effect_ms" in bound.model_fields_set and name not in LATENCY_METRICS:
+            if bound.min_effect_ms is not None and name not in LATENCY_METRICS:
                 msg = f"metrics.{name}.min_effect_ms: only latency metrics ({', '.join(LATENCY_METRICS)}) take it"
                 raise ValueError(msg)
         return self

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import LATENCY_METRICS, AnalysisSpec, Config
+from pipeline.config import DEFAULT_MIN_EFFECT_MS, LATENCY_METRICS, AnalysisSpec, Config
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def analysis_of(spec: AnalysisSpec) -> Analysis:
                 metric,
                 bound.max,
                 bound.max_vs_stable,
-                bound.min_effect_ms if metric in LATENCY_METRICS else 0.0,
+                _min_effect_ms(metric, bound.min_effect_ms),
             )
             for metric, bound in spec.metrics.items()
         ),
@@ -115,6 +115,12 @@ def analysis_of(spec: AnalysisSpec) -> Analysis:
         min_predictions=spec.min_predictions,
         significance_level=spec.significance_level,
     )
+
+
+def _min_effect_ms(metric: str, configured: float | None) -> float:
+    if metric not in LATENCY_METRICS:
+        return 0.0
+    return DEFAULT_MIN_EFFECT_MS if configured is None else configured
 
 
 def plan(config: Config) -> Plan:
