@@ -53,7 +53,11 @@ class ServiceSettings(BaseSettings):
     """Required `iss` claim of JWTs, when set."""
 
     fault_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
-    """Rehearsals only: extra latency added to every non-probe request, in milliseconds."""
+    """Rehearsals only: extra latency added to non-probe requests (a share of them, see
+    `fault_latency_ratio`), in milliseconds."""
+    fault_latency_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Rehearsals only: share of non-probe requests delayed by `fault_latency_ms` (1: every request; 0.08 with
+    3 ms: tail noise, the shape of a busy machine rather than of a regression)."""
     fault_error_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     """Rehearsals only: fraction of non-probe requests answered with a 500 `injected_fault`."""
     fault_invert_scores: bool = False

@@ -239,9 +239,10 @@ class Service:
         signal.signal(signal.SIGTERM, on_sigterm)
 
     async def inject_fault(self) -> None:
-        if self.settings.fault_latency_ms > 0:
-            await asyncio.sleep(self.settings.fault_latency_ms / 1000)
-        if self._random.random() < self.settings.fault_error_ratio:
+        settings = self.settings
+        if settings.fault_latency_ms > 0 and self._random.random() < settings.fault_latency_ratio:
+            await asyncio.sleep(settings.fault_latency_ms / 1000)
+        if self._random.random() < settings.fault_error_ratio:
             raise InjectedFault()
 
     def flush_metrics(self) -> None:

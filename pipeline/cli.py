@@ -190,6 +190,18 @@ def _parser() -> argparse.ArgumentParser:
         "history", parents=[common], help="which versions served ENV, when, with what evidence (newest first)"
     )
     stages.add_parser("run", parents=[common, fresh], help=f"every stage in order: {', '.join(RUN_ORDER)}")
+    # Rollout judge calibration (logic in pipeline/calibrate.py).
+    calibrate = stages.add_parser(
+        "calibrate",
+        parents=[common],
+        help="rehearse healthy retrains with tail noise, then each real fault: false aborts and detections",
+    )
+    calibrate.add_argument(
+        "--healthy", type=int, default=8, metavar="K", help="healthy retrains to rehearse (default: 8)"
+    )
+    calibrate.add_argument(
+        "--busy-cores", type=int, default=0, metavar="N", help="keep N cores busy meanwhile (default: 0)"
+    )
     return parser
 
 
@@ -249,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (
         if args.stage == "history":
             evidence.history(config, workspace, reporter)
             return EXIT_OK
+        if args.stage == "calibrate":
+            return _calibrate(args, config_dir, workspace, reporter)
         whole_run = args.stage == "run"
         runner = Runner(config, workspace, reporter, _options(args), whole_run=whole_run)
         usage_error = False
@@ -313,3 +327,20 @@ def _render(workdir: Path, config_dir: Path, *, check: bool, reporter: Reporter)
     from pipeline.deploy.render import render  # noqa: PLC0415  (validation needs the k8s dependency group)
 
     return EXIT_OK if render(workdir.resolve(), config_dir, check=check, reporter=reporter) else EXIT_FAILED
+
+
+def _calibrate(args: argparse.Namespace, config_dir: Path, workspace: Workspace, reporter: Reporter) -> int:
+    from pipeline import calibrate  # noqa: PLC0415  (starts services, Caddy and Locust)
+
+    if args.healthy < 1 or args.busy_cores < 0:
+        raise ConfigError("calibrate: --healthy must be at least 1 and --busy-cores at least 0")
+    result = calibrate.calibrate(
+        lambda extra: load_config(args.env, config_dir, [*args.overrides, *extra]),
+        workspace.root,
+        reporter,
+        healthy=args.healthy,
+        busy=args.busy_cores,
+    )
+    for failure in result.failures:
+        reporter.error(failure)
+    return EXIT_OK if result.status == "pass" else EXIT_FAILED

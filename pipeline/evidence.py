@@ -202,7 +202,7 @@ def sections(evidence: dict[str, Any], run_dir: Path) -> list[tuple[str, str, st
         decisions = [
             (e["at_s"], e["step"], e["action"], e["weight"], e["verdict"], e["detail"])
             for e in rollout["events"]
-            if e["action"] != "analysis" or e["verdict"] == "FAIL"
+            if e["action"] != "analysis" or e["verdict"] != "PASS"  # failed and inconclusive windows
         ]
         table_html, table_md = _table(["t (s)", "step", "action", "weight %", "verdict", "detail"], decisions)
         users = rollout.get("user_requests") or {}

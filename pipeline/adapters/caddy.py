@@ -7,6 +7,7 @@ stable path instead of a path guessed from an adapted Caddyfile. Admin and proxy
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 import urllib.error
@@ -71,6 +72,14 @@ def caddy_config(
     }
 
 
+def split_weights(weight: int) -> list[int]:
+    """[stable, new] for `weight` percent to the new version, in lowest terms: Caddy's weighted round robin
+    sends each upstream its weight in *consecutive* requests (measured: 80 to stable, then 20 to the
+    canary), so 20 % as [4, 1] interleaves the versions request by request instead of in blocks."""
+    divisor = math.gcd(100 - weight, weight) or 1
+    return [(100 - weight) // divisor, weight // divisor]
+
+
 @dataclass
 class CaddySplitter:
     """Splits traffic between the stable and the new version by weight; implements TrafficRouter."""
@@ -111,7 +120,7 @@ class CaddySplitter:
 
     def set_weight(self, weight: int) -> None:
         """Send `weight` percent to the new version, live, without a restart."""
-        body = json.dumps([100 - weight, weight]).encode()
+        body = json.dumps(split_weights(weight)).encode()
         request = urllib.request.Request(
             f"{self.admin_url}/id/{SPLIT_ID}/selection_policy/weights",
             data=body,

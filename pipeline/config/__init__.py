@@ -15,6 +15,8 @@ from pipeline.config.loader import (
     load_config,
 )
 from pipeline.config.models import (
+    DEFAULT_MIN_EFFECT_MS,
+    LATENCY_METRICS,
     PREDICTION_SHIFT_METRICS,
     AnalysisSpec,
     ClusterTiming,
@@ -28,7 +30,9 @@ from pipeline.config.schema import REFERENCE_FILE, config_reference, json_schema
 
 __all__ = [
     "BASE_FILE",
+    "DEFAULT_MIN_EFFECT_MS",
     "EXTENDS_KEY",
+    "LATENCY_METRICS",
     "PREDICTION_SHIFT_METRICS",
     "REFERENCE_FILE",
     "AnalysisSpec",

@@ -182,7 +182,15 @@ class AnalysisBound(Spec):
     max: float | None = Field(None, ge=0)
     """Largest allowed value for the new version (error ratio 0-1, latency in milliseconds)."""
     max_vs_stable: float | None = Field(None, gt=0)
-    """Largest allowed ratio new / stable on the same window (1.5: at most 50 % worse than stable)."""
+    """Largest allowed ratio new / stable on the same window (1.5: at most 50 % worse than stable). The new
+    version is worse only when the ratio is exceeded *and* a one-sided test vs stable is significant
+    (`significance_level`; latency: Mann-Whitney U on the two latency histograms, error ratio: two-proportion
+    z-test) *and*, for latency, the difference reaches `min_effect_ms`; ratio and effect exceeded without
+    significance is inconclusive."""
+    min_effect_ms: float | None = Field(None, ge=0)
+    """Latency only, with `max_vs_stable`: the smallest difference new - stable (in milliseconds, on this
+    quantile) that counts as slower; unset: 10 ms. A few requests delayed by 2-3 ms triple a
+    sub-millisecond p95; a regression worth rolling back is both relatively and absolutely slower."""
 
     @model_validator(mode="after")
     def _needs_a_bound(self) -> Self:
@@ -191,17 +199,35 @@ class AnalysisBound(Spec):
         return self
 
 
+LATENCY_METRICS = ("p95_ms", "p99_ms")
+"""Analysis metrics read from the latency histogram; the only ones with `min_effect_ms`."""
+DEFAULT_MIN_EFFECT_MS = 10.0
+"""`min_effect_ms` when unset."""
+
+
 class AnalysisSpec(Spec):
     """How a running version is judged, like an Argo Rollouts AnalysisTemplate (Flagger: analysis)."""
 
     interval_seconds: int = Field(5, ge=1, le=600)
     """Length of one measurement window."""
     count: int = Field(2, ge=1, le=100)
-    """Measurements per analysis step."""
+    """Conclusive measurements (passed or failed) per analysis step."""
     failure_limit: int = Field(0, ge=0)
     """Failed measurements tolerated per analysis step; one more aborts (Argo Rollouts' failureLimit)."""
+    inconclusive_limit: int = Field(2, ge=0, le=20)
+    """Inconclusive measurements tolerated per analysis step, each followed by one more window (a retry);
+    one more fails the step (Argo Rollouts' inconclusiveLimit). A window is inconclusive when the stable
+    side has too few samples to compare with, or when the new version looks worse by ratio and effect
+    but the test against stable is not significant."""
     min_requests: int = Field(10, ge=1)
-    """Requests the new version must serve in a window for it to count; fewer is 'no data'."""
+    """Requests a version must serve in a window for it to count: fewer on the new side is 'no data'
+    (failed); fewer on the stable side makes the comparisons with stable inconclusive."""
+    min_predictions: int = Field(50, ge=1)
+    """Predicted rows each side needs in a window before the prediction-shift checks compare them; fewer
+    is inconclusive (a share from a few dozen rows moves by 0.1 by chance)."""
+    significance_level: float = Field(0.01, gt=0, lt=0.5)
+    """Largest one-sided p-value at which the new version counts as worse than stable (Mann-Whitney U for
+    latency, two-proportion z-test for the error ratio). Lower: fewer false aborts, later detection."""
     on_no_data: Literal["fail"] = "fail"
     """A window without data is a failed measurement, never a pass (Flagger halts on missing metrics)."""
     metrics: dict[AnalysisMetricName, AnalysisBound] = Field(min_length=1)
@@ -215,6 +241,14 @@ class AnalysisSpec(Spec):
             bound = self.metrics.get(name)  # type: ignore[call-overload]
             if bound is not None and (bound.max_vs_stable is not None or bound.max is None):
                 msg = f"metrics.{name} compares the new version with stable already: give 'max', not 'max_vs_stable'"
+                raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _effect_floor_on_latency_only(self) -> Self:
+        for name, bound in self.metrics.items():
+            if bound.min_effect_ms is not None and name not in LATENCY_METRICS:
+                msg = f"metrics.{name}.min_effect_ms: only latency metrics ({', '.join(LATENCY_METRICS)}) take it"
                 raise ValueError(msg)
         return self
 

@@ -25,7 +25,18 @@ from model_service.monitoring import (
 )
 from pipeline.config import ClusterTiming, Config, ConfigError
 from pipeline.deploy.names import ANALYSIS_TEMPLATE, SMOKE_TEMPLATE
-from pipeline.rollout.plan import Analysis, Analyze, AwaitApproval, Pause, Plan, Promote, SetWeight, Smoke
+from pipeline.rollout.analysis import SCORE_SMOOTHING
+from pipeline.rollout.plan import (
+    Analysis,
+    Analyze,
+    AwaitApproval,
+    Pause,
+    Plan,
+    Promote,
+    SetWeight,
+    Smoke,
+    Threshold,
+)
 
 
 def _analysis_args() -> list[dict[str, Any]]:
@@ -108,8 +119,8 @@ def promql(metric: str, analysis: Analysis, window_seconds: int, hash_arg: str =
         buckets = f"{REQUEST_DURATION_BUCKET}{{{_selector(hash_arg)}}}"
         value = f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}]))) * 1000"
     elif metric == "score_psi":
-        canary = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "canary-hash", window, smoothing=0.5)
-        stable = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "stable-hash", window, smoothing=0.5)
+        canary = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "canary-hash", window, smoothing=SCORE_SMOOTHING)
+        stable = _shares(SCORE_BIN_TOTAL, BIN_LABEL, "stable-hash", window, smoothing=SCORE_SMOOTHING)
         value = f"sum(\n  ({canary} - {stable})\n  * ln({canary} / {stable})\n)"
     elif metric == "positive_rate_delta":
         canary = _shares(PREDICTED_CLASS_TOTAL, CLASS_LABEL, "canary-hash", window)
@@ -145,6 +156,7 @@ def _bounded(
         "interval": f"{timing.interval}s",
         "count": analysis.count,
         "failureLimit": analysis.failure_limit,
+        "inconclusiveLimit": analysis.inconclusive_limit,
         # No sample (no data or too few requests) fails, it is never Inconclusive.
         "successCondition": f"len(result) > 0 && result[0] <= {bound:g}",
         "failureCondition": f"len(result) == 0 || result[0] > {bound:g}",
@@ -152,6 +164,16 @@ def _bounded(
             "prometheus": {"address": "{{args.prometheus-address}}", "query": query},
         },
     }
+
+
+def _effect_floor(stable: str, threshold: Threshold) -> str:
+    """The divisor of a latency ratio with an effect floor: max(stable, (stable + min_effect_ms) / k), so
+    the ratio exceeds k only when the canary is both k times and `min_effect_ms` slower (as the local judge).
+    The local judge's rank test has no PromQL form (Argo's Kayenta provider would run it)."""
+    if not threshold.min_effect_ms or threshold.max_vs_stable is None:
+        return stable
+    floor = f"(({stable}) + {threshold.min_effect_ms:g}) / {threshold.max_vs_stable:g}"
+    return f"(({stable}) > {floor})\nor {floor}"
 
 
 def analysis_metrics(analysis: Analysis, timing: ClusterTiming) -> list[dict[str, Any]]:
@@ -166,7 +188,7 @@ def analysis_metrics(analysis: Analysis, timing: ClusterTiming) -> list[dict[str
         if threshold.max_vs_stable is not None:
             canary = promql(threshold.metric, analysis, window, "canary-hash")
             stable = promql(threshold.metric, analysis, window, "stable-hash")
-            query = f"({canary})\n/ ({stable})"
+            query = f"({canary})\n/ ({_effect_floor(stable, threshold)})"
             metrics.append(_bounded(f"{name}-vs-stable", query, threshold.max_vs_stable, analysis, timing))
     return metrics
 

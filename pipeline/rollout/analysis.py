@@ -2,6 +2,12 @@
 
 A window is the difference of two scrapes: requests by status and latency-histogram buckets, from
 which error ratio and p95/p99 are computed the way `histogram_quantile` does (linear within a bucket).
+
+The judge compares like a statistician (docs/rollout.md, "How a window is judged"): a comparison with
+stable needs enough samples on both sides, a latency regression must be relatively *and* absolutely
+large *and* significant by a rank test on the two histograms (as Kayenta's Mann-Whitney judge), an
+error-ratio regression significant by Fisher's exact test (two proportions). A window is passed, failed
+or inconclusive.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ import math
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,6 +65,14 @@ class Window:
     p99_ms: float | None
     score_bins: tuple[tuple[str, float], ...] = ()
     classes: tuple[tuple[str, float], ...] = ()
+    latency_counts: tuple[tuple[float, float], ...] = ()
+    """(upper bound in seconds, requests in that bucket alone) over the window, +Inf last: the distribution
+    the rank test compares."""
+
+    @property
+    def predictions(self) -> float:
+        """Rows predicted in the window (the prediction-shift checks' sample size)."""
+        return sum(count for _, count in self.classes)
 
     @property
     def error_ratio(self) -> float | None:
@@ -74,6 +90,7 @@ class Window:
             "p99_ms": self.p99_ms,
             "score_bins": dict(self.score_bins),
             "classes": dict(self.classes),
+            "latency_buckets": {f"{upper:g}": count for upper, count in self.latency_counts},
         }
 
 
@@ -148,6 +165,10 @@ def window(before: Scrape, after: Scrape) -> Window:
         p99_ms=None if p99 is None else p99 * 1000,
         score_bins=_delta(before.score_bins, after.score_bins),
         classes=_delta(before.classes, after.classes),
+        latency_counts=tuple(
+            (upper, count - below)
+            for (upper, count), below in zip(deltas, [0.0] + [count for _, count in deltas], strict=False)
+        ),
     )
 
 
@@ -188,60 +209,239 @@ def prediction_shift(metric: str, new: Window, stable: Window) -> float | None:
 
 
 @dataclass(frozen=True)
+class RankTest:
+    """A one-sided Mann-Whitney U test: does the new version's latency tend to be larger than stable's?"""
+
+    u: float
+    """U of the new side: pairs (new, stable) where new is larger, ties counting half."""
+    z: float
+    """Normal approximation of U, tie- and continuity-corrected."""
+    p_value: float
+    """One-sided: the chance of a U this large if both sides had the same distribution."""
+    superiority: float
+    """U / (n_new * n_stable): P(a new request is slower than a stable one), 0.5 when alike."""
+
+
+def mann_whitney(
+    new: Sequence[tuple[float, float]], stable: Sequence[tuple[float, float]]
+) -> RankTest | None:
+    """Mann-Whitney U on two latency histograms: (upper bound, count in that bucket alone) pairs.
+
+    Requests in one bucket are ties (the variance is tie-corrected): the test sees their order only to the
+    buckets' resolution, which costs it power, not validity. None when a side is empty."""
+    new_counts, stable_counts = dict(new), dict(stable)
+    n_new, n_stable = sum(new_counts.values()), sum(stable_counts.values())
+    if n_new <= 0 or n_stable <= 0:
+        return None
+    u = below = ties = 0.0
+    for bound in sorted(new_counts.keys() | stable_counts.keys()):
+        new_count, stable_count = new_counts.get(bound, 0.0), stable_counts.get(bound, 0.0)
+        u += new_count * (below + stable_count / 2)
+        below += stable_count
+        tied = new_count + stable_count
+        ties += tied**3 - tied
+    total = n_new + n_stable
+    variance = n_new * n_stable / 12 * ((total + 1) - ties / (total * (total - 1)))
+    z = (u - n_new * n_stable / 2 - 0.5) / math.sqrt(variance) if variance > 0 else 0.0
+    return RankTest(u, z, _upper_tail(z), u / (n_new * n_stable))
+
+
+def fisher_exact(errors_new: int, n_new: int, errors_stable: int, n_stable: int) -> float:
+    """One-sided p-value of Fisher's exact test that the new version's error ratio is the larger: the
+    chance that at least `errors_new` of all the window's errors land on the new side by luck alone.
+
+    Exact rather than the pooled z-test, which calls 1 error in 20 requests against 0 in 400
+    significant (z 4.5) when luck puts that one error on the new side 1 time in 21."""
+    errors, total = errors_new + errors_stable, n_new + n_stable
+    if errors == 0:
+        return 1.0
+
+    def log_choose(n: int, k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+    whole = log_choose(total, n_new)
+    return min(
+        1.0,
+        sum(
+            math.exp(log_choose(errors, k) + log_choose(total - errors, n_new - k) - whole)
+            for k in range(errors_new, min(errors, n_new) + 1)
+            if n_new - k <= total - errors
+        ),
+    )
+
+
+def _upper_tail(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+Result = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One bound applied to one window: its result and the line that says why, with the numbers."""
+
+    result: Result
+    line: str
+
+
+@dataclass(frozen=True)
 class Verdict:
-    passed: bool
-    reasons: list[str] = field(default_factory=list)
-    """Why the window failed, each with value, comparator and bound."""
+    result: Result
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "pass"
+
+    @property
+    def reasons(self) -> list[str]:
+        """The lines behind the result: failed checks when failed, inconclusive ones when inconclusive."""
+        return [check.line for check in self.checks if check.result == self.result and self.result != "pass"]
 
 
 def judge(analysis: Analysis, new: Window, stable: Window | None, label: str = "canary") -> Verdict:
-    """Check one window of the new version against every threshold; missing data fails."""
+    """Check one window of the new version against every threshold: any failed check fails the window,
+    else any inconclusive one makes it inconclusive. Missing data on the new side fails."""
     if new.requests < analysis.min_requests:
-        return Verdict(
-            False, [f"no data: {label} served {new.requests} requests < min {analysis.min_requests}"]
-        )
-    reasons = [
-        reason for threshold in analysis.thresholds for reason in _check(threshold, new, stable, label)
+        line = f"no data: {label} served {new.requests} requests < min {analysis.min_requests}"
+        return Verdict("fail", [Check("fail", line)])
+    checks = [
+        check
+        for threshold in analysis.thresholds
+        for check in _check(analysis, threshold, new, stable, label)
     ]
-    return Verdict(not reasons, reasons)
+    results = {check.result for check in checks}
+    result: Result = "fail" if "fail" in results else "inconclusive" if "inconclusive" in results else "pass"
+    return Verdict(result, checks)
 
 
-def _check_shift(threshold: Threshold, new: Window, stable: Window | None, label: str) -> list[str]:
+def _stable_too_small(analysis: Analysis, stable: Window | None, name: str, label: str) -> Check | None:
+    if stable is None:
+        return Check("inconclusive", f"{label} {name} vs stable: the stable version did not answer /metrics")
+    if stable.requests < analysis.min_requests:
+        return Check(
+            "inconclusive",
+            f"{label} {name} vs stable: stable served {stable.requests} requests < min {analysis.min_requests}",
+        )
+    return None
+
+
+def _check_shift(
+    analysis: Analysis, threshold: Threshold, new: Window, stable: Window | None, label: str
+) -> list[Check]:
     name = threshold.metric
     if stable is None:
-        return [f"no data: {name} of the {label} vs stable unknown (the stable version did not answer)"]
+        return [
+            Check("inconclusive", f"{label} {name} vs stable: the stable version did not answer /metrics")
+        ]
     if not new.classes or not stable.classes:
         # A version whose card predates drift monitoring exports no prediction counters (docs/drift.md):
-        # the comparison cannot be made, and the rehearsal says so before it starts (rehearsal.py).
+        # the comparison cannot be made, and the rehearsal says so before it starts.
         return []
+    sizes = f"(n {new.predictions:.0f} vs {stable.predictions:.0f} rows)"
+    if min(new.predictions, stable.predictions) < analysis.min_predictions:
+        return [
+            Check(
+                "inconclusive",
+                f"{label} {name} vs stable: too few rows {sizes} < min {analysis.min_predictions}",
+            )
+        ]
     shift = prediction_shift(threshold.metric, new, stable)
     if shift is None:
-        return [f"no data: {name} of the {label} vs stable unknown (no predictions counted on one side)"]
-    if threshold.max is not None and shift > threshold.max:
-        return [f"prediction shift: {label} {name} vs stable {shift:.3g} > max {threshold.max:g}"]
-    return []
+        return [Check("inconclusive", f"{label} {name} vs stable: no predictions counted on one side")]
+    assert threshold.max is not None  # the config refuses a shift metric without `max`
+    if shift > threshold.max:
+        return [
+            Check(
+                "fail",
+                f"prediction shift: {label} {name} vs stable {shift:.3g} > max {threshold.max:g} {sizes}",
+            )
+        ]
+    return [Check("pass", f"{label} {name} vs stable {shift:.3g} <= max {threshold.max:g} {sizes}")]
 
 
-def _check(threshold: Threshold, new: Window, stable: Window | None, label: str) -> list[str]:
+def _check(
+    analysis: Analysis, threshold: Threshold, new: Window, stable: Window | None, label: str
+) -> list[Check]:
     if threshold.metric in PREDICTION_SHIFT_METRICS:
-        return _check_shift(threshold, new, stable, label)
+        return _check_shift(analysis, threshold, new, stable, label)
     name, unit = _NAMES[threshold.metric]
     value = new.value(threshold.metric)
     if value is None:
-        return [f"no data: {label} {name} unknown"]
-    reasons = []
-    if threshold.max is not None and value > threshold.max:
-        reasons.append(f"{label} {name} {value:.3g}{unit} > max {threshold.max:g}{unit}")
+        return [Check("fail", f"no data: {label} {name} unknown")]
+    checks = []
+    if threshold.max is not None:
+        result: Result = "fail" if value > threshold.max else "pass"
+        comparator = ">" if result == "fail" else "<="
+        checks.append(
+            Check(result, f"{label} {name} {value:.3g}{unit} {comparator} max {threshold.max:g}{unit}")
+        )
     if threshold.max_vs_stable is not None:
-        baseline = stable.value(threshold.metric) if stable is not None else None
-        if baseline is None:
-            reasons.append(f"no data: stable {name} unknown, cannot compare")
-        elif baseline > 0 and value / baseline > threshold.max_vs_stable:
-            reasons.append(
-                f"{label} {name} {value:.3g}{unit} is {value / baseline:.2f}x stable {baseline:.3g}{unit} "
-                f"> max {threshold.max_vs_stable:g}x"
-            )
-    return reasons
+        too_small = _stable_too_small(analysis, stable, name, label)
+        if too_small is not None:
+            checks.append(too_small)
+        elif threshold.metric == "error_ratio":
+            assert stable is not None
+            checks.append(_errors_vs_stable(analysis, threshold.max_vs_stable, new, stable, label))
+        else:
+            assert stable is not None
+            checks.append(_latency_vs_stable(analysis, threshold, new, stable, label))
+    return checks
+
+
+def _latency_vs_stable(
+    analysis: Analysis, threshold: Threshold, new: Window, stable: Window, label: str
+) -> Check:
+    """Slower only when the ratio exceeds `max_vs_stable`, the difference reaches `min_effect_ms`, and the
+    rank test says the new latencies tend to be larger; ratio and effect without significance is
+    inconclusive (another window decides)."""
+    name, _ = _NAMES[threshold.metric]
+    value, baseline = new.value(threshold.metric), stable.value(threshold.metric)
+    assert value is not None and threshold.max_vs_stable is not None
+    if baseline is None:
+        return Check("inconclusive", f"{label} {name} vs stable: stable {name} unknown")
+    ratio = value / baseline if baseline > 0 else math.inf
+    effect = value - baseline
+    test = mann_whitney(new.latency_counts, stable.latency_counts)
+    rank = (
+        "rank test -"
+        if test is None
+        else f"Mann-Whitney z {test.z:.2f} p {test.p_value:.2g} P(slower) {test.superiority:.2f}"
+    )
+    numbers = (
+        f"{label} {name} {value:.3g}ms vs stable {baseline:.3g}ms: {ratio:.2f}x (max {threshold.max_vs_stable:g}x), "
+        f"{effect:+.3g}ms (min effect {threshold.min_effect_ms:g}ms), {rank}, "
+        f"n {new.requests} vs {stable.requests}"
+    )
+    if ratio <= threshold.max_vs_stable or effect < threshold.min_effect_ms:
+        return Check("pass", numbers)
+    if test is not None and test.p_value < analysis.significance_level:
+        return Check("fail", f"{numbers} < significance {analysis.significance_level:g}")
+    return Check(
+        "inconclusive", f"{numbers} >= significance {analysis.significance_level:g}: not significant"
+    )
+
+
+def _errors_vs_stable(
+    analysis: Analysis, max_vs_stable: float, new: Window, stable: Window, label: str
+) -> Check:
+    """Worse only when the ratio to stable's error ratio exceeds the bound and Fisher's exact test is
+    significant; an exceeded ratio without significance is inconclusive."""
+    new_ratio, stable_ratio = new.errors / new.requests, stable.errors / stable.requests
+    p_value = fisher_exact(new.errors, new.requests, stable.errors, stable.requests)
+    ratio = 0.0 if new_ratio == 0 else new_ratio / stable_ratio if stable_ratio > 0 else math.inf
+    numbers = (
+        f"{label} error ratio {new_ratio:.3g} vs stable {stable_ratio:.3g}: {ratio:.2f}x (max {max_vs_stable:g}x), "
+        f"Fisher exact p {p_value:.2g}, n {new.requests} vs {stable.requests}"
+    )
+    if ratio <= max_vs_stable:
+        return Check("pass", numbers)
+    if p_value < analysis.significance_level:
+        return Check("fail", f"{numbers} < significance {analysis.significance_level:g}")
+    return Check(
+        "inconclusive", f"{numbers} >= significance {analysis.significance_level:g}: not significant"
+    )
 
 
 _NAMES = {

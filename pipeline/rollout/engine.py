@@ -14,9 +14,20 @@ from typing import Any, Literal, Protocol
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.rollout.analysis import Scrape, Window, judge, window
-from pipeline.rollout.plan import Action, Analyze, AwaitApproval, Pause, Plan, Promote, SetWeight, Smoke
+from pipeline.rollout.plan import (
+    Action,
+    Analysis,
+    Analyze,
+    AwaitApproval,
+    Pause,
+    Plan,
+    Promote,
+    SetWeight,
+    Smoke,
+)
 
 POLL_S = 0.25
+PREVIEW_TRAFFIC_TIMEOUT_S = 30
 
 
 class TrafficRouter(Protocol):
@@ -58,6 +69,8 @@ class Event:
     stable: dict[str, Any] | None = None
     new: dict[str, Any] | None = None
     verdict: str | None = None
+    checks: list[str] | None = None
+    """Every bound applied in an analysis window, with its result and numbers."""
 
 
 @dataclass
@@ -131,9 +144,10 @@ class _Run:
                     raise Aborted(f"preview smoke test: {problems[0]} ({len(problems)}/{requests} failed)")
                 self.reporter.note(f"step {self.step}: preview answered {requests}/{requests} predictions")
             case Analyze(target, analysis):
-                if target == "preview":
-                    self.versions.preview_traffic(True)
                 try:
+                    if target == "preview":
+                        self.versions.preview_traffic(True)
+                        self.await_preview_traffic(analysis)
                     self.analyze(target, analysis)
                 finally:
                     if target == "preview":
@@ -150,10 +164,13 @@ class _Run:
                 self.versions.retire_stable()
                 self.record("retire_stable", "old version stopped")
 
-    def analyze(self, target: str, analysis: Any) -> None:
-        failed = 0
-        limit = analysis.failure_limit + 1
-        for measurement in range(1, analysis.count + 1):
+    def analyze(self, target: str, analysis: Analysis) -> None:
+        """Measure windows until `count` are conclusive; an inconclusive window is retried. Past
+        `failure_limit` failed or `inconclusive_limit` inconclusive windows, abort."""
+        failed = inconclusive = conclusive = 0
+        measurement = 0
+        while conclusive < analysis.count:
+            measurement += 1
             stable_before, new_before = self.versions.scrape()
             self.wait(analysis.interval_seconds)
             stable_after, new_after = self.versions.scrape()
@@ -162,28 +179,46 @@ class _Run:
             new = window(new_before, new_after)
             stable = window(stable_before, stable_after) if stable_before and stable_after else None
             verdict = judge(analysis, new, stable, label=target)
-            failed += not verdict.passed
+            failed += verdict.result == "fail"
+            inconclusive += verdict.result == "inconclusive"
+            conclusive += verdict.result != "inconclusive"
             self.record(
                 "analysis",
-                f"window {measurement}/{analysis.count}"
+                f"window {measurement} ({conclusive}/{analysis.count} conclusive)"
                 + ("" if verdict.passed else ": " + "; ".join(verdict.reasons)),
                 stable=None if stable is None else stable.as_dict(),
                 new=new.as_dict(),
-                verdict="PASS" if verdict.passed else "FAIL",
+                verdict=verdict.result.upper(),
+                checks=[f"{check.result.upper()} {check.line}" for check in verdict.checks],
             )
             self.reporter.note(
                 _progress(
-                    self.step,
-                    self.weight,
-                    target,
-                    (stable, new),
-                    n=measurement,
-                    count=analysis.count,
-                    passed=verdict.passed,
+                    self.step, self.weight, target, (stable, new), n=measurement, verdict=verdict.result
                 )
             )
-            if failed >= limit:
-                raise Aborted(f"{verdict.reasons[0]} ({failed}/{limit} failed checks)")
+            for reason in verdict.reasons:
+                self.reporter.note(f"  {verdict.result.upper()} {reason}")
+            if failed > analysis.failure_limit:
+                raise Aborted(f"{verdict.reasons[0]} ({failed}/{analysis.failure_limit + 1} failed checks)")
+            if inconclusive > analysis.inconclusive_limit:
+                raise Aborted(
+                    f"inconclusive {inconclusive} times > limit {analysis.inconclusive_limit}: "
+                    f"{verdict.reasons[0]}"
+                )
+
+    def await_preview_traffic(self, analysis: Analysis) -> None:
+        """Judge the preview only once its test traffic flows: Locust's start-up (seconds on a busy
+        machine) is not the preview's fault, and a window without it would be 'no data'."""
+        _, before = self.versions.scrape()
+        deadline = self.clock() + PREVIEW_TRAFFIC_TIMEOUT_S
+        while self.clock() < deadline:
+            self.wait(POLL_S)
+            _, now = self.versions.scrape()
+            if before is None or now is None:
+                raise Aborted("the preview stopped answering /metrics")
+            if now.requests - before.requests >= analysis.min_requests:
+                return
+        raise Aborted(f"no test traffic reached the preview within {PREVIEW_TRAFFIC_TIMEOUT_S}s")
 
 
 def execute(
@@ -226,14 +261,7 @@ def _abort(run: _Run, reason: str) -> Outcome:
 
 
 def _progress(
-    step: int,
-    weight: int,
-    target: str,
-    windows: tuple[Window | None, Window],
-    *,
-    n: int,
-    count: int,
-    passed: bool,
+    step: int, weight: int, target: str, windows: tuple[Window | None, Window], *, n: int, verdict: str
 ) -> str:
     stable, new = windows
 
@@ -246,8 +274,7 @@ def _progress(
 
     total = new.requests + (stable.requests if stable else 0)
     share = f" | share {100 * new.requests / total:.0f}%" if total and target == "canary" else ""
-    verdict = "PASS" if passed else "FAIL"
     return (
         f"step {step} weight {weight}% | {side('stable', stable)} | {side(target, new)}{share} | "
-        f"window {n}/{count} {verdict}"
+        f"window {n} {verdict.upper()}"
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import AnalysisSpec, Config
+from pipeline.config import DEFAULT_MIN_EFFECT_MS, LATENCY_METRICS, AnalysisSpec, Config
 
 
 @dataclass(frozen=True)
@@ -18,17 +18,28 @@ class Threshold:
     metric: str
     max: float | None
     max_vs_stable: float | None
+    min_effect_ms: float = 0.0
+    """Latency vs stable: the smallest difference that counts as slower."""
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """How a version is judged: `count` windows of `interval_seconds`, aborting past `failure_limit`."""
+    """How a version is judged: `count` conclusive windows of `interval_seconds`, aborting past
+    `failure_limit` failed or `inconclusive_limit` inconclusive ones (each inconclusive window is retried)."""
 
     interval_seconds: int
     count: int
     failure_limit: int
     min_requests: int
     thresholds: tuple[Threshold, ...]
+    inconclusive_limit: int = 0
+    min_predictions: int = 1
+    significance_level: float = 0.01
+
+    @property
+    def longest_seconds(self) -> int:
+        """How long one analysis step can last: every window, retries of inconclusive ones included."""
+        return (self.count + self.inconclusive_limit) * self.interval_seconds
 
 
 @dataclass(frozen=True)
@@ -92,9 +103,24 @@ def analysis_of(spec: AnalysisSpec) -> Analysis:
         failure_limit=spec.failure_limit,
         min_requests=spec.min_requests,
         thresholds=tuple(
-            Threshold(metric, bound.max, bound.max_vs_stable) for metric, bound in spec.metrics.items()
+            Threshold(
+                metric,
+                bound.max,
+                bound.max_vs_stable,
+                _min_effect_ms(metric, bound.min_effect_ms),
+            )
+            for metric, bound in spec.metrics.items()
         ),
+        inconclusive_limit=spec.inconclusive_limit,
+        min_predictions=spec.min_predictions,
+        significance_level=spec.significance_level,
     )
+
+
+def _min_effect_ms(metric: str, configured: float | None) -> float:
+    if metric not in LATENCY_METRICS:
+        return 0.0
+    return DEFAULT_MIN_EFFECT_MS if configured is None else configured
 
 
 def plan(config: Config) -> Plan:
@@ -132,7 +158,9 @@ def _describe(action: Action) -> str:
                     part
                     for part in (
                         f"{t.metric} <= {t.max:g}" if t.max is not None else "",
-                        f"{t.metric} <= {t.max_vs_stable:g}x stable" if t.max_vs_stable is not None else "",
+                        _describe_vs_stable(t, analysis.significance_level)
+                        if t.max_vs_stable is not None
+                        else "",
                     )
                     if part
                 )
@@ -140,7 +168,8 @@ def _describe(action: Action) -> str:
             )
             return (
                 f"analyse the {target}: {analysis.count} x {analysis.interval_seconds}s windows, "
-                f"abort after {analysis.failure_limit + 1} failed; {bounds}"
+                f"abort after {analysis.failure_limit + 1} failed or {analysis.inconclusive_limit + 1} "
+                f"inconclusive; {bounds}"
             )
         case Smoke(requests):
             return f"smoke-test the preview with {requests} predictions"
@@ -148,3 +177,11 @@ def _describe(action: Action) -> str:
             return "wait for a person to approve the switch"
         case Promote(delay):
             return f"promote: 100% to the new version, stop the old one after {delay}s"
+
+
+def _describe_vs_stable(threshold: Threshold, significance_level: float) -> str:
+    effect = f" and +{threshold.min_effect_ms:g}ms" if threshold.metric in LATENCY_METRICS else ""
+    return (
+        f"{threshold.metric} not above {threshold.max_vs_stable:g}x stable{effect} "
+        f"with p < {significance_level:g}"
+    )

@@ -47,6 +47,7 @@ FAULTS = {
     "errors": "MODEL_SERVICE_FAULT_ERROR_RATIO",
     "shift": "MODEL_SERVICE_FAULT_INVERT_SCORES",
 }
+LATENCY_SHARE = "MODEL_SERVICE_FAULT_LATENCY_RATIO"
 
 
 class LoadGenerator(Protocol):
@@ -67,8 +68,9 @@ class RolloutResult(StageResult):
 
 
 def parse_fault(text: str, environment: str) -> dict[str, str]:
-    """`latency=200ms`, `errors=0.2` or `shift` (scores inverted: healthy by HTTP, different predictions)
-    → the candidate's MODEL_SERVICE_FAULT_* settings."""
+    """`latency=200ms` (every request), `latency=3ms@0.08` (8 % of requests: tail noise), `errors=0.2` or
+    `shift` (scores inverted: healthy by HTTP, different predictions) → the candidate's MODEL_SERVICE_FAULT_*
+    settings."""
     if environment == "prod":
         raise ConfigError("--candidate-fault is refused for prod: faults are for rehearsals")
     if text == "shift":
@@ -76,16 +78,25 @@ def parse_fault(text: str, environment: str) -> dict[str, str]:
     kind, _, value = text.partition("=")
     if kind not in FAULTS or kind == "shift" or not value:
         raise ConfigError(
-            f"--candidate-fault {text!r}: expected latency=<ms>ms, errors=<ratio> or shift, e.g. errors=0.2"
+            f"--candidate-fault {text!r}: expected latency=<ms>ms, latency=<ms>ms@<share>, errors=<ratio> "
+            "or shift, e.g. errors=0.2 or latency=3ms@0.08"
         )
+    value, at, share = value.partition("@") if kind == "latency" else (value, "", "")
     number = value.removesuffix("ms") if kind == "latency" else value
-    try:
-        parsed = float(number)
-    except ValueError:
-        raise ConfigError(f"--candidate-fault {text!r}: {number!r} is not a number") from None
+    parsed, parsed_share = _number(text, number), _number(text, share) if at else 1.0
     if kind == "errors" and not 0 < parsed <= 1:
         raise ConfigError(f"--candidate-fault {text!r}: an error ratio is between 0 and 1")
-    return {FAULTS[kind]: f"{parsed:g}"}
+    if not 0 < parsed_share <= 1:
+        raise ConfigError(f"--candidate-fault {text!r}: the share of delayed requests is between 0 and 1")
+    settings = {FAULTS[kind]: f"{parsed:g}"}
+    return settings | {LATENCY_SHARE: f"{parsed_share:g}"} if at else settings
+
+
+def _number(text: str, number: str) -> float:
+    try:
+        return float(number)
+    except ValueError:
+        raise ConfigError(f"--candidate-fault {text!r}: {number!r} is not a number") from None
 
 
 def plan_seconds(rehearsal: Plan) -> float:
@@ -95,7 +106,7 @@ def plan_seconds(rehearsal: Plan) -> float:
         if isinstance(action, Pause):
             total += action.seconds
         elif isinstance(action, Analyze):
-            total += action.analysis.count * action.analysis.interval_seconds
+            total += action.analysis.longest_seconds
         elif isinstance(action, Promote):
             total += action.scale_down_delay_seconds
     return total

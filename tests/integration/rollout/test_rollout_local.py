@@ -75,8 +75,23 @@ def test_healthy_canary_promotes_with_shares_matching_weights(workspace: Path) -
     assert leftover_processes(workspace) == []
 
 
+def test_tail_noise_on_the_canary_is_no_regression(workspace: Path) -> None:
+    """8 % of the canary's requests 3 ms late triples a sub-millisecond p95 but stays under the effect floor."""
+    code, timeline = rollout(workspace, "--candidate-fault", "latency=3ms@0.08")
+    assert code == 0, timeline["reason"]
+    windows = [e for e in timeline["events"] if e["action"] == "analysis"]
+    assert all(e["verdict"] == "PASS" for e in windows)
+    assert any("(min effect 10ms)" in line for e in windows for line in e["checks"])
+    assert serving(workspace) == 2
+
+
 @pytest.mark.parametrize(
-    ("fault", "breach"), [("errors=0.2", "canary error ratio"), ("latency=400ms", "canary p95")]
+    ("fault", "breach"),
+    [
+        ("errors=0.2", "canary error ratio"),
+        ("latency=400ms", "canary p95"),
+        ("latency=50ms", "canary p95"),
+    ],
 )
 def test_faulty_canary_aborts_at_the_first_analysis(workspace: Path, fault: str, breach: str) -> None:
     code, timeline = rollout(workspace, "--candidate-fault", fault)

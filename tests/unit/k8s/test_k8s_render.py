@@ -93,7 +93,14 @@ def test_analysis_thresholds_equal_the_plan(env: str) -> None:
         assert f"[{timing.window}s]" in metric["provider"]["prometheus"]["query"]
         assert metric["count"] == analysis.count
         assert metric["failureLimit"] == analysis.failure_limit
+        assert metric["inconclusiveLimit"] == analysis.inconclusive_limit
         assert f">= {analysis.min_requests}" in metric["provider"]["prometheus"]["query"]
+    for t in analysis.thresholds:
+        if t.max_vs_stable is not None and t.min_effect_ms:
+            # the ratio's divisor is max(stable, (stable + min_effect_ms) / k): slower means both
+            query = metrics[f"{t.metric.replace('_', '-')}-vs-stable"]["provider"]["prometheus"]["query"]
+            assert f"+ {t.min_effect_ms:g}) / {t.max_vs_stable:g})" in query
+            assert "\nor (((" in query
 
 
 def test_promql_uses_the_service_metrics_and_pod_hash() -> None:

@@ -45,9 +45,19 @@ class Router:
 class Versions:
     """Each scrape adds traffic split by the router's weight; the new version fails `error_ratio` of it."""
 
-    def __init__(self, router: Router, clock: Clock, *, error_ratio: float = 0.0, slow: bool = False) -> None:
+    def __init__(
+        self,
+        router: Router,
+        clock: Clock,
+        *,
+        error_ratio: float = 0.0,
+        slow: bool = False,
+        slow_until: float = 0.0,
+        silent_preview: bool = False,
+    ) -> None:
         self.router, self.clock = router, clock
-        self.error_ratio, self.slow = error_ratio, slow
+        self.error_ratio, self.slow, self.slow_until = error_ratio, slow, slow_until
+        self.silent_preview = silent_preview
         self.stable = self.new = Scrape(0, 0, tuple((b, 0.0) for b in BOUNDS))
         self.last = 0.0
         self.dies_at: float | None = None
@@ -63,9 +73,10 @@ class Versions:
         elapsed, self.last = self.clock.now - self.last, self.clock.now
         total = int(100 * elapsed)
         preview = self.preview_on[-1:] == [True]  # test traffic to the preview, user traffic to stable
-        to_new = total if preview else total * self.router.weight // 100
+        to_new = (0 if self.silent_preview else total) if preview else total * self.router.weight // 100
         self.stable = self._grow(self.stable, total if preview else total - to_new, 0, 0)
-        self.new = self._grow(self.new, to_new, int(to_new * self.error_ratio), 2 if self.slow else 0)
+        slow = self.slow or self.clock.now <= self.slow_until
+        self.new = self._grow(self.new, to_new, int(to_new * self.error_ratio), 2 if slow else 0)
         return self.stable, (self.new if self.new_alive() else None)
 
     def new_alive(self) -> bool:
@@ -258,7 +269,7 @@ def test_relative_bound_compares_with_stable() -> None:
     slow = window(Scrape(0, 0, ()), Scrape(100, 0, ((0.001, 0.0), (0.1, 100.0), (float("inf"), 100.0))))
     verdict = judge(analysis, slow, fast)
     assert not verdict.passed
-    assert any("x stable" in reason for reason in verdict.reasons)
+    assert any("vs stable" in reason and "Mann-Whitney" in reason for reason in verdict.reasons)
     assert judge(analysis, fast, fast).passed
 
 
@@ -273,8 +284,50 @@ def test_prediction_shift_needs_counters_on_both_sides() -> None:
     new = window(zero, counted)
     # A stable without counters cannot be compared (the rehearsal warns before it starts): not a failure.
     assert judge(analysis, new, window(EMPTY, old_card)).passed
-    # Counters on both sides but nothing counted on one of them is missing data: a failure.
+    # Counters on both sides but too few rows counted on one of them: inconclusive (retried, then failed).
     silent = window(zero, Scrape(100, 0, buckets, score_bins=zero.score_bins, classes=zero.classes))
     verdict = judge(analysis, new, silent)
-    assert not verdict.passed
-    assert any("no data" in reason for reason in verdict.reasons)
+    assert verdict.result == "inconclusive"
+    assert any("too few rows (n 100 vs 0 rows) < min 50" in reason for reason in verdict.reasons)
+
+
+# Latency vs stable only, with a significance no test reaches: a slower window is always inconclusive.
+NEVER_SIGNIFICANT = (
+    "rollout.analysis.metrics.p95_ms={max: null, max_vs_stable: 3, min_effect_ms: 1}",
+    "rollout.analysis.significance_level=1e-300",
+)
+
+
+def test_an_inconclusive_window_is_retried_and_the_step_goes_on() -> None:
+    # slow during the first window of the first analysis step (it starts at t=2 after the pause), then healthy
+    outcome, _router, _ = run("dev", *NEVER_SIGNIFICANT, slow_until=5.0)
+    assert outcome.status == "promoted", outcome.reason
+    first_step = [e for e in outcome.events if e.action == "analysis" and e.step == 3]
+    assert [e.verdict for e in first_step] == ["INCONCLUSIVE", "PASS", "PASS"]
+    assert first_step[0].checks is not None
+    assert any(line.startswith("INCONCLUSIVE canary p95") for line in first_step[0].checks)
+    assert "not significant" in first_step[0].detail
+
+
+def test_inconclusive_past_the_limit_fails_the_step() -> None:
+    outcome, router, _ = run("dev", *NEVER_SIGNIFICANT, "rollout.analysis.inconclusive_limit=1", slow=True)
+    assert outcome.status == "aborted"
+    assert outcome.reason.startswith("ABORT step 3 (weight 20%): inconclusive 2 times > limit 1: canary p95")
+    assert router.weight == 0
+    assert len([e for e in outcome.events if e.action == "analysis"]) == 2
+
+
+def test_the_preview_is_judged_once_its_test_traffic_flows() -> None:
+    outcome, _, versions = run("staging")
+    assert outcome.status == "promoted"
+    windows = [e for e in outcome.events if e.action == "analysis"]
+    assert all(e.new is not None and e.new["requests"] > 0 for e in windows)
+    assert versions.preview_on == [True, False]
+
+
+def test_a_preview_without_test_traffic_aborts_after_the_wait() -> None:
+    outcome, router, versions = run("staging", silent_preview=True)
+    assert outcome.status == "aborted"
+    assert "no test traffic reached the preview within 30s" in outcome.reason
+    assert versions.preview_on == [True, False]
+    assert 100 not in router.history

@@ -53,7 +53,8 @@ def test_the_plan_is_deterministic_and_immutable() -> None:
 def test_describe_names_every_bound() -> None:
     lines = plan(config()).describe()
     assert lines[0] == "1. set weight 20% to the new version"
-    assert "p95_ms <= 250 and p95_ms <= 3x stable" in lines[2]
+    assert "p95_ms <= 250 and p95_ms not above 3x stable and +10ms with p < 0.01" in lines[2]
+    assert "abort after 1 failed or 3 inconclusive" in lines[2]
     assert "abort after 1 failed" in lines[2]
 
 
@@ -75,6 +76,14 @@ def test_describe_names_every_bound() -> None:
         ("rollout.analysis.metrics.error_ratio={max: null}", "needs 'max' or 'max_vs_stable'"),
         ("rollout.analysis.on_no_data=pass", "rollout.analysis.on_no_data"),
         ("rollout.analysis.count=0", "rollout.analysis.count"),
+        (
+            "rollout.analysis.metrics.error_ratio={max: 0.01, min_effect_ms: 5}",
+            "metrics.error_ratio.min_effect_ms: only latency metrics (p95_ms, p99_ms) take it",
+        ),
+        ("rollout.analysis.metrics.p95_ms={max_vs_stable: 3, min_effect_ms: -1}", "rollout.analysis.metrics"),
+        ("rollout.analysis.significance_level=0.5", "rollout.analysis.significance_level"),
+        ("rollout.analysis.inconclusive_limit=-1", "rollout.analysis.inconclusive_limit"),
+        ("rollout.analysis.min_predictions=0", "rollout.analysis.min_predictions"),
         ("rollout.strategy=linear", "rollout.strategy"),
     ],
 )
