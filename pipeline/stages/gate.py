@@ -118,7 +118,9 @@ def gate(
     previous = model.read_optional(model.gate(config.name))
     if previous is not None and previous.get("inputs") == key and not fresh:
         reporter.note(f"{previous['note']}; reused the verdict of the same candidate, champion and gates")
-        return _result(config, model, previous, reused=True)
+        result = _result(config, model, previous, reused=True)
+        _print_checks(result.checks, reporter)
+        return result
 
     evaluation = model.read_evaluation()
     rows = np.asarray(evaluation["rows"], dtype=np.float64)
@@ -148,10 +150,18 @@ def gate(
     }
     write_json(model.gate(config.name), record)
     result = _result(config, model, record, reused=False)
+    _print_checks(checks, reporter)
     if status == "warn":
         reporter.warn(f"gate mode is 'warn' for {config.name}: {len(failures)} failed check(s) let through")
     reporter.note(f"gate {status.upper()}: {len(checks) - len(failures)}/{len(checks)} checks passed")
     return result
+
+
+def _print_checks(checks: list[Check], reporter: Reporter) -> None:
+    reporter.table(
+        ["metric", "check", "value", "comparator", "bound", "result"],
+        [(c.metric, c.kind, c.value, c.comparator, c.bound, c.verdict) for c in checks],
+    )
 
 
 def _result(config: Config, model: ModelDir, record: dict[str, Any], *, reused: bool) -> GateResult:
