@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import time
 from pathlib import Path
@@ -165,6 +166,30 @@ def ensure_registered_model(mlflow: MlflowClient, name: str) -> None:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+
+
+CREATE_ATTEMPTS = 5
+"""Tries at creating a version: concurrent creators on one store can exhaust MLflow's own three."""
+
+
+def create_version(
+    mlflow: MlflowClient, name: str, source: str, *, run_id: str, tags: dict[str, str], description: str
+) -> ModelVersion:
+    """`create_model_version`, tried again after a random pause when concurrent creators collide on the
+    next version number; unless another run registered this artifact meanwhile, which is then returned."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    for attempt in range(1, CREATE_ATTEMPTS):
+        try:
+            return mlflow.create_model_version(
+                name, source, run_id=run_id, tags=tags, description=description
+            )
+        except MlflowException:
+            time.sleep(random.uniform(0.1, 0.5) * attempt)
+        registered = find_version(mlflow, name, tags["artifact_version"])
+        if registered is not None:
+            return registered
+    return mlflow.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
 
 
 def settle_version(

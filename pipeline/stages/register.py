@@ -59,7 +59,8 @@ def register(
         for path in (model.onnx, model.card, model.evaluation):
             mlflow.log_artifact(run_id, str(path), registry.ARTIFACT_PATH)
         source = f"{mlflow.get_run(run_id).info.artifact_uri}/{registry.ARTIFACT_PATH}"
-        created = mlflow.create_model_version(
+        created = registry.create_version(
+            mlflow,
             name,
             source,
             run_id=run_id,
