@@ -538,7 +538,8 @@ class ArgoCDSpec(Spec):
     """The Argo CD Application rendered into k8s/argocd/<env>.yaml."""
 
     repo_url: str = "https://github.com/OWNER/REPO.git"
-    """Git URL Argo CD reads the overlays from: replace OWNER/REPO after forking."""
+    """Git URL Argo CD reads the overlays from: replace OWNER/REPO after forking (`render --check` refuses
+    the placeholder in a fork whose `origin` remote is hosted)."""
     project: str = "default"
     """Argo CD project of the Application."""
     namespace: str = "argocd"

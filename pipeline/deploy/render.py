@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,9 +37,11 @@ from pipeline.deploy.names import (
     GENERATED,
     K8S_DIR,
     LOAD_APP,
+    PLACEHOLDER_REPO_URL,
     PLUGIN,
     RELEASE_FILE,
     SMOKE_TEMPLATE,
+    TEMPLATE_REPOSITORY,
     UNRELEASED_TAG,
 )
 from pipeline.rollout.plan import (
@@ -402,6 +405,24 @@ def write_files(root: Path, files: Mapping[str, str]) -> list[str]:
     return written
 
 
+def repo_url_problems(root: Path, config_dir: Path) -> list[str]:
+    """A fork hosted somewhere that still points Argo CD at the placeholder repository deploys nothing:
+    name the file and key, and the URL its `origin` remote gives. The template itself (its own remote) and
+    a clone with no hosted remote (a local path, as in CI here) have nothing to fix."""
+    done = subprocess.run(
+        ["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True, check=False
+    )
+    origin = done.stdout.strip()
+    if done.returncode != 0 or ("://" not in origin and "@" not in origin) or TEMPLATE_REPOSITORY in origin:
+        return []
+    return [
+        f"{config_dir / f'{env}.yaml'}: deploy.argocd.repo_url is still the placeholder {PLACEHOLDER_REPO_URL}: "
+        f"set it to this fork's repository ({origin}) in environments/base.yaml"
+        for env in known_environments(config_dir)
+        if load_config(env, config_dir).deploy.argocd.repo_url == PLACEHOLDER_REPO_URL
+    ]
+
+
 def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> bool:
     """Write every overlay (or with `check`, name each stale one and validate all offline); True if fine."""
     from pipeline.deploy import validate as k8s_validate  # noqa: PLC0415  (needs the k8s dependency group)
@@ -416,6 +437,9 @@ def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> 
     stale = stale_files(root, files)
     for name in stale:
         reporter.error(f"{name} is stale: it differs from what environments/ renders; run `nox -s render`")
+    placeholders = repo_url_problems(root, config_dir)
+    for placeholder in placeholders:
+        reporter.error(placeholder)
     report = k8s_validate.validate_tree(root)
     # A check that could not run is a failure, never a pass: the summary counts it apart.
     for note in report.skipped:
@@ -428,4 +452,4 @@ def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> 
         f"against the CRD schemas in {k8s_validate.schemas_dir(root)}; {len(report.problems)} problems"
         + (f"; {len(report.skipped)} checks NOT run (a failure)" if report.skipped else "")
     )
-    return not stale and not report.problems and not report.skipped
+    return not stale and not placeholders and not report.problems and not report.skipped

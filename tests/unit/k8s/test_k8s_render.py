@@ -1,5 +1,7 @@
 """Rendering overlays from environments/*.yaml: deterministic, committed, and one source of truth with the plan."""
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,40 @@ def test_applications_sync_automatically_except_prod() -> None:
         app = k8s.application(load_config(env, CONFIG_DIR))
         assert app["spec"]["source"]["path"] == f"k8s/overlays/{env}"
         assert ("automated" in app["spec"]["syncPolicy"]) is (env != "prod")
+
+
+def _clone_with_origin(tmp_path: Path, origin: str | None) -> Path:
+    root = tmp_path / "fork"
+    shutil.copytree(CONFIG_DIR, root / "environments")
+    subprocess.run(["git", "init", "--quiet", str(root)], check=True)
+    if origin is not None:
+        subprocess.run(["git", "-C", str(root), "remote", "add", "origin", origin], check=True)
+    return root
+
+
+def test_a_hosted_fork_with_the_placeholder_repo_url_is_refused_naming_file_and_key(tmp_path: Path) -> None:
+    root = _clone_with_origin(tmp_path, "https://github.com/acme/churn-model.git")
+    problems = k8s.repo_url_problems(root, root / "environments")
+    assert len(problems) == len(ENVS)
+    assert (
+        f"{root / 'environments' / 'dev.yaml'}: deploy.argocd.repo_url is still the placeholder"
+        in problems[0]
+    )
+    assert "https://github.com/acme/churn-model.git" in problems[0]
+    base = root / "environments" / "base.yaml"
+    data = yaml.safe_load(base.read_text())
+    data.setdefault("deploy", {}).setdefault("argocd", {})["repo_url"] = (
+        "https://github.com/acme/churn-model.git"
+    )
+    base.write_text(yaml.safe_dump(data))
+    assert k8s.repo_url_problems(root, root / "environments") == []
+
+
+@pytest.mark.parametrize(
+    "origin", [None, "/srv/clones/template", f"https://github.com/{names.TEMPLATE_REPOSITORY}.git"]
+)
+def test_the_template_itself_and_local_clones_keep_the_placeholder(
+    tmp_path: Path, origin: str | None
+) -> None:
+    root = _clone_with_origin(tmp_path, origin)
+    assert k8s.repo_url_problems(root, root / "environments") == []
