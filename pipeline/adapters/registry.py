@@ -110,7 +110,8 @@ def find_version(mlflow: MlflowClient, name: str, artifact_version: str) -> Mode
     if not registered_model_exists(mlflow, name):
         return None
     found = mlflow.search_model_versions(f"name = '{name}' and tag.artifact_version = '{artifact_version}'")
-    return found[0] if found else None
+    # The lowest: when concurrent runs each created one, that is the one they all keep (settle_version).
+    return min(found, key=lambda version: int(version.version), default=None)
 
 
 HISTORY_LIMIT = 50
@@ -197,8 +198,7 @@ def settle_version(
 ) -> ModelVersion:
     """One version per artifact, whoever registered it: when concurrent runs each created one, every run
     keeps the lowest and the others delete their own, so all of them end on the same version."""
-    found = mlflow.search_model_versions(f"name = '{name}' and tag.artifact_version = '{artifact_version}'")
-    winner = min(found, key=lambda version: int(version.version), default=created)
+    winner = find_version(mlflow, name, artifact_version) or created
     if str(winner.version) != str(created.version):
         mlflow.delete_model_version(name, created.version)
     return winner
