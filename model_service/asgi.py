@@ -27,6 +27,7 @@ from model_service.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    UnsupportedContentEncoding,
     UnsupportedMediaType,
 )
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
@@ -84,6 +85,7 @@ class RequestHead:
     api_key: bytes | None = None
     content_type: bytes | None = None
     content_length: bytes | None = None
+    content_encoding: bytes | None = None
 
     @classmethod
     def read(cls, scope: Scope) -> "RequestHead":
@@ -93,6 +95,8 @@ class RequestHead:
                 head.content_type = value
             elif name == b"content-length":
                 head.content_length = value
+            elif name == b"content-encoding":
+                head.content_encoding = value
             elif name == REQUEST_ID_HEADER:
                 if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
                     head.request_id = value.decode()
@@ -234,6 +238,8 @@ async def _read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
         media_type = content_type.decode("latin-1")
         if media_type.partition(";")[0].strip().lower() != JSON:
             raise UnsupportedMediaType(media_type)
+    if head.content_encoding is not None and head.content_encoding.strip().lower() not in (b"", b"identity"):
+        raise UnsupportedContentEncoding(head.content_encoding.decode("latin-1"))
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise PayloadTooLarge(limit)
     message = await receive()

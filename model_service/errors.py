@@ -62,6 +62,19 @@ class UnsupportedMediaType(ModelServiceError):
         super().__init__(f"expected Content-Type application/json, got {got or 'none'!r}")
 
 
+class UnsupportedContentEncoding(ModelServiceError):
+    """A compressed body (RFC 9110 15.5.16: 415, with Accept-Encoding naming what the server takes)."""
+
+    status_code = 415
+    code = "unsupported_content_encoding"
+
+    def __init__(self, got: str) -> None:
+        super().__init__(
+            f"Content-Encoding {got!r} is not supported; send the JSON body uncompressed",
+            {"Accept-Encoding": "identity"},
+        )
+
+
 class InvalidInput(ModelServiceError):
     """The body parsed but does not fit the model: the message names the field and what was expected."""
 
