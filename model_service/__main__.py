@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from model_service.card import load_card
 from model_service.errors import StartupError
 from model_service.runtime import OnnxModel
-from model_service.settings import ENV_PREFIX, ServiceSettings
+from model_service.settings import ENV_PREFIX, ServiceSettings, unknown_variables
 
 EXIT_REFUSED = 2
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -60,6 +60,9 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     overrides = _parse(argv)
+    unknown = unknown_variables(os.environ)
+    if unknown is not None:
+        return _refuse(unknown)
     try:
         settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -1,13 +1,19 @@
 """Service settings: typed, validated, one env prefix (`MODEL_SERVICE_`), each field documented under it."""
 
+import difflib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Self
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MODEL_SERVICE_"
+MIN_HS256_SECRET_BYTES = 32
+"""RFC 7518 3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
 
 
 class ServiceSettings(BaseSettings):
@@ -44,9 +50,9 @@ class ServiceSettings(BaseSettings):
     """Comma-separated sha256 hex digests of accepted API keys (`printf %s KEY | sha256sum`).
     Keys are sent as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Empty with no JWT setting: auth off."""
     jwt_hs256_secret: SecretStr | None = None
-    """Shared secret for HS256 JWT bearer tokens."""
+    """Shared secret for HS256 JWT bearer tokens, at least 32 bytes (e.g. `openssl rand -hex 32`)."""
     jwt_rs256_public_key_file: Path | None = None
-    """PEM public key file for RS256 JWT bearer tokens."""
+    """PEM file with the RSA public key for RS256 JWT bearer tokens; read and parsed at start."""
     jwt_audience: str | None = None
     """Required `aud` claim of JWTs, when set."""
     jwt_issuer: str | None = None
@@ -92,6 +98,23 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"expected sha256 hex digests (64 hex characters), got {digest[:8]!r}...")
         return value
 
+    @field_validator("jwt_hs256_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_HS256_SECRET_BYTES:
+            raise ValueError(
+                f"an HS256 secret needs at least {MIN_HS256_SECRET_BYTES} bytes, got "
+                f"{len(value.get_secret_value().encode())}; generate one with `openssl rand -hex 32`"
+            )
+        return value
+
+    @field_validator("jwt_rs256_public_key_file")
+    @classmethod
+    def _rsa_public_key(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            rsa_public_key(value)
+        return value
+
     @field_validator("fault_latency_ms")
     @classmethod
     def _finite(cls, value: float) -> float:
@@ -128,3 +151,33 @@ class ServiceSettings(BaseSettings):
             or self.jwt_hs256_secret is not None
             or self.jwt_rs256_public_key_file is not None
         )
+
+
+def rsa_public_key(path: Path) -> RSAPublicKey:
+    """The RSA public key in a PEM file; `ValueError` naming the file and the fix when it is not one."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}; mount the PEM public key there") from None
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise ValueError(
+            f"{path} is not a PEM public key; expected '-----BEGIN PUBLIC KEY-----' "
+            "(`openssl rsa -in private.pem -pubout`)"
+        ) from None
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError(f"{path} holds a {type(key).__name__}, not an RSA public key; RS256 needs RSA")  # noqa: TRY004 - pydantic reports ValueError
+    return key
+
+
+def unknown_variables(environ: Mapping[str, str]) -> str | None:
+    """The first `MODEL_SERVICE_*` variable that is no setting, with the closest setting's name; None if
+    all are known. A misspelt variable would otherwise be ignored and its default used in silence."""
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in ServiceSettings.model_fields]
+    for variable in sorted(environ):
+        if variable.startswith(ENV_PREFIX) and variable not in known:
+            close = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "see docs/service.md for the settings"
+            return f"{variable} is not a setting of the service; {hint}"
+    return None
