@@ -46,6 +46,20 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=0)
     """Value of the Retry-After header on 503 responses, in seconds."""
 
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    """Largest request head (request line and headers) in bytes; more is a 431 and the connection closes."""
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    """Most header fields in one request; more is a 431."""
+    header_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    """Longest wait from a request's first byte (or a new connection) to its last header; then a 408
+    (or, before any byte, a close): slow or stalled clients cannot hold connections."""
+    body_timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
+    """Longest wait from the end of the headers to the end of the body; then a 408 and a close."""
+    keep_alive_timeout_s: int = Field(default=5, ge=1, le=300)
+    """Seconds an idle keep-alive connection stays open after a response (uvicorn `timeout_keep_alive`).
+    Keep it longer than the idle timeout of a proxy in front, so the proxy closes first and never sends a
+    request on a connection the service is closing."""
+
     api_key_sha256: Annotated[tuple[str, ...], NoDecode] = ()
     """Comma-separated sha256 hex digests of accepted API keys (`printf %s KEY | sha256sum`).
     Keys are sent as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Empty with no JWT setting: auth off."""

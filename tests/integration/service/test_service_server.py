@@ -120,3 +120,20 @@ def test_wrong_typed_fields_and_compressed_bodies_are_4xx(
         assert response.status_code == 415
         assert response.json()["error"]["code"] == "unsupported_content_encoding"
         assert response.headers["accept-encoding"] == "identity"
+
+
+def test_graceful_timeout_answers_json_503(start_server: Callable[..., Server], model_dir: Path) -> None:
+    server = start_server(fault_latency_ms=20_000, graceful_timeout_s=1)
+    result: list[httpx.Response] = []
+    request = threading.Thread(
+        target=lambda: result.append(
+            httpx.post(f"{server.url}/v1/predict", json={"instances": rows(model_dir)}, timeout=30)
+        )
+    )
+    request.start()
+    time.sleep(0.5)  # the request is in its injected latency
+    server.process.send_signal(signal.SIGTERM)
+    request.join(timeout=30)
+    assert result, "no answer"
+    assert result[0].status_code == 503
+    assert result[0].json()["error"]["code"] == "shutting_down"

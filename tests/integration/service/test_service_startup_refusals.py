@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -124,3 +125,14 @@ def test_refuses_misspelt_variable(
     assert line.endswith(
         "MODEL_SERVICE_MAX_IN_FLIGTH is not a setting of the service; did you mean MODEL_SERVICE_MAX_IN_FLIGHT?"
     )
+
+
+def test_refuses_port_in_use(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        line = refusal(run_service(model_dir, "--port", str(port)))
+    assert f"MODEL_SERVICE_PORT: cannot bind 127.0.0.1:{port}" in line
