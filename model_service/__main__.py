@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             # httptools with the head limits and read deadlines uvicorn lacks (model_service/http.py).
             http=functools.partial(GuardedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
             timeout_keep_alive=settings.keep_alive_timeout_s,
+            loop=settings.event_loop,
         )
     finally:
         if metrics_dir is not None:

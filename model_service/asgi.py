@@ -33,7 +33,7 @@ from model_service.errors import (
     UnsupportedContentEncoding,
     UnsupportedMediaType,
 )
-from model_service.http import BODY_TIMED_OUT
+from model_service.http import ARRIVED, BODY_TIMED_OUT
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.state import ServedModel, Service
 
@@ -139,11 +139,29 @@ class ServiceMiddleware:
             await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id)
             return
         inference = inference_route(path)
+        if await self._shed_if_queued(scope, send, inference, started, model):
+            return
         if inference is not None:
             await self._inference(
                 scope, receive, send, inference=inference, head=head, model=model, started=started
             )
             return
+        await self._route(scope, receive, send, head=head, model=model, started=started)
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        head: RequestHead,
+        model: ServedModel,
+        started: float,
+    ) -> None:
+        """Every other route, through Starlette, counted in flight."""
+        service = self.service
+        request_id: str = scope["request_id"]
+        path: str = scope["path"]
         if service.in_flight >= service.settings.max_in_flight:
             status = await self._shed(send, request_id)
             self._record(scope, route_label(path), status, started, model)
@@ -194,10 +212,14 @@ class ServiceMiddleware:
                 raise MethodNotAllowed(
                     f"method {scope['method']} not allowed on {scope['path']}", {"Allow": "POST"}
                 )
-            body = _loads(await _read_body(scope, receive, head, service.settings.max_body_bytes))
+            raw = await _read_body(scope, receive, head, service.settings.max_body_bytes)
+            if time.perf_counter() - scope.get(ARRIVED, started) > service.max_queue_delay_s:
+                status = await self._shed(send, request_id, queued=True)  # the body waited for the loop
+                return
             if service.in_flight >= service.settings.max_in_flight:
                 status = await self._shed(send, request_id)
                 return
+            body = _loads(raw)
             service.in_flight += 1
             counted = True
             if service.faults_enabled:
@@ -220,10 +242,30 @@ class ServiceMiddleware:
                 service.in_flight -= 1
             self._record(scope, route, status, started, model)
 
-    async def _shed(self, send: Send, request_id: str) -> int:
+    async def _shed_if_queued(
+        self,
+        scope: Scope,
+        send: Send,
+        inference: tuple[str, str | None, str | None] | None,
+        started: float,
+        model: ServedModel,
+    ) -> bool:
+        """Shed a request that waited for the event loop longer than allowed: the CPU is the bottleneck.
+        Answering now costs far less than predicting, so the queue drains and probes keep their turn."""
+        if started - scope.get(ARRIVED, started) <= self.service.max_queue_delay_s:
+            return False
+        status = await self._shed(send, scope["request_id"], queued=True)
+        self._record(scope, inference[0] if inference else route_label(scope["path"]), status, started, model)
+        return True
+
+    async def _shed(self, send: Send, request_id: str, *, queued: bool = False) -> int:
         settings = self.service.settings
         retry = {"Retry-After": str(settings.retry_after_s)}
-        message = f"more than {settings.max_in_flight} requests in flight; retry after the delay"
+        message = (
+            f"queued longer than {settings.max_queue_delay_ms:g} ms before it could start; retry after the delay"
+            if queued
+            else f"more than {settings.max_in_flight} requests in flight; retry after the delay"
+        )
         return await _send_error(send, Overloaded(message, retry), request_id)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:

@@ -17,6 +17,7 @@ Timers are armed only while a head or a body is incomplete: a request that arriv
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,10 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+ARRIVED = "model_service.arrived"
+"""Scope key: `time.perf_counter()` when the request's head was parsed, then when its body was complete;
+the middleware sheds a request that waited for the event loop longer than MODEL_SERVICE_MAX_QUEUE_DELAY_MS
+from either moment to its handler running (before it starts, and again once its body is read)."""
 BODY_TIMED_OUT = "model_service.body_timed_out"
 """Scope key set when the body deadline passed; the 408 has been sent and the connection closed."""
 
@@ -130,9 +135,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        self.scope[ARRIVED] = time.perf_counter()  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        if self.scope is not None:  # the body is in: the request's wait for the event loop starts again
+            self.scope[ARRIVED] = time.perf_counter()  # type: ignore[literal-required]
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None

@@ -4,7 +4,7 @@ import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -32,6 +32,12 @@ class ServiceSettings(BaseSettings):
     environment: str = Field(default="dev", pattern=r"^[a-z0-9][a-z0-9-]*$")
     """Name of the environment this serves (any environment file's name); `prod` refuses fault injection."""
 
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """Event loop of each worker. uvloop serves about a third more requests per second, but under a
+    sustained CPU overload it left new connections unserved until the overload ended (a probe on a new
+    connection: 7.4 s with uvloop, 0.8 s with asyncio; docs/service.md, Overload), and kubelet opens a
+    new connection for every probe."""
+
     intra_op_threads: int = Field(default=1, ge=0)
     """onnxruntime intra-op threads per worker (0 = one per core). Keep 1 when workers fill the cores."""
     inter_op_threads: int = Field(default=1, ge=0)
@@ -43,6 +49,11 @@ class ServiceSettings(BaseSettings):
     """Largest request body in bytes, checked on Content-Length and while streaming; more is a 413."""
     max_in_flight: int = Field(default=64, ge=1)
     """Requests handled at once per worker; past it the service sheds load with 503 and Retry-After."""
+    max_queue_delay_ms: float = Field(default=100.0, gt=0.0, le=60_000.0)
+    """Longest a request may wait between its head being parsed and its handler starting; past it the
+    service sheds it with 503 and Retry-After. This is what grows when the CPU is the bottleneck: the
+    handlers run one after another on the event loop, so the in-flight count stays low while requests
+    queue for the loop."""
     retry_after_s: int = Field(default=1, ge=0)
     """Value of the Retry-After header on 503 responses, in seconds."""
 

@@ -188,6 +188,7 @@ class Service:
         self.ready = False
         self.draining = False
         self.in_flight = 0
+        self.max_queue_delay_s = settings.max_queue_delay_ms / 1000
         self.model: ServedModel | None = None
         """None until `start` has loaded it: requests other than probes are answered 503 until then."""
         self.auth: Authenticator | None = None
