@@ -17,6 +17,7 @@ Timers are armed only while a head or a body is incomplete: a request that arriv
 
 import asyncio
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # asyncio sets TCP_NODELAY only on sockets whose `proto` is TCP; a worker's listening socket is
+        # rebuilt from a file descriptor with proto 0, so its connections would wait ~40 ms on delayed
+        # ACKs (2 workers: 710 requests/s instead of 16,000).
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
