@@ -120,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(scratch)
         (tmp / "body.json").write_text(json.dumps({"instances": rows[:1]}))
         (tmp / "status.lua").write_text(STATUS_LUA)
-        with running_service(config, model_dir, tmp / "service.log") as service:
+        log = Workspace(workdir).reports / "soak" / f"service-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        reporter.note(f"service log: {log}")
+        with running_service(config, model_dir, log) as service:
             began = time.monotonic()
             end = began + args.minutes * 60
             next_sample = began
