@@ -159,6 +159,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def soak(session: nox.Session) -> None:
+    """Mixed traffic with slow clients against one service for 10 minutes (`-- --minutes N`): RSS and
+    open descriptors flat, no 5xx."""
+    _install(session, "stages", "bench")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def act(session: nox.Session) -> None:
     """Run the GitHub workflows here with act, offline: `-- --event push|pull_request|workflow_dispatch`."""
     _install(session, "workflows")

@@ -6,9 +6,11 @@ directory, so one /metrics covers every worker, and removes it on exit.
 """
 
 import argparse
+import functools
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from types import FrameType
@@ -18,8 +20,9 @@ from pydantic import ValidationError
 
 from model_service.card import load_card
 from model_service.errors import StartupError
+from model_service.http import GuardedHttpToolsProtocol, HttpLimits
 from model_service.runtime import OnnxModel
-from model_service.settings import ENV_PREFIX, ServiceSettings
+from model_service.settings import ENV_PREFIX, ServiceSettings, unknown_variables
 
 EXIT_REFUSED = 2
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -53,6 +56,22 @@ def _refuse(reason: str) -> int:
     return EXIT_REFUSED
 
 
+def _port_in_use(host: str, port: int) -> str | None:
+    """A one-line reason when the address cannot be bound (uvicorn would log a traceback-like error and
+    exit 1); bound and released at once, with the same SO_REUSEADDR as uvicorn."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return (
+                f"{ENV_PREFIX}PORT: cannot bind {host}:{port}: {exc.strerror}; "
+                "stop what holds it or choose another port (--port)"
+            )
+    return None
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; end with status 0 rather than killed-by-signal.
     raise SystemExit(0)
@@ -60,6 +79,9 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     overrides = _parse(argv)
+    unknown = unknown_variables(os.environ)
+    if unknown is not None:
+        return _refuse(unknown)
     try:
         settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -68,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         OnnxModel(load_card(settings.model_dir))  # verifies the card, the sha256 and the model's signature
     except StartupError as exc:
         return _refuse(str(exc))
+    in_use = _port_in_use(settings.host, settings.port)
+    if in_use is not None:
+        return _refuse(in_use)
     # Workers build their settings from the environment (app factory), so CLI values go there too.
     for key, value in overrides.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
@@ -76,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="model-service-metrics-")
         os.environ[_MULTIPROC_ENV] = metrics_dir
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+    )
     try:
         uvicorn.run(
             "model_service.app:create_app",
@@ -91,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             log_level="warning",
             timeout_graceful_shutdown=settings.graceful_timeout_s,
             lifespan="on",
+            # httptools with the head limits and read deadlines uvicorn lacks (model_service/http.py).
+            http=functools.partial(GuardedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
+            timeout_keep_alive=settings.keep_alive_timeout_s,
+            loop=settings.event_loop,
         )
     finally:
         if metrics_dir is not None:

@@ -7,6 +7,7 @@ Response objects: on the hot path those cost about 20 µs per request, as much a
 predicting together (measured with `nox -s bench`, docs/bench.md). Starlette serves every other route.
 """
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,12 @@ from model_service.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
+    ShuttingDown,
+    UnsupportedContentEncoding,
     UnsupportedMediaType,
 )
+from model_service.http import ARRIVED, BODY_TIMED_OUT
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.state import ServedModel, Service
 
@@ -84,6 +89,7 @@ class RequestHead:
     api_key: bytes | None = None
     content_type: bytes | None = None
     content_length: bytes | None = None
+    content_encoding: bytes | None = None
 
     @classmethod
     def read(cls, scope: Scope) -> "RequestHead":
@@ -93,6 +99,8 @@ class RequestHead:
                 head.content_type = value
             elif name == b"content-length":
                 head.content_length = value
+            elif name == b"content-encoding":
+                head.content_encoding = value
             elif name == REQUEST_ID_HEADER:
                 if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
                     head.request_id = value.decode()
@@ -131,13 +139,34 @@ class ServiceMiddleware:
             await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id)
             return
         inference = inference_route(path)
-        route = inference[0] if inference is not None else None
-        if service.in_flight >= service.settings.max_in_flight:
-            retry = {"Retry-After": str(service.settings.retry_after_s)}
-            message = f"more than {service.settings.max_in_flight} requests in flight; retry after the delay"
-            status = await _send_error(send, Overloaded(message, retry), request_id)
-            self._record(scope, route or route_label(path), status, started, model)
+        if await self._shed_if_queued(scope, send, inference, started, model):
             return
+        if inference is not None:
+            await self._inference(
+                scope, receive, send, inference=inference, head=head, model=model, started=started
+            )
+            return
+        await self._route(scope, receive, send, head=head, model=model, started=started)
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        head: RequestHead,
+        model: ServedModel,
+        started: float,
+    ) -> None:
+        """Every other route, through Starlette, counted in flight."""
+        service = self.service
+        request_id: str = scope["request_id"]
+        path: str = scope["path"]
+        if service.in_flight >= service.settings.max_in_flight:
+            status = await self._shed(send, request_id)
+            self._record(scope, route_label(path), status, started, model)
+            return
+        route = "unmatched"
         service.in_flight += 1
         status = 500
         try:
@@ -145,40 +174,99 @@ class ServiceMiddleware:
                 service.auth.check(head.authorization, head.api_key)
             if service.faults_enabled:
                 await service.inject_fault()
-            if inference is None:
-                status = await self._call(scope, receive, send, request_id)
-                route = route_label(path) if "route" in scope or status != 404 else "unmatched"
-            else:
-                response = await self._serve_inference(scope, receive, inference, head, model)
-                status = await _send_json(send, 200, response, request_id)
+            status = await self._call(scope, receive, send, request_id)
+            route = route_label(path) if "route" in scope or status != 404 else "unmatched"
         except ModelServiceError as exc:
             status = await _send_error(send, exc, request_id)
+        except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
+            status = await _send_error(send, ShuttingDown(), request_id)
+            raise
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
             status = await self._internal_error(send, exc, path, request_id)
         finally:
             service.in_flight -= 1
-            self._record(scope, route or "unmatched", status, started, model)
+            self._record(scope, route, status, started, model)
 
-    async def _serve_inference(
+    async def _inference(
         self,
         scope: Scope,
         receive: Receive,
+        send: Send,
+        *,
         inference: tuple[str, str | None, str | None],
         head: RequestHead,
         model: ServedModel,
-    ) -> bytes:
-        """Read the JSON body and predict: the 200 response's JSON; errors raise `ModelServiceError`."""
+        started: float,
+    ) -> None:
+        """Authenticate, read the body, then (and only then) count the request in flight and predict:
+        a client still sending its body holds no slot of `max_in_flight` (the body deadline bounds it)."""
+        service = self.service
         request_id: str = scope["request_id"]
-        if scope["method"] != "POST":
-            raise MethodNotAllowed(
-                f"method {scope['method']} not allowed on {scope['path']}", {"Allow": "POST"}
-            )
-        body = _loads(await _read_body(receive, head, self.service.settings.max_body_bytes))
-        _, name, version = inference
-        if name is None:
-            return model.predict(body, request_id)
-        model.check_model(name, version)
-        return model.v2_infer(body, request_id)
+        route, name, version = inference
+        counted = False
+        status = 500
+        try:
+            if service.auth is not None:
+                service.auth.check(head.authorization, head.api_key)
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(
+                    f"method {scope['method']} not allowed on {scope['path']}", {"Allow": "POST"}
+                )
+            raw = await _read_body(scope, receive, head, service.settings.max_body_bytes)
+            if time.perf_counter() - scope.get(ARRIVED, started) > service.max_queue_delay_s:
+                status = await self._shed(send, request_id, queued=True)  # the body waited for the loop
+                return
+            if service.in_flight >= service.settings.max_in_flight:
+                status = await self._shed(send, request_id)
+                return
+            body = _loads(raw)
+            service.in_flight += 1
+            counted = True
+            if service.faults_enabled:
+                await service.inject_fault()
+            if name is None:
+                response = model.predict(body, request_id)
+            else:
+                model.check_model(name, version)
+                response = model.v2_infer(body, request_id)
+            status = await _send_json(send, 200, response, request_id)
+        except ModelServiceError as exc:
+            status = await _send_error(send, exc, request_id)
+        except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
+            status = await _send_error(send, ShuttingDown(), request_id)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
+            status = await self._internal_error(send, exc, scope["path"], request_id)
+        finally:
+            if counted:
+                service.in_flight -= 1
+            self._record(scope, route, status, started, model)
+
+    async def _shed_if_queued(
+        self,
+        scope: Scope,
+        send: Send,
+        inference: tuple[str, str | None, str | None] | None,
+        started: float,
+        model: ServedModel,
+    ) -> bool:
+        """Shed a request that waited for the event loop longer than allowed: the CPU is the bottleneck.
+        Answering now costs far less than predicting, so the queue drains and probes keep their turn."""
+        if started - scope.get(ARRIVED, started) <= self.service.max_queue_delay_s:
+            return False
+        status = await self._shed(send, scope["request_id"], queued=True)
+        self._record(scope, inference[0] if inference else route_label(scope["path"]), status, started, model)
+        return True
+
+    async def _shed(self, send: Send, request_id: str, *, queued: bool = False) -> int:
+        settings = self.service.settings
+        retry = {"Retry-After": str(settings.retry_after_s)}
+        message = (
+            f"queued longer than {settings.max_queue_delay_ms:g} ms before it could start; retry after the delay"
+            if queued
+            else f"more than {settings.max_in_flight} requests in flight; retry after the delay"
+        )
+        return await _send_error(send, Overloaded(message, retry), request_id)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         """Run Starlette for the other routes, adding the request id header; errors it raises become
@@ -227,13 +315,15 @@ class ServiceMiddleware:
         )
 
 
-async def _read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, head: RequestHead, limit: int) -> bytes:
     # A missing Content-Type is read as JSON: some Open Inference Protocol clients send none.
     content_type, content_length = head.content_type, head.content_length
     if content_type is not None and content_type != b"application/json":
         media_type = content_type.decode("latin-1")
         if media_type.partition(";")[0].strip().lower() != JSON:
             raise UnsupportedMediaType(media_type)
+    if head.content_encoding is not None and head.content_encoding.strip().lower() not in (b"", b"identity"):
+        raise UnsupportedContentEncoding(head.content_encoding.decode("latin-1"))
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise PayloadTooLarge(limit)
     message = await receive()
@@ -254,6 +344,8 @@ async def _read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
             raise PayloadTooLarge(limit)
         chunks.append(chunk)
     if message["type"] == "http.disconnect":
+        if scope.get(BODY_TIMED_OUT):
+            raise RequestTimeout("request body not complete within MODEL_SERVICE_BODY_TIMEOUT_S")
         raise ClientDisconnected()
     return b"".join(chunks)
 

@@ -7,7 +7,7 @@ from typing import Any
 import jwt
 
 from model_service.errors import Unauthorized
-from model_service.settings import ServiceSettings
+from model_service.settings import ServiceSettings, rsa_public_key
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -20,7 +20,7 @@ class Authenticator:
         if settings.jwt_hs256_secret is not None:
             self._jwt_key, self._algorithm = settings.jwt_hs256_secret.get_secret_value(), "HS256"
         elif settings.jwt_rs256_public_key_file is not None:
-            self._jwt_key, self._algorithm = settings.jwt_rs256_public_key_file.read_text(), "RS256"
+            self._jwt_key, self._algorithm = rsa_public_key(settings.jwt_rs256_public_key_file), "RS256"
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
 

@@ -43,6 +43,13 @@ class MethodNotAllowed(ModelServiceError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(ModelServiceError):
+    """The body did not arrive within MODEL_SERVICE_BODY_TIMEOUT_S (the HTTP layer sent the 408 itself)."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ModelServiceError):
     status_code = 413
     code = "payload_too_large"
@@ -60,6 +67,19 @@ class UnsupportedMediaType(ModelServiceError):
 
     def __init__(self, got: str) -> None:
         super().__init__(f"expected Content-Type application/json, got {got or 'none'!r}")
+
+
+class UnsupportedContentEncoding(ModelServiceError):
+    """A compressed body (RFC 9110 15.5.16: 415, with Accept-Encoding naming what the server takes)."""
+
+    status_code = 415
+    code = "unsupported_content_encoding"
+
+    def __init__(self, got: str) -> None:
+        super().__init__(
+            f"Content-Encoding {got!r} is not supported; send the JSON body uncompressed",
+            {"Accept-Encoding": "identity"},
+        )
 
 
 class InvalidInput(ModelServiceError):
@@ -95,6 +115,19 @@ class InternalError(ModelServiceError):
 class NotReady(ModelServiceError):
     status_code = 503
     code = "not_ready"
+
+
+class ShuttingDown(ModelServiceError):
+    """The graceful-shutdown timeout cut the request short (MODEL_SERVICE_GRACEFUL_TIMEOUT_S)."""
+
+    status_code = 503
+    code = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the service stopped before this request finished (MODEL_SERVICE_GRACEFUL_TIMEOUT_S); retry",
+            {"Retry-After": "1"},
+        )
 
 
 class Overloaded(ModelServiceError):

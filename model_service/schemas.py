@@ -69,10 +69,10 @@ class RowParser:
                 f"inputs[0]: expected an object with name, shape, datatype, data; got {_type_name(tensor)}"
             )
         name = tensor.get("name")
-        if name != expected_name:
+        if type(name) is not str or name != expected_name:
             raise InvalidInput(f"inputs[0].name: expected {expected_name!r}, got {name!r}")
         datatype = tensor.get("datatype")
-        if datatype not in V2_DATATYPES:
+        if type(datatype) is not str or datatype not in V2_DATATYPES:
             raise InvalidInput(
                 f"inputs[0].datatype: expected one of {sorted(V2_DATATYPES)}, got {datatype!r}"
             )

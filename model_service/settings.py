@@ -1,13 +1,19 @@
 """Service settings: typed, validated, one env prefix (`MODEL_SERVICE_`), each field documented under it."""
 
+import difflib
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MODEL_SERVICE_"
+MIN_HS256_SECRET_BYTES = 32
+"""RFC 7518 3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
 
 
 class ServiceSettings(BaseSettings):
@@ -26,6 +32,12 @@ class ServiceSettings(BaseSettings):
     environment: str = Field(default="dev", pattern=r"^[a-z0-9][a-z0-9-]*$")
     """Name of the environment this serves (any environment file's name); `prod` refuses fault injection."""
 
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """Event loop of each worker. uvloop serves about a third more requests per second, but under a
+    sustained CPU overload it left new connections unserved until the overload ended (a probe on a new
+    connection: 7.4 s with uvloop, 0.8 s with asyncio; docs/service.md, Overload), and kubelet opens a
+    new connection for every probe."""
+
     intra_op_threads: int = Field(default=1, ge=0)
     """onnxruntime intra-op threads per worker (0 = one per core). Keep 1 when workers fill the cores."""
     inter_op_threads: int = Field(default=1, ge=0)
@@ -37,16 +49,35 @@ class ServiceSettings(BaseSettings):
     """Largest request body in bytes, checked on Content-Length and while streaming; more is a 413."""
     max_in_flight: int = Field(default=64, ge=1)
     """Requests handled at once per worker; past it the service sheds load with 503 and Retry-After."""
+    max_queue_delay_ms: float = Field(default=100.0, gt=0.0, le=60_000.0)
+    """Longest a request may wait between its head being parsed and its handler starting; past it the
+    service sheds it with 503 and Retry-After. This is what grows when the CPU is the bottleneck: the
+    handlers run one after another on the event loop, so the in-flight count stays low while requests
+    queue for the loop."""
     retry_after_s: int = Field(default=1, ge=0)
     """Value of the Retry-After header on 503 responses, in seconds."""
+
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    """Largest request head (request line and headers) in bytes; more is a 431 and the connection closes."""
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    """Most header fields in one request; more is a 431."""
+    header_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    """Longest wait from a request's first byte (or a new connection) to its last header; then a 408
+    (or, before any byte, a close): slow or stalled clients cannot hold connections."""
+    body_timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
+    """Longest wait from the end of the headers to the end of the body; then a 408 and a close."""
+    keep_alive_timeout_s: int = Field(default=5, ge=1, le=300)
+    """Seconds an idle keep-alive connection stays open after a response (uvicorn `timeout_keep_alive`).
+    Keep it longer than the idle timeout of a proxy in front, so the proxy closes first and never sends a
+    request on a connection the service is closing."""
 
     api_key_sha256: Annotated[tuple[str, ...], NoDecode] = ()
     """Comma-separated sha256 hex digests of accepted API keys (`printf %s KEY | sha256sum`).
     Keys are sent as `Authorization: Bearer KEY` or `X-API-Key: KEY`. Empty with no JWT setting: auth off."""
     jwt_hs256_secret: SecretStr | None = None
-    """Shared secret for HS256 JWT bearer tokens."""
+    """Shared secret for HS256 JWT bearer tokens, at least 32 bytes (e.g. `openssl rand -hex 32`)."""
     jwt_rs256_public_key_file: Path | None = None
-    """PEM public key file for RS256 JWT bearer tokens."""
+    """PEM file with the RSA public key for RS256 JWT bearer tokens; read and parsed at start."""
     jwt_audience: str | None = None
     """Required `aud` claim of JWTs, when set."""
     jwt_issuer: str | None = None
@@ -96,6 +127,23 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"expected sha256 hex digests (64 hex characters), got {digest[:8]!r}...")
         return value
 
+    @field_validator("jwt_hs256_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_HS256_SECRET_BYTES:
+            raise ValueError(
+                f"an HS256 secret needs at least {MIN_HS256_SECRET_BYTES} bytes, got "
+                f"{len(value.get_secret_value().encode())}; generate one with `openssl rand -hex 32`"
+            )
+        return value
+
+    @field_validator("jwt_rs256_public_key_file")
+    @classmethod
+    def _rsa_public_key(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            rsa_public_key(value)
+        return value
+
     @field_validator("fault_latency_ms")
     @classmethod
     def _finite(cls, value: float) -> float:
@@ -132,3 +180,33 @@ class ServiceSettings(BaseSettings):
             or self.jwt_hs256_secret is not None
             or self.jwt_rs256_public_key_file is not None
         )
+
+
+def rsa_public_key(path: Path) -> RSAPublicKey:
+    """The RSA public key in a PEM file; `ValueError` naming the file and the fix when it is not one."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}; mount the PEM public key there") from None
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise ValueError(
+            f"{path} is not a PEM public key; expected '-----BEGIN PUBLIC KEY-----' "
+            "(`openssl rsa -in private.pem -pubout`)"
+        ) from None
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError(f"{path} holds a {type(key).__name__}, not an RSA public key; RS256 needs RSA")  # noqa: TRY004 - pydantic reports ValueError
+    return key
+
+
+def unknown_variables(environ: Mapping[str, str]) -> str | None:
+    """The first `MODEL_SERVICE_*` variable that is no setting, with the closest setting's name; None if
+    all are known. A misspelt variable would otherwise be ignored and its default used in silence."""
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in ServiceSettings.model_fields]
+    for variable in sorted(environ):
+        if variable.startswith(ENV_PREFIX) and variable not in known:
+            close = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "see docs/service.md for the settings"
+            return f"{variable} is not a setting of the service; {hint}"
+    return None

@@ -162,12 +162,17 @@ class ServedModel:
         known = {self.card.label_output, self.card.probabilities_output}
         if outputs is None:
             return known
-        if type(outputs) is not list:
-            raise InvalidInput(f"outputs: expected a list of objects with a name in {sorted(known)}")
+        if type(outputs) is not list or not outputs:
+            # The protocol's "outputs" is optional ("if not specified all outputs ... will be returned");
+            # an empty list asks for nothing, which is a client mistake rather than a request.
+            raise InvalidInput(
+                f"outputs: expected a non-empty list of objects with a name in {sorted(known)}, "
+                "or no 'outputs' for all of them"
+            )
         wanted = set()
         for i, output in enumerate(outputs):
             name = output.get("name") if type(output) is dict else None
-            if name not in known:
+            if type(name) is not str or name not in known:
                 raise InvalidInput(f"outputs[{i}].name: expected one of {sorted(known)}, got {name!r}")
             wanted.add(name)
         return wanted
@@ -183,6 +188,7 @@ class Service:
         self.ready = False
         self.draining = False
         self.in_flight = 0
+        self.max_queue_delay_s = settings.max_queue_delay_ms / 1000
         self.model: ServedModel | None = None
         """None until `start` has loaded it: requests other than probes are answered 503 until then."""
         self.auth: Authenticator | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import signal
 import threading
@@ -95,3 +96,44 @@ def test_one_metrics_endpoint_for_all_workers(start_server: Callable[..., Server
     assert "model_service_model_info{" in text
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=20) == 0
+
+
+def test_wrong_typed_fields_and_compressed_bodies_are_4xx(
+    start_server: Callable[..., Server], model_dir: Path
+) -> None:
+    server = start_server()
+    tensor = {"name": "input", "shape": [1, 30], "datatype": "FP32", "data": rows(model_dir)[0]}
+    url = f"/v2/models/{NAME}/infer"
+    with httpx.Client(base_url=server.url) as client:
+        for body in (
+            {"inputs": [{**tensor, "datatype": ["FP32"]}]},
+            {"inputs": [tensor], "outputs": [{"name": {"label": 1}}]},
+            {"inputs": [tensor], "outputs": []},
+        ):
+            response = client.post(url, json=body)
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "invalid_input"
+        compressed = gzip.compress(json.dumps({"inputs": [tensor]}).encode())
+        response = client.post(
+            url, content=compressed, headers={"content-type": "application/json", "content-encoding": "gzip"}
+        )
+        assert response.status_code == 415
+        assert response.json()["error"]["code"] == "unsupported_content_encoding"
+        assert response.headers["accept-encoding"] == "identity"
+
+
+def test_graceful_timeout_answers_json_503(start_server: Callable[..., Server], model_dir: Path) -> None:
+    server = start_server(fault_latency_ms=20_000, graceful_timeout_s=1)
+    result: list[httpx.Response] = []
+    request = threading.Thread(
+        target=lambda: result.append(
+            httpx.post(f"{server.url}/v1/predict", json={"instances": rows(model_dir)}, timeout=30)
+        )
+    )
+    request.start()
+    time.sleep(0.5)  # the request is in its injected latency
+    server.process.send_signal(signal.SIGTERM)
+    request.join(timeout=30)
+    assert result, "no answer"
+    assert result[0].status_code == 503
+    assert result[0].json()["error"]["code"] == "shutting_down"

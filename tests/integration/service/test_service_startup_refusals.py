@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -78,3 +79,60 @@ def test_refuses_faults_in_prod(
             "MODEL_SERVICE_FAULT_ERROR_RATIO / MODEL_SERVICE_FAULT_INVERT_SCORES) is refused when MODEL_SERVICE_ENVIRONMENT=prod; unset them"
         )
     ]
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line of a start-up refusal, after checking the exit status is 2 and nothing else was printed."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("model_service: refusing to start: ")
+    return lines[0]
+
+
+def test_refuses_garbage_rs256_key_file(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path, tmp_path: Path
+) -> None:
+    pem = tmp_path / "public.pem"
+    pem.write_text("-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n")
+    line = refusal(run_service(model_dir, "--port", "1", jwt_rs256_public_key_file=pem))
+    assert "MODEL_SERVICE_JWT_RS256_PUBLIC_KEY_FILE" in line
+    assert f"{pem} is not a PEM public key" in line
+
+
+def test_refuses_missing_rs256_key_file(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "absent.pem"
+    line = refusal(run_service(model_dir, "--port", "1", jwt_rs256_public_key_file=missing))
+    assert "MODEL_SERVICE_JWT_RS256_PUBLIC_KEY_FILE" in line
+    assert f"cannot read {missing}" in line
+
+
+def test_refuses_short_hs256_secret(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path
+) -> None:
+    line = refusal(run_service(model_dir, "--port", "1", jwt_hs256_secret="k"))
+    assert "MODEL_SERVICE_JWT_HS256_SECRET" in line
+    assert "at least 32 bytes, got 1" in line
+    assert "'k'" not in line  # the secret itself is never printed
+
+
+def test_refuses_misspelt_variable(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path
+) -> None:
+    line = refusal(run_service(model_dir, "--port", "1", max_in_fligth=8))
+    assert line.endswith(
+        "MODEL_SERVICE_MAX_IN_FLIGTH is not a setting of the service; did you mean MODEL_SERVICE_MAX_IN_FLIGHT?"
+    )
+
+
+def test_refuses_port_in_use(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        line = refusal(run_service(model_dir, "--port", str(port)))
+    assert f"MODEL_SERVICE_PORT: cannot bind 127.0.0.1:{port}" in line

@@ -168,6 +168,18 @@ def test_v2_errors_422(client: TestClient, rows: list[list[float]]) -> None:
         ([], "body: expected an object with 'inputs'"),
         ({**v2(rows[0]), "outputs": [{"name": "nope"}]}, "outputs[0].name: expected one of"),
         ({**v2(rows[0]), "id": 5}, "id: expected a string"),
+        # Unhashable or wrong-typed values where a string is expected (these once gave 500s).
+        (
+            v2(rows[0], datatype=["FP32"]),
+            "inputs[0].datatype: expected one of ['FP32', 'FP64'], got ['FP32']",
+        ),
+        (v2(rows[0], datatype={"a": 1}), "inputs[0].datatype: expected one of"),
+        (v2(rows[0], name=["input"]), "inputs[0].name: expected 'input', got ['input']"),
+        ({**v2(rows[0]), "outputs": [{"name": ["label"]}]}, "outputs[0].name: expected one of"),
+        ({**v2(rows[0]), "outputs": [{"name": {"label": 1}}]}, "outputs[0].name: expected one of"),
+        ({**v2(rows[0]), "outputs": [{"name": 3}]}, "outputs[0].name: expected one of"),
+        ({**v2(rows[0]), "outputs": []}, "outputs: expected a non-empty list"),
+        ({**v2(rows[0]), "outputs": {"name": "label"}}, "outputs: expected a non-empty list"),
     ]
     for body, expected in cases:
         assert error(client.post(url, json=body), 422, "invalid_input").startswith(expected), expected

@@ -22,15 +22,82 @@ json_values = st.recursive(
 )
 numbers = st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.booleans()
 rows = st.lists(st.lists(numbers | scalars, min_size=28, max_size=31), max_size=3)
-v1_bodies = json_values | st.builds(lambda r: {"instances": r}, rows) | rows
-v2_bodies = json_values | st.builds(
-    lambda data, shape, datatype, name: {
-        "inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]
+
+
+def any_or(plausible: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A plausible value for a field, or a value of any JSON type in its place."""
+    return plausible | json_values
+
+
+feature_rows = st.lists(
+    st.dictionaries(st.sampled_from(["mean radius", "mean texture", "x"]), numbers | json_values, max_size=3),
+    max_size=2,
+)
+v1_bodies = (
+    json_values | st.builds(lambda r: {"instances": r}, any_or(rows | feature_rows)) | rows | feature_rows
+)
+# Every field of the Open Inference Protocol request gets values of every JSON type, present or absent.
+v2_tensor = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": any_or(st.sampled_from(["input", "x"])),
+        "shape": any_or(st.lists(st.integers(-2, 4) | st.just(30), max_size=3)),
+        "datatype": any_or(st.sampled_from(["FP32", "FP64", "INT8", "BYTES"])),
+        "data": any_or(st.lists(numbers, max_size=64) | rows),
+        "parameters": json_values,
     },
-    st.lists(numbers, max_size=64) | rows,
-    st.lists(st.integers(-2, 4) | st.just(30), max_size=3),
-    st.sampled_from(["FP32", "FP64", "INT8", "BYTES", 3]),
-    st.sampled_from(["input", "x", None]),
+)
+VALID_TENSOR = {"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [1.0] * 30}
+
+
+def with_field(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A valid v2 request with the field at `path` (under inputs[0] unless top-level) set to `value`."""
+    tensor = dict(VALID_TENSOR)
+    body: dict[str, Any] = {"inputs": [tensor], "outputs": [{"name": "label"}]}
+    target = body if path[0] in body or path[0] == "id" else tensor
+    if path == ("outputs", "name"):
+        body["outputs"] = [{"name": value}]
+    else:
+        target[path[0]] = value
+    return body
+
+
+# One field of an otherwise valid request replaced by a value of another JSON type: each check is reached.
+one_wrong_field = st.builds(
+    with_field,
+    st.sampled_from(
+        [
+            ("name",),
+            ("shape",),
+            ("datatype",),
+            ("data",),
+            ("inputs",),
+            ("outputs",),
+            ("outputs", "name"),
+            ("id",),
+        ]
+    ),
+    json_values,
+)
+v2_bodies = (
+    json_values
+    | one_wrong_field
+    | st.fixed_dictionaries(
+        {"inputs": any_or(st.lists(any_or(v2_tensor), min_size=1, max_size=2))},
+        optional={
+            "id": any_or(st.text(max_size=5)),
+            "outputs": any_or(
+                st.lists(
+                    st.fixed_dictionaries(
+                        {}, optional={"name": any_or(st.sampled_from(["label", "probabilities"]))}
+                    )
+                    | json_values,
+                    max_size=3,
+                )
+            ),
+            "parameters": json_values,
+        },
+    )
 )
 
 
@@ -47,7 +114,7 @@ def post(client: TestClient, url: str, body: Any) -> int:
     return client.post(url, content=content, headers={"content-type": "application/json"}).status_code
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=v1_bodies | st.binary(max_size=40))
 def test_predict_never_5xx(fuzz_client: TestClient, body: Any) -> None:
     try:
@@ -57,7 +124,7 @@ def test_predict_never_5xx(fuzz_client: TestClient, body: Any) -> None:
     assert status < 500
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=v2_bodies)
 def test_infer_never_5xx(fuzz_client: TestClient, body: Any) -> None:
     try:
