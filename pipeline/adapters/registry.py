@@ -6,11 +6,14 @@ for what is on its way. The embedded default is a sqlite file in the workspace: 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,25 @@ def client(config: Config, workspace: Workspace) -> MlflowClient:
 
     uri = workspace.tracking_uri(config)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def writing(config: Config, workspace: Workspace) -> Iterator[None]:
+    """Hold the registry's write lock: on a sqlite store (the embedded default), concurrent pipelines on
+    this machine take turns, so a check-then-write (register's find-or-create, an alias move) is atomic and
+    sqlite's own lock never times out under contention. A server store has no lock to take here: register
+    settles duplicates there (settle_version) and the history is append-only."""
+    uri = workspace.tracking_uri(config)
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def experiment_id(mlflow: MlflowClient, config: Config, workspace: Workspace) -> str:

@@ -98,11 +98,12 @@ def promote(
     """Move alias `<env>` to the candidate (or `to_version`), only when its gate passed for `<env>`."""
     mlflow = registry.client(config, workspace)
     name = config.model.name
-    candidate = candidate_version(mlflow, config, to_version)
-    result = _move_alias(mlflow, config, str(candidate.version), "promote", reporter)
-    on_its_way = registry.alias_version(mlflow, name, config.candidate_alias)
-    if on_its_way is not None and str(on_its_way.version) == result.version:
-        mlflow.delete_registered_model_alias(name, config.candidate_alias)  # it has arrived
+    with registry.writing(config, workspace):
+        candidate = candidate_version(mlflow, config, to_version)
+        result = _move_alias(mlflow, config, str(candidate.version), "promote", reporter)
+        on_its_way = registry.alias_version(mlflow, name, config.candidate_alias)
+        if on_its_way is not None and str(on_its_way.version) == result.version:
+            mlflow.delete_registered_model_alias(name, config.candidate_alias)  # it has arrived
     return result
 
 
@@ -132,7 +133,8 @@ def rollback_target(mlflow: MlflowClient, config: Config) -> str:
 def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
     """Move alias `<env>` back to the version that served before the current one."""
     mlflow = registry.client(config, workspace)
-    return _move_alias(mlflow, config, rollback_target(mlflow, config), "rollback", reporter)
+    with registry.writing(config, workspace):
+        return _move_alias(mlflow, config, rollback_target(mlflow, config), "rollback", reporter)
 
 
 def _get_version(mlflow: MlflowClient, name: str, version: str) -> Any:

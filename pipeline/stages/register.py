@@ -47,53 +47,56 @@ def register(
     name = config.model.name
     mlflow = registry.client(config, workspace)
 
-    existing = registry.find_version(mlflow, name, model.version)
-    if existing is None:
-        registry.ensure_registered_model(mlflow, name)
-        run_id = registry.registration_run(mlflow, config, workspace, model, card["lineage"]["mlflow_run_id"])
-        if run_id != card["lineage"]["mlflow_run_id"]:
-            reporter.note(
-                f"training run {card['lineage']['mlflow_run_id']} is not on this tracking server; "
-                f"logged the version's artifacts and metrics to run {run_id}"
+    with registry.writing(config, workspace):
+        existing = registry.find_version(mlflow, name, model.version)
+        if existing is None:
+            registry.ensure_registered_model(mlflow, name)
+            run_id = registry.registration_run(
+                mlflow, config, workspace, model, card["lineage"]["mlflow_run_id"]
             )
-        for path in (model.onnx, model.card, model.evaluation):
-            mlflow.log_artifact(run_id, str(path), registry.ARTIFACT_PATH)
-        source = f"{mlflow.get_run(run_id).info.artifact_uri}/{registry.ARTIFACT_PATH}"
-        created = registry.create_version(
-            mlflow,
-            name,
-            source,
-            run_id=run_id,
-            tags={
-                "artifact_version": model.version,
-                "git_sha": card["lineage"]["git_sha"],
-                "data_sha256": card["lineage"]["data_sha256"],
-                "onnx_sha256": card["onnx"]["sha256"],
-                "config_sha256": card["lineage"]["config_sha256"],
-            },
-            description=f"{name} {model.version} from git {card['lineage']['git_sha'][:12]}",
-        )
-        model_version = str(registry.settle_version(mlflow, name, model.version, created).version)
-        if model_version == str(created.version):
-            reporter.note(f"registered {name} version {model_version} (artifacts {model.version})")
+            if run_id != card["lineage"]["mlflow_run_id"]:
+                reporter.note(
+                    f"training run {card['lineage']['mlflow_run_id']} is not on this tracking server; "
+                    f"logged the version's artifacts and metrics to run {run_id}"
+                )
+            for path in (model.onnx, model.card, model.evaluation):
+                mlflow.log_artifact(run_id, str(path), registry.ARTIFACT_PATH)
+            source = f"{mlflow.get_run(run_id).info.artifact_uri}/{registry.ARTIFACT_PATH}"
+            created = registry.create_version(
+                mlflow,
+                name,
+                source,
+                run_id=run_id,
+                tags={
+                    "artifact_version": model.version,
+                    "git_sha": card["lineage"]["git_sha"],
+                    "data_sha256": card["lineage"]["data_sha256"],
+                    "onnx_sha256": card["onnx"]["sha256"],
+                    "config_sha256": card["lineage"]["config_sha256"],
+                },
+                description=f"{name} {model.version} from git {card['lineage']['git_sha'][:12]}",
+            )
+            model_version = str(registry.settle_version(mlflow, name, model.version, created).version)
+            if model_version == str(created.version):
+                reporter.note(f"registered {name} version {model_version} (artifacts {model.version})")
+            else:
+                reporter.note(
+                    f"{name} version {model_version} holds artifacts {model.version} already (registered meanwhile)"
+                )
         else:
+            model_version = str(existing.version)
             reporter.note(
-                f"{name} version {model_version} holds artifacts {model.version} already (registered meanwhile)"
+                f"reused {name} version {model_version}: artifacts {model.version} are registered already"
             )
-    else:
-        model_version = str(existing.version)
-        reporter.note(
-            f"reused {name} version {model_version}: artifacts {model.version} are registered already"
+        write_json(
+            model.registration,
+            {"model_name": name, "model_version": model_version, "artifact_version": model.version},
         )
-    write_json(
-        model.registration,
-        {"model_name": name, "model_version": model_version, "artifact_version": model.version},
-    )
-    tags = registry.verdict_tags("gate", config.name, gate["status"])
-    if image:
-        tags |= registry.image_tags(*image_reference(config, image))
-    registry.tag_registered(config, workspace, model, tags, reporter)
-    mlflow.set_registered_model_alias(name, config.candidate_alias, model_version)
+        tags = registry.verdict_tags("gate", config.name, gate["status"])
+        if image:
+            tags |= registry.image_tags(*image_reference(config, image))
+        registry.tag_registered(config, workspace, model, tags, reporter)
+        mlflow.set_registered_model_alias(name, config.candidate_alias, model_version)
     reporter.note(f"alias {config.candidate_alias!r} -> version {model_version}")
     return RegisterResult(
         headline=f"{name} version {model_version}",
