@@ -40,6 +40,7 @@ from pipeline.config import Config, load_config
 from pipeline.deploy import render
 from pipeline.ml.profile import reference_profile
 from pipeline.stages.export import predict_onnx
+from tests._processes import command_lines
 
 REPO = Path(__file__).resolve().parents[3]
 NAMESPACE = "model-dev"
@@ -305,13 +306,5 @@ def test_a_candidate_with_inverted_scores_fails_on_prediction_shift_not_on_error
 
 
 def test_every_process_is_stopped(verdicts: dict[str, Any]) -> None:
-    left = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if any(marker in cmdline for marker in verdicts["markers"]):
-                left.append(cmdline)
+    left = [cmdline for _, cmdline in command_lines() if any(m in cmdline for m in verdicts["markers"])]
     assert left == []

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.cli import main
+from tests._processes import command_lines
 
 pytestmark = pytest.mark.slow  # each rehearses a rollout with live traffic
 
@@ -45,16 +46,7 @@ def serving(workspace: Path) -> int:
 
 
 def leftover_processes(workspace: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(workspace) in cmdline:
-                found.append(cmdline)
-    return found
+    return [cmdline for _, cmdline in command_lines() if str(workspace) in cmdline]
 
 
 def test_healthy_canary_promotes_with_shares_matching_weights(workspace: Path) -> None:
@@ -158,13 +150,8 @@ def _candidate_pids(workspace: Path) -> list[int]:
         for path in (workspace / "artifacts" / MODEL).glob("*/registration.json")
         if json.loads(path.read_text())["model_version"] == "2"
     )
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "model_service" in cmdline and str(registration.parent) in cmdline:
-                pids.append(int(proc.name))
-    return pids
+    return [
+        pid
+        for pid, cmdline in command_lines()
+        if "model_service" in cmdline and str(registration.parent) in cmdline
+    ]

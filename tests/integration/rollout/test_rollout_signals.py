@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests._processes import command_lines
+
 pytestmark = pytest.mark.slow  # real rollouts, signalled mid-way
 
 MODEL = "breast-cancer-classifier"
@@ -36,16 +38,11 @@ def workspace(stable_and_candidate: Path, tmp_path: Path) -> Path:
 def processes_of(workspace: Path) -> list[int]:
     """Pids of every process whose command line names the workspace: the pipeline, the services,
     Caddy and Locust."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(workspace) in cmdline and "subprocess.run" not in cmdline:  # not nox's stand-in
-                found.append(int(proc.name))
-    return found
+    return [
+        pid
+        for pid, cmdline in command_lines()
+        if str(workspace) in cmdline and "subprocess.run" not in cmdline
+    ]  # "subprocess.run": nox's stand-in, which the tests signal themselves
 
 
 @pytest.fixture
