@@ -160,8 +160,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def soak(session: nox.Session) -> None:
-    """Mixed traffic with slow clients against one service for 10 minutes (`-- --minutes N`): RSS and
-    open descriptors flat, no 5xx."""
+    """Mixed traffic with headroom and slow clients against one service for 10 minutes (`-- --minutes N`):
+    RSS and open descriptors flat, no server error, shed 503s rare and each explained by CPU contention."""
     _install(session, "stages", "bench")
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
 
