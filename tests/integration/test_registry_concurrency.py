@@ -1,6 +1,7 @@
 """Registry writes under concurrency, with real processes on one real registry (sqlite): the same
 artifact registers as one version whoever runs, and concurrent alias moves lose no history entry."""
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -86,6 +87,46 @@ def test_concurrent_registers_of_one_artifact_make_one_version(gated: Path) -> N
     # Every run reports the version that stuck, and the candidate alias holds it.
     assert all(f"alias 'dev-candidate' -> version {version.version}" in out for out in outputs), outputs
     assert registry.get_model_version_by_alias(MODEL, "dev-candidate").version == version.version
+
+
+def waiting_for(lock: Path) -> bool:
+    """Some process waits for an flock on `lock`: /proc/locks lists blocked requests with `->`."""
+    inode = lock.stat().st_ino
+    return any(
+        "-> FLOCK" in line and f":{inode} " in line for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
+def test_register_waits_for_the_write_lock_before_it_looks(gated: Path) -> None:
+    """The race above is hit only when the scheduler lets the runs meet (on a loaded machine, 769653c's
+    check-then-create passed it in 2 of 3 tries); this one does not depend on timing: while the registry's
+    write lock is held, a register run must block before looking for its version, and register once let go."""
+    lock = gated / ".mlflow" / "mlflow.db.lock"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "register", "--env", "dev", "--workdir", str(gated)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not waiting_for(lock):
+                assert run.poll() is None, (
+                    f"register ran while the write lock was held:\n{run.communicate()[0]}"
+                )
+                assert time.monotonic() < deadline, "register never asked for the write lock"
+                time.sleep(0.05)
+            assert client(gated).search_model_versions(f"name = '{MODEL}'") == []
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        output = run.communicate(timeout=300)[0]
+    assert run.returncode == 0, output
+    assert len(client(gated).search_model_versions(f"name = '{MODEL}'")) == 1
 
 
 def test_concurrent_alias_moves_keep_every_history_entry(gated: Path) -> None:
