@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_service.monitoring import bin_index, inner_edges, scores
+from model_service.monitoring import PSI_FLOOR, bin_index, inner_edges, scores
 
 FEATURE_BINS = 10
 """Quantile bins per feature (fewer when a feature has fewer distinct values)."""
@@ -41,6 +41,54 @@ def shares(counts: NDArray[Any]) -> NDArray[np.float64]:
 def binned_ks(expected: Sequence[float] | NDArray[Any], actual: Sequence[float] | NDArray[Any]) -> float:
     """Kolmogorov-Smirnov statistic evaluated at the bin edges (largest gap of the two binned CDFs)."""
     return float(np.max(np.abs(np.cumsum(expected) - np.cumsum(actual)))) if len(expected) else 0.0
+
+
+# --- reading a card's reference (v2: categorical features, nullable numerics' missing bin) ----------
+
+
+def is_categorical(profile: dict[str, Any]) -> bool:
+    """A feature profile over categories (+ "other") rather than numeric edges; v1 profiles are numeric."""
+    return profile.get("kind") == "categorical"
+
+
+def has_missing_bin(profile: dict[str, Any]) -> bool:
+    """A nullable numeric feature's profile: one bin past the value bins holds the missing values."""
+    return not is_categorical(profile) and len(profile["frequencies"]) == len(profile["edges"])
+
+
+def value_bins(profile: dict[str, Any]) -> int:
+    """Bins of actual values: numeric edges' bins, or the categories (both without missing/other)."""
+    return len(profile["categories"]) if is_categorical(profile) else len(profile["edges"]) - 1
+
+
+def profile_counts(profile: dict[str, Any], values: Sequence[Any]) -> NDArray[np.int64]:
+    """Values per bin of one feature's reference profile, one count per `frequencies` entry.
+
+    Numeric: the service's bin convention, None/NaN in the missing bin (a profile without one must get
+    no missing values: the caller checks). Categorical: bin i is `categories[i]`, the last bin ("other")
+    counts unknown categories and missing values."""
+    if is_categorical(profile):
+        index = {category: i for i, category in enumerate(profile["categories"])}
+        other = len(index)
+        bins = [index.get(value, other) if isinstance(value, str) else other for value in values]
+        return np.bincount(np.asarray(bins, dtype=np.intp), minlength=other + 1).astype(np.int64)
+    numbers = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    missing = np.isnan(numbers)
+    counts = bin_counts(profile["edges"], numbers[~missing])
+    if has_missing_bin(profile):
+        counts = np.append(counts, np.int64(missing.sum()))
+    return counts
+
+
+def chi_square(expected: Sequence[float], observed: NDArray[Any]) -> tuple[float, float]:
+    """Pearson's chi-square of observed counts against the reference shares (floored like PSI, so a
+    category unseen in training does not divide by zero): (statistic, p-value)."""
+    from scipy.stats import chisquare  # noqa: PLC0415  (slow import, only here)
+
+    floored = np.maximum(np.asarray(expected, dtype=np.float64), PSI_FLOOR)
+    total = float(np.sum(observed))
+    result = chisquare(np.asarray(observed, dtype=np.float64), floored / floored.sum() * total)
+    return float(result.statistic), float(result.pvalue)
 
 
 def reference_profile(
