@@ -44,7 +44,8 @@ def load_profile(config: Config, timing: ClusterTiming, root: Path) -> dict[str,
     return {
         "environment": config.name,
         "model_name": config.model.name,
-        "input_name": ONNX_INPUT,
+        # The exported default's one input; a mixed-type model's per-column inputs come from its card.
+        "inputs": [{"name": ONNX_INPUT, "datatype": "FP32", "columns": list(range(len(data.features)))}],
         "features": data.features,
         "rows": data.x_test.tolist(),
         "profile": profile.model_dump(mode="json"),
