@@ -44,6 +44,7 @@ from pipeline.deploy.names import (
     TEMPLATE_REPOSITORY,
     UNRELEASED_TAG,
 )
+from pipeline.rollout.analysis import for_task
 from pipeline.rollout.plan import (
     Plan,
     Promote,
@@ -220,11 +221,16 @@ def network_peers(config: Config) -> list[dict[str, Any]]:
     return peers
 
 
+def _model_task(config: Config) -> str | None:
+    """`model.task` when the environment states it; None (inferred at train time) keeps every metric."""
+    return getattr(config.model, "task", None)  # the key arrives with issue 22's training side
+
+
 def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, Any]:
     """File name -> content (dict, or list of JSON-patch ops) of the overlay, without release.yaml.
 
     `root` is the workspace the load payloads are read from (the data section's rows)."""
-    rollout_plan = plan(config)
+    rollout_plan = for_task(plan(config), _model_task(config))
     timing = cluster_timing(config)
     deploy = config.deploy
     strategy = "canary" if rollout_plan.strategy == "canary" else "blue-green"

@@ -29,7 +29,8 @@ from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.rollout.analysis import EMPTY, Scrape, scrape
+from pipeline.ml.card_reader import card_task
+from pipeline.rollout.analysis import EMPTY, Scrape, for_task, scrape
 from pipeline.rollout.engine import Outcome, execute
 from pipeline.rollout.plan import Analyze, Pause, Plan, Promote, plan
 from pipeline.stage import StageResult
@@ -221,7 +222,7 @@ def rollout(
         )
         stable = candidate, "none"
     stable_dir, stable_version = stable
-    rehearsal = plan(config)
+    rehearsal = _plan_for_model(config, stable_dir, candidate, reporter)
     report_dir = workspace.run_dir(config) / "rollout"
     report_dir.mkdir(parents=True, exist_ok=True)
     same = " (the same model: a rehearsal of the mechanics)" if stable_dir == candidate else ""
@@ -278,6 +279,32 @@ def rollout(
         environment=config.name,
         outcome=outcome,
     )
+
+
+def _plan_for_model(config: Config, stable: ModelDir, candidate: ModelDir, reporter: Reporter) -> Plan:
+    """The environment's plan for the candidate's task: a regression has no class metrics, and its score
+    PSI compares each version's predicted values in its own card's reference bins (quantiles)."""
+    configured = plan(config)
+    card = candidate.read_card()
+    task = card_task(card)
+    rehearsal = for_task(configured, task)
+    if task != "regression":
+        return rehearsal
+    dropped = sorted(
+        {t.metric for t in configured.analysis.thresholds} - {t.metric for t in rehearsal.analysis.thresholds}
+    )
+    if dropped:
+        reporter.note(f"regression model: {', '.join(dropped)} (shares of predicted classes) does not apply")
+    edges = [
+        folder.read_card().get("reference", {}).get("score", {}).get("edges")
+        for folder in (stable, candidate)
+    ]
+    if edges[0] != edges[1]:
+        reporter.note(
+            "score_psi: the two cards' score bins differ (quantiles of each model's predictions): it compares "
+            "where each version's predictions fall within its own reference, bin by bin"
+        )
+    return rehearsal
 
 
 def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)

@@ -232,3 +232,25 @@ def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input(
         f"spec.metrics.{index}.provider.job.spec.template.spec.containers.1.resources.limits.cpu",
         f"spec.metrics.{index}.provider.job.spec.template.spec.containers.1.resources.limits.memory",
     ]
+
+
+def test_a_regression_analysis_template_has_score_psi_and_no_class_metric() -> None:
+    from pipeline.deploy.argo_analysis import analysis_metrics  # noqa: PLC0415
+    from pipeline.rollout.analysis import for_task  # noqa: PLC0415
+    from pipeline.rollout.plan import plan  # noqa: PLC0415
+
+    config = load_config("dev", CONFIG_DIR)
+    names_of = [
+        m["name"]
+        for m in analysis_metrics(for_task(plan(config), "regression").analysis, config.cluster_timing)
+    ]
+    assert "positive-rate-delta" not in names_of
+    score = next(
+        m
+        for m in analysis_metrics(for_task(plan(config), "regression").analysis, config.cluster_timing)
+        if m["name"] == "score-psi"
+    )
+    assert "model_service_score_bin_total" in score["provider"]["prometheus"]["query"]
+    assert "model_service_predicted_class_total" not in score["provider"]["prometheus"]["query"]
+    # The default environments state no regression task: every metric is rendered.
+    assert "positive-rate-delta" in _metrics(_render(config))
