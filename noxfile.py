@@ -134,6 +134,12 @@ def drift(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)
+def init(session: nox.Session) -> None:
+    """Make a fork ship your model: `-- --name NAME [--csv PATH --target COL] [--task T]` (docs/bring-your-model.md)."""
+    _stage(session, "init")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True)
 def render(session: nox.Session) -> None:
     """Render k8s/overlays and k8s/argocd from environments/*.yaml (`-- --check`: fail on drift, validate)."""
     _stage(session, "render")

@@ -35,6 +35,31 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCHEMA_FILE = "schema.json"
 
 
+def _add_init(stages: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = stages.add_parser(
+        "init",
+        help="make this fork ship your model: its name, data, task and Argo CD repository, then regenerate "
+        "what derives from environments/ (refuses a dirty tree; a second run changes nothing)",
+    )
+    init.add_argument("--name", required=True, help="model name: registry, artifact folder and service name")
+    init.add_argument(
+        "--csv", metavar="PATH", help="the training data (CSV, or .parquet), inside the repository"
+    )
+    init.add_argument("--target", metavar="COLUMN", help="the label column of --csv")
+    init.add_argument(
+        "--task", choices=["binary", "multiclass", "regression"], help="model.task (default: inferred)"
+    )
+    init.add_argument(
+        "--workdir", type=Path, default=Path(), help="repository root (default: current folder)"
+    )
+    init.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help="folder of the environment files (default: WORKDIR/environments)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -78,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write environments/schema.json and docs/config-reference.md from the config models",
     )
     schema.add_argument("--check", action="store_true", help="fail when either committed file is stale")
+    _add_init(stages)
     render = stages.add_parser(
         "render",
         parents=[common],
@@ -251,6 +277,19 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (
             )
         if args.stage == "render":  # every environment at once: no single config to load
             return _render(workdir, config_dir, check=args.check, reporter=reporter)
+        if args.stage == "init":
+            from pipeline import init  # noqa: PLC0415  (renders k8s/: the deploy modules)
+
+            init.run(
+                workdir.resolve(),
+                config_dir,
+                reporter,
+                name=args.name,
+                data=args.csv,
+                target=args.target,
+                task=args.task,
+            )
+            return EXIT_OK
         overrides = list(args.overrides)
         if getattr(args, "strategy", None):
             overrides.append(f"rollout.strategy={args.strategy}")
