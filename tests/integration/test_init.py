@@ -66,14 +66,21 @@ def test_init_ships_the_forks_model_and_a_second_run_changes_nothing(
     for env in ("dev", "staging", "prod"):
         config = load_config(env, clone / "environments")
         assert config.model.name == "churn-model"
-        assert (config.data.source, str(config.data.path), config.data.target) == ("csv", "data/churn.csv", "churned")
+        assert (config.data.source, str(config.data.path), config.data.target) == (
+            "csv",
+            "data/churn.csv",
+            "churned",
+        )
         assert config.deploy.argocd.repo_url == FORK_URL
         application = yaml.safe_load((clone / f"k8s/argocd/{env}.yaml").read_text())
         assert application["spec"]["source"]["repoURL"] == FORK_URL
     assert '"model_name":"churn-model"' in (clone / "k8s/overlays/dev/loadtest-configmap.yaml").read_text()
     assert "breast-cancer-classifier" not in (clone / "environments/base.yaml").read_text()
     # Comments of base.yaml survive the edit; the overlays are exactly what `render` makes of it.
-    assert "# registered model name, artifact folder, service name" in (clone / "environments/base.yaml").read_text()
+    assert (
+        "# registered model name, artifact folder, service name"
+        in (clone / "environments/base.yaml").read_text()
+    )
     assert stale_files(clone, render_all(clone, clone / "environments")) == []
 
     before = _tree(clone)
@@ -86,7 +93,9 @@ def test_init_ships_the_forks_model_and_a_second_run_changes_nothing(
     assert _tree(clone) == before
 
 
-def test_init_refuses_a_dirty_tree_and_writes_nothing(clone: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_refuses_a_dirty_tree_and_writes_nothing(
+    clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     readme = clone / "README.md"
     readme.write_text(readme.read_text() + "\nlocal notes\n")
     before = _tree(clone)
@@ -99,14 +108,23 @@ def test_init_refuses_a_dirty_tree_and_writes_nothing(clone: Path, capsys: pytes
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--name", "Churn_Model"], "--name 'Churn_Model': a model name is lowercase letters, digits and dashes"),
-        (["--name", "churn", "--csv", "data/missing.csv", "--target", "y"], "--csv data/missing.csv: no such file"),
+        (
+            ["--name", "Churn_Model"],
+            "--name 'Churn_Model': a model name is lowercase letters, digits and dashes",
+        ),
+        (
+            ["--name", "churn", "--csv", "data/missing.csv", "--target", "y"],
+            "--csv data/missing.csv: no such file",
+        ),
         (
             ["--name", "churn", "--csv", "data/churn.csv", "--target", "label"],
             "--target 'label': no such column in data/churn.csv (columns: age, visits, churned)",
         ),
         (["--name", "churn", "--csv", "data/churn.csv"], "--csv and --target go together"),
-        (["--name", "churn", "--csv", "/etc/hostname", "--target", "x"], "the file must be inside the repository"),
+        (
+            ["--name", "churn", "--csv", "/etc/hostname", "--target", "x"],
+            "the file must be inside the repository",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error_and_changes_nothing(
