@@ -3,8 +3,10 @@ template the fork's own model (docs/bring-your-model.md).
 
 It edits `environments/base.yaml` as text, so its comments stay: `model.name` (the registered model,
 artifact folder and service name), `model.task`, the `data:` section, the `gates:` of a task other than
-binary, and `deploy.argocd.repo_url` from the `origin` remote; then it regenerates what derives from the
-environments (k8s/overlays, k8s/argocd, schema.json, docs/config-reference.md).
+binary, and `deploy.argocd.repo_url` from the `origin` remote. In the other environment files it renames
+a `model.name` they set and, for a task other than binary, drops their `gates:` (they name the binary
+metrics). Then it regenerates what derives from the environments (k8s/overlays, k8s/argocd,
+schema.json, docs/config-reference.md).
 
 Everything is checked and computed before anything is written: bad input, an environment that would not
 load, or a dirty git tree (when something would change) leave the tree as it was. Run twice, the second
@@ -235,6 +237,27 @@ def edited_base(text: str, request: InitRequest, test_size: float, seed: int, re
     return "\n".join(lines) + "\n"
 
 
+def _has_section(lines: list[str], key: str) -> bool:
+    return any(_TOP_KEY.match(line) and line.startswith(f"{key}:") for line in lines)
+
+
+def edited_environment(text: str, request: InitRequest) -> str:
+    """An environment file (not base.yaml) with the request applied: its own `model.name`, if it names
+    one, renamed; for a task other than binary its `gates:` dropped, since they name another task's
+    metrics (it inherits base.yaml's)."""
+    lines = text.splitlines()
+    if _has_section(lines, "model"):
+        start, end = _section(lines, "model")
+        if any(line.startswith("  name:") for line in lines[start + 1 : end]):
+            _set_key(lines, "model", "name", request.name, comment=None, after="name")
+    if request.task in TASK_GATES and _has_section(lines, "gates"):
+        start, end = _section(lines, "gates")
+        while end < len(lines) and not lines[end].strip():
+            end += 1
+        del lines[start:end]
+    return "\n".join(lines) + "\n"
+
+
 # --- the command ------------------------------------------------------------------------------------
 
 
@@ -262,14 +285,20 @@ def planned_files(root: Path, config_dir: Path, request: InitRequest, repo_url: 
     base_text = edited_base(
         base_path.read_text(encoding="utf-8"), request, current.test_size, current.seed, repo_url
     )
+    texts = {base_path: base_text}
+    for env in known_environments(config_dir):
+        path = config_dir / f"{env}.yaml"
+        texts[path] = edited_environment(path.read_text(encoding="utf-8"), request)
     with tempfile.TemporaryDirectory(prefix="init-") as scratch:
         scratch_dir = Path(scratch) / "environments"
         shutil.copytree(config_dir, scratch_dir)
-        (scratch_dir / BASE_FILE).write_text(base_text, encoding="utf-8")
+        for path, text in texts.items():
+            (scratch_dir / path.name).write_text(text, encoding="utf-8")
         for env in known_environments(scratch_dir):
             load_config(env, scratch_dir)
         rendered = render_all(root, scratch_dir)
-    files = {base_path.resolve().relative_to(root.resolve()).as_posix(): base_text, **rendered}
+    files = {path.resolve().relative_to(root.resolve()).as_posix(): text for path, text in texts.items()}
+    files.update(rendered)
     schema_path = (config_dir / SCHEMA_FILE).resolve().relative_to(root.resolve()).as_posix()
     files[schema_path] = json.dumps(json_schema(), indent=2) + "\n"
     files[REFERENCE_FILE] = config_reference()
