@@ -161,3 +161,36 @@ def test_regression_scores_are_predicted_values_in_the_reference_quantile_bins(
         compare(_config(), card, file_sample(_jsonl(tmp_path / "up.jsonl", shifted), card, regression), None)
     )
     assert after[SCORE, "psi"].verdict == "FAIL" and after[SCORE, "psi"].value > before
+
+
+def test_the_drift_stage_on_a_card_v2_export_writes_its_report_and_chart(
+    tmp_path: Path, binary: ModelDir
+) -> None:
+    import io  # noqa: PLC0415
+
+    from pipeline.console import Reporter  # noqa: PLC0415
+    from pipeline.stages.drift import drift  # noqa: PLC0415
+    from pipeline.workspace import Workspace  # noqa: PLC0415
+
+    config = load_config("dev", REPO / "environments", ["drift.min_rows=5"])
+    workspace = Workspace(tmp_path / "workspace")
+    rows = _reference_like(300, seed=4)
+    for row in rows[::2]:
+        row[2] = "Marseille"
+    out = io.StringIO()
+    shifted = drift(
+        config, workspace, Reporter(out, out), model=binary, input_path=_jsonl(tmp_path / "in.jsonl", rows)
+    )
+    assert shifted.status == "fail" and "city" in shifted.flagged
+    report = json.loads((shifted.report_dir / "drift.json").read_text())
+    assert {(c["feature"], c["statistic"], c["verdict"]) for c in report["checks"]} >= {
+        ("city", "psi", "FAIL"),
+        ("city", "chi2", "INFO"),
+    }
+    assert (shifted.report_dir / "drift.png").is_file()
+    # No --input: the model's own evaluation rows (strings and nulls) go through the same path.
+    own = drift(config, workspace, Reporter(out, out), model=binary)
+    assert own.rows == len(EVAL_ROWS)
+    assert (own.report_dir / "eval-rows.jsonl").read_text().splitlines()[
+        2
+    ] == '{"age": null, "n": 8, "city": "Paris"}'
