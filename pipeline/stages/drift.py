@@ -375,8 +375,11 @@ def drift(
     result = drift_result(config.name, sample, compare(config, card, sample, train_columns), report_dir)
     reporter.note(f"{sample.rows} rows from {sample.source} vs the reference of version {card['version']}")
     reporter.table(
-        ["feature", "statistic", "value", "warn at", "fail above", "result"],
-        [(c.feature, c.statistic, round(c.value, 4), c.warn, c.fail, c.verdict) for c in result.checks],
+        ["feature", "statistic", "value", "warn at", "fail above", "result", "detail"],
+        [
+            (c.feature, c.statistic, round(c.value, 4), c.warn, c.fail, c.verdict, c.detail)
+            for c in result.checks
+        ],
     )
     report_dir.mkdir(parents=True, exist_ok=True)
     write_json(
