@@ -25,10 +25,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from pipeline.config import (
     BASE_FILE,
     REFERENCE_FILE,
     ConfigError,
+    DataSpec,
     config_reference,
     json_schema,
     known_environments,
@@ -261,6 +264,16 @@ def edited_environment(text: str, request: InitRequest) -> str:
 # --- the command ------------------------------------------------------------------------------------
 
 
+def base_split(text: str) -> DataSpec:
+    """base.yaml's data section (its split's `test_size` and `seed` stay when init rewrites it)."""
+    lines = text.splitlines()
+    if not _has_section(lines, "data"):
+        return DataSpec()
+    start, end = _section(lines, "data")
+    section = yaml.safe_load("\n".join(lines[start:end]))["data"] or {}
+    return DataSpec(test_size=section.get("test_size", 0.25), seed=section.get("seed", 42))
+
+
 def dirty_files(root: Path) -> list[str]:
     """Tracked files with uncommitted changes (untracked files, such as a new data file, do not count)."""
     done = subprocess.run(
@@ -281,10 +294,9 @@ def planned_files(root: Path, config_dir: Path, request: InitRequest, repo_url: 
     """Path relative to `root` -> new text of every file init would change; each environment is loaded
     and rendered from the edited base.yaml in a scratch copy first, so a bad result stops here."""
     base_path = config_dir / BASE_FILE
-    current = load_config(known_environments(config_dir)[0], config_dir).data
-    base_text = edited_base(
-        base_path.read_text(encoding="utf-8"), request, current.test_size, current.seed, repo_url
-    )
+    text = base_path.read_text(encoding="utf-8")
+    split = base_split(text)
+    base_text = edited_base(text, request, split.test_size, split.seed, repo_url)
     texts = {base_path: base_text}
     for env in known_environments(config_dir):
         path = config_dir / f"{env}.yaml"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.init import InitRequest, edited_base, edited_environment
+from pipeline.init import InitRequest, base_split, edited_base, edited_environment
 
 ENVIRONMENTS = Path(__file__).parents[2] / "environments"
 BASE = (ENVIRONMENTS / "base.yaml").read_text()
@@ -51,3 +51,9 @@ def test_an_environment_naming_its_own_model_is_renamed_too() -> None:
     renamed = edited_environment(own, InitRequest("churn")).splitlines()
     assert renamed[3] == "  name: churn".ljust(38) + "# pinned"  # the comment column of base.yaml
     assert renamed[:3] + renamed[4:] == own.splitlines()[:3] + own.splitlines()[4:]
+
+
+def test_the_split_kept_is_base_yamls_own() -> None:
+    edited = BASE.replace("  test_size: 0.25 ", "  test_size: 0.3  ").replace("  seed: 42", "  seed: 9")
+    split = base_split(edited)
+    assert (split.test_size, split.seed) == (0.3, 9)
