@@ -62,6 +62,10 @@ MODEL_INFO_LABELS = ("name", "version", "sha256")
 
 PREDICT_ROUTE = "/v1/predict"
 V2_INFER_ROUTE = "/v2/models/{name}/infer"
+PREDICTION_ROUTES = (PREDICT_ROUTE, V2_INFER_ROUTE)
+"""The routes whose requests the canary judges (local and in the cluster) count: predictions, not probes."""
+PREDICTION_ROUTES_REGEX = "|".join(route.replace("{name}", "[^/]+") for route in PREDICTION_ROUTES)
+"""PromQL `=~` pattern (anchored by Prometheus) matching exactly the `route` label of PREDICTION_ROUTES."""
 
 # --- drift statistics ---------------------------------------------------------------------------------
 PSI_FLOOR = 1e-4

@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_service.monitoring import (
     BIN_LABEL,
     CLASS_LABEL,
-    PREDICT_ROUTE,
     PREDICTED_CLASS_TOTAL,
+    PREDICTION_ROUTES,
     REQUEST_DURATION_BUCKET,
     REQUESTS_TOTAL,
     ROUTE_LABEL,
@@ -36,9 +36,6 @@ from model_service.monitoring import (
 )
 from pipeline.config import PREDICTION_SHIFT_METRICS
 from pipeline.rollout.plan import Analysis, Analyze, Plan, Threshold
-
-# Routes that are user traffic; probes and /metrics are not counted by the service anyway.
-USER_ROUTE_PREFIXES = (PREDICT_ROUTE, "/v2/models/")
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def parse_metrics(text: str) -> Scrape:
                 classes[sample.labels[CLASS_LABEL]] += sample.value
                 continue
             route = sample.labels.get(ROUTE_LABEL, "")
-            if not route.startswith(USER_ROUTE_PREFIXES):
+            if route not in PREDICTION_ROUTES:
                 continue
             if sample.name == REQUESTS_TOTAL:
                 requests += int(sample.value)

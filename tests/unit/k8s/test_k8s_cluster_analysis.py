@@ -2,6 +2,7 @@
 data (file and key named), the in-cluster load Job, traffic routers, selector labels and NetworkPolicy peers."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from model_service.monitoring import PREDICTION_ROUTES, PREDICTION_ROUTES_REGEX
 from pipeline.config import ClusterTiming, Config, ConfigError, load_config
-from pipeline.deploy import names, render
+from pipeline.deploy import argo_analysis, names, render
+from pipeline.rollout.plan import Analysis
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = ROOT / "environments"
@@ -254,3 +257,24 @@ def test_a_regression_analysis_template_has_score_psi_and_no_class_metric() -> N
     assert "model_service_predicted_class_total" not in score["provider"]["prometheus"]["query"]
     # The default environments state no regression task: every metric is rendered.
     assert "positive-rate-delta" in _metrics(_render(config))
+
+
+@pytest.mark.parametrize(
+    ("route", "judged"),
+    [
+        ("/v1/predict", True),
+        ("/v2/models/{name}/infer", True),
+        ("/v2/models/{name}/ready", False),
+        ("/v1/model", False),
+        ("/healthz", False),
+        ("unmatched", False),
+    ],
+)
+def test_the_cluster_and_the_local_judge_count_the_same_routes(route: str, judged: bool) -> None:
+    """The `route` label values the service writes: the PromQL selector (RE2, fully anchored like
+    Python's fullmatch for this pattern) and the local judge agree on which are predictions."""
+    analysis = Analysis(interval_seconds=2, count=1, failure_limit=0, min_requests=5, thresholds=())
+    selector = argo_analysis.promql("error_ratio", analysis, 30)
+    assert f'route=~"{PREDICTION_ROUTES_REGEX}"' in selector
+    assert (re.fullmatch(PREDICTION_ROUTES_REGEX, route) is not None) is judged
+    assert (route in PREDICTION_ROUTES) is judged
