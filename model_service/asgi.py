@@ -32,6 +32,7 @@ from model_service.errors import (
     ShuttingDown,
     UnsupportedContentEncoding,
     UnsupportedMediaType,
+    error_json,
 )
 from model_service.http import ARRIVED, BODY_TIMED_OUT
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
@@ -75,8 +76,8 @@ def inference_route(path: str) -> tuple[str, str | None, str | None] | None:
     return None
 
 
-def error_body(exc: ModelServiceError, request_id: str) -> bytes:
-    return orjson.dumps({"error": {"code": exc.code, "message": exc.message, "request_id": request_id}})
+def error_body(exc: ModelServiceError, request_id: str, path: str) -> bytes:
+    return error_json(exc.code, exc.message, request_id, path)
 
 
 @dataclass(slots=True)
@@ -136,7 +137,7 @@ class ServiceMiddleware:
                 self._record(scope, route_label(path), status, started, model)
             return
         if model is None:
-            await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id)
+            await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id, path)
             return
         inference = inference_route(path)
         if await self._shed_if_queued(scope, send, inference, started, model):
@@ -163,7 +164,7 @@ class ServiceMiddleware:
         request_id: str = scope["request_id"]
         path: str = scope["path"]
         if service.in_flight >= service.settings.max_in_flight:
-            status = await self._shed(send, request_id)
+            status = await self._shed(send, request_id, path)
             self._record(scope, route_label(path), status, started, model)
             return
         route = "unmatched"
@@ -177,9 +178,9 @@ class ServiceMiddleware:
             status = await self._call(scope, receive, send, request_id)
             route = route_label(path) if "route" in scope or status != 404 else "unmatched"
         except ModelServiceError as exc:
-            status = await _send_error(send, exc, request_id)
+            status = await _send_error(send, exc, request_id, path)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), request_id)
+            status = await _send_error(send, ShuttingDown(), request_id, path)
             raise
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
             status = await self._internal_error(send, exc, path, request_id)
@@ -202,6 +203,7 @@ class ServiceMiddleware:
         a client still sending its body holds no slot of `max_in_flight` (the body deadline bounds it)."""
         service = self.service
         request_id: str = scope["request_id"]
+        path: str = scope["path"]
         route, name, version = inference
         counted = False
         status = 500
@@ -209,15 +211,13 @@ class ServiceMiddleware:
             if service.auth is not None:
                 service.auth.check(head.authorization, head.api_key)
             if scope["method"] != "POST":
-                raise MethodNotAllowed(
-                    f"method {scope['method']} not allowed on {scope['path']}", {"Allow": "POST"}
-                )
+                raise MethodNotAllowed(f"method {scope['method']} not allowed on {path}", {"Allow": "POST"})
             raw = await _read_body(scope, receive, head, service.settings.max_body_bytes)
             if time.perf_counter() - scope.get(ARRIVED, started) > service.max_queue_delay_s:
-                status = await self._shed(send, request_id, queued=True)  # the body waited for the loop
+                status = await self._shed(send, request_id, path, queued=True)  # the body waited for the loop
                 return
             if service.in_flight >= service.settings.max_in_flight:
-                status = await self._shed(send, request_id)
+                status = await self._shed(send, request_id, path)
                 return
             body = _loads(raw)
             service.in_flight += 1
@@ -231,12 +231,12 @@ class ServiceMiddleware:
                 response = model.v2_infer(body, request_id)
             status = await _send_json(send, 200, response, request_id)
         except ModelServiceError as exc:
-            status = await _send_error(send, exc, request_id)
+            status = await _send_error(send, exc, request_id, path)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), request_id)
+            status = await _send_error(send, ShuttingDown(), request_id, path)
             raise
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            status = await self._internal_error(send, exc, scope["path"], request_id)
+            status = await self._internal_error(send, exc, path, request_id)
         finally:
             if counted:
                 service.in_flight -= 1
@@ -254,11 +254,11 @@ class ServiceMiddleware:
         Answering now costs far less than predicting, so the queue drains and probes keep their turn."""
         if started - scope.get(ARRIVED, started) <= self.service.max_queue_delay_s:
             return False
-        status = await self._shed(send, scope["request_id"], queued=True)
+        status = await self._shed(send, scope["request_id"], scope["path"], queued=True)
         self._record(scope, inference[0] if inference else route_label(scope["path"]), status, started, model)
         return True
 
-    async def _shed(self, send: Send, request_id: str, *, queued: bool = False) -> int:
+    async def _shed(self, send: Send, request_id: str, path: str, *, queued: bool = False) -> int:
         settings = self.service.settings
         retry = {"Retry-After": str(settings.retry_after_s)}
         message = (
@@ -266,7 +266,7 @@ class ServiceMiddleware:
             if queued
             else f"more than {settings.max_in_flight} requests in flight; retry after the delay"
         )
-        return await _send_error(send, Overloaded(message, retry), request_id)
+        return await _send_error(send, Overloaded(message, retry), request_id, path)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         """Run Starlette for the other routes, adding the request id header; errors it raises become
@@ -285,7 +285,7 @@ class ServiceMiddleware:
             await self.app(scope, receive, send_with_id)
         except ModelServiceError as exc:
             if not status:
-                return await _send_error(send, exc, request_id)
+                return await _send_error(send, exc, request_id, scope["path"])
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
             if not status:
                 return await self._internal_error(send, exc, scope["path"], request_id)
@@ -300,7 +300,7 @@ class ServiceMiddleware:
             error=f"{type(exc).__name__}: {exc}",
         )
         internal = InternalError("internal error; the service log has the details under this request_id")
-        return await _send_error(send, internal, request_id)
+        return await _send_error(send, internal, request_id, path)
 
     def _record(self, scope: Scope, route: str, status: int, started: float, model: ServedModel) -> None:
         elapsed = time.perf_counter() - started
@@ -373,8 +373,9 @@ async def _send_json(
     return status
 
 
-async def _send_error(send: Send, exc: ModelServiceError, request_id: str) -> int:
-    return await _send_json(send, exc.status_code, error_body(exc, request_id), request_id, exc.headers)
+async def _send_error(send: Send, exc: ModelServiceError, request_id: str, path: str) -> int:
+    body = error_body(exc, request_id, path)
+    return await _send_json(send, exc.status_code, body, request_id, exc.headers)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
@@ -387,7 +388,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         error = NotFound(f"no route {request.url.path}; see /openapi.json")
     headers = dict(exc.headers or {})
     return Response(
-        error_body(error, request.scope["request_id"]),
+        error_body(error, request.scope["request_id"], request.url.path),
         status_code=error.status_code,
         headers=headers,
         media_type=JSON,
