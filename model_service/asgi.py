@@ -37,6 +37,9 @@ from model_service.errors import (
 from model_service.http import ARRIVED, BODY_TIMED_OUT
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.state import ServedModel, Service
+from model_service.v2_binary import HEADER as INFERENCE_HEADER_LENGTH
+from model_service.v2_binary import MEDIA_TYPE as BINARY_MEDIA_TYPE
+from model_service.v2_binary import BinaryBody, read_request
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 OPEN = PROBES | {"/docs", "/openapi.json"}  # the docs page fetches /openapi.json without credentials
@@ -91,6 +94,8 @@ class RequestHead:
     content_type: bytes | None = None
     content_length: bytes | None = None
     content_encoding: bytes | None = None
+    inference_header_length: bytes | None = None
+    """Inference-Header-Content-Length: the body is JSON then binary tensors (model_service/v2_binary.py)."""
 
     @classmethod
     def read(cls, scope: Scope) -> "RequestHead":
@@ -109,6 +114,8 @@ class RequestHead:
                 head.authorization = value
             elif name == b"x-api-key":
                 head.api_key = value
+            elif name == INFERENCE_HEADER_LENGTH:
+                head.inference_header_length = value
         return head
 
 
@@ -219,17 +226,18 @@ class ServiceMiddleware:
             if service.in_flight >= service.settings.max_in_flight:
                 status = await self._shed(send, request_id, path)
                 return
-            body = _loads(raw)
+            body = _parse(raw, head, v2=name is not None)
             service.in_flight += 1
             counted = True
             if service.faults_enabled:
                 await service.inject_fault()
+            response: bytes | BinaryBody
             if name is None:
                 response = model.predict(body, request_id)
             else:
                 model.check_model(name, version)
                 response = model.v2_infer(body, request_id)
-            status = await _send_json(send, 200, response, request_id)
+            status = await _send_answer(send, response, request_id)
         except ModelServiceError as exc:
             status = await _send_error(send, exc, request_id, path)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
@@ -320,7 +328,8 @@ async def _read_body(scope: Scope, receive: Receive, head: RequestHead, limit: i
     content_type, content_length = head.content_type, head.content_length
     if content_type is not None and content_type != b"application/json":
         media_type = content_type.decode("latin-1")
-        if media_type.partition(";")[0].strip().lower() != JSON:
+        essence = media_type.partition(";")[0].strip().lower()
+        if essence != JSON and (essence != BINARY_MEDIA_TYPE or head.inference_header_length is None):
             raise UnsupportedMediaType(media_type)
     if head.content_encoding is not None and head.content_encoding.strip().lower() not in (b"", b"identity"):
         raise UnsupportedContentEncoding(head.content_encoding.decode("latin-1"))
@@ -350,6 +359,13 @@ async def _read_body(scope: Scope, receive: Receive, head: RequestHead, limit: i
     return b"".join(chunks)
 
 
+def _parse(raw: bytes, head: RequestHead, *, v2: bool) -> Any:
+    """The request body: JSON, or on v2 JSON followed by binary tensors when the header says so."""
+    if v2 and head.inference_header_length is not None:
+        return read_request(raw, head.inference_header_length)
+    return _loads(raw)
+
+
 def _loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
@@ -371,6 +387,23 @@ async def _send_json(
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
     return status
+
+
+async def _send_answer(send: Send, response: bytes | BinaryBody, request_id: str) -> int:
+    """A 200 with the inference answer: JSON, or (binary tensor data extension) JSON and then tensors,
+    the JSON object's length in Inference-Header-Content-Length."""
+    if type(response) is bytes:
+        return await _send_json(send, 200, response, request_id)
+    assert isinstance(response, BinaryBody)
+    headers = [
+        (b"content-type", BINARY_MEDIA_TYPE.encode()),
+        (b"content-length", b"%d" % len(response.body)),
+        (INFERENCE_HEADER_LENGTH, b"%d" % response.header_length),
+        (REQUEST_ID_HEADER, request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+    return 200
 
 
 async def _send_error(send: Send, exc: ModelServiceError, request_id: str, path: str) -> int:

@@ -40,6 +40,13 @@ class MalformedJSON(ModelServiceError):
     code = "malformed_json"
 
 
+class MalformedBinaryData(ModelServiceError):
+    """A binary tensor data request (model_service/v2_binary.py) whose framing does not add up."""
+
+    status_code = 400
+    code = "malformed_binary_data"
+
+
 class Unauthorized(ModelServiceError):
     status_code = 401
     code = "unauthorized"
