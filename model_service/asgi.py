@@ -37,6 +37,8 @@ from model_service.errors import (
 from model_service.http import ARRIVED, BODY_TIMED_OUT
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.state import ServedModel, Service
+from model_service.tracing import SCOPE_KEY as TRACE_KEY
+from model_service.tracing import TRACEPARENT, TRACESTATE, Trace, Tracing
 from model_service.v2_binary import HEADER as INFERENCE_HEADER_LENGTH
 from model_service.v2_binary import MEDIA_TYPE as BINARY_MEDIA_TYPE
 from model_service.v2_binary import BinaryBody, read_request
@@ -96,6 +98,8 @@ class RequestHead:
     content_encoding: bytes | None = None
     inference_header_length: bytes | None = None
     """Inference-Header-Content-Length: the body is JSON then binary tensors (model_service/v2_binary.py)."""
+    traceparent: bytes | None = None
+    tracestate: bytes | None = None
 
     @classmethod
     def read(cls, scope: Scope) -> "RequestHead":
@@ -116,6 +120,10 @@ class RequestHead:
                 head.api_key = value
             elif name == INFERENCE_HEADER_LENGTH:
                 head.inference_header_length = value
+            elif name == TRACEPARENT:
+                head.traceparent = value
+            elif name == TRACESTATE:
+                head.tracestate = value
         return head
 
 
@@ -126,25 +134,42 @@ class ServiceMiddleware:
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
+        self.tracing = Tracing.from_environment(service.log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        service = self.service
         head = RequestHead.read(scope)
-        request_id = head.request_id or service.next_request_id()
-        scope["request_id"] = request_id
+        scope["request_id"] = head.request_id or self.service.next_request_id()
+        tracing = self.tracing
+        if head.traceparent is None and not tracing.exporting:  # nothing to trace: nothing spent on it
+            await self._dispatch(scope, receive, send, head, started)
+            return
+        trace = tracing.start(head.traceparent, head.tracestate, self.service.model)
+        if trace is None:  # an invalid traceparent is ignored (W3C Trace Context 3.2.2)
+            await self._dispatch(scope, receive, send, head, started)
+            return
+        scope[TRACE_KEY] = trace
+        try:
+            await self._dispatch(scope, receive, send, head, started)
+        finally:
+            tracing.end(trace, scope["method"])
+
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, send: Send, head: RequestHead, started: float
+    ) -> None:
+        service = self.service
         path: str = scope["path"]
         model = service.model
         if path in PROBES:
-            status = await self._call(scope, receive, send, request_id)
+            status = await self._call(scope, receive, send)
             if service.settings.log_probes and model is not None:
                 self._record(scope, route_label(path), status, started, model)
             return
         if model is None:
-            await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id, path)
+            await _send_error(send, NotReady("model not loaded yet; poll /readyz"), scope)
             return
         inference = inference_route(path)
         if await self._shed_if_queued(scope, send, inference, started, model):
@@ -168,10 +193,9 @@ class ServiceMiddleware:
     ) -> None:
         """Every other route, through Starlette, counted in flight."""
         service = self.service
-        request_id: str = scope["request_id"]
         path: str = scope["path"]
         if service.in_flight >= service.settings.max_in_flight:
-            status = await self._shed(send, request_id, path)
+            status = await self._shed(send, scope)
             self._record(scope, route_label(path), status, started, model)
             return
         route = "unmatched"
@@ -182,15 +206,15 @@ class ServiceMiddleware:
                 service.auth.check(head.authorization, head.api_key)
             if service.faults_enabled:
                 await service.inject_fault()
-            status = await self._call(scope, receive, send, request_id)
+            status = await self._call(scope, receive, send)
             route = route_label(path) if "route" in scope or status != 404 else "unmatched"
         except ModelServiceError as exc:
-            status = await _send_error(send, exc, request_id, path)
+            status = await _send_error(send, exc, scope)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), request_id, path)
+            status = await _send_error(send, ShuttingDown(), scope)
             raise
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            status = await self._internal_error(send, exc, path, request_id)
+            status = await self._internal_error(send, exc, scope)
         finally:
             service.in_flight -= 1
             self._record(scope, route, status, started, model)
@@ -221,10 +245,10 @@ class ServiceMiddleware:
                 raise MethodNotAllowed(f"method {scope['method']} not allowed on {path}", {"Allow": "POST"})
             raw = await _read_body(scope, receive, head, service.settings.max_body_bytes)
             if time.perf_counter() - scope.get(ARRIVED, started) > service.max_queue_delay_s:
-                status = await self._shed(send, request_id, path, queued=True)  # the body waited for the loop
+                status = await self._shed(send, scope, queued=True)  # the body waited for the loop
                 return
             if service.in_flight >= service.settings.max_in_flight:
-                status = await self._shed(send, request_id, path)
+                status = await self._shed(send, scope)
                 return
             body = _parse(raw, head, v2=name is not None)
             service.in_flight += 1
@@ -237,14 +261,14 @@ class ServiceMiddleware:
             else:
                 model.check_model(name, version)
                 response = model.v2_infer(body, request_id)
-            status = await _send_answer(send, response, request_id)
+            status = await _send_answer(send, response, scope)
         except ModelServiceError as exc:
-            status = await _send_error(send, exc, request_id, path)
+            status = await _send_error(send, exc, scope)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), request_id, path)
+            status = await _send_error(send, ShuttingDown(), scope)
             raise
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            status = await self._internal_error(send, exc, path, request_id)
+            status = await self._internal_error(send, exc, scope)
         finally:
             if counted:
                 service.in_flight -= 1
@@ -262,11 +286,11 @@ class ServiceMiddleware:
         Answering now costs far less than predicting, so the queue drains and probes keep their turn."""
         if started - scope.get(ARRIVED, started) <= self.service.max_queue_delay_s:
             return False
-        status = await self._shed(send, scope["request_id"], scope["path"], queued=True)
+        status = await self._shed(send, scope, queued=True)
         self._record(scope, inference[0] if inference else route_label(scope["path"]), status, started, model)
         return True
 
-    async def _shed(self, send: Send, request_id: str, path: str, *, queued: bool = False) -> int:
+    async def _shed(self, send: Send, scope: Scope, *, queued: bool = False) -> int:
         settings = self.service.settings
         retry = {"Retry-After": str(settings.retry_after_s)}
         message = (
@@ -274,45 +298,50 @@ class ServiceMiddleware:
             if queued
             else f"more than {settings.max_in_flight} requests in flight; retry after the delay"
         )
-        return await _send_error(send, Overloaded(message, retry), request_id, path)
+        return await _send_error(send, Overloaded(message, retry), scope)
 
-    async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
-        """Run Starlette for the other routes, adding the request id header; errors it raises become
-        JSON responses, unexpected ones a bare 500 (no trace). Returns the status sent."""
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Run Starlette for the other routes, adding the request id (and trace) headers; errors it raises
+        become JSON responses, unexpected ones a bare 500 (no trace). Returns the status sent."""
         status = 0
-        id_header = (REQUEST_ID_HEADER, request_id.encode())
+        ids = _id_headers(scope)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *ids]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except ModelServiceError as exc:
             if not status:
-                return await _send_error(send, exc, request_id, scope["path"])
+                return await _send_error(send, exc, scope)
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
             if not status:
-                return await self._internal_error(send, exc, scope["path"], request_id)
+                return await self._internal_error(send, exc, scope)
         return status or 500
 
-    async def _internal_error(self, send: Send, exc: Exception, path: str, request_id: str) -> int:
+    async def _internal_error(self, send: Send, exc: Exception, scope: Scope) -> int:
+        trace: Trace | None = scope.get(TRACE_KEY)
         self.service.log.event(
             "ERROR",
             "unhandled_exception",
-            request_id=request_id,
-            path=path,
+            request_id=scope["request_id"],
+            trace_id=trace.trace_id if trace is not None else None,
+            path=scope["path"],
             error=f"{type(exc).__name__}: {exc}",
         )
         internal = InternalError("internal error; the service log has the details under this request_id")
-        return await _send_error(send, internal, request_id, path)
+        return await _send_error(send, internal, scope)
 
     def _record(self, scope: Scope, route: str, status: int, started: float, model: ServedModel) -> None:
         elapsed = time.perf_counter() - started
         model.metrics.observe_request(route, status, elapsed)
+        trace: Trace | None = scope.get(TRACE_KEY)
+        if trace is not None:
+            trace.route, trace.status, trace.version = route, status, model.card.version
         self.service.log.request(
             request_id=scope["request_id"],
             method=scope["method"],
@@ -320,6 +349,7 @@ class ServiceMiddleware:
             status=status,
             latency_ms=elapsed * 1000,
             version=model.card.version,
+            trace_id=trace.trace_id if trace is not None else None,
         )
 
 
@@ -373,15 +403,27 @@ def _loads(body: bytes) -> Any:
         raise MalformedJSON(f"body is not valid JSON: {exc}") from None
 
 
+def _id_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """X-Request-ID, and the response's traceparent when the request is traced."""
+    ids = [(REQUEST_ID_HEADER, scope["request_id"].encode())]
+    trace: Trace | None = scope.get(TRACE_KEY)
+    if trace is not None:
+        ids.append((TRACEPARENT, trace.header))
+    return ids
+
+
 async def _send_json(
-    send: Send, status: int, body: bytes, request_id: str, headers: dict[str, str] | None = None
+    send: Send, status: int, body: bytes, scope: Scope, headers: dict[str, str] | None = None
 ) -> int:
-    """One JSON response with the request id header; returns the status."""
+    """One JSON response with the request id (and trace) headers; returns the status."""
     raw_headers = [
         _JSON_HEADER,
         (b"content-length", b"%d" % len(body)),
-        (REQUEST_ID_HEADER, request_id.encode()),
+        (REQUEST_ID_HEADER, scope["request_id"].encode()),
     ]
+    trace: Trace | None = scope.get(TRACE_KEY)
+    if trace is not None:
+        raw_headers.append((TRACEPARENT, trace.header))
     if headers:
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
@@ -389,26 +431,26 @@ async def _send_json(
     return status
 
 
-async def _send_answer(send: Send, response: bytes | BinaryBody, request_id: str) -> int:
+async def _send_answer(send: Send, response: bytes | BinaryBody, scope: Scope) -> int:
     """A 200 with the inference answer: JSON, or (binary tensor data extension) JSON and then tensors,
     the JSON object's length in Inference-Header-Content-Length."""
     if type(response) is bytes:
-        return await _send_json(send, 200, response, request_id)
+        return await _send_json(send, 200, response, scope)
     assert isinstance(response, BinaryBody)
     headers = [
         (b"content-type", BINARY_MEDIA_TYPE.encode()),
         (b"content-length", b"%d" % len(response.body)),
         (INFERENCE_HEADER_LENGTH, b"%d" % response.header_length),
-        (REQUEST_ID_HEADER, request_id.encode()),
+        *_id_headers(scope),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
     return 200
 
 
-async def _send_error(send: Send, exc: ModelServiceError, request_id: str, path: str) -> int:
-    body = error_body(exc, request_id, path)
-    return await _send_json(send, exc.status_code, body, request_id, exc.headers)
+async def _send_error(send: Send, exc: ModelServiceError, scope: Scope) -> int:
+    body = error_body(exc, scope["request_id"], scope["path"])
+    return await _send_json(send, exc.status_code, body, scope, exc.headers)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
