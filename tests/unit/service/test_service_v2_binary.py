@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from model_service.errors import InvalidInput
@@ -192,3 +194,43 @@ def test_bytes_round_trip_and_cut_short() -> None:
         decode("t", "BYTES", memoryview(raw[:-1]))
     with pytest.raises(InvalidInput, match=r"t.data\[0\]: BYTES element cut short"):
         decode("t", "BYTES", memoryview(b"\x01\x00"))
+
+
+sizes = st.integers(-2, 300) | st.none() | st.text(max_size=3) | st.floats(allow_nan=False)
+binary_tensor = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["input", "x"]),
+        "shape": st.lists(st.integers(-1, 3) | st.just(30), max_size=3),
+        "datatype": st.sampled_from(["FP32", "FP64", "INT64", "BYTES", "BOOL", "FP16", "nope"]) | st.none(),
+        "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": sizes}) | st.integers(-9, 9),
+        "data": st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=3),
+    },
+)
+binary_headers = st.fixed_dictionaries(
+    {"inputs": st.lists(binary_tensor, max_size=2)},
+    optional={
+        "parameters": st.fixed_dictionaries(
+            {}, optional={"binary_data_output": st.booleans() | st.integers(-9, 9)}
+        ),
+        "outputs": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["label", "probabilities", "x"])},
+                optional={"parameters": st.fixed_dictionaries({}, optional={"binary_data": st.booleans()})},
+            ),
+            max_size=2,
+        ),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=binary_headers, tail=st.binary(max_size=300), length_shift=st.integers(-3, 3) | st.just(0))
+def test_binary_framing_never_5xx(
+    client: TestClient, header: dict[str, Any], tail: bytes, length_shift: int
+) -> None:
+    """Whatever the JSON header, the sizes it declares and the bytes after it, the answer is never a 5xx."""
+    head = orjson.dumps(header)
+    length = str(len(head) + length_shift)
+    response = client.post(URL, content=head + tail, headers={"inference-header-content-length": length})
+    assert response.status_code < 500, response.text
