@@ -1,10 +1,12 @@
 """The ASGI plumbing: one middleware for the cross-cutting concerns, and the inference routes served raw.
 
-Per request `ServiceMiddleware` assigns the request id, sheds load, authenticates, injects rehearsal
-faults, maps `ModelServiceError` to the JSON error format, and records metrics and one log line. It also
-serves the two inference routes itself (body in, JSON bytes out), without Starlette's routing, Request and
-Response objects: on the hot path those cost about 20 µs per request, as much as parsing, validating and
-predicting together (measured with `nox -s bench`, docs/bench.md). Starlette serves every other route.
+Per request `ServiceMiddleware` assigns the request id, continues the caller's trace
+(model_service/tracing.py), sheds load, authenticates, injects rehearsal faults, maps `ModelServiceError`
+to the JSON error format (the Open Inference Protocol's on /v2), and records metrics and one log line. It
+also serves the two inference routes itself (body in, JSON bytes out, or binary tensor data on /v2:
+model_service/v2_binary.py), without Starlette's routing, Request and Response objects: on the hot path
+those cost about 20 µs per request, as much as parsing, validating and predicting together (measured with
+`nox -s bench`, docs/bench.md). Starlette serves every other route.
 """
 
 import asyncio
@@ -128,8 +130,8 @@ class RequestHead:
 
 
 class ServiceMiddleware:
-    """Request id, load shedding, auth, fault injection, the inference routes, error mapping, metrics
-    and the request log."""
+    """Request id, trace context, load shedding, auth, fault injection, the inference routes, error
+    mapping, metrics and the request log."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
@@ -144,7 +146,8 @@ class ServiceMiddleware:
         head = RequestHead.read(scope)
         scope["request_id"] = head.request_id or self.service.next_request_id()
         tracing = self.tracing
-        if head.traceparent is None and not tracing.exporting:  # nothing to trace: nothing spent on it
+        # Nothing to trace, nothing spent on it; probes are never traced (kubelet's would flood the traces).
+        if (head.traceparent is None and not tracing.exporting) or scope["path"] in PROBES:
             await self._dispatch(scope, receive, send, head, started)
             return
         trace = tracing.start(head.traceparent, head.tracestate, self.service.model)

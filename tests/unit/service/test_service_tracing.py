@@ -150,3 +150,13 @@ def test_without_traceparent_an_exported_request_starts_a_trace(
     assert answer.headers["traceparent"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
     assert int(flags, 16) & 1
     assert {span.name for span in exported.get_finished_spans()} == {"validation", "POST /v1/predict"}
+
+
+def test_probes_are_not_traced(
+    exported: InMemorySpanExporter, make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client()
+    answer = client.get("/readyz", headers={"traceparent": TRACEPARENT})
+    assert answer.status_code == 200
+    assert "traceparent" not in answer.headers
+    assert exported.get_finished_spans() == ()
