@@ -17,6 +17,10 @@ MINIMAL = "minimal"
 MLFLOW_TENSOR = "mlflow (inputs)"
 MLFLOW_DATAFRAME = "mlflow (dataframe_split)"
 FLASK = "flask+gunicorn"
+V2_ROWS = 64
+"""Rows per request of the v2 forms: a batch, where the framing (JSON numbers or raw bytes) counts."""
+V2_JSON = f"model_service v2 JSON ({V2_ROWS} rows)"
+V2_BINARY = f"model_service v2 binary ({V2_ROWS} rows)"
 RATIO_CONNECTIONS = 32
 TARGETS = {"service_vs_minimal": 0.8, "service_vs_mlflow": 6.0, "service_vs_flask": 6.0}
 P99_TARGET_MS = 10.0
@@ -126,6 +130,33 @@ def _rps_by_round(runs: Sequence[Run], row: dict[str, Any]) -> dict[int, float]:
     }
 
 
+def v2_binary_vs_json(table: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The v2 infer route with a batch as binary tensor data against the same batch as JSON, at
+    RATIO_CONNECTIONS connections (None when `v2` did not run)."""
+    as_json, binary = best(table, V2_JSON), best(table, V2_BINARY)
+    if as_json is None or binary is None:
+        return None
+    return {
+        "rows_per_request": V2_ROWS,
+        "json_rps": as_json["rps"],
+        "binary_rps": binary["rps"],
+        "json_p99_ms": as_json["p99_ms"],
+        "binary_p99_ms": binary["p99_ms"],
+        "ratio": round(binary["rps"] / as_json["rps"], 2) if as_json["rps"] else None,
+    }
+
+
+def _v2_line(result: dict[str, Any]) -> str | None:
+    v2 = result.get("v2_binary_vs_json")
+    if not v2:
+        return None
+    return (
+        f"v2 infer, {v2['rows_per_request']} rows per request at {RATIO_CONNECTIONS} connections: binary "
+        f"tensor data {v2['binary_rps']:,.0f} req/s (p99 {v2['binary_p99_ms']} ms), JSON {v2['json_rps']:,.0f} "
+        f"req/s (p99 {v2['json_p99_ms']} ms); binary/JSON {v2['ratio']}"
+    )
+
+
 def targets(
     table: Sequence[dict[str, Any]], ratio: dict[str, float | None], per_round: dict[str, list[float]]
 ) -> dict[str, Any]:
@@ -196,6 +227,9 @@ def print_report(reporter: Reporter, result: dict[str, Any]) -> None:
             for key, check in result["targets"].items()
         ],
     )  # fmt: skip
+    v2 = _v2_line(result)
+    if v2:
+        reporter.line(v2)
     pipeline = result.get("pipeline")
     if pipeline:
         reporter.line("pipeline wall time (timed apart from the serving runs)")
@@ -232,6 +266,9 @@ def markdown(result: dict[str, Any]) -> str:
         bound = f">= {check['min']}" if "min" in check else f"<= {check['max']}"
         verdict = "met" if check["met"] else "MISSED"
         lines.append(f"| {key} | {check['value']} | {bound} | {verdict} | {_per_round(check)} |")
+    v2 = _v2_line(result)
+    if v2:
+        lines += ["", v2 + "."]
     lines += [
         "",
         "In-process onnxruntime, one thread, no HTTP:",

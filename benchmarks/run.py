@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.workspace import Workspace, new_run_id, read_json
 
-SERVERS = ("service", "minimal", "mlflow", "flask")
+SERVERS = ("service", "minimal", "mlflow", "flask", "v2")
 CONNECTIONS = (8, 32)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -38,7 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="3 s runs, one round, no pipeline timing")
     parser.add_argument("--env", default="dev", help="environment whose model is served (default: dev)")
     parser.add_argument("--workdir", type=Path, default=Path(), help="workspace root (default: .)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma list of {', '.join(SERVERS)} (v2: the service's Open Inference Protocol route, "
+        f"{report.V2_ROWS} rows per request as JSON and as binary tensor data)",
+    )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 15, quick: 3)")
     parser.add_argument("--rounds", type=int, help="rounds over all servers (default: 2, quick: 1)")
     parser.add_argument("--skip-pipeline", action="store_true", help="do not time `nox -s pipeline`")
@@ -101,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratios": ratio,
             "ratios_per_round": ratio_rounds,
             "targets": report.targets(table, ratio, ratio_rounds),
+            "v2_binary_vs_json": report.v2_binary_vs_json(table),
             "onnxruntime": ceiling,
             "pipeline": pipeline,
             "runs": [report.run_dict(run) for run in runs],
@@ -254,7 +261,43 @@ def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
                 env={"BENCH_PICKLE": str(model_dir / "estimator.pkl")},
             )
         )  # fmt: skip
+    if "v2" in selected:
+        servers.append(_v2_server(model_dir, python))
     return servers
+
+
+def _v2_server(model_dir: Path, python: str) -> Server:
+    """The service's v2 infer route with a batch of `report.V2_ROWS` rows, as JSON and as binary tensor
+    data (the Open Inference Protocol's extension, as tritonclient can send it): what the framing saves."""
+    card = read_json(model_dir / "model.json")
+    rows = read_json(model_dir / "eval.json")["rows"]
+    data = [value for row in (rows * report.V2_ROWS)[: report.V2_ROWS] for value in row]
+    tensor = {
+        "name": card["onnx"]["input"]["name"],
+        "shape": [report.V2_ROWS, len(rows[0])],
+        "datatype": "FP32",
+    }
+    as_json = _json({"inputs": [{**tensor, "data": data}]})
+    packed = struct.pack(f"<{len(data)}f", *data)
+    header = _json(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(packed)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    path = f"/v2/models/{card['name']}/infer"
+    return Server(
+        key="v2",
+        workers=2,
+        command=[python, "-m", "model_service", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+                 "--port", "{port}", "--workers", "2"],
+        health="/readyz",
+        forms=(
+            Form(report.V2_JSON, path, as_json, (32,)),
+            Form(report.V2_BINARY, path, header + packed, (32,),
+                 headers={"Inference-Header-Content-Length": str(len(header))}),
+        ),
+    )  # fmt: skip
 
 
 def _json(data: object) -> bytes:
@@ -287,7 +330,7 @@ def _log_to_mlflow(model_dir: Path, root: Path, reporter: Reporter) -> tuple[str
 def _check(server: Server, url: str, reporter: Reporter) -> None:
     """The server answers each form's body with 200 (the answer is shown) before any load."""
     for form in server.forms:
-        answer = post(url + form.path, form.body).decode()
+        answer = post(url + form.path, form.body, form.headers).decode(errors="replace")
         reporter.note(f"{form.label} x{server.workers} answers: {answer[:100]}")
 
 
@@ -319,7 +362,7 @@ def _drive(
                     _check(server, live.url, reporter)
                 first = server.forms[0]
                 wrk.run(wrk_path, live.url + first.path, body_files[first.label], connections=32,
-                        duration_s=warmup)  # fmt: skip
+                        duration_s=warmup, headers=first.headers)  # fmt: skip
                 for form in server.forms:
                     if form.first_round_only and round_ > 1:
                         continue
@@ -330,6 +373,7 @@ def _drive(
                             body_files[form.label],
                             connections=connections,
                             duration_s=duration,
+                            headers=form.headers,
                         )
                         used = memory(live.process.pid)
                         runs.append(

@@ -29,6 +29,8 @@ class Form:
     body: bytes
     connections: tuple[int, ...]
     first_round_only: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Request headers besides the JSON Content-Type (the binary tensor data form's header length)."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,11 @@ def running(server: Server, log_path: Path) -> Iterator[Running]:
         yield Running(url, process)
 
 
-def post(url: str, body: bytes) -> bytes:
+def post(url: str, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
     """One request, to check a server answers the benchmark's body with 200 before loading it."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return bytes(response.read())
 

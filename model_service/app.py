@@ -49,7 +49,9 @@ class Endpoints:
         return Response(b'{"name": %s, "ready": true}' % orjson.dumps(model.card.name), media_type=JSON)
 
     async def v2_server(self, request: Request) -> Response:
-        return Response(b'{"name":"model-service","version":"1","extensions":[]}', media_type=JSON)
+        return Response(
+            b'{"name":"model-service","version":"1","extensions":["binary_tensor_data"]}', media_type=JSON
+        )
 
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)

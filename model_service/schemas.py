@@ -87,6 +87,8 @@ class RowParser:
             raise InvalidInput(f"inputs[0].shape: expected [N, {n_features}], got {shape!r}")
         self._check_count("inputs[0].shape[0]", shape[0])
         data = tensor.get("data")
+        if type(data) is np.ndarray:  # binary tensor data, decoded by model_service/v2_binary.py
+            return self._binary(data, shape[0])
         if type(data) is not list:
             raise InvalidInput(f"inputs[0].data: expected a list of numbers, got {_type_name(data)}")
         if data and type(data[0]) is list:
@@ -98,6 +100,17 @@ class RowParser:
             )
         self._check_numbers("inputs[0].data", data)
         return self._array("inputs[0].data", data, (shape[0], n_features))
+
+    def _binary(self, data: npt.NDArray[Any], n_rows: int) -> npt.NDArray[Any]:
+        n_features = len(self.features)
+        if len(data) != n_rows * n_features:
+            raise InvalidInput(
+                f"inputs[0].data: expected {n_rows * n_features} numbers for shape {[n_rows, n_features]}, "
+                f"got {len(data)}"
+            )
+        if data.dtype == self.dtype:
+            return data.reshape(n_rows, n_features)
+        return self._array("inputs[0].data", data, (n_rows, n_features))  # type: ignore[arg-type]
 
     def _check_count(self, field: str, n: int) -> None:
         if n < 1:

@@ -28,6 +28,7 @@ from model_service.openapi import build_openapi, docs_html
 from model_service.runtime import OnnxModel
 from model_service.schemas import RowParser
 from model_service.settings import ServiceSettings
+from model_service.v2_binary import BinaryBody, binary_outputs, encode_response
 
 BOUND_ROUTES = [PREDICT_ROUTE, V2_INFER_ROUTE, "/v1/model"]
 BOUND_STATUSES = [200, 400, 401, 413, 415, 422, 500, 503]
@@ -118,7 +119,7 @@ class ServedModel:
         if version is not None and version != self.card.version:
             raise ModelNotFound(f"{name}/{version}", f"{self.card.name}/{self.card.version}")
 
-    def v2_infer(self, body: Any, request_id: str) -> bytes:
+    def v2_infer(self, body: Any, request_id: str) -> bytes | BinaryBody:
         if type(body) is not dict:
             raise InvalidInput("body: expected an object with 'inputs' (Open Inference Protocol v2)")
         inputs = body.get("inputs")
@@ -128,6 +129,7 @@ class ServedModel:
         if type(request_id) is not str:
             raise InvalidInput("id: expected a string")
         wanted = self._requested_outputs(body.get("outputs"))
+        binary = binary_outputs(body, wanted)
         rows = self.parser.v2(inputs[0], self.card.input_name)
         predictions, probabilities = self._infer(rows)
         card = self.card
@@ -156,6 +158,8 @@ class ServedModel:
             "id": request_id,
             "outputs": outputs,
         }
+        if binary:
+            return encode_response(response, binary)
         return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def _requested_outputs(self, outputs: object) -> set[str]:

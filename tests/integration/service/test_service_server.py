@@ -112,13 +112,13 @@ def test_wrong_typed_fields_and_compressed_bodies_are_4xx(
         ):
             response = client.post(url, json=body)
             assert response.status_code == 422, response.text
-            assert response.json()["error"]["code"] == "invalid_input"
+            assert isinstance(response.json()["error"], str)  # the protocol's {"error": "<message>"}
         compressed = gzip.compress(json.dumps({"inputs": [tensor]}).encode())
         response = client.post(
             url, content=compressed, headers={"content-type": "application/json", "content-encoding": "gzip"}
         )
         assert response.status_code == 415
-        assert response.json()["error"]["code"] == "unsupported_content_encoding"
+        assert response.json()["error"].startswith("Content-Encoding 'gzip' is not supported")
         assert response.headers["accept-encoding"] == "identity"
 
 

@@ -126,3 +126,21 @@ def test_write_leaves_json_markdown_chart_and_a_latest_link(tmp_path: Path) -> N
     markdown = (tmp_path / "r2" / "bench.md").read_text()
     assert "| service_vs_minimal | 0.86 | >= 0.8 | met | 0.83 / 0.88 |" in markdown
     assert "10,000 / 11,000" in markdown  # every round shown
+
+
+def test_v2_binary_against_json_takes_each_forms_best_round() -> None:
+    runs = [
+        run(report.V2_JSON, 2, 32, 700),
+        run(report.V2_BINARY, 2, 32, 1000, p99=4.0),
+        run(report.V2_JSON, 2, 32, 800, round_=2),
+    ]
+    table = report.rows(runs)
+    assert report.v2_binary_vs_json(table) == {
+        "rows_per_request": report.V2_ROWS,
+        "json_rps": 800,
+        "binary_rps": 1000,
+        "json_p99_ms": 5.0,
+        "binary_p99_ms": 4.0,
+        "ratio": 1.25,
+    }
+    assert report.v2_binary_vs_json(report.rows(RUNS)) is None  # `v2` not run: no line in the report
