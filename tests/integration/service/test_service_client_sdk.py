@@ -40,6 +40,7 @@ def eval_rows(model_dir: Path) -> list[list[float]]:
     return json.loads((model_dir / "eval.json").read_text())["rows"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # a shed burst, then retries after Retry-After
 def test_shed_requests_are_retried_after_retry_after_and_succeed(
     start_server: Callable[..., Server], model_dir: Path, tmp_path: Path
 ) -> None:
@@ -117,6 +118,7 @@ def test_422_is_raised_at_once_with_its_field(
     assert [line["status"] for line in _request_lines(tmp_path, "bad-row-v2")] == [422]
 
 
+@pytest.mark.slow  # waits out the client timeout
 def test_a_stopped_service_fails_with_the_timeout_error(
     start_server: Callable[..., Server], model_dir: Path
 ) -> None:
