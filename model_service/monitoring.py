@@ -82,7 +82,9 @@ def category_index(categories: Sequence[str], values: npt.ArrayLike) -> npt.NDAr
     """Bin of each string value of a categorical feature: its index in the sorted `categories`, or
     `len(categories)` (the "other" bin) for an unknown category or a missing value (None or "")."""
     known = np.asarray(categories, dtype=object)
-    text = np.asarray(["" if v is None else str(v) for v in np.asarray(values, dtype=object).reshape(-1)], dtype=object)
+    text = np.asarray(
+        ["" if v is None else str(v) for v in np.asarray(values, dtype=object).reshape(-1)], dtype=object
+    )
     if not len(known):
         return np.zeros(len(text), dtype=np.intp)
     at = np.minimum(np.searchsorted(known, text), len(known) - 1)

@@ -288,8 +288,10 @@ def gate_metric_problems(config: Config, task: str) -> list[tuple[str, str]]:
     return [
         (
             name,
-            f"gates.metrics.{name}: a {task} model has no {name}; gate on {', '.join(produced)} "
-            "(write `metrics: !replace {...}` to drop the inherited gates)",
+            (
+                f"gates.metrics.{name}: a {task} model has no {name}; gate on {', '.join(produced)} "
+                "(write `metrics: !replace {...}` to drop the inherited gates)"
+            ),
         )
         for name in config.gates.metrics
         if name not in produced

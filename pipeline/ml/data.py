@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from pipeline.config import ConfigError, DataSpec, Task
 from pipeline.ml.columns import Column, FeatureType
 
+
 @dataclass(frozen=True)
 class Dataset:
     columns: list[Column]

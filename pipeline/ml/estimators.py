@@ -124,7 +124,7 @@ def load_trainer(trainer: str, root: Path) -> Callable[..., Any]:
     module_name, _, attribute = trainer.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # the fork's module failed while importing: say which and why
+    except Exception as exc:  # noqa: BLE001  (the fork's module failed while importing: say which and why)
         raise ConfigError(f"model.trainer {trainer!r}: importing {module_name} failed: {exc!r}") from None
     function = getattr(module, attribute, None)
     if function is None:

@@ -67,9 +67,7 @@ def input_layout(columns: Sequence[Column], per_column: bool) -> list[dict[str, 
     ]
 
 
-def convert(
-    estimator: Any, inputs: Sequence[dict[str, Any]], *, classifier: Any | None, opset: int
-) -> bytes:
+def convert(estimator: Any, inputs: Sequence[dict[str, Any]], *, classifier: Any | None, opset: int) -> bytes:
     """ONNX bytes of `estimator` taking `inputs`; `classifier`: the final classifier, whose probabilities
     become a plain [N, C] tensor (no ZipMap, so any client can read them)."""
     from skl2onnx import convert_sklearn  # noqa: PLC0415
@@ -82,11 +80,15 @@ def convert(
     # The ai.onnx.ml domain as skl2onnx pairs it with the main opset: onnxmltools' tree converters would
     # otherwise emit a newer TreeEnsemble that skl2onnx refuses.
     target_opset = {"": opset, "ai.onnx.ml": ML_OPSET}
-    model = convert_sklearn(estimator, initial_types=initial_types, options=options, target_opset=target_opset)
+    model = convert_sklearn(
+        estimator, initial_types=initial_types, options=options, target_opset=target_opset
+    )
     return bytes(model.SerializeToString())
 
 
-def feeds(inputs: Sequence[dict[str, Any]], features: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+def feeds(
+    inputs: Sequence[dict[str, Any]], features: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> dict[str, Any]:
     """The arrays of each input from rows of JSON values in `features` order (the card's feeding rules:
     bool -> 0/1, null -> NaN in a float input and "" in a string input)."""
     position = {name: j for j, name in enumerate(features)}
@@ -94,7 +96,9 @@ def feeds(inputs: Sequence[dict[str, Any]], features: Sequence[str], rows: Seque
     for spec in inputs:
         columns = [position[name] for name in spec["features"]]
         if spec["dtype"] == "string":
-            values: list[list[Any]] = [["" if row[j] is None else str(row[j]) for j in columns] for row in rows]
+            values: list[list[Any]] = [
+                ["" if row[j] is None else str(row[j]) for j in columns] for row in rows
+            ]
             out[spec["name"]] = np.array(values, dtype=object).reshape(len(rows), len(columns))
         else:
             numbers = [[np.nan if row[j] is None else float(row[j]) for j in columns] for row in rows]

@@ -58,12 +58,20 @@ def reference_profile(
 
     columns = [Column(name, "float", nullable=False) for name in features]
     frame = pd.DataFrame(np.asarray(train_rows, dtype=np.float64), columns=list(features))
-    return card_reference(columns, frame, len(eval_probabilities), eval_probabilities, None, classes)
+    return card_reference(
+        columns,
+        frame,
+        eval_rows=len(eval_probabilities),
+        eval_probabilities=eval_probabilities,
+        eval_values=None,
+        classes=classes,
+    )
 
 
 def card_reference(
     columns: Sequence[Column],
     train: Any,
+    *,
     eval_rows: int,
     eval_probabilities: NDArray[Any] | None,
     eval_values: NDArray[Any] | None,

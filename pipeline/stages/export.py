@@ -72,6 +72,7 @@ def json_rows(data: Dataset) -> list[list[Any]]:
     columns = []
     for column in data.columns:
         series = data.test[column.name]
+        values: list[Any]
         if column.type == "string":
             values = [None if v == "" and column.nullable else str(v) for v in series]
         elif column.type == "float":
@@ -125,10 +126,10 @@ def export(
         )
         raise StageError(msg)
     if model.exported() and not fresh:
-        card = model.read_card()
-        parity = Parity(**card["parity"])
+        saved = model.read_card()
+        parity = Parity(**saved["parity"])
         reporter.note(f"reused {model.onnx} (parity max abs diff {parity.max_abs_diff:.3g})")
-        return _result(model, parity, card["onnx"]["sha256"], reused=True)
+        return _result(model, parity, saved["onnx"]["sha256"], reused=True)
 
     trained = read_json(model.train_record)
     if trained.get("trainer"):
@@ -137,28 +138,9 @@ def export(
     task = trained["task"]
     data = load_dataset(config.data, workspace.root, task)
     columns = [Column.from_json(c) for c in trained["columns"]]
-    per_column = not all(c.numeric for c in columns) or has_column_transformer(estimator)
-    inputs = input_layout(columns, per_column)
-    classifier = final_estimator(estimator) if task != "regression" else None
-    try:
-        onnx_bytes = convert(estimator, inputs, classifier=classifier, opset=config.export.opset)
-    except Exception as exc:  # skl2onnx raises many types; each means "this model cannot be exported"
-        origin = f"model.trainer {trained['trainer']!r}" if trained.get("trainer") else "model.estimator"
-        kind = f"{type(estimator).__module__}.{type(estimator).__name__}"
-        msg = (
-            f"{origin}: skl2onnx cannot convert the fitted {kind} "
-            f"({', '.join(type(s).__name__ for s in _steps(estimator))}): {type(exc).__name__}: {exc}; "
-            "nothing was written. Use estimators skl2onnx converts (docs/bring-your-model.md)"
-        )
-        raise StageError(msg) from None
+    onnx_bytes, card_onnx = _convert(config, trained, estimator, columns)
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
-    outputs = (
-        {"value": _regression_output(onnx_bytes)}
-        if task == "regression"
-        else {"label": LABEL_OUTPUT, "probabilities": PROBABILITIES_OUTPUT}
-    )
     rows = json_rows(data)
-    card_onnx = {"inputs": inputs, "outputs": outputs}
     probe = {"task": task, "features": [c.to_json() for c in columns], "onnx": card_onnx}
 
     # Parity is checked on the bytes about to be written, before anything is written.
@@ -179,10 +161,14 @@ def export(
     _check_parity(config, parity, reporter)
 
     write_bytes(model.onnx, onnx_bytes)
-    write_json(model.evaluation, {"features": trained["features"], "rows": rows, "labels": data.y_test.tolist()})
+    write_json(
+        model.evaluation, {"features": trained["features"], "rows": rows, "labels": data.y_test.tolist()}
+    )
     unknown = unknown_categories(estimator)
     features = [
-        {**c.to_json(), "unknown_category": unknown.get(c.name, "ignore")} if c.type == "string" else c.to_json()
+        {**c.to_json(), "unknown_category": unknown.get(c.name, "ignore")}
+        if c.type == "string"
+        else c.to_json()
         for c in columns
     ]
     card: dict[str, Any] = {
@@ -201,7 +187,12 @@ def export(
         "parity": {k: v for k, v in vars(parity).items() if v is not None},
         # What the service and `pipeline drift` compare live inputs and predictions with (docs/drift.md).
         "reference": card_reference(
-            columns, data.train, len(rows), onnx_outputs.probabilities, onnx_outputs.values, trained["classes"]
+            columns,
+            data.train,
+            eval_rows=len(rows),
+            eval_probabilities=onnx_outputs.probabilities,
+            eval_values=onnx_outputs.values,
+            classes=trained["classes"],
         ),
         "lineage": {
             "git_sha": trained["git_sha"],
@@ -216,6 +207,34 @@ def export(
     write_json(model.card, card)
     reporter.note(f"wrote {model.onnx} (sha256 {onnx_sha256[:12]}) and {model.card.name}")
     return _result(model, parity, onnx_sha256, reused=False)
+
+
+def _convert(
+    config: Config, trained: dict[str, Any], estimator: Any, columns: list[Column]
+) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX bytes and the card's `onnx.inputs` and `onnx.outputs`; a StageError naming the trainer
+    (or the family) and the estimator when skl2onnx cannot convert it."""
+    task = trained["task"]
+    per_column = not all(c.numeric for c in columns) or has_column_transformer(estimator)
+    inputs = input_layout(columns, per_column)
+    classifier = final_estimator(estimator) if task != "regression" else None
+    try:
+        onnx_bytes = convert(estimator, inputs, classifier=classifier, opset=config.export.opset)
+    except Exception as exc:  # noqa: BLE001  (skl2onnx raises many types; each means: cannot be exported)
+        origin = f"model.trainer {trained['trainer']!r}" if trained.get("trainer") else "model.estimator"
+        kind = f"{type(estimator).__module__}.{type(estimator).__name__}"
+        msg = (
+            f"{origin}: skl2onnx cannot convert the fitted {kind} "
+            f"({', '.join(type(s).__name__ for s in _steps(estimator))}): {type(exc).__name__}: {exc}; "
+            "nothing was written. Use estimators skl2onnx converts (docs/bring-your-model.md)"
+        )
+        raise StageError(msg) from None
+    outputs = (
+        {"value": _regression_output(onnx_bytes)}
+        if task == "regression"
+        else {"label": LABEL_OUTPUT, "probabilities": PROBABILITIES_OUTPUT}
+    )
+    return onnx_bytes, {"inputs": inputs, "outputs": outputs}
 
 
 def _steps(estimator: Any) -> list[Any]:
@@ -235,20 +254,36 @@ def _check_parity(config: Config, parity: Parity, reporter: Reporter) -> None:
     rows: list[tuple[str, float, str, float, str]] = []
     if parity.label_agreement is not None:
         passed = parity.label_agreement >= bounds.min_label_agreement
-        rows.append(("label agreement", parity.label_agreement, ">=", bounds.min_label_agreement, _verdict(passed)))
+        rows.append(
+            ("label agreement", parity.label_agreement, ">=", bounds.min_label_agreement, _verdict(passed))
+        )
         passed = parity.max_abs_diff <= bounds.max_abs_diff
-        rows.append(("max abs probability diff", parity.max_abs_diff, "<=", bounds.max_abs_diff, _verdict(passed)))
-        failed = parity.label_agreement < bounds.min_label_agreement or parity.max_abs_diff > bounds.max_abs_diff
+        rows.append(
+            ("max abs probability diff", parity.max_abs_diff, "<=", bounds.max_abs_diff, _verdict(passed))
+        )
+        failed = (
+            parity.label_agreement < bounds.min_label_agreement or parity.max_abs_diff > bounds.max_abs_diff
+        )
         detail = (
             f"label agreement {parity.label_agreement:.4f} (min {bounds.min_label_agreement}), "
             f"max abs diff {parity.max_abs_diff:.3g} (max {bounds.max_abs_diff:g})"
         )
     else:
         assert parity.max_relative_diff is not None
-        failed = parity.max_abs_diff > bounds.max_abs_diff and parity.max_relative_diff > bounds.max_relative_diff
-        rows.append(("max abs value diff", parity.max_abs_diff, "<=", bounds.max_abs_diff, _verdict(not failed)))
+        failed = (
+            parity.max_abs_diff > bounds.max_abs_diff and parity.max_relative_diff > bounds.max_relative_diff
+        )
         rows.append(
-            ("max relative value diff", parity.max_relative_diff, "<=", bounds.max_relative_diff, _verdict(not failed))
+            ("max abs value diff", parity.max_abs_diff, "<=", bounds.max_abs_diff, _verdict(not failed))
+        )
+        rows.append(
+            (
+                "max relative value diff",
+                parity.max_relative_diff,
+                "<=",
+                bounds.max_relative_diff,
+                _verdict(not failed),
+            )
         )
         detail = (
             f"max abs diff {parity.max_abs_diff:.3g} (max {bounds.max_abs_diff:g}) and max relative diff "

@@ -134,7 +134,7 @@ def gate(
     evaluation = model.read_evaluation()
     labels = np.asarray(evaluation["labels"])
     candidate = evaluate_model_dir(model, evaluation["rows"], labels)
-    champion_metrics, note = _champion_metrics(config, mlflow, champion, model.version, evaluation, task)
+    champion_metrics, note = _champion_metrics(config, mlflow, champion, model.version, evaluation, task=task)
     reporter.note(note)
     checks = checks_for(config, candidate, champion_metrics)
     failures = [
@@ -200,6 +200,7 @@ def _champion_metrics(
     champion: ModelVersion | None,
     version: str,
     evaluation: dict[str, Any],
+    *,
     task: str,
 ) -> tuple[dict[str, float] | None, str]:
     if champion is None:
