@@ -63,13 +63,15 @@ def build_estimator(spec: ModelSpec, data: Dataset, seed: int) -> Fitted:
     family = _import(target)
     params = {**BOOSTING_DEFAULTS.get(spec.estimator, {}), **spec.params}
     try:
+        if not hasattr(family, "_parameter_constraints"):
+            # xgboost and lightgbm pass unknown keyword arguments on to their native library, which
+            # ignores them with a log line: only the keyword arguments of their scikit-learn API are taken.
+            unknown = sorted(set(spec.params) - set(family().get_params()))
+            if unknown:
+                raise TypeError(f"unknown parameters {unknown}")
         estimator = family(random_state=seed, **params)
         if hasattr(estimator, "_parameter_constraints"):
             estimator._validate_params()  # fail here, naming the key, rather than deep inside fit()
-        else:  # xgboost and lightgbm take unknown keyword arguments silently
-            unknown = sorted(set(spec.params) - set(estimator.get_params()))
-            if unknown:
-                raise TypeError(f"unknown parameters {unknown}")
     except (TypeError, ValueError) as exc:
         msg = (
             f"model.params: {family.__name__} rejects them: {exc}. Params merge over the inherited ones; "
