@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from pipeline.config import ConfigError, ModelSpec
+from pipeline.errors import StageError
 from pipeline.ml.data import Dataset
 
 FAMILIES: dict[str, tuple[str | None, str | None]] = {
@@ -154,7 +155,11 @@ def fit(spec: ModelSpec, data: Dataset, seed: int, root: Path) -> Fitted:
     trainer = load_trainer(spec.trainer, root)
     import pandas as pd  # noqa: PLC0415
 
-    estimator = trainer(data.train.copy(), pd.Series(data.y_train, name="target"), dict(spec.params), seed)
+    try:
+        estimator = trainer(data.train.copy(), pd.Series(data.y_train, name="target"), dict(spec.params), seed)
+    except Exception as exc:  # noqa: BLE001  (the fork's code failed: name it, keep the cause chained)
+        msg = f"model.trainer {spec.trainer!r} raised {type(exc).__name__}: {exc}"
+        raise StageError(msg) from exc
     needs = ["predict"] + (["predict_proba", "classes_"] if data.task != "regression" else [])
     missing = [name for name in needs if not hasattr(estimator, name)]
     if missing:
