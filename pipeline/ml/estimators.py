@@ -156,8 +156,10 @@ def fit(spec: ModelSpec, data: Dataset, seed: int, root: Path) -> Fitted:
     import pandas as pd  # noqa: PLC0415
 
     try:
-        estimator = trainer(data.train.copy(), pd.Series(data.y_train, name="target"), dict(spec.params), seed)
-    except Exception as exc:  # noqa: BLE001  (the fork's code failed: name it, keep the cause chained)
+        estimator = trainer(
+            data.train.copy(), pd.Series(data.y_train, name="target"), dict(spec.params), seed
+        )
+    except Exception as exc:  # the fork's code failed: name it, keep the cause chained
         msg = f"model.trainer {spec.trainer!r} raised {type(exc).__name__}: {exc}"
         raise StageError(msg) from exc
     needs = ["predict"] + (["predict_proba", "classes_"] if data.task != "regression" else [])

@@ -4,6 +4,7 @@ conversion with one input per column (fed as a client sends rows)."""
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
@@ -36,7 +37,7 @@ def test_a_built_in_family_on_mixed_data_exports_one_input_per_column_with_parit
     data = mixed_csv(tmp_path)
     spec = ModelSpec(
         name="m", estimator=family, params={"n_estimators": 20} if family != "logistic_regression" else {}
-    )  # type: ignore[arg-type]
+    )
     fitted = fit(spec, data, seed=1, root=tmp_path)
     assert fitted.takes_frame and has_column_transformer(fitted.estimator)
     inputs = input_layout(data.columns, per_column=True)
@@ -66,8 +67,6 @@ def test_a_built_in_family_on_mixed_data_exports_one_input_per_column_with_parit
 
 def test_the_encoders_unknown_handling_is_read_from_the_fit() -> None:
     strict = Pipeline([("p", ColumnTransformer([("s", OneHotEncoder(handle_unknown="error"), ["city"])]))])
-    import pandas as pd
-
     strict.fit(pd.DataFrame({"city": ["a", "b"]}))
     assert unknown_categories(strict) == {"city": "error"}
 
@@ -79,7 +78,7 @@ def test_numeric_data_with_gaps_keeps_one_input_and_imputes(tmp_path: Path) -> N
     data = load_dataset(DataSpec(source="csv", path=Path("d.csv"), target="y"), tmp_path)
     fitted = fit(ModelSpec(name="m", estimator="gradient_boosting"), data, seed=1, root=tmp_path)
     assert not fitted.takes_frame and not has_column_transformer(fitted.estimator)
-    assert [step for step, _ in fitted.estimator.steps][0] == "simpleimputer"
+    assert fitted.estimator.steps[0][0] == "simpleimputer"
     assert input_layout(data.columns, per_column=False) == [
         {"name": "input", "dtype": "float32", "features": ["a", "b"]}
     ]
@@ -87,7 +86,7 @@ def test_numeric_data_with_gaps_keeps_one_input_and_imputes(tmp_path: Path) -> N
 
 def test_logistic_regression_refuses_a_regression_and_boosting_params_are_checked(tmp_path: Path) -> None:
     data = load_dataset(DataSpec(dataset="diabetes"), tmp_path)
-    with pytest.raises(ConfigError, match="model.estimator: logistic_regression is a classifier"):
+    with pytest.raises(ConfigError, match=r"model\.estimator: logistic_regression is a classifier"):
         fit(ModelSpec(name="m", estimator="logistic_regression"), data, seed=1, root=tmp_path)
     with pytest.raises(
         ConfigError, match=r"model.params: XGBRegressor rejects them: unknown parameters \['n_trees'\]"

@@ -12,7 +12,8 @@ from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
 
 
 def test_category_index_puts_unknown_and_missing_values_in_the_other_bin() -> None:
-    index = category_index(["Lyon", "Paris"], ["Paris", "Lyon", "Nice", None, "", "Aaa", "Zzz"])
+    values = np.array(["Paris", "Lyon", "Nice", None, "", "Aaa", "Zzz"], dtype=object)
+    index = category_index(["Lyon", "Paris"], values)
     assert index.tolist() == [1, 0, 2, 2, 2, 2, 2]
     assert category_index([], ["x"]).tolist() == [0]
 
