@@ -21,6 +21,8 @@ from pipeline.ml.columns import Column
 
 FEATURE_BINS = 10
 """Quantile bins per feature (fewer when a feature has fewer distinct values)."""
+BOOL_EDGES = (0.0, 0.5, 1.0)
+"""A boolean feature's two bins, false and true (quantiles of 0/1 values merge into one bin)."""
 SCORE_EDGES = tuple(round(i / 10, 1) for i in range(11))
 """Equal-width bins of the score on [0, 1]: quantiles of a confident model's scores collapse at 0 and 1."""
 
@@ -106,7 +108,10 @@ def _feature_profile(column: Column, values: Any) -> dict[str, Any]:
         }
     numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
     present = numbers[~np.isnan(numbers)]
-    edges = quantile_edges(present) if len(present) else [0.0, 0.0]
+    if column.type == "bool":
+        edges = list(BOOL_EDGES)
+    else:
+        edges = quantile_edges(present) if len(present) else [0.0, 0.0]
     counts = bin_counts(edges, present)
     if column.nullable:  # one more bin, after the value bins, for the missing values
         counts = np.append(counts, len(numbers) - len(present))

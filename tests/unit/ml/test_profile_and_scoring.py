@@ -81,3 +81,17 @@ def test_each_task_produces_its_own_metrics() -> None:
     assert set(regression) == {"rmse", "mae", "r2"}
     assert better_delta("rmse", 9.0, 10.0) == 1.0  # lower is better: 1 better
     assert better_delta("r2", 0.4, 0.5) == pytest.approx(-0.1)
+
+
+def test_a_boolean_feature_gets_a_false_bin_and_a_true_bin() -> None:
+    train = pd.DataFrame({"flag": [True, False, True, True]})
+    profile = card_reference(
+        [Column("flag", "bool", nullable=False)],
+        train,
+        eval_rows=1,
+        eval_probabilities=np.array([[0.3, 0.7]]),
+        eval_values=None,
+        classes=[0, 1],
+    )
+    assert profile["features"][0]["edges"] == [0.0, 0.5, 1.0]
+    assert profile["features"][0]["frequencies"] == [0.25, 0.75]
