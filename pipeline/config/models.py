@@ -87,7 +87,8 @@ class ModelSpec(Spec):
     values: classification; fractional numbers: regression); set it when the target holds more than two
     integers. It decides the metrics, the gates allowed and the card's outputs."""
     params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
-    """Hyper-parameters passed to the estimator (or the trainer) as keyword arguments."""
+    """Hyper-parameters passed to the estimator (or the trainer) as keyword arguments; for xgboost and
+    lightgbm the keyword arguments of their scikit-learn API (both run on one thread unless `n_jobs` says)."""
 
 
 class ParitySpec(Spec):
