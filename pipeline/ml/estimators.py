@@ -61,6 +61,13 @@ def build_estimator(spec: ModelSpec, data: Dataset, seed: int) -> Fitted:
             f"one of {', '.join(f for f, (_, r) in FAMILIES.items() if r)} or a model.trainer"
         )
         raise ConfigError(msg)
+    classes = sorted(set(data.y_train.tolist())) if data.task != "regression" else []
+    if spec.estimator == "xgboost" and classes and classes != list(range(len(classes))):
+        msg = (
+            f"model.estimator: xgboost's classifier takes the classes 0..{len(classes) - 1} only and the "
+            f"target holds {classes[:5]}: choose lightgbm or another family, or a model.trainer"
+        )
+        raise ConfigError(msg)
     family = _import(target)
     params = {**BOOSTING_DEFAULTS.get(spec.estimator, {}), **spec.params}
     try:

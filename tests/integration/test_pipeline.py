@@ -169,6 +169,11 @@ def test_onnx_matches_the_original_model_within_the_bound(workspace: Path) -> No
     assert card["parity"]["max_abs_diff"] <= 1e-4
     assert [f["name"] for f in card["features"]] == evaluation["features"]
     assert card["classes"] == [0, 1]
+    # The numeric default keeps one float32 input of every feature (the service's fast path).
+    assert (card["card_version"], card["task"]) == (2, "binary")
+    assert card["onnx"]["inputs"] == [
+        {"name": "input", "dtype": "float32", "features": evaluation["features"]}
+    ]
 
 
 def test_impossible_parity_bound_writes_no_model(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -164,3 +164,14 @@ def test_a_trainer_gets_the_frame_target_params_and_seed(tmp_path: Path) -> None
         "params": {"depth": 3},
         "seed": 9,
     }
+
+
+def test_xgboost_refuses_classes_other_than_0_to_n(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text(
+        "a,y\n" + "\n".join(f"{i},{'yes' if i % 2 else 'no'}" for i in range(20)) + "\n"
+    )
+    data = load_dataset(DataSpec(source="csv", path=Path("d.csv"), target="y"), tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"xgboost's classifier takes the classes 0\.\.1 only .* \['no', 'yes'\]"
+    ):
+        fit(ModelSpec(name="m", estimator="xgboost"), data, seed=1, root=tmp_path)
