@@ -190,3 +190,23 @@ def test_a_trainer_returning_a_model_skl2onnx_cannot_convert_fails_export_naming
     assert "nothing was written" in error
     version = only_version(workspace)
     assert sorted(p.name for p in version.iterdir()) == ["estimator.pkl", "train.json"]
+
+
+@pytest.mark.slow
+def test_a_multiclass_model_is_gated_on_its_own_metrics(tmp_path: Path) -> None:
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    (tmp_path / "environments" / "wine.yaml").write_text(
+        "extends: base\nmodel: {name: wine-classifier, estimator: random_forest, params: !replace {n_estimators: 30}}\n"
+        "data: {dataset: wine}\ngates:\n  metrics: !replace\n"
+        "    accuracy: {min: 0.8}\n    f1_macro: {min: 0.8}\n    log_loss: {max: 0.6}\n"
+    )
+    for stage in ("train", "export", "gate"):
+        assert main([stage, "--env", "wine", "--workdir", str(tmp_path)]) == 0, stage
+    version = only_version(tmp_path)
+    card = json.loads((version / "model.json").read_text())
+    assert (card["task"], card["classes"]) == ("multiclass", [0, 1, 2])
+    assert set(card["metrics"]) == {"accuracy", "f1_macro", "log_loss"}
+    gate = json.loads((version / "gate-wine.json").read_text())
+    assert [c["metric"] for c in gate["checks"]] == ["accuracy", "f1_macro", "log_loss"]
+    assert gate["status"] == "pass"
