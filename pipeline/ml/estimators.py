@@ -6,10 +6,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -19,6 +18,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from pipeline.config import ConfigError, ModelSpec
 from pipeline.errors import StageError
 from pipeline.ml.data import Dataset
+from pipeline.trainer import Trainer
 
 FAMILIES: dict[str, tuple[str | None, str | None]] = {
     "logistic_regression": ("sklearn.linear_model:LogisticRegression", None),
@@ -128,7 +128,7 @@ def trainer_module_path(trainer: str, root: Path) -> Path:
     return Path(origin)
 
 
-def load_trainer(trainer: str, root: Path) -> Callable[..., Any]:
+def load_trainer(trainer: str, root: Path) -> Trainer:
     """Import `package.module:function` from the workspace root; errors name the key and what is wrong."""
     trainer_module_path(trainer, root)
     module_name, _, attribute = trainer.partition(":")
@@ -144,7 +144,7 @@ def load_trainer(trainer: str, root: Path) -> Callable[..., Any]:
     if not callable(function):
         msg = f"model.trainer {trainer!r}: {attribute} is a {type(function).__name__}, not a function"
         raise ConfigError(msg)
-    return function  # type: ignore[no-any-return]
+    return cast("Trainer", function)
 
 
 def put_workspace_on_path(root: Path) -> None:
