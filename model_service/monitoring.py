@@ -82,6 +82,19 @@ def bin_index(inner: npt.NDArray[np.float32], values: npt.ArrayLike) -> npt.NDAr
     return np.searchsorted(inner, np.asarray(values, dtype=np.float32), side="right")
 
 
+def category_index(categories: Sequence[str], values: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Bin of each string value of a categorical feature: its index in the sorted `categories`, or
+    `len(categories)` (the "other" bin) for an unknown category or a missing value (None or "")."""
+    known = np.asarray(categories, dtype=object)
+    text = np.asarray(
+        ["" if v is None else str(v) for v in np.asarray(values, dtype=object).reshape(-1)], dtype=object
+    )
+    if not len(known):
+        return np.zeros(len(text), dtype=np.intp)
+    at = np.minimum(np.searchsorted(known, text), len(known) - 1)
+    return np.where(known[at] == text, at, len(known)).astype(np.intp)
+
+
 def scores(probabilities: npt.ArrayLike) -> npt.NDArray[Any]:
     """The score of each row of probabilities [N, C]: the positive-class probability (binary), else the
     largest probability."""

@@ -1,8 +1,11 @@
 """The reference profile of a model card (what export writes as its `reference`) and the binned statistics
 that compare a sample with it (numpy only).
 
-The bin convention, the score and PSI are the service's (model_service/monitoring.py): the profile is
-binned exactly as the service bins live traffic, and both sides compute PSI alike.
+Profile v2 (docs/model-card.md): numeric features get quantile bins (one more bin for missing values when
+nullable), string features one bin per training category plus "other" (unknown or missing); the score is
+the positive-class probability (binary), the top probability (multiclass) or the predicted value
+(regression, quantile bins). The bin convention, the score and PSI are the service's
+(model_service/monitoring.py): the profile is binned exactly as the service bins live traffic, and both sides compute PSI alike.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_service.monitoring import PSI_FLOOR, bin_index, inner_edges, scores
+from model_service.monitoring import PSI_FLOOR, bin_index, category_index, inner_edges, scores
+from pipeline.ml.columns import Column
 
 FEATURE_BINS = 10
 """Quantile bins per feature (fewer when a feature has fewer distinct values)."""
+BOOL_EDGES = (0.0, 0.5, 1.0)
+"""A boolean feature's two bins, false and true (quantiles of 0/1 values merge into one bin)."""
 SCORE_EDGES = tuple(round(i / 10, 1) for i in range(11))
 """Equal-width bins of the score on [0, 1]: quantiles of a confident model's scores collapse at 0 and 1."""
 
@@ -97,22 +103,64 @@ def reference_profile(
     eval_probabilities: NDArray[Any],
     classes: Sequence[Any],
 ) -> dict[str, Any]:
-    """The card's `reference`: feature bins from the training rows, score and classes on the eval rows."""
-    feature_profiles = []
-    for j, name in enumerate(features):
-        edges = quantile_edges(train_rows[:, j])
-        feature_profiles.append(
-            {
-                "name": name,
-                "edges": edges,
-                "frequencies": shares(bin_counts(edges, train_rows[:, j])).tolist(),
-            }
-        )
-    score_counts = bin_counts(SCORE_EDGES, scores(eval_probabilities))
-    predicted = np.bincount(np.argmax(eval_probabilities, axis=1), minlength=len(classes))
-    return {
-        "rows": {"train": len(train_rows), "eval": len(eval_probabilities)},
-        "features": feature_profiles,
-        "score": {"edges": list(SCORE_EDGES), "frequencies": shares(score_counts).tolist()},
-        "classes": {str(c): float(s) for c, s in zip(classes, shares(predicted), strict=True)},
+    """The profile of a numeric-only classifier from its float matrix (every feature float, non-null)."""
+    import pandas as pd  # noqa: PLC0415
+
+    columns = [Column(name, "float", nullable=False) for name in features]
+    frame = pd.DataFrame(np.asarray(train_rows, dtype=np.float64), columns=list(features))
+    return card_reference(
+        columns,
+        frame,
+        eval_rows=len(eval_probabilities),
+        eval_probabilities=eval_probabilities,
+        eval_values=None,
+        classes=classes,
+    )
+
+
+def card_reference(
+    columns: Sequence[Column],
+    train: Any,
+    *,
+    eval_rows: int,
+    eval_probabilities: NDArray[Any] | None,
+    eval_values: NDArray[Any] | None,
+    classes: Sequence[Any] | None,
+) -> dict[str, Any]:
+    """The card's `reference` (profile v2): feature bins from the training frame; the score (and the
+    predicted classes) from the model's outputs on the evaluation rows."""
+    profile: dict[str, Any] = {
+        "rows": {"train": len(train), "eval": eval_rows},
+        "features": [_feature_profile(column, train[column.name]) for column in columns],
     }
+    if eval_probabilities is not None and classes is not None:
+        score_counts = bin_counts(SCORE_EDGES, scores(eval_probabilities))
+        profile["score"] = {"edges": list(SCORE_EDGES), "frequencies": shares(score_counts).tolist()}
+        predicted = np.bincount(np.argmax(eval_probabilities, axis=1), minlength=len(classes))
+        profile["classes"] = {str(c): float(s) for c, s in zip(classes, shares(predicted), strict=True)}
+    elif eval_values is not None:
+        edges = quantile_edges(eval_values)
+        profile["score"] = {"edges": edges, "frequencies": shares(bin_counts(edges, eval_values)).tolist()}
+    return profile
+
+
+def _feature_profile(column: Column, values: Any) -> dict[str, Any]:
+    if column.type == "string":
+        index = category_index(column.categories, values.to_numpy(dtype=object))
+        counts = np.bincount(index, minlength=len(column.categories) + 1)
+        return {
+            "name": column.name,
+            "kind": "categorical",
+            "categories": list(column.categories),
+            "frequencies": shares(counts).tolist(),
+        }
+    numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    present = numbers[~np.isnan(numbers)]
+    if column.type == "bool":
+        edges = list(BOOL_EDGES)
+    else:
+        edges = quantile_edges(present) if len(present) else [0.0, 0.0]
+    counts = bin_counts(edges, present)
+    if column.nullable:  # one more bin, after the value bins, for the missing values
+        counts = np.append(counts, len(numbers) - len(present))
+    return {"name": column.name, "kind": "numeric", "edges": edges, "frequencies": shares(counts).tolist()}

@@ -213,7 +213,7 @@ def test_no_load_where_real_traffic_is_judged_or_nothing_is_analysed(env: str, o
 
 def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input() -> None:
     from pipeline.deploy.validate import policy  # noqa: PLC0415
-    from pipeline.stages.export import INPUT_NAME  # noqa: PLC0415
+    from pipeline.ml.onnx_model import INPUT_NAME  # noqa: PLC0415
 
     assert names.ONNX_INPUT == INPUT_NAME
     files = _render(load_config("staging", CONFIG_DIR))
