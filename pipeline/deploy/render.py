@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from pipeline.adapters.service_process import service_settings
-from pipeline.config import Config, ConfigError, known_environments, load_config
+from pipeline.config import Config, ConfigError, Task, known_environments, load_config
 from pipeline.console import Reporter
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
@@ -44,6 +44,7 @@ from pipeline.deploy.names import (
     TEMPLATE_REPOSITORY,
     UNRELEASED_TAG,
 )
+from pipeline.ml.data import load_dataset
 from pipeline.rollout.analysis import for_task
 from pipeline.rollout.plan import (
     Plan,
@@ -221,16 +222,17 @@ def network_peers(config: Config) -> list[dict[str, Any]]:
     return peers
 
 
-def _model_task(config: Config) -> str | None:
-    """`model.task` when the environment states it; None (inferred at train time) keeps every metric."""
-    return getattr(config.model, "task", None)  # the key arrives with issue 22's training side
+def _model_task(config: Config, root: Path) -> Task:
+    """`model.task`, or the one train infers from the data: the analysis never waits for a metric the
+    model cannot produce (a regression has no classes)."""
+    return config.model.task or load_dataset(config.data, root).task
 
 
 def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, Any]:
     """File name -> content (dict, or list of JSON-patch ops) of the overlay, without release.yaml.
 
     `root` is the workspace the load payloads are read from (the data section's rows)."""
-    rollout_plan = for_task(plan(config), _model_task(config))
+    rollout_plan = for_task(plan(config), _model_task(config, root))
     timing = cluster_timing(config)
     deploy = config.deploy
     strategy = "canary" if rollout_plan.strategy == "canary" else "blue-green"

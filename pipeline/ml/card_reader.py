@@ -1,5 +1,5 @@
-"""The model card as the pipeline's consumers read it: task, features, ONNX inputs and outputs, and the
-rows a client sends turned into ONNX feeds (docs/model-card.md).
+"""The model card as the pipeline reads it: task, features, ONNX inputs, and the rows a client sends
+turned into ONNX feeds (docs/model-card.md); pipeline/ml/onnx_model.py runs the model with them.
 
 Card v2 states all of it; card v1 is read as the contract says: task binary with 2 classes else
 multiclass, one input `onnx.input.name` holding every feature, every feature a non-nullable float.
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from model_service.monitoring import scores
 
 Task = Literal["binary", "multiclass", "regression"]
 FeatureType = Literal["float", "int", "bool", "string"]
@@ -88,20 +86,3 @@ def onnx_feeds(
             numbers = [[np.nan if row[j] is None else float(row[j]) for j in columns] for row in rows]
             feeds[spec.name] = np.asarray(numbers, dtype=spec.dtype).reshape(len(rows), len(columns))
     return feeds
-
-
-def predicted_scores(card: Mapping[str, Any], onnx_path: Path, rows: Sequence[Sequence[Any]]) -> NDArray[Any]:
-    """The score the card's reference bins: P(classes[1]) (binary), the top probability (multiclass), the
-    predicted value (regression); through onnxruntime on one thread."""
-    import onnxruntime as ort  # noqa: PLC0415  (slow import, only here)
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    feeds = onnx_feeds(card_inputs(card), [f.name for f in card_features(card)], rows)
-    outputs = card["onnx"]["outputs"]
-    if card_task(card) == "regression":
-        (values,) = session.run([outputs["value"]], feeds)
-        return np.asarray(values, dtype=np.float64).reshape(len(rows))
-    (probabilities,) = session.run([outputs["probabilities"]], feeds)
-    return np.asarray(scores(np.asarray(probabilities, dtype=np.float64)), dtype=np.float64)

@@ -48,6 +48,22 @@ class Dataset:
         """The evaluation rows as one float matrix (numeric features only; missing values are NaN)."""
         return _matrix(self.test, self.numeric)
 
+    def test_rows(self) -> list[list[Any]]:
+        """The evaluation rows as a client sends them: numbers, true/false, strings, null for missing."""
+        columns = []
+        for column in self.columns:
+            series = self.test[column.name]
+            values: list[Any]
+            if column.type == "string":
+                values = [None if v == "" and column.nullable else str(v) for v in series]
+            elif column.type == "float":
+                values = [None if np.isnan(v) else float(v) for v in series.astype(np.float64)]
+            else:  # int and bool: nullable ones are float columns (NaN) in the frame
+                cast = int if column.type == "int" else bool
+                values = [None if v != v else cast(v) for v in series.astype(object)]  # noqa: PLR0124  (NaN)
+            columns.append(values)
+        return [list(row) for row in zip(*columns, strict=True)]
+
 
 def _matrix(frame: pd.DataFrame, numeric: bool) -> NDArray[np.float64]:
     if not numeric:

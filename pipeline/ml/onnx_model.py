@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from model_service.monitoring import scores
+from pipeline.ml.card_reader import card_features, card_inputs, card_task, onnx_feeds
 from pipeline.ml.columns import Column
 
 INPUT_NAME = "input"
@@ -86,51 +88,12 @@ def convert(estimator: Any, inputs: Sequence[dict[str, Any]], *, classifier: Any
     return bytes(model.SerializeToString())
 
 
-def feeds(
-    inputs: Sequence[dict[str, Any]], features: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> dict[str, Any]:
-    """The arrays of each input from rows of JSON values in `features` order (the card's feeding rules:
-    bool -> 0/1, null -> NaN in a float input and "" in a string input)."""
-    position = {name: j for j, name in enumerate(features)}
-    out: dict[str, Any] = {}
-    for spec in inputs:
-        columns = [position[name] for name in spec["features"]]
-        if spec["dtype"] == "string":
-            values: list[list[Any]] = [
-                ["" if row[j] is None else str(row[j]) for j in columns] for row in rows
-            ]
-            out[spec["name"]] = np.array(values, dtype=object).reshape(len(rows), len(columns))
-        else:
-            numbers = [[np.nan if row[j] is None else float(row[j]) for j in columns] for row in rows]
-            out[spec["name"]] = np.array(numbers, dtype=spec["dtype"]).reshape(len(rows), len(columns))
-    return out
-
-
 @dataclass(frozen=True)
 class Outputs:
     probabilities: NDArray[np.float64] | None
     """Classification: [N, C], columns in the order of the card's classes."""
     values: NDArray[np.float64] | None
     """Regression: [N]."""
-
-
-def card_inputs(card: dict[str, Any]) -> list[dict[str, Any]]:
-    """`onnx.inputs` of a card; a card v1 has one input of every feature."""
-    if "inputs" in card["onnx"]:
-        return list(card["onnx"]["inputs"])
-    return [{"name": card["onnx"]["input"]["name"], "dtype": "float32", "features": card_features(card)}]
-
-
-def card_features(card: dict[str, Any]) -> list[str]:
-    return [str(feature["name"]) for feature in card["features"]]
-
-
-def card_task(card: dict[str, Any]) -> str:
-    """The card's task; a card v1 says `classification`: binary with two classes, else multiclass."""
-    task = str(card.get("task", ""))
-    if task in ("binary", "multiclass", "regression"):
-        return task
-    return "binary" if len(card["classes"]) == 2 else "multiclass"
 
 
 def predict(onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]) -> Outputs:
@@ -140,10 +103,20 @@ def predict(onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    feed = feeds(card_inputs(card), card_features(card), rows)
+    feed = onnx_feeds(card_inputs(card), [feature.name for feature in card_features(card)], rows)
     outputs = card["onnx"]["outputs"]
     if card_task(card) == "regression":
         (values,) = session.run([outputs["value"]], feed)
         return Outputs(None, np.asarray(values, dtype=np.float64).reshape(-1))
     (probabilities,) = session.run([outputs["probabilities"]], feed)
     return Outputs(np.asarray(probabilities, dtype=np.float64), None)
+
+
+def predicted_scores(onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]) -> NDArray[np.float64]:
+    """The score the card's reference bins: P(classes[1]) (binary), the top probability (multiclass), the
+    predicted value (regression)."""
+    outputs = predict(onnx_path, card, rows)
+    if outputs.values is not None:
+        return outputs.values
+    assert outputs.probabilities is not None  # a classifier's outputs
+    return np.asarray(scores(outputs.probabilities), dtype=np.float64)

@@ -33,7 +33,8 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError, DriftLevels
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import Feature, card_features, predicted_scores
+from pipeline.ml.card_reader import Feature, card_features
+from pipeline.ml.onnx_model import predicted_scores
 from pipeline.ml.profile import (
     bin_counts,
     binned_ks,
@@ -258,7 +259,7 @@ def file_sample(path: Path, card: dict[str, Any], model: ModelDir) -> Sample:
         profile_counts(profile, [row[j] for row in rows])
         for profile, j in zip(reference["features"], _reference_order(card), strict=True)
     ]
-    predicted = predicted_scores(card, model.onnx, rows) if rows else np.zeros(0)
+    predicted = predicted_scores(model.onnx, card, rows) if rows else np.zeros(0)
     return Sample(str(path), len(rows), counts, bin_counts(reference["score"]["edges"], predicted), rows)
 
 
@@ -331,7 +332,7 @@ def _training_columns(
     if data.sha256 != card.get("lineage", {}).get("data_sha256"):
         reporter.warn("the configured data is not the model's training data: KS is computed at the bin edges")
         return None
-    return training_columns(list(data.features), data.x_train, card)
+    return training_columns(list(data.features), data.train, card)
 
 
 # --- the stage -----------------------------------------------------------------------------------

@@ -67,23 +67,6 @@ def predict_onnx(onnx_path: Path, rows: NDArray[Any], input_name: str = INPUT_NA
     return np.asarray(probabilities, dtype=np.float64)
 
 
-def json_rows(data: Dataset) -> list[list[Any]]:
-    """The evaluation rows as a client sends them: numbers, true/false, strings, null for missing."""
-    columns = []
-    for column in data.columns:
-        series = data.test[column.name]
-        values: list[Any]
-        if column.type == "string":
-            values = [None if v == "" and column.nullable else str(v) for v in series]
-        elif column.type == "float":
-            values = [None if np.isnan(v) else float(v) for v in series.astype(np.float64)]
-        else:  # int and bool: nullable ones are float columns (NaN) in the frame
-            cast = int if column.type == "int" else bool
-            values = [None if v != v else cast(v) for v in series.astype(object)]  # noqa: PLR0124  (NaN)
-        columns.append(values)
-    return [list(row) for row in zip(*columns, strict=True)]
-
-
 def unknown_categories(estimator: Any) -> dict[str, str]:
     """Per string feature, what the fitted encoder does with a category it has not seen: `ignore` or
     `error`; features it cannot tell about are left out (the card then says `ignore`)."""
@@ -140,7 +123,7 @@ def export(
     columns = [Column.from_json(c) for c in trained["columns"]]
     onnx_bytes, card_onnx = _convert(config, trained, estimator, columns)
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
-    rows = json_rows(data)
+    rows = data.test_rows()
     probe = {"task": task, "features": [c.to_json() for c in columns], "onnx": card_onnx}
 
     # Parity is checked on the bytes about to be written, before anything is written.

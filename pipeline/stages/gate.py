@@ -18,7 +18,8 @@ from pipeline.artifacts import ModelDir, inputs_key
 from pipeline.config import Config, gate_metric_problems
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.onnx_model import card_task, predict
+from pipeline.ml.card_reader import card_task
+from pipeline.ml.onnx_model import predict
 from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
 from pipeline.stage import StageResult, Status
 from pipeline.workspace import Workspace, write_json

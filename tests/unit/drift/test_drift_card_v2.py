@@ -11,7 +11,8 @@ import pytest
 from pipeline.artifacts import ModelDir
 from pipeline.config import load_config
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import card_features, card_inputs, card_task, predicted_scores
+from pipeline.ml.card_reader import card_features, card_inputs, card_task
+from pipeline.ml.onnx_model import predicted_scores
 from pipeline.ml.profile import profile_counts
 from pipeline.stages.drift import SCORE, Check, compare, file_sample, read_rows
 from tests._card_v2 import EVAL_ROWS, REFERENCE_FEATURES, predicted, write_export
@@ -83,7 +84,7 @@ def test_the_card_reader_reads_task_features_and_one_input_per_column(binary: Mo
 
 def test_scores_of_rows_with_strings_and_nulls_are_the_models(binary: ModelDir, regression: ModelDir) -> None:
     for model, task in ((binary, "binary"), (regression, "regression")):
-        got = predicted_scores(model.read_card(), model.onnx, EVAL_ROWS)
+        got = predicted_scores(model.onnx, model.read_card(), EVAL_ROWS)
         assert got == pytest.approx([predicted(row, task) for row in EVAL_ROWS], abs=1e-5)
 
 

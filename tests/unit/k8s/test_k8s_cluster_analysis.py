@@ -211,11 +211,9 @@ def test_no_load_where_real_traffic_is_judged_or_nothing_is_analysed(env: str, o
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}} not in peers
 
 
-def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input() -> None:
+def test_the_load_job_is_hardened_like_the_service() -> None:
     from pipeline.deploy.validate import policy  # noqa: PLC0415
-    from pipeline.ml.onnx_model import INPUT_NAME  # noqa: PLC0415
 
-    assert names.ONNX_INPUT == INPUT_NAME
     files = _render(load_config("staging", CONFIG_DIR))
     template: dict[str, Any] = {
         "apiVersion": "argoproj.io/v1alpha1",
