@@ -12,7 +12,7 @@ import yaml
 
 from model_service.monitoring import PREDICTION_ROUTES, PREDICTION_ROUTES_REGEX
 from pipeline.config import ClusterTiming, Config, ConfigError, load_config
-from pipeline.deploy import argo_analysis, names, render
+from pipeline.deploy import analysis_load, argo_analysis, names, render
 from pipeline.rollout.plan import Analysis
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -276,3 +276,22 @@ def test_the_cluster_and_the_local_judge_count_the_same_routes(route: str, judge
     assert f'route=~"{PREDICTION_ROUTES_REGEX}"' in selector
     assert (re.fullmatch(PREDICTION_ROUTES_REGEX, route) is not None) is judged
     assert (route in PREDICTION_ROUTES) is judged
+
+
+def test_the_cluster_load_sends_mixed_rows_per_column_and_a_trainers_model_only_v1() -> None:
+    """The in-cluster load sends a fork's own rows (strings, nulls): per-column v2 inputs for a built-in
+    family on mixed data (export's layout); a trainer's layout is known only after training, so v1 only."""
+    examples = CONFIG_DIR.parent / "examples"
+    timing = ClusterTiming(scrape=30, interval=60, window=120, initial_delay=120, count=3)
+    lightgbm = load_config("dev", examples / "lightgbm-binary" / "environments")
+    profile = analysis_load.load_profile(lightgbm, timing, examples / "lightgbm-binary")
+    assert {i["datatype"] for i in profile["inputs"]} == {"FP32", "BYTES"}
+    assert all(len(i["columns"]) == 1 for i in profile["inputs"])
+    assert any(isinstance(v, str) for row in profile["rows"] for v in row)
+    assert any(v is None for row in profile["rows"] for v in row)
+    assert "v2_infer" in profile["traffic"]["weights"]
+
+    custom = load_config("dev", examples / "custom-pipeline" / "environments")
+    profile = analysis_load.load_profile(custom, timing, examples / "custom-pipeline")
+    assert "v2_infer" not in profile["traffic"]["weights"]
+    assert profile["traffic"]["weights"]
