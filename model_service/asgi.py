@@ -229,7 +229,9 @@ class ServiceMiddleware:
             else:
                 model.check_model(name, version)
                 response = model.v2_infer(body, request_id)
-            status = await _send_json(send, 200, response, request_id)
+            # A fallback's answer (model_service/breaker.py) is a bytes subclass carrying its header.
+            extra = None if type(response) is bytes else getattr(response, "headers", None)
+            status = await _send_json(send, 200, response, request_id, extra)
         except ModelServiceError as exc:
             status = await _send_error(send, exc, request_id)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
