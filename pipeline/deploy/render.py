@@ -31,6 +31,7 @@ from pipeline.deploy.argo_analysis import (
     cluster_timing,
     drift_rules,
 )
+from pipeline.deploy.fallback_rules import fallback_rules
 from pipeline.deploy.names import (
     ANALYSIS_TEMPLATE,
     APP,
@@ -277,6 +278,7 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         "patch-prometheusrule.yaml": [
             *_label_ops(selector_labels),
             _op("add", "/spec/groups/-", drift_rules(config)),
+            *([_op("add", "/spec/groups/-", rules)] if (rules := fallback_rules(config)) else []),
         ],
         "configmap.yaml": config_map(config),
     }
