@@ -110,7 +110,7 @@ def panels(namespace: str) -> list[dict[str, Any]]:
             [("{{version}}", f"max by (version) ({_per_version(f'{SCORE_PSI}{{{ns}}}', namespace)})")],
         ),
         (
-            "Circuit breaker state (pods in each state)",
+            "Circuit breaker state (pods with a worker in each state)",
             "short",
             [(f"{{{{{STATE_LABEL}}}}}", f"sum by ({STATE_LABEL}) ({BREAKER_STATE}{{{ns}}})")],
         ),
