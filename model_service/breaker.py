@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -228,7 +229,7 @@ class GuardedModel(ServedModel):
             self._state.labels(each.value).set(1 if each is state else 0)
 
 
-def _fallback_model(primary: ServedModel, fallback_dir: Any, settings: ServiceSettings) -> ServedModel:
+def _fallback_model(primary: ServedModel, fallback_dir: Path, settings: ServiceSettings) -> ServedModel:
     """The fallback, answering through the primary's parser, metrics and drift counters (it has the same
     features and classes, checked here): only its card, session and model version differ."""
     card = load_card(fallback_dir)
