@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from model_service.breaker import FallbackResponse
 from model_service.errors import (
     ClientDisconnected,
     InternalError,
@@ -439,12 +440,15 @@ async def _send_answer(send: Send, response: bytes | BinaryBody, scope: Scope) -
     the JSON object's length in Inference-Header-Content-Length."""
     if type(response) is bytes:
         return await _send_json(send, 200, response, scope)
+    if isinstance(response, FallbackResponse):  # a fallback's JSON answer, with the header that says so
+        return await _send_json(send, 200, response, scope, response.headers)
     assert isinstance(response, BinaryBody)
     headers = [
         (b"content-type", BINARY_MEDIA_TYPE.encode()),
         (b"content-length", b"%d" % len(response.body)),
         (INFERENCE_HEADER_LENGTH, b"%d" % response.header_length),
         *_id_headers(scope),
+        *[(k.lower().encode(), v.encode()) for k, v in (response.headers or {}).items()],
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

@@ -41,6 +41,12 @@ FEATURE_PSI = "model_service_feature_psi"
 """Gauge: PSI of each feature's recent inputs against the reference."""
 SCORE_PSI = "model_service_score_psi"
 """Gauge: PSI of the recent scores against the reference."""
+FALLBACK_ANSWERS = "model_service_fallback_answers"
+"""Counter: answers the fallback model gave, by reason (model_service/breaker.py)."""
+PRIMARY_FAILURES = "model_service_primary_failures"
+"""Counter: primary model failures the circuit breaker counted, by kind (`error`, `slow`)."""
+BREAKER_STATE = "model_service_breaker_state"
+"""Gauge: the circuit breaker's state, 1 for the current one (`closed`, `open`, `half_open`)."""
 
 # The samples the pipeline reads from /metrics or queries in PromQL.
 REQUESTS_TOTAL = f"{REQUESTS}_total"
@@ -59,6 +65,10 @@ BIN_LABEL = "bin"
 """A reference bin's index, as a string (bin i lies between edges i and i+1)."""
 CLASS_LABEL = "class"
 MODEL_INFO_LABELS = ("name", "version", "sha256")
+FALLBACK_REASON_LABEL = "reason"
+"""Why the fallback answered: `primary_error` (the primary raised) or `breaker_open`."""
+PRIMARY_FAILURE_KIND_LABEL = "kind"
+STATE_LABEL = "state"
 
 PREDICT_ROUTE = "/v1/predict"
 V2_INFER_ROUTE = "/v2/models/{name}/infer"

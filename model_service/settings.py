@@ -104,6 +104,21 @@ class ServiceSettings(BaseSettings):
     log_inputs_sensitive: str = ""
     """Fields never logged in clear: `FIELD:hash` (sha256, 16 hex) or `FIELD:drop`, comma-separated."""
 
+    fallback_dir: Path | None = None
+    """Folder of a second model (card and ONNX file, same features and classes) that answers when the
+    primary fails or is slow, behind a circuit breaker (model_service/breaker.py); unset: no fallback."""
+    breaker_failures: int = Field(default=5, ge=1, le=10_000)
+    """Primary failures (errors, or answers slower than `breaker_latency_budget_ms`) within
+    `breaker_window_s` that open the breaker (per worker)."""
+    breaker_window_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Window in seconds over which the breaker counts primary failures."""
+    breaker_latency_budget_ms: float = Field(default=100.0, gt=0.0, le=60_000.0)
+    """A primary answer slower than this counts as a failure (it is still returned)."""
+    breaker_open_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Seconds an open breaker sends every request to the fallback before trying the primary again."""
+    breaker_half_open_probes: int = Field(default=3, ge=1, le=1000)
+    """Good primary answers in a row that close a half-open breaker; one failure opens it again."""
+
     shutdown_delay_s: float = Field(default=0.0, ge=0.0, le=300.0)
     """On SIGTERM, seconds to keep serving with readiness false before draining, so load balancers
     stop routing here first."""

@@ -205,6 +205,10 @@ class Service:
         """Load the model and the credentials (lifespan start-up); `StartupError` on a bad card or key."""
         settings = self.settings
         model = ServedModel(settings, self.log)
+        if settings.fallback_dir is not None:
+            from model_service.breaker import GuardedModel  # noqa: PLC0415 - it subclasses ServedModel
+
+            model = GuardedModel(model, settings, self.log)
         self.auth = Authenticator(settings) if settings.auth_enabled else None
         self.model = model
         self.ready = True

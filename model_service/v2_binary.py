@@ -59,6 +59,8 @@ class BinaryBody:
 
     body: bytes
     header_length: int
+    headers: dict[str, str] | None = None
+    """Extra response headers (a fallback's answer says so: model_service/breaker.py)."""
 
 
 def read_request(raw: bytes, header_length: bytes) -> Any:

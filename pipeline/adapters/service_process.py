@@ -66,6 +66,26 @@ def service_settings(config: Config) -> dict[str, str]:
         "MODEL_SERVICE_MAX_ROWS": str(spec.max_rows),
         "MODEL_SERVICE_MAX_BODY_BYTES": str(spec.max_body_bytes),
         **drift_settings(config),
+        **breaker_settings(config),
+    }
+
+
+FALLBACK_DIR_ENV = "MODEL_SERVICE_FALLBACK_DIR"
+
+
+def breaker_settings(config: Config) -> dict[str, str]:
+    """The circuit breaker's thresholds when `service.fallback` is set. Where the fallback's files are
+    (MODEL_SERVICE_FALLBACK_DIR) is up to whoever places them: the image, a local run."""
+    fallback = config.service.fallback
+    if fallback is None:
+        return {}
+    breaker = fallback.breaker
+    return {
+        "MODEL_SERVICE_BREAKER_FAILURES": str(breaker.failures),
+        "MODEL_SERVICE_BREAKER_WINDOW_S": f"{breaker.window_seconds:g}",
+        "MODEL_SERVICE_BREAKER_LATENCY_BUDGET_MS": f"{breaker.latency_budget_ms:g}",
+        "MODEL_SERVICE_BREAKER_OPEN_S": f"{breaker.open_seconds:g}",
+        "MODEL_SERVICE_BREAKER_HALF_OPEN_PROBES": str(breaker.half_open_probes),
     }
 
 

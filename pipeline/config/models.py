@@ -190,6 +190,46 @@ class ServiceSpec(Spec):
     auth: Literal["none", "api-key"] = "none"
     """`api-key`: requests need a key whose sha256 is configured. Local runs (load test, rollout
     rehearsal) make a throw-away key per run; deployments read the hashes from a Secret."""
+    fallback: FallbackSpec | None = None
+    """A second model served next to the primary behind a circuit breaker (docs/service.md, Fallback);
+    unset: no fallback."""
+
+
+class BreakerSpec(Spec):
+    """The circuit breaker in front of the primary model (per worker; MODEL_SERVICE_BREAKER_*)."""
+
+    failures: int = Field(5, ge=1, le=10_000)
+    """Primary failures (errors, or answers slower than `latency_budget_ms`) within `window_seconds` that
+    open the breaker: the fallback then answers every request."""
+    window_seconds: float = Field(30.0, gt=0, le=3600)
+    """Window over which failures are counted."""
+    latency_budget_ms: float = Field(100.0, gt=0, le=60_000)
+    """A primary answer slower than this counts as a failure (it is still returned)."""
+    open_seconds: float = Field(10.0, gt=0, le=3600)
+    """How long an open breaker sends everything to the fallback before trying the primary again."""
+    half_open_probes: int = Field(3, ge=1, le=1000)
+    """Good primary answers in a row that close a half-open breaker; one failure opens it again."""
+
+
+class FallbackSpec(Spec):
+    """Which model answers when the primary fails, and the breaker that decides when."""
+
+    source: Literal["previous", "export"] = "previous"
+    """`previous`: the latest other version that held this environment's alias (the one serving now, for
+    a new candidate; else the alias history that `rollback` follows); none yet: served without fallback,
+    said so. `export`: the exported version named by `version` (artifacts/<model>/<version>)."""
+    version: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """The artifact version (folder name under artifacts/<model>/) when `source` is `export`."""
+    breaker: BreakerSpec = BreakerSpec()
+    """Thresholds of the circuit breaker."""
+
+    @model_validator(mode="after")
+    def _version_with_export_only(self) -> Self:
+        if self.source == "export" and self.version is None:
+            raise ValueError("source 'export' needs 'version': the folder name under artifacts/<model>/")
+        if self.source == "previous" and self.version is not None:
+            raise ValueError("'version' is only read with source 'export'; remove it or set source: export")
+        return self
 
 
 class ImageSpec(Spec):

@@ -31,6 +31,8 @@ from pipeline.deploy.argo_analysis import (
     cluster_timing,
     drift_rules,
 )
+from pipeline.deploy.dashboard import dashboard_config_map
+from pipeline.deploy.fallback_rules import fallback_rules
 from pipeline.deploy.names import (
     ANALYSIS_TEMPLATE,
     APP,
@@ -256,7 +258,7 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         "patch-prometheusrule.yaml": ("monitoring.coreos.com", "PrometheusRule", APP),
     }
     metrics = analysis_metrics(rollout_plan.analysis, timing)
-    resources = ["../../base", "configmap.yaml"]
+    resources = ["../../base", "configmap.yaml", "grafana-dashboard.yaml"]
     if sends_load(config, rollout_plan):
         metrics.append(load_job_metric(config, rollout_plan, timing))
         resources.append("loadtest-configmap.yaml")
@@ -285,8 +287,10 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         "patch-prometheusrule.yaml": [
             *_label_ops(selector_labels),
             _op("add", "/spec/groups/-", drift_rules(config)),
+            *([_op("add", "/spec/groups/-", rules)] if (rules := fallback_rules(config)) else []),
         ],
         "configmap.yaml": config_map(config),
+        "grafana-dashboard.yaml": dashboard_config_map(config),
     }
     if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from pipeline.adapters import registry
 from pipeline.adapters.caddy import CaddySplitter
 from pipeline.adapters.processes import signals_deferred, stop
-from pipeline.adapters.service_process import ServiceProcess, running_service
+from pipeline.adapters.service_process import FALLBACK_DIR_ENV, ServiceProcess, running_service
 from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.console import Reporter
@@ -91,6 +91,19 @@ def parse_fault(text: str, environment: str) -> dict[str, str]:
         raise ConfigError(f"--candidate-fault {text!r}: the share of delayed requests is between 0 and 1")
     settings = {FAULTS[kind]: f"{parsed:g}"}
     return settings | {LATENCY_SHARE: f"{parsed_share:g}"} if at else settings
+
+
+def fallback_setting(config: Config, stable: ModelDir, candidate: ModelDir) -> dict[str, str]:
+    """MODEL_SERVICE_FALLBACK_DIR for the candidate as the image would bake it: the stable version for
+    `service.fallback.source: previous` (none on a first deploy), the named export (a sibling folder)
+    for `export`."""
+    fallback = config.service.fallback
+    if fallback is None:
+        return {}
+    if fallback.source == "export":
+        assert fallback.version is not None  # the config's validator
+        return {FALLBACK_DIR_ENV: str(candidate.path.parent / fallback.version)}
+    return {} if stable.path == candidate.path else {FALLBACK_DIR_ENV: str(stable.path)}
 
 
 def _number(text: str, number: str) -> float:
@@ -332,7 +345,11 @@ def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)
         )
         candidate_process = stack.enter_context(
             running_service(
-                config, candidate.path, report_dir / "candidate.log", settings=fault, api_key=api_key
+                config,
+                candidate.path,
+                report_dir / "candidate.log",
+                settings={**fault, **fallback_setting(config, stable_dir, candidate)},
+                api_key=api_key,
             )
         )
         splitter = CaddySplitter.start(_dial(stable_process.url), _dial(candidate_process.url), report_dir)

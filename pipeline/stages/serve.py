@@ -8,7 +8,7 @@ import signal
 import sys
 
 from pipeline.adapters.processes import spawn, stop
-from pipeline.adapters.service_process import service_environment
+from pipeline.adapters.service_process import FALLBACK_DIR_ENV, service_environment
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
@@ -16,10 +16,19 @@ from pipeline.errors import StageError
 from pipeline.workspace import Workspace, read_json
 
 
-def serve(config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir, port: int) -> None:
-    """Serve `model` in the foreground until Ctrl-C."""
+def serve(
+    config: Config,
+    workspace: Workspace,
+    reporter: Reporter,
+    *,
+    model: ModelDir,
+    port: int,
+    fallback: ModelDir | None = None,
+) -> None:
+    """Serve `model` in the foreground until Ctrl-C (with `fallback` behind the circuit breaker)."""
     model_dir = model.path
-    env_vars, headers = service_environment(config)
+    extra = {FALLBACK_DIR_ENV: str(fallback.path)} if fallback is not None else {}
+    env_vars, headers = service_environment(config, **extra)
     url = f"http://127.0.0.1:{port}"
     auth = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
     reporter.note(f"listening on {url}  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops")
