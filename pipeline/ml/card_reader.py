@@ -15,7 +15,6 @@ from typing import Any, Literal, cast
 import numpy as np
 from numpy.typing import NDArray
 
-
 Task = Literal["binary", "multiclass", "regression"]
 FeatureType = Literal["float", "int", "bool", "string"]
 

@@ -112,7 +112,9 @@ def predict(onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]
     return Outputs(np.asarray(probabilities, dtype=np.float64), None)
 
 
-def predicted_scores(onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]) -> NDArray[np.float64]:
+def predicted_scores(
+    onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]
+) -> NDArray[np.float64]:
     """The score the card's reference bins: P(classes[1]) (binary), the top probability (multiclass), the
     predicted value (regression)."""
     outputs = predict(onnx_path, card, rows)

@@ -17,7 +17,7 @@ from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.ml.columns import Column
-from pipeline.ml.data import Dataset, load_dataset
+from pipeline.ml.data import load_dataset
 from pipeline.ml.estimators import final_estimator, has_column_transformer, put_workspace_on_path
 from pipeline.ml.onnx_model import INPUT_NAME, LABEL_OUTPUT, PROBABILITIES_OUTPUT, convert, input_layout
 from pipeline.ml.onnx_model import predict as predict_rows
