@@ -37,7 +37,7 @@ from model_service.http import ARRIVED, BODY_TIMED_OUT
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.state import ServedModel, Service
 
-PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 OPEN = PROBES | {"/docs", "/openapi.json"}  # the docs page fetches /openapi.json without credentials
 _STATIC_ROUTES = frozenset({PREDICT_ROUTE, "/v1/model", "/v2", "/docs", "/openapi.json"}) | PROBES
 _V2_MODELS = "/v2/models/"

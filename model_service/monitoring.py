@@ -11,6 +11,7 @@ on a value equal to an edge). Values below `e0` land in the first bin and values
 every row is counted once.
 """
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,16 @@ MODEL_INFO_LABELS = ("name", "version", "sha256")
 
 PREDICT_ROUTE = "/v1/predict"
 V2_INFER_ROUTE = "/v2/models/{name}/infer"
+
+# --- sensitive features (MODEL_SERVICE_LOG_INPUTS_SENSITIVE) ---------------------------------------------
+
+
+def pseudonym(value: str) -> str:
+    """What a feature marked `hash` shows instead of a value (input log) or of a bin label (the
+    `model_service_feature_bin` series): the first 16 hex characters of its sha256. A pseudonym, not
+    anonymity: a value from a small set (a bin index) is found by hashing the candidates."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
 
 # --- drift statistics ---------------------------------------------------------------------------------
 PSI_FLOOR = 1e-4

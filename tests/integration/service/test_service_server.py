@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from model_service.app import FLUSH_INTERVAL_S
+from model_service.metrics import FLUSH_INTERVAL_S
 
 if TYPE_CHECKING:
     from tests.integration.service.conftest import Server

@@ -48,9 +48,9 @@ def test_bulk_flush_equals_observing_each_value() -> None:
 def test_service_metrics_appear_after_flush(client: TestClient, rows: list[list[float]]) -> None:
     service = client.app.state.service  # type: ignore[attr-defined]
     client.post("/v1/predict", json={"instances": rows[:2]})
-    before = service.model.metrics.render().decode()
+    before = generate_latest(service.model.metrics.registry).decode()
     assert 'model_service_requests_total{route="/v1/predict",status="200"} 0.0' in before  # not flushed yet
     service.flush_metrics()
-    after = service.model.metrics.render().decode()
+    after = generate_latest(service.model.metrics.registry).decode()
     assert 'model_service_requests_total{route="/v1/predict",status="200"} 1.0' in after
     assert 'model_service_request_rows_bucket{le="2.0"} 1.0' in after
