@@ -1,4 +1,4 @@
-"""`python -m pipeline drift` on a real export: offline from a CSV, and live from a real service's /metrics."""
+"""`python -m pipeline drift` on a real export: offline from a CSV, and live from a real service's metrics port."""
 
 import csv
 import json
@@ -17,6 +17,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.ml.data import load_dataset
 from pipeline.workspace import Workspace
+from tests._metrics import scraped_when
 
 REPO = Path(__file__).parents[3]
 SHIFTED = "mean concave points"
@@ -83,7 +84,9 @@ def test_drift_live_from_the_service_metrics(workspace: Path, shift: bool) -> No
                 f"{service.url}/v1/predict", json={"instances": batch}, headers=service.headers
             )
             assert response.status_code == 200
-        code, report = _drift(workspace, "--url", service.url)
+        requests = len(range(0, len(rows), 25))
+        scraped_when(service.metrics_url, f'route="/v1/predict",status="200"}} {requests}.0')
+        code, report = _drift(workspace, "--url", service.metrics_url)
     assert report["rows"] == len(rows)
     assert _features_flagged(report) == ([SHIFTED] if shift else [])
     assert code == (1 if shift else 0)
