@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     # Spawned, not forked: this process has loaded onnxruntime, whose threads a fork would not carry.
     metrics_process = multiprocessing.get_context("spawn").Process(
         target=serve_metrics,
-        args=(metrics_socket, limits, settings.keep_alive_timeout_s),
+        args=(metrics_socket, limits, settings.keep_alive_timeout_s, os.getpid()),
         name="model-service-metrics",
         daemon=True,
     )

@@ -95,17 +95,20 @@ class _UnsignalledServer(uvicorn.Server):
         yield
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(launcher_pid: int) -> None:
     """SIGKILL from the kernel when the launcher dies (Linux; elsewhere the launcher's kill must do)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the launcher died before the request took effect
+    # Compared with the launcher's pid, not with 1: in a container the launcher itself is pid 1.
+    if os.getppid() != launcher_pid:  # the launcher died before the request took effect
         os._exit(0)
 
 
-def serve_metrics(sock: socket.socket, limits: HttpLimits, keep_alive_timeout_s: int) -> None:
-    """The metrics process's body (spawned by the launcher, which bound `sock`)."""
-    _die_with_parent()
+def serve_metrics(
+    sock: socket.socket, limits: HttpLimits, keep_alive_timeout_s: int, launcher_pid: int
+) -> None:
+    """The metrics process's body (spawned by the launcher, pid `launcher_pid`, which bound `sock`)."""
+    _die_with_parent(launcher_pid)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     os.nice(NICENESS)

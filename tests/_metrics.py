@@ -25,7 +25,10 @@ def scraped_when(metrics_url: str, needle: str, timeout_s: float = 10.0) -> str:
     deadline = time.monotonic() + timeout_s
     text = ""
     while time.monotonic() < deadline:
-        text = httpx.get(f"{metrics_url}/metrics", timeout=5).text
+        try:
+            text = httpx.get(f"{metrics_url}/metrics", timeout=5).text
+        except httpx.TransportError as exc:  # not listening yet
+            text = repr(exc)
         if needle in text:
             return text
         time.sleep(0.1)

@@ -6,9 +6,11 @@ predictions answered and unshed."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,15 +18,18 @@ from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 
+from model_service.metrics_server import NICENESS
 from model_service.monitoring import FEATURE_BIN_TOTAL, FEATURE_PSI, pseudonym
 from pipeline.ml.profile import bin_counts, reference_profile
 from pipeline.stages.drift import scrape_counts
 from pipeline.stages.export import predict_onnx
 from tests._metrics import scraped_when
+from tests.integration.service.conftest import free_port, service_env
 
 if TYPE_CHECKING:
     from tests.integration.service.conftest import Server
@@ -155,3 +160,46 @@ def test_a_flood_of_scrapes_leaves_predictions_answered(start_server: Callable[.
     counted = f'model_service_requests_total{{route="/v1/predict",status="200"}} {len(statuses)}.0'
     scraped_when(server.metrics_url, counted)
     print(f"during the flood: {len(statuses)} predictions; wrk: {' '.join(report.split())}")
+
+
+def test_the_metrics_process_dies_with_a_killed_launcher(start_server: Callable[..., Server]) -> None:
+    server = start_server()
+    scraped_when(server.metrics_url, "model_service_model_info{")
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    metrics = [child for child in children if child.nice() == NICENESS]
+    assert len(metrics) == 1, [(c.pid, c.cmdline()) for c in children]
+    server.process.kill()  # no cleanup runs: the kernel's parent-death signal must end it
+    server.process.wait(timeout=10)
+    gone, alive = psutil.wait_procs(metrics, timeout=10)
+    assert gone and not alive
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.metrics_url}/metrics", timeout=2)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare for a PID namespace"
+)
+def test_the_metrics_port_answers_when_the_launcher_is_pid_1(model_dir: Path, tmp_path: Path) -> None:
+    """In a container the launcher is pid 1: the metrics process must not take that for a dead parent."""
+    port, metrics_port = free_port(), free_port()
+    command = [
+        "unshare", "--fork", "--pid", "--mount-proc", "--kill-child",
+        sys.executable, "-m", "model_service", "--model-dir", str(model_dir),
+        "--port", str(port), "--metrics-port", str(metrics_port),
+    ]  # fmt: skip
+    with (tmp_path / "pid1.log").open("w") as log:
+        process = subprocess.Popen(command, env=service_env(), stdout=log, stderr=log)
+    try:
+        text = scraped_when(f"http://127.0.0.1:{metrics_port}", "model_service_model_info{", timeout_s=30)
+        assert "model_service_requests_total" in text
+        assert '"pid":1}' in (tmp_path / "pid1.log").read_text()  # it did run as pid 1
+    finally:
+        # unshare passes no signal on: SIGTERM the namespace's pid 1 (a drain, exit 0); if that failed,
+        # killing unshare kills it too (--kill-child), and the metrics process dies with it.
+        launchers = psutil.Process(process.pid).children()
+        for launcher in launchers:
+            launcher.terminate()
+        _, alive = psutil.wait_procs(launchers, timeout=30)
+        process.kill()
+        process.wait(timeout=30)
+    assert not alive
