@@ -7,12 +7,14 @@ on the metrics port, which reads them all: one /metrics for every worker, never 
 """
 
 import argparse
+import dataclasses
 import functools
-import multiprocessing
+import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from types import FrameType
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics_socket = _bind(settings.host, settings.metrics_port, "METRICS_PORT", "--metrics-port")
     if isinstance(metrics_socket, str):
         return _refuse(metrics_socket)
-    # Workers build their settings from the environment (app factory), so CLI values go there too.
+    # Workers (app factory) and the metrics process build their settings from the environment, so CLI
+    # values go there too.
     for key, value in overrides.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
     metrics_dir = None
@@ -118,18 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
     )
-    # Imported only now: with one worker the app runs in this process, and prometheus_client picks its
-    # (multiprocess) value class from the environment when first imported.
-    from model_service.metrics_server import serve_metrics  # noqa: PLC0415
-
-    # Spawned, not forked: this process has loaded onnxruntime, whose threads a fork would not carry.
-    metrics_process = multiprocessing.get_context("spawn").Process(
-        target=serve_metrics,
-        args=(metrics_socket, limits, settings.keep_alive_timeout_s, os.getpid()),
-        name="model-service-metrics",
-        daemon=True,
+    metrics_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "model_service.metrics_server",
+            "--fd",
+            str(metrics_socket.fileno()),
+            "--launcher-pid",
+            str(os.getpid()),
+            # Passed rather than read from the environment: the settings' imports would double its memory.
+            "--http-limits",
+            json.dumps(dataclasses.asdict(limits)),
+            "--keep-alive-timeout-s",
+            str(settings.keep_alive_timeout_s),
+        ],
+        pass_fds=(metrics_socket.fileno(),),
     )
-    metrics_process.start()
     metrics_socket.close()  # the metrics process holds its own copy
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # The workers are gone: nothing is left to scrape. It ignores SIGTERM (scrapes go on while they drain).
         metrics_process.kill()
-        metrics_process.join()
+        metrics_process.wait()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

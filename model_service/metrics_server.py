@@ -15,13 +15,17 @@ multiprocess files (`FLUSH_INTERVAL_S`), and this process, started by the launch
 - speaks HTTP through the same guarded protocol as the public port (head limits, read deadlines).
 
 It ignores SIGINT and SIGTERM so that scrapes go on while the workers drain; the launcher kills it once
-they are gone, and the kernel kills it if the launcher dies (parent-death signal).
+they are gone, and the kernel kills it if the launcher dies (parent-death signal). It is a program of its
+own (`python -m model_service.metrics_server`), not a multiprocessing child: `ps` names it, and no
+resource-tracker process comes with it.
 """
 
+import argparse
 import contextlib
 import ctypes
 import functools
 import itertools
+import json
 import math
 import os
 import signal
@@ -35,9 +39,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import Receive, Scope, Send
 
 from model_service.http import GuardedHttpToolsProtocol, HttpLimits
-from model_service.metrics import FLUSH_INTERVAL_S
 
 METRICS_PATH = "/metrics"
+RENDER_INTERVAL_S = 0.5
+"""The workers' FLUSH_INTERVAL_S (model_service/metrics.py; a test keeps them equal): their files change no
+more often. Not imported from there: that module's numpy would add some 20 MB to this process."""
 NICENESS = 10
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -45,7 +51,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 class MetricsApp:
     """ASGI app of the metrics port: `GET /metrics` from the multiprocess files, anything else a JSON error."""
 
-    def __init__(self, render_interval_s: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(self, render_interval_s: float = RENDER_INTERVAL_S) -> None:
         self.render_interval_s = render_interval_s
         self._text = b""
         self._rendered_at = -math.inf
@@ -104,11 +110,16 @@ def _die_with_parent(launcher_pid: int) -> None:
         os._exit(0)
 
 
-def serve_metrics(
-    sock: socket.socket, limits: HttpLimits, keep_alive_timeout_s: int, launcher_pid: int
-) -> None:
-    """The metrics process's body (spawned by the launcher, pid `launcher_pid`, which bound `sock`)."""
-    _die_with_parent(launcher_pid)
+def main(argv: list[str] | None = None) -> None:
+    """`python -m model_service.metrics_server --fd N --launcher-pid P --http-limits JSON
+    --keep-alive-timeout-s S`: started by the launcher, which bound the socket (descriptor N, inherited)."""
+    parser = argparse.ArgumentParser(prog="python -m model_service.metrics_server")
+    parser.add_argument("--fd", type=int, required=True, help="the bound, listening metrics socket")
+    parser.add_argument("--launcher-pid", type=int, required=True, help="the launcher's pid")
+    parser.add_argument("--http-limits", type=json.loads, required=True, help="HttpLimits' fields as JSON")
+    parser.add_argument("--keep-alive-timeout-s", type=int, required=True)
+    args = parser.parse_args(argv)
+    _die_with_parent(args.launcher_pid)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     os.nice(NICENESS)
@@ -120,7 +131,11 @@ def serve_metrics(
         proxy_headers=False,
         log_level="warning",
         loop="asyncio",
-        http=functools.partial(GuardedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
-        timeout_keep_alive=keep_alive_timeout_s,
+        http=functools.partial(GuardedHttpToolsProtocol, limits=HttpLimits(**args.http_limits)),  # type: ignore[arg-type]
+        timeout_keep_alive=args.keep_alive_timeout_s,
     )
-    _UnsignalledServer(config).run(sockets=[sock])
+    _UnsignalledServer(config).run(sockets=[socket.socket(fileno=args.fd)])
+
+
+if __name__ == "__main__":
+    main()

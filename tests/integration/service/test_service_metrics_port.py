@@ -166,8 +166,9 @@ def test_the_metrics_process_dies_with_a_killed_launcher(start_server: Callable[
     server = start_server()
     scraped_when(server.metrics_url, "model_service_model_info{")
     children = psutil.Process(server.process.pid).children(recursive=True)
-    metrics = [child for child in children if child.nice() == NICENESS]
+    metrics = [child for child in children if "model_service.metrics_server" in child.cmdline()]
     assert len(metrics) == 1, [(c.pid, c.cmdline()) for c in children]
+    assert metrics[0].nice() == NICENESS  # it yields the CPU to the workers
     server.process.kill()  # no cleanup runs: the kernel's parent-death signal must end it
     server.process.wait(timeout=10)
     gone, alive = psutil.wait_procs(metrics, timeout=10)
