@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_socket = _bind(settings.host, settings.metrics_port, "METRICS_PORT", "--metrics-port")
     if isinstance(metrics_socket, str):
         return _refuse(metrics_socket)
-    # Workers (app factory) and the metrics process build their settings from the environment, so CLI
-    # values go there too.
+    # Workers build their settings from the environment (app factory), so CLI values go there too.
     for key, value in overrides.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
     metrics_dir = None
