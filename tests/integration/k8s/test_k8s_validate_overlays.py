@@ -2,6 +2,7 @@
 Argo and Prometheus kinds against the CRD schemas; broken manifests fail naming object, field, reason."""
 
 import copy
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,32 @@ def test_metrics_port_is_scraped_by_prometheus_only_and_never_routed(env: str) -
         peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "prometheus"
         for peer in rules["http"]
     )
+
+
+@needs_kustomize
+@pytest.mark.parametrize("env", ENVS)
+def test_queries_select_only_labels_the_metrics_port_scrape_gives(env: str) -> None:
+    """The scrape moved from the `http` to the `metrics` endpoint, which changes its `endpoint` (and could
+    change `job`/`service`) label: no query may select on those, only on the service's own labels and the
+    ones the ServiceMonitor adds whatever the port (namespace, the pod-template hash)."""
+    docs = kv.build(ROOT / "k8s/overlays" / env)
+    queries = [
+        metric["provider"]["prometheus"]["query"]
+        for doc in docs
+        if doc["kind"] == "AnalysisTemplate"
+        for metric in doc["spec"]["metrics"]
+        if "prometheus" in metric["provider"]
+    ] + [
+        rule["expr"]
+        for doc in docs
+        if doc["kind"] == "PrometheusRule"
+        for group in doc["spec"]["groups"]
+        for rule in group["rules"]
+    ]
+    assert queries
+    selected = {
+        name for query in queries for name in re.findall(r'[{,]\s*([a-z_]+)\s*(?:=~|!~|!=|=)\s*"', query)
+    }
+    service_labels = {"route", "status", "le", "feature", "bin", "class", "name", "version", "sha256"}
+    assert selected <= service_labels | {"namespace", "rollouts_pod_template_hash"}, selected
+    assert "namespace" in selected and "rollouts_pod_template_hash" in selected
