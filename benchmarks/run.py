@@ -214,7 +214,7 @@ def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
                 key=report.SERVICE,
                 workers=workers,
                 command=[python, "-m", "model_service", "--model-dir", str(model_dir), "--host", "127.0.0.1",
-                         "--port", "{port}", "--workers", str(workers)],
+                         "--port", "{port}", "--metrics-port", "{metrics_port}", "--workers", str(workers)],
                 health="/readyz",
                 forms=(Form(report.SERVICE, "/v1/predict", instances, CONNECTIONS),),
             )

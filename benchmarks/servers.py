@@ -65,7 +65,11 @@ def clean_environment(**extra: str) -> dict[str, str]:
 def running(server: Server, log_path: Path) -> Iterator[Running]:
     """Start the server on a free port in its own session; yield once `health` answers 200; stop it all."""
     port = free_port()
-    command = [part.replace("{port}", str(port)) for part in server.command]
+    metrics_port = free_port()  # the model service's /metrics port, never a fixed one that may be taken
+    command = [
+        part.replace("{port}", str(port)).replace("{metrics_port}", str(metrics_port))
+        for part in server.command
+    ]
     url = f"http://127.0.0.1:{port}"
     env = clean_environment(**server.env)
     with started_process(

@@ -66,7 +66,9 @@ def _server_stats(pid: int) -> tuple[float, int]:
     return sum(p.memory_info().rss for p in processes) / 2**20, sum(p.num_fds() for p in processes)
 
 
-def _slow_and_hostile(url: str, name: str, rows: list[list[float]], statuses: Counter[int]) -> None:
+def _slow_and_hostile(
+    url: str, metrics_url: str, name: str, rows: list[list[float]], statuses: Counter[int]
+) -> None:
     """One burst of the odd clients; statuses of the answers that come over HTTP go into `statuses`."""
     parts = urlsplit(url)
     address = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -77,8 +79,9 @@ def _slow_and_hostile(url: str, name: str, rows: list[list[float]], statuses: Co
         statuses[
             client.post("/v1/predict", content=b"{", headers={"content-type": "application/json"}).status_code
         ] += 1
-        for path in ("/healthz", "/readyz", "/metrics"):
+        for path in ("/healthz", "/readyz"):
             statuses[client.get(path).status_code] += 1
+        statuses[client.get(f"{metrics_url}/metrics").status_code] += 1  # a scrape, on the metrics port
     trickled_head = socket.create_connection(address, timeout=30)
     trickled_head.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
     trickled_body = socket.create_connection(address, timeout=30)
@@ -147,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 segment_end = time.monotonic() + seconds
                 while time.monotonic() < segment_end:
-                    _slow_and_hostile(service.url, name, rows, statuses)
+                    _slow_and_hostile(service.url, service.metrics_url, name, rows, statuses)
                     if time.monotonic() >= next_sample:
                         rss, fds = _server_stats(service.process.pid)
                         samples.append((time.monotonic() - began, rss, fds))

@@ -46,7 +46,7 @@ from model_service.v2_binary import HEADER as INFERENCE_HEADER_LENGTH
 from model_service.v2_binary import MEDIA_TYPE as BINARY_MEDIA_TYPE
 from model_service.v2_binary import BinaryBody, read_request
 
-PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 OPEN = PROBES | {"/docs", "/openapi.json"}  # the docs page fetches /openapi.json without credentials
 _STATIC_ROUTES = frozenset({PREDICT_ROUTE, "/v1/model", "/v2", "/docs", "/openapi.json"}) | PROBES
 _V2_MODELS = "/v2/models/"

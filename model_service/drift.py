@@ -11,10 +11,9 @@ The bin convention, the score and PSI are model_service/monitoring.py's, which t
 too; the feature binning below is its vectorised form, checked against it in tests/unit/drift.
 """
 
-import hashlib
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from model_service.monitoring import (
     SCORE_PSI,
     bin_index,
     inner_edges,
+    pseudonym,
     psi,
     scores,
 )
@@ -71,6 +71,8 @@ class DriftCounters:
         classes: Sequence[int | str],
         window_rows: int,
         registry: CollectorRegistry,
+        *,
+        sensitive: Mapping[str, str] | None = None,
     ) -> None:
         profiles = reference.get("features")
         if not isinstance(profiles, list) or [p.get("name") for p in profiles] != list(features):
@@ -113,7 +115,9 @@ class DriftCounters:
         self._ring: deque[npt.NDArray[np.int64]] = deque([self.counts.copy()], maxlen=WINDOW_BLOCKS + 1)
         self._ring_rows: deque[int] = deque([0], maxlen=WINDOW_BLOCKS + 1)
 
-        self._children = self._bind(registry, bins, len(score_edges) - 1)
+        sensitive = sensitive or {}
+        check_sensitive(sensitive, features)
+        self._children = self._bind(registry, bins, len(score_edges) - 1, sensitive)
         feature_psi = Gauge(
             FEATURE_PSI,
             "PSI of each feature's recent inputs vs the card's reference (NaN below 100 rows; with "
@@ -131,8 +135,12 @@ class DriftCounters:
             multiprocess_mode="max",
         )
 
-    def _bind(self, registry: CollectorRegistry, bins: list[int], score_bins: int) -> list[Any]:
-        """One Counter child per flat index, in the order of `counts`, bound once."""
+    def _bind(
+        self, registry: CollectorRegistry, bins: list[int], score_bins: int, sensitive: Mapping[str, str]
+    ) -> list[Any]:
+        """One Counter child per flat index, in the order of `counts`, bound once. A sensitive feature's
+        bins are treated as the input log treats its values: `hash` labels each bin with its pseudonym,
+        `drop` exports none (None: counted for its PSI gauge, never exported)."""
         feature = Counter(
             FEATURE_BIN,
             "input values per feature and reference bin (bin i: between edges i and i+1 of the card)",
@@ -146,8 +154,10 @@ class DriftCounters:
             registry=registry,
         )
         predicted = Counter(PREDICTED_CLASS, "predictions per class", [CLASS_LABEL], registry=registry)
-        children = [
-            feature.labels(name, str(b))
+        children: list[Any] = [
+            None
+            if sensitive.get(name) == "drop"
+            else feature.labels(name, pseudonym(str(b)) if sensitive.get(name) == "hash" else str(b))
             for name, n in zip(self.features, bins, strict=True)
             for b in range(n)
         ]
@@ -214,7 +224,9 @@ class DriftCounters:
         self._drain()
         delta = self.counts - self._flushed
         for i in np.flatnonzero(delta):
-            self._children[i].inc(int(delta[i]))
+            child = self._children[i]
+            if child is not None:
+                child.inc(int(delta[i]))
         self._flushed = self.counts.copy()
         rows, counts = self.window()
         if rows < MIN_PSI_ROWS:
@@ -236,28 +248,20 @@ def invert_scores(
     return classes[flipped.argmax(axis=1)].tolist(), flipped
 
 
-def parse_sensitive(text: str) -> dict[str, str]:
-    """`ssn:drop,zip:hash` -> {"ssn": "drop", "zip": "hash"}."""
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        name, _, action = part.strip().rpartition(":")
-        if not name or action not in {"hash", "drop"}:
-            raise ValueError(f"expected FIELD:hash or FIELD:drop, comma-separated, got {part.strip()!r}")
-        out[name] = action
-    return out
+def check_sensitive(sensitive: Mapping[str, str], features: Sequence[str]) -> None:
+    """`StartupError` when MODEL_SERVICE_LOG_INPUTS_SENSITIVE names something that is no feature."""
+    unknown = sorted(set(sensitive) - set(features))
+    if unknown:
+        raise StartupError(
+            f"MODEL_SERVICE_LOG_INPUTS_SENSITIVE names {', '.join(unknown)}: not features of the model"
+        )
 
 
 class InputSampler:
     """Opt-in logging of a sample of the rows: sensitive fields are hashed (sha256, 16 hex) or dropped."""
 
     def __init__(self, features: Sequence[str], ratio: float, sensitive: dict[str, str], seed: int) -> None:
-        unknown = sorted(set(sensitive) - set(features))
-        if unknown:
-            raise StartupError(
-                f"MODEL_SERVICE_LOG_INPUTS_SENSITIVE names {', '.join(unknown)}: not features of the model"
-            )
+        check_sensitive(sensitive, features)
         self.ratio = ratio
         self._keep = [(i, name, sensitive.get(name)) for i, name in enumerate(features)]
         self._keep = [entry for entry in self._keep if entry[2] != "drop"]
@@ -271,7 +275,7 @@ class InputSampler:
             record: dict[str, Any] = {}
             for i, name, action in self._keep:
                 value = float(rows[r, i])
-                record[name] = hashlib.sha256(repr(value).encode()).hexdigest()[:16] if action else value
+                record[name] = pseudonym(repr(value)) if action else value
             prediction = predictions[r]
             records.append(
                 {

@@ -11,6 +11,7 @@ on a value equal to an edge). Values below `e0` land in the first bin and values
 every row is counted once.
 """
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,16 @@ PREDICTION_ROUTES = (PREDICT_ROUTE, V2_INFER_ROUTE)
 """The routes whose requests the canary judges (local and in the cluster) count: predictions, not probes."""
 PREDICTION_ROUTES_REGEX = "|".join(route.replace("{name}", "[^/]+") for route in PREDICTION_ROUTES)
 """PromQL `=~` pattern (anchored by Prometheus) matching exactly the `route` label of PREDICTION_ROUTES."""
+
+# --- sensitive features (MODEL_SERVICE_LOG_INPUTS_SENSITIVE) ---------------------------------------------
+
+
+def pseudonym(value: str) -> str:
+    """What a feature marked `hash` shows instead of a value (input log) or of a bin label (the
+    `model_service_feature_bin` series): the first 16 hex characters of its sha256. A pseudonym, not
+    anonymity: a value from a small set (a bin index) is found by hashing the candidates."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
 
 # --- drift statistics ---------------------------------------------------------------------------------
 PSI_FLOOR = 1e-4

@@ -224,13 +224,6 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
                 "responses": probe,
             }
         },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics (open)",
-                "security": [],
-                "responses": {"200": {"description": "text exposition format"}},
-            }
-        },
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",

@@ -19,7 +19,7 @@ import orjson
 
 from model_service.auth import Authenticator
 from model_service.card import ModelCard, load_card
-from model_service.drift import DriftCounters, InputSampler, invert_scores, parse_sensitive
+from model_service.drift import DriftCounters, InputSampler, invert_scores
 from model_service.errors import InjectedFault, InvalidInput, ModelNotFound, NotReady
 from model_service.logs import JsonLog
 from model_service.metrics import Metrics
@@ -27,7 +27,7 @@ from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.openapi import build_openapi, docs_html
 from model_service.runtime import OnnxModel
 from model_service.schemas import RowParser
-from model_service.settings import ServiceSettings
+from model_service.settings import ServiceSettings, parse_sensitive
 from model_service.v2_binary import BinaryBody, binary_outputs, encode_response
 
 BOUND_ROUTES = [PREDICT_ROUTE, V2_INFER_ROUTE, "/v1/model"]
@@ -48,9 +48,15 @@ class ServedModel:
         self.metrics = Metrics(card.name, card.version, card.sha256)
         self.metrics.bind(BOUND_ROUTES, BOUND_STATUSES)
         reference = card.raw.get("reference")
+        sensitive = parse_sensitive(settings.log_inputs_sensitive)
         self.drift = (  # older cards have no reference profile: drift counters off
             DriftCounters(
-                reference, card.features, card.classes, settings.drift_window, self.metrics.registry
+                reference,
+                card.features,
+                card.classes,
+                settings.drift_window,
+                self.metrics.registry,
+                sensitive=sensitive,
             )
             if isinstance(reference, dict)
             else None
@@ -59,7 +65,7 @@ class ServedModel:
             InputSampler(
                 card.features,
                 settings.log_inputs_sample_ratio,
-                parse_sensitive(settings.log_inputs_sensitive),
+                sensitive,
                 seed=os.getpid(),
             )
             if settings.log_inputs

@@ -207,7 +207,10 @@ def _parser() -> argparse.ArgumentParser:
         "--input", type=Path, metavar="FILE", help="rows to check: CSV with a header, or JSONL"
     )
     drift_source.add_argument(
-        "--url", metavar="URL", help="read the bin counters of the service running at URL (/metrics)"
+        "--url",
+        metavar="URL",
+        help="read the bin counters of a running service from its metrics port (URL/metrics, e.g. "
+        "http://127.0.0.1:9000)",
     )
     drift.add_argument(
         "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"

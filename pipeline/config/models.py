@@ -360,7 +360,9 @@ class InputLogSpec(Spec):
     sample_ratio: float = Field(0.01, gt=0, le=1)
     """Share of rows logged."""
     sensitive: dict[str, Literal["hash", "drop"]] = Field(default_factory=dict)
-    """Features never logged in clear: `hash` (sha256, 16 hex characters) or `drop` (left out)."""
+    """Features never shown in clear: `hash` (sha256, 16 hex characters) or `drop` (left out), in the
+    input log and, logged or not, in the service's `model_service_feature_bin` series (bin label hashed,
+    or no series)."""
 
 
 class DriftSpec(Spec):

@@ -209,15 +209,15 @@ def _namespace_peer(namespace: str, app: str | None = None) -> dict[str, Any]:
 
 
 def network_peers(config: Config) -> list[dict[str, Any]]:
-    """Who may call the pods: the ingress (Gateway proxies or ingress-nginx), Prometheus, the Argo Rollouts
-    controller (the smoke test's web metric) and, when the environment sends it, the in-cluster load."""
+    """Who may call the API port: the ingress (Gateway proxies or ingress-nginx), the Argo Rollouts
+    controller (the smoke test's web metric) and, when the environment sends it, the in-cluster load.
+    Prometheus is not among them: it reaches the metrics port only (`metrics_peers`)."""
     deploy = config.deploy
     if deploy.traffic_router == "nginx":
         peers = [_namespace_peer(deploy.ingress_namespace, "ingress-nginx")]
     else:
         # Gateway implementations label their proxies differently: the whole namespace is admitted.
         peers = [_namespace_peer(deploy.gateway.proxy_namespace or deploy.gateway.namespace)]
-    peers.append(_namespace_peer(deploy.prometheus.namespace, "prometheus"))
     peers.append(_namespace_peer(deploy.rollouts_namespace, "argo-rollouts"))
     if sends_load(config, plan(config)):
         peers.append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": LOAD_APP}}})
@@ -228,6 +228,11 @@ def _model_task(config: Config, root: Path) -> Task:
     """`model.task`, or the one train infers from the data: the analysis never waits for a metric the
     model cannot produce (a regression has no classes)."""
     return config.model.task or load_dataset(config.data, root).task
+
+
+def metrics_peers(config: Config) -> list[dict[str, Any]]:
+    """Who may call the metrics port: Prometheus, in `deploy.prometheus.namespace`."""
+    return [_namespace_peer(config.deploy.prometheus.namespace, "prometheus")]
 
 
 def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, Any]:
@@ -279,7 +284,10 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
             _op("replace", "/spec/args/3/value", deploy.prometheus.address),
             _op("replace", "/spec/metrics", metrics),
         ],
-        "patch-networkpolicy.yaml": [_op("replace", "/spec/ingress/0/from", network_peers(config))],
+        "patch-networkpolicy.yaml": [
+            _op("replace", "/spec/ingress/0/from", network_peers(config)),
+            _op("replace", "/spec/ingress/1/from", metrics_peers(config)),
+        ],
         "patch-servicemonitor.yaml": [
             *_label_ops(selector_labels),
             _op("replace", "/spec/endpoints/0/interval", deploy.prometheus.scrape_interval),

@@ -125,11 +125,11 @@ def parse_metrics(text: str) -> Scrape:
     )
 
 
-def scrape(url: str, headers: dict[str, str] | None = None) -> Scrape | None:
-    """The version's counters now, or None when it does not answer (a dead version has no data)."""
-    request = urllib.request.Request(f"{url}/metrics", headers=headers or {})
+def scrape(metrics_url: str) -> Scrape | None:
+    """The version's counters now (from its metrics port), or None when it does not answer (a dead
+    version has no data)."""
     try:
-        with urllib.request.urlopen(request, timeout=3) as response:
+        with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=3) as response:
             return parse_metrics(response.read().decode())
     except (urllib.error.URLError, OSError):
         return None

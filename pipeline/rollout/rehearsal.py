@@ -1,5 +1,6 @@
 """The local rehearsal: stable and candidate as real service processes, Caddy splitting live Locust
-traffic between them, and the plan executed by the engine with analysis from each version's /metrics.
+traffic between them (their API ports only), and the plan executed by the engine with analysis from each
+version's /metrics on its metrics port.
 
 Whatever happens (abort, a dead process, Caddy failing, Ctrl-C), every process started here is
 stopped on the way out, and after an abort the stable version was serving 100 % of the traffic.
@@ -144,8 +145,8 @@ class LocalVersions:
         self.preview: subprocess.Popen[bytes] | None = None
 
     def scrape(self) -> tuple[Scrape | None, Scrape | None]:
-        stable = scrape(self.stable.url, self.stable.headers) if self.stable.process.poll() is None else None
-        return stable, scrape(self.candidate.url, self.candidate.headers)
+        stable = scrape(self.stable.metrics_url) if self.stable.process.poll() is None else None
+        return stable, scrape(self.candidate.metrics_url)
 
     def new_alive(self) -> bool:
         return self.candidate.process.poll() is None
@@ -376,12 +377,12 @@ def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)
 
 def _wait_for_traffic(stable: ServiceProcess, requests: int, traffic: subprocess.Popen[bytes]) -> None:
     """Start the plan only once user traffic flows, so the first window is not judged on Locust's start-up."""
-    baseline = scrape(stable.url, stable.headers) or EMPTY
+    baseline = scrape(stable.metrics_url) or EMPTY
     deadline = time.monotonic() + TRAFFIC_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if traffic.poll() is not None:
             raise StageError(f"Locust exited with {traffic.returncode} before the rollout began; see its log")
-        now = scrape(stable.url, stable.headers)
+        now = scrape(stable.metrics_url)
         if now is not None and now.requests - baseline.requests >= requests:
             return
         time.sleep(0.2)

@@ -14,6 +14,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from model_service.monitoring import (
     FEATURE_BIN_TOTAL,
     FEATURE_LABEL,
     SCORE_BIN_TOTAL,
+    pseudonym,
     psi,
 )
 from pipeline.adapters.service_process import loopback_url
@@ -118,7 +120,8 @@ class Sample:
 
     source: str
     rows: int
-    feature_counts: list[NDArray[np.int64]]
+    feature_counts: Sequence[NDArray[np.int64] | None]
+    """Per feature in card order; None for a feature the service does not export (sensitive: drop)."""
     score_counts: NDArray[np.int64] | None
     raw: list[Row] | None = None
 
@@ -224,32 +227,45 @@ def _reference_order(card: dict[str, Any]) -> list[int]:
     return [position[profile["name"]] for profile in card["reference"]["features"]]
 
 
-def scrape_counts(url: str, card: dict[str, Any]) -> Sample:
-    """The service's cumulative bin counters (every row since it started) in the card's bin order."""
+def scrape_counts(metrics_url: str, card: dict[str, Any], sensitive: Mapping[str, str]) -> Sample:
+    """The service's cumulative bin counters (every row since it started) in the card's bin order, read
+    from its metrics port. A feature marked `hash` has its bins labelled by their pseudonym; one marked
+    `drop` is not exported (None)."""
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
 
     try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError) as exc:
-        raise StageError(f"--url {url}: /metrics did not answer: {exc}") from None
+        raise StageError(f"--url {metrics_url}: /metrics did not answer: {exc}") from None
     reference = card["reference"]
-    features = {f["name"]: np.zeros(len(f["frequencies"]), dtype=np.int64) for f in reference["features"]}
+    features = {
+        f["name"]: np.zeros(len(f["frequencies"]), dtype=np.int64)
+        for f in reference["features"]
+        if sensitive.get(f["name"]) != "drop"
+    }
+    labels = {
+        name: {
+            (pseudonym(str(b)) if sensitive.get(name) == "hash" else str(b)): b for b in range(len(counts))
+        }
+        for name, counts in features.items()
+    }
     score = np.zeros(len(reference["score"]["frequencies"]), dtype=np.int64)
     found = False
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == FEATURE_BIN_TOTAL and sample.labels[FEATURE_LABEL] in features:
-                features[sample.labels[FEATURE_LABEL]][int(sample.labels[BIN_LABEL])] += int(sample.value)
+                name = sample.labels[FEATURE_LABEL]
+                features[name][labels[name][sample.labels[BIN_LABEL]]] += int(sample.value)
                 found = True
             elif sample.name == SCORE_BIN_TOTAL:
                 score[int(sample.labels[BIN_LABEL])] += int(sample.value)
-    if not found:
+    if not found and features:
         raise StageError(
-            f"--url {url}: no {FEATURE_BIN_TOTAL} in /metrics (a model card without a reference?)"
+            f"--url {metrics_url}: no {FEATURE_BIN_TOTAL} in /metrics (a model card without a reference?)"
         )
-    counts = list(features.values())
-    return Sample(f"live counters of {url}", int(counts[0].sum()), counts, score)
+    counts = [features.get(f["name"]) for f in reference["features"]]
+    return Sample(f"live counters of {metrics_url}", int(score.sum()), counts, score)
 
 
 def file_sample(path: Path, card: dict[str, Any], model: ModelDir) -> Sample:
@@ -279,6 +295,8 @@ def compare(
         card["reference"]["features"], _reference_order(card), sample.feature_counts, strict=True
     ):
         name = profile["name"]
+        if counts is None:  # not exported by the service (drift.log_inputs.sensitive: drop)
+            continue
         observed = shares(counts)
         checks.append(_check(name, "psi", psi(profile["frequencies"], observed), drift.bounds(name, "psi")))
         if is_categorical(profile):
@@ -348,8 +366,8 @@ def drift(
     url: str | None = None,
     allow_remote: bool = False,
 ) -> DriftResult:
-    """Compare a sample (`input_path`, the service at `url`, else the model's own evaluation rows) with
-    the reference profile in `model`'s card."""
+    """Compare a sample (`input_path`, the counters on a service's metrics port at `url`, else the model's
+    own evaluation rows) with the reference profile in `model`'s card."""
     if input_path is not None and url is not None:
         raise ConfigError("drift: give --input FILE or --url URL, not both")
     card = model.read_card()
@@ -359,8 +377,14 @@ def drift(
             f"re-export it with `python -m pipeline export --env {config.name} --fresh`"
         )
     if url is not None:
-        sample = scrape_counts(loopback_url(url, option="--url", allow_remote=allow_remote), card)
+        sensitive = config.drift.log_inputs.sensitive
+        sample = scrape_counts(loopback_url(url, option="--url", allow_remote=allow_remote), card, sensitive)
         train_columns = None
+        dropped = [name for name, action in sensitive.items() if action == "drop"]
+        if dropped:
+            reporter.note(
+                f"not exported by the service (drift.log_inputs.sensitive: drop): {', '.join(dropped)}"
+            )
     else:
         if input_path is None:
             input_path = _eval_as_jsonl(model, workspace.run_dir(config) / "drift")
@@ -428,7 +452,7 @@ def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path)
         axis.bar(bins - 0.2, profile["frequencies"], width=0.4, label="reference", color="tab:blue")
         axis.bar(
             bins + 0.2,
-            shares(sample.feature_counts[index[name]]),
+            shares(np.asarray(sample.feature_counts[index[name]])),
             width=0.4,
             label="sample",
             color="tab:orange",

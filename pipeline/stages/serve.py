@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from model_service.settings import ServiceSettings
 from pipeline.adapters.processes import spawn, stop
 from pipeline.adapters.service_process import FALLBACK_DIR_ENV, service_environment
 from pipeline.artifacts import ModelDir
@@ -31,7 +32,8 @@ def serve(
     env_vars, headers = service_environment(config, **extra)
     url = f"http://127.0.0.1:{port}"
     auth = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
-    reporter.note(f"listening on {url}  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops")
+    metrics = f"http://127.0.0.1:{ServiceSettings.model_fields['metrics_port'].default}/metrics"
+    reporter.note(f"listening on {url}  (docs {url}/docs, metrics {metrics}); Ctrl-C stops")
     evaluation = model_dir / "eval.json"
     if evaluation.is_file():
         row = [round(value, 4) for value in read_json(evaluation)["rows"][0]]

@@ -107,6 +107,7 @@ def prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
                         "labels": {
                             "namespace": NAMESPACE,
                             "service": "model-service-metrics",
+                            "endpoint": "metrics",
                             "rollouts_pod_template_hash": pod_hash,
                         },
                     }
@@ -211,7 +212,7 @@ def verdicts(
     stop = threading.Event()
     counts: dict[str, int] = {}
     with ExitStack() as stack:
-        urls = {
+        services = {
             pod_hash: stack.enter_context(
                 running_service(
                     config,
@@ -219,11 +220,14 @@ def verdicts(
                     tmp / f"{pod_hash}.log",
                     settings={"MODEL_SERVICE_FAULT_LATENCY_MS": SERVICE_TIME_MS, **settings},
                 )
-            ).url
+            )
             for pod_hash, settings in {STABLE: {}, **CANDIDATES}.items()
         }
+        urls = {pod_hash: service.url for pod_hash, service in services.items()}
         config_path = tmp / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(prometheus_config(urls)))
+        # Prometheus scrapes each metrics port, as the ServiceMonitor's `metrics` endpoint does.
+        metrics_urls = {pod_hash: service.metrics_url for pod_hash, service in services.items()}
+        config_path.write_text(yaml.safe_dump(prometheus_config(metrics_urls)))
         port = free_port()
         prometheus = f"http://127.0.0.1:{port}"
         command = [

@@ -1,4 +1,4 @@
-"""Real processes: `python -m model_service` on 127.0.0.1 with a free port, always stopped afterwards."""
+"""Real processes: `python -m model_service` on 127.0.0.1 with free ports, always stopped afterwards."""
 
 import os
 import signal
@@ -52,6 +52,7 @@ def run_service() -> Callable[..., subprocess.CompletedProcess[str]]:
 class Server:
     process: subprocess.Popen[str]
     url: str
+    metrics_url: str
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -69,7 +70,7 @@ def start_server(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Serv
     servers: list[Server] = []
 
     def start(*args: str, **settings: object) -> Server:
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         command = [
             sys.executable,
             "-m",
@@ -78,6 +79,8 @@ def start_server(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Serv
             str(model_dir),
             "--port",
             str(port),
+            "--metrics-port",
+            str(metrics_port),
             *args,
         ]
         # The child keeps its own copy of the descriptor; ours closes at once.
@@ -85,7 +88,7 @@ def start_server(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Serv
             process = subprocess.Popen(
                 command, env=service_env(**settings), stdout=log, stderr=log, text=True
             )
-        server = Server(process, f"http://127.0.0.1:{port}")
+        server = Server(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}")
         servers.append(server)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -149,21 +149,29 @@ def test_servicemonitor_and_prometheusrule_carry_the_selector_labels() -> None:
     assert _ops(default, "patch-servicemonitor.yaml")["/metadata/labels/release"] == "kube-prometheus-stack"
 
 
-def test_networkpolicy_admits_prometheus_the_rollouts_controller_and_the_load_only_where_sent() -> None:
-    def peers(env: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = _ops(_render(load_config(env, CONFIG_DIR)), "patch-networkpolicy.yaml")[
-            "/spec/ingress/0/from"
-        ]
+def test_networkpolicy_admits_the_rollouts_controller_and_the_load_only_where_sent_prometheus_to_metrics() -> (
+    None
+):
+    def peers(env: str, rule: int = 0, *overrides: str) -> list[dict[str, Any]]:
+        ops = _ops(_render(load_config(env, CONFIG_DIR, list(overrides))), "patch-networkpolicy.yaml")
+        found: list[dict[str, Any]] = ops[f"/spec/ingress/{rule}/from"]
         return found
 
     dev = peers("dev")
     namespaces = [
         p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") for p in dev
     ]
-    assert namespaces == ["gateway-system", "monitoring", "argo-rollouts", None]
-    assert dev[2]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "argo-rollouts"}}
-    assert dev[3] == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}}
+    assert namespaces == ["gateway-system", "argo-rollouts", None]  # the API port: no Prometheus
+    assert dev[1]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "argo-rollouts"}}
+    assert dev[2] == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}}
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}} not in peers("prod")
+    # The metrics port: Prometheus alone, in the namespace the deploy section names.
+    assert peers("dev", 1, "deploy.prometheus.namespace=observability") == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from tests._metrics import worker_metrics
+
 NAME = "breast-cancer-classifier"
 
 
@@ -276,12 +278,8 @@ def test_client_gone_mid_body_is_499_not_an_error(
     }
     asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
     assert sent[0]["status"] == 499
-    service.flush_metrics()
     service.log.flush()
-    assert (
-        'model_service_requests_total{route="/v1/predict",status="499"} 1.0'
-        in service.model.metrics.render().decode()
-    )
+    assert 'model_service_requests_total{route="/v1/predict",status="499"} 1.0' in worker_metrics(client)
     err = capfd.readouterr().err
     assert '"status":499' in err
     assert "unhandled_exception" not in err
