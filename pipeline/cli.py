@@ -60,6 +60,18 @@ def _add_init(stages: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
 
 
+def _add_serve(
+    stages: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    serve = stages.add_parser(
+        "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    serve.add_argument(
+        "--metrics-port", type=int, default=9000, help="port of GET /metrics, never the API's (default: 9000)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -193,10 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         "waits until Argo CD has synced it and the Rollout carries its image and model version "
         "(default: the last promotion commit of ENV in the workspace's git)",
     )
-    serve = stages.add_parser(
-        "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
-    )
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    _add_serve(stages, common)
     drift = stages.add_parser(
         "drift",
         parents=[common],
@@ -250,6 +259,7 @@ def _options(args: argparse.Namespace) -> Options:
         to_version=getattr(args, "to_version", None),
         gitops=bool(getattr(args, "gitops", False)),
         port=getattr(args, "port", 8000),
+        metrics_port=getattr(args, "metrics_port", 9000),
         input_path=getattr(args, "input", None),
         url=url,
         candidate_fault=getattr(args, "candidate_fault", None),

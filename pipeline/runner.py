@@ -42,6 +42,7 @@ class Options:
     to_version: str | None = None
     gitops: bool = False
     port: int = 8000
+    metrics_port: int = 9000
     input_path: Path | None = None
     url: str | None = None
     candidate_fault: str | None = None
@@ -351,6 +352,7 @@ class Runner:
             model=model,
             fallback=self.fallback_model(model),
             port=self.options.port,
+            metrics_port=self.options.metrics_port,
         )
 
     def drift(self) -> None:

@@ -124,7 +124,12 @@ def export(
     onnx_bytes, card_onnx = _convert(config, trained, estimator, columns)
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     rows = data.test_rows()
-    probe = {"task": task, "features": [c.to_json() for c in columns], "onnx": card_onnx}
+    probe = {
+        "card_version": CARD_VERSION,
+        "task": task,
+        "features": [c.to_json() for c in columns],
+        "onnx": card_onnx,
+    }
 
     # Parity is checked on the bytes about to be written, before anything is written.
     scratch = model.path / f".{model.onnx.name}.parity"

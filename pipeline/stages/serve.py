@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 
-from model_service.settings import ServiceSettings
 from pipeline.adapters.processes import spawn, stop
 from pipeline.adapters.service_process import FALLBACK_DIR_ENV, service_environment
 from pipeline.artifacts import ModelDir
@@ -24,6 +23,7 @@ def serve(
     *,
     model: ModelDir,
     port: int,
+    metrics_port: int,
     fallback: ModelDir | None = None,
 ) -> None:
     """Serve `model` in the foreground until Ctrl-C (with `fallback` behind the circuit breaker)."""
@@ -32,15 +32,16 @@ def serve(
     env_vars, headers = service_environment(config, **extra)
     url = f"http://127.0.0.1:{port}"
     auth = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
-    metrics = f"http://127.0.0.1:{ServiceSettings.model_fields['metrics_port'].default}/metrics"
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     reporter.note(f"listening on {url}  (docs {url}/docs, metrics {metrics}); Ctrl-C stops")
     evaluation = model_dir / "eval.json"
     if evaluation.is_file():
-        row = [round(value, 4) for value in read_json(evaluation)["rows"][0]]
+        row = [round(v, 4) if type(v) is float else v for v in read_json(evaluation)["rows"][0]]
         body = json.dumps({"instances": [row]}, separators=(",", ":"))
         reporter.note(f"try: curl -s {url}/v1/predict -H 'Content-Type: application/json'{auth} -d '{body}'")
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVICE_")}
     command = [sys.executable, "-m", "model_service", "--model-dir", str(model_dir), "--port", str(port)]
+    command += ["--metrics-port", str(metrics_port)]
     process = spawn(command, env={**inherited, **env_vars})
     try:
         process.wait()

@@ -82,7 +82,7 @@ def test_serve_runs_the_serving_version_with_the_one_it_replaced(
     root = tmp_path / "workspace"
     shutil.copytree(stable_and_candidate, root, ignore=shutil.ignore_patterns("reports"))
     assert main(["promote", "--env", "dev", "--workdir", str(root)]) == 0  # version 2 serves, 1 served before
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     command = [
         sys.executable,
         "-m",
@@ -94,6 +94,8 @@ def test_serve_runs_the_serving_version_with_the_one_it_replaced(
         str(root),
         "--port",
         str(port),
+        "--metrics-port",
+        str(metrics_port),
     ]
     command += ["--set", "service.fallback={source: previous}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVICE_")}
@@ -106,7 +108,7 @@ def test_serve_runs_the_serving_version_with_the_one_it_replaced(
         deadline = time.monotonic() + SERVE_TIMEOUT_S
         while time.monotonic() < deadline and process.poll() is None:
             with contextlib.suppress(httpx.TransportError):
-                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
                 if metrics:
                     break
             time.sleep(0.5)

@@ -107,7 +107,7 @@ def test_every_dashboard_query_returns_data(
             )
         )
         config_path = tmp_path / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(prometheus_config({"pod0hash": service.url})))
+        config_path.write_text(yaml.safe_dump(prometheus_config({"pod0hash": service.metrics_url})))
         port = free_port()
         prometheus = f"http://127.0.0.1:{port}"
         command = [

@@ -64,7 +64,7 @@ def _answered_by(response: httpx.Response) -> tuple[str, str | None]:
 
 
 def _metric(server: Server, sample: str) -> float:
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+    for line in httpx.get(f"{server.metrics_url}/metrics").text.splitlines():
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{sample} not in /metrics")
