@@ -41,7 +41,8 @@ def test_quick_bench_writes_rows_ratios_and_a_latest_link(
         assert row["rps"] > 0
         assert row["errors"] == 0
         assert row["rss_mb"] > 0
-    assert set(result["ratios"]) == {"service_vs_minimal", "service_vs_mlflow", "service_vs_flask"}
+    peers = {"minimal", "mlflow", "flask", "kserve", "mlserver", "bentoml", "litserve"}
+    assert set(result["ratios"]) == {f"service_vs_{peer}" for peer in peers}
     assert result["ratios"]["service_vs_minimal"] > 0
     assert result["ratios"]["service_vs_mlflow"] is None  # not run in this test
     assert len(result["ratios_per_round"]["service_vs_minimal"]) == 1  # --quick: one round
