@@ -60,6 +60,8 @@ class Run:
     requests: int
     startup_s: float = 0.0
     """Seconds from spawning the server (this round's start of it) to its first 200 prediction."""
+    server_cpu_s: float = 0.0
+    """CPU seconds (user + system) the server's processes used during the run."""
 
 
 def rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
@@ -98,6 +100,9 @@ def rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "p99_ms_runs": [run.p99_ms for run in group],
                 "loadgen_cpu_cores": round(cpu / duration, 2) if duration else 0.0,
                 "loadgen_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else 0.0,
+                "server_cpu_us_per_request": round(top.server_cpu_s / top.requests * 1e6, 1)
+                if top.requests
+                else 0.0,
                 "startup_s": min(run.startup_s for run in group),
                 "startup_s_runs": [run.startup_s for run in group],
             }
@@ -195,7 +200,7 @@ RATIO_RULE = (
     "each round's pair of runs, median over rounds"
 )
 HEADERS = ("server", "workers", "connections", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-HEADERS_MEMORY = ("RSS MB", "RSS MB/worker", "start s", "wrk cores")
+HEADERS_MEMORY = ("RSS MB", "RSS MB/worker", "start s", "server CPU µs/req", "wrk cores")
 
 
 def table_cells(
@@ -217,6 +222,7 @@ def table_cells(
             f"{r['rss_mb']:.0f}",
             f"{r['rss_mb_per_worker']:.0f}",
             " / ".join(f"{seconds:.1f}" for seconds in r["startup_s_runs"]),
+            f"{r['server_cpu_us_per_request']:,.0f}",
             f"{r['loadgen_cpu_cores']:.2f}",
             *((" / ".join(f"{rps:,.0f}" for rps in r["rps_runs"]),) if rounds else ()),
         )

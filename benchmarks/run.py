@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report, venvs, wrk
-from benchmarks.servers import REPO, Form, Server, memory, post, running
+from benchmarks.servers import REPO, Form, Server, cpu_seconds, cpu_used, memory, post, running
 from pipeline.artifacts import ModelDir, current_model_dir
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.console import Reporter
@@ -263,16 +263,16 @@ def _servers(
     for peer in (name for name in PEERS if name in selected):
         with reporter.stage(f"bench: {peer} venv", str(REPO / ".nox" / f"bench-{peer}")):
             try:
-                servers.append(_peer(peer, venvs.ensure(peer), model_dir, row, tmp))
+                servers += _peer(peer, venvs.ensure(peer), model_dir, row, tmp)
             except venvs.PeerUnavailable as exc:
                 reporter.note(f"{peer} cannot run here: {exc}")
                 not_run.append({"server": peer, "reason": str(exc)})
     return servers, not_run
 
 
-def _peer(peer: str, venv: venvs.PeerVenv, model_dir: Path, row: list[float], tmp: Path) -> Server:
-    """One peer, served the documented way (see its module in benchmarks/peers/), 2 workers, defaults
-    otherwise. v2 bodies carry the row as a flat FP32 tensor of shape [1, features]."""
+def _peer(peer: str, venv: venvs.PeerVenv, model_dir: Path, row: list[float], tmp: Path) -> list[Server]:
+    """One peer, served the documented way (see its module in benchmarks/peers/), 2 workers (kserve: 1 and
+    2), defaults otherwise. v2 bodies carry the row as a flat FP32 tensor of shape [1, features]."""
     env = {
         "BENCH_MODEL_DIR": str(model_dir),
         "PYTHONPATH": str(PEERS_DIR),  # the peer modules import onnx_session beside them
@@ -283,15 +283,21 @@ def _peer(peer: str, venv: venvs.PeerVenv, model_dir: Path, row: list[float], tm
     instances = _json({"instances": [row]})
     python = str(venv.python)
     if peer == "kserve":
-        return Server(
-            key=peer, workers=2, versions=venv.versions, env=env,
-            command=[python, str(PEERS_DIR / "kserve_model.py"), "--http_port", "{port}",
-                     "--grpc_port", "{grpc_port}", "--workers", "2", "--model_name", "model"],
-            forms=(
-                Form(report.KSERVE_V2, "/v2/models/model/infer", v2, CONNECTIONS),
-                Form(report.KSERVE_V1, "/v1/models/model:predict", instances, (32,), first_round_only=True),
-            ),
-        )  # fmt: skip
+        return [
+            Server(
+                key=peer, workers=workers, versions=venv.versions, env=env,
+                command=[python, str(PEERS_DIR / "kserve_model.py"), "--http_port", "{port}",
+                         "--grpc_port", "{grpc_port}", "--workers", str(workers), "--model_name", "model"],
+                forms=(
+                    Form(report.KSERVE_V2, "/v2/models/model/infer", v2, CONNECTIONS),
+                    Form(report.KSERVE_V1, "/v1/models/model:predict", instances, (32,), first_round_only=True),
+                ),
+            )
+            # With 2 workers kserve spawns them and kills any that does not answer its ping within 5 s
+            # of starting (kserve/protocol/rest/multiprocess/server.py): on a loaded machine that can
+            # be every one. 1 worker runs in the launcher's process and always starts.
+            for workers in (1, 2)
+        ]  # fmt: skip
     if peer == "mlserver":
         folder = tmp / "mlserver"  # `mlserver start FOLDER`: server settings, and the model's beside them
         folder.mkdir(exist_ok=True)
@@ -301,25 +307,25 @@ def _peer(peer: str, venv: venvs.PeerVenv, model_dir: Path, row: list[float], tm
         )
         ports = {"MLSERVER_HTTP_PORT": "{port}", "MLSERVER_GRPC_PORT": "{grpc_port}",
                  "MLSERVER_METRICS_PORT": "{metrics_port}"}  # fmt: skip
-        return Server(
+        return [Server(
             key=peer, workers=2, versions=venv.versions, env={**env, **ports}, cwd=folder,
             command=[str(venv.bin / "mlserver"), "start", str(folder)],
             forms=(Form(report.MLSERVER, "/v2/models/model/infer", v2, CONNECTIONS),),
-        )  # fmt: skip
+        )]  # fmt: skip
     if peer == "bentoml":
-        return Server(
+        return [Server(
             key=peer, workers=2, versions=venv.versions, cwd=PEERS_DIR,
             env={**env, "BENTOML_HOME": str(tmp / "bentoml-home"), "BENTOML_DO_NOT_TRACK": "true"},
             command=[str(venv.bin / "bentoml"), "serve", "bentoml_service:Predictor", "--host", "127.0.0.1",
                      "--port", "{port}"],
             forms=(Form(report.BENTOML, "/predict", instances, CONNECTIONS),),
-        )  # fmt: skip
+        )]  # fmt: skip
     if peer == "litserve":
-        return Server(
+        return [Server(
             key=peer, workers=2, versions=venv.versions, env=env,
             command=[python, str(PEERS_DIR / "litserve_app.py"), "--port", "{port}", "--workers", "2"],
             forms=(Form(report.LITSERVE, "/predict", instances, CONNECTIONS),),
-        )  # fmt: skip
+        )]  # fmt: skip
     raise ValueError(f"unknown peer {peer!r}; expected one of {', '.join(PEERS)}")
 
 
@@ -388,10 +394,10 @@ def _drive(
     their pair gives the ratio that is closest to its bound). A peer that fails to start or to answer
     is dropped from later rounds and listed in `not_run` with the error; its runs so far are kept."""
     runs: list[report.Run] = []
-    failed: set[str] = set()
+    failed: set[tuple[str, int]] = set()
     for round_ in range(1, rounds + 1):
         for index, server in enumerate(servers):
-            if server.key in failed:
+            if (server.key, server.workers) in failed:
                 continue
             try:
                 runs += _drive_one(
@@ -400,9 +406,10 @@ def _drive(
             except (StageError, OSError) as exc:
                 if server.key not in PEERS:
                     raise
-                failed.add(server.key)
-                reporter.note(f"round {round_}: {server.key} failed, left out from here on: {exc}")
-                not_run.append({"server": server.key, "reason": f"round {round_}: {exc}"})
+                failed.add((server.key, server.workers))
+                name = f"{server.key} x{server.workers}"
+                reporter.note(f"round {round_}: {name} failed, left out from here on: {exc}")
+                not_run.append({"server": name, "reason": f"round {round_}: {exc}"})
     return runs
 
 
@@ -437,6 +444,7 @@ def _drive_one(
             if form.first_round_only and round_ > 1:
                 continue
             for connections in form.connections if index % 2 else form.connections[::-1]:
+                cpu_before = cpu_seconds(live.process.pid)
                 result = wrk.run(
                     wrk_path,
                     live.url + form.path,
@@ -444,6 +452,7 @@ def _drive_one(
                     connections=connections,
                     duration_s=duration,
                 )
+                server_cpu = cpu_used(cpu_before, cpu_seconds(live.process.pid))
                 used = memory(live.process.pid)
                 runs.append(
                     report.Run(
@@ -463,6 +472,7 @@ def _drive_one(
                         duration_s=result.duration_s,
                         requests=result.requests,
                         startup_s=live.startup_s,
+                        server_cpu_s=round(server_cpu, 3),
                     )
                 )
                 reporter.note(

@@ -117,9 +117,10 @@ def _first_answer(
             tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-3:])
             raise StageError(f"{what} exited with {process.returncode} before answering: {tail}")
         if time.perf_counter() > deadline:
+            tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-2:])
             raise StageError(
                 f"{what} gave no 200 to the benchmark's body within {READY_TIMEOUT_S:.0f} s "
-                f"(last: {last_error}); log: {log_path}"
+                f"(last: {last_error}); its log ends: {tail}"
             )
         time.sleep(POLL_INTERVAL_S)
 
@@ -157,3 +158,21 @@ def memory(pid: int) -> Memory:
             continue
     worker = sum(rss[pid] for pid in leaves) / len(leaves) if leaves else 0.0
     return Memory(round(sum(rss.values()), 1), len(rss), round(worker, 1))
+
+
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time (user + system) used so far by each process of the server's tree, by process id."""
+    root = psutil.Process(pid)
+    out = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            out[process.pid] = times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the tree used between two readings (a process started in between counts from zero)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())

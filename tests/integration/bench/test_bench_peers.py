@@ -70,7 +70,7 @@ def test_a_peer_that_fails_to_start_is_a_reason_and_the_others_still_run(tmp_pat
     runs = _drive([failing], "wrk", tmp_path, not_run, duration=1, warmup=1, rounds=2, reporter=Reporter())
     assert runs == []
     assert len(not_run) == 1  # left out of round 2, not retried
-    assert not_run[0]["server"] == "litserve"
+    assert not_run[0]["server"] == "litserve x2"
     assert not_run[0]["reason"].startswith("round 1: litserve exited with 1 before answering: no such model")
 
 

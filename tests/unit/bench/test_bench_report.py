@@ -199,3 +199,10 @@ def test_write_leaves_json_markdown_chart_and_a_latest_link(tmp_path: Path) -> N
     assert "| bentoml | - |" in markdown
     assert "not run: installing bentoml failed (exit 1): no registry |" in markdown
     assert '| litserve | `/predict` | `{"instances":[[1.5,2.0]]}` |' in markdown
+
+
+def test_server_cpu_per_request_is_the_best_round_s() -> None:
+    slow = report.Run(**{**run(report.LITSERVE, 2, 32, 1000).__dict__, "server_cpu_s": 30.0})
+    fast = report.Run(**{**run(report.LITSERVE, 2, 32, 2000, round_=2).__dict__, "server_cpu_s": 24.0})
+    [row] = report.rows([slow, fast])
+    assert row["server_cpu_us_per_request"] == 800.0  # 24 s over 2,000 req/s x 15 s
