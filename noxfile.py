@@ -159,7 +159,10 @@ def pipeline(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)
 def bench(session: nox.Session) -> None:
-    """Benchmark the service against its peers with wrk, side by side (`-- --quick` for a short run)."""
+    """Benchmark the service against its peers with wrk, side by side (`-- --quick` for a short run).
+
+    KServe, MLServer, BentoML and LitServe are installed by the bench into venvs of their own
+    (.nox/bench-<server>, from the pyproject groups bench-<server>)."""
     _install(session, "stages", "bench")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
