@@ -7,9 +7,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from mlflow import MlflowClient
 
+from pipeline.adapters.service_process import running_service
 from pipeline.cli import main
+from pipeline.config import load_config
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = ("lightgbm-binary", "xgboost-regression", "custom-pipeline")
@@ -45,13 +49,29 @@ def written(workspace: Path) -> list[str]:
     )
 
 
+# The whole run, with the rehearsal's shortest sound profile (as tests/integration/test_pipeline.py).
+FAST = (
+    "--set", "loadtest.profile.duration_s=3",
+    "--set", "rollout.steps=[{set_weight: 50}, {analysis: {}}]",
+    "--set", "rollout.analysis={interval_seconds: 1, count: 1, min_requests: 5}",
+    "--set", "rollout.scale_down_delay_seconds=0",
+)  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_an_example_trains_exports_gates_and_registers(tmp_path: Path, name: str) -> None:
+def test_an_example_goes_through_the_whole_pipeline_and_is_promoted(tmp_path: Path, name: str) -> None:
+    """train → export → gate → register → load test → canary rehearsal → promote, on the fork's own
+    model and data, with nothing in pipeline/ changed."""
     workspace = example_workspace(tmp_path, name)
-    for stage in ("train", "export", "gate", "register"):
-        assert main([stage, "--env", "dev", "--workdir", str(workspace)]) == 0, stage
+    assert main(["run", "--env", "dev", *FAST, "--workdir", str(workspace)]) == 0
     version = only_version(workspace)
+    registration = json.loads((version / "registration.json").read_text())
+    uri = f"sqlite:///{workspace / '.mlflow' / 'mlflow.db'}"
+    served = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
+        registration["model_name"], "dev"
+    )
+    assert str(served.version) == str(registration["model_version"])
     card: dict[str, Any] = json.loads((version / "model.json").read_text())
     evaluation: dict[str, Any] = json.loads((version / "eval.json").read_text())
     assert card["card_version"] == 2
@@ -210,3 +230,52 @@ def test_a_multiclass_model_is_gated_on_its_own_metrics(tmp_path: Path) -> None:
     gate = json.loads((version / "gate-wine.json").read_text())
     assert [c["metric"] for c in gate["checks"]] == ["accuracy", "f1_macro", "log_loss"]
     assert gate["status"] == "pass"
+
+
+@pytest.mark.slow
+def test_the_custom_pipeline_is_served_and_called_with_strings_as_v1_objects_and_v2_bytes(
+    tmp_path: Path,
+) -> None:
+    """The trainer's Pipeline (ColumnTransformer + LogisticRegression) in the real service: string fields
+    through v1 rows keyed by feature name and through v2 BYTES tensors, one per ONNX input; the two
+    protocols agree, and a string where the card says float is a 422 naming the field."""
+    workspace = example_workspace(tmp_path, "custom-pipeline")
+    for stage in ("train", "export"):
+        assert main([stage, "--env", "dev", "--workdir", str(workspace)]) == 0, stage
+    version = only_version(workspace)
+    card: dict[str, Any] = json.loads((version / "model.json").read_text())
+    evaluation: dict[str, Any] = json.loads((version / "eval.json").read_text())
+    features = evaluation["features"]
+    rows = evaluation["rows"][:5]
+    config = load_config("dev", workspace / "environments")
+    with running_service(config, version, tmp_path / "service.log") as service:
+        objects = [dict(zip(features, row, strict=True)) for row in rows]
+        v1 = httpx.post(f"{service.url}/v1/predict", json={"instances": objects}, timeout=30)
+        assert v1.status_code == 200, v1.text
+        position = {name: j for j, name in enumerate(features)}
+        datatypes = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "string": "BYTES"}
+        tensors = [
+            {
+                "name": spec["name"],
+                "shape": [len(rows), len(spec["features"])],
+                "datatype": datatypes[spec["dtype"]],
+                "data": [row[position[name]] for row in rows for name in spec["features"]],
+            }
+            for spec in card["onnx"]["inputs"]
+        ]
+        assert "BYTES" in {t["datatype"] for t in tensors}
+        v2 = httpx.post(f"{service.url}/v2/models/{card['name']}/infer", json={"inputs": tensors}, timeout=30)
+        assert v2.status_code == 200, v2.text
+        labels = next(o for o in v2.json()["outputs"] if o["name"] == "label")
+        assert labels["datatype"] == "BYTES"
+        assert labels["data"] == [p["label"] if isinstance(p, dict) else p for p in v1.json()["predictions"]]
+        assert set(labels["data"]) <= {"approved", "declined"}
+
+        float_feature = next(f["name"] for f in card["features"] if f["type"] == "float")
+        wrong = httpx.post(
+            f"{service.url}/v1/predict",
+            json={"instances": [{**objects[0], float_feature: "high"}]},
+            timeout=30,
+        )
+        assert wrong.status_code == 422
+        assert float_feature in wrong.text
