@@ -139,17 +139,23 @@ class ServedModel:
         return predictions, scores
 
     def predict(self, body: Any, request_id: str) -> bytes:
-        if self.typed_parser is None:
-            predictions, probabilities = self._infer(self.parser.v1(body))
-        else:
-            predictions, probabilities = self._infer_batch(self.typed_parser.v1(body))
+        if self.typed_parser is not None:
+            return self._predict_typed(self.typed_parser.v1(body), request_id)
+        rows = self.parser.v1(body)
+        predictions, probabilities = self._infer(rows)
         response = {
             "request_id": request_id,
             "model": self.model_ref,
             "predictions": predictions,
+            "probabilities": probabilities,
         }
-        if not self.card.is_regression:
-            response["probabilities"] = probabilities
+        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _predict_typed(self, batch: Batch, request_id: str) -> bytes:
+        predictions, scores = self._infer_batch(batch)
+        response = {"request_id": request_id, "model": self.model_ref, "predictions": predictions}
+        if not self.card.is_regression:  # a regression's scores are its predictions
+            response["probabilities"] = scores
         return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def check_model(self, name: str, version: str | None) -> None:
