@@ -58,7 +58,7 @@ class RowParser:
             field = "body"
         if type(rows) is not list:
             raise InvalidInput(f"{field}: expected a list of rows, got {_type_name(rows)}")
-        self._check_count(field, len(rows))
+        self.check_count(field, len(rows))
         if type(rows[0]) is dict:
             return field, [self._from_object(field, i, row) for i, row in enumerate(rows)], True
         if field == "body":
@@ -91,7 +91,7 @@ class RowParser:
             or shape[1] != n_features
         ):
             raise InvalidInput(f"inputs[0].shape: expected [N, {n_features}], got {shape!r}")
-        self._check_count("inputs[0].shape[0]", shape[0])
+        self.check_count("inputs[0].shape[0]", shape[0])
         data = tensor.get("data")
         if type(data) is not list:
             raise InvalidInput(f"inputs[0].data: expected a list of numbers, got {_type_name(data)}")
@@ -105,7 +105,7 @@ class RowParser:
         self._check_numbers("inputs[0].data", data)
         return self._array("inputs[0].data", data, (shape[0], n_features))
 
-    def _check_count(self, field: str, n: int) -> None:
+    def check_count(self, field: str, n: int) -> None:
         if n < 1:
             raise InvalidInput(f"{field}: expected at least 1 row, got {n}")
         if n > self.max_rows:
@@ -219,7 +219,6 @@ class TypedRowParser:
 
     def __init__(self, card: ModelCard, max_rows: int) -> None:
         self.card = card
-        self.max_rows = max_rows
         self._envelope = RowParser(card.feature_names, np.dtype(np.float64), max_rows)
         self._inputs = {spec.name: spec for spec in card.inputs}
         self._categories = [
@@ -302,7 +301,7 @@ class TypedRowParser:
             accepted = f"[N, {width}]" + (" or [N]" if width == 1 else "")
             raise InvalidInput(f"{at}.shape: expected {accepted}, got {shape!r}")
         n: int = shape[0]  # type: ignore[index]  # checked just above
-        self._envelope._check_count(f"{at}.shape[0]", n)
+        self._envelope.check_count(f"{at}.shape[0]", n)
         data = tensor.get("data")
         if type(data) is not list:
             raise InvalidInput(f"{at}.data: expected a list, got {_type_name(data)}")

@@ -1,6 +1,7 @@
 """Card version 2 in the app: typed features (float, int, bool, string, nullable), one ONNX input per
 column, regression and multiclass models; every bad value is a 422 naming its field."""
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from model_service.card import load_card
+from model_service.drift import InputSampler
 
 MIXED = "mixed-classifier"
 ROW = {"age": 52.5, "rooms": 3, "garden": True, "city": "Paris"}
@@ -288,3 +290,14 @@ def test_regression_drift_counts_predicted_values_and_no_classes(
     scores = scrape(client, "model_service_score_bin_total")
     assert scores == {(str(b),): float(n) for b, n in enumerate(expected) if n}
     assert scrape(client, "model_service_predicted_class_total") == {}
+
+
+def test_typed_input_sampling_keeps_strings_and_hashes_sensitive_ones() -> None:
+    sampler = InputSampler(["age", "city"], 1.0, {"city": "hash"}, seed=1)
+    rows = [(41.5, "Lyon"), (np.nan, "")]
+    records = sampler.sample(rows, np.asarray([0, 1]))
+    assert records[0] == {
+        "inputs": {"age": 41.5, "city": hashlib.sha256(b"'Lyon'").hexdigest()[:16]},
+        "prediction": 0,
+    }
+    assert np.isnan(records[1]["inputs"]["age"])
