@@ -52,6 +52,11 @@ class OnnxModel:
         self._regression = card.is_regression
         self._outputs = [card.outputs["value" if self._regression else "probabilities"]]
         self._input = first.name
+        read = next(output for output in session.get_outputs() if output.name == self._outputs[0])
+        self.value_datatype = "FP32" if read.type == "tensor(float)" else "FP64"
+        """Open Inference Protocol datatype of the output read: probabilities, or a regression's values."""
+        self.value_shape = [-1, *(1 for _ in read.shape[1:])]
+        """That output's shape with -1 for the batch (a regression's: [-1] or [-1, 1])."""
         classes = np.asarray(card.classes)
         # Integer classes 0..C-1 are the argmax itself; anything else is looked up.
         self._identity_classes = classes.dtype.kind == "i" and bool(
@@ -83,9 +88,9 @@ class OnnxModel:
         """Run a few batch sizes once so the first real request does not pay for allocations; the rows
         are valid (0 for numbers, a string feature's first category or "")."""
         for n in _WARMUP_ROWS:
-            self.predict_feeds(self.example_feeds(n))
+            self.predict_feeds(self._example_feeds(n))
 
-    def example_feeds(self, n: int) -> dict[str, npt.NDArray[Any]]:
+    def _example_feeds(self, n: int) -> dict[str, npt.NDArray[Any]]:
         feeds = {}
         for spec in self.card.inputs:
             if spec.dtype == "string":
@@ -97,21 +102,8 @@ class OnnxModel:
 
     @property
     def label_datatype(self) -> str:
-        """Open Inference Protocol datatype of the predictions."""
-        if self._regression:
-            return "FP32" if self.value_type == "tensor(float)" else "FP64"
+        """Open Inference Protocol datatype of a classifier's predictions."""
         return "INT64" if self._classes.dtype.kind == "i" else "BYTES"
-
-    @property
-    def value_type(self) -> str:
-        """The ONNX type of the first output the service reads (probabilities or value)."""
-        return str(next(o.type for o in self._session.get_outputs() if o.name == self._outputs[0]))
-
-    @property
-    def value_shape(self) -> list[int]:
-        """The regression output's shape with -1 for the batch ([-1] or [-1, 1])."""
-        shape = next(o.shape for o in self._session.get_outputs() if o.name == self._outputs[0])
-        return [-1, *(1 for _ in shape[1:])]
 
 
 def _example_string(categories: tuple[str, ...] | None) -> str:

@@ -89,7 +89,7 @@ class ServedModel:
             outputs = [
                 {
                     "name": card.outputs["value"],
-                    "datatype": self.onnx.label_datatype,
+                    "datatype": self.onnx.value_datatype,
                     "shape": self.onnx.value_shape,
                 }
             ]
@@ -98,7 +98,7 @@ class ServedModel:
                 {"name": card.outputs["label"], "datatype": self.onnx.label_datatype, "shape": [-1]},
                 {
                     "name": card.outputs["probabilities"],
-                    "datatype": "FP32" if self.onnx.value_type == "tensor(float)" else "FP64",
+                    "datatype": self.onnx.value_datatype,
                     "shape": [-1, len(card.classes)],
                 },
             ]
@@ -188,7 +188,7 @@ class ServedModel:
             outputs.append(
                 {
                     "name": card.outputs["value"],
-                    "datatype": self.onnx.label_datatype,
+                    "datatype": self.onnx.value_datatype,
                     "shape": [n, *self.onnx.value_shape[1:]],
                     "data": predictions,
                 }
