@@ -26,6 +26,13 @@ def _type_name(value: object) -> str:
     )
 
 
+def _check_row_length(field: str, i: int, row: object, n_features: int, what: str) -> None:
+    if type(row) is not list:
+        raise InvalidInput(f"{field}[{i}]: expected a list of {n_features} {what}, got {_type_name(row)}")
+    if len(row) != n_features:
+        raise InvalidInput(f"{field}[{i}]: expected {n_features} {what}, got {len(row)}")
+
+
 @dataclass(frozen=True)
 class RowParser:
     """Parses rows for one model: its feature names (order matters), dtype and row limit."""
@@ -138,14 +145,8 @@ class RowParser:
 
     def _reject_rows(self, field: str, rows: list[Any]) -> NoReturn:
         """Name the first row that is not a list of numbers of the right length (the fast test failed)."""
-        n_features = len(self.features)
         for i, row in enumerate(rows):
-            if type(row) is not list:
-                raise InvalidInput(
-                    f"{field}[{i}]: expected a list of {n_features} numbers, got {_type_name(row)}"
-                )
-            if len(row) != n_features:
-                raise InvalidInput(f"{field}[{i}]: expected {n_features} numbers, got {len(row)}")
+            _check_row_length(field, i, row, len(self.features), "numbers")
             self._check_numbers(f"{field}[{i}]", row)
         raise AssertionError("a row failed the fast test but none fails the detailed one")
 
@@ -232,14 +233,8 @@ class TypedRowParser:
     def v1(self, body: object) -> Batch:
         """`{"instances": [[...]]}`, `{"instances": [{...}]}` or a bare `[{...}]`, values typed per feature."""
         field, rows, objects = self._envelope.rows_of(body)
-        n_features = self.card.n_features
         for i, row in enumerate(rows):
-            if type(row) is not list:
-                raise InvalidInput(
-                    f"{field}[{i}]: expected a list of {n_features} values, got {_type_name(row)}"
-                )
-            if len(row) != n_features:
-                raise InvalidInput(f"{field}[{i}]: expected {n_features} values, got {len(row)}")
+            _check_row_length(field, i, row, self.card.n_features, "values")
         columns = []
         for j, feature in enumerate(self.card.features):
 
