@@ -33,7 +33,7 @@ from model_service.monitoring import (
     SCORE_BIN,
     SCORE_PSI,
     bin_index,
-    category_bin_index,
+    category_index,
     inner_edges,
     psi,
     scores,
@@ -194,7 +194,7 @@ class DriftCounters:
         categorical feature's bin index, a missing number +inf (its missing bin)."""
         matrix = np.empty((len(columns[0]), len(columns)), dtype=np.float32)
         for j, (values, categories) in enumerate(zip(columns, self.categories, strict=True)):
-            matrix[:, j] = values if categories is None else category_bin_index(categories, values)
+            matrix[:, j] = values if categories is None else category_index(categories, values)
         matrix[np.isnan(matrix)] = np.inf
         return matrix
 

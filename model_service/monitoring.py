@@ -5,12 +5,12 @@ the rendered AnalysisTemplate and alert rules, `pipeline drift --url`), so a nam
 cannot differ between the service and what judges it. The service never imports the pipeline; this module
 imports numpy only.
 
-Bin convention (numeric features and scores): a profile's `edges` are `[e0, e1, ..., ek]` (k bins); a value's bin is the number of inner
-edges `e1..e(k-1)` that are <= the value, compared in float32 (the model's input dtype, so both sides agree
-on a value equal to an edge). Values below `e0` land in the first bin and values above `ek` in the last:
+Bin convention (numeric features and scores): a profile's `edges` are `[e0, e1, ..., ek]` (k bins); a
+value's bin is the number of inner edges `e1..e(k-1)` that are <= the value, compared in float32 (the
+model's input dtype, so both sides agree on a value equal to an edge). Values below `e0` land in the first bin and values above `ek` in the last:
 every row is counted once. A nullable numeric feature has one more bin, at index k, for missing values.
 Categorical features: bin i < m holds `categories[i]`, bin m ("other") unknown and missing values
-(`category_bin_index`).
+(`category_index`).
 """
 
 from collections.abc import Sequence
@@ -80,16 +80,17 @@ def bin_index(inner: npt.NDArray[np.float32], values: npt.ArrayLike) -> npt.NDAr
     return np.searchsorted(inner, np.asarray(values, dtype=np.float32), side="right")
 
 
-def category_bin_index(categories: Sequence[str], values: Sequence[str | None]) -> npt.NDArray[np.intp]:
-    """Bin of each string value given the sorted `categories` (m of them): i for `categories[i]`, m for
-    anything else (an unknown category, or a missing value: None, or "" unless "" is a category)."""
-    known = np.asarray(categories, dtype=str)
-    given = np.asarray(["" if v is None else v for v in values], dtype=str)
+def category_index(categories: Sequence[str], values: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Bin of each string value of a categorical feature: its index in the sorted `categories`, or
+    `len(categories)` (the "other" bin) for an unknown category or a missing value (None or "")."""
+    known = np.asarray(categories, dtype=object)
+    text = np.asarray(
+        ["" if v is None else str(v) for v in np.asarray(values, dtype=object).reshape(-1)], dtype=object
+    )
     if not len(known):
-        return np.zeros(len(given), dtype=np.intp)
-    position = np.searchsorted(known, given)
-    found = known[np.minimum(position, len(known) - 1)] == given
-    return np.where(found, position, len(known)).astype(np.intp)
+        return np.zeros(len(text), dtype=np.intp)
+    at = np.minimum(np.searchsorted(known, text), len(known) - 1)
+    return np.where(known[at] == text, at, len(known)).astype(np.intp)
 
 
 def scores(probabilities: npt.ArrayLike) -> npt.NDArray[Any]:

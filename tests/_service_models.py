@@ -21,7 +21,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from model_service.monitoring import bin_index, category_bin_index, inner_edges
+from model_service.monitoring import bin_index, category_index, inner_edges
 
 CITIES = ["Lyon", "Nice", "Paris"]
 MIXED_FEATURES: list[dict[str, Any]] = [
@@ -47,7 +47,7 @@ def _numeric_profile(name: str, values: NDArray[Any], nullable: bool) -> dict[st
 
 
 def _categorical_profile(name: str, categories: list[str], values: list[str]) -> dict[str, Any]:
-    counts = np.bincount(category_bin_index(categories, values), minlength=len(categories) + 1)
+    counts = np.bincount(category_index(categories, values), minlength=len(categories) + 1)
     return {"name": name, "kind": "categorical", "categories": categories, "frequencies": _shares(counts)}
 
 
