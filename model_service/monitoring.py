@@ -5,10 +5,12 @@ the rendered AnalysisTemplate and alert rules, `pipeline drift --url`), so a nam
 cannot differ between the service and what judges it. The service never imports the pipeline; this module
 imports numpy only.
 
-Bin convention: a profile's `edges` are `[e0, e1, ..., ek]` (k bins); a value's bin is the number of inner
-edges `e1..e(k-1)` that are <= the value, compared in float32 (the model's input dtype, so both sides agree
-on a value equal to an edge). Values below `e0` land in the first bin and values above `ek` in the last:
-every row is counted once.
+Bin convention (numeric features and scores): a profile's `edges` are `[e0, e1, ..., ek]` (k bins); a
+value's bin is the number of inner edges `e1..e(k-1)` that are <= the value, compared in float32 (the
+model's input dtype, so both sides agree on a value equal to an edge). Values below `e0` land in the first bin and values above `ek` in the last:
+every row is counted once. A nullable numeric feature has one more bin, at index k, for missing values.
+Categorical features: bin i < m holds `categories[i]`, bin m ("other") unknown and missing values
+(`category_index`).
 """
 
 import hashlib

@@ -13,6 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests._service_models import (  # noqa: F401 - fixtures: pytest finds them in this module
+    iris_model_dir,
+    mixed_model_dir,
+    mixed_strict_model_dir,
+    regression_model_dir,
+)
+
 START_TIMEOUT_S = 30
 
 
@@ -66,17 +73,18 @@ class Server:
 
 @pytest.fixture
 def start_server(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start servers with settings as keyword arguments; each is stopped in the finaliser."""
+    """Start servers with settings as keyword arguments (`model`: another model folder); each is stopped
+    in the finaliser."""
     servers: list[Server] = []
 
-    def start(*args: str, **settings: object) -> Server:
+    def start(*args: str, model: Path | None = None, **settings: object) -> Server:
         port, metrics_port = free_port(), free_port()
         command = [
             sys.executable,
             "-m",
             "model_service",
             "--model-dir",
-            str(model_dir),
+            str(model or model_dir),
             "--port",
             str(port),
             "--metrics-port",
