@@ -257,12 +257,12 @@ def _fallback_model(primary: ServedModel, fallback_dir: Path, settings: ServiceS
 def _check_same_signature(primary: ModelCard, fallback: ModelCard) -> None:
     where = f"MODEL_SERVICE_FALLBACK_DIR: {fallback.onnx_path.parent / 'model.json'}"
     for what, mine, theirs in (
-        ("features", fallback.features, primary.features),
+        # The primary's parser feeds both: the same features by type (categories may grow between versions).
+        ("features", _typed(fallback), _typed(primary)),
+        ("task", fallback.task, primary.task),
         ("classes", fallback.classes, primary.classes),
-        ("onnx.input.name", fallback.input_name, primary.input_name),
-        ("onnx.input.dtype", fallback.input_dtype, primary.input_dtype),
-        ("onnx.outputs.label", fallback.label_output, primary.label_output),
-        ("onnx.outputs.probabilities", fallback.probabilities_output, primary.probabilities_output),
+        ("onnx.inputs", fallback.inputs, primary.inputs),
+        ("onnx.outputs", fallback.outputs, primary.outputs),
         ("name", fallback.name, primary.name),
     ):
         if mine != theirs:
@@ -270,6 +270,10 @@ def _check_same_signature(primary: ModelCard, fallback: ModelCard) -> None:
                 f"{where}: {what} {_short(mine)} differs from the primary model's {_short(theirs)}; "
                 "a fallback must answer the same requests (take an earlier version of the same model)"
             )
+
+
+def _typed(card: ModelCard) -> list[tuple[str, str, bool]]:
+    return [(feature.name, feature.type, feature.nullable) for feature in card.features]
 
 
 def _short(value: object) -> str:

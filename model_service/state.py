@@ -54,9 +54,7 @@ class ServedModel:
         reference = card.raw.get("reference")
         sensitive = parse_sensitive(settings.log_inputs_sensitive)
         self.drift = (  # older cards have no reference profile: drift counters off
-            DriftCounters(
-                reference, card, settings.drift_window, self.metrics.registry, sensitive=sensitive
-            )
+            DriftCounters(reference, card, settings.drift_window, self.metrics.registry, sensitive=sensitive)
             if isinstance(reference, dict)
             else None
         )
