@@ -134,6 +134,12 @@ def drift(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)
+def init(session: nox.Session) -> None:
+    """Make a fork ship your model: `-- --name NAME [--csv PATH --target COL] [--task T]` (docs/bring-your-model.md)."""
+    _stage(session, "init")
+
+
+@nox.session(python=PYTHON, default=False, reuse_venv=True)
 def render(session: nox.Session) -> None:
     """Render k8s/overlays and k8s/argocd from environments/*.yaml (`-- --check`: fail on drift, validate)."""
     _stage(session, "render")
@@ -153,7 +159,10 @@ def pipeline(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)
 def bench(session: nox.Session) -> None:
-    """Benchmark the service against its peers with wrk, side by side (`-- --quick` for a short run)."""
+    """Benchmark the service against its peers with wrk, side by side (`-- --quick` for a short run).
+
+    KServe, MLServer, BentoML and LitServe are installed by the bench into venvs of their own
+    (.nox/bench-<server>, from the pyproject groups bench-<server>)."""
     _install(session, "stages", "bench")
     session.run("python", "-m", "benchmarks", *session.posargs)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from collections.abc import Sequence
@@ -17,8 +18,28 @@ MINIMAL = "minimal"
 MLFLOW_TENSOR = "mlflow (inputs)"
 MLFLOW_DATAFRAME = "mlflow (dataframe_split)"
 FLASK = "flask+gunicorn"
+V2_ROWS = 64
+"""Rows per request of the v2 forms: a batch, where the framing (JSON numbers or raw bytes) counts."""
+V2_JSON = f"model_service v2 JSON ({V2_ROWS} rows)"
+V2_BINARY = f"model_service v2 binary ({V2_ROWS} rows)"
+KSERVE_V2 = "kserve (v2)"
+KSERVE_V1 = "kserve (v1)"
+MLSERVER = "mlserver (v2)"
+BENTOML = "bentoml"
+LITSERVE = "litserve"
 RATIO_CONNECTIONS = 32
-TARGETS = {"service_vs_minimal": 0.8, "service_vs_mlflow": 6.0, "service_vs_flask": 6.0}
+PEERS = {"minimal": MINIMAL, "mlflow": MLFLOW_TENSOR, "flask": FLASK}
+MODEL_SERVERS = {"kserve": KSERVE_V2, "mlserver": MLSERVER, "bentoml": BENTOML, "litserve": LITSERVE}
+"""The servers a team would deploy instead, each by the form its ratio uses (kserve: the v2 protocol)."""
+MODEL_SERVER_TARGET = 1.5
+"""Issue 24: throughput at least 1.5 times the best model server's, at a p99 no worse than its, and a
+start-up (process start to first prediction) no slower than the fastest one's."""
+TARGETS = {
+    "service_vs_minimal": 0.8,
+    "service_vs_mlflow": 6.0,
+    "service_vs_flask": 6.0,
+    **{f"service_vs_{key}": MODEL_SERVER_TARGET for key in MODEL_SERVERS},
+}
 P99_TARGET_MS = 10.0
 
 
@@ -41,6 +62,10 @@ class Run:
     loadgen_cpu_s: float
     duration_s: float
     requests: int
+    startup_s: float = 0.0
+    """Seconds from spawning the server (this round's start of it) to its first 200 prediction."""
+    server_cpu_s: float = 0.0
+    """CPU seconds (user + system) the server's processes used during the run."""
 
 
 def rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
@@ -79,6 +104,11 @@ def rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "p99_ms_runs": [run.p99_ms for run in group],
                 "loadgen_cpu_cores": round(cpu / duration, 2) if duration else 0.0,
                 "loadgen_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else 0.0,
+                "server_cpu_us_per_request": round(top.server_cpu_s / top.requests * 1e6, 1)
+                if top.requests
+                else 0.0,
+                "startup_s": min(run.startup_s for run in group),
+                "startup_s_runs": [run.startup_s for run in group],
             }
         )
     return out
@@ -101,11 +131,8 @@ def ratios(
     service = best(table, SERVICE)
     out: dict[str, float | None] = {}
     per_round: dict[str, list[float]] = {}
-    for key, peer in (
-        ("service_vs_minimal", MINIMAL),
-        ("service_vs_mlflow", MLFLOW_TENSOR),
-        ("service_vs_flask", FLASK),
-    ):
+    for name, peer in {**PEERS, **MODEL_SERVERS}.items():
+        key = f"service_vs_{name}"
         other = best(table, peer)
         if service is None or other is None:
             out[key] = None
@@ -126,6 +153,33 @@ def _rps_by_round(runs: Sequence[Run], row: dict[str, Any]) -> dict[int, float]:
     }
 
 
+def v2_binary_vs_json(table: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The v2 infer route with a batch as binary tensor data against the same batch as JSON, at
+    RATIO_CONNECTIONS connections (None when `v2` did not run)."""
+    as_json, binary = best(table, V2_JSON), best(table, V2_BINARY)
+    if as_json is None or binary is None:
+        return None
+    return {
+        "rows_per_request": V2_ROWS,
+        "json_rps": as_json["rps"],
+        "binary_rps": binary["rps"],
+        "json_p99_ms": as_json["p99_ms"],
+        "binary_p99_ms": binary["p99_ms"],
+        "ratio": round(binary["rps"] / as_json["rps"], 2) if as_json["rps"] else None,
+    }
+
+
+def _v2_line(result: dict[str, Any]) -> str | None:
+    v2 = result.get("v2_binary_vs_json")
+    if not v2:
+        return None
+    return (
+        f"v2 infer, {v2['rows_per_request']} rows per request at {RATIO_CONNECTIONS} connections: binary "
+        f"tensor data {v2['binary_rps']:,.0f} req/s (p99 {v2['binary_p99_ms']} ms), JSON {v2['json_rps']:,.0f} "
+        f"req/s (p99 {v2['json_p99_ms']} ms); binary/JSON {v2['ratio']}"
+    )
+
+
 def targets(
     table: Sequence[dict[str, Any]], ratio: dict[str, float | None], per_round: dict[str, list[float]]
 ) -> dict[str, Any]:
@@ -142,7 +196,33 @@ def targets(
             "met": service["p99_ms"] <= P99_TARGET_MS,
         }
         checks["service_errors"] = {"value": service["errors"], "max": 0, "met": service["errors"] == 0}
+        checks.update(_model_server_checks(table, service))
     return checks
+
+
+def _model_server_checks(table: Sequence[dict[str, Any]], service: dict[str, Any]) -> dict[str, Any]:
+    """The service's p99 against the fastest model server's (at RATIO_CONNECTIONS connections), and its
+    start-up time (best round) against the quickest model server's."""
+    theirs = [row for row in (best(table, label) for label in MODEL_SERVERS.values()) if row is not None]
+    if not theirs:
+        return {}
+    fastest = max(theirs, key=lambda row: row["rps"])
+    quickest = min(theirs, key=lambda row: row["startup_s"])
+    return {
+        "service_p99_ms_vs_fastest_model_server": {
+            "value": service["p99_ms"],
+            "max": fastest["p99_ms"],
+            "met": service["p99_ms"] <= fastest["p99_ms"],
+            "against": fastest["server"],
+        },
+        "service_startup_s_vs_quickest_model_server": {
+            "value": service["startup_s"],
+            "max": quickest["startup_s"],
+            "met": service["startup_s"] <= quickest["startup_s"],
+            "against": quickest["server"],
+            "rounds": service["startup_s_runs"],
+        },
+    }
 
 
 ROW_RULE = "each row is the best of its rounds, with that round's latency; every round's rate at the end"
@@ -151,10 +231,15 @@ RATIO_RULE = (
     "each round's pair of runs, median over rounds"
 )
 HEADERS = ("server", "workers", "connections", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-HEADERS_MEMORY = ("RSS MB", "RSS MB/worker", "wrk cores")
+HEADERS_MEMORY = ("RSS MB", "RSS MB/worker", "start s", "server CPU µs/req", "wrk cores")
 
 
-def table_cells(table: Sequence[dict[str, Any]], *, rounds: bool = False) -> list[tuple[object, ...]]:
+def table_cells(
+    table: Sequence[dict[str, Any]], not_run: Sequence[dict[str, str]] = (), *, rounds: bool = False
+) -> list[tuple[object, ...]]:
+    """The table's cells; a server that did not run is a row with its reason in the last column."""
+    width = len(HEADERS) + len(HEADERS_MEMORY) + (1 if rounds else 0)
+    skipped = [(item["server"], *(["-"] * (width - 2)), f"not run: {item['reason']}") for item in not_run]
     return [
         (
             r["server"],
@@ -167,20 +252,26 @@ def table_cells(table: Sequence[dict[str, Any]], *, rounds: bool = False) -> lis
             r["errors"],
             f"{r['rss_mb']:.0f}",
             f"{r['rss_mb_per_worker']:.0f}",
+            " / ".join(f"{seconds:.1f}" for seconds in r["startup_s_runs"]),
+            f"{r['server_cpu_us_per_request']:,.0f}",
             f"{r['loadgen_cpu_cores']:.2f}",
             *((" / ".join(f"{rps:,.0f}" for rps in r["rps_runs"]),) if rounds else ()),
         )
         for r in table
-    ]
+    ] + skipped
 
 
 def _per_round(check: dict[str, Any]) -> str:
-    return " / ".join(f"{value:.2f}" for value in check.get("rounds", ()))
+    against = f"against {check['against']}; " if "against" in check else ""
+    return against + " / ".join(f"{value:.2f}" for value in check.get("rounds", ()))
 
 
 def print_report(reporter: Reporter, result: dict[str, Any]) -> None:
     reporter.line(f"serving (wrk, one row per request; {ROW_RULE})")
-    reporter.table([*HEADERS, *HEADERS_MEMORY, "rounds req/s"], table_cells(result["rows"], rounds=True))
+    reporter.table(
+        [*HEADERS, *HEADERS_MEMORY, "rounds req/s"],
+        table_cells(result["rows"], result.get("not_run", ()), rounds=True),
+    )
     ceiling = result["onnxruntime"]
     reporter.line("in-process onnxruntime (one thread, no HTTP)")
     reporter.table(
@@ -196,6 +287,9 @@ def print_report(reporter: Reporter, result: dict[str, Any]) -> None:
             for key, check in result["targets"].items()
         ],
     )  # fmt: skip
+    v2 = _v2_line(result)
+    if v2:
+        reporter.line(v2)
     pipeline = result.get("pipeline")
     if pipeline:
         reporter.line("pipeline wall time (timed apart from the serving runs)")
@@ -220,7 +314,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|" + "---|" * len(headers),
         *(
             "| " + " | ".join(str(c) for c in cells) + " |"
-            for cells in table_cells(result["rows"], rounds=True)
+            for cells in table_cells(result["rows"], result.get("not_run", ()), rounds=True)
         ),
         "",
         f"Ratios ({RATIO_RULE}):",
@@ -232,6 +326,15 @@ def markdown(result: dict[str, Any]) -> str:
         bound = f">= {check['min']}" if "min" in check else f"<= {check['max']}"
         verdict = "met" if check["met"] else "MISSED"
         lines.append(f"| {key} | {check['value']} | {bound} | {verdict} | {_per_round(check)} |")
+    lines += ["", "What each server is sent (one row per request):", ""]
+    lines += ["| server | path | body |", "|---|---|---|"]
+    for server in result.get("servers", ()):
+        for form in server["forms"]:
+            body = json.dumps(form["body"], separators=(",", ":"))
+            lines.append(f"| {form['label']} | `{form['path']}` | `{_shortened(body)}` |")
+    v2 = _v2_line(result)
+    if v2:
+        lines += ["", v2 + "."]
     lines += [
         "",
         "In-process onnxruntime, one thread, no HTTP:",
@@ -248,6 +351,10 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     lines += ["", "![requests/s](bench.png)", ""]
     return "\n".join(lines)
+
+
+def _shortened(body: str, keep: int = 120) -> str:
+    return body if len(body) <= keep else f"{body[:keep]}... ({len(body)} bytes)"
 
 
 def _machine_line(result: dict[str, Any]) -> str:

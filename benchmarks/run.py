@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -16,15 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report, wrk
-from benchmarks.servers import REPO, Form, Server, memory, post, running
+from benchmarks import report, venvs, wrk
+from benchmarks.servers import REPO, Form, Server, cpu_seconds, cpu_used, memory, post, running
 from pipeline.artifacts import ModelDir, current_model_dir
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.workspace import Workspace, new_run_id, read_json
 
-SERVERS = ("service", "minimal", "mlflow", "flask")
+PEERS = ("kserve", "mlserver", "bentoml", "litserve")
+"""The model servers a team would deploy instead, each in its own venv (benchmarks/venvs.py)."""
+SERVERS = ("service", "minimal", "mlflow", "flask", "v2", *PEERS)
+PEERS_DIR = REPO / "benchmarks" / "peers"
 CONNECTIONS = (8, 32)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -38,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="3 s runs, one round, no pipeline timing")
     parser.add_argument("--env", default="dev", help="environment whose model is served (default: dev)")
     parser.add_argument("--workdir", type=Path, default=Path(), help="workspace root (default: .)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma list of {', '.join(SERVERS)} (v2: the service's Open Inference Protocol route, "
+        f"{report.V2_ROWS} rows per request as JSON and as binary tensor data)",
+    )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 15, quick: 3)")
     parser.add_argument("--rounds", type=int, help="rounds over all servers (default: 2, quick: 1)")
     parser.add_argument("--skip-pipeline", action="store_true", help="do not time `nox -s pipeline`")
@@ -78,10 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with reporter.stage("bench: onnxruntime in-process", config.name):
                 ceiling = _onnxruntime(model_dir, 0.5 if args.quick else 2.0)
             with reporter.stage("bench: servers", config.name):
-                servers = _servers(selected, model_dir, tmp, reporter)
+                servers, not_run = _servers(selected, model_dir, tmp, reporter)
                 runs = _drive(
-                    servers, wrk_path, tmp, duration=duration, warmup=warmup, rounds=rounds, reporter=reporter
-                )
+                    servers, wrk_path, tmp, not_run,
+                    duration=duration, warmup=warmup, rounds=rounds, reporter=reporter,
+                )  # fmt: skip
         machine["loadavg_after"] = _loadavg()
         table = report.rows(runs)
         ratio, ratio_rounds = report.ratios(table, runs)
@@ -98,9 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "quick": bool(args.quick),
             },
             "rows": table,
+            "not_run": not_run,
+            "servers": [_described(server) for server in servers],
             "ratios": ratio,
             "ratios_per_round": ratio_rounds,
             "targets": report.targets(table, ratio, ratio_rounds),
+            "v2_binary_vs_json": report.v2_binary_vs_json(table),
             "onnxruntime": ceiling,
             "pipeline": pipeline,
             "runs": [report.run_dict(run) for run in runs],
@@ -195,7 +208,10 @@ def _onnxruntime(model_dir: Path, seconds: float) -> list[dict[str, Any]]:
 # -- the servers ---------------------------------------------------------------------------------------
 
 
-def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter) -> list[Server]:
+def _servers(
+    selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
+) -> tuple[list[Server], list[dict[str, str]]]:
+    """The servers to drive, and a reason for each selected peer that cannot run here."""
     evaluation = read_json(model_dir / "eval.json")
     row = evaluation["rows"][0]
     instances = _json({"instances": [row]})
@@ -207,8 +223,7 @@ def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
                 key=report.SERVICE,
                 workers=workers,
                 command=[python, "-m", "model_service", "--model-dir", str(model_dir), "--host", "127.0.0.1",
-                         "--port", "{port}", "--workers", str(workers)],
-                health="/readyz",
+                         "--port", "{port}", "--metrics-port", "{metrics_port}", "--workers", str(workers)],
                 forms=(Form(report.SERVICE, "/v1/predict", instances, CONNECTIONS),),
             )
         )  # fmt: skip
@@ -219,7 +234,6 @@ def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
                 workers=2,
                 command=[python, "-m", "uvicorn", "benchmarks.minimal_app:app", "--host", "127.0.0.1",
                          "--port", "{port}", "--workers", "2", "--no-access-log", "--log-level", "warning"],
-                health="/healthz",
                 forms=(Form(report.MINIMAL, "/predict", instances, CONNECTIONS),),
                 env={"BENCH_MODEL_DIR": str(model_dir)},
             )
@@ -233,7 +247,6 @@ def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
                 workers=2,
                 command=[python, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
                          "--host", "127.0.0.1", "--port", "{port}", "--workers", "2"],
-                health="/ping",
                 forms=(
                     Form(report.MLFLOW_TENSOR, "/invocations", _json({"inputs": [row]}), CONNECTIONS),
                     # About ten times slower (pandas converts each column): one run at 32 connections says it.
@@ -249,12 +262,126 @@ def _servers(selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
                 workers=2,
                 command=[python, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync",
                          "--bind", "127.0.0.1:{port}", "benchmarks.flask_app:app"],
-                health="/healthz",
                 forms=(Form(report.FLASK, "/predict", instances, CONNECTIONS),),
                 env={"BENCH_PICKLE": str(model_dir / "estimator.pkl")},
             )
         )  # fmt: skip
-    return servers
+    if "v2" in selected:
+        servers.append(_v2_server(model_dir, python))
+    not_run = []
+    for peer in (name for name in PEERS if name in selected):
+        with reporter.stage(f"bench: {peer} venv", str(REPO / ".nox" / f"bench-{peer}")):
+            try:
+                servers += _peer(peer, venvs.ensure(peer), model_dir, row, tmp)
+            except venvs.PeerUnavailable as exc:
+                reporter.note(f"{peer} cannot run here: {exc}")
+                not_run.append({"server": peer, "reason": str(exc)})
+    return servers, not_run
+
+
+def _peer(peer: str, venv: venvs.PeerVenv, model_dir: Path, row: list[float], tmp: Path) -> list[Server]:
+    """One peer, served the documented way (see its module in benchmarks/peers/), 2 workers (kserve: 1 and
+    2), defaults otherwise. v2 bodies carry the row as a flat FP32 tensor of shape [1, features]."""
+    env = {
+        "BENCH_MODEL_DIR": str(model_dir),
+        "PYTHONPATH": str(PEERS_DIR),  # the peer modules import onnx_session beside them
+        "PATH": f"{venv.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(venv.bin.parent),
+    }
+    v2 = _json({"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]})
+    instances = _json({"instances": [row]})
+    python = str(venv.python)
+    if peer == "kserve":
+        return [
+            Server(
+                key=peer, workers=workers, versions=venv.versions, env=env,
+                command=[python, str(PEERS_DIR / "kserve_model.py"), "--http_port", "{port}",
+                         "--grpc_port", "{grpc_port}", "--workers", str(workers), "--model_name", "model"],
+                forms=(
+                    Form(report.KSERVE_V2, "/v2/models/model/infer", v2, CONNECTIONS),
+                    Form(report.KSERVE_V1, "/v1/models/model:predict", instances, (32,), first_round_only=True),
+                ),
+            )
+            # With 2 workers kserve spawns them and kills any that does not answer its ping within 5 s
+            # of starting (kserve/protocol/rest/multiprocess/server.py): on a loaded machine that can
+            # be every one. 1 worker runs in the launcher's process and always starts.
+            for workers in (1, 2)
+        ]  # fmt: skip
+    if peer == "mlserver":
+        folder = tmp / "mlserver"  # `mlserver start FOLDER`: server settings, and the model's beside them
+        folder.mkdir(exist_ok=True)
+        (folder / "settings.json").write_text(json.dumps({"host": "127.0.0.1", "parallel_workers": 2}))
+        (folder / "model-settings.json").write_text(
+            json.dumps({"name": "model", "implementation": "mlserver_runtime.OnnxRuntime"})
+        )
+        ports = {"MLSERVER_HTTP_PORT": "{port}", "MLSERVER_GRPC_PORT": "{grpc_port}",
+                 "MLSERVER_METRICS_PORT": "{metrics_port}"}  # fmt: skip
+        return [Server(
+            key=peer, workers=2, versions=venv.versions, env={**env, **ports}, cwd=folder,
+            command=[str(venv.bin / "mlserver"), "start", str(folder)],
+            forms=(Form(report.MLSERVER, "/v2/models/model/infer", v2, CONNECTIONS),),
+        )]  # fmt: skip
+    if peer == "bentoml":
+        return [Server(
+            key=peer, workers=2, versions=venv.versions, cwd=PEERS_DIR,
+            env={**env, "BENTOML_HOME": str(tmp / "bentoml-home"), "BENTOML_DO_NOT_TRACK": "true"},
+            command=[str(venv.bin / "bentoml"), "serve", "bentoml_service:Predictor", "--host", "127.0.0.1",
+                     "--port", "{port}"],
+            forms=(Form(report.BENTOML, "/predict", instances, CONNECTIONS),),
+        )]  # fmt: skip
+    if peer == "litserve":
+        return [Server(
+            key=peer, workers=2, versions=venv.versions, env=env,
+            command=[python, str(PEERS_DIR / "litserve_app.py"), "--port", "{port}", "--workers", "2"],
+            forms=(Form(report.LITSERVE, "/predict", instances, CONNECTIONS),),
+        )]  # fmt: skip
+    raise ValueError(f"unknown peer {peer!r}; expected one of {', '.join(PEERS)}")
+
+
+def _described(server: Server) -> dict[str, Any]:
+    """What bench.json says about a server: its command, versions and each form's path and body."""
+    return {
+        "server": server.key,
+        "workers": server.workers,
+        "command": " ".join(server.command),
+        "versions": dict(server.versions),
+        "forms": [
+            {"label": form.label, "path": form.path, "body": json.loads(form.body)} for form in server.forms
+        ],
+    }
+
+
+def _v2_server(model_dir: Path, python: str) -> Server:
+    """The service's v2 infer route with a batch of `report.V2_ROWS` rows, as JSON and as binary tensor
+    data (the Open Inference Protocol's extension, as tritonclient can send it): what the framing saves."""
+    card = read_json(model_dir / "model.json")
+    rows = read_json(model_dir / "eval.json")["rows"]
+    data = [value for row in (rows * report.V2_ROWS)[: report.V2_ROWS] for value in row]
+    tensor = {
+        "name": card["onnx"]["inputs"][0]["name"],
+        "shape": [report.V2_ROWS, len(rows[0])],
+        "datatype": "FP32",
+    }
+    as_json = _json({"inputs": [{**tensor, "data": data}]})
+    packed = struct.pack(f"<{len(data)}f", *data)
+    header = _json(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(packed)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    path = f"/v2/models/{card['name']}/infer"
+    return Server(
+        key="v2",
+        workers=2,
+        command=[python, "-m", "model_service", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+                 "--port", "{port}", "--metrics-port", "{metrics_port}", "--workers", "2"],
+        forms=(
+            Form(report.V2_JSON, path, as_json, (32,)),
+            Form(report.V2_BINARY, path, header + packed, (32,),
+                 headers={"Inference-Header-Content-Length": str(len(header))}),
+        ),
+    )  # fmt: skip
 
 
 def _json(data: object) -> bytes:
@@ -287,7 +414,7 @@ def _log_to_mlflow(model_dir: Path, root: Path, reporter: Reporter) -> tuple[str
 def _check(server: Server, url: str, reporter: Reporter) -> None:
     """The server answers each form's body with 200 (the answer is shown) before any load."""
     for form in server.forms:
-        answer = post(url + form.path, form.body).decode()
+        answer = post(url + form.path, form.body, form.headers).decode(errors="replace")
         reporter.note(f"{form.label} x{server.workers} answers: {answer[:100]}")
 
 
@@ -295,6 +422,7 @@ def _drive(
     servers: list[Server],
     wrk_path: str,
     tmp: Path,
+    not_run: list[dict[str, str]],
     *,
     duration: float,
     warmup: float,
@@ -305,55 +433,94 @@ def _drive(
 
     Each server takes the connection counts in the opposite order to the one before it, so neighbours'
     runs at the same count are back to back (the service's 2 workers and the minimal app at 32 above all:
-    their pair gives the ratio that is closest to its bound)."""
-    runs = []
+    their pair gives the ratio that is closest to its bound). A peer that fails to start or to answer
+    is dropped from later rounds and listed in `not_run` with the error; its runs so far are kept."""
+    runs: list[report.Run] = []
+    failed: set[tuple[str, int]] = set()
     for round_ in range(1, rounds + 1):
         for index, server in enumerate(servers):
-            log = tmp / "logs" / f"{server.key}-{server.workers}-{round_}.log"
-            with running(server, log) as live:
-                body_files = {}
-                for form in server.forms:
-                    body_files[form.label] = tmp / f"{form.label.replace(' ', '_')}.json"
-                    body_files[form.label].write_bytes(form.body)
-                if round_ == 1:
-                    _check(server, live.url, reporter)
-                first = server.forms[0]
-                wrk.run(wrk_path, live.url + first.path, body_files[first.label], connections=32,
-                        duration_s=warmup)  # fmt: skip
-                for form in server.forms:
-                    if form.first_round_only and round_ > 1:
-                        continue
-                    for connections in form.connections if index % 2 else form.connections[::-1]:
-                        result = wrk.run(
-                            wrk_path,
-                            live.url + form.path,
-                            body_files[form.label],
-                            connections=connections,
-                            duration_s=duration,
-                        )
-                        used = memory(live.process.pid)
-                        runs.append(
-                            report.Run(
-                                server=form.label,
-                                workers=server.workers,
-                                connections=connections,
-                                round=round_,
-                                rps=round(result.rps, 1),
-                                p50_ms=result.p50_ms,
-                                p95_ms=result.p95_ms,
-                                p99_ms=result.p99_ms,
-                                errors=result.errors,
-                                rss_mb=used.rss_mb,
-                                worker_rss_mb=used.worker_rss_mb,
-                                processes=used.processes,
-                                loadgen_cpu_s=result.loadgen_cpu_s,
-                                duration_s=result.duration_s,
-                                requests=result.requests,
-                            )
-                        )
-                        reporter.note(
-                            f"round {round_}: {form.label} x{server.workers} c{connections}: "
-                            f"{result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
-                            f"RSS {used.rss_mb:.0f} MB, wrk {result.loadgen_cpu_s / result.duration_s:.2f} cores"
-                        )
+            if (server.key, server.workers) in failed:
+                continue
+            try:
+                runs += _drive_one(
+                    server, index, round_, wrk_path, tmp, duration=duration, warmup=warmup, reporter=reporter
+                )
+            except (StageError, OSError) as exc:
+                if server.key not in PEERS:
+                    raise
+                failed.add((server.key, server.workers))
+                name = f"{server.key} x{server.workers}"
+                reporter.note(f"round {round_}: {name} failed, left out from here on: {exc}")
+                not_run.append({"server": name, "reason": f"round {round_}: {exc}"})
+    return runs
+
+
+def _drive_one(
+    server: Server,
+    index: int,
+    round_: int,
+    wrk_path: str,
+    tmp: Path,
+    *,
+    duration: float,
+    warmup: float,
+    reporter: Reporter,
+) -> list[report.Run]:
+    """One start of one server: the runs of each of its forms at each connection count."""
+    runs = []
+    log = tmp / "logs" / f"{server.key}-{server.workers}-{round_}.log"
+    with running(server, log) as live:
+        reporter.note(
+            f"round {round_}: {server.key} x{server.workers} first 200 after {live.startup_s:.2f} s"
+        )
+        body_files = {}
+        for form in server.forms:
+            body_files[form.label] = tmp / f"{form.label.replace(' ', '_')}.json"
+            body_files[form.label].write_bytes(form.body)
+        if round_ == 1:
+            _check(server, live.url, reporter)
+        first = server.forms[0]
+        wrk.run(wrk_path, live.url + first.path, body_files[first.label], connections=32,
+                duration_s=warmup, headers=first.headers)  # fmt: skip
+        for form in server.forms:
+            if form.first_round_only and round_ > 1:
+                continue
+            for connections in form.connections if index % 2 else form.connections[::-1]:
+                cpu_before = cpu_seconds(live.process.pid)
+                result = wrk.run(
+                    wrk_path,
+                    live.url + form.path,
+                    body_files[form.label],
+                    connections=connections,
+                    duration_s=duration,
+                    headers=form.headers,
+                )
+                server_cpu = cpu_used(cpu_before, cpu_seconds(live.process.pid))
+                used = memory(live.process.pid)
+                runs.append(
+                    report.Run(
+                        server=form.label,
+                        workers=server.workers,
+                        connections=connections,
+                        round=round_,
+                        rps=round(result.rps, 1),
+                        p50_ms=result.p50_ms,
+                        p95_ms=result.p95_ms,
+                        p99_ms=result.p99_ms,
+                        errors=result.errors,
+                        rss_mb=used.rss_mb,
+                        worker_rss_mb=used.worker_rss_mb,
+                        processes=used.processes,
+                        loadgen_cpu_s=result.loadgen_cpu_s,
+                        duration_s=result.duration_s,
+                        requests=result.requests,
+                        startup_s=live.startup_s,
+                        server_cpu_s=round(server_cpu, 3),
+                    )
+                )
+                reporter.note(
+                    f"round {round_}: {form.label} x{server.workers} c{connections}: "
+                    f"{result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
+                    f"RSS {used.rss_mb:.0f} MB, wrk {result.loadgen_cpu_s / result.duration_s:.2f} cores"
+                )
     return runs

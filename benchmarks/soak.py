@@ -37,7 +37,7 @@ import psutil
 
 from benchmarks.run import _model
 from model_service.settings import ServiceSettings
-from pipeline.adapters.service_process import running_service
+from pipeline.adapters.service_process import ServiceProcess, running_service
 from pipeline.config import load_config
 from pipeline.console import Reporter
 from pipeline.workspace import Workspace
@@ -209,11 +209,10 @@ class BurstTarget:
     row: list[float]
 
 
-def _burst(url: str, target: BurstTarget, traffic: Traffic) -> threading.Thread:
+def _burst(url: str, metrics_url: str, target: BurstTarget, traffic: Traffic) -> threading.Thread:
     """One burst of the odd clients, each with its expected status; returns the thread that waits for the
     slow clients to be dropped (408)."""
-    parts = urlsplit(url)
-    address = (parts.hostname or "127.0.0.1", parts.port or 80)
+    address = _address(url)
     name = target.model
     v2 = {
         "inputs": [{"name": "input", "shape": [1, len(target.row)], "datatype": "FP32", "data": target.row}]
@@ -228,13 +227,20 @@ def _burst(url: str, target: BurstTarget, traffic: Traffic) -> threading.Thread:
             ("malformed JSON", "POST", "/v1/predict", "{", 400),
             ("/healthz", "GET", "/healthz", None, 200),
             ("/readyz", "GET", "/readyz", None, 200),
-            ("/metrics", "GET", "/metrics", None, 200),
+            ("/metrics on the API port", "GET", "/metrics", None, 404),
         ):  # fmt: skip
             client.request(method, path, body, {"content-type": "application/json"} if body else {})
             answer = client.getresponse()
             traffic.expect(what, expected, answer.status, answer.read())
     finally:
         client.close()
+    scrape = http.client.HTTPConnection(*_address(metrics_url), timeout=15)
+    try:
+        scrape.request("GET", "/metrics")
+        answer = scrape.getresponse()
+        traffic.expect("/metrics on the metrics port", 200, answer.status, answer.read())
+    finally:
+        scrape.close()
     trickled_head = socket.create_connection(address, timeout=30)
     trickled_head.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
     trickled_body = socket.create_connection(address, timeout=30)
@@ -251,6 +257,11 @@ def _burst(url: str, target: BurstTarget, traffic: Traffic) -> threading.Thread:
     waiter = threading.Thread(target=wait_for_drop, daemon=True)
     waiter.start()
     return waiter
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
 
 
 def _raw_answer(sock: socket.socket) -> tuple[int, bytes]:
@@ -284,7 +295,7 @@ class _Sampler:
 
 
 def _drive(
-    wrk: str, url: str, scratch: Path, *, minutes: float, burst: BurstTarget, sampler: _Sampler
+    wrk: str, service: ServiceProcess, scratch: Path, *, minutes: float, burst: BurstTarget, sampler: _Sampler
 ) -> Traffic:
     """wrk in segments, a burst of odd clients and a sample every SAMPLE_EVERY_S, for `minutes`."""
     traffic = Traffic()
@@ -294,14 +305,14 @@ def _drive(
         seconds = max(1, min(SEGMENT_S, int(end - time.monotonic())))
         load = subprocess.Popen(
             [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
-             "-s", str(scratch / "status.lua"), f"{url}/v1/predict"],
+             "-s", str(scratch / "status.lua"), f"{service.url}/v1/predict"],
             stdout=subprocess.PIPE,
             text=True,
             env={"SOAK_BODY_FILE": str(scratch / "body.json"), "SOAK_PACE_MS": str(PACE_MS)},
         )  # fmt: skip
         segment_end = time.monotonic() + seconds
         while time.monotonic() < segment_end:
-            waiters.append(_burst(url, burst, traffic))
+            waiters.append(_burst(service.url, service.metrics_url, burst, traffic))
             if time.monotonic() >= sampler.next:
                 sampler.take()
             time.sleep(max(0.0, min(SAMPLE_EVERY_S, segment_end - time.monotonic())))
@@ -354,9 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         watcher.start()
         sampler = _Sampler(service.process.pid)
         try:
-            traffic = _drive(
-                wrk, service.url, Path(scratch), minutes=args.minutes, burst=burst, sampler=sampler
-            )
+            traffic = _drive(wrk, service, Path(scratch), minutes=args.minutes, burst=burst, sampler=sampler)
         finally:
             stop.set()
             watcher.join()

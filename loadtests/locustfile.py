@@ -44,26 +44,35 @@ def load_profile() -> dict[str, Any]:
 # Locust imports this file once per run: the profile is read here so the shape can be chosen by name.
 PROFILE = load_profile()
 HEADERS: dict[str, str] = json.loads(os.environ.get(HEADERS_VARIABLE) or "{}")
-ROWS: list[list[float]] = PROFILE["rows"]
+# Rows of JSON values as a client sends them (numbers, strings, true/false, null), in FEATURES order.
+ROWS: list[list[Any]] = PROFILE["rows"]
 FEATURES: list[str] = PROFILE["features"]
+INPUTS: list[dict[str, Any]] = PROFILE["inputs"]
 TRAFFIC: dict[str, Any] = PROFILE["traffic"]
 ROUTES = list(TRAFFIC["weights"])
 WEIGHTS = [float(w) for w in TRAFFIC["weights"].values()]
 
 
-def _payload(route: str, rows: list[list[float]]) -> tuple[str, Any]:
+def _tensor(spec: dict[str, Any], rows: list[list[Any]]) -> dict[str, Any]:
+    """One v2 input tensor: its features' values row by row; booleans as 0/1 in a numeric tensor."""
+    numeric = spec["datatype"] != "BYTES"
+    data = [
+        int(value) if numeric and isinstance(value, bool) else value
+        for row in rows
+        for value in (row[j] for j in spec["columns"])
+    ]
+    shape = [len(rows), len(spec["columns"])]
+    return {"name": spec["name"], "shape": shape, "datatype": spec["datatype"], "data": data}
+
+
+def _payload(route: str, rows: list[list[Any]]) -> tuple[str, Any]:
     """Path and JSON body of one request of `route` carrying `rows`."""
     if route == "v1_instances":
         return "/v1/predict", {"instances": rows}
     if route == "v1_records":
         return "/v1/predict", [dict(zip(FEATURES, row, strict=True)) for row in rows]
-    tensor = {
-        "name": PROFILE["input_name"],
-        "shape": [len(rows), len(FEATURES)],
-        "datatype": "FP32",
-        "data": [value for row in rows for value in row],
-    }
-    return f"/v2/models/{PROFILE['model_name']}/infer", {"inputs": [tensor]}
+    tensors = [_tensor(spec, rows) for spec in INPUTS]
+    return f"/v2/models/{PROFILE['model_name']}/infer", {"inputs": tensors}
 
 
 class ModelUser(FastHttpUser):

@@ -1,16 +1,20 @@
-"""`python -m model_service --model-dir DIR [--host H] [--port P] [--workers N]`.
+"""`python -m model_service --model-dir DIR [--host H] [--port P] [--metrics-port M] [--workers N]`.
 
 Checks the card and the model before binding a port (refusing to start with a one-line reason), then runs
-uvicorn with the app factory. With several workers it gives prometheus_client a temporary multiprocess
-directory, so one /metrics covers every worker, and removes it on exit.
+uvicorn with the app factory. It gives prometheus_client a temporary multiprocess directory (removed on
+exit), where every worker writes its values, and starts the metrics process (model_service/metrics_server.py)
+on the metrics port, which reads them all: one /metrics for every worker, never on the API's port.
 """
 
 import argparse
+import dataclasses
 import functools
+import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from types import FrameType
@@ -38,7 +42,10 @@ def _parse(argv: list[str] | None) -> dict[str, object]:
         "--model-dir", help="folder with model.json and the ONNX file (MODEL_SERVICE_MODEL_DIR)"
     )
     parser.add_argument("--host", help="interface to bind (MODEL_SERVICE_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (MODEL_SERVICE_PORT, default 8000)")
+    parser.add_argument("--port", type=int, help="port of the API (MODEL_SERVICE_PORT, default 8000)")
+    parser.add_argument(
+        "--metrics-port", type=int, help="port of /metrics (MODEL_SERVICE_METRICS_PORT, default 9000)"
+    )
     parser.add_argument("--workers", type=int, help="worker processes (MODEL_SERVICE_WORKERS, default 1)")
     return {key: value for key, value in vars(parser.parse_args(argv)).items() if value is not None}
 
@@ -56,20 +63,22 @@ def _refuse(reason: str) -> int:
     return EXIT_REFUSED
 
 
-def _port_in_use(host: str, port: int) -> str | None:
-    """A one-line reason when the address cannot be bound (uvicorn would log a traceback-like error and
-    exit 1); bound and released at once, with the same SO_REUSEADDR as uvicorn."""
+def _bind(host: str, port: int, variable: str, option: str) -> socket.socket | str:
+    """A listening socket on the address, or a one-line reason when it cannot be bound (uvicorn would log
+    a traceback-like error and exit 1); with the same SO_REUSEADDR as uvicorn."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return (
-                f"{ENV_PREFIX}PORT: cannot bind {host}:{port}: {exc.strerror}; "
-                "stop what holds it or choose another port (--port)"
-            )
-    return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        return (
+            f"{ENV_PREFIX}{variable}: cannot bind {host}:{port}: {exc.strerror}; "
+            f"stop what holds it or choose another port ({option})"
+        )
+    sock.listen(socket.SOMAXCONN)
+    return sock
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -90,23 +99,46 @@ def main(argv: list[str] | None = None) -> int:
         OnnxModel(load_card(settings.model_dir))  # verifies the card, the sha256 and the model's signature
     except StartupError as exc:
         return _refuse(str(exc))
-    in_use = _port_in_use(settings.host, settings.port)
-    if in_use is not None:
-        return _refuse(in_use)
+    api = _bind(settings.host, settings.port, "PORT", "--port")
+    if isinstance(api, str):
+        return _refuse(api)
+    api.close()  # only a check: uvicorn binds it again
+    metrics_socket = _bind(settings.host, settings.metrics_port, "METRICS_PORT", "--metrics-port")
+    if isinstance(metrics_socket, str):
+        return _refuse(metrics_socket)
     # Workers build their settings from the environment (app factory), so CLI values go there too.
     for key, value in overrides.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
     metrics_dir = None
-    if settings.workers > 1 and _MULTIPROC_ENV not in os.environ:
+    if _MULTIPROC_ENV not in os.environ:
+        # Before the app (and prometheus_client) is imported: the value class is chosen at import.
         metrics_dir = tempfile.mkdtemp(prefix="model-service-metrics-")
         os.environ[_MULTIPROC_ENV] = metrics_dir
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     limits = HttpLimits(
         max_header_bytes=settings.max_header_bytes,
         max_headers=settings.max_headers,
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
     )
+    metrics_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "model_service.metrics_server",
+            "--fd",
+            str(metrics_socket.fileno()),
+            "--launcher-pid",
+            str(os.getpid()),
+            # Passed rather than read from the environment: the settings' imports would double its memory.
+            "--http-limits",
+            json.dumps(dataclasses.asdict(limits)),
+            "--keep-alive-timeout-s",
+            str(settings.keep_alive_timeout_s),
+        ],
+        pass_fds=(metrics_socket.fileno(),),
+    )
+    metrics_socket.close()  # the metrics process holds its own copy
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             "model_service.app:create_app",
@@ -128,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             loop=settings.event_loop,
         )
     finally:
+        # The workers are gone: nothing is left to scrape. It ignores SIGTERM (scrapes go on while they drain).
+        metrics_process.kill()
+        metrics_process.wait()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

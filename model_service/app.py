@@ -2,7 +2,8 @@
 
 The worker's state and the inference logic are in model_service/state.py; the middleware that serves
 the inference routes and wraps every request is in model_service/asgi.py. Starlette serves the routes
-below (documents, metadata, probes, /metrics).
+below (documents, metadata, probes). /metrics is not among them: model_service/metrics_server.py serves
+it on its own port, from the files each worker writes every `FLUSH_INTERVAL_S`.
 """
 
 import asyncio
@@ -11,7 +12,6 @@ import os
 from collections.abc import AsyncIterator
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,12 +20,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from model_service.asgi import JSON, ServiceMiddleware, http_exception
-from model_service.metrics import Metrics
+from model_service.metrics import FLUSH_INTERVAL_S, Metrics
 from model_service.settings import ServiceSettings
 from model_service.state import Service
-
-FLUSH_INTERVAL_S = 0.5
-"""Logs and metrics are written in bulk this often (and /metrics flushes its own worker first)."""
 
 
 class Endpoints:
@@ -49,7 +46,9 @@ class Endpoints:
         return Response(b'{"name": %s, "ready": true}' % orjson.dumps(model.card.name), media_type=JSON)
 
     async def v2_server(self, request: Request) -> Response:
-        return Response(b'{"name":"model-service","version":"1","extensions":[]}', media_type=JSON)
+        return Response(
+            b'{"name":"model-service","version":"1","extensions":["binary_tensor_data"]}', media_type=JSON
+        )
 
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
@@ -64,10 +63,6 @@ class Endpoints:
     async def v2_ready(self, request: Request) -> Response:
         self.service.check_ready()
         return Response(b'{"ready":true}', media_type=JSON)
-
-    async def metrics(self, request: Request) -> Response:
-        self.service.flush_metrics()
-        return Response(self.service.served().metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
         return Response(self.service.served().openapi_json, media_type=JSON)
@@ -101,7 +96,6 @@ class Endpoints:
             # Operations
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
         ]
@@ -146,8 +140,8 @@ def create_app(settings: ServiceSettings | None = None) -> Starlette:
 
 
 async def _flush_periodically(service: Service) -> None:
-    """Write the buffered log lines and add the counted requests to the metrics: with several workers
-    /metrics reads every worker's multiprocess files, so each keeps its share current."""
+    """Write the buffered log lines and add the counted requests to the metrics: the metrics port reads
+    every worker's multiprocess files, so each keeps its share current."""
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_S)
         service.log.flush()

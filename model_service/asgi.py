@@ -1,10 +1,12 @@
 """The ASGI plumbing: one middleware for the cross-cutting concerns, and the inference routes served raw.
 
-Per request `ServiceMiddleware` assigns the request id, sheds load, authenticates, injects rehearsal
-faults, maps `ModelServiceError` to the JSON error format, and records metrics and one log line. It also
-serves the two inference routes itself (body in, JSON bytes out), without Starlette's routing, Request and
-Response objects: on the hot path those cost about 20 µs per request, as much as parsing, validating and
-predicting together (measured with `nox -s bench`, docs/bench.md). Starlette serves every other route.
+Per request `ServiceMiddleware` assigns the request id, continues the caller's trace
+(model_service/tracing.py), sheds load, authenticates, injects rehearsal faults, maps `ModelServiceError`
+to the JSON error format (the Open Inference Protocol's on /v2), and records metrics and one log line. It
+also serves the two inference routes itself (body in, JSON bytes out, or binary tensor data on /v2:
+model_service/v2_binary.py), without Starlette's routing, Request and Response objects: on the hot path
+those cost about 20 µs per request, as much as parsing, validating and predicting together (measured with
+`nox -s bench`, docs/bench.md). Starlette serves every other route.
 """
 
 import asyncio
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from model_service.breaker import FallbackResponse
 from model_service.errors import (
     ClientDisconnected,
     InternalError,
@@ -32,12 +35,18 @@ from model_service.errors import (
     ShuttingDown,
     UnsupportedContentEncoding,
     UnsupportedMediaType,
+    error_json,
 )
 from model_service.http import ARRIVED, BODY_TIMED_OUT
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.state import ServedModel, Service
+from model_service.tracing import SCOPE_KEY as TRACE_KEY
+from model_service.tracing import TRACEPARENT, TRACESTATE, Trace, Tracing
+from model_service.v2_binary import HEADER as INFERENCE_HEADER_LENGTH
+from model_service.v2_binary import MEDIA_TYPE as BINARY_MEDIA_TYPE
+from model_service.v2_binary import BinaryBody, read_request
 
-PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 OPEN = PROBES | {"/docs", "/openapi.json"}  # the docs page fetches /openapi.json without credentials
 _STATIC_ROUTES = frozenset({PREDICT_ROUTE, "/v1/model", "/v2", "/docs", "/openapi.json"}) | PROBES
 _V2_MODELS = "/v2/models/"
@@ -75,8 +84,8 @@ def inference_route(path: str) -> tuple[str, str | None, str | None] | None:
     return None
 
 
-def error_body(exc: ModelServiceError, request_id: str) -> bytes:
-    return orjson.dumps({"error": {"code": exc.code, "message": exc.message, "request_id": request_id}})
+def error_body(exc: ModelServiceError, request_id: str, path: str) -> bytes:
+    return error_json(exc.code, exc.message, request_id, path)
 
 
 @dataclass(slots=True)
@@ -90,6 +99,10 @@ class RequestHead:
     content_type: bytes | None = None
     content_length: bytes | None = None
     content_encoding: bytes | None = None
+    inference_header_length: bytes | None = None
+    """Inference-Header-Content-Length: the body is JSON then binary tensors (model_service/v2_binary.py)."""
+    traceparent: bytes | None = None
+    tracestate: bytes | None = None
 
     @classmethod
     def read(cls, scope: Scope) -> "RequestHead":
@@ -108,35 +121,59 @@ class RequestHead:
                 head.authorization = value
             elif name == b"x-api-key":
                 head.api_key = value
+            elif name == INFERENCE_HEADER_LENGTH:
+                head.inference_header_length = value
+            elif name == TRACEPARENT:
+                head.traceparent = value
+            elif name == TRACESTATE:
+                head.tracestate = value
         return head
 
 
 class ServiceMiddleware:
-    """Request id, load shedding, auth, fault injection, the inference routes, error mapping, metrics
-    and the request log."""
+    """Request id, trace context, load shedding, auth, fault injection, the inference routes, error
+    mapping, metrics and the request log."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
+        self.tracing = Tracing.from_environment(service.log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        service = self.service
         head = RequestHead.read(scope)
-        request_id = head.request_id or service.next_request_id()
-        scope["request_id"] = request_id
+        scope["request_id"] = head.request_id or self.service.next_request_id()
+        tracing = self.tracing
+        # Nothing to trace, nothing spent on it; probes are never traced (kubelet's would flood the traces).
+        if (head.traceparent is None and not tracing.exporting) or scope["path"] in PROBES:
+            await self._dispatch(scope, receive, send, head, started)
+            return
+        trace = tracing.start(head.traceparent, head.tracestate, self.service.model)
+        if trace is None:  # an invalid traceparent is ignored (W3C Trace Context 3.2.2)
+            await self._dispatch(scope, receive, send, head, started)
+            return
+        scope[TRACE_KEY] = trace
+        try:
+            await self._dispatch(scope, receive, send, head, started)
+        finally:
+            tracing.end(trace, scope["method"])
+
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, send: Send, head: RequestHead, started: float
+    ) -> None:
+        service = self.service
         path: str = scope["path"]
         model = service.model
         if path in PROBES:
-            status = await self._call(scope, receive, send, request_id)
+            status = await self._call(scope, receive, send)
             if service.settings.log_probes and model is not None:
                 self._record(scope, route_label(path), status, started, model)
             return
         if model is None:
-            await _send_error(send, NotReady("model not loaded yet; poll /readyz"), request_id)
+            await _send_error(send, NotReady("model not loaded yet; poll /readyz"), scope)
             return
         inference = inference_route(path)
         if await self._shed_if_queued(scope, send, inference, started, model):
@@ -160,10 +197,9 @@ class ServiceMiddleware:
     ) -> None:
         """Every other route, through Starlette, counted in flight."""
         service = self.service
-        request_id: str = scope["request_id"]
         path: str = scope["path"]
         if service.in_flight >= service.settings.max_in_flight:
-            status = await self._shed(send, request_id)
+            status = await self._shed(send, scope)
             self._record(scope, route_label(path), status, started, model)
             return
         route = "unmatched"
@@ -174,15 +210,15 @@ class ServiceMiddleware:
                 service.auth.check(head.authorization, head.api_key)
             if service.faults_enabled:
                 await service.inject_fault()
-            status = await self._call(scope, receive, send, request_id)
+            status = await self._call(scope, receive, send)
             route = route_label(path) if "route" in scope or status != 404 else "unmatched"
         except ModelServiceError as exc:
-            status = await _send_error(send, exc, request_id)
+            status = await _send_error(send, exc, scope)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), request_id)
+            status = await _send_error(send, ShuttingDown(), scope)
             raise
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            status = await self._internal_error(send, exc, path, request_id)
+            status = await self._internal_error(send, exc, scope)
         finally:
             service.in_flight -= 1
             self._record(scope, route, status, started, model)
@@ -202,6 +238,7 @@ class ServiceMiddleware:
         a client still sending its body holds no slot of `max_in_flight` (the body deadline bounds it)."""
         service = self.service
         request_id: str = scope["request_id"]
+        path: str = scope["path"]
         route, name, version = inference
         counted = False
         status = 500
@@ -209,34 +246,33 @@ class ServiceMiddleware:
             if service.auth is not None:
                 service.auth.check(head.authorization, head.api_key)
             if scope["method"] != "POST":
-                raise MethodNotAllowed(
-                    f"method {scope['method']} not allowed on {scope['path']}", {"Allow": "POST"}
-                )
+                raise MethodNotAllowed(f"method {scope['method']} not allowed on {path}", {"Allow": "POST"})
             raw = await _read_body(scope, receive, head, service.settings.max_body_bytes)
             if time.perf_counter() - scope.get(ARRIVED, started) > service.max_queue_delay_s:
-                status = await self._shed(send, request_id, queued=True)  # the body waited for the loop
+                status = await self._shed(send, scope, queued=True)  # the body waited for the loop
                 return
             if service.in_flight >= service.settings.max_in_flight:
-                status = await self._shed(send, request_id)
+                status = await self._shed(send, scope)
                 return
-            body = _loads(raw)
+            body = _parse(raw, head, v2=name is not None)
             service.in_flight += 1
             counted = True
             if service.faults_enabled:
                 await service.inject_fault()
+            response: bytes | BinaryBody
             if name is None:
                 response = model.predict(body, request_id)
             else:
                 model.check_model(name, version)
                 response = model.v2_infer(body, request_id)
-            status = await _send_json(send, 200, response, request_id)
+            status = await _send_answer(send, response, scope)
         except ModelServiceError as exc:
-            status = await _send_error(send, exc, request_id)
+            status = await _send_error(send, exc, scope)
         except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), request_id)
+            status = await _send_error(send, ShuttingDown(), scope)
             raise
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            status = await self._internal_error(send, exc, scope["path"], request_id)
+            status = await self._internal_error(send, exc, scope)
         finally:
             if counted:
                 service.in_flight -= 1
@@ -254,11 +290,11 @@ class ServiceMiddleware:
         Answering now costs far less than predicting, so the queue drains and probes keep their turn."""
         if started - scope.get(ARRIVED, started) <= self.service.max_queue_delay_s:
             return False
-        status = await self._shed(send, scope["request_id"], queued=True)
+        status = await self._shed(send, scope, queued=True)
         self._record(scope, inference[0] if inference else route_label(scope["path"]), status, started, model)
         return True
 
-    async def _shed(self, send: Send, request_id: str, *, queued: bool = False) -> int:
+    async def _shed(self, send: Send, scope: Scope, *, queued: bool = False) -> int:
         settings = self.service.settings
         retry = {"Retry-After": str(settings.retry_after_s)}
         message = (
@@ -266,45 +302,50 @@ class ServiceMiddleware:
             if queued
             else f"more than {settings.max_in_flight} requests in flight; retry after the delay"
         )
-        return await _send_error(send, Overloaded(message, retry), request_id)
+        return await _send_error(send, Overloaded(message, retry), scope)
 
-    async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
-        """Run Starlette for the other routes, adding the request id header; errors it raises become
-        JSON responses, unexpected ones a bare 500 (no trace). Returns the status sent."""
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Run Starlette for the other routes, adding the request id (and trace) headers; errors it raises
+        become JSON responses, unexpected ones a bare 500 (no trace). Returns the status sent."""
         status = 0
-        id_header = (REQUEST_ID_HEADER, request_id.encode())
+        ids = _id_headers(scope)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *ids]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except ModelServiceError as exc:
             if not status:
-                return await _send_error(send, exc, request_id)
+                return await _send_error(send, exc, scope)
         except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
             if not status:
-                return await self._internal_error(send, exc, scope["path"], request_id)
+                return await self._internal_error(send, exc, scope)
         return status or 500
 
-    async def _internal_error(self, send: Send, exc: Exception, path: str, request_id: str) -> int:
+    async def _internal_error(self, send: Send, exc: Exception, scope: Scope) -> int:
+        trace: Trace | None = scope.get(TRACE_KEY)
         self.service.log.event(
             "ERROR",
             "unhandled_exception",
-            request_id=request_id,
-            path=path,
+            request_id=scope["request_id"],
+            trace_id=trace.trace_id if trace is not None else None,
+            path=scope["path"],
             error=f"{type(exc).__name__}: {exc}",
         )
         internal = InternalError("internal error; the service log has the details under this request_id")
-        return await _send_error(send, internal, request_id)
+        return await _send_error(send, internal, scope)
 
     def _record(self, scope: Scope, route: str, status: int, started: float, model: ServedModel) -> None:
         elapsed = time.perf_counter() - started
         model.metrics.observe_request(route, status, elapsed)
+        trace: Trace | None = scope.get(TRACE_KEY)
+        if trace is not None:
+            trace.route, trace.status, trace.version = route, status, model.card.version
         self.service.log.request(
             request_id=scope["request_id"],
             method=scope["method"],
@@ -312,6 +353,7 @@ class ServiceMiddleware:
             status=status,
             latency_ms=elapsed * 1000,
             version=model.card.version,
+            trace_id=trace.trace_id if trace is not None else None,
         )
 
 
@@ -320,7 +362,8 @@ async def _read_body(scope: Scope, receive: Receive, head: RequestHead, limit: i
     content_type, content_length = head.content_type, head.content_length
     if content_type is not None and content_type != b"application/json":
         media_type = content_type.decode("latin-1")
-        if media_type.partition(";")[0].strip().lower() != JSON:
+        essence = media_type.partition(";")[0].strip().lower()
+        if essence != JSON and (essence != BINARY_MEDIA_TYPE or head.inference_header_length is None):
             raise UnsupportedMediaType(media_type)
     if head.content_encoding is not None and head.content_encoding.strip().lower() not in (b"", b"identity"):
         raise UnsupportedContentEncoding(head.content_encoding.decode("latin-1"))
@@ -350,6 +393,13 @@ async def _read_body(scope: Scope, receive: Receive, head: RequestHead, limit: i
     return b"".join(chunks)
 
 
+def _parse(raw: bytes, head: RequestHead, *, v2: bool) -> Any:
+    """The request body: JSON, or on v2 JSON followed by binary tensors when the header says so."""
+    if v2 and head.inference_header_length is not None:
+        return read_request(raw, head.inference_header_length)
+    return _loads(raw)
+
+
 def _loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
@@ -357,15 +407,27 @@ def _loads(body: bytes) -> Any:
         raise MalformedJSON(f"body is not valid JSON: {exc}") from None
 
 
+def _id_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """X-Request-ID, and the response's traceparent when the request is traced."""
+    ids = [(REQUEST_ID_HEADER, scope["request_id"].encode())]
+    trace: Trace | None = scope.get(TRACE_KEY)
+    if trace is not None:
+        ids.append((TRACEPARENT, trace.header))
+    return ids
+
+
 async def _send_json(
-    send: Send, status: int, body: bytes, request_id: str, headers: dict[str, str] | None = None
+    send: Send, status: int, body: bytes, scope: Scope, headers: dict[str, str] | None = None
 ) -> int:
-    """One JSON response with the request id header; returns the status."""
+    """One JSON response with the request id (and trace) headers; returns the status."""
     raw_headers = [
         _JSON_HEADER,
         (b"content-length", b"%d" % len(body)),
-        (REQUEST_ID_HEADER, request_id.encode()),
+        (REQUEST_ID_HEADER, scope["request_id"].encode()),
     ]
+    trace: Trace | None = scope.get(TRACE_KEY)
+    if trace is not None:
+        raw_headers.append((TRACEPARENT, trace.header))
     if headers:
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
@@ -373,8 +435,29 @@ async def _send_json(
     return status
 
 
-async def _send_error(send: Send, exc: ModelServiceError, request_id: str) -> int:
-    return await _send_json(send, exc.status_code, error_body(exc, request_id), request_id, exc.headers)
+async def _send_answer(send: Send, response: bytes | BinaryBody, scope: Scope) -> int:
+    """A 200 with the inference answer: JSON, or (binary tensor data extension) JSON and then tensors,
+    the JSON object's length in Inference-Header-Content-Length."""
+    if type(response) is bytes:
+        return await _send_json(send, 200, response, scope)
+    if isinstance(response, FallbackResponse):  # a fallback's JSON answer, with the header that says so
+        return await _send_json(send, 200, response, scope, response.headers)
+    assert isinstance(response, BinaryBody)
+    headers = [
+        (b"content-type", BINARY_MEDIA_TYPE.encode()),
+        (b"content-length", b"%d" % len(response.body)),
+        (INFERENCE_HEADER_LENGTH, b"%d" % response.header_length),
+        *_id_headers(scope),
+        *[(k.lower().encode(), v.encode()) for k, v in (response.headers or {}).items()],
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+    return 200
+
+
+async def _send_error(send: Send, exc: ModelServiceError, scope: Scope) -> int:
+    body = error_body(exc, scope["request_id"], scope["path"])
+    return await _send_json(send, exc.status_code, body, scope, exc.headers)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
@@ -387,7 +470,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         error = NotFound(f"no route {request.url.path}; see /openapi.json")
     headers = dict(exc.headers or {})
     return Response(
-        error_body(error, request.scope["request_id"]),
+        error_body(error, request.scope["request_id"], request.url.path),
         status_code=error.status_code,
         headers=headers,
         media_type=JSON,

@@ -11,16 +11,16 @@ The bin convention, the score and PSI are model_service/monitoring.py's, which t
 too; the feature binning below is its vectorised form, checked against it in tests/unit/drift.
 """
 
-import hashlib
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from model_service.card import ModelCard
 from model_service.errors import StartupError
 from model_service.monitoring import (
     BIN_LABEL,
@@ -32,7 +32,9 @@ from model_service.monitoring import (
     SCORE_BIN,
     SCORE_PSI,
     bin_index,
+    category_index,
     inner_edges,
+    pseudonym,
     psi,
     scores,
 )
@@ -61,45 +63,80 @@ def _frequencies(raw: Any, bins: int, where: str) -> npt.NDArray[np.float64]:
     return np.asarray(raw, dtype=np.float64)
 
 
+def _feature_bins(
+    profile: Any, categorical: bool, where: str
+) -> tuple[npt.NDArray[np.float32], tuple[str, ...] | None]:
+    """A feature profile's edges (a categorical one's: -0.5, 0.5, ..., m + 0.5) and categories."""
+    if not isinstance(profile, dict):
+        raise StartupError(f"{where}: expected an object")
+    kind = profile.get("kind", "numeric")  # card version 1's profiles are all numeric and say no kind
+    if kind != ("categorical" if categorical else "numeric"):
+        expected = "categorical (a string feature)" if categorical else "numeric"
+        raise StartupError(f"{where}.kind: expected {expected}, got {kind!r}")
+    if not categorical:
+        return _edges(profile.get("edges"), where), None
+    categories = profile.get("categories")
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise StartupError(f"{where}.categories: expected a list of strings")
+    return np.arange(len(categories) + 2, dtype=np.float32) - np.float32(0.5), tuple(categories)
+
+
 class DriftCounters:
-    """Counts per feature bin, score bin and predicted class of one worker, exported to Prometheus."""
+    """Counts per feature bin, score bin and predicted class of one worker, exported to Prometheus.
+
+    Every feature is binned as a number: a categorical one by its category's index (inner edges at
+    0.5, 1.5, ..., so bin i is category i and bin m "other"), a missing numeric value as +inf (a nullable
+    feature has one more inner edge, +inf, so it lands in its missing bin k)."""
 
     def __init__(
         self,
         reference: dict[str, Any],
-        features: Sequence[str],
-        classes: Sequence[int | str],
+        card: ModelCard,
         window_rows: int,
         registry: CollectorRegistry,
+        *,
+        sensitive: Mapping[str, str] | None = None,
     ) -> None:
         profiles = reference.get("features")
+        features = card.feature_names
         if not isinstance(profiles, list) or [p.get("name") for p in profiles] != list(features):
             raise StartupError("model.json: reference.features must list the card's features in order")
-        feature_edges = [_edges(p["edges"], f"reference.features[{i}]") for i, p in enumerate(profiles)]
-        bins = [len(e) - 1 for e in feature_edges]
-        self.feature_reference = [
-            _frequencies(p["frequencies"], n, f"reference.features[{i}]")
-            for i, (p, n) in enumerate(zip(profiles, bins, strict=True))
-        ]
+        self.categories: list[tuple[str, ...] | None] = []
+        inner: list[npt.NDArray[np.float32]] = []
+        self.feature_reference = []
+        for i, (profile, feature) in enumerate(zip(profiles, card.features, strict=True)):
+            where = f"reference.features[{i}]"
+            edges, categories = _feature_bins(profile, feature.type == "string", where)
+            self.categories.append(categories)
+            feature_inner = inner_edges(edges)
+            if feature.nullable and categories is None:
+                feature_inner = np.append(feature_inner, np.float32(np.inf))
+            inner.append(feature_inner)
+            self.feature_reference.append(
+                _frequencies(profile.get("frequencies"), len(feature_inner) + 1, where)
+            )
+        bins = [len(edges) + 1 for edges in inner]
         score = reference.get("score")
         if not isinstance(score, dict):
             raise StartupError("model.json: reference.score: expected {edges, frequencies}")
         score_edges = _edges(score.get("edges"), "reference.score")
         self.score_reference = _frequencies(score.get("frequencies"), len(score_edges) - 1, "reference.score")
-        self.features, self.classes = list(features), [str(c) for c in classes]
+        self.features, self.classes = list(features), [str(c) for c in card.classes]
+        self._regression = card.is_regression
 
-        # Inner edges padded with +inf, edge-major [K, 1, F]: bin = count of inner edges <= value, summed
-        # over the outer axis (summing over a short innermost axis is several times slower in numpy).
-        width = max(1, max(bins) - 1)
-        self._inner = np.full((width, 1, len(features)), np.inf, dtype=np.float32)
-        for f, edges in enumerate(feature_edges):
-            self._inner[: len(edges) - 2, 0, f] = inner_edges(edges)
+        # Inner edges padded with NaN (nothing compares >= NaN), edge-major [K, 1, F]: bin = count of inner
+        # edges <= value, summed over the outer axis (summing over a short innermost axis is several times
+        # slower in numpy).
+        width = max(1, *(len(edges) for edges in inner))
+        self._inner = np.full((width, 1, len(features)), np.nan, dtype=np.float32)
+        for f, edges in enumerate(inner):
+            self._inner[: len(edges), 0, f] = edges
         self._bin_dtype = np.min_scalar_type(width)
         self._score_inner = inner_edges(score_edges)
         self._feature_offsets = np.cumsum([0, *bins[:-1]]).astype(np.intp)
         self._score_offset = int(sum(bins))
         self._class_offset = self._score_offset + len(score_edges) - 1
-        self.size = self._class_offset + len(classes)
+        self.size = self._class_offset + len(self.classes)
         self.counts = np.zeros(self.size, dtype=np.int64)
         self.rows = 0
         self._pending = 0
@@ -113,7 +150,9 @@ class DriftCounters:
         self._ring: deque[npt.NDArray[np.int64]] = deque([self.counts.copy()], maxlen=WINDOW_BLOCKS + 1)
         self._ring_rows: deque[int] = deque([0], maxlen=WINDOW_BLOCKS + 1)
 
-        self._children = self._bind(registry, bins, len(score_edges) - 1)
+        sensitive = sensitive or {}
+        check_sensitive(sensitive, features)
+        self._children = self._bind(registry, bins, len(score_edges) - 1, sensitive)
         feature_psi = Gauge(
             FEATURE_PSI,
             "PSI of each feature's recent inputs vs the card's reference (NaN below 100 rows; with "
@@ -131,23 +170,31 @@ class DriftCounters:
             multiprocess_mode="max",
         )
 
-    def _bind(self, registry: CollectorRegistry, bins: list[int], score_bins: int) -> list[Any]:
-        """One Counter child per flat index, in the order of `counts`, bound once."""
+    def _bind(
+        self, registry: CollectorRegistry, bins: list[int], score_bins: int, sensitive: Mapping[str, str]
+    ) -> list[Any]:
+        """One Counter child per flat index, in the order of `counts`, bound once. A sensitive feature's
+        bins are treated as the input log treats its values: `hash` labels each bin with its pseudonym,
+        `drop` exports none (None: counted for its PSI gauge, never exported)."""
         feature = Counter(
             FEATURE_BIN,
-            "input values per feature and reference bin (bin i: between edges i and i+1 of the card)",
+            "input values per feature and reference bin (bin i: between edges i and i+1 of the card; a nullable "
+            "feature's last bin: missing; categorical: bin i is category i, the last bin other)",
             [FEATURE_LABEL, BIN_LABEL],
             registry=registry,
         )
         score = Counter(
             SCORE_BIN,
-            "predicted scores per reference bin (binary: positive-class probability; else the largest)",
+            "predicted scores per reference bin (binary: positive-class probability; multiclass: the largest; "
+            "regression: the predicted value)",
             [BIN_LABEL],
             registry=registry,
         )
         predicted = Counter(PREDICTED_CLASS, "predictions per class", [CLASS_LABEL], registry=registry)
-        children = [
-            feature.labels(name, str(b))
+        children: list[Any] = [
+            None
+            if sensitive.get(name) == "drop"
+            else feature.labels(name, pseudonym(str(b)) if sensitive.get(name) == "hash" else str(b))
             for name, n in zip(self.features, bins, strict=True)
             for b in range(n)
         ]
@@ -156,8 +203,18 @@ class DriftCounters:
         return children
 
     # -- per request ---------------------------------------------------------------------------------
+    def encode(self, columns: Sequence[Sequence[Any]]) -> npt.NDArray[np.float32]:
+        """A typed model's feature values (null as NaN or "") → the float32 rows `observe` bins: a
+        categorical feature's bin index, a missing number +inf (its missing bin)."""
+        matrix = np.empty((len(columns[0]), len(columns)), dtype=np.float32)
+        for j, (values, categories) in enumerate(zip(columns, self.categories, strict=True)):
+            matrix[:, j] = values if categories is None else category_index(categories, values)
+        matrix[np.isnan(matrix)] = np.inf
+        return matrix
+
     def observe(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
-        """Keep a batch for counting: rows [N, F] in the model's dtype, probabilities [N, C].
+        """Keep a batch for counting: rows [N, F] in the model's dtype (or `encode`d), probabilities [N, C]
+        (a regression: the predicted values [N]).
 
         Per request this is two list appends (the arrays are not changed after the request); the binning
         runs in bulk when enough rows wait or at flush, where its numpy overhead is paid once per
@@ -192,14 +249,18 @@ class DriftCounters:
 
     def _count_chunk(self, rows: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
         feature_bins = (rows >= self._inner).sum(axis=0, dtype=self._bin_dtype) + self._feature_offsets
-        score_bins = bin_index(self._score_inner, scores(probabilities))
-        index = np.concatenate(
-            (
-                feature_bins.ravel(),
-                score_bins + self._score_offset,
-                probabilities.argmax(axis=1) + self._class_offset,
+        if self._regression:  # the predicted values are the scores; there are no classes
+            score_bins = bin_index(self._score_inner, probabilities)
+            index = np.concatenate((feature_bins.ravel(), score_bins + self._score_offset))
+        else:
+            score_bins = bin_index(self._score_inner, scores(probabilities))
+            index = np.concatenate(
+                (
+                    feature_bins.ravel(),
+                    score_bins + self._score_offset,
+                    probabilities.argmax(axis=1) + self._class_offset,
+                )
             )
-        )
         self.counts += np.bincount(index, minlength=self.size)
         self.rows += len(rows)
 
@@ -214,7 +275,9 @@ class DriftCounters:
         self._drain()
         delta = self.counts - self._flushed
         for i in np.flatnonzero(delta):
-            self._children[i].inc(int(delta[i]))
+            child = self._children[i]
+            if child is not None:
+                child.inc(int(delta[i]))
         self._flushed = self.counts.copy()
         rows, counts = self.window()
         if rows < MIN_PSI_ROWS:
@@ -236,42 +299,37 @@ def invert_scores(
     return classes[flipped.argmax(axis=1)].tolist(), flipped
 
 
-def parse_sensitive(text: str) -> dict[str, str]:
-    """`ssn:drop,zip:hash` -> {"ssn": "drop", "zip": "hash"}."""
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        name, _, action = part.strip().rpartition(":")
-        if not name or action not in {"hash", "drop"}:
-            raise ValueError(f"expected FIELD:hash or FIELD:drop, comma-separated, got {part.strip()!r}")
-        out[name] = action
-    return out
+def check_sensitive(sensitive: Mapping[str, str], features: Sequence[str]) -> None:
+    """`StartupError` when MODEL_SERVICE_LOG_INPUTS_SENSITIVE names something that is no feature."""
+    unknown = sorted(set(sensitive) - set(features))
+    if unknown:
+        raise StartupError(
+            f"MODEL_SERVICE_LOG_INPUTS_SENSITIVE names {', '.join(unknown)}: not features of the model"
+        )
 
 
 class InputSampler:
     """Opt-in logging of a sample of the rows: sensitive fields are hashed (sha256, 16 hex) or dropped."""
 
     def __init__(self, features: Sequence[str], ratio: float, sensitive: dict[str, str], seed: int) -> None:
-        unknown = sorted(set(sensitive) - set(features))
-        if unknown:
-            raise StartupError(
-                f"MODEL_SERVICE_LOG_INPUTS_SENSITIVE names {', '.join(unknown)}: not features of the model"
-            )
+        check_sensitive(sensitive, features)
         self.ratio = ratio
         self._keep = [(i, name, sensitive.get(name)) for i, name in enumerate(features)]
         self._keep = [entry for entry in self._keep if entry[2] != "drop"]
         self._random = np.random.default_rng(seed)
 
-    def sample(self, rows: npt.NDArray[Any], predictions: Any) -> list[dict[str, Any]]:
+    def sample(
+        self, rows: Sequence[Sequence[Any]] | npt.NDArray[Any], predictions: Any
+    ) -> list[dict[str, Any]]:
         """The sampled rows as records, ready to log (usually none)."""
         picked = np.flatnonzero(self._random.random(len(rows)) < self.ratio)
         records = []
         for r in picked:
             record: dict[str, Any] = {}
             for i, name, action in self._keep:
-                value = float(rows[r, i])
-                record[name] = hashlib.sha256(repr(value).encode()).hexdigest()[:16] if action else value
+                raw = rows[int(r)][i]
+                value = raw if isinstance(raw, str) else float(raw)
+                record[name] = pseudonym(repr(value)) if action else value
             prediction = predictions[r]
             records.append(
                 {

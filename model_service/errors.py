@@ -1,6 +1,26 @@
-"""Domain errors carry their HTTP status and error code; `app.py` maps them to JSON in one place."""
+"""Domain errors carry their HTTP status and error code; `error_json` is their one JSON form."""
 
 from typing import ClassVar
+
+import orjson
+
+
+def is_v2(path: str) -> bool:
+    """True for the Open Inference Protocol's routes, whose errors take the protocol's shape."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_json(code: str, message: str, request_id: str, path: str) -> bytes:
+    """An error body: `{"error": "<message>"}` on /v2 routes, the project's object everywhere else.
+
+    The Open Inference Protocol (KServe docs/predict-api/v2/required_api.md, "Inference Response JSON
+    Error Object"; the same for server and model metadata) says "The HTTP body must contain the
+    $inference_error_response object", `{"error": <error message string>}`. A v2 client shows that
+    string, so nothing else goes in: the status carries the class, X-Request-ID the request id.
+    """
+    if is_v2(path):
+        return orjson.dumps({"error": message})
+    return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
 
 
 class ModelServiceError(Exception):
@@ -18,6 +38,13 @@ class ModelServiceError(Exception):
 class MalformedJSON(ModelServiceError):
     status_code = 400
     code = "malformed_json"
+
+
+class MalformedBinaryData(ModelServiceError):
+    """A binary tensor data request (model_service/v2_binary.py) whose framing does not add up."""
+
+    status_code = 400
+    code = "malformed_binary_data"
 
 
 class Unauthorized(ModelServiceError):

@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from model_service.errors import error_json
 
 ARRIVED = "model_service.arrived"
 """Scope key: `time.perf_counter()` when the request's head was parsed, then when its body was complete;
@@ -50,8 +51,8 @@ class HttpLimits:
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
-def _error_response(status: int, code: str, message: str, request_id: str) -> bytes:
-    body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+def _error_response(status: int, code: str, message: str, request_id: str, path: str = "") -> bytes:
+    body = error_json(code, message, request_id, path)
     return b"".join(
         (
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
@@ -192,5 +193,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             f"request body not complete within {self.limits.body_timeout_s} s of the headers "
             "(MODEL_SERVICE_BODY_TIMEOUT_S); send the whole body at once"
         )
-        self.transport.write(_error_response(408, "request_timeout", message, request_id))
+        path = str(self.scope.get("path", ""))
+        self.transport.write(_error_response(408, "request_timeout", message, request_id, path))
         self.transport.close()

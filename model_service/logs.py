@@ -17,21 +17,31 @@ class JsonLog:
         self._buffer = bytearray()
 
     def request(
-        self, *, request_id: str, method: str, route: str, status: int, latency_ms: float, version: str
+        self,
+        *,
+        request_id: str,
+        method: str,
+        route: str,
+        status: int,
+        latency_ms: float,
+        version: str,
+        trace_id: str | None = None,
     ) -> None:
-        self._buffer += orjson.dumps(
-            {
-                "ts": time.time(),
-                "level": "INFO",
-                "event": "request",
-                "request_id": request_id,
-                "method": method,
-                "route": route,
-                "status": status,
-                "latency_ms": round(latency_ms, 3),
-                "model_version": version,
-            }
-        )
+        """One line per request; `trace_id` (W3C trace context, model_service/tracing.py) when traced."""
+        line = {
+            "ts": time.time(),
+            "level": "INFO",
+            "event": "request",
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "latency_ms": round(latency_ms, 3),
+            "model_version": version,
+        }
+        if trace_id is not None:
+            line["trace_id"] = trace_id
+        self._buffer += orjson.dumps(line)
         self._buffer += b"\n"
         if len(self._buffer) >= _FLUSH_BYTES:
             self.flush()

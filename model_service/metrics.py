@@ -1,17 +1,17 @@
 """Prometheus metrics, created per app on its own registry (no import-time registration).
 
-Requests are counted in plain Python and added to the Prometheus metrics by `flush()`, which runs before
-every /metrics answer and on a timer: a prometheus_client update costs a lock and an mmap write per value
-in multiprocess mode (about 2.5 µs each, ten per request), a plain counter a list index. With several
-workers the launcher sets PROMETHEUS_MULTIPROC_DIR; values then live in files there and /metrics
-aggregates every worker, each worker's share at most one flush interval old.
+Requests are counted in plain Python and added to the Prometheus metrics by `flush()`, which runs on a
+timer (`FLUSH_INTERVAL_S`): a prometheus_client update costs a lock and an mmap write per value in
+multiprocess mode (about 2.5 µs each, ten per request), a plain counter a list index. The launcher sets
+PROMETHEUS_MULTIPROC_DIR, whatever the number of workers: values live in files there, and the metrics
+process (model_service/metrics_server.py) aggregates every worker's, each at most one flush interval old.
 """
 
 import os
 from bisect import bisect_left
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from model_service.monitoring import (
     IN_FLIGHT,
@@ -31,6 +31,8 @@ LATENCY_BUCKETS = (
     0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+FLUSH_INTERVAL_S = 0.5
+"""Logs and metrics are written in bulk this often; the metrics port renders no more often either."""
 
 
 class BufferedHistogram:
@@ -67,7 +69,6 @@ class BufferedHistogram:
 class Metrics:
     def __init__(self, name: str, version: str, sha256: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         registry = self.registry
         self._requests = Counter(
             REQUESTS, "HTTP requests by route and status", [ROUTE_LABEL, STATUS_LABEL], registry=registry
@@ -140,13 +141,6 @@ class Metrics:
         self._inference.flush()
         self._rows.flush()
         self._in_flight.set(in_flight)
-
-    def render(self) -> bytes:
-        if not self.multiprocess:
-            return generate_latest(self.registry)
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
 
     @staticmethod
     def mark_worker_gone() -> None:

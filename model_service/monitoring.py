@@ -5,12 +5,15 @@ the rendered AnalysisTemplate and alert rules, `pipeline drift --url`), so a nam
 cannot differ between the service and what judges it. The service never imports the pipeline; this module
 imports numpy only.
 
-Bin convention: a profile's `edges` are `[e0, e1, ..., ek]` (k bins); a value's bin is the number of inner
-edges `e1..e(k-1)` that are <= the value, compared in float32 (the model's input dtype, so both sides agree
-on a value equal to an edge). Values below `e0` land in the first bin and values above `ek` in the last:
-every row is counted once.
+Bin convention (numeric features and scores): a profile's `edges` are `[e0, e1, ..., ek]` (k bins); a
+value's bin is the number of inner edges `e1..e(k-1)` that are <= the value, compared in float32 (the
+model's input dtype, so both sides agree on a value equal to an edge). Values below `e0` land in the first bin and values above `ek` in the last:
+every row is counted once. A nullable numeric feature has one more bin, at index k, for missing values.
+Categorical features: bin i < m holds `categories[i]`, bin m ("other") unknown and missing values
+(`category_index`).
 """
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +44,12 @@ FEATURE_PSI = "model_service_feature_psi"
 """Gauge: PSI of each feature's recent inputs against the reference."""
 SCORE_PSI = "model_service_score_psi"
 """Gauge: PSI of the recent scores against the reference."""
+FALLBACK_ANSWERS = "model_service_fallback_answers"
+"""Counter: answers the fallback model gave, by reason (model_service/breaker.py)."""
+PRIMARY_FAILURES = "model_service_primary_failures"
+"""Counter: primary model failures the circuit breaker counted, by kind (`error`, `slow`)."""
+BREAKER_STATE = "model_service_breaker_state"
+"""Gauge: the circuit breaker's state, 1 for the current one (`closed`, `open`, `half_open`)."""
 
 # The samples the pipeline reads from /metrics or queries in PromQL.
 REQUESTS_TOTAL = f"{REQUESTS}_total"
@@ -59,9 +68,27 @@ BIN_LABEL = "bin"
 """A reference bin's index, as a string (bin i lies between edges i and i+1)."""
 CLASS_LABEL = "class"
 MODEL_INFO_LABELS = ("name", "version", "sha256")
+FALLBACK_REASON_LABEL = "reason"
+"""Why the fallback answered: `primary_error` (the primary raised) or `breaker_open`."""
+PRIMARY_FAILURE_KIND_LABEL = "kind"
+STATE_LABEL = "state"
 
 PREDICT_ROUTE = "/v1/predict"
 V2_INFER_ROUTE = "/v2/models/{name}/infer"
+PREDICTION_ROUTES = (PREDICT_ROUTE, V2_INFER_ROUTE)
+"""The routes whose requests the canary judges (local and in the cluster) count: predictions, not probes."""
+PREDICTION_ROUTES_REGEX = "|".join(route.replace("{name}", "[^/]+") for route in PREDICTION_ROUTES)
+"""PromQL `=~` pattern (anchored by Prometheus) matching exactly the `route` label of PREDICTION_ROUTES."""
+
+# --- sensitive features (MODEL_SERVICE_LOG_INPUTS_SENSITIVE) ---------------------------------------------
+
+
+def pseudonym(value: str) -> str:
+    """What a feature marked `hash` shows instead of a value (input log) or of a bin label (the
+    `model_service_feature_bin` series): the first 16 hex characters of its sha256. A pseudonym, not
+    anonymity: a value from a small set (a bin index) is found by hashing the candidates."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
 
 # --- drift statistics ---------------------------------------------------------------------------------
 PSI_FLOOR = 1e-4
@@ -76,6 +103,19 @@ def inner_edges(edges: Sequence[float] | npt.NDArray[Any]) -> npt.NDArray[np.flo
 def bin_index(inner: npt.NDArray[np.float32], values: npt.ArrayLike) -> npt.NDArray[np.intp]:
     """Bin of each value given `inner_edges(edges)`: the number of inner edges <= the value, in float32."""
     return np.searchsorted(inner, np.asarray(values, dtype=np.float32), side="right")
+
+
+def category_index(categories: Sequence[str], values: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Bin of each string value of a categorical feature: its index in the sorted `categories`, or
+    `len(categories)` (the "other" bin) for an unknown category or a missing value (None or "")."""
+    known = np.asarray(categories, dtype=object)
+    text = np.asarray(
+        ["" if v is None else str(v) for v in np.asarray(values, dtype=object).reshape(-1)], dtype=object
+    )
+    if not len(known):
+        return np.zeros(len(text), dtype=np.intp)
+    at = np.minimum(np.searchsorted(known, text), len(known) - 1)
+    return np.where(known[at] == text, at, len(known)).astype(np.intp)
 
 
 def scores(probabilities: npt.ArrayLike) -> npt.NDArray[Any]:

@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from model_service.card import ModelCard
+from model_service.card import Feature, ModelCard
+from model_service.schemas import V2_DATATYPE_OF
 
 _DOCS_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -46,19 +47,90 @@ _ERROR_TEXT = {
 _BODY_ERRORS = (400, 401, 413, 415, 422, 500, 503)
 
 
+_JSON_TYPES = {"float": "number", "int": "integer", "bool": "boolean", "string": "string"}
+
+
+def feature_schema(feature: Feature) -> dict[str, Any]:
+    """The JSON Schema of one feature's value: its type, null when nullable, and its categories as an
+    enum when the model refuses others (`unknown_category` "error")."""
+    kind = _JSON_TYPES[feature.type]
+    schema: dict[str, Any] = {"type": [kind, "null"] if feature.nullable else kind, "title": feature.name}
+    if feature.categories is not None:
+        if feature.unknown_category == "error":
+            schema["enum"] = [*feature.categories, *([None] if feature.nullable else [])]
+        else:
+            schema["examples"] = list(feature.categories[:5])
+            schema["description"] = "unknown categories are accepted (the encoder ignores them)"
+    return schema
+
+
+def example_value(feature: Feature) -> object:
+    """A valid value of the feature (0, false, or a string feature's first category or "")."""
+    if feature.type == "string":
+        return feature.categories[0] if feature.categories else ""
+    return {"float": 0.0, "int": 0, "bool": False}[feature.type]
+
+
+def _inference_input(card: ModelCard) -> dict[str, Any]:
+    variants = []
+    for spec in card.inputs:
+        width = len(spec.columns)
+        datatypes = [V2_DATATYPE_OF[spec.dtype]]
+        if width == 1 and card.features[spec.columns[0]].type == "bool":
+            datatypes.append("BOOL")
+        variants.append(
+            {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "properties": {
+                    "name": {"type": "string", "const": spec.name},
+                    "shape": {
+                        "type": "array",
+                        "items": {"type": "integer"},
+                        "minItems": 1 if width == 1 else 2,
+                        "maxItems": 2,
+                        "description": f"[N, {width}]" + (" or [N]" if width == 1 else ""),
+                    },
+                    "datatype": {"type": "string", "enum": datatypes},
+                    "data": {
+                        "type": "array",
+                        "description": f"N*{width} values, row-major (or N rows of {width}): "
+                        + ", ".join(spec.features),
+                    },
+                },
+            }
+        )
+    return variants[0] if len(variants) == 1 else {"oneOf": variants}
+
+
 def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
     n = card.n_features
     number = {"type": "number"}
-    class_schema: dict[str, Any] = {
-        "type": "integer" if all(isinstance(c, int) for c in card.classes) else "string"
-    }
-    row_list = {"type": "array", "items": number, "minItems": n, "maxItems": n}
+    typed = [feature_schema(feature) for feature in card.features]
+    row_list = {"type": "array", "prefixItems": typed, "items": False, "minItems": n, "maxItems": n}
     row_object = {
         "type": "object",
-        "properties": dict.fromkeys(card.features, number),
-        "required": list(card.features),
+        "properties": dict(zip(card.feature_names, typed, strict=True)),
+        "required": list(card.feature_names),
         "additionalProperties": False,
     }
+    if card.is_regression:
+        prediction_schema: dict[str, Any] = {
+            "predictions": {"type": "array", "items": number, "description": "the predicted value per row"}
+        }
+    else:
+        class_type = "integer" if all(isinstance(c, int) for c in card.classes) else "string"
+        prediction_schema = {
+            "predictions": {"type": "array", "items": {"type": class_type, "enum": list(card.classes)}},
+            "probabilities": {
+                "type": "array",
+                "items": {
+                    "type": "array",
+                    "items": number,
+                    "description": f"one per class {list(card.classes)}",
+                },
+            },
+        }
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -99,15 +171,7 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
                     "type": "object",
                     "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
                 },
-                "predictions": {"type": "array", "items": class_schema},
-                "probabilities": {
-                    "type": "array",
-                    "items": {
-                        "type": "array",
-                        "items": number,
-                        "description": f"one per class {list(card.classes)}",
-                    },
-                },
+                **prediction_schema,
             },
         },
         "InferenceRequest": {
@@ -117,27 +181,10 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
                 "id": {"type": "string"},
                 "inputs": {
                     "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "shape", "datatype", "data"],
-                        "properties": {
-                            "name": {"type": "string", "enum": [card.input_name]},
-                            "shape": {
-                                "type": "array",
-                                "items": {"type": "integer"},
-                                "minItems": 2,
-                                "maxItems": 2,
-                                "description": f"[N, {n}]",
-                            },
-                            "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
-                            "data": {
-                                "type": "array",
-                                "description": "N*F numbers, row-major (or N rows of F)",
-                            },
-                        },
-                    },
+                    "minItems": len(card.inputs),
+                    "maxItems": len(card.inputs),
+                    "items": _inference_input(card),
+                    "description": "one tensor per input: " + ", ".join(spec.name for spec in card.inputs),
                 },
                 "outputs": {
                     "type": "array",
@@ -166,7 +213,7 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
             },
         },
     }
-    example = {"instances": [[0.0] * n]}
+    example = {"instances": [{feature.name: example_value(feature) for feature in card.features}]}
     model_param = [
         {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": [card.name]}}
     ]
@@ -175,7 +222,9 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/predict": {
             "post": {
-                "summary": "Predict classes and probabilities for rows",
+                "summary": "Predict the value of each row"
+                if card.is_regression
+                else "Predict classes and probabilities for rows",
                 "requestBody": {"required": True, **_json(_ref("PredictRequest"), example)},
                 "responses": {
                     "200": {"description": "OK", **_json(_ref("PredictResponse"))},
@@ -222,13 +271,6 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
                 "summary": "Readiness: model loaded and warmed, not draining (open)",
                 "security": [],
                 "responses": probe,
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics (open)",
-                "security": [],
-                "responses": {"200": {"description": "text exposition format"}},
             }
         },
     }

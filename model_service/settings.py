@@ -26,7 +26,11 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     """Interface to bind; use 0.0.0.0 in a container."""
     port: int = Field(default=8000, ge=0, le=65535)
-    """TCP port to listen on."""
+    """TCP port of the API (inference, model metadata, probes, docs); it never serves /metrics."""
+    metrics_port: int = Field(default=9000, ge=1, le=65535)
+    """TCP port of `GET /metrics` (Prometheus text format), on the same interface as the API. A separate,
+    low-priority process serves it for every worker, so a flood of scrapes cannot slow predictions and a
+    route to the API (Ingress, HTTPRoute) never exposes it; admit only the monitoring system to it."""
     workers: int = Field(default=1, ge=1, le=64)
     """uvicorn worker processes; each loads its own onnxruntime session. One /metrics covers them all."""
     environment: str = Field(default="dev", pattern=r"^[a-z0-9][a-z0-9-]*$")
@@ -102,7 +106,24 @@ class ServiceSettings(BaseSettings):
     log_inputs_sample_ratio: float = Field(default=0.01, gt=0.0, le=1.0)
     """Share of rows logged when `log_inputs` is on."""
     log_inputs_sensitive: str = ""
-    """Fields never logged in clear: `FIELD:hash` (sha256, 16 hex) or `FIELD:drop`, comma-separated."""
+    """Features never shown in clear, comma-separated: `FIELD:hash` (sha256, 16 hex) or `FIELD:drop`. It
+    applies to the input log and, whether that is on or not, to the feature's `model_service_feature_bin`
+    series on the metrics port (`hash`: the bin label hashed; `drop`: no series)."""
+
+    fallback_dir: Path | None = None
+    """Folder of a second model (card and ONNX file, same features and classes) that answers when the
+    primary fails or is slow, behind a circuit breaker (model_service/breaker.py); unset: no fallback."""
+    breaker_failures: int = Field(default=5, ge=1, le=10_000)
+    """Primary failures (errors, or answers slower than `breaker_latency_budget_ms`) within
+    `breaker_window_s` that open the breaker (per worker)."""
+    breaker_window_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Window in seconds over which the breaker counts primary failures."""
+    breaker_latency_budget_ms: float = Field(default=100.0, gt=0.0, le=60_000.0)
+    """A primary answer slower than this counts as a failure (it is still returned)."""
+    breaker_open_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Seconds an open breaker sends every request to the fallback before trying the primary again."""
+    breaker_half_open_probes: int = Field(default=3, ge=1, le=1000)
+    """Good primary answers in a row that close a half-open breaker; one failure opens it again."""
 
     shutdown_delay_s: float = Field(default=0.0, ge=0.0, le=300.0)
     """On SIGTERM, seconds to keep serving with readiness false before draining, so load balancers
@@ -110,7 +131,7 @@ class ServiceSettings(BaseSettings):
     graceful_timeout_s: int = Field(default=30, ge=1)
     """Longest wait for in-flight requests to finish after SIGTERM."""
     log_probes: bool = False
-    """Log and count health, readiness and metrics requests too (off: they would drown the request log)."""
+    """Log and count health and readiness requests too (off: they would drown the request log)."""
 
     @field_validator("api_key_sha256", mode="before")
     @classmethod
@@ -144,6 +165,12 @@ class ServiceSettings(BaseSettings):
             rsa_public_key(value)
         return value
 
+    @field_validator("log_inputs_sensitive")
+    @classmethod
+    def _sensitive_pairs(cls, value: str) -> str:
+        parse_sensitive(value)
+        return value
+
     @field_validator("fault_latency_ms")
     @classmethod
     def _finite(cls, value: float) -> float:
@@ -158,6 +185,15 @@ class ServiceSettings(BaseSettings):
                 "fault injection (MODEL_SERVICE_FAULT_LATENCY_MS / MODEL_SERVICE_FAULT_ERROR_RATIO / "
                 "MODEL_SERVICE_FAULT_INVERT_SCORES) "
                 "is refused when MODEL_SERVICE_ENVIRONMENT=prod; unset them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Self:
+        if self.metrics_port == self.port:
+            raise ValueError(
+                f"MODEL_SERVICE_METRICS_PORT and MODEL_SERVICE_PORT are both {self.port}: /metrics has a port "
+                "of its own, choose another one for it"
             )
         return self
 
@@ -180,6 +216,19 @@ class ServiceSettings(BaseSettings):
             or self.jwt_hs256_secret is not None
             or self.jwt_rs256_public_key_file is not None
         )
+
+
+def parse_sensitive(text: str) -> dict[str, str]:
+    """`ssn:drop,zip:hash` -> {"ssn": "drop", "zip": "hash"}."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, _, action = part.strip().rpartition(":")
+        if not name or action not in {"hash", "drop"}:
+            raise ValueError(f"expected FIELD:hash or FIELD:drop, comma-separated, got {part.strip()!r}")
+        out[name] = action
+    return out
 
 
 def rsa_public_key(path: Path) -> RSAPublicKey:

@@ -19,15 +19,16 @@ import orjson
 
 from model_service.auth import Authenticator
 from model_service.card import ModelCard, load_card
-from model_service.drift import DriftCounters, InputSampler, invert_scores, parse_sensitive
-from model_service.errors import InjectedFault, InvalidInput, ModelNotFound, NotReady
+from model_service.drift import DriftCounters, InputSampler, invert_scores
+from model_service.errors import InjectedFault, InvalidInput, ModelNotFound, NotReady, StartupError
 from model_service.logs import JsonLog
 from model_service.metrics import Metrics
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.openapi import build_openapi, docs_html
 from model_service.runtime import OnnxModel
-from model_service.schemas import RowParser
-from model_service.settings import ServiceSettings
+from model_service.schemas import V2_DATATYPE_OF, Batch, RowParser, TypedRowParser
+from model_service.settings import ServiceSettings, parse_sensitive
+from model_service.v2_binary import BinaryBody, binary_outputs, encode_response
 
 BOUND_ROUTES = [PREDICT_ROUTE, V2_INFER_ROUTE, "/v1/model"]
 BOUND_STATUSES = [200, 400, 401, 413, 415, 422, 500, 503]
@@ -43,28 +44,35 @@ class ServedModel:
         onnx.warm_up()
         self.card: ModelCard = card
         self.onnx = onnx
-        self.parser = RowParser(card.features, onnx.dtype, settings.max_rows)
+        self.parser = RowParser(card.feature_names, onnx.dtype, settings.max_rows)
+        # Every model but a classifier on one float input of non-null floats: values typed per feature.
+        self.typed_parser = (
+            None if card.numeric_only and not card.is_regression else TypedRowParser(card, settings.max_rows)
+        )
         self.metrics = Metrics(card.name, card.version, card.sha256)
         self.metrics.bind(BOUND_ROUTES, BOUND_STATUSES)
         reference = card.raw.get("reference")
+        sensitive = parse_sensitive(settings.log_inputs_sensitive)
         self.drift = (  # older cards have no reference profile: drift counters off
-            DriftCounters(
-                reference, card.features, card.classes, settings.drift_window, self.metrics.registry
-            )
+            DriftCounters(reference, card, settings.drift_window, self.metrics.registry, sensitive=sensitive)
             if isinstance(reference, dict)
             else None
         )
         self.inputs = (  # opt-in input sampling
             InputSampler(
-                card.features,
+                card.feature_names,
                 settings.log_inputs_sample_ratio,
-                parse_sensitive(settings.log_inputs_sensitive),
+                sensitive,
                 seed=os.getpid(),
             )
             if settings.log_inputs
             else None
         )
         self.invert_scores = settings.fault_invert_scores
+        if self.invert_scores and card.is_regression:
+            raise StartupError(
+                "MODEL_SERVICE_FAULT_INVERT_SCORES: a regression has no class scores to invert"
+            )
         self._classes = np.asarray(card.classes)
         self._log = log
         self.model_ref = {"name": card.name, "version": card.version}
@@ -75,16 +83,33 @@ class ServedModel:
 
     def _v2_metadata(self) -> dict[str, Any]:
         card = self.card
-        datatype = "FP32" if card.input_dtype == "float32" else "FP64"
+        inputs = [
+            {"name": spec.name, "datatype": V2_DATATYPE_OF[spec.dtype], "shape": [-1, len(spec.columns)]}
+            for spec in card.inputs
+        ]
+        if card.is_regression:
+            outputs = [
+                {
+                    "name": card.outputs["value"],
+                    "datatype": self.onnx.value_datatype,
+                    "shape": self.onnx.value_shape,
+                }
+            ]
+        else:
+            outputs = [
+                {"name": card.outputs["label"], "datatype": self.onnx.label_datatype, "shape": [-1]},
+                {
+                    "name": card.outputs["probabilities"],
+                    "datatype": self.onnx.value_datatype,
+                    "shape": [-1, len(card.classes)],
+                },
+            ]
         return {
             "name": card.name,
             "versions": [card.version],
             "platform": "onnxruntime_onnx",
-            "inputs": [{"name": card.input_name, "datatype": datatype, "shape": [-1, card.n_features]}],
-            "outputs": [
-                {"name": card.label_output, "datatype": self.onnx.label_datatype, "shape": [-1]},
-                {"name": card.probabilities_output, "datatype": datatype, "shape": [-1, len(card.classes)]},
-            ],
+            "inputs": inputs,
+            "outputs": outputs,
         }
 
     # -- inference (JSON body in, JSON bytes out) ----------------------------------------------------
@@ -101,7 +126,23 @@ class ServedModel:
                 self._log.event("INFO", "input", model_version=self.card.version, **record)
         return predictions, probabilities
 
+    def _infer_batch(self, batch: Batch) -> tuple[Any, Any]:
+        """`_infer` for a typed model: named feeds in, (predictions, probabilities or values) out."""
+        started = time.perf_counter()
+        predictions, scores = self.onnx.predict_feeds(batch.feeds)
+        self.metrics.observe_inference(time.perf_counter() - started, batch.n)
+        if self.invert_scores:
+            predictions, scores = invert_scores(scores, self._classes)
+        if self.drift is not None:
+            self.drift.observe(self.drift.encode(batch.columns), scores)
+        if self.inputs is not None:
+            for record in self.inputs.sample(list(zip(*batch.columns, strict=True)), predictions):
+                self._log.event("INFO", "input", model_version=self.card.version, **record)
+        return predictions, scores
+
     def predict(self, body: Any, request_id: str) -> bytes:
+        if self.typed_parser is not None:
+            return self._predict_typed(self.typed_parser.v1(body), request_id)
         rows = self.parser.v1(body)
         predictions, probabilities = self._infer(rows)
         response = {
@@ -112,39 +153,62 @@ class ServedModel:
         }
         return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
+    def _predict_typed(self, batch: Batch, request_id: str) -> bytes:
+        predictions, scores = self._infer_batch(batch)
+        response = {"request_id": request_id, "model": self.model_ref, "predictions": predictions}
+        if not self.card.is_regression:  # a regression's scores are its predictions
+            response["probabilities"] = scores
+        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
     def check_model(self, name: str, version: str | None) -> None:
         if name != self.card.name:
             raise ModelNotFound(name, self.card.name)
         if version is not None and version != self.card.version:
             raise ModelNotFound(f"{name}/{version}", f"{self.card.name}/{self.card.version}")
 
-    def v2_infer(self, body: Any, request_id: str) -> bytes:
+    def v2_infer(self, body: Any, request_id: str) -> bytes | BinaryBody:
         if type(body) is not dict:
             raise InvalidInput("body: expected an object with 'inputs' (Open Inference Protocol v2)")
         inputs = body.get("inputs")
-        if type(inputs) is not list or len(inputs) != 1:
-            raise InvalidInput(f"inputs: expected a list with 1 tensor named {self.card.input_name!r}")
         request_id = body.get("id", request_id)
         if type(request_id) is not str:
             raise InvalidInput("id: expected a string")
         wanted = self._requested_outputs(body.get("outputs"))
-        rows = self.parser.v2(inputs[0], self.card.input_name)
-        predictions, probabilities = self._infer(rows)
+        binary = binary_outputs(body, wanted)
         card = self.card
-        outputs = []
-        if card.label_output in wanted:
+        if self.typed_parser is None:
+            if type(inputs) is not list or len(inputs) != 1:
+                raise InvalidInput(f"inputs: expected a list with 1 tensor named {card.inputs[0].name!r}")
+            rows = self.parser.v2(inputs[0], card.inputs[0].name)
+            n = len(rows)
+            predictions, probabilities = self._infer(rows)
+        else:
+            batch = self.typed_parser.v2(inputs)
+            n = batch.n
+            predictions, probabilities = self._infer_batch(batch)
+        outputs: list[dict[str, Any]] = []
+        if card.is_regression:
             outputs.append(
                 {
-                    "name": card.label_output,
-                    "datatype": self.onnx.label_datatype,
-                    "shape": [len(rows)],
+                    "name": card.outputs["value"],
+                    "datatype": self.onnx.value_datatype,
+                    "shape": [n, *self.onnx.value_shape[1:]],
                     "data": predictions,
                 }
             )
-        if card.probabilities_output in wanted:
+        if "label" in card.outputs and card.outputs["label"] in wanted:
             outputs.append(
                 {
-                    "name": card.probabilities_output,
+                    "name": card.outputs["label"],
+                    "datatype": self.onnx.label_datatype,
+                    "shape": [n],
+                    "data": predictions,
+                }
+            )
+        if "probabilities" in card.outputs and card.outputs["probabilities"] in wanted:
+            outputs.append(
+                {
+                    "name": card.outputs["probabilities"],
                     "datatype": "FP32" if probabilities.dtype == "float32" else "FP64",
                     "shape": list(probabilities.shape),
                     "data": probabilities.ravel(),
@@ -156,10 +220,12 @@ class ServedModel:
             "id": request_id,
             "outputs": outputs,
         }
+        if binary:
+            return encode_response(response, binary)
         return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def _requested_outputs(self, outputs: object) -> set[str]:
-        known = {self.card.label_output, self.card.probabilities_output}
+        known = set(self.card.outputs.values())
         if outputs is None:
             return known
         if type(outputs) is not list or not outputs:
@@ -201,6 +267,10 @@ class Service:
         """Load the model and the credentials (lifespan start-up); `StartupError` on a bad card or key."""
         settings = self.settings
         model = ServedModel(settings, self.log)
+        if settings.fallback_dir is not None:
+            from model_service.breaker import GuardedModel  # noqa: PLC0415 - it subclasses ServedModel
+
+            model = GuardedModel(model, settings, self.log)
         self.auth = Authenticator(settings) if settings.auth_enabled else None
         self.model = model
         self.ready = True

@@ -18,7 +18,7 @@ from pipeline.ml.data import Dataset, load_dataset
 from pipeline.workspace import Workspace, read_json
 
 PIPELINE_DIR = Path(__file__).resolve().parent
-VERSIONED_CODE = ("stages/train.py", "stages/export.py")
+VERSIONED_CODE = ("stages/train.py", "stages/export.py", "trainer.py")
 """Code besides pipeline/ml/ whose change must make a new version: it fits or exports the model."""
 
 
@@ -44,8 +44,11 @@ def inputs_key(config: Config, sections: Sequence[str], *parts: str | Path) -> s
     return digest.hexdigest()[:16]
 
 
-def artifact_version(config: Config, data: Dataset) -> str:
-    """Content key of a model: config sections that shape it, the data, the code and library versions."""
+def artifact_version(config: Config, data: Dataset, trainer_file: Path | None = None) -> str:
+    """Content key of a model: config sections that shape it, the data, the code (the trainer's module
+    too) and library versions."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
     import numpy as np  # noqa: PLC0415  (the ML libraries are slow imports; only versioning needs them here)
     import onnx  # noqa: PLC0415
     import skl2onnx  # noqa: PLC0415
@@ -58,8 +61,16 @@ def artifact_version(config: Config, data: Dataset) -> str:
     digest.update(data.sha256.encode())
     for path in versioned_code():
         digest.update(path.read_bytes())
+    if trainer_file is not None:
+        digest.update(trainer_file.read_bytes())
     for module in (sklearn, skl2onnx, onnx, np):
         digest.update(f"{module.__name__}={module.__version__}".encode())
+    # Read from the installed metadata: importing the boosting libraries would slow every stage down.
+    for distribution in ("lightgbm", "xgboost", "xgboost-cpu", "onnxmltools", "pandas"):
+        try:
+            digest.update(f"{distribution}={version(distribution)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{distribution} absent".encode())
     return digest.hexdigest()[:12]
 
 
@@ -133,5 +144,9 @@ class ModelDir:
 
 def current_model_dir(config: Config, workspace: Workspace) -> ModelDir:
     """The folder the current config, data and code map to (it may not exist yet)."""
-    version = artifact_version(config, load_dataset(config.data, workspace.root))
-    return workspace.model_dir(config, version)
+    from pipeline.ml.estimators import trainer_module_path  # noqa: PLC0415  (imports scikit-learn)
+
+    trainer = config.model.trainer
+    trainer_file = trainer_module_path(trainer, workspace.root) if trainer else None
+    data = load_dataset(config.data, workspace.root, config.model.task)
+    return workspace.model_dir(config, artifact_version(config, data, trainer_file))

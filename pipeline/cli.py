@@ -35,6 +35,43 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCHEMA_FILE = "schema.json"
 
 
+def _add_init(stages: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = stages.add_parser(
+        "init",
+        help="make this fork ship your model: its name, data, task and Argo CD repository, then regenerate "
+        "what derives from environments/ (refuses a dirty tree; a second run changes nothing)",
+    )
+    init.add_argument("--name", required=True, help="model name: registry, artifact folder and service name")
+    init.add_argument(
+        "--csv", metavar="PATH", help="the training data (CSV, or .parquet), inside the repository"
+    )
+    init.add_argument("--target", metavar="COLUMN", help="the label column of --csv")
+    init.add_argument(
+        "--task", choices=["binary", "multiclass", "regression"], help="model.task (default: inferred)"
+    )
+    init.add_argument(
+        "--workdir", type=Path, default=Path(), help="repository root (default: current folder)"
+    )
+    init.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help="folder of the environment files (default: WORKDIR/environments)",
+    )
+
+
+def _add_serve(
+    stages: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    serve = stages.add_parser(
+        "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    serve.add_argument(
+        "--metrics-port", type=int, default=9000, help="port of GET /metrics, never the API's (default: 9000)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -78,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write environments/schema.json and docs/config-reference.md from the config models",
     )
     schema.add_argument("--check", action="store_true", help="fail when either committed file is stale")
+    _add_init(stages)
     render = stages.add_parser(
         "render",
         parents=[common],
@@ -167,10 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         "waits until Argo CD has synced it and the Rollout carries its image and model version "
         "(default: the last promotion commit of ENV in the workspace's git)",
     )
-    serve = stages.add_parser(
-        "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
-    )
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    _add_serve(stages, common)
     drift = stages.add_parser(
         "drift",
         parents=[common],
@@ -181,7 +216,10 @@ def _parser() -> argparse.ArgumentParser:
         "--input", type=Path, metavar="FILE", help="rows to check: CSV with a header, or JSONL"
     )
     drift_source.add_argument(
-        "--url", metavar="URL", help="read the bin counters of the service running at URL (/metrics)"
+        "--url",
+        metavar="URL",
+        help="read the bin counters of a running service from its metrics port (URL/metrics, e.g. "
+        "http://127.0.0.1:9000)",
     )
     drift.add_argument(
         "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
@@ -221,6 +259,7 @@ def _options(args: argparse.Namespace) -> Options:
         to_version=getattr(args, "to_version", None),
         gitops=bool(getattr(args, "gitops", False)),
         port=getattr(args, "port", 8000),
+        metrics_port=getattr(args, "metrics_port", 9000),
         input_path=getattr(args, "input", None),
         url=url,
         candidate_fault=getattr(args, "candidate_fault", None),
@@ -251,6 +290,19 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (
             )
         if args.stage == "render":  # every environment at once: no single config to load
             return _render(workdir, config_dir, check=args.check, reporter=reporter)
+        if args.stage == "init":
+            from pipeline import init  # noqa: PLC0415  (renders k8s/: the deploy modules)
+
+            init.run(
+                workdir.resolve(),
+                config_dir,
+                reporter,
+                name=args.name,
+                data=args.csv,
+                target=args.target,
+                task=args.task,
+            )
+            return EXIT_OK
         overrides = list(args.overrides)
         if getattr(args, "strategy", None):
             overrides.append(f"rollout.strategy={args.strategy}")

@@ -42,6 +42,7 @@ class Options:
     to_version: str | None = None
     gitops: bool = False
     port: int = 8000
+    metrics_port: int = 9000
     input_path: Path | None = None
     url: str | None = None
     candidate_fault: str | None = None
@@ -128,6 +129,33 @@ class Runner:
         )
         return model
 
+    def fallback_model(self, model: ModelDir) -> ModelDir | None:
+        """The model `service.fallback` serves next to `model`: a named export, or the latest other
+        version that held alias `<env>`; None when the section is unset or no such version exists yet."""
+        fallback = self.config.service.fallback
+        if fallback is None:
+            return None
+        if fallback.source == "export":
+            assert fallback.version is not None  # the config's validator
+            folder = self.workspace.model_dir(self.config, fallback.version)
+            if not folder.exported():
+                raise ConfigError(
+                    f"service.fallback.version: no export at {folder.path}; name a folder under "
+                    f"{folder.path.parent} that holds model.json, or use source: previous"
+                )
+            return folder
+        from pipeline.adapters import registry  # noqa: PLC0415  (MLflow is a slow import)
+
+        previous = registry.previous_model_dir(self.config, self.workspace, model)
+        if previous is None:
+            self.reporter.note(f"no earlier version served {self.config.name}: serving without a fallback")
+            return None
+        folder, version = previous
+        self.reporter.note(
+            f"fallback: version {version} ({folder.version}), which served {self.config.name} before"
+        )
+        return folder
+
     # -- the stages ------------------------------------------------------------------------------------
 
     def train(self) -> None:
@@ -162,7 +190,8 @@ class Runner:
 
         def build() -> StageResult:
             require_daemon()  # skipped before any training when no engine answers
-            return image.image(c, w, r, model=self.exported_model())
+            model = self.exported_model()
+            return image.image(c, w, r, model=model, fallback=self.fallback_model(model))
 
         self.stage("image", build)
 
@@ -316,7 +345,15 @@ class Runner:
         from pipeline.stages import serve  # noqa: PLC0415
 
         model = self.served_model()
-        serve.serve(self.config, self.workspace, self.reporter, model=model, port=self.options.port)
+        serve.serve(
+            self.config,
+            self.workspace,
+            self.reporter,
+            model=model,
+            fallback=self.fallback_model(model),
+            port=self.options.port,
+            metrics_port=self.options.metrics_port,
+        )
 
     def drift(self) -> None:
         from pipeline.stages import drift  # noqa: PLC0415

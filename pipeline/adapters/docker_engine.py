@@ -55,7 +55,13 @@ def require_daemon() -> None:
     connect().close()
 
 
-def build(client: DockerClient, context: Path, reference: str, config: Config) -> tuple[Any, float]:
+def build(
+    client: DockerClient,
+    context: Path,
+    reference: str,
+    config: Config,
+    buildargs: dict[str, str] | None = None,
+) -> tuple[Any, float]:
     from docker.errors import APIError, BuildError  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -63,7 +69,7 @@ def build(client: DockerClient, context: Path, reference: str, config: Config) -
         built, _logs = client.images.build(
             path=str(context),
             tag=reference,
-            buildargs={"BASE_IMAGE": config.image.base_image},
+            buildargs={"BASE_IMAGE": config.image.base_image, **(buildargs or {})},
             network_mode="none",
             pull=False,
             rm=True,

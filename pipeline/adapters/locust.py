@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config, LoadTestSpec
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.ml.card_reader import Input, card_features, card_inputs
 from pipeline.workspace import write_json
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
@@ -35,16 +36,31 @@ LOCUST_GRACE_S = 60.0
 """Time Locust gets beyond the profile's duration to start, stop its users and write its reports."""
 
 
+def v2_inputs(inputs: Sequence[Input], features: Sequence[str]) -> list[dict[str, Any]]:
+    """The profile's `inputs`: per ONNX input its name, Open Inference Protocol datatype and the positions of
+    its features in a row, so the locustfile builds v2 tensors without reading the card."""
+    position = {name: j for j, name in enumerate(features)}
+    return [
+        {"name": i.name, "datatype": i.v2_datatype, "columns": [position[name] for name in i.features]}
+        for i in inputs
+    ]
+
+
 def locust_profile(config: Config, model: ModelDir) -> dict[str, Any]:
-    """What the locustfile reads: the environment's profile and traffic, and the model's evaluation rows."""
+    """What the locustfile reads: the environment's profile and traffic, the card's inputs and the model's
+    evaluation rows (JSON values as a client sends them: numbers, strings, booleans, null)."""
     evaluation = model.read_evaluation()
     card = model.read_card()
+    features = [f.name for f in card_features(card)]
+    if evaluation["features"] != features:
+        msg = f"{model.evaluation}: features differ from the card's ({model.card}); re-export the model"
+        raise StageError(msg)
     spec = config.loadtest
     return {
         "environment": config.name,
         "model_name": card["name"],
-        "input_name": card["onnx"]["input"]["name"],
-        "features": evaluation["features"],
+        "inputs": v2_inputs(card_inputs(card), features),
+        "features": features,
         "rows": evaluation["rows"],
         "profile": spec.profile.model_dump(mode="json"),
         "traffic": spec.traffic.model_dump(mode="json"),

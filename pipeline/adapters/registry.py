@@ -269,6 +269,27 @@ def image_tags(reference: str, digest: str | None) -> dict[str, str]:
     return {"image": reference, **({"image_digest": digest} if digest else {})}
 
 
+def previous_model_dir(config: Config, workspace: Workspace, model: ModelDir) -> tuple[ModelDir, str] | None:
+    """The latest version other than `model` that held alias `<env>` (the holder now, then the alias
+    history newest first): folder (downloaded when missing) and registry version; None when there is none.
+    This is the fallback `service.fallback.source: previous` serves next to `model`."""
+    mlflow = client(config, workspace)
+    name = config.model.name
+    held = alias_version(mlflow, name, config.alias)
+    versions = [str(held.version)] if held is not None else []
+    for entry in reversed(alias_history(mlflow, name, config.name)):
+        versions += [str(entry[key]) for key in ("version", "previous") if entry.get(key)]
+    for version in dict.fromkeys(versions):
+        found = mlflow.get_model_version(name, version)
+        folder = workspace.model_dir(config, str(version_tags(found).get("artifact_version", f"v{version}")))
+        if folder.version == model.version:
+            continue
+        if not folder.exported():
+            download_version(mlflow, found, folder.path)
+        return folder, version
+    return None
+
+
 def alias_model_dir(config: Config, workspace: Workspace, alias: str) -> tuple[ModelDir, str] | None:
     """The folder and registry version of the version holding `alias`, downloaded when missing; None
     when no version holds it."""

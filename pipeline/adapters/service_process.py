@@ -27,6 +27,9 @@ from pipeline.config import Config, ConfigError
 @dataclass(frozen=True)
 class ServiceProcess:
     url: str
+    """The API: inference, metadata, probes (what users and the traffic splitter reach)."""
+    metrics_url: str
+    """The metrics port's address (`{metrics_url}/metrics`); the API's port never serves /metrics."""
     process: subprocess.Popen[bytes]
     log_path: Path
     headers: dict[str, str] = field(default_factory=dict)
@@ -66,6 +69,26 @@ def service_settings(config: Config) -> dict[str, str]:
         "MODEL_SERVICE_MAX_ROWS": str(spec.max_rows),
         "MODEL_SERVICE_MAX_BODY_BYTES": str(spec.max_body_bytes),
         **drift_settings(config),
+        **breaker_settings(config),
+    }
+
+
+FALLBACK_DIR_ENV = "MODEL_SERVICE_FALLBACK_DIR"
+
+
+def breaker_settings(config: Config) -> dict[str, str]:
+    """The circuit breaker's thresholds when `service.fallback` is set. Where the fallback's files are
+    (MODEL_SERVICE_FALLBACK_DIR) is up to whoever places them: the image, a local run."""
+    fallback = config.service.fallback
+    if fallback is None:
+        return {}
+    breaker = fallback.breaker
+    return {
+        "MODEL_SERVICE_BREAKER_FAILURES": str(breaker.failures),
+        "MODEL_SERVICE_BREAKER_WINDOW_S": f"{breaker.window_seconds:g}",
+        "MODEL_SERVICE_BREAKER_LATENCY_BUDGET_MS": f"{breaker.latency_budget_ms:g}",
+        "MODEL_SERVICE_BREAKER_OPEN_S": f"{breaker.open_seconds:g}",
+        "MODEL_SERVICE_BREAKER_HALF_OPEN_PROBES": str(breaker.half_open_probes),
     }
 
 
@@ -77,11 +100,11 @@ def drift_settings(config: Config) -> dict[str, str]:
         "MODEL_SERVICE_LOG_INPUTS": "true" if drift.log_inputs.enabled else "false",
     }
     if drift.log_inputs.enabled:
-        sensitive = ",".join(
+        settings["MODEL_SERVICE_LOG_INPUTS_SAMPLE_RATIO"] = f"{drift.log_inputs.sample_ratio:g}"
+    if drift.log_inputs.sensitive:  # the metrics' feature bins follow it too, input log on or off
+        settings["MODEL_SERVICE_LOG_INPUTS_SENSITIVE"] = ",".join(
             f"{name}:{action}" for name, action in sorted(drift.log_inputs.sensitive.items())
         )
-        settings["MODEL_SERVICE_LOG_INPUTS_SAMPLE_RATIO"] = f"{drift.log_inputs.sample_ratio:g}"
-        settings["MODEL_SERVICE_LOG_INPUTS_SENSITIVE"] = sensitive
     return settings
 
 
@@ -108,6 +131,7 @@ def running_service(
     log_path: Path,
     *,
     port: int | None = None,
+    metrics_port: int | None = None,
     settings: Mapping[str, str] | None = None,
     api_key: str | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
@@ -118,6 +142,8 @@ def running_service(
     own session so that stopping it also stops its workers, whatever happens in the `with` body.
     """
     port = port or free_port()
+    while metrics_port is None or metrics_port == port:
+        metrics_port = free_port()
     env_vars, headers = service_environment(config, api_key, **dict(settings or {}))
     inherited = {
         k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SERVICE_", "PROMETHEUS_MULTIPROC"))
@@ -132,6 +158,8 @@ def running_service(
         "127.0.0.1",
         "--port",
         str(port),
+        "--metrics-port",
+        str(metrics_port),
     ]
     url = f"http://127.0.0.1:{port}"
     env = {**inherited, **env_vars}
@@ -139,4 +167,4 @@ def running_service(
     with started_process(
         command, env, log_path, f"{url}/readyz", what=what, timeout=ready_timeout
     ) as process:
-        yield ServiceProcess(url, process, log_path, headers)
+        yield ServiceProcess(url, f"http://127.0.0.1:{metrics_port}", process, log_path, headers)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config.models import Config
+from pipeline.config.models import TASK_METRICS, Config
 
 BASE_FILE = "base.yaml"
 EXTENDS_KEY = "extends"
@@ -217,12 +217,14 @@ def load_layers(env: str, config_dir: Path) -> list[Layer]:
         parent = data.pop(EXTENDS_KEY, None)
         if parent is None:
             return list(reversed(layers))
-        if not isinstance(parent, str) or not (config_dir / f"{parent}.yaml").is_file():
+        # Relative to the folder of the file that names it: a workspace may extend another's files
+        # (examples/*/environments/dev.yaml extends the template's).
+        if not isinstance(parent, str) or not (path.parent / f"{parent}.yaml").is_file():
             raise ConfigError(
-                f"{path}: {EXTENDS_KEY}: expected the name of a file in {config_dir} without .yaml "
-                f"(e.g. 'base'), got {_describe(parent)}"
+                f"{path}: {EXTENDS_KEY}: expected the name of a file in {path.parent} without .yaml "
+                f"(e.g. 'base', or a relative path such as '../../environments/dev'), got {_describe(parent)}"
             )
-        path = config_dir / f"{parent}.yaml"
+        path = path.parent / f"{parent}.yaml"
         if any(source == str(path) for source, _ in layers):
             raise ConfigError(f"{layers[-1][0]}: {EXTENDS_KEY}: cycle through {path.name}")
 
@@ -262,13 +264,38 @@ def load_config(env: str, config_dir: Path, overrides: Sequence[str] = ()) -> Co
         merged = deep_merge(merged, data)
     merged["name"] = env
     try:
-        return Config.model_validate(merged)
+        config = Config.model_validate(merged)
     except ValidationError as exc:
         lines = [
             f"{_origin([str(p) for p in error['loc']], layers)}: {_format_error(error, Config)}"
             for error in exc.errors()
         ]
         raise ConfigError("\n".join(lines)) from None
+    if config.model.task is not None:
+        lines = [
+            f"{_origin(['gates', 'metrics', name], layers)}: {problem}"
+            for name, problem in gate_metric_problems(config, config.model.task)
+        ]
+        if lines:
+            raise ConfigError("\n".join(lines))
+    return config
+
+
+def gate_metric_problems(config: Config, task: str) -> list[tuple[str, str]]:
+    """(metric, message) for each gate on a metric `task` does not produce; the gate stage calls this
+    again once an inferred task is known."""
+    produced = TASK_METRICS[task]
+    return [
+        (
+            name,
+            (
+                f"gates.metrics.{name}: a {task} model has no {name}; gate on {', '.join(produced)} "
+                "(write `metrics: !replace {...}` to drop the inherited gates)"
+            ),
+        )
+        for name in config.gates.metrics
+        if name not in produced
+    ]
 
 
 def diff(left: Config, right: Config) -> list[tuple[str, Any, Any]]:

@@ -28,25 +28,42 @@ class Spec(BaseModel):
 class DataSpec(Spec):
     """Where the training data comes from and how it is split."""
 
-    source: Literal["sklearn", "csv"] = "sklearn"
-    """`sklearn`: a dataset bundled with scikit-learn (no download); `csv`: a file of your own."""
-    dataset: Literal["breast_cancer", "wine", "iris"] = "breast_cancer"
-    """Bundled scikit-learn dataset, used when source is `sklearn`."""
+    source: Literal["sklearn", "csv", "parquet"] = "sklearn"
+    """`sklearn`: a dataset bundled with scikit-learn (no download); `csv` or `parquet`: a file of your own."""
+    dataset: Literal["breast_cancer", "wine", "iris", "diabetes"] = "breast_cancer"
+    """Bundled scikit-learn dataset, used when source is `sklearn` (diabetes is a regression)."""
     path: Path | None = None
-    """CSV file (header row, numeric feature columns), relative to the workspace; source `csv` only."""
+    """CSV (header row) or Parquet file, relative to the workspace; source `csv` or `parquet` only. Columns
+    may be numbers, booleans or strings, with missing values; their types are inferred once at train time
+    and written to the model card. A missing string becomes the empty string."""
     target: str | None = None
-    """Name of the label column in the CSV; source `csv` only."""
+    """Name of the label (classification) or value (regression) column; source `csv` or `parquet` only."""
     test_size: float = Field(0.25, gt=0, lt=1)
     """Share of rows held out for evaluation, the gate, the load test's payloads and the parity check."""
     seed: int = 42
-    """Seed of the stratified split and of the estimator, so a run is reproducible."""
+    """Seed of the split (stratified for classification), of the estimator and of a trainer."""
 
     @model_validator(mode="after")
-    def _csv_needs_path_and_target(self) -> Self:
-        if self.source == "csv" and (self.path is None or self.target is None):
-            msg = "source 'csv' needs both 'path' (the CSV file) and 'target' (its label column)"
+    def _file_needs_path_and_target(self) -> Self:
+        if self.source != "sklearn" and (self.path is None or self.target is None):
+            msg = f"source {self.source!r} needs both 'path' (the file) and 'target' (its label column)"
             raise ValueError(msg)
         return self
+
+
+Task = Literal["binary", "multiclass", "regression"]
+
+MetricName = Literal[
+    "roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier", "f1_macro", "rmse", "mae", "r2"
+]
+TASK_METRICS: dict[str, tuple[MetricName, ...]] = {
+    "binary": ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier"),
+    "multiclass": ("accuracy", "f1_macro", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+"""The metrics each task produces, the headline first: a gate may name only these."""
+
+TRAINER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class ModelSpec(Spec):
@@ -54,10 +71,24 @@ class ModelSpec(Spec):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     """Registered model name, artifact folder and service name (lowercase, digits and dashes)."""
-    estimator: Literal["logistic_regression", "random_forest", "gradient_boosting"] = "gradient_boosting"
-    """scikit-learn estimator family; features are standardised first for logistic_regression."""
+    estimator: Literal["logistic_regression", "random_forest", "gradient_boosting", "xgboost", "lightgbm"] = (
+        "gradient_boosting"
+    )
+    """Built-in estimator family, a classifier or a regressor per `task` (logistic_regression classifies
+    only); features are standardised first for logistic_regression. String columns or missing values get
+    a default preprocessing (median imputation, one-hot encoding that ignores unknown categories). Not
+    used when `trainer` is set."""
+    trainer: str | None = Field(None, pattern=TRAINER_PATTERN)
+    """Your own training code instead of a built-in family: `package.module:function`, imported from the
+    workspace root. It receives the training frame, the target, `params` and the seed and returns a fitted
+    scikit-learn estimator or Pipeline that skl2onnx can convert (pipeline/trainer.py, docs/bring-your-model.md)."""
+    task: Task | None = None
+    """`binary`, `multiclass` or `regression`; empty: inferred from the target column (strings or two
+    values: classification; fractional numbers: regression); set it when the target holds more than two
+    integers. It decides the metrics, the gates allowed and the card's outputs."""
     params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
-    """Hyper-parameters passed to the estimator as keyword arguments."""
+    """Hyper-parameters passed to the estimator (or the trainer) as keyword arguments; for xgboost and
+    lightgbm the keyword arguments of their scikit-learn API (both run on one thread unless `n_jobs` says)."""
 
 
 class ParitySpec(Spec):
@@ -66,7 +97,11 @@ class ParitySpec(Spec):
     min_label_agreement: float = Field(1.0, ge=0, le=1)
     """Share of evaluation rows where ONNX and scikit-learn predict the same class."""
     max_abs_diff: float = Field(1e-4, gt=0)
-    """Largest allowed absolute difference of any class probability."""
+    """Largest allowed absolute difference of any class probability, or of a predicted value (regression)."""
+    max_relative_diff: float = Field(1e-5, gt=0)
+    """Regression: largest allowed difference of a predicted value relative to the scikit-learn value.
+    Parity holds when the largest absolute difference is within `max_abs_diff` or the largest relative one
+    within this (ONNX computes in float32: large values differ in absolute terms by rounding alone)."""
 
 
 class ExportSpec(Spec):
@@ -76,9 +111,6 @@ class ExportSpec(Spec):
     """ONNX opset targeted by skl2onnx."""
     parity: ParitySpec = ParitySpec()
     """Bounds the ONNX model must meet against scikit-learn; a miss writes no model."""
-
-
-MetricName = Literal["roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier"]
 
 
 class ChampionBound(Spec):
@@ -124,7 +156,10 @@ class GateSpec(Spec):
     mode: Literal["enforce", "warn"] = "enforce"
     """`enforce` stops the pipeline on a failed check; `warn` reports it and lets the version through."""
     metrics: dict[MetricName, MetricGate] = Field(min_length=1)
-    """Checks per metric, computed from the ONNX model's outputs on the evaluation rows."""
+    """Checks per metric, computed from the ONNX model's outputs on the evaluation rows. Per task: binary
+    roc_auc, accuracy, f1, precision, recall, log_loss, brier; multiclass accuracy, f1_macro, log_loss;
+    regression rmse, mae, r2 (lower is better for rmse, mae, log_loss, brier). A metric the task does
+    not produce is an error."""
 
 
 class RegistrySpec(Spec):
@@ -155,6 +190,46 @@ class ServiceSpec(Spec):
     auth: Literal["none", "api-key"] = "none"
     """`api-key`: requests need a key whose sha256 is configured. Local runs (load test, rollout
     rehearsal) make a throw-away key per run; deployments read the hashes from a Secret."""
+    fallback: FallbackSpec | None = None
+    """A second model served next to the primary behind a circuit breaker (docs/service.md, Fallback);
+    unset: no fallback."""
+
+
+class BreakerSpec(Spec):
+    """The circuit breaker in front of the primary model (per worker; MODEL_SERVICE_BREAKER_*)."""
+
+    failures: int = Field(5, ge=1, le=10_000)
+    """Primary failures (errors, or answers slower than `latency_budget_ms`) within `window_seconds` that
+    open the breaker: the fallback then answers every request."""
+    window_seconds: float = Field(30.0, gt=0, le=3600)
+    """Window over which failures are counted."""
+    latency_budget_ms: float = Field(100.0, gt=0, le=60_000)
+    """A primary answer slower than this counts as a failure (it is still returned)."""
+    open_seconds: float = Field(10.0, gt=0, le=3600)
+    """How long an open breaker sends everything to the fallback before trying the primary again."""
+    half_open_probes: int = Field(3, ge=1, le=1000)
+    """Good primary answers in a row that close a half-open breaker; one failure opens it again."""
+
+
+class FallbackSpec(Spec):
+    """Which model answers when the primary fails, and the breaker that decides when."""
+
+    source: Literal["previous", "export"] = "previous"
+    """`previous`: the latest other version that held this environment's alias (the one serving now, for
+    a new candidate; else the alias history that `rollback` follows); none yet: served without fallback,
+    said so. `export`: the exported version named by `version` (artifacts/<model>/<version>)."""
+    version: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """The artifact version (folder name under artifacts/<model>/) when `source` is `export`."""
+    breaker: BreakerSpec = BreakerSpec()
+    """Thresholds of the circuit breaker."""
+
+    @model_validator(mode="after")
+    def _version_with_export_only(self) -> Self:
+        if self.source == "export" and self.version is None:
+            raise ValueError("source 'export' needs 'version': the folder name under artifacts/<model>/")
+        if self.source == "previous" and self.version is not None:
+            raise ValueError("'version' is only read with source 'export'; remove it or set source: export")
+        return self
 
 
 class ImageSpec(Spec):
@@ -285,7 +360,9 @@ class InputLogSpec(Spec):
     sample_ratio: float = Field(0.01, gt=0, le=1)
     """Share of rows logged."""
     sensitive: dict[str, Literal["hash", "drop"]] = Field(default_factory=dict)
-    """Features never logged in clear: `hash` (sha256, 16 hex characters) or `drop` (left out)."""
+    """Features never shown in clear: `hash` (sha256, 16 hex characters) or `drop` (left out), in the
+    input log and, logged or not, in the service's `model_service_feature_bin` series (bin label hashed,
+    or no series)."""
 
 
 class DriftSpec(Spec):

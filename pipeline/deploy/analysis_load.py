@@ -15,9 +15,10 @@ from pipeline.deploy.names import (
     LOAD_GRACE_S,
     LOAD_MOUNT,
     LOCUSTFILE,
-    ONNX_INPUT,
 )
+from pipeline.ml.card_reader import V2_DATATYPES
 from pipeline.ml.data import load_dataset
+from pipeline.ml.onnx_model import input_layout
 from pipeline.rollout.plan import Analyze, Plan
 
 
@@ -41,14 +42,30 @@ def load_profile(config: Config, timing: ClusterTiming, root: Path) -> dict[str,
     profile = spec.profile.model_copy(
         update={"shape": "constant", "duration_s": float(timing.load), "spike_users": None}
     )
+    traffic = spec.traffic
+    if config.model.trainer is not None and "v2_infer" in traffic.weights:
+        # A trainer's model may take one input per column even on numeric data: its v2 inputs are known
+        # from its card only, after training, while the manifests are rendered before. v1 rows fit any.
+        weights = {route: weight for route, weight in traffic.weights.items() if route != "v2_infer"}
+        traffic = traffic.model_copy(update={"weights": weights or {"v1_instances": 1.0}})
+    position = {name: j for j, name in enumerate(data.features)}
+    inputs = [
+        {
+            "name": spec_input["name"],
+            "datatype": V2_DATATYPES[spec_input["dtype"]],
+            "columns": [position[name] for name in spec_input["features"]],
+        }
+        # The built-in families' layout (export): one float matrix, or one input per column with strings.
+        for spec_input in input_layout(data.columns, per_column=not data.numeric)
+    ]
     return {
         "environment": config.name,
         "model_name": config.model.name,
-        "input_name": ONNX_INPUT,
+        "inputs": inputs,
         "features": data.features,
-        "rows": data.x_test.tolist(),
+        "rows": data.test_rows(),
         "profile": profile.model_dump(mode="json"),
-        "traffic": spec.traffic.model_dump(mode="json"),
+        "traffic": traffic.model_dump(mode="json"),
     }
 
 

@@ -14,8 +14,8 @@ from model_service.monitoring import (
     CLASS_LABEL,
     FEATURE_LABEL,
     FEATURE_PSI,
-    PREDICT_ROUTE,
     PREDICTED_CLASS_TOTAL,
+    PREDICTION_ROUTES_REGEX,
     REQUEST_DURATION_BUCKET,
     REQUESTS_TOTAL,
     ROUTE_LABEL,
@@ -99,7 +99,7 @@ def blue_green(rollout_plan: Plan) -> dict[str, Any]:
 def _selector(hash_arg: str, extra: str = "") -> str:
     return (
         f'namespace="{{{{args.namespace}}}}",rollouts_pod_template_hash="{{{{args.{hash_arg}}}}}",'
-        f'{ROUTE_LABEL}="{PREDICT_ROUTE}"{extra}'
+        f'{ROUTE_LABEL}=~"{PREDICTION_ROUTES_REGEX}"{extra}'
     )
 
 

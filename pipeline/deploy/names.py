@@ -16,9 +16,6 @@ LOAD_CONFIGMAP = f"{APP}-loadtest"
 LOAD_APP = f"{APP}-load"
 """Pod label (app.kubernetes.io/name) of the load generator; the NetworkPolicy admits it."""
 LOAD_MOUNT = "/loadtest"
-ONNX_INPUT = "input"
-"""The model's input name in every export (pipeline.stages.export.INPUT_NAME, not imported: rendering needs
-no ONNX tooling); the locustfile names it in Open Inference Protocol requests."""
 LOAD_GRACE_S = 120
 """The load Job's deadline beyond its run: image pull and start-up."""
 PLUGIN = "argoproj-labs/gatewayAPI"

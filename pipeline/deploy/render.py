@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from pipeline.adapters.service_process import service_settings
-from pipeline.config import Config, ConfigError, known_environments, load_config
+from pipeline.config import Config, ConfigError, Task, known_environments, load_config
 from pipeline.console import Reporter
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
@@ -31,6 +31,8 @@ from pipeline.deploy.argo_analysis import (
     cluster_timing,
     drift_rules,
 )
+from pipeline.deploy.dashboard import dashboard_config_map
+from pipeline.deploy.fallback_rules import fallback_rules
 from pipeline.deploy.names import (
     ANALYSIS_TEMPLATE,
     APP,
@@ -44,6 +46,8 @@ from pipeline.deploy.names import (
     TEMPLATE_REPOSITORY,
     UNRELEASED_TAG,
 )
+from pipeline.ml.data import load_dataset
+from pipeline.rollout.analysis import for_task
 from pipeline.rollout.plan import (
     Plan,
     Promote,
@@ -205,26 +209,37 @@ def _namespace_peer(namespace: str, app: str | None = None) -> dict[str, Any]:
 
 
 def network_peers(config: Config) -> list[dict[str, Any]]:
-    """Who may call the pods: the ingress (Gateway proxies or ingress-nginx), Prometheus, the Argo Rollouts
-    controller (the smoke test's web metric) and, when the environment sends it, the in-cluster load."""
+    """Who may call the API port: the ingress (Gateway proxies or ingress-nginx), the Argo Rollouts
+    controller (the smoke test's web metric) and, when the environment sends it, the in-cluster load.
+    Prometheus is not among them: it reaches the metrics port only (`metrics_peers`)."""
     deploy = config.deploy
     if deploy.traffic_router == "nginx":
         peers = [_namespace_peer(deploy.ingress_namespace, "ingress-nginx")]
     else:
         # Gateway implementations label their proxies differently: the whole namespace is admitted.
         peers = [_namespace_peer(deploy.gateway.proxy_namespace or deploy.gateway.namespace)]
-    peers.append(_namespace_peer(deploy.prometheus.namespace, "prometheus"))
     peers.append(_namespace_peer(deploy.rollouts_namespace, "argo-rollouts"))
     if sends_load(config, plan(config)):
         peers.append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": LOAD_APP}}})
     return peers
 
 
+def _model_task(config: Config, root: Path) -> Task:
+    """`model.task`, or the one train infers from the data: the analysis never waits for a metric the
+    model cannot produce (a regression has no classes)."""
+    return config.model.task or load_dataset(config.data, root).task
+
+
+def metrics_peers(config: Config) -> list[dict[str, Any]]:
+    """Who may call the metrics port: Prometheus, in `deploy.prometheus.namespace`."""
+    return [_namespace_peer(config.deploy.prometheus.namespace, "prometheus")]
+
+
 def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, Any]:
     """File name -> content (dict, or list of JSON-patch ops) of the overlay, without release.yaml.
 
     `root` is the workspace the load payloads are read from (the data section's rows)."""
-    rollout_plan = plan(config)
+    rollout_plan = for_task(plan(config), _model_task(config, root))
     timing = cluster_timing(config)
     deploy = config.deploy
     strategy = "canary" if rollout_plan.strategy == "canary" else "blue-green"
@@ -248,7 +263,7 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         "patch-prometheusrule.yaml": ("monitoring.coreos.com", "PrometheusRule", APP),
     }
     metrics = analysis_metrics(rollout_plan.analysis, timing)
-    resources = ["../../base", "configmap.yaml"]
+    resources = ["../../base", "configmap.yaml", "grafana-dashboard.yaml"]
     if sends_load(config, rollout_plan):
         metrics.append(load_job_metric(config, rollout_plan, timing))
         resources.append("loadtest-configmap.yaml")
@@ -269,7 +284,10 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
             _op("replace", "/spec/args/3/value", deploy.prometheus.address),
             _op("replace", "/spec/metrics", metrics),
         ],
-        "patch-networkpolicy.yaml": [_op("replace", "/spec/ingress/0/from", network_peers(config))],
+        "patch-networkpolicy.yaml": [
+            _op("replace", "/spec/ingress/0/from", network_peers(config)),
+            _op("replace", "/spec/ingress/1/from", metrics_peers(config)),
+        ],
         "patch-servicemonitor.yaml": [
             *_label_ops(selector_labels),
             _op("replace", "/spec/endpoints/0/interval", deploy.prometheus.scrape_interval),
@@ -277,8 +295,10 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         "patch-prometheusrule.yaml": [
             *_label_ops(selector_labels),
             _op("add", "/spec/groups/-", drift_rules(config)),
+            *([_op("add", "/spec/groups/-", rules)] if (rules := fallback_rules(config)) else []),
         ],
         "configmap.yaml": config_map(config),
+        "grafana-dashboard.yaml": dashboard_config_map(config),
     }
     if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)

@@ -1,4 +1,7 @@
-"""Classification metrics computed from class probabilities, the same way for every model."""
+"""The metrics of each task, computed from a model's outputs the same way for every model.
+
+The metric names per task are the config's (`TASK_METRICS`): the gates may name only those.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn import metrics as skm
 
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
 
 
 def better_delta(metric: str, candidate: float, champion: float) -> float:
@@ -18,33 +21,36 @@ def better_delta(metric: str, candidate: float, champion: float) -> float:
 
 
 def evaluate(probabilities: NDArray[Any], y_true: NDArray[Any], classes: Sequence[Any]) -> dict[str, float]:
-    """Every metric the gates know, from probabilities [N, C] whose columns follow `classes`."""
+    """A classifier's metrics (binary with two classes, else multiclass), from probabilities [N, C] whose
+    columns follow `classes`."""
     labels = np.asarray(classes)
     # ONNX computes in float32: rows sum to 1 only within rounding, which scikit-learn warns about.
     probabilities = np.clip(probabilities, 1e-15, 1)
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     predicted = labels[np.argmax(probabilities, axis=1)]
-    binary = len(labels) == 2
+    log_loss = float(skm.log_loss(y_true, probabilities, labels=labels))
+    accuracy = float(skm.accuracy_score(y_true, predicted))
+    if len(labels) != 2:
+        f1_macro = skm.f1_score(y_true, predicted, average="macro", labels=labels, zero_division=0)
+        return {"accuracy": accuracy, "f1_macro": float(f1_macro), "log_loss": log_loss}
     positive = y_true == labels[-1]
-    average = "binary" if binary else "macro"
-    pos_label = labels[-1] if binary else 1
-    if binary:
-        roc_auc = skm.roc_auc_score(positive, probabilities[:, 1])
-        brier = skm.brier_score_loss(positive, probabilities[:, 1])
-    else:
-        roc_auc = skm.roc_auc_score(y_true, probabilities, multi_class="ovr", labels=labels)
-        onehot = (y_true[:, None] == labels[None, :]).astype(np.float64)
-        brier = float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1)))
+    binary: dict[str, Any] = {"average": "binary", "pos_label": labels[-1], "zero_division": 0}
     return {
-        "roc_auc": float(roc_auc),
-        "accuracy": float(skm.accuracy_score(y_true, predicted)),
-        "f1": float(skm.f1_score(y_true, predicted, average=average, pos_label=pos_label, zero_division=0)),
-        "precision": float(
-            skm.precision_score(y_true, predicted, average=average, pos_label=pos_label, zero_division=0)
-        ),
-        "recall": float(
-            skm.recall_score(y_true, predicted, average=average, pos_label=pos_label, zero_division=0)
-        ),
-        "log_loss": float(skm.log_loss(y_true, probabilities, labels=labels)),
-        "brier": float(brier),
+        "roc_auc": float(skm.roc_auc_score(positive, probabilities[:, 1])),
+        "accuracy": accuracy,
+        "f1": float(skm.f1_score(y_true, predicted, **binary)),
+        "precision": float(skm.precision_score(y_true, predicted, **binary)),
+        "recall": float(skm.recall_score(y_true, predicted, **binary)),
+        "log_loss": log_loss,
+        "brier": float(skm.brier_score_loss(positive, probabilities[:, 1])),
+    }
+
+
+def evaluate_values(values: NDArray[Any], y_true: NDArray[Any]) -> dict[str, float]:
+    """A regression's metrics from its predicted values [N]."""
+    y = np.asarray(y_true, dtype=np.float64)
+    return {
+        "rmse": float(np.sqrt(skm.mean_squared_error(y, values))),
+        "mae": float(skm.mean_absolute_error(y, values)),
+        "r2": float(skm.r2_score(y, values)),
     }

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_service.monitoring import (
     BIN_LABEL,
     CLASS_LABEL,
-    PREDICT_ROUTE,
     PREDICTED_CLASS_TOTAL,
+    PREDICTION_ROUTES,
     REQUEST_DURATION_BUCKET,
     REQUESTS_TOTAL,
     ROUTE_LABEL,
@@ -35,10 +35,7 @@ from model_service.monitoring import (
     psi,
 )
 from pipeline.config import PREDICTION_SHIFT_METRICS
-from pipeline.rollout.plan import Analysis, Threshold
-
-# Routes that are user traffic; probes and /metrics are not counted by the service anyway.
-USER_ROUTE_PREFIXES = (PREDICT_ROUTE, "/v2/models/")
+from pipeline.rollout.plan import Analysis, Analyze, Plan, Threshold
 
 
 @dataclass(frozen=True)
@@ -69,10 +66,10 @@ class Window:
     """(upper bound in seconds, requests in that bucket alone) over the window, +Inf last: the distribution
     the rank test compares."""
 
-    @property
-    def predictions(self) -> float:
-        """Rows predicted in the window (the prediction-shift checks' sample size)."""
-        return sum(count for _, count in self.classes)
+    def predictions(self, metric: str) -> float:
+        """Rows predicted in the window as the prediction-shift `metric` counts them (its sample size)."""
+        counts: tuple[tuple[str, float], ...] = getattr(self, _SHIFT_SIDE[metric])
+        return sum(count for _, count in counts)
 
     @property
     def error_ratio(self) -> float | None:
@@ -111,7 +108,7 @@ def parse_metrics(text: str) -> Scrape:
                 classes[sample.labels[CLASS_LABEL]] += sample.value
                 continue
             route = sample.labels.get(ROUTE_LABEL, "")
-            if not route.startswith(USER_ROUTE_PREFIXES):
+            if route not in PREDICTION_ROUTES:
                 continue
             if sample.name == REQUESTS_TOTAL:
                 requests += int(sample.value)
@@ -128,11 +125,11 @@ def parse_metrics(text: str) -> Scrape:
     )
 
 
-def scrape(url: str, headers: dict[str, str] | None = None) -> Scrape | None:
-    """The version's counters now, or None when it does not answer (a dead version has no data)."""
-    request = urllib.request.Request(f"{url}/metrics", headers=headers or {})
+def scrape(metrics_url: str) -> Scrape | None:
+    """The version's counters now (from its metrics port), or None when it does not answer (a dead
+    version has no data)."""
     try:
-        with urllib.request.urlopen(request, timeout=3) as response:
+        with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=3) as response:
             return parse_metrics(response.read().decode())
     except (urllib.error.URLError, OSError):
         return None
@@ -194,9 +191,29 @@ def _shares(
     return [(values.get(key, 0.0) + smoothing) / (total + smoothing * len(keys)) for key in keys]
 
 
+_SHIFT_SIDE = {"score_psi": "score_bins", "positive_rate_delta": "classes"}
+"""The counters each prediction-shift metric compares: score bins, or predicted classes."""
+CLASS_METRICS = frozenset({"positive_rate_delta"})
+"""Analysis metrics over predicted classes: a regression model predicts none."""
+
+
+def for_task(rollout_plan: Plan, task: str | None) -> Plan:
+    """The plan without the class metrics when the model is a regression (its score PSI stays: the
+    predicted values in its reference's bins); unchanged for classifiers and an unknown task."""
+    if task != "regression":
+        return rollout_plan
+    kept = tuple(t for t in rollout_plan.analysis.thresholds if t.metric not in CLASS_METRICS)
+    analysis = replace(rollout_plan.analysis, thresholds=kept)
+    actions = tuple(
+        replace(action, analysis=analysis) if isinstance(action, Analyze) else action
+        for action in rollout_plan.actions
+    )
+    return replace(rollout_plan, analysis=analysis, actions=actions)
+
+
 def prediction_shift(metric: str, new: Window, stable: Window) -> float | None:
     """score_psi or positive_rate_delta of `new` against `stable` on the same window; None without data."""
-    side = "score_bins" if metric == "score_psi" else "classes"
+    side = _SHIFT_SIDE[metric]
     new_counts, stable_counts = getattr(new, side), getattr(stable, side)
     keys = sorted({key for key, _ in (*new_counts, *stable_counts)})
     smoothing = SCORE_SMOOTHING if metric == "score_psi" else 0.0
@@ -335,12 +352,14 @@ def _check_shift(
         return [
             Check("inconclusive", f"{label} {name} vs stable: the stable version did not answer /metrics")
         ]
-    if not new.classes or not stable.classes:
+    side = _SHIFT_SIDE[name]
+    if not getattr(new, side) or not getattr(stable, side):
         # A version whose card predates drift monitoring exports no prediction counters (docs/drift.md):
         # the comparison cannot be made, and the rehearsal says so before it starts.
         return []
-    sizes = f"(n {new.predictions:.0f} vs {stable.predictions:.0f} rows)"
-    if min(new.predictions, stable.predictions) < analysis.min_predictions:
+    rows_new, rows_stable = new.predictions(name), stable.predictions(name)
+    sizes = f"(n {rows_new:.0f} vs {rows_stable:.0f} rows)"
+    if min(rows_new, rows_stable) < analysis.min_predictions:
         return [
             Check(
                 "inconclusive",

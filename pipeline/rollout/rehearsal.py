@@ -1,5 +1,6 @@
 """The local rehearsal: stable and candidate as real service processes, Caddy splitting live Locust
-traffic between them, and the plan executed by the engine with analysis from each version's /metrics.
+traffic between them (their API ports only), and the plan executed by the engine with analysis from each
+version's /metrics on its metrics port.
 
 Whatever happens (abort, a dead process, Caddy failing, Ctrl-C), every process started here is
 stopped on the way out, and after an abort the stable version was serving 100 % of the traffic.
@@ -24,12 +25,13 @@ from typing import Any, Literal, Protocol
 from pipeline.adapters import registry
 from pipeline.adapters.caddy import CaddySplitter
 from pipeline.adapters.processes import signals_deferred, stop
-from pipeline.adapters.service_process import ServiceProcess, running_service
+from pipeline.adapters.service_process import FALLBACK_DIR_ENV, ServiceProcess, running_service
 from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.rollout.analysis import EMPTY, Scrape, scrape
+from pipeline.ml.card_reader import card_task
+from pipeline.rollout.analysis import EMPTY, Scrape, for_task, scrape
 from pipeline.rollout.engine import Outcome, execute
 from pipeline.rollout.plan import Analyze, Pause, Plan, Promote, plan
 from pipeline.stage import StageResult
@@ -92,6 +94,19 @@ def parse_fault(text: str, environment: str) -> dict[str, str]:
     return settings | {LATENCY_SHARE: f"{parsed_share:g}"} if at else settings
 
 
+def fallback_setting(config: Config, stable: ModelDir, candidate: ModelDir) -> dict[str, str]:
+    """MODEL_SERVICE_FALLBACK_DIR for the candidate as the image would bake it: the stable version for
+    `service.fallback.source: previous` (none on a first deploy), the named export (a sibling folder)
+    for `export`."""
+    fallback = config.service.fallback
+    if fallback is None:
+        return {}
+    if fallback.source == "export":
+        assert fallback.version is not None  # the config's validator
+        return {FALLBACK_DIR_ENV: str(candidate.path.parent / fallback.version)}
+    return {} if stable.path == candidate.path else {FALLBACK_DIR_ENV: str(stable.path)}
+
+
 def _number(text: str, number: str) -> float:
     try:
         return float(number)
@@ -130,8 +145,8 @@ class LocalVersions:
         self.preview: subprocess.Popen[bytes] | None = None
 
     def scrape(self) -> tuple[Scrape | None, Scrape | None]:
-        stable = scrape(self.stable.url, self.stable.headers) if self.stable.process.poll() is None else None
-        return stable, scrape(self.candidate.url, self.candidate.headers)
+        stable = scrape(self.stable.metrics_url) if self.stable.process.poll() is None else None
+        return stable, scrape(self.candidate.metrics_url)
 
     def new_alive(self) -> bool:
         return self.candidate.process.poll() is None
@@ -221,7 +236,7 @@ def rollout(
         )
         stable = candidate, "none"
     stable_dir, stable_version = stable
-    rehearsal = plan(config)
+    rehearsal = _plan_for_model(config, stable_dir, candidate, reporter)
     report_dir = workspace.run_dir(config) / "rollout"
     report_dir.mkdir(parents=True, exist_ok=True)
     same = " (the same model: a rehearsal of the mechanics)" if stable_dir == candidate else ""
@@ -280,6 +295,32 @@ def rollout(
     )
 
 
+def _plan_for_model(config: Config, stable: ModelDir, candidate: ModelDir, reporter: Reporter) -> Plan:
+    """The environment's plan for the candidate's task: a regression has no class metrics, and its score
+    PSI compares each version's predicted values in its own card's reference bins (quantiles)."""
+    configured = plan(config)
+    card = candidate.read_card()
+    task = card_task(card)
+    rehearsal = for_task(configured, task)
+    if task != "regression":
+        return rehearsal
+    dropped = sorted(
+        {t.metric for t in configured.analysis.thresholds} - {t.metric for t in rehearsal.analysis.thresholds}
+    )
+    if dropped:
+        reporter.note(f"regression model: {', '.join(dropped)} (shares of predicted classes) does not apply")
+    edges = [
+        folder.read_card().get("reference", {}).get("score", {}).get("edges")
+        for folder in (stable, candidate)
+    ]
+    if edges[0] != edges[1]:
+        reporter.note(
+            "score_psi: the two cards' score bins differ (quantiles of each model's predictions): it compares "
+            "where each version's predictions fall within its own reference, bin by bin"
+        )
+    return rehearsal
+
+
 def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)
     config: Config,
     rehearsal: Plan,
@@ -305,7 +346,11 @@ def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)
         )
         candidate_process = stack.enter_context(
             running_service(
-                config, candidate.path, report_dir / "candidate.log", settings=fault, api_key=api_key
+                config,
+                candidate.path,
+                report_dir / "candidate.log",
+                settings={**fault, **fallback_setting(config, stable_dir, candidate)},
+                api_key=api_key,
             )
         )
         splitter = CaddySplitter.start(_dial(stable_process.url), _dial(candidate_process.url), report_dir)
@@ -332,12 +377,12 @@ def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)
 
 def _wait_for_traffic(stable: ServiceProcess, requests: int, traffic: subprocess.Popen[bytes]) -> None:
     """Start the plan only once user traffic flows, so the first window is not judged on Locust's start-up."""
-    baseline = scrape(stable.url, stable.headers) or EMPTY
+    baseline = scrape(stable.metrics_url) or EMPTY
     deadline = time.monotonic() + TRAFFIC_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if traffic.poll() is not None:
             raise StageError(f"Locust exited with {traffic.returncode} before the rollout began; see its log")
-        now = scrape(stable.url, stable.headers)
+        now = scrape(stable.metrics_url)
         if now is not None and now.requests - baseline.requests >= requests:
             return
         time.sleep(0.2)

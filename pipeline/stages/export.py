@@ -9,30 +9,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.ml.columns import Column
 from pipeline.ml.data import load_dataset
-from pipeline.ml.profile import reference_profile
+from pipeline.ml.estimators import final_estimator, has_column_transformer, put_workspace_on_path
+from pipeline.ml.onnx_model import INPUT_NAME, LABEL_OUTPUT, PROBABILITIES_OUTPUT, convert, input_layout
+from pipeline.ml.onnx_model import predict as predict_rows
+from pipeline.ml.profile import card_reference
 from pipeline.stage import StageResult
-from pipeline.stages.train import final_estimator, load_estimator
+from pipeline.stages.train import load_estimator
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
-INPUT_NAME = "input"
-CARD_VERSION = 1
+CARD_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Parity:
     rows: int
-    label_agreement: float
+    label_agreement: float | None
+    """Classification: share of rows where ONNX and scikit-learn predict the same class."""
     max_abs_diff: float
+    """Largest absolute difference of a class probability, or of a predicted value (regression)."""
+    max_relative_diff: float | None = None
+    """Regression: largest difference relative to the scikit-learn value."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,12 +57,45 @@ def _result(model: ModelDir, parity: Parity, onnx_sha256: str, *, reused: bool) 
 
 
 def predict_onnx(onnx_path: Path, rows: NDArray[Any], input_name: str = INPUT_NAME) -> NDArray[np.float64]:
-    """Class probabilities [N, C] from an exported model, through onnxruntime on one thread."""
+    """Class probabilities [N, C] of a numeric-only classifier (one float input) from a float matrix."""
+    import onnxruntime as ort  # noqa: PLC0415
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    (probabilities,) = session.run(["probabilities"], {input_name: rows.astype(np.float32)})
+    (probabilities,) = session.run([PROBABILITIES_OUTPUT], {input_name: rows.astype(np.float32)})
     return np.asarray(probabilities, dtype=np.float64)
+
+
+def unknown_categories(estimator: Any) -> dict[str, str]:
+    """Per string feature, what the fitted encoder does with a category it has not seen: `ignore` or
+    `error`; features it cannot tell about are left out (the card then says `ignore`)."""
+    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+
+    found: dict[str, str] = {}
+
+    def encoders(step: Any) -> list[Any]:
+        if isinstance(step, OneHotEncoder | OrdinalEncoder):
+            return [step]
+        if isinstance(step, Pipeline):
+            return [e for _, s in step.steps for e in encoders(s)]
+        return []
+
+    def walk(step: Any) -> None:
+        if isinstance(step, Pipeline):
+            for _, inner in step.steps:
+                walk(inner)
+        elif isinstance(step, ColumnTransformer):
+            for _, transformer, selected in step.transformers_:
+                names = [selected] if isinstance(selected, str) else list(selected)
+                for encoder in encoders(transformer):
+                    # OrdinalEncoder's use_encoded_value and OneHotEncoder's other modes accept it.
+                    verdict = "error" if encoder.handle_unknown == "error" else "ignore"
+                    found.update(dict.fromkeys((str(n) for n in names), verdict))
+
+    walk(estimator)
+    return found
 
 
 def export(
@@ -71,91 +109,78 @@ def export(
         )
         raise StageError(msg)
     if model.exported() and not fresh:
-        card = model.read_card()
-        parity = Parity(**card["parity"])
+        saved = model.read_card()
+        parity = Parity(**saved["parity"])
         reporter.note(f"reused {model.onnx} (parity max abs diff {parity.max_abs_diff:.3g})")
-        return _result(model, parity, card["onnx"]["sha256"], reused=True)
+        return _result(model, parity, saved["onnx"]["sha256"], reused=True)
 
     trained = read_json(model.train_record)
+    if trained.get("trainer"):
+        put_workspace_on_path(workspace.root)  # the pickle may name classes of the trainer's module
     estimator = load_estimator(model)
-    data = load_dataset(config.data, workspace.root)
-    n_features = len(trained["features"])
-    converted = convert_sklearn(
-        estimator,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
-        # Probabilities as a plain [N, C] tensor, not a list of maps, so any client can read them.
-        options={id(final_estimator(estimator)): {"zipmap": False}},
-        target_opset=config.export.opset,
-    )
-    onnx_bytes = converted.SerializeToString()
+    task = trained["task"]
+    data = load_dataset(config.data, workspace.root, task)
+    columns = [Column.from_json(c) for c in trained["columns"]]
+    onnx_bytes, card_onnx = _convert(config, trained, estimator, columns)
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
+    rows = data.test_rows()
+    probe = {
+        "card_version": CARD_VERSION,
+        "task": task,
+        "features": [c.to_json() for c in columns],
+        "onnx": card_onnx,
+    }
 
     # Parity is checked on the bytes about to be written, before anything is written.
     scratch = model.path / f".{model.onnx.name}.parity"
     write_bytes(scratch, onnx_bytes)
     try:
-        onnx_probabilities = predict_onnx(scratch, data.x_test)
+        onnx_outputs = predict_rows(scratch, probe, rows)
     finally:
         scratch.unlink(missing_ok=True)
-    parity = _parity(estimator.predict_proba(data.x_test), onnx_probabilities)
-    bounds = config.export.parity
-    reporter.table(
-        ["check", "value", "comparator", "bound", "result"],
-        [
-            (
-                "label agreement",
-                parity.label_agreement,
-                ">=",
-                bounds.min_label_agreement,
-                _verdict(parity.label_agreement >= bounds.min_label_agreement),
-            ),
-            (
-                "max abs probability diff",
-                parity.max_abs_diff,
-                "<=",
-                bounds.max_abs_diff,
-                _verdict(parity.max_abs_diff <= bounds.max_abs_diff),
-            ),
-        ],
-    )
-    if parity.label_agreement < bounds.min_label_agreement or parity.max_abs_diff > bounds.max_abs_diff:
-        msg = (
-            f"ONNX parity failed on {parity.rows} evaluation rows: label agreement {parity.label_agreement:.4f} "
-            f"(min {bounds.min_label_agreement}), max abs diff {parity.max_abs_diff:.3g} "
-            f"(max {bounds.max_abs_diff:g}); nothing was written. Check the estimator's skl2onnx support "
-            "or loosen export.parity in the environment's YAML"
-        )
-        raise StageError(msg)
+    sklearn_input = data.test if trained["takes_frame"] else data.x_test
+    if task == "regression":
+        assert onnx_outputs.values is not None
+        expected = np.asarray(estimator.predict(sklearn_input), dtype=np.float64).reshape(-1)
+        parity = _value_parity(expected, onnx_outputs.values)
+    else:
+        assert onnx_outputs.probabilities is not None
+        parity = _parity(estimator.predict_proba(sklearn_input), onnx_outputs.probabilities)
+    _check_parity(config, parity, reporter)
 
     write_bytes(model.onnx, onnx_bytes)
     write_json(
-        model.evaluation,
-        {"features": trained["features"], "rows": data.x_test.tolist(), "labels": data.y_test.tolist()},
+        model.evaluation, {"features": trained["features"], "rows": rows, "labels": data.y_test.tolist()}
     )
-    card = {
+    unknown = unknown_categories(estimator)
+    features = [
+        {**c.to_json(), "unknown_category": unknown.get(c.name, "ignore")}
+        if c.type == "string"
+        else c.to_json()
+        for c in columns
+    ]
+    card: dict[str, Any] = {
         "card_version": CARD_VERSION,
         "name": config.model.name,
         "version": model.version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": "classification",
-        "onnx": {
-            "file": model.onnx.name,
-            "sha256": onnx_sha256,
-            "opset": config.export.opset,
-            "input": {"name": INPUT_NAME, "dtype": "float32"},
-            "outputs": {"label": "label", "probabilities": "probabilities"},
-        },
-        "features": [{"name": name, "dtype": "float32"} for name in trained["features"]],
-        "classes": trained["classes"],
+        "task": task,
+        "onnx": {"file": model.onnx.name, "sha256": onnx_sha256, "opset": config.export.opset, **card_onnx},
+        "features": features,
+    }
+    if task != "regression":
+        card["classes"] = trained["classes"]
+    card |= {
         "metrics": trained["metrics"],
-        "parity": {
-            "rows": parity.rows,
-            "label_agreement": parity.label_agreement,
-            "max_abs_diff": parity.max_abs_diff,
-        },
+        "parity": {k: v for k, v in vars(parity).items() if v is not None},
         # What the service and `pipeline drift` compare live inputs and predictions with (docs/drift.md).
-        "reference": reference_profile(
-            trained["features"], data.x_train, onnx_probabilities, trained["classes"]
+        "reference": card_reference(
+            columns,
+            data.train,
+            eval_rows=len(rows),
+            eval_probabilities=onnx_outputs.probabilities,
+            eval_values=onnx_outputs.values,
+            classes=trained["classes"],
         ),
         "lineage": {
             "git_sha": trained["git_sha"],
@@ -163,6 +188,7 @@ def export(
             "config_sha256": trained["config_sha256"],
             "mlflow_run_id": trained["mlflow_run_id"],
             "environment": config.name,
+            **({"trainer": trained["trainer"]} if trained.get("trainer") else {}),
         },
     }
     # The card goes last: its presence marks a complete export.
@@ -171,9 +197,104 @@ def export(
     return _result(model, parity, onnx_sha256, reused=False)
 
 
+def _convert(
+    config: Config, trained: dict[str, Any], estimator: Any, columns: list[Column]
+) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX bytes and the card's `onnx.inputs` and `onnx.outputs`; a StageError naming the trainer
+    (or the family) and the estimator when skl2onnx cannot convert it."""
+    task = trained["task"]
+    per_column = not all(c.numeric for c in columns) or has_column_transformer(estimator)
+    inputs = input_layout(columns, per_column)
+    classifier = final_estimator(estimator) if task != "regression" else None
+    try:
+        onnx_bytes = convert(estimator, inputs, classifier=classifier, opset=config.export.opset)
+    except Exception as exc:  # noqa: BLE001  (skl2onnx raises many types; each means: cannot be exported)
+        origin = f"model.trainer {trained['trainer']!r}" if trained.get("trainer") else "model.estimator"
+        kind = f"{type(estimator).__module__}.{type(estimator).__name__}"
+        msg = (
+            f"{origin}: skl2onnx cannot convert the fitted {kind} "
+            f"({', '.join(type(s).__name__ for s in _steps(estimator))}): {type(exc).__name__}: {exc}; "
+            "nothing was written. Use estimators skl2onnx converts (docs/bring-your-model.md)"
+        )
+        raise StageError(msg) from None
+    outputs = (
+        {"value": _regression_output(onnx_bytes)}
+        if task == "regression"
+        else {"label": LABEL_OUTPUT, "probabilities": PROBABILITIES_OUTPUT}
+    )
+    return onnx_bytes, {"inputs": inputs, "outputs": outputs}
+
+
+def _steps(estimator: Any) -> list[Any]:
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+
+    return [s for _, s in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
+
+
+def _regression_output(onnx_bytes: bytes) -> str:
+    import onnx  # noqa: PLC0415
+
+    return str(onnx.load_from_string(onnx_bytes).graph.output[0].name)
+
+
+def _check_parity(config: Config, parity: Parity, reporter: Reporter) -> None:
+    bounds = config.export.parity
+    rows: list[tuple[str, float, str, float, str]] = []
+    if parity.label_agreement is not None:
+        passed = parity.label_agreement >= bounds.min_label_agreement
+        rows.append(
+            ("label agreement", parity.label_agreement, ">=", bounds.min_label_agreement, _verdict(passed))
+        )
+        passed = parity.max_abs_diff <= bounds.max_abs_diff
+        rows.append(
+            ("max abs probability diff", parity.max_abs_diff, "<=", bounds.max_abs_diff, _verdict(passed))
+        )
+        failed = (
+            parity.label_agreement < bounds.min_label_agreement or parity.max_abs_diff > bounds.max_abs_diff
+        )
+        detail = (
+            f"label agreement {parity.label_agreement:.4f} (min {bounds.min_label_agreement}), "
+            f"max abs diff {parity.max_abs_diff:.3g} (max {bounds.max_abs_diff:g})"
+        )
+    else:
+        assert parity.max_relative_diff is not None
+        failed = (
+            parity.max_abs_diff > bounds.max_abs_diff and parity.max_relative_diff > bounds.max_relative_diff
+        )
+        rows.append(
+            ("max abs value diff", parity.max_abs_diff, "<=", bounds.max_abs_diff, _verdict(not failed))
+        )
+        rows.append(
+            (
+                "max relative value diff",
+                parity.max_relative_diff,
+                "<=",
+                bounds.max_relative_diff,
+                _verdict(not failed),
+            )
+        )
+        detail = (
+            f"max abs diff {parity.max_abs_diff:.3g} (max {bounds.max_abs_diff:g}) and max relative diff "
+            f"{parity.max_relative_diff:.3g} (max {bounds.max_relative_diff:g})"
+        )
+    reporter.table(["check", "value", "comparator", "bound", "result"], rows)
+    if failed:
+        msg = (
+            f"ONNX parity failed on {parity.rows} evaluation rows: {detail}; nothing was written. Check the "
+            "estimator's skl2onnx support or loosen export.parity in the environment's YAML"
+        )
+        raise StageError(msg)
+
+
 def _parity(expected: NDArray[Any], actual: NDArray[Any]) -> Parity:
     agreement = float(np.mean(np.argmax(expected, axis=1) == np.argmax(actual, axis=1)))
     return Parity(len(expected), agreement, float(np.max(np.abs(expected - actual))))
+
+
+def _value_parity(expected: NDArray[np.float64], actual: NDArray[np.float64]) -> Parity:
+    difference = np.abs(expected - actual)
+    relative = difference / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
+    return Parity(len(expected), None, float(np.max(difference)), float(np.max(relative)))
 
 
 def _verdict(passed: bool) -> str:

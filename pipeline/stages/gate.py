@@ -15,12 +15,13 @@ import numpy as np
 
 from pipeline.adapters import registry
 from pipeline.artifacts import ModelDir, inputs_key
-from pipeline.config import Config
+from pipeline.config import Config, gate_metric_problems
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.scoring import better_delta, evaluate
+from pipeline.ml.card_reader import card_task
+from pipeline.ml.onnx_model import predict
+from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
 from pipeline.stage import StageResult, Status
-from pipeline.stages.export import predict_onnx
 from pipeline.workspace import Workspace, write_json
 
 if TYPE_CHECKING:
@@ -54,10 +55,14 @@ class GateResult(StageResult):
     mode: str = "enforce"
 
 
-def evaluate_model_dir(model: ModelDir, rows: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def evaluate_model_dir(model: ModelDir, rows: list[list[Any]], labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics of the ONNX model in `model` on rows of JSON values (eval.json's)."""
     card = model.read_card()
-    probabilities = predict_onnx(model.onnx, rows, card["onnx"]["input"]["name"])
-    return evaluate(probabilities, labels, card["classes"])
+    outputs = predict(model.onnx, card, rows)
+    if outputs.values is not None:
+        return evaluate_values(outputs.values, labels)
+    assert outputs.probabilities is not None
+    return evaluate(outputs.probabilities, labels, card["classes"])
 
 
 def checks_for(config: Config, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Check]:
@@ -122,11 +127,15 @@ def gate(
         _print_checks(result.checks, reporter)
         return result
 
+    task = card_task(model.read_card())
+    problems = gate_metric_problems(config, task)
+    if problems:
+        where = f"environments/{config.name}.yaml (or a file it extends)"
+        raise StageError("; ".join(f"{where}: {problem}" for _, problem in problems))
     evaluation = model.read_evaluation()
-    rows = np.asarray(evaluation["rows"], dtype=np.float64)
     labels = np.asarray(evaluation["labels"])
-    candidate = evaluate_model_dir(model, rows, labels)
-    champion_metrics, note = _champion_metrics(config, mlflow, champion, model.version, evaluation)
+    candidate = evaluate_model_dir(model, evaluation["rows"], labels)
+    champion_metrics, note = _champion_metrics(config, mlflow, champion, model.version, evaluation, task=task)
     reporter.note(note)
     checks = checks_for(config, candidate, champion_metrics)
     failures = [
@@ -192,6 +201,8 @@ def _champion_metrics(
     champion: ModelVersion | None,
     version: str,
     evaluation: dict[str, Any],
+    *,
+    task: str,
 ) -> tuple[dict[str, float] | None, str]:
     if champion is None:
         note = (
@@ -203,16 +214,21 @@ def _champion_metrics(
     label = f"version {champion.version} (artifacts {tags.get('artifact_version', '?')})"
     with tempfile.TemporaryDirectory() as tmp:
         champion_dir = ModelDir(registry.download_version(mlflow, champion, Path(tmp)))
-        features = [f["name"] for f in champion_dir.read_card()["features"]]
+        champion_card = champion_dir.read_card()
+        features = [f["name"] for f in champion_card["features"]]
         if features != evaluation["features"]:
             msg = (
                 f"champion {label} serving {config.name} takes other features than the candidate; "
                 "the two cannot be compared on the same rows"
             )
             raise StageError(msg)
-        metrics = evaluate_model_dir(
-            champion_dir, np.asarray(evaluation["rows"], dtype=np.float64), np.asarray(evaluation["labels"])
-        )
+        if card_task(champion_card) != task:
+            msg = (
+                f"champion {label} serving {config.name} is a {card_task(champion_card)} model and the "
+                f"candidate a {task} one; their metrics cannot be compared"
+            )
+            raise StageError(msg)
+        metrics = evaluate_model_dir(champion_dir, evaluation["rows"], np.asarray(evaluation["labels"]))
     same = " (the candidate is this same model)" if tags.get("artifact_version") == version else ""
     return metrics, f"champion: {label}, alias {config.alias!r}{same}"
 

@@ -45,6 +45,9 @@ IMAGE_FILE = "image.json"
 SBOM_FILE = "sbom.cdx.json"
 AUDIT_FILE = "pip-audit.json"
 CONTAINER_PORT_ENV = "MODEL_SERVICE_PORT"
+FALLBACK_BUILD_ARG = "FALLBACK_DIR"
+"""Build argument that becomes MODEL_SERVICE_FALLBACK_DIR in the image (empty: no fallback)."""
+IMAGE_FALLBACK_DIR = "/fallback"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30
 
@@ -70,16 +73,30 @@ class ImageResult(StageResult):
     smoke: Smoke
 
 
-def image(config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir) -> ImageResult:
+def image(
+    config: Config,
+    workspace: Workspace,
+    reporter: Reporter,
+    *,
+    model: ModelDir,
+    fallback: ModelDir | None = None,
+) -> ImageResult:
+    """Build (and smoke-test, push) the image of `model`, with `fallback` baked in beside it when given."""
     client = connect()
     try:
-        return _image(client, config, workspace, reporter, model)
+        return _image(client, config, workspace, reporter, model, fallback=fallback)
     finally:
         client.close()
 
 
 def _image(
-    client: DockerClient, config: Config, workspace: Workspace, reporter: Reporter, model: ModelDir
+    client: DockerClient,
+    config: Config,
+    workspace: Workspace,
+    reporter: Reporter,
+    model: ModelDir,
+    *,
+    fallback: ModelDir | None,
 ) -> ImageResult:
     registration = model.read_optional(model.registration)
     model_version = registration["model_version"] if registration else model.version
@@ -89,9 +106,10 @@ def _image(
     report_dir = workspace.run_dir(config) / "image"
 
     wheels = wheelhouse(workspace, config.image.platform, reporter)
-    context = stage_context(workspace.root / "build" / "image-context", model, wheels)
+    context = stage_context(workspace.root / "build" / "image-context", model, wheels, fallback)
     reporter.note(f"building {reference} from {config.image.base_image} (network off)")
-    built, build_seconds = build(client, context, reference, config)
+    fallback_args = {FALLBACK_BUILD_ARG: IMAGE_FALLBACK_DIR} if fallback is not None else {}
+    built, build_seconds = build(client, context, reference, config, fallback_args)
     size = int(built.attrs.get("Size", 0))
     reporter.note(f"built {built.id} ({size / 1e6:.0f} MB) in {build_seconds:.1f}s")
 
@@ -145,11 +163,12 @@ def _image(
 # --- build -------------------------------------------------------------------------------------------
 
 
-def stage_context(context: Path, model: ModelDir, wheels: Path) -> Path:
+def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelDir | None = None) -> Path:
     """The build context, laid out as model_service/Dockerfile expects (see its header)."""
     shutil.rmtree(context, ignore_errors=True)
     (context / "model_service").mkdir(parents=True)
     (context / "model").mkdir()
+    (context / "fallback").mkdir()  # empty without a fallback: the Dockerfile copies it either way
     (context / "wheels").mkdir()
     for source in SERVICE_DIR.glob("*.py"):
         shutil.copy2(source, context / "model_service" / source.name)
@@ -158,13 +177,15 @@ def stage_context(context: Path, model: ModelDir, wheels: Path) -> Path:
     shutil.copy2(DOCKERIGNORE, context / ".dockerignore")
     for path in (model.onnx, model.card):
         shutil.copy2(path, context / "model" / path.name)
+    for path in (fallback.onnx, fallback.card) if fallback is not None else ():
+        shutil.copy2(path, context / "fallback" / path.name)
     for wheel in wheels.glob("*.whl"):
         try:
             os.link(wheel, context / "wheels" / wheel.name)
         except OSError:
             shutil.copy2(wheel, context / "wheels" / wheel.name)
     # Artifacts are written 0600 (atomic temp files); the image runs as a non-root user that must read them.
-    for path in (context / "model_service", context / "model"):
+    for path in (context / "model_service", context / "model", context / "fallback"):
         for file in path.iterdir():
             file.chmod(0o644)
     return context

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from pipeline.adapters.processes import spawn, stop
-from pipeline.adapters.service_process import service_environment
+from pipeline.adapters.service_process import FALLBACK_DIR_ENV, service_environment
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
@@ -16,20 +16,32 @@ from pipeline.errors import StageError
 from pipeline.workspace import Workspace, read_json
 
 
-def serve(config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir, port: int) -> None:
-    """Serve `model` in the foreground until Ctrl-C."""
+def serve(
+    config: Config,
+    workspace: Workspace,
+    reporter: Reporter,
+    *,
+    model: ModelDir,
+    port: int,
+    metrics_port: int,
+    fallback: ModelDir | None = None,
+) -> None:
+    """Serve `model` in the foreground until Ctrl-C (with `fallback` behind the circuit breaker)."""
     model_dir = model.path
-    env_vars, headers = service_environment(config)
+    extra = {FALLBACK_DIR_ENV: str(fallback.path)} if fallback is not None else {}
+    env_vars, headers = service_environment(config, **extra)
     url = f"http://127.0.0.1:{port}"
     auth = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
-    reporter.note(f"listening on {url}  (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops")
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    reporter.note(f"listening on {url}  (docs {url}/docs, metrics {metrics}); Ctrl-C stops")
     evaluation = model_dir / "eval.json"
     if evaluation.is_file():
-        row = [round(value, 4) for value in read_json(evaluation)["rows"][0]]
+        row = [round(v, 4) if type(v) is float else v for v in read_json(evaluation)["rows"][0]]
         body = json.dumps({"instances": [row]}, separators=(",", ":"))
         reporter.note(f"try: curl -s {url}/v1/predict -H 'Content-Type: application/json'{auth} -d '{body}'")
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVICE_")}
     command = [sys.executable, "-m", "model_service", "--model-dir", str(model_dir), "--port", str(port)]
+    command += ["--metrics-port", str(metrics_port)]
     process = spawn(command, env={**inherited, **env_vars})
     try:
         process.wait()

@@ -6,17 +6,15 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+import numpy as np
 
 from pipeline.adapters import registry
 from pipeline.artifacts import ModelDir
-from pipeline.config import Config, ConfigError
+from pipeline.config import TASK_METRICS, Config
 from pipeline.console import Reporter
 from pipeline.ml.data import load_dataset
-from pipeline.ml.scoring import evaluate
+from pipeline.ml.estimators import final_estimator, fit, fitted_input
+from pipeline.ml.scoring import evaluate, evaluate_values
 from pipeline.stage import StageResult
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
@@ -27,41 +25,17 @@ class TrainResult(StageResult):
     mlflow_run_id: str
 
 
-def build_estimator(config: Config) -> Any:
-    spec = config.model
-    families: dict[str, type[Any]] = {
-        "logistic_regression": LogisticRegression,
-        "random_forest": RandomForestClassifier,
-        "gradient_boosting": GradientBoostingClassifier,
-    }
-    family = families[spec.estimator]
-    try:
-        estimator = family(random_state=config.data.seed, **spec.params)
-        estimator._validate_params()  # fail here, naming the key, rather than deep inside fit()
-    except (TypeError, ValueError) as exc:
-        msg = (
-            f"model.params: {family.__name__} rejects them: {exc}. Params merge over the inherited ones; "
-            "after changing model.estimator, write `params: !replace {...}` to start from none"
-        )
-        raise ConfigError(msg) from None
-    if spec.estimator == "logistic_regression":
-        return make_pipeline(StandardScaler(), estimator)
-    return estimator
-
-
 def load_estimator(model: ModelDir) -> Any:
     # Only ever reads the file this stage wrote into the workspace.
     with model.estimator.open("rb") as handle:
         return pickle.load(handle)
 
 
-def final_estimator(estimator: Any) -> Any:
-    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-
-
 def _result(model: ModelDir, metrics: dict[str, float], run_id: str, *, reused: bool) -> TrainResult:
+    # The task's first metric (roc_auc, accuracy, rmse): which one is told by the metrics themselves.
+    headline = next(m for task in TASK_METRICS.values() if (m := task[0]) in metrics)
     return TrainResult(
-        headline=f"roc_auc {metrics['roc_auc']:.4f}, artifacts {model.version}",
+        headline=f"{headline} {metrics[headline]:.4f}, artifacts {model.version}",
         reused=reused,
         artifacts={"train_record": model.train_record, "estimator": model.estimator},
         metrics=metrics,
@@ -80,15 +54,22 @@ def train(
         )
         return _result(model, saved["metrics"], saved["mlflow_run_id"], reused=True)
 
-    data = load_dataset(config.data, workspace.root)
+    spec = config.model
+    data = load_dataset(config.data, workspace.root, spec.task)
+    what = f"trainer {spec.trainer}" if spec.trainer else spec.estimator
     reporter.note(
-        f"fitting {config.model.estimator} on {len(data.x_train)} rows x {len(data.features)} features "
+        f"fitting {what} ({data.task}) on {len(data.train)} rows x {len(data.features)} features "
         f"(data sha256 {data.sha256[:12]})"
     )
-    estimator = build_estimator(config)
-    estimator.fit(data.x_train, data.y_train)
-    classes = final_estimator(estimator).classes_.tolist()
-    metrics = evaluate(estimator.predict_proba(data.x_test), data.y_test, classes)
+    fitted = fit(spec, data, config.data.seed, workspace.root)
+    estimator = fitted.estimator
+    eval_input = fitted_input(fitted, data.test)
+    if data.task == "regression":
+        classes = None
+        metrics = evaluate_values(np.asarray(estimator.predict(eval_input), dtype=np.float64), data.y_test)
+    else:
+        classes = final_estimator(estimator).classes_.tolist()
+        metrics = evaluate(estimator.predict_proba(eval_input), data.y_test, classes)
     git_sha = workspace.git_sha()
 
     mlflow = registry.client(config, workspace)
@@ -104,7 +85,8 @@ def train(
         },
     )
     run_id = run.info.run_id
-    for key, value in sorted({"estimator": config.model.estimator, **config.model.params}.items()):
+    model_param = {"trainer": spec.trainer} if spec.trainer else {"estimator": spec.estimator}
+    for key, value in sorted({**model_param, "task": data.task, **spec.params}.items()):
         mlflow.log_param(run_id, key, value)
     for key in ("test_size", "seed", "source", "dataset"):
         mlflow.log_param(run_id, f"data.{key}", getattr(config.data, key))
@@ -119,8 +101,12 @@ def train(
             "version": model.version,
             "mlflow_run_id": run_id,
             "metrics": metrics,
+            "task": data.task,
             "classes": classes,
             "features": data.features,
+            "columns": [column.to_json() for column in data.columns],
+            "takes_frame": fitted.takes_frame,
+            "trainer": spec.trainer,
             "data_sha256": data.sha256,
             "git_sha": git_sha,
             "config_sha256": config.sha256("model", "data", "export"),

@@ -265,3 +265,46 @@ def test_merge_keys_may_override_what_they_merge(config_dir: Path) -> None:
 def test_a_duplicate_key_in_an_override_is_an_error() -> None:
     message = error_of("dev", ENVIRONMENTS, ("model.params={C: 1, C: 2}",))
     assert message == f"--set 'model.params={{C: 1, C: 2}}': duplicate key 'C' (first at line 1): {DUPLICATE}"
+
+
+def test_a_gate_on_a_metric_the_task_lacks_names_the_file_and_key(config_dir: Path) -> None:
+    path = write(
+        config_dir,
+        "dev",
+        "extends: base\nmodel:\n  task: regression\ngates:\n  metrics: !replace\n    rmse: {max: 3}\n    roc_auc: {min: 0.9}\n",
+    )
+    message = error_of("dev", config_dir)
+    assert message.startswith(
+        f"{path}: gates.metrics.roc_auc: a regression model has no roc_auc; gate on rmse, mae, r2"
+    )
+    assert "rmse:" not in message
+    # Inherited gates are reported at the file that set them.
+    write(config_dir, "dev", "extends: base\nmodel:\n  task: multiclass\n")
+    inherited = error_of("dev", config_dir)
+    assert (
+        f"{config_dir / 'base.yaml'}: gates.metrics.roc_auc: a multiclass model has no roc_auc" in inherited
+    )
+
+
+def test_a_trainer_path_must_be_module_colon_function(config_dir: Path) -> None:
+    write(config_dir, "dev", "extends: base\nmodel:\n  trainer: my_model.train\n")
+    assert "model.trainer: String should match pattern" in error_of("dev", config_dir)
+
+
+def test_extends_is_relative_to_the_file_that_names_it(tmp_path: Path) -> None:
+    workspace = tmp_path / "examples" / "one" / "environments"
+    workspace.mkdir(parents=True)
+    shared = tmp_path / "environments"
+    shared.mkdir()
+    for path in ENVIRONMENTS.glob("*.yaml"):
+        (shared / path.name).write_text(path.read_text())
+    write(workspace, "dev", "extends: ../../../environments/dev\nmodel:\n  name: other-model\n")
+    config = load_config("dev", workspace)
+    assert config.model.name == "other-model"
+    assert config.deploy.namespace == load_config("dev", shared).deploy.namespace  # from the shared dev.yaml
+
+
+def test_the_examples_load() -> None:
+    for example in sorted((REPO / "examples").iterdir()):
+        if (example / "environments").is_dir():
+            assert load_config("dev", example / "environments").name == "dev"

@@ -74,3 +74,21 @@ def test_evaluate_binary_and_multiclass() -> None:
     metrics3 = evaluate(probabilities / probabilities.sum(axis=1, keepdims=True), y3, ["a", "b", "c"])
     assert metrics3["accuracy"] == 1.0
     assert metrics3["log_loss"] < 0.5
+
+
+def test_regression_gates_compare_with_the_champion_in_the_better_direction(tmp_path: Path) -> None:
+    shutil.copy(ENVIRONMENTS / BASE_FILE, tmp_path / BASE_FILE)
+    (tmp_path / "reg.yaml").write_text(
+        "extends: base\nmodel: {task: regression}\ngates: !replace\n  metrics:\n"
+        "    rmse: {max: 60, vs_champion: {min_relative_delta: -0.03}}\n"
+        "    r2: {min: 0.3, vs_champion: {min_delta: -0.02}}\n"
+    )
+    config = load_config("reg", tmp_path)
+    champion = {"rmse": 50.0, "mae": 40.0, "r2": 0.45}
+    slightly_worse = checks_for(config, {"rmse": 51.0, "mae": 40.0, "r2": 0.44}, champion)
+    assert all(c.passed for c in slightly_worse)  # 2 % worse rmse, 0.01 lower r2: within tolerance
+    much_worse = checks_for(config, {"rmse": 52.0, "mae": 41.0, "r2": 0.42}, champion)
+    assert [(c.metric, c.kind) for c in much_worse if not c.passed] == [
+        ("rmse", "relative delta vs champion"),
+        ("r2", "delta vs champion"),
+    ]

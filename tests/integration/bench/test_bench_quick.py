@@ -41,7 +41,8 @@ def test_quick_bench_writes_rows_ratios_and_a_latest_link(
         assert row["rps"] > 0
         assert row["errors"] == 0
         assert row["rss_mb"] > 0
-    assert set(result["ratios"]) == {"service_vs_minimal", "service_vs_mlflow", "service_vs_flask"}
+    peers = {"minimal", "mlflow", "flask", "kserve", "mlserver", "bentoml", "litserve"}
+    assert set(result["ratios"]) == {f"service_vs_{peer}" for peer in peers}
     assert result["ratios"]["service_vs_minimal"] > 0
     assert result["ratios"]["service_vs_mlflow"] is None  # not run in this test
     assert len(result["ratios_per_round"]["service_vs_minimal"]) == 1  # --quick: one round
@@ -50,3 +51,41 @@ def test_quick_bench_writes_rows_ratios_and_a_latest_link(
     assert pair[1] == pair[0] + 1  # the ratio's two runs are back to back
     assert [b["batch"] for b in result["onnxruntime"]] == [1, 64]
     assert result["pipeline"] == []  # --quick does not time the pipeline
+
+
+def test_quick_bench_with_the_model_servers_writes_each_row_or_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each model server installed into its venv (uv), started, checked and driven, or a reason."""
+    shutil.copytree(REPO / "environments", tmp_path / "environments")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    peers = ("kserve", "mlserver", "bentoml", "litserve")
+    args = [
+        "--quick",
+        "--servers",
+        ",".join(("service", *peers)),
+        "--duration",
+        "1",
+        "--workdir",
+        str(tmp_path),
+    ]
+    assert run.main(args) == run.EXIT_OK
+
+    result = json.loads((tmp_path / "reports" / "bench" / "latest" / "bench.json").read_text())
+    measured = {r["server"] for r in result["rows"]}
+    reasons = {item["server"].split(" ")[0]: item["reason"] for item in result["not_run"]}
+    labels = {
+        "kserve": report.KSERVE_V2, "mlserver": report.MLSERVER,
+        "bentoml": report.BENTOML, "litserve": report.LITSERVE,
+    }  # fmt: skip
+    for peer, label in labels.items():
+        assert label in measured or reasons.get(peer), f"{peer}: neither a row nor a reason"
+    for row in result["rows"]:
+        assert row["startup_s"] > 0
+        assert row["server_cpu_us_per_request"] > 0
+    described = {server["server"]: server for server in result["servers"]}
+    assert described["mlserver"]["forms"][0]["body"]["inputs"][0]["datatype"] == "FP32"  # v2 JSON
+    assert described["litserve"]["versions"]["litserve"] != "?"
+    for peer in peers:
+        ratio = result["ratios"][f"service_vs_{peer}"]
+        assert (ratio is None) == (labels[peer] not in measured)

@@ -1,4 +1,4 @@
-"""`python -m pipeline drift` on a real export: offline from a CSV, and live from a real service's /metrics."""
+"""`python -m pipeline drift` on a real export: offline from a CSV, and live from a real service's metrics port."""
 
 import csv
 import json
@@ -17,6 +17,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.ml.data import load_dataset
 from pipeline.workspace import Workspace
+from tests._metrics import scraped_when
 
 REPO = Path(__file__).parents[3]
 SHIFTED = "mean concave points"
@@ -83,8 +84,39 @@ def test_drift_live_from_the_service_metrics(workspace: Path, shift: bool) -> No
                 f"{service.url}/v1/predict", json={"instances": batch}, headers=service.headers
             )
             assert response.status_code == 200
-        code, report = _drift(workspace, "--url", service.url)
+        requests = len(range(0, len(rows), 25))
+        scraped_when(service.metrics_url, f'route="/v1/predict",status="200"}} {requests}.0')
+        code, report = _drift(workspace, "--url", service.metrics_url)
     assert report["rows"] == len(rows)
     assert _features_flagged(report) == ([SHIFTED] if shift else [])
     assert code == (1 if shift else 0)
     assert {c["statistic"] for c in report["checks"]} == {"psi", "ks_binned"}
+
+
+def test_drift_live_with_sensitive_features(workspace: Path) -> None:
+    """A hashed feature is still checked (its bins mapped back from their pseudonyms), a dropped one is
+    not exported, so not checked; unshifted rows pass as without the marks."""
+    marks = f'--set=drift.log_inputs.sensitive={{"mean radius": hash, "{SHIFTED}": drop}}'
+    config = load_config("dev", workspace / "environments", [marks.removeprefix("--set=")])
+    model_dir = current_model_dir(config, Workspace(workspace)).path
+    _, rows = _rows(workspace, shift=False)
+    with running_service(config, model_dir, workspace / "service-sensitive.log") as service:
+        for start in range(0, len(rows), 25):
+            batch = rows[start : start + 25].tolist()
+            response = httpx.post(
+                f"{service.url}/v1/predict", json={"instances": batch}, headers=service.headers
+            )
+            assert response.status_code == 200
+        requests = len(range(0, len(rows), 25))
+        text = scraped_when(service.metrics_url, f'route="/v1/predict",status="200"}} {requests}.0')
+        exported = [line for line in text.splitlines() if line.startswith("model_service_feature_bin_total{")]
+        assert exported
+        assert not [line for line in exported if f'feature="{SHIFTED}"' in line]
+        code, report = _drift(workspace, "--url", service.metrics_url, marks)
+    checked = {c["feature"] for c in report["checks"]}
+    assert "mean radius" in checked
+    assert SHIFTED not in checked  # dropped: not exported, so not checked
+    assert len(checked) == 30 - 1 + 1  # the other features and the score
+    assert report["rows"] == len(rows)
+    assert _features_flagged(report) == []
+    assert code == 0

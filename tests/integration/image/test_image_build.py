@@ -112,3 +112,36 @@ def test_the_image_is_built_offline_smoke_tested_and_recorded(
     assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
     assert config["Entrypoint"] == ["python", "-m", "model_service"]
     assert "MODEL_SERVICE_MODEL_DIR=/model" in config["Env"]
+
+
+def test_the_fallback_is_baked_in_beside_the_model(
+    docker_host: str, registered: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # A named export as the fallback (here the version itself: the test is about where its files go).
+    [exported] = (registered / "artifacts" / MODEL).iterdir()
+    command = [sys.executable, "-m", "pipeline", "image", "--env", "dev", "--workdir", str(registered)]
+    command += ["--set", f"image.base_image={BASE_IMAGE}"]
+    command += ["--set", f"service.fallback={{source: export, version: {exported.name}}}"]
+    env = {**os.environ, "DOCKER_HOST": docker_host}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=900
+    )
+    # The smoke test started the service with MODEL_SERVICE_FALLBACK_DIR=/fallback: it loaded both.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "prediction 200, wrong shape 422" in done.stdout
+    [report] = sorted((registered / "reports" / "dev").glob("*/image/image.json"))[-1:]
+    reference = json.loads(report.read_text())["reference"]
+    inspect = subprocess.run(
+        ["docker", "image", "inspect", reference], env=env, capture_output=True, text=True, check=True
+    )
+    assert "MODEL_SERVICE_FALLBACK_DIR=/fallback" in json.loads(inspect.stdout)[0]["Config"]["Env"]
+    listed = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "ls", reference, "/fallback"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listed.stdout.split() == ["model.json", "model.onnx"]

@@ -107,6 +107,7 @@ def prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
                         "labels": {
                             "namespace": NAMESPACE,
                             "service": "model-service-metrics",
+                            "endpoint": "metrics",
                             "rollouts_pod_template_hash": pod_hash,
                         },
                     }
@@ -125,6 +126,14 @@ def query(prometheus: str, promql: str) -> list[float]:
     assert body["status"] == "success", body
     assert body["data"]["resultType"] == "vector", body
     return [float(sample["value"][1]) for sample in body["data"]["result"]]
+
+
+def query_labels(prometheus: str, promql: str, label: str) -> set[str]:
+    """The values of `label` in an instant query's vector result."""
+    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.load(response)
+    return {sample["metric"][label] for sample in body["data"]["result"]}
 
 
 def substitute(text: str, args: dict[str, str]) -> str:
@@ -158,15 +167,25 @@ def fixed_batch() -> list[list[float]]:
 
 
 def send_traffic(
-    urls: list[str], batch: list[list[float]], stop: threading.Event, counts: dict[str, int]
+    urls: list[str], request: tuple[str, dict[str, Any]], stop: threading.Event, counts: dict[str, int]
 ) -> None:
-    """The same batch to every version in turn, one request at a time: each version sees the same load at
-    the same moments and never queues behind a second client (latency is compared across versions)."""
+    """The same request to every version in turn, one at a time: each version sees the same load at the
+    same moments and never queues behind a second client (latency is compared across versions)."""
+    path, body = request
     with httpx.Client(timeout=5) as client:
         while not stop.is_set():
             for url in urls:
-                client.post(f"{url}/v1/predict", json={"instances": batch})
+                client.post(f"{url}{path}", json=body)
                 counts[url] = counts.get(url, 0) + 1
+
+
+def requests(batch: list[list[float]], model_name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The batch as a v1 and as a v2 request: the judge counts both prediction routes."""
+    v2_input = {"name": "input", "shape": [len(batch), len(batch[0])], "datatype": "FP64", "data": batch}
+    return [
+        ("/v1/predict", {"instances": batch}),
+        (f"/v2/models/{model_name}/infer", {"inputs": [v2_input]}),
+    ]
 
 
 def wait_for_targets(prometheus: str, expected: int) -> None:
@@ -193,7 +212,7 @@ def verdicts(
     stop = threading.Event()
     counts: dict[str, int] = {}
     with ExitStack() as stack:
-        urls = {
+        services = {
             pod_hash: stack.enter_context(
                 running_service(
                     config,
@@ -201,11 +220,14 @@ def verdicts(
                     tmp / f"{pod_hash}.log",
                     settings={"MODEL_SERVICE_FAULT_LATENCY_MS": SERVICE_TIME_MS, **settings},
                 )
-            ).url
+            )
             for pod_hash, settings in {STABLE: {}, **CANDIDATES}.items()
         }
+        urls = {pod_hash: service.url for pod_hash, service in services.items()}
         config_path = tmp / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(prometheus_config(urls)))
+        # Prometheus scrapes each metrics port, as the ServiceMonitor's `metrics` endpoint does.
+        metrics_urls = {pod_hash: service.metrics_url for pod_hash, service in services.items()}
+        config_path.write_text(yaml.safe_dump(prometheus_config(metrics_urls)))
         port = free_port()
         prometheus = f"http://127.0.0.1:{port}"
         command = [
@@ -220,12 +242,12 @@ def verdicts(
             )
         )
         wait_for_targets(prometheus, len(urls))
-        clients = 2
+        model_name = json.loads((model_dir / "model.json").read_text())["name"]
         threads = [
             threading.Thread(
-                target=send_traffic, args=(list(urls.values()), batch, stop, counts), daemon=True
+                target=send_traffic, args=(list(urls.values()), request, stop, counts), daemon=True
             )
-            for _ in range(clients)
+            for request in requests(batch, model_name)
         ]
         for thread in threads:
             thread.start()
@@ -250,8 +272,20 @@ def verdicts(
                     result = query(prometheus, promql)
                     results[pod_hash].setdefault(metric["name"], []).append((result, verdict(metric, result)))
         stop.set()
+        # The routes the rendered selector matches, as this Prometheus evaluates its regex.
+        first_query = substitute(
+            metrics[0]["provider"]["prometheus"]["query"], {"namespace": NAMESPACE, "canary-hash": STABLE}
+        )
+        total = re.search(r"model_service_requests_total\{[^}]*\}", first_query)
+        assert total is not None, first_query
+        routes = query_labels(prometheus, f"count by (route) ({total.group(0)})", "route")
     assert all(n > 0 for n in counts.values()), counts
-    yield {"results": results, "metrics": [m["name"] for m in metrics], "markers": [str(tmp), str(model_dir)]}
+    yield {
+        "results": results,
+        "routes": routes,
+        "metrics": [m["name"] for m in metrics],
+        "markers": [str(tmp), str(model_dir)],
+    }
 
 
 def test_the_rendered_timings_are_the_plan_on_a_one_second_scrape(config: Config) -> None:
@@ -303,6 +337,10 @@ def test_a_candidate_with_inverted_scores_fails_on_prediction_shift_not_on_error
     ]
     assert all(len(result) == 1 for result, _ in shift["score-psi"])
     assert run_phase(shift, config.rollout.analysis.failure_limit) == "Failed"
+
+
+def test_the_rendered_selector_counts_v1_and_v2_predictions_and_no_probe(verdicts: dict[str, Any]) -> None:
+    assert verdicts["routes"] == {"/v1/predict", "/v2/models/{name}/infer"}
 
 
 def test_every_process_is_stopped(verdicts: dict[str, Any]) -> None:

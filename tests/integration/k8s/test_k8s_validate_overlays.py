@@ -2,8 +2,10 @@
 Argo and Prometheus kinds against the CRD schemas; broken manifests fail naming object, field, reason."""
 
 import copy
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -97,3 +99,89 @@ def test_missing_schemas_skip_with_the_variable_named(
     doc = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "r"}}
     _, skipped = kv.validate_docs([doc], "x", ROOT)
     assert kv.SCHEMAS_ENV in skipped[0]
+
+
+@needs_kustomize
+@pytest.mark.parametrize("env", ENVS)
+def test_metrics_port_is_scraped_by_prometheus_only_and_never_routed(env: str) -> None:
+    """Issue 21, finding 5: the Ingress/HTTPRoute reach the API port only, the ServiceMonitor scrapes the
+    metrics port, and the NetworkPolicy admits the metrics port from the Prometheus namespace alone."""
+    docs = kv.build(ROOT / "k8s/overlays" / env)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    (rollout,) = by_kind["Rollout"]
+    (container,) = rollout["spec"]["template"]["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert set(ports) == {"http", "metrics"}
+    env_vars = {var["name"]: var.get("value") for var in container["env"]}
+    assert env_vars["MODEL_SERVICE_METRICS_PORT"] == str(ports["metrics"])
+    assert env_vars["MODEL_SERVICE_PORT"] == str(ports["http"])
+    services = {s["metadata"]["name"]: s for s in by_kind["Service"]}
+    routed = {
+        ref["name"]
+        for route in by_kind.get("HTTPRoute", [])
+        for rule in route["spec"]["rules"]
+        for ref in rule["backendRefs"]
+    } | {
+        path["backend"]["service"]["name"]
+        for ingress in by_kind.get("Ingress", [])
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert routed
+    for name in routed:  # what users reach targets the API port, never the metrics port
+        assert {port["targetPort"] for port in services[name]["spec"]["ports"]} == {"http"}, name
+    (monitor,) = by_kind["ServiceMonitor"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    scraped = [
+        s
+        for s in services.values()
+        if s["metadata"]["labels"].items() >= monitor["spec"]["selector"]["matchLabels"].items()
+    ]
+    assert [s["metadata"]["name"] for s in scraped] == ["model-service-metrics"]
+    (scraped_port,) = scraped[0]["spec"]["ports"]
+    assert (endpoint["port"], scraped_port["name"], scraped_port["targetPort"]) == ("metrics",) * 3
+    (policy,) = by_kind["NetworkPolicy"]
+    rules = {port["port"]: rule["from"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    assert set(rules) == {"http", "metrics"}
+    namespace = {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in rules["metrics"]
+    }
+    assert namespace == {"monitoring"}
+    assert [peer["podSelector"]["matchLabels"] for peer in rules["metrics"]] == [
+        {"app.kubernetes.io/name": "prometheus"}
+    ]
+    assert not any(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "prometheus"
+        for peer in rules["http"]
+    )
+
+
+@needs_kustomize
+@pytest.mark.parametrize("env", ENVS)
+def test_queries_select_only_labels_the_metrics_port_scrape_gives(env: str) -> None:
+    """The scrape moved from the `http` to the `metrics` endpoint, which changes its `endpoint` (and could
+    change `job`/`service`) label: no query may select on those, only on the service's own labels and the
+    ones the ServiceMonitor adds whatever the port (namespace, the pod-template hash)."""
+    docs = kv.build(ROOT / "k8s/overlays" / env)
+    queries = [
+        metric["provider"]["prometheus"]["query"]
+        for doc in docs
+        if doc["kind"] == "AnalysisTemplate"
+        for metric in doc["spec"]["metrics"]
+        if "prometheus" in metric["provider"]
+    ] + [
+        rule["expr"]
+        for doc in docs
+        if doc["kind"] == "PrometheusRule"
+        for group in doc["spec"]["groups"]
+        for rule in group["rules"]
+    ]
+    assert queries
+    selected = {
+        name for query in queries for name in re.findall(r'[{,]\s*([a-z_]+)\s*(?:=~|!~|!=|=)\s*"', query)
+    }
+    service_labels = {"route", "status", "le", "feature", "bin", "class", "name", "version", "sha256"}
+    assert selected <= service_labels | {"namespace", "rollouts_pod_template_hash"}, selected
+    assert "namespace" in selected and "rollouts_pod_template_hash" in selected

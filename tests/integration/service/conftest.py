@@ -1,4 +1,4 @@
-"""Real processes: `python -m model_service` on 127.0.0.1 with a free port, always stopped afterwards."""
+"""Real processes: `python -m model_service` on 127.0.0.1 with free ports, always stopped afterwards."""
 
 import os
 import signal
@@ -12,6 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests._service_models import (  # noqa: F401 - fixtures: pytest finds them in this module
+    iris_model_dir,
+    mixed_model_dir,
+    mixed_strict_model_dir,
+    regression_model_dir,
+)
 
 START_TIMEOUT_S = 30
 
@@ -52,6 +59,7 @@ def run_service() -> Callable[..., subprocess.CompletedProcess[str]]:
 class Server:
     process: subprocess.Popen[str]
     url: str
+    metrics_url: str
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -65,19 +73,22 @@ class Server:
 
 @pytest.fixture
 def start_server(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start servers with settings as keyword arguments; each is stopped in the finaliser."""
+    """Start servers with settings as keyword arguments (`model`: another model folder); each is stopped
+    in the finaliser."""
     servers: list[Server] = []
 
-    def start(*args: str, **settings: object) -> Server:
-        port = free_port()
+    def start(*args: str, model: Path | None = None, **settings: object) -> Server:
+        port, metrics_port = free_port(), free_port()
         command = [
             sys.executable,
             "-m",
             "model_service",
             "--model-dir",
-            str(model_dir),
+            str(model or model_dir),
             "--port",
             str(port),
+            "--metrics-port",
+            str(metrics_port),
             *args,
         ]
         # The child keeps its own copy of the descriptor; ours closes at once.
@@ -85,7 +96,7 @@ def start_server(model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Serv
             process = subprocess.Popen(
                 command, env=service_env(**settings), stdout=log, stderr=log, text=True
             )
-        server = Server(process, f"http://127.0.0.1:{port}")
+        server = Server(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}")
         servers.append(server)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -136,3 +136,29 @@ def test_refuses_port_in_use(
         port = holder.getsockname()[1]
         line = refusal(run_service(model_dir, "--port", str(port)))
     assert f"MODEL_SERVICE_PORT: cannot bind 127.0.0.1:{port}" in line
+
+
+def test_refuses_metrics_port_in_use_or_equal_to_the_api_port(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with socket.socket() as probe:  # a free API port, so that the metrics port is the one refused
+            probe.bind(("127.0.0.1", 0))
+            api = probe.getsockname()[1]
+        line = refusal(run_service(model_dir, "--port", str(api), "--metrics-port", str(taken)))
+    assert f"MODEL_SERVICE_METRICS_PORT: cannot bind 127.0.0.1:{taken}" in line
+    assert line.endswith("(--metrics-port)")
+    same = refusal(run_service(model_dir, "--port", "8123", "--metrics-port", "8123"))
+    assert "MODEL_SERVICE_METRICS_PORT and MODEL_SERVICE_PORT are both 8123" in same
+
+
+def test_refuses_a_malformed_sensitive_list(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path
+) -> None:
+    # Checked at start whether the input log is on or not: it also shapes the metrics' feature bins.
+    line = refusal(run_service(model_dir, "--port", "1", log_inputs_sensitive="mean radius:encrypt"))
+    assert "MODEL_SERVICE_LOG_INPUTS_SENSITIVE" in line
+    assert "expected FIELD:hash or FIELD:drop" in line

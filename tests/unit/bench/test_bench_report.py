@@ -7,7 +7,14 @@ from benchmarks import report
 
 
 def run(
-    server: str, workers: int, connections: int, rps: float, *, round_: int = 1, p99: float = 5.0
+    server: str,
+    workers: int,
+    connections: int,
+    rps: float,
+    *,
+    round_: int = 1,
+    p99: float = 5.0,
+    startup: float = 2.0,
 ) -> report.Run:
     return report.Run(
         server=server,
@@ -25,6 +32,7 @@ def run(
         loadgen_cpu_s=3.0,
         duration_s=15.0,
         requests=int(rps * 15),
+        startup_s=startup,
     )
 
 
@@ -41,6 +49,12 @@ RUNS = [
     run(report.MINIMAL, 2, 32, 12500, round_=2),
     run(report.MLFLOW_TENSOR, 2, 32, 1400, round_=2),
     run(report.FLASK, 2, 32, 1600, round_=2),
+]
+MODEL_SERVER_RUNS = [
+    run(report.KSERVE_V2, 2, 32, 2000, p99=30.0, startup=9.0),
+    run(report.MLSERVER, 2, 32, 1000, p99=60.0, startup=12.0),
+    run(report.LITSERVE, 2, 32, 4000, p99=12.0, startup=4.0),
+    run(report.LITSERVE, 2, 32, 5000, round_=2, p99=7.0, startup=3.5),
 ]
 
 
@@ -71,7 +85,54 @@ def test_ratios_pair_the_best_service_configuration_with_each_peer_round_by_roun
     ratios, per_round = report.ratios(report.rows(RUNS), RUNS)
     # service x2 at 32: 10,000 then 11,000; minimal 12,000 then 12,500 -> 0.833 and 0.88, median 0.857
     assert per_round["service_vs_minimal"] == [0.833, 0.88]
-    assert ratios == {"service_vs_minimal": 0.86, "service_vs_mlflow": 7.26, "service_vs_flask": 7.01}
+    assert ratios == {
+        "service_vs_minimal": 0.86,
+        "service_vs_mlflow": 7.26,
+        "service_vs_flask": 7.01,
+        "service_vs_kserve": None,
+        "service_vs_mlserver": None,
+        "service_vs_bentoml": None,
+        "service_vs_litserve": None,
+    }
+
+
+def test_model_servers_get_a_ratio_each_and_the_targets_of_issue_24() -> None:
+    runs = RUNS + MODEL_SERVER_RUNS
+    table = report.rows(runs)
+    ratios, per_round = report.ratios(table, runs)
+    assert ratios["service_vs_kserve"] == 5.0  # round 1 only: 10,000 / 2,000
+    assert per_round["service_vs_litserve"] == [2.5, 2.2]
+    assert ratios["service_vs_bentoml"] is None  # not in these runs
+    checks = report.targets(table, ratios, per_round)
+    assert checks["service_vs_litserve"] == {"value": 2.35, "min": 1.5, "met": True, "rounds": [2.5, 2.2]}
+    # litserve is the fastest model server (its best round: 5,000 req/s at p99 7 ms); the service's best
+    # row (11,000 req/s, round 2) has p99 8 ms.
+    assert checks["service_p99_ms_vs_fastest_model_server"] == {
+        "value": 8.0, "max": 7.0, "met": False, "against": report.LITSERVE,
+    }  # fmt: skip
+    assert checks["service_startup_s_vs_quickest_model_server"] == {
+        "value": 2.0, "max": 3.5, "met": True, "against": report.LITSERVE, "rounds": [2.0, 2.0],
+    }  # fmt: skip
+
+
+def test_no_model_server_rows_no_model_server_checks() -> None:
+    table = report.rows(RUNS)
+    checks = report.targets(table, *report.ratios(table, RUNS))
+    assert not any("model_server" in key for key in checks)
+
+
+def test_rows_keep_the_start_up_time_of_every_round_and_the_quickest() -> None:
+    [litserve] = report.rows(MODEL_SERVER_RUNS[2:])
+    assert litserve["startup_s"] == 3.5
+    assert litserve["startup_s_runs"] == [4.0, 3.5]
+
+
+def test_a_server_that_did_not_run_is_a_row_with_its_reason() -> None:
+    not_run = [{"server": "kserve", "reason": "round 1: kserve exited with 1 before answering"}]
+    cells = report.table_cells(report.rows(RUNS), not_run, rounds=True)
+    assert cells[-1][0] == "kserve"
+    assert cells[-1][-1] == "not run: round 1: kserve exited with 1 before answering"
+    assert len({len(row) for row in cells}) == 1  # as wide as the measured rows
 
 
 def test_a_peer_quiet_in_one_round_only_is_not_paired_with_the_service_busy_in_the_other() -> None:
@@ -114,6 +175,15 @@ def test_write_leaves_json_markdown_chart_and_a_latest_link(tmp_path: Path) -> N
         "machine": {"cpus": 2, "loadavg_before": [0.1, 0.1, 0.1], "loadavg_after": [0.2, 0.2, 0.2]},
         "settings": {"duration_s": 15, "rounds": 2, "warmup_s": 2},
         "rows": table,
+        "not_run": [{"server": "bentoml", "reason": "installing bentoml failed (exit 1): no registry"}],
+        "servers": [
+            {
+                "server": report.LITSERVE,
+                "forms": [
+                    {"label": report.LITSERVE, "path": "/predict", "body": {"instances": [[1.5, 2.0]]}}
+                ],
+            }
+        ],
         "ratios": ratios,
         "targets": report.targets(table, ratios, per_round),
         "onnxruntime": [{"batch": 1, "predictions_per_s": 120000, "us_per_call": 8.3}],
@@ -126,3 +196,31 @@ def test_write_leaves_json_markdown_chart_and_a_latest_link(tmp_path: Path) -> N
     markdown = (tmp_path / "r2" / "bench.md").read_text()
     assert "| service_vs_minimal | 0.86 | >= 0.8 | met | 0.83 / 0.88 |" in markdown
     assert "10,000 / 11,000" in markdown  # every round shown
+    assert "| bentoml | - |" in markdown
+    assert "not run: installing bentoml failed (exit 1): no registry |" in markdown
+    assert '| litserve | `/predict` | `{"instances":[[1.5,2.0]]}` |' in markdown
+
+
+def test_server_cpu_per_request_is_the_best_round_s() -> None:
+    slow = report.Run(**{**run(report.LITSERVE, 2, 32, 1000).__dict__, "server_cpu_s": 30.0})
+    fast = report.Run(**{**run(report.LITSERVE, 2, 32, 2000, round_=2).__dict__, "server_cpu_s": 24.0})
+    [row] = report.rows([slow, fast])
+    assert row["server_cpu_us_per_request"] == 800.0  # 24 s over 2,000 req/s x 15 s
+
+
+def test_v2_binary_against_json_takes_each_forms_best_round() -> None:
+    runs = [
+        run(report.V2_JSON, 2, 32, 700),
+        run(report.V2_BINARY, 2, 32, 1000, p99=4.0),
+        run(report.V2_JSON, 2, 32, 800, round_=2),
+    ]
+    table = report.rows(runs)
+    assert report.v2_binary_vs_json(table) == {
+        "rows_per_request": report.V2_ROWS,
+        "json_rps": 800,
+        "binary_rps": 1000,
+        "json_p99_ms": 5.0,
+        "binary_p99_ms": 4.0,
+        "ratio": 1.25,
+    }
+    assert report.v2_binary_vs_json(report.rows(RUNS)) is None  # `v2` not run: no line in the report

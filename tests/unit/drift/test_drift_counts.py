@@ -12,11 +12,13 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
-from model_service.drift import DriftCounters, InputSampler, parse_sensitive
+from model_service.card import load_card
+from model_service.drift import DriftCounters, InputSampler
 from model_service.monitoring import psi, scores
-from model_service.settings import ServiceSettings
+from model_service.settings import ServiceSettings, parse_sensitive
 from pipeline.ml.profile import SCORE_EDGES, bin_counts, shares
 from pipeline.stages.export import predict_onnx
+from tests._metrics import worker_metrics
 
 
 def _client(model_dir: Path, **settings: Any) -> TestClient:
@@ -25,7 +27,7 @@ def _client(model_dir: Path, **settings: Any) -> TestClient:
 
 def _scrape(client: TestClient) -> dict[str, dict[tuple[str, ...], float]]:
     out: dict[str, dict[tuple[str, ...], float]] = {}
-    for family in text_string_to_metric_families(client.get("/metrics").text):
+    for family in text_string_to_metric_families(worker_metrics(client)):
         for sample in family.samples:
             key = tuple(
                 value for _, value in sorted(sample.labels.items())
@@ -71,9 +73,9 @@ def load_rows() -> Any:
     return load_breast_cancer().data
 
 
-def test_drift_window_keeps_only_recent_rows(card: dict[str, Any]) -> None:
+def test_drift_window_keeps_only_recent_rows(model_dir: Path, card: dict[str, Any]) -> None:
     features = [f["name"] for f in card["features"]]
-    counters = DriftCounters(card["reference"], features, [0, 1], 100, CollectorRegistry())
+    counters = DriftCounters(card["reference"], load_card(model_dir), 100, CollectorRegistry())
     rows = np.zeros((1, len(features)), dtype=np.float32)
     probabilities = np.asarray([[0.9, 0.1]], dtype=np.float32)
     for _ in range(500):
@@ -87,7 +89,7 @@ def test_drift_window_keeps_only_recent_rows(card: dict[str, Any]) -> None:
 def test_drift_card_without_reference_serves_with_drift_metrics_off(plain_model_dir: Path, rows: Any) -> None:
     with _client(plain_model_dir) as client:
         assert client.post("/v1/predict", json={"instances": rows[:3]}).status_code == 200
-        text = client.get("/metrics").text
+        text = worker_metrics(client)
     assert "model_service_requests_total" in text
     assert "model_service_feature_bin" not in text
 

@@ -8,14 +8,16 @@ from starlette.testclient import TestClient
 
 from model_service.app import create_app
 from model_service.settings import ServiceSettings
+from tests._metrics import worker_metrics
 
 ROOT = Path(__file__).resolve().parents[3]
 NAME = re.compile(r"\bmodel_service_[a-z0-9_]+")
 
 
 def test_every_metric_name_in_k8s_and_docs_is_exported(model_dir: Path) -> None:
-    with TestClient(create_app(ServiceSettings(model_dir=model_dir))) as client:
-        text = client.get("/metrics").text
+    # With a fallback (the model itself will do), so the circuit breaker's metrics are exported too.
+    with TestClient(create_app(ServiceSettings(model_dir=model_dir, fallback_dir=model_dir))) as client:
+        text = worker_metrics(client)
     exported = set()
     for family in text_string_to_metric_families(text):
         exported.add(family.name)

@@ -12,7 +12,7 @@ from pipeline.deploy.argo_analysis import analysis_metrics, drift_rules
 from pipeline.ml.profile import SCORE_EDGES, bin_counts
 from pipeline.rollout.analysis import Window, judge, prediction_shift
 from pipeline.rollout.plan import plan
-from pipeline.stages.drift import SCORE, Sample, compare
+from pipeline.stages.drift import SCORE, Sample, compare, training_columns
 from pipeline.stages.export import predict_onnx
 
 REPO = Path(__file__).parents[3]
@@ -25,7 +25,11 @@ def _config(*overrides: str) -> Any:
 def _sample(rows: np.ndarray, card: dict[str, Any], model_dir: Path) -> Sample:
     counts = [bin_counts(f["edges"], rows[:, j]) for j, f in enumerate(card["reference"]["features"])]
     score = bin_counts(SCORE_EDGES, scores(predict_onnx(model_dir / "model.onnx", rows)))
-    return Sample("test", len(rows), counts, score, rows)
+    return Sample("test", len(rows), counts, score, rows.tolist())
+
+
+def _columns(card: dict[str, Any], train_rows: np.ndarray) -> dict[str, np.ndarray]:
+    return training_columns([f["name"] for f in card["features"]], train_rows, card)
 
 
 def _flagged_features(checks: list[Any]) -> list[str]:
@@ -39,7 +43,7 @@ def test_drift_rows_from_the_reference_distribution_show_no_drift(
 ) -> None:
     rng = np.random.default_rng(11)
     rows = train_rows[rng.integers(0, len(train_rows), 1000)]
-    checks = compare(_config(), card, _sample(rows, card, model_dir), train_rows)
+    checks = compare(_config(), card, _sample(rows, card, model_dir), _columns(card, train_rows))
     assert _flagged_features(checks) == []
     assert {c.statistic for c in checks} == {"psi", "ks"}
     assert next(c for c in checks if c.feature == SCORE).verdict != "FAIL"
@@ -54,7 +58,7 @@ def test_drift_one_shifted_feature_is_flagged_and_only_it(
     rows = train_rows[rng.integers(0, len(train_rows), 1000)].copy()
     j = 7  # mean concave points
     rows[:, j] += 1.5 * rows[:, j].std()
-    checks = compare(_config(), card, _sample(rows, card, model_dir), train_rows)
+    checks = compare(_config(), card, _sample(rows, card, model_dir), _columns(card, train_rows))
     name = card["features"][j]["name"]
     assert _flagged_features(checks) == [name]
     by_stat = {c.statistic: c for c in checks if c.feature == name}
@@ -72,7 +76,10 @@ def test_drift_per_feature_bounds_override_the_defaults(
     config = _config(
         f'drift.features={{"{name}": {{psi: {{warn: 50, fail: 100}}, ks: {{warn: 0.99, fail: 1}}}}}}'
     )
-    assert _flagged_features(compare(config, card, _sample(rows, card, model_dir), train_rows)) == []
+    assert (
+        _flagged_features(compare(config, card, _sample(rows, card, model_dir), _columns(card, train_rows)))
+        == []
+    )
 
 
 def _window(scores_: dict[str, float], classes: dict[str, float]) -> Window:

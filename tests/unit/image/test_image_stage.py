@@ -98,6 +98,28 @@ def test_the_context_holds_the_service_lock_model_and_wheels_only(tmp_path: Path
     assert (context / "model" / "model.json").stat().st_mode & 0o044 == 0o044
 
 
+def test_the_fallback_sits_beside_the_model_and_the_dockerfile_points_at_it(tmp_path: Path) -> None:
+    folders = []
+    for name in ("version", "previous"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(name.encode())
+        (folder / "model.json").write_text("{}")
+        folders.append(ModelDir(folder))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    context = image.stage_context(tmp_path / "ctx", folders[0], wheels, folders[1])
+    assert (context / "fallback" / "model.onnx").read_bytes() == b"previous"
+    assert (context / "model" / "model.onnx").read_bytes() == b"version"
+    without = image.stage_context(tmp_path / "ctx2", folders[0], wheels)
+    assert list((without / "fallback").iterdir()) == []  # COPY fallback/ needs the folder, empty
+    allowed = (REPO / ".dockerignore").read_text().splitlines()
+    assert {"!fallback/model.onnx", "!fallback/model.json"} <= set(allowed)
+    dockerfile = (REPO / "model_service" / "Dockerfile").read_text()
+    assert f"COPY fallback/ {image.IMAGE_FALLBACK_DIR}/" in dockerfile
+    assert f"MODEL_SERVICE_FALLBACK_DIR=${{{image.FALLBACK_BUILD_ARG}}}" in dockerfile
+
+
 def test_run_ids_sort_by_time_and_differ() -> None:
     first, second = new_run_id(), new_run_id()
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{4}", first)

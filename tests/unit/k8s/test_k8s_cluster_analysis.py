@@ -2,6 +2,7 @@
 data (file and key named), the in-cluster load Job, traffic routers, selector labels and NetworkPolicy peers."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from model_service.monitoring import PREDICTION_ROUTES, PREDICTION_ROUTES_REGEX
 from pipeline.config import ClusterTiming, Config, ConfigError, load_config
-from pipeline.deploy import names, render
+from pipeline.deploy import analysis_load, argo_analysis, names, render
+from pipeline.rollout.plan import Analysis
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = ROOT / "environments"
@@ -146,21 +149,29 @@ def test_servicemonitor_and_prometheusrule_carry_the_selector_labels() -> None:
     assert _ops(default, "patch-servicemonitor.yaml")["/metadata/labels/release"] == "kube-prometheus-stack"
 
 
-def test_networkpolicy_admits_prometheus_the_rollouts_controller_and_the_load_only_where_sent() -> None:
-    def peers(env: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = _ops(_render(load_config(env, CONFIG_DIR)), "patch-networkpolicy.yaml")[
-            "/spec/ingress/0/from"
-        ]
+def test_networkpolicy_admits_the_rollouts_controller_and_the_load_only_where_sent_prometheus_to_metrics() -> (
+    None
+):
+    def peers(env: str, rule: int = 0, *overrides: str) -> list[dict[str, Any]]:
+        ops = _ops(_render(load_config(env, CONFIG_DIR, list(overrides))), "patch-networkpolicy.yaml")
+        found: list[dict[str, Any]] = ops[f"/spec/ingress/{rule}/from"]
         return found
 
     dev = peers("dev")
     namespaces = [
         p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") for p in dev
     ]
-    assert namespaces == ["gateway-system", "monitoring", "argo-rollouts", None]
-    assert dev[2]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "argo-rollouts"}}
-    assert dev[3] == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}}
+    assert namespaces == ["gateway-system", "argo-rollouts", None]  # the API port: no Prometheus
+    assert dev[1]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "argo-rollouts"}}
+    assert dev[2] == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}}
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}} not in peers("prod")
+    # The metrics port: Prometheus alone, in the namespace the deploy section names.
+    assert peers("dev", 1, "deploy.prometheus.namespace=observability") == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -208,11 +219,9 @@ def test_no_load_where_real_traffic_is_judged_or_nothing_is_analysed(env: str, o
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": names.LOAD_APP}}} not in peers
 
 
-def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input() -> None:
+def test_the_load_job_is_hardened_like_the_service() -> None:
     from pipeline.deploy.validate import policy  # noqa: PLC0415
-    from pipeline.stages.export import INPUT_NAME  # noqa: PLC0415
 
-    assert names.ONNX_INPUT == INPUT_NAME
     files = _render(load_config("staging", CONFIG_DIR))
     template: dict[str, Any] = {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -232,3 +241,65 @@ def test_the_load_job_is_hardened_like_the_service_and_names_the_exported_input(
         f"spec.metrics.{index}.provider.job.spec.template.spec.containers.1.resources.limits.cpu",
         f"spec.metrics.{index}.provider.job.spec.template.spec.containers.1.resources.limits.memory",
     ]
+
+
+def test_a_regression_analysis_template_has_score_psi_and_no_class_metric() -> None:
+    from pipeline.deploy.argo_analysis import analysis_metrics  # noqa: PLC0415
+    from pipeline.rollout.analysis import for_task  # noqa: PLC0415
+    from pipeline.rollout.plan import plan  # noqa: PLC0415
+
+    config = load_config("dev", CONFIG_DIR)
+    names_of = [
+        m["name"]
+        for m in analysis_metrics(for_task(plan(config), "regression").analysis, config.cluster_timing)
+    ]
+    assert "positive-rate-delta" not in names_of
+    score = next(
+        m
+        for m in analysis_metrics(for_task(plan(config), "regression").analysis, config.cluster_timing)
+        if m["name"] == "score-psi"
+    )
+    assert "model_service_score_bin_total" in score["provider"]["prometheus"]["query"]
+    assert "model_service_predicted_class_total" not in score["provider"]["prometheus"]["query"]
+    # The default environments state no regression task: every metric is rendered.
+    assert "positive-rate-delta" in _metrics(_render(config))
+
+
+@pytest.mark.parametrize(
+    ("route", "judged"),
+    [
+        ("/v1/predict", True),
+        ("/v2/models/{name}/infer", True),
+        ("/v2/models/{name}/ready", False),
+        ("/v1/model", False),
+        ("/healthz", False),
+        ("unmatched", False),
+    ],
+)
+def test_the_cluster_and_the_local_judge_count_the_same_routes(route: str, judged: bool) -> None:
+    """The `route` label values the service writes: the PromQL selector (RE2, fully anchored like
+    Python's fullmatch for this pattern) and the local judge agree on which are predictions."""
+    analysis = Analysis(interval_seconds=2, count=1, failure_limit=0, min_requests=5, thresholds=())
+    selector = argo_analysis.promql("error_ratio", analysis, 30)
+    assert f'route=~"{PREDICTION_ROUTES_REGEX}"' in selector
+    assert (re.fullmatch(PREDICTION_ROUTES_REGEX, route) is not None) is judged
+    assert (route in PREDICTION_ROUTES) is judged
+
+
+def test_the_cluster_load_sends_mixed_rows_per_column_and_a_trainers_model_only_v1() -> None:
+    """The in-cluster load sends a fork's own rows (strings, nulls): per-column v2 inputs for a built-in
+    family on mixed data (export's layout); a trainer's layout is known only after training, so v1 only."""
+    examples = CONFIG_DIR.parent / "examples"
+    timing = ClusterTiming(scrape=30, interval=60, window=120, initial_delay=120, count=3)
+    lightgbm = load_config("dev", examples / "lightgbm-binary" / "environments")
+    profile = analysis_load.load_profile(lightgbm, timing, examples / "lightgbm-binary")
+    assert {i["datatype"] for i in profile["inputs"]} == {"FP32", "BYTES"}
+    assert all(len(i["columns"]) == 1 for i in profile["inputs"])
+    assert any(isinstance(v, str) for row in profile["rows"] for v in row)
+    assert any(v is None for row in profile["rows"] for v in row)
+    assert "v2_infer" in profile["traffic"]["weights"]
+
+    custom = load_config("dev", examples / "custom-pipeline" / "environments")
+    profile = analysis_load.load_profile(custom, timing, examples / "custom-pipeline")
+    assert "v2_infer" not in profile["traffic"]["weights"]
+    assert profile["traffic"]["weights"]

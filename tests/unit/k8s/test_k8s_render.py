@@ -142,6 +142,15 @@ def test_configmap_shares_the_service_mapping_and_secrets_are_references() -> No
     assert env_ops[0]["value"]["valueFrom"]["secretKeyRef"]["name"] == config.deploy.api_key_secret
 
 
+def test_sensitive_features_reach_the_pods_with_the_input_log_off() -> None:
+    """They shape the metrics' feature-bin series too, so they are set whether inputs are logged or not."""
+    sensitive = 'drift.log_inputs.sensitive={"mean radius": hash, "mean texture": drop}'
+    data = k8s.config_map(load_config("dev", CONFIG_DIR, [sensitive]))["data"]
+    assert data["MODEL_SERVICE_LOG_INPUTS"] == "false"
+    assert data["MODEL_SERVICE_LOG_INPUTS_SENSITIVE"] == "mean radius:hash,mean texture:drop"
+    assert "MODEL_SERVICE_LOG_INPUTS_SENSITIVE" not in k8s.config_map(load_config("dev", CONFIG_DIR))["data"]
+
+
 def test_applications_sync_automatically_except_prod() -> None:
     for env in ENVS:
         app = k8s.application(load_config(env, CONFIG_DIR))

@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.adapters.caddy import split_weights
 from pipeline.config import load_config
-from pipeline.rollout.analysis import Scrape, Window, fisher_exact, judge, mann_whitney, window
-from pipeline.rollout.plan import Analysis, plan
+from pipeline.rollout.analysis import Scrape, Window, fisher_exact, for_task, judge, mann_whitney, window
+from pipeline.rollout.plan import Analysis, Analyze, plan
 
 ENVIRONMENTS = Path(__file__).parents[3] / "environments"
 BOUNDS = (
@@ -201,3 +201,74 @@ def test_prediction_shift_needs_rows_on_both_sides() -> None:
 )
 def test_split_weights_are_in_lowest_terms(weight: int, weights: list[int]) -> None:
     assert split_weights(weight) == weights
+
+
+def score_window(bins: dict[str, float]) -> Window:
+    """A regression version's window: predicted values in its reference bins, no predicted classes."""
+    rows = int(sum(bins.values()))
+    return Window(rows, 0, 0.5, 0.6, tuple(bins.items()), (), ((0.001, float(rows)),))
+
+
+def test_a_regression_plan_has_no_class_metrics_and_its_score_shift_is_judged() -> None:
+    configured = plan(load_config("dev", ENVIRONMENTS))
+    regression = for_task(configured, "regression")
+    assert "positive_rate_delta" in {t.metric for t in configured.analysis.thresholds}
+    assert {t.metric for t in regression.analysis.thresholds} == {
+        "error_ratio",
+        "p95_ms",
+        "p99_ms",
+        "score_psi",
+    }
+    assert all(a.analysis == regression.analysis for a in regression.actions if isinstance(a, Analyze))
+    assert for_task(configured, "multiclass") == configured == for_task(configured, None)
+    stable = score_window({str(b): 30 for b in range(10)})
+    assert judge(regression.analysis, score_window({str(b): 31 for b in range(10)}), stable).passed
+    # Every prediction in the top bin of the reference: a version predicting far off what stable predicts.
+    shifted = judge(regression.analysis, score_window({"9": 300}), stable)
+    assert shifted.result == "fail"
+    assert any(r.startswith("prediction shift: canary score_psi vs stable") for r in shifted.reasons)
+    # The sample size of score_psi is the scored rows, not the (absent) predicted classes.
+    few = judge(regression.analysis, score_window({"9": 20}), stable)
+    assert "canary score_psi vs stable: too few rows (n 20 vs 300 rows) < min 50" in few.reasons
+
+
+def test_a_multiclass_shift_compares_every_class_share_and_the_top_probability() -> None:
+    analysis = dev()
+    stable = shift_window({"0": 100, "1": 100, "2": 100}, {"5": 100, "7": 100, "9": 100})
+    same = shift_window({"0": 95, "1": 105, "2": 100}, {"5": 95, "7": 105, "9": 100})
+    assert judge(analysis, same, stable).passed
+    swapped = shift_window({"0": 100, "1": 10, "2": 190}, {"5": 100, "7": 100, "9": 100})
+    failed = judge(analysis, swapped, stable)
+    assert any(
+        r.startswith("prediction shift: canary positive_rate_delta vs stable 0.3 > max 0.2")
+        for r in failed.reasons
+    )
+    unsure = shift_window({"0": 100, "1": 100, "2": 100}, {"3": 300})
+    assert any(
+        r.startswith("prediction shift: canary score_psi vs stable")
+        for r in judge(analysis, unsure, stable).reasons
+    )
+
+
+def test_the_rehearsal_plans_for_the_candidates_task_and_says_what_it_left_out(
+    tmp_path: Path, plain_model_dir: Path
+) -> None:
+    import io  # noqa: PLC0415
+
+    from pipeline.artifacts import ModelDir  # noqa: PLC0415
+    from pipeline.console import Reporter  # noqa: PLC0415
+    from pipeline.rollout.rehearsal import _plan_for_model  # noqa: PLC0415
+    from tests._card_v2 import write_export  # noqa: PLC0415
+
+    config = load_config("dev", ENVIRONMENTS)
+    stable = ModelDir(write_export(tmp_path / "stable", "regression"))
+    candidate = ModelDir(write_export(tmp_path / "candidate", "regression", score_edges=[-2.0, 0.0, 2.0]))
+    out = io.StringIO()
+    rehearsal = _plan_for_model(config, stable, candidate, Reporter(out, out))
+    assert "positive_rate_delta" not in {t.metric for t in rehearsal.analysis.thresholds}
+    assert (
+        "regression model: positive_rate_delta (shares of predicted classes) does not apply" in out.getvalue()
+    )
+    assert "score_psi: the two cards' score bins differ" in out.getvalue()
+    classifier = ModelDir(plain_model_dir)  # card v1: read as binary
+    assert _plan_for_model(config, classifier, classifier, Reporter(out, out)) == plan(config)

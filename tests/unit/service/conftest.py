@@ -10,6 +10,12 @@ from starlette.testclient import TestClient
 
 from model_service.app import create_app
 from model_service.settings import ServiceSettings
+from tests._service_models import (  # noqa: F401 - fixtures: pytest finds them in this module
+    iris_model_dir,
+    mixed_model_dir,
+    mixed_strict_model_dir,
+    regression_model_dir,
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +35,12 @@ def rows(model_dir: Path) -> list[list[float]]:
 
 @pytest.fixture
 def make_client(model_dir: Path) -> Iterator[Callable[..., TestClient]]:
-    """Build a started client (lifespan run) for settings overrides; all are closed after the test."""
+    """Build a started client (lifespan run) for settings overrides (`model_dir` too); all are closed after
+    the test."""
     clients: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        settings = ServiceSettings(model_dir=model_dir, **overrides)
+        settings = ServiceSettings(**{"model_dir": model_dir, **overrides})
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from model_service.settings import ServiceSettings
 
 KEY = "s3cret-key"
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
+OPEN_PATHS = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
 
 
 def test_off_by_default(client: TestClient, rows: list[list[float]]) -> None:

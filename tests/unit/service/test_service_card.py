@@ -67,3 +67,100 @@ def test_input_mismatch(model_dir: Path, tmp_path: Path, card: dict[str, Any]) -
     copy(model_dir, tmp_path, classes=[0, 1, 2])
     with pytest.raises(StartupError, match="the card lists 3 classes"):
         OnnxModel(load_card(tmp_path))
+
+
+def _v2(mixed_model_dir: Path, tmp_path: Path, change: Any) -> Path:
+    card = json.loads((mixed_model_dir / "model.json").read_text())
+    change(card)
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(mixed_model_dir / name, tmp_path / name)
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["features"][1].update(type="integer"), r"features\.1\.type: Input should be 'float'"),
+        (
+            lambda c: c["features"][0].update(categories=["a"]),
+            r"features\[0\] \('age'\)\.categories: only string",
+        ),
+        (
+            lambda c: c["features"][3].update(categories=["b", "a"]),
+            r"\('city'\)\.categories: expected unique strings",
+        ),
+        (
+            lambda c: c["features"][3].update(unknown_category="drop"),
+            r"unknown_category: Input should be 'ignore'",
+        ),
+        (
+            lambda c: c["onnx"]["inputs"][1].update(dtype="float64", features=["rooms", "age"]),
+            r"feature 'age' is in more",
+        ),
+        (lambda c: c["onnx"]["inputs"].pop(2), r"onnx\.inputs: feature 'garden' is in no input"),
+        (
+            lambda c: c["onnx"]["inputs"][0].update(dtype="int64"),
+            r"onnx\.inputs\[0\] \('age'\)\.dtype: int64 cannot",
+        ),
+        (
+            lambda c: c["onnx"]["inputs"][3].update(dtype="float32"),
+            r"inputs\[3\] \('city'\)\.dtype: float32 cannot",
+        ),
+        (
+            lambda c: c["onnx"]["inputs"][3].update(features=["town"]),
+            r"'town' is not one of the card's features",
+        ),
+        (lambda c: c.update(task="regression"), r"classes: a regression has no classes"),
+        (lambda c: c.update(classes=[0, 1, 2]), r"classes: a binary model lists exactly 2 classes"),
+        (
+            lambda c: c["onnx"].update(outputs={"label": "label"}),
+            r"onnx\.outputs\.probabilities: Field required",
+        ),
+        (lambda c: c.update(card_version=3), r"card_version: expected 1 or 2, got 3"),
+    ],
+)
+def test_v2_card_refusals_name_the_key(
+    mixed_model_dir: Path, tmp_path: Path, change: Any, message: str
+) -> None:
+    with pytest.raises(StartupError, match=message) as caught:
+        load_card(_v2(mixed_model_dir, tmp_path, change))
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith(str(tmp_path / "model.json"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c["onnx"]["inputs"][3].update(name="town"),
+            r"the model's inputs are \['age', 'city', 'garden'",
+        ),
+        (
+            lambda c: c["onnx"]["inputs"][0].update(dtype="float64"),
+            r"input 'age' type is tensor\(float\), the card",
+        ),
+        (
+            lambda c: c["onnx"]["outputs"].update(probabilities="p"),
+            r"no output 'p' \(card onnx\.outputs\.probabilities\)",
+        ),
+    ],
+)
+def test_v2_signature_checked_against_the_model(
+    mixed_model_dir: Path, tmp_path: Path, change: Any, message: str
+) -> None:
+    with pytest.raises(StartupError, match=message):
+        OnnxModel(load_card(_v2(mixed_model_dir, tmp_path, change)))
+
+
+def test_v2_cards_of_each_task_load_and_warm_up(
+    mixed_model_dir: Path, regression_model_dir: Path, iris_model_dir: Path
+) -> None:
+    for folder, task, numeric_only in [
+        (mixed_model_dir, "binary", False),
+        (regression_model_dir, "regression", True),
+        (iris_model_dir, "multiclass", True),
+    ]:
+        card = load_card(folder)
+        assert (card.task, card.numeric_only) == (task, numeric_only)
+        OnnxModel(card).warm_up()

@@ -7,6 +7,8 @@ import onnxruntime as ort
 import pytest
 from starlette.testclient import TestClient
 
+from tests._metrics import worker_metrics
+
 NAME = "breast-cancer-classifier"
 VERSION = "0123456789ab"
 
@@ -113,14 +115,15 @@ def test_unknown_model_404(client: TestClient, rows: list[list[float]]) -> None:
         client.get(f"/v2/models/{NAME}/versions/nope"),
     ):
         assert response.status_code == 404
-        assert response.json()["error"]["code"] == "model_not_found"
+        assert "not found" in response.json()["error"]  # the protocol's {"error": "<message>"}
 
 
 def test_openapi_and_docs(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.")
-    for path in ("/v1/predict", "/v1/model", "/v2/models/{name}/infer", "/healthz", "/readyz", "/metrics"):
+    for path in ("/v1/predict", "/v1/model", "/v2/models/{name}/infer", "/healthz", "/readyz"):
         assert path in document["paths"]
+    assert "/metrics" not in document["paths"]  # served on the metrics port only
     schema = document["components"]["schemas"]["PredictRequest"]
     assert schema["oneOf"][0]["properties"]["instances"]["items"]["oneOf"][0]["minItems"] == 30
     docs = client.get("/docs")
@@ -138,7 +141,7 @@ def test_request_id_taken_from_header_or_generated(client: TestClient) -> None:
 def test_metrics(client: TestClient, rows: list[list[float]]) -> None:
     client.post("/v1/predict", json={"instances": rows[:3]})
     client.post("/v1/predict", json={"instances": [[1.0]]})
-    text = client.get("/metrics").text
+    text = worker_metrics(client)
     assert 'model_service_requests_total{route="/v1/predict",status="200"} 1.0' in text
     assert 'model_service_requests_total{route="/v1/predict",status="422"} 1.0' in text
     assert (
@@ -158,3 +161,9 @@ def test_draining_turns_readiness_false(client: TestClient) -> None:
     assert response.headers["retry-after"] == "1"
     assert client.get("/v2/health/ready").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+def test_api_port_does_not_serve_metrics(client: TestClient) -> None:
+    response = client.get("/metrics")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

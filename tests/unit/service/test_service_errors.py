@@ -8,6 +8,8 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from tests._metrics import worker_metrics
+
 NAME = "breast-cancer-classifier"
 
 
@@ -18,6 +20,17 @@ def error(response: Any, status: int, code: str) -> str:
     assert body["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in body["message"]
     return str(body["message"])
+
+
+def v2_error(response: Any, status: int) -> str:
+    """The Open Inference Protocol's error shape: `{"error": "<message>"}` and nothing else."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"], body
+    assert isinstance(body["error"], str)
+    assert "Traceback" not in body["error"]
+    assert response.headers["x-request-id"]
+    return body["error"]
 
 
 def test_malformed_json_400(client: TestClient) -> None:
@@ -182,31 +195,53 @@ def test_v2_errors_422(client: TestClient, rows: list[list[float]]) -> None:
         ({**v2(rows[0]), "outputs": {"name": "label"}}, "outputs: expected a non-empty list"),
     ]
     for body, expected in cases:
-        assert error(client.post(url, json=body), 422, "invalid_input").startswith(expected), expected
+        assert v2_error(client.post(url, json=body), 422).startswith(expected), expected
 
 
 def test_unknown_route_and_method(client: TestClient) -> None:
     error(client.get("/v3/anything"), 404, "not_found")
     error(client.get("/v1/predict"), 405, "method_not_allowed")
+    assert "no route /v2/anything" in v2_error(client.get("/v2/anything"), 404)
+    assert "POST" in v2_error(client.post("/v2/health/live"), 405)
+
+
+def test_v2_errors_in_the_protocol_shape_v1_in_the_project_format(client: TestClient) -> None:
+    """Malformed JSON, a wrong media type and an unknown model on v2 routes: `{"error": "<message>"}`;
+    the same faults on /v1 keep the project's `{"error": {"code", "message", "request_id"}}`."""
+    headers = {"content-type": "application/json"}
+    assert "not valid JSON" in v2_error(
+        client.post(f"/v2/models/{NAME}/infer", content=b"{", headers=headers), 400
+    )
+    assert "text/plain" in v2_error(
+        client.post(f"/v2/models/{NAME}/infer", content=b"{}", headers={"content-type": "text/plain"}), 415
+    )
+    assert "model 'other' not found" in v2_error(client.get("/v2/models/other"), 404)
+    assert "not valid JSON" in error(
+        client.post("/v1/predict", content=b"{", headers=headers), 400, "malformed_json"
+    )
 
 
 def test_inference_routes_allow_only_post(client: TestClient) -> None:
-    for path in ("/v1/predict", f"/v2/models/{NAME}/infer", f"/v2/models/{NAME}/versions/1/infer"):
+    response = client.get("/v1/predict")
+    assert "GET" in error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+    for path in (f"/v2/models/{NAME}/infer", f"/v2/models/{NAME}/versions/1/infer"):
         response = client.get(path)
-        assert "GET" in error(response, 405, "method_not_allowed")
+        assert "GET" in v2_error(response, 405)
         assert response.headers["allow"] == "POST"
 
 
 def test_paths_that_only_look_like_inference_are_404(client: TestClient) -> None:
-    for path in ("/v2/models//infer", "/v2/models/a/b/infer", "/v2/models/a/versions//infer", "/v1/predict/"):
-        error(client.post(path, json={}), 404, "not_found")
+    for path in ("/v2/models//infer", "/v2/models/a/b/infer", "/v2/models/a/versions//infer"):
+        v2_error(client.post(path, json={}), 404)
+    error(client.post("/v1/predict/", json={}), 404, "not_found")
 
 
 def test_v2_flat_data_beyond_float32_422(client: TestClient, rows: list[list[float]]) -> None:
     data = [*rows[0], *rows[1]]
     data[32] = -1e39
     body = {"inputs": [{"name": "input", "shape": [2, 30], "datatype": "FP32", "data": data}]}
-    message = error(client.post(f"/v2/models/{NAME}/infer", json=body), 422, "invalid_input")
+    message = v2_error(client.post(f"/v2/models/{NAME}/infer", json=body), 422)
     assert message.startswith("inputs[0].data[1][2] ('mean perimeter'): expected a finite float32 number")
 
 
@@ -243,12 +278,8 @@ def test_client_gone_mid_body_is_499_not_an_error(
     }
     asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
     assert sent[0]["status"] == 499
-    service.flush_metrics()
     service.log.flush()
-    assert (
-        'model_service_requests_total{route="/v1/predict",status="499"} 1.0'
-        in service.model.metrics.render().decode()
-    )
+    assert 'model_service_requests_total{route="/v1/predict",status="499"} 1.0' in worker_metrics(client)
     err = capfd.readouterr().err
     assert '"status":499' in err
     assert "unhandled_exception" not in err

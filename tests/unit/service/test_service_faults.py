@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from model_service.settings import ServiceSettings
+from tests._metrics import worker_metrics
 
 
 def test_refused_in_prod(model_dir: Path) -> None:
@@ -28,7 +29,7 @@ def test_error_ratio(make_client: Callable[..., TestClient], rows: list[list[flo
     assert 0.18 < len(failed) / len(statuses) < 0.42
     assert failed[0].json()["error"]["code"] == "injected_fault"
     assert client.get("/healthz").status_code == 200  # probes are never failed on purpose
-    text = client.get("/metrics").text
+    text = worker_metrics(client)
     assert f'model_service_requests_total{{route="/v1/predict",status="500"}} {len(failed)}.0' in text
 
 

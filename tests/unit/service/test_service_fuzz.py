@@ -132,3 +132,59 @@ def test_infer_never_5xx(fuzz_client: TestClient, body: Any) -> None:
     except orjson.JSONEncodeError:
         status = post(fuzz_client, f"/v2/models/{NAME}/infer", repr(body).encode())
     assert status < 500
+
+
+# The mixed-type model (typed features, one input per column, an encoder that refuses unknown cities).
+mixed_scalars = numbers | scalars | st.sampled_from(["Lyon", "Berlin", ""])
+mixed_rows = st.lists(st.lists(mixed_scalars, min_size=3, max_size=5), max_size=3)
+mixed_objects = st.lists(
+    st.dictionaries(
+        st.sampled_from(["age", "rooms", "garden", "city", "x"]), mixed_scalars | json_values, max_size=5
+    ),
+    max_size=2,
+)
+mixed_v1_bodies = (
+    json_values | st.builds(lambda r: {"instances": r}, any_or(mixed_rows | mixed_objects)) | mixed_objects
+)
+mixed_tensor = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": any_or(st.sampled_from(["age", "rooms", "garden", "city"])),
+        "shape": any_or(st.lists(st.integers(-1, 3), max_size=3)),
+        "datatype": any_or(st.sampled_from(["FP32", "INT64", "BOOL", "BYTES"])),
+        "data": any_or(st.lists(mixed_scalars, max_size=6) | mixed_rows),
+    },
+)
+mixed_v2_bodies = json_values | st.fixed_dictionaries(
+    {"inputs": any_or(st.lists(any_or(mixed_tensor), min_size=1, max_size=4))},
+    optional={
+        "outputs": any_or(st.lists(st.fixed_dictionaries({"name": any_or(st.just("label"))}), max_size=2))
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def mixed_fuzz_client(mixed_strict_model_dir: Path) -> Iterator[TestClient]:
+    settings = ServiceSettings(model_dir=mixed_strict_model_dir, max_rows=2)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=mixed_v1_bodies)
+def test_typed_predict_never_5xx(mixed_fuzz_client: TestClient, body: Any) -> None:
+    try:
+        status = post(mixed_fuzz_client, "/v1/predict", body)
+    except orjson.JSONEncodeError:
+        status = post(mixed_fuzz_client, "/v1/predict", repr(body).encode())
+    assert status < 500
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=mixed_v2_bodies)
+def test_typed_infer_never_5xx(mixed_fuzz_client: TestClient, body: Any) -> None:
+    try:
+        status = post(mixed_fuzz_client, "/v2/models/mixed-classifier/infer", body)
+    except orjson.JSONEncodeError:
+        status = post(mixed_fuzz_client, "/v2/models/mixed-classifier/infer", repr(body).encode())
+    assert status < 500

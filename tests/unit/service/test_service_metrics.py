@@ -6,7 +6,8 @@ import random
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from starlette.testclient import TestClient
 
-from model_service.metrics import LATENCY_BUCKETS, BufferedHistogram
+from model_service.metrics import FLUSH_INTERVAL_S, LATENCY_BUCKETS, BufferedHistogram
+from model_service.metrics_server import RENDER_INTERVAL_S
 
 
 def _exposition(registry: CollectorRegistry) -> dict[str, str]:
@@ -48,9 +49,13 @@ def test_bulk_flush_equals_observing_each_value() -> None:
 def test_service_metrics_appear_after_flush(client: TestClient, rows: list[list[float]]) -> None:
     service = client.app.state.service  # type: ignore[attr-defined]
     client.post("/v1/predict", json={"instances": rows[:2]})
-    before = service.model.metrics.render().decode()
+    before = generate_latest(service.model.metrics.registry).decode()
     assert 'model_service_requests_total{route="/v1/predict",status="200"} 0.0' in before  # not flushed yet
     service.flush_metrics()
-    after = service.model.metrics.render().decode()
+    after = generate_latest(service.model.metrics.registry).decode()
     assert 'model_service_requests_total{route="/v1/predict",status="200"} 1.0' in after
     assert 'model_service_request_rows_bucket{le="2.0"} 1.0' in after
+
+
+def test_the_metrics_port_renders_as_often_as_the_workers_flush() -> None:
+    assert RENDER_INTERVAL_S == FLUSH_INTERVAL_S

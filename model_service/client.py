@@ -1,0 +1,541 @@
+"""A client SDK for the service: sync `Client` and async `AsyncClient`, /v1 and /v2, with retries.
+
+    from model_service.client import Client
+    with Client("http://127.0.0.1:8000", api_key="...", timeout=2.0) as client:
+        answer = client.predict([{"mean radius": 17.99, ...}])   # rows as dicts keyed by feature, or lists
+        answer.predictions, answer.probabilities, answer.model_version, answer.request_id
+
+- Typed from the model card: `client.card()` reads GET /v1/model once; rows given as dicts are put in the
+  card's feature order, and a missing, unknown or wrongly typed feature is refused before anything is sent
+  (`RowError`, naming the row and the feature).
+- Auth: `api_key` (X-API-Key) or `token` (Authorization: Bearer, a JWT), as docs/service.md describes.
+- Request ids: every call sends X-Request-ID (yours, or a new one) and keeps it over its retries, so the
+  service's log lines of all attempts share it; the answer carries it.
+- `timeout` bounds the whole call, retries and waits included: past it, `ServiceTimeout`.
+- Retries: 502/503/504 and connection failures, after a jittered exponential backoff, or after the
+  service's Retry-After on a 503 when it gives one; never a 4xx (the same request would fail again) nor a
+  500. A wait that would end past the deadline is not started: the last error is raised instead.
+- Errors: `ServiceError` subclasses by status (`InvalidInput` for 422, `Unauthorized`, `NotFound`,
+  `Overloaded` for 503, ...) carrying the service's error JSON, both /v1's `{"error": {"code", "message",
+  "request_id"}}` and /v2's `{"error": "<message>"}`; `InvalidInput.field` is the field the message names.
+
+/v2 requests go as binary tensor data (the Open Inference Protocol's extension, model_service/v2_binary.py)
+unless `binary=False`. Only httpx is needed (the `client` dependency group): no numpy, no onnxruntime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import os
+import random
+import struct
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+import httpx
+
+Row = Mapping[str, Any] | Sequence[Any]
+RETRIED_STATUSES = frozenset({502, 503, 504})
+_INFERENCE_HEADER = "inference-header-content-length"
+_FLOAT_FORMATS = {"FP32": "f", "FP64": "d"}
+_V2_DATATYPES = {"float32": "FP32", "float64": "FP64"}
+_OUTPUT_FORMATS = {"FP32": "f", "FP64": "d", "INT64": "q", "INT32": "i"}
+_NUMBER_DTYPES = frozenset({"float32", "float64", "int64", "int32"})
+
+
+class ClientError(Exception):
+    """Base class of everything this module raises."""
+
+
+class RowError(ClientError, ValueError):
+    """A row does not fit the model card; raised before the request is sent."""
+
+
+class ServiceTimeout(ClientError, TimeoutError):
+    """No answer within the call's `timeout` (retries and waits included)."""
+
+
+class ServiceUnreachable(ClientError, ConnectionError):
+    """The connection failed on every attempt (refused, reset, DNS)."""
+
+
+class ServiceError(ClientError):
+    """The service answered with an error status: `status`, `message`, the `body` (its error JSON), the
+    `code` (/v1; on /v2 the protocol carries none: None), the `request_id` and the response headers."""
+
+    status_classes: ClassVar[dict[int, type[ServiceError]]] = {}
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str], request_id: str) -> None:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):  # /v1: {"error": {"code", "message", "request_id"}}
+            self.code: str | None = str(error.get("code"))
+            self.message = str(error.get("message"))
+        elif isinstance(error, str):  # /v2: {"error": "<message>"}
+            self.code, self.message = None, error
+        else:
+            self.code, self.message = None, f"HTTP {status} without the service's error JSON: {body!r:.200}"
+        self.status = status
+        self.body = body
+        self.headers = dict(headers)
+        self.request_id = request_id
+        super().__init__(
+            f"{status} {self.code or ''} {self.message} (request {request_id})".replace("  ", " ")
+        )
+
+    @classmethod
+    def of(cls, response: httpx.Response, request_id: str) -> ServiceError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        kind = cls.status_classes.get(
+            response.status_code, ServerError if response.status_code >= 500 else cls
+        )
+        return kind(response.status_code, body, response.headers, request_id)
+
+
+class BadRequest(ServiceError):
+    """400: the body is not JSON (or not a binary tensor request)."""
+
+
+class Unauthorized(ServiceError):
+    """401: no or a bad credential."""
+
+
+class NotFound(ServiceError):
+    """404: no such route or model."""
+
+
+class PayloadTooLarge(ServiceError):
+    """413: split the rows over several calls."""
+
+
+class InvalidInput(ServiceError):
+    """422: the rows do not fit the model; `field` is what the message names (`instances[3]`, ...)."""
+
+    @property
+    def field(self) -> str:
+        return self.message.partition(":")[0]
+
+
+class ServerError(ServiceError):
+    """5xx other than the ones below."""
+
+
+class Overloaded(ServerError):
+    """503: shedding load, not ready or shutting down; retried while the deadline allows."""
+
+
+ServiceError.status_classes.update(
+    {
+        400: BadRequest,
+        401: Unauthorized,
+        404: NotFound,
+        413: PayloadTooLarge,
+        422: InvalidInput,
+        503: Overloaded,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One call's answer: a prediction and the class probabilities per row."""
+
+    predictions: list[Any]
+    probabilities: list[list[float]]
+    model_name: str
+    model_version: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How failed attempts are retried: at most `attempts` in all; the n-th wait is uniform in
+    [0, min(max_backoff_s, backoff_s * 2**n)] ("full jitter"), or the 503's Retry-After plus up to
+    `backoff_s` of jitter when the service sends one."""
+
+    attempts: int = 4
+    backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError(f"Retry: expected attempts >= 1 and backoffs >= 0, got {self}")
+
+    def delay(self, attempt: int, response: httpx.Response | None, rng: random.Random) -> float:
+        retry_after = _retry_after(response)
+        if retry_after is not None:
+            return retry_after + rng.uniform(0, self.backoff_s)
+        return rng.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None or response.status_code != 503:
+        return None
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else None  # the service sends seconds (RFC 9110 delay-seconds)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One try of a call: its headers and time left; `failed` says how long to wait before the next."""
+
+    core: _Core
+    number: int
+    headers: dict[str, str]
+    request_id: str
+    timeout_s: float
+    deadline: float
+    what: str
+
+    def failed(self, outcome: httpx.Response | httpx.TransportError) -> float:
+        """The wait before the next attempt; raises when this failure is not retried or no time is left."""
+        if isinstance(outcome, httpx.TimeoutException):  # this attempt had all the time left
+            raise ServiceTimeout(
+                f"{self.what}: no answer within {self.core.timeout} s (request {self.request_id})"
+            ) from outcome
+        if isinstance(outcome, httpx.TransportError):
+            failure: ClientError = ServiceUnreachable(f"{self.what}: {outcome} (request {self.request_id})")
+            response = None
+        else:
+            failure = ServiceError.of(outcome, self.request_id)
+            response = outcome
+            if outcome.status_code not in RETRIED_STATUSES:
+                raise failure
+        wait = self.core.retry.delay(self.number, response, self.core.rng)
+        if self.number + 1 >= self.core.retry.attempts or time.monotonic() + wait >= self.deadline:
+            raise failure
+        return wait
+
+
+@dataclass
+class _Core:
+    """What both clients share: headers, the card, request bodies and answers; no I/O."""
+
+    url: str
+    api_key: str | None
+    token: str | None
+    timeout: float
+    retry: Retry
+    card_json: dict[str, Any] | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _prefix: str = field(default_factory=lambda: f"sdk-{os.getpid():x}-{random.getrandbits(24):06x}-")
+
+    def headers(self, request_id: str) -> dict[str, str]:
+        headers = {"x-request-id": request_id}
+        if self.api_key is not None:
+            headers["x-api-key"] = self.api_key
+        if self.token is not None:
+            headers["authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def request_id(self, given: str | None) -> str:
+        return given or f"{self._prefix}{next(self._ids):x}"
+
+    def attempts(
+        self, method: str, path: str, request_id: str | None, headers: Mapping[str, str] | None
+    ) -> Iterator[_Attempt]:
+        """The attempts of one call, each with the time left; ends by raising (timeout or last failure)."""
+        rid = self.request_id(request_id)
+        all_headers = {**self.headers(rid), **(headers or {})}
+        deadline = time.monotonic() + self.timeout
+        what = f"{method} {path}"
+        for number in range(self.retry.attempts):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            yield _Attempt(self, number, all_headers, rid, left, deadline, what)
+        raise ServiceTimeout(f"{what}: no answer within {self.timeout} s (request {rid})")
+
+    # -- the card -------------------------------------------------------------------------------------
+    @property
+    def card(self) -> dict[str, Any]:
+        assert self.card_json is not None, "the card is read before any row is encoded"
+        return self.card_json
+
+    @property
+    def features(self) -> list[tuple[str, str]]:
+        """(name, dtype) of each feature, in the model's order."""
+        return [(feature["name"], feature["dtype"]) for feature in self.card["features"]]
+
+    def matrix(self, rows: Sequence[Row]) -> list[list[Any]]:
+        """Rows as lists in the card's feature order; dicts are checked against the card's names and types."""
+        features = self.features
+        out = []
+        for i, row in enumerate(rows):
+            if isinstance(row, Mapping):
+                unknown = sorted(set(row) - {name for name, _ in features})
+                if unknown:
+                    raise RowError(
+                        f"rows[{i}]: unknown feature {unknown[0]!r}; the card names {len(features)}"
+                    )
+                values = []
+                for name, dtype in features:
+                    if name not in row:
+                        raise RowError(f"rows[{i}]: missing feature {name!r}")
+                    values.append(_checked(f"rows[{i}][{name!r}]", row[name], dtype))
+            else:
+                if len(row) != len(features):
+                    raise RowError(
+                        f"rows[{i}]: expected {len(features)} values in the card's order, got {len(row)}"
+                    )
+                values = [
+                    _checked(f"rows[{i}][{name!r}]", v, dtype)
+                    for v, (name, dtype) in zip(row, features, strict=True)
+                ]
+            out.append(values)
+        return out
+
+    # -- /v1 ------------------------------------------------------------------------------------------
+    def v1_answer(self, response: httpx.Response) -> Prediction:
+        body = response.json()
+        return Prediction(
+            predictions=body["predictions"],
+            probabilities=body["probabilities"],
+            model_name=body["model"]["name"],
+            model_version=body["model"]["version"],
+            request_id=body["request_id"],
+        )
+
+    # -- /v2 ------------------------------------------------------------------------------------------
+    def v2_path(self) -> str:
+        return f"/v2/models/{self.card['name']}/infer"
+
+    def v2_request(
+        self, matrix: list[list[Any]], request_id: str, *, binary: bool
+    ) -> tuple[bytes, dict[str, str]]:
+        onnx = self.card["onnx"]
+        datatype = _V2_DATATYPES[onnx["input"]["dtype"]]
+        flat = [value for row in matrix for value in row]
+        tensor: dict[str, Any] = {
+            "name": onnx["input"]["name"],
+            "shape": [len(matrix), len(self.features)],
+            "datatype": datatype,
+        }
+        if not binary:
+            body = {"id": request_id, "inputs": [{**tensor, "data": flat}]}
+            return json.dumps(body).encode(), {"content-type": "application/json"}
+        try:
+            data = struct.pack(f"<{len(flat)}{_FLOAT_FORMATS[datatype]}", *flat)
+        except (OverflowError, struct.error):
+            k = next(k for k, value in enumerate(flat) if not _packs(_FLOAT_FORMATS[datatype], value))
+            row, (name, _) = divmod(k, len(self.features))[0], self.features[k % len(self.features)]
+            raise RowError(f"rows[{row}][{name!r}]: {flat[k]} is beyond {datatype}'s range") from None
+        header = json.dumps(
+            {
+                "id": request_id,
+                "inputs": [{**tensor, "parameters": {"binary_data_size": len(data)}}],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+        return header + data, {
+            "content-type": "application/octet-stream",
+            _INFERENCE_HEADER: str(len(header)),
+        }
+
+    def v2_answer(self, response: httpx.Response) -> Prediction:
+        raw = response.content
+        length = response.headers.get(_INFERENCE_HEADER)
+        split = int(length) if length is not None else len(raw)
+        body = json.loads(raw[:split])
+        offset = split
+        outputs: dict[str, list[Any]] = {}
+        shapes: dict[str, list[int]] = {}
+        for output in body["outputs"]:
+            size = output.get("parameters", {}).get("binary_data_size")
+            if size is None:
+                outputs[output["name"]] = output["data"]
+            else:
+                outputs[output["name"]] = _unpack(output["datatype"], raw[offset : offset + size])
+                offset += size
+            shapes[output["name"]] = output["shape"]
+        names = self.card["onnx"]["outputs"]
+        flat = outputs[names["probabilities"]]
+        n_classes = shapes[names["probabilities"]][1]
+        return Prediction(
+            predictions=outputs[names["label"]],
+            probabilities=[flat[i : i + n_classes] for i in range(0, len(flat), n_classes)],
+            model_name=body["model_name"],
+            model_version=body["model_version"],
+            request_id=body["id"],
+        )
+
+
+def _checked(where: str, value: Any, dtype: str) -> Any:
+    """The value when it fits the card's dtype (numbers for numeric features; anything else the service
+    checks itself)."""
+    if dtype in _NUMBER_DTYPES:
+        if type(value) is bool or not isinstance(value, int | float):
+            raise RowError(f"{where}: expected a number ({dtype}), got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise RowError(f"{where}: expected a finite number, got {value}")  # JSON has no NaN
+    return value
+
+
+def _packs(code: str, value: Any) -> bool:
+    try:
+        struct.pack(f"<{code}", value)
+    except (OverflowError, struct.error):
+        return False
+    return True
+
+
+def _unpack(datatype: str, raw: bytes) -> list[Any]:
+    if datatype == "BYTES":
+        out, offset = [], 0
+        while offset < len(raw):
+            (length,) = struct.unpack_from("<I", raw, offset)
+            out.append(raw[offset + 4 : offset + 4 + length].decode())
+            offset += 4 + length
+        return out
+    code = _OUTPUT_FORMATS[datatype]
+    return list(struct.unpack(f"<{len(raw) // struct.calcsize(code)}{code}", raw))
+
+
+class Client:
+    """Synchronous client; a context manager (or call `close`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 5.0,
+        retry: Retry | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._core = _Core(url.rstrip("/"), api_key, token, timeout, retry or Retry())
+        self._http = httpx.Client(base_url=self._core.url, transport=transport)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def card(self) -> dict[str, Any]:
+        """The model card (GET /v1/model), read once."""
+        if self._core.card_json is None:
+            self._core.card_json = self._send("GET", "/v1/model", request_id=None).json()
+        return self._core.card
+
+    def predict(self, rows: Sequence[Row], *, request_id: str | None = None) -> Prediction:
+        """POST /v1/predict with rows as dicts keyed by feature name or lists in the card's order."""
+        self.card()
+        body = json.dumps({"instances": self._core.matrix(rows)}).encode()
+        headers = {"content-type": "application/json"}
+        return self._core.v1_answer(self._send("POST", "/v1/predict", body, headers, request_id=request_id))
+
+    def infer(self, rows: Sequence[Row], *, binary: bool = True, request_id: str | None = None) -> Prediction:
+        """POST /v2/models/{name}/infer (Open Inference Protocol), as binary tensor data unless `binary=False`."""
+        self.card()
+        rid = self._core.request_id(request_id)
+        body, headers = self._core.v2_request(self._core.matrix(rows), rid, binary=binary)
+        return self._core.v2_answer(self._send("POST", self._core.v2_path(), body, headers, request_id=rid))
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        request_id: str | None,
+    ) -> httpx.Response:
+        attempts = self._core.attempts(method, path, request_id, headers)
+        for attempt in attempts:
+            try:
+                response = self._http.request(
+                    method, path, content=body, headers=attempt.headers, timeout=attempt.timeout_s
+                )
+            except httpx.TransportError as exc:
+                time.sleep(attempt.failed(exc))
+                continue
+            if response.is_success:
+                return response
+            time.sleep(attempt.failed(response))
+        raise AssertionError("unreachable: `attempts` raises when it ends")
+
+
+class AsyncClient:
+    """Asynchronous client (asyncio); an async context manager (or await `close`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 5.0,
+        retry: Retry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._core = _Core(url.rstrip("/"), api_key, token, timeout, retry or Retry())
+        self._http = httpx.AsyncClient(base_url=self._core.url, transport=transport)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def card(self) -> dict[str, Any]:
+        """The model card (GET /v1/model), read once."""
+        if self._core.card_json is None:
+            self._core.card_json = (await self._send("GET", "/v1/model", request_id=None)).json()
+        return self._core.card
+
+    async def predict(self, rows: Sequence[Row], *, request_id: str | None = None) -> Prediction:
+        """POST /v1/predict with rows as dicts keyed by feature name or lists in the card's order."""
+        await self.card()
+        body = json.dumps({"instances": self._core.matrix(rows)}).encode()
+        headers = {"content-type": "application/json"}
+        response = await self._send("POST", "/v1/predict", body, headers, request_id=request_id)
+        return self._core.v1_answer(response)
+
+    async def infer(
+        self, rows: Sequence[Row], *, binary: bool = True, request_id: str | None = None
+    ) -> Prediction:
+        """POST /v2/models/{name}/infer (Open Inference Protocol), as binary tensor data unless `binary=False`."""
+        await self.card()
+        rid = self._core.request_id(request_id)
+        body, headers = self._core.v2_request(self._core.matrix(rows), rid, binary=binary)
+        response = await self._send("POST", self._core.v2_path(), body, headers, request_id=rid)
+        return self._core.v2_answer(response)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        request_id: str | None,
+    ) -> httpx.Response:
+        attempts = self._core.attempts(method, path, request_id, headers)
+        for attempt in attempts:
+            try:
+                response = await self._http.request(
+                    method, path, content=body, headers=attempt.headers, timeout=attempt.timeout_s
+                )
+            except httpx.TransportError as exc:
+                await asyncio.sleep(attempt.failed(exc))
+                continue
+            if response.is_success:
+                return response
+            await asyncio.sleep(attempt.failed(response))
+        raise AssertionError("unreachable: `attempts` raises when it ends")

@@ -1,0 +1,124 @@
+"""The ONNX side of a model: convert a fitted estimator with the card's input layout, feed it rows as a
+client sends them (eval.json, the card contract in docs/model-card.md) and read its outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model_service.monitoring import scores
+from pipeline.ml.card_reader import card_features, card_inputs, card_task, onnx_feeds
+from pipeline.ml.columns import Column
+
+INPUT_NAME = "input"
+"""The one input of a numeric-only model: every feature, float32 [N, F]."""
+LABEL_OUTPUT = "label"
+PROBABILITIES_OUTPUT = "probabilities"
+ML_OPSET = 3
+"""The ai.onnx.ml opset (TreeEnsembleClassifier/Regressor v3: what onnxruntime and skl2onnx agree on)."""
+_registered = False
+
+
+def register_converters() -> None:
+    """Teach skl2onnx the XGBoost and LightGBM models (onnxmltools' converters), also inside a Pipeline."""
+    global _registered  # noqa: PLW0603  (registration is process-wide in skl2onnx too)
+    if _registered:
+        return
+    from lightgbm import LGBMClassifier, LGBMRegressor  # noqa: PLC0415  (slow imports, export only)
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm  # noqa: PLC0415
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost  # noqa: PLC0415
+    from skl2onnx import update_registered_converter  # noqa: PLC0415
+    from skl2onnx.common.shape_calculator import (  # noqa: PLC0415
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from xgboost import XGBClassifier, XGBRegressor  # noqa: PLC0415
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    for model, alias, converter in (
+        (LGBMClassifier, "LightGbmLGBMClassifier", convert_lightgbm),
+        (XGBClassifier, "XGBoostXGBClassifier", convert_xgboost),
+    ):
+        update_registered_converter(
+            model, alias, calculate_linear_classifier_output_shapes, converter, options=classifier_options
+        )
+    update_registered_converter(
+        LGBMRegressor,
+        "LightGbmLGBMRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert_lightgbm,
+        options={"split": None},
+    )
+    update_registered_converter(
+        XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
+    )
+    _registered = True
+
+
+def input_layout(columns: Sequence[Column], per_column: bool) -> list[dict[str, Any]]:
+    """The card's `onnx.inputs`: one float32 matrix of every feature, or one [N, 1] input per feature."""
+    if not per_column:
+        return [{"name": INPUT_NAME, "dtype": "float32", "features": [c.name for c in columns]}]
+    return [
+        {"name": c.name, "dtype": "float32" if c.numeric else "string", "features": [c.name]} for c in columns
+    ]
+
+
+def convert(estimator: Any, inputs: Sequence[dict[str, Any]], *, classifier: Any | None, opset: int) -> bytes:
+    """ONNX bytes of `estimator` taking `inputs`; `classifier`: the final classifier, whose probabilities
+    become a plain [N, C] tensor (no ZipMap, so any client can read them)."""
+    from skl2onnx import convert_sklearn  # noqa: PLC0415
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType  # noqa: PLC0415
+
+    register_converters()
+    types = {"float32": FloatTensorType, "string": StringTensorType}
+    initial_types = [(i["name"], types[i["dtype"]]([None, len(i["features"])])) for i in inputs]
+    options = {id(classifier): {"zipmap": False}} if classifier is not None else None
+    # The ai.onnx.ml domain as skl2onnx pairs it with the main opset: onnxmltools' tree converters would
+    # otherwise emit a newer TreeEnsemble that skl2onnx refuses.
+    target_opset = {"": opset, "ai.onnx.ml": ML_OPSET}
+    model = convert_sklearn(
+        estimator, initial_types=initial_types, options=options, target_opset=target_opset
+    )
+    return bytes(model.SerializeToString())
+
+
+@dataclass(frozen=True)
+class Outputs:
+    probabilities: NDArray[np.float64] | None
+    """Classification: [N, C], columns in the order of the card's classes."""
+    values: NDArray[np.float64] | None
+    """Regression: [N]."""
+
+
+def predict(onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]) -> Outputs:
+    """Run the model of `card` on rows of JSON values (eval.json's), through onnxruntime on one thread."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    feed = onnx_feeds(card_inputs(card), [feature.name for feature in card_features(card)], rows)
+    outputs = card["onnx"]["outputs"]
+    if card_task(card) == "regression":
+        (values,) = session.run([outputs["value"]], feed)
+        return Outputs(None, np.asarray(values, dtype=np.float64).reshape(-1))
+    (probabilities,) = session.run([outputs["probabilities"]], feed)
+    return Outputs(np.asarray(probabilities, dtype=np.float64), None)
+
+
+def predicted_scores(
+    onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]
+) -> NDArray[np.float64]:
+    """The score the card's reference bins: P(classes[1]) (binary), the top probability (multiclass), the
+    predicted value (regression)."""
+    outputs = predict(onnx_path, card, rows)
+    if outputs.values is not None:
+        return outputs.values
+    assert outputs.probabilities is not None  # a classifier's outputs
+    return np.asarray(scores(outputs.probabilities), dtype=np.float64)
