@@ -170,6 +170,12 @@ def sections(evidence: dict[str, Any], run_dir: Path) -> list[tuple[str, str, st
                         ("rows", parity["rows"], None),
                         ("label agreement", parity["label_agreement"], f">= {bounds['min_label_agreement']}"),
                         ("max abs probability diff", parity["max_abs_diff"], f"<= {bounds['max_abs_diff']}"),
+                    ]
+                    if "label_agreement" in parity
+                    else [  # a regression: either difference within its bound passes (export.parity)
+                        ("rows", parity["rows"], None),
+                        ("max abs diff", parity["max_abs_diff"], f"<= {bounds['max_abs_diff']}"),
+                        ("max relative diff", parity["max_relative_diff"], f"<= {bounds['max_relative_diff']}"),
                     ],
                 ),
             )
