@@ -30,8 +30,13 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(status): {"description": _ERROR_TEXT[status], **_json(_ref("Error"))} for status in statuses}
+def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
+    return {str(status): {"description": _ERROR_TEXT[status], **_json(_ref(schema))} for status in statuses}
+
+
+def _v2_errors(*statuses: int) -> dict[str, Any]:
+    """The /v2 routes answer errors in the protocol's shape (model_service/errors.py `error_json`)."""
+    return _errors(*statuses, schema="V2Error")
 
 
 _ERROR_TEXT = {
@@ -147,6 +152,14 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
                 }
             },
         },
+        "V2Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+            "additionalProperties": False,
+            "description": "The Open Inference Protocol's error: the message alone (the status is the class, "
+            "X-Request-ID the request id)",
+        },
         "PredictRequest": {
             "oneOf": [
                 {
@@ -219,6 +232,7 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
     ]
     ok_json = {"description": "OK", **_json({"type": "object"})}
     probe = {"200": {"description": "OK"}, "503": {"description": "not ready", **_json(_ref("Error"))}}
+    v2_probe = {"200": {"description": "OK"}, "503": {"description": "not ready", **_json(_ref("V2Error"))}}
     paths: dict[str, Any] = {
         "/v1/predict": {
             "post": {
@@ -234,22 +248,25 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
         },
         "/v1/model": {"get": {"summary": "The model card", "responses": {"200": ok_json, **_errors(401)}}},
         "/v2": {
-            "get": {"summary": "Server metadata (Open Inference Protocol)", "responses": {"200": ok_json}}
+            "get": {
+                "summary": "Server metadata (Open Inference Protocol)",
+                "responses": {"200": ok_json, **_v2_errors(401)},
+            }
         },
-        "/v2/health/live": {"get": {"summary": "Liveness (open)", "security": [], "responses": probe}},
-        "/v2/health/ready": {"get": {"summary": "Readiness (open)", "security": [], "responses": probe}},
+        "/v2/health/live": {"get": {"summary": "Liveness (open)", "security": [], "responses": v2_probe}},
+        "/v2/health/ready": {"get": {"summary": "Readiness (open)", "security": [], "responses": v2_probe}},
         "/v2/models/{name}": {
             "get": {
                 "summary": "Model metadata",
                 "parameters": model_param,
-                "responses": {"200": ok_json, **_errors(401, 404)},
+                "responses": {"200": ok_json, **_v2_errors(401, 404)},
             }
         },
         "/v2/models/{name}/ready": {
             "get": {
                 "summary": "Model readiness",
                 "parameters": model_param,
-                "responses": {**probe, **_errors(401, 404)},
+                "responses": {**v2_probe, **_v2_errors(401, 404)},
             }
         },
         "/v2/models/{name}/infer": {
@@ -259,7 +276,7 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
                 "requestBody": {"required": True, **_json(_ref("InferenceRequest"))},
                 "responses": {
                     "200": {"description": "OK", **_json(_ref("InferenceResponse"))},
-                    **_errors(*_BODY_ERRORS, 404),
+                    **_v2_errors(*_BODY_ERRORS, 404),
                 },
             }
         },

@@ -311,6 +311,8 @@ class TypedRowParser:
         n: int = shape[0]  # type: ignore[index]  # checked just above
         self._envelope.check_count(f"{at}.shape[0]", n)
         data = tensor.get("data")
+        if type(data) is np.ndarray:  # binary tensor data, decoded flat by model_service/v2_binary.py
+            data = _binary_values(f"{at}.data", data)
         if type(data) is not list:
             raise InvalidInput(f"{at}.data: expected a list, got {_type_name(data)}")
         if data and type(data[0]) is list:
@@ -385,3 +387,19 @@ class TypedRowParser:
                 matrix = np.column_stack([np.asarray(columns[c], dtype=dtype) for c in spec.columns])
             feeds[spec.name] = matrix
         return Batch(n, feeds, columns)
+
+
+def _binary_values(field: str, data: npt.NDArray[Any]) -> list[Any]:
+    """A binary tensor's values as JSON gives them: numbers and booleans, and BYTES elements (bytes) as
+    text, which is what a string feature takes."""
+    if data.dtype != object:
+        return data.tolist()  # type: ignore[no-any-return]
+    values = []
+    for i, element in enumerate(data):
+        try:
+            values.append(element.decode())
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"{field}[{i}]: expected UTF-8 text; byte {exc.start} of this element is not UTF-8"
+            ) from None
+    return values

@@ -6,8 +6,8 @@ in the JSON; the `Inference-Header-Content-Length` header gives the JSON's lengt
 little-endian, row-major, without padding; a BYTES element is a 4-byte little-endian length and its bytes.
 
 - A request input says `"parameters": {"binary_data_size": <bytes>}` instead of giving `data`:
-  `read_request` slices its bytes and puts them in `data` as a numpy array (the row parser in
-  model_service/schemas.py takes an array where it takes a list).
+  `read_request` slices its bytes and puts them in `data` as a numpy array (the row parsers in
+  model_service/schemas.py take an array where they take a list).
 - An output is sent as binary when its request output says `"parameters": {"binary_data": true}`, or when the
   request says `"parameters": {"binary_data_output": true}` and the output does not say otherwise
   (`binary_outputs`); `encode_response` then writes it as `"parameters": {"binary_data_size": <bytes>}` with

@@ -1,6 +1,6 @@
 """A real Open Inference Protocol client (tritonclient's HTTP client, as teams use against Triton and
 KServe) against the service process: JSON and binary tensor data, FP32/FP64 inputs, FP32 and INT64
-outputs, and its errors shown with the service's message."""
+outputs, a mixed-type model's string feature as BYTES, and its errors shown with the service's message."""
 
 from __future__ import annotations
 
@@ -96,3 +96,47 @@ def test_tritonclient_shows_the_services_error_message(
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("other")
     assert caught.value.message().startswith("model 'other' not found")
+
+
+TRITON_DATATYPE_OF = {
+    "float32": ("FP32", np.float32),
+    "int64": ("INT64", np.int64),
+    "string": ("BYTES", object),
+}
+"""The tensor datatype and numpy dtype tritonclient sends for each ONNX input dtype of a card."""
+
+
+def test_tritonclient_bytes_json_and_binary(
+    start_server: Callable[..., Server], mixed_model_dir: Path
+) -> None:
+    """A mixed-type model (card v2) called with one tensor per ONNX input, its string feature as BYTES."""
+    card = json.loads((mixed_model_dir / "model.json").read_text())
+    evaluation = json.loads((mixed_model_dir / "eval.json").read_text())
+    names = evaluation["features"]
+    # A missing number has no value in a binary FP32 tensor (NaN is refused); a missing string is "".
+    rows = [row for row in evaluation["rows"] if row[names.index("age")] is not None]
+    assert any(row[names.index("city")] is None for row in rows)  # the empty string is exercised
+    server = start_server(model=mixed_model_dir)
+    body = httpx.post(f"{server.url}/v1/predict", json={"instances": rows}, timeout=10).json()
+    labels = body["predictions"]
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    model = card["name"]
+    for binary_input in (False, True):
+        for binary_output in (False, True):
+            tensors = []
+            for spec in card["onnx"]["inputs"]:
+                datatype, dtype = TRITON_DATATYPE_OF[spec["dtype"]]
+                columns = [names.index(feature) for feature in spec["features"]]
+                values = [[row[j] for j in columns] for row in rows]
+                if datatype == "BYTES":
+                    x = np.array([[(v or "").encode() for v in row] for row in values], dtype=object)
+                else:
+                    x = np.asarray(values, dtype=dtype)
+                tensor = triton.InferInput(spec["name"], list(x.shape), datatype)
+                tensor.set_data_from_numpy(x, binary_data=binary_input)
+                tensors.append(tensor)
+            output = triton.InferRequestedOutput("label", binary_data=binary_output)
+            result = client.infer(model, tensors, outputs=[output])
+            (label,) = result.get_response()["outputs"]
+            assert ("binary_data_size" in label.get("parameters", {})) is binary_output, label
+            assert result.as_numpy("label").tolist() == labels, (binary_input, binary_output)

@@ -1,7 +1,10 @@
 """Every endpoint, both /v1 input forms and the Open Inference Protocol v2 as a v2 client sends it."""
 
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -129,6 +132,46 @@ def test_openapi_and_docs(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
+
+
+def documented_error(document: dict[str, Any], path: str, method: str, status: int) -> str:
+    """The name of the schema the document gives for an error answer of a route."""
+    media = document["paths"][path][method]["responses"][str(status)]["content"]["application/json"]
+    return str(media["schema"]["$ref"]).removeprefix("#/components/schemas/")
+
+
+def test_openapi_documents_each_protocols_error_shape(
+    make_client: Callable[..., TestClient], rows: list[list[float]]
+) -> None:
+    key = "s3cret-key"
+    client = make_client(api_key_sha256=hashlib.sha256(key.encode()).hexdigest())
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status in (int(s) for s in operation["responses"] if int(s) >= 400):
+                expected = "V2Error" if path.startswith("/v2") else "Error"
+                assert documented_error(document, path, method, status) == expected, (path, status)
+    signed = {"X-API-Key": key}
+    v2_infer = f"/v2/models/{NAME}/infer"
+    bad_shape = {"inputs": [{"name": "input", "shape": [1, 29], "datatype": "FP32", "data": rows[0][:29]}]}
+    answers = [
+        ("/v2", "get", client.get("/v2")),
+        ("/v2/models/{name}", "get", client.get("/v2/models/other", headers=signed)),
+        ("/v2/models/{name}/ready", "get", client.get("/v2/models/other/ready", headers=signed)),
+        ("/v2/models/{name}/infer", "post", client.post(v2_infer, json=bad_shape, headers=signed)),
+        ("/v2/models/{name}/infer", "post", client.post(v2_infer, content=b"{", headers=signed)),
+        ("/v1/predict", "post", client.post("/v1/predict", json={"instances": [[1.0]]}, headers=signed)),
+        ("/v1/model", "get", client.get("/v1/model")),
+    ]
+    client.app.state.service.draining = True  # type: ignore[attr-defined]
+    answers.append(("/v2/health/ready", "get", client.get("/v2/health/ready")))
+    assert [status for _, _, response in answers if (status := response.status_code) < 400] == []
+    for path, method, response in answers:
+        name = documented_error(document, path, method, response.status_code)
+        jsonschema.validate(response.json(), schemas[name])
+        other = schemas["Error" if name == "V2Error" else "V2Error"]
+        assert not jsonschema.Draft202012Validator(other).is_valid(response.json()), (path, response.json())
 
 
 def test_request_id_taken_from_header_or_generated(client: TestClient) -> None:

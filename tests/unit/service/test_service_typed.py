@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from model_service.card import load_card
 from model_service.drift import InputSampler
+from model_service.v2_binary import encode
 from tests._metrics import worker_metrics
 
 MIXED = "mixed-classifier"
@@ -72,6 +74,40 @@ def test_typed_v1_lists_objects_and_v2_bytes_give_the_models_answer(
     assert outputs["label"]["datatype"] == "INT64"
     assert outputs["probabilities"]["shape"] == [len(rows), 2]
     np.testing.assert_allclose(np.reshape(outputs["probabilities"]["data"], (-1, 2)), expected, rtol=1e-6)
+
+
+def binary_body(rows: list[list[Any]], city: list[bytes] | None = None) -> dict[str, Any]:
+    """`v2_body(rows)` with every tensor as binary data (`city`: its BYTES elements as raw bytes)."""
+    body = v2_body(rows)
+    tensors = []
+    for tensor in body["inputs"]:
+        data = city if city is not None and tensor["name"] == "city" else tensor.pop("data")
+        tensor.pop("data", None)
+        raw = encode(tensor["datatype"], data)
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        tensors.append(raw)
+    head = orjson.dumps(body)
+    return {
+        "content": head + b"".join(tensors),
+        "headers": {"inference-header-content-length": str(len(head))},
+    }
+
+
+def test_typed_v2_binary_tensors_with_bytes_answer_as_json(mixed: TestClient, mixed_model_dir: Path) -> None:
+    # A missing age has no binary form (NaN is refused as in JSON); a missing city is the empty string.
+    rows = [[*row[:3], row[3] or ""] for row in eval_rows(mixed_model_dir) if row[0] is not None]
+    assert "" in (row[3] for row in rows)
+    url = f"/v2/models/{MIXED}/infer"
+    as_json = mixed.post(url, json=v2_body(rows))
+    as_binary = mixed.post(url, **binary_body(rows))
+    assert as_binary.status_code == 200, as_binary.text
+    assert as_binary.json()["outputs"] == as_json.json()["outputs"]
+    city = [b"Paris"] * (len(rows) - 1) + [b"Par\xe9"]  # Latin-1, not UTF-8
+    refused = mixed.post(url, **binary_body(rows, city=city))
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "error": f"inputs[0].data[{len(rows) - 1}]: expected UTF-8 text; byte 3 of this element is not UTF-8"
+    }
 
 
 @pytest.mark.parametrize(
