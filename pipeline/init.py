@@ -8,9 +8,9 @@ a `model.name` they set and, for a task other than binary, drops their `gates:` 
 metrics). Then it regenerates what derives from the environments (k8s/overlays, k8s/argocd,
 schema.json, docs/config-reference.md).
 
-Everything is checked and computed before anything is written: bad input, an environment that would not
-load, or a dirty git tree (when something would change) leave the tree as it was. Run twice, the second
-run finds nothing to change.
+Everything is checked and computed before anything is written: bad input (a `--task` the data's target
+does not fit included), an environment that would not load, or a dirty git tree (when something would
+change) leave the tree as it was. Run twice, the second run finds nothing to change.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pipeline.config import (
     REFERENCE_FILE,
     ConfigError,
     DataSpec,
+    Task,
     config_reference,
     json_schema,
     known_environments,
@@ -42,7 +43,7 @@ from pipeline.console import Reporter
 from pipeline.deploy.names import TEMPLATE_REPOSITORY
 from pipeline.deploy.render import render_all, stale_files, write_files
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
 SCHEMA_FILE = "schema.json"
 COMMENT_COLUMN = 38
 """Where base.yaml's end-of-line comments start (the column its keys are aligned to)."""
@@ -72,7 +73,7 @@ class InitRequest:
     data_path: Path | None = None
     """The data file, relative to the repository root."""
     target: str | None = None
-    task: str | None = None
+    task: Task | None = None
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,13 @@ def check_request(
             f"digit, at most 63 characters (model.name in environments/{BASE_FILE}, pattern {pattern})"
         )
         raise ConfigError(msg)
-    if task is not None and task not in TASKS:
+    checked_task = next((known for known in TASKS if known == task), None)
+    if task is not None and checked_task is None:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
     if (data is None) != (target is None):
         raise ConfigError("--csv and --target go together: the data file and the name of its label column")
     if data is None or target is None:
-        return InitRequest(name, task=task)
+        return InitRequest(name, task=checked_task)
     path = (root / data).resolve()
     try:
         relative = path.relative_to(root.resolve())
@@ -119,7 +121,26 @@ def check_request(
         )
     if len(columns) < 2:
         raise ConfigError(f"--csv {data}: only the target column {target!r}; the model needs feature columns")
-    return InitRequest(name, relative, target, task)
+    request = InitRequest(name, relative, target, checked_task)
+    _check_task_fits(root, request)
+    return request
+
+
+def _check_task_fits(root: Path, request: InitRequest) -> None:
+    """Read the data as `train` will and check the target against `--task` (or infer the task), so a task
+    the data does not have is an error now rather than at the first training run."""
+    from pipeline.ml.data import load_dataset  # noqa: PLC0415  (pandas and scikit-learn: only with data)
+
+    assert request.data_path is not None and request.target is not None
+    source = "parquet" if request.data_path.suffix == ".parquet" else "csv"
+    spec = DataSpec(source=source, path=request.data_path, target=request.target)
+    try:
+        load_dataset(spec, root, request.task)
+    except ConfigError as exc:
+        given = f"--task {request.task}" if request.task else "no --task given"
+        raise ConfigError(
+            f"{given}: {exc}; or pass init --task {'|'.join(TASKS)} to match the data"
+        ) from None
 
 
 def _columns(path: Path) -> list[str]:
