@@ -306,3 +306,19 @@ def test_a_task_the_data_does_not_have_is_refused_by_init(
     assert message.format(path=clone / "data" / "labels.csv") in err
     assert "pass init --task binary|multiclass|regression to match the data" in err
     assert _tree(clone) == before
+
+
+def test_a_data_file_that_changes_after_init_is_refused_by_train(
+    clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init checked the target against --task; when the file changes afterwards, train checks it again."""
+    args = ("--name", "churn-model", "--csv", "data/churn.csv", "--target", "churned", "--task", "binary")
+    assert _init(clone, *args) == 0
+    rows = [f"{18 + (i * 7) % 60},{(i * 3) % 20},{i % 3}" for i in range(60)]
+    (clone / "data" / "churn.csv").write_text("age,visits,churned\n" + "\n".join(rows) + "\n")
+    capsys.readouterr()
+    assert main(["train", "--env", "dev", "--workdir", str(clone)]) == 2
+    err = capsys.readouterr().err
+    path = (clone / "data" / "churn.csv").resolve()
+    assert f"model.task: binary needs two classes; data.target 'churned' in {path} has 3" in err
+    assert not (clone / "artifacts").exists()
