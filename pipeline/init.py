@@ -30,6 +30,7 @@ import yaml
 from pipeline.config import (
     BASE_FILE,
     REFERENCE_FILE,
+    Config,
     ConfigError,
     DataSpec,
     Task,
@@ -121,26 +122,7 @@ def check_request(
         )
     if len(columns) < 2:
         raise ConfigError(f"--csv {data}: only the target column {target!r}; the model needs feature columns")
-    request = InitRequest(name, relative, target, checked_task)
-    _check_task_fits(root, request)
-    return request
-
-
-def _check_task_fits(root: Path, request: InitRequest) -> None:
-    """Read the data as `train` will and check the target against `--task` (or infer the task), so a task
-    the data does not have is an error now rather than at the first training run."""
-    from pipeline.ml.data import load_dataset  # noqa: PLC0415  (pandas and scikit-learn: only with data)
-
-    assert request.data_path is not None and request.target is not None
-    source = "parquet" if request.data_path.suffix == ".parquet" else "csv"
-    spec = DataSpec(source=source, path=request.data_path, target=request.target)
-    try:
-        load_dataset(spec, root, request.task)
-    except ConfigError as exc:
-        given = f"--task {request.task}" if request.task else "no --task given"
-        raise ConfigError(
-            f"{given}: {exc}; or pass init --task {'|'.join(TASKS)} to match the data"
-        ) from None
+    return InitRequest(name, relative, target, checked_task)
 
 
 def _columns(path: Path) -> list[str]:
@@ -311,6 +293,29 @@ def dirty_files(root: Path) -> list[str]:
     return [line[3:] for line in done.stdout.splitlines() if line.strip()]
 
 
+def _check_data(root: Path, configs: list[Config], request: InitRequest) -> None:
+    """Load each environment's data as `train` will, so a target the task does not fit (`--task binary`
+    on three classes, a whole-number target with no `--task`) or too few rows to split is an error now
+    rather than at the first training run."""
+    from pipeline.ml.data import load_dataset  # noqa: PLC0415  (pandas and scikit-learn: only here)
+
+    checked: list[tuple[DataSpec, Task | None]] = []
+    for config in configs:
+        if (config.data, config.model.task) in checked:
+            continue
+        checked.append((config.data, config.model.task))
+        try:
+            load_dataset(config.data, root, config.model.task)
+        except ConfigError as exc:
+            given = f"--task {request.task}" if request.task else "no --task given"
+            fix = (
+                f"; pass init --task {'|'.join(TASKS)} to match the data"
+                if str(exc).startswith("model.task")
+                else ""
+            )
+            raise ConfigError(f"{given} (environment {config.name}): {exc}{fix}") from None
+
+
 def planned_files(root: Path, config_dir: Path, request: InitRequest, repo_url: str | None) -> dict[str, str]:
     """Path relative to `root` -> new text of every file init would change; each environment is loaded
     and rendered from the edited base.yaml in a scratch copy first, so a bad result stops here."""
@@ -327,8 +332,7 @@ def planned_files(root: Path, config_dir: Path, request: InitRequest, repo_url: 
         shutil.copytree(config_dir, scratch_dir)
         for path, text in texts.items():
             (scratch_dir / path.name).write_text(text, encoding="utf-8")
-        for env in known_environments(scratch_dir):
-            load_config(env, scratch_dir)
+        _check_data(root, [load_config(env, scratch_dir) for env in known_environments(scratch_dir)], request)
         rendered = render_all(root, scratch_dir)
     files = {path.resolve().relative_to(root.resolve()).as_posix(): text for path, text in texts.items()}
     files.update(rendered)

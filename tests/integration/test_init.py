@@ -275,27 +275,47 @@ def test_an_unknown_task_is_a_usage_error_and_changes_nothing(
     assert _tree(clone) == before
 
 
+TASK_FIX = "; pass init --task binary|multiclass|regression to match the data"
+
+
 @pytest.mark.parametrize(
     ("labels", "args", "message"),
     [
         (
             [i % 3 for i in range(60)],
             ["--task", "binary"],
-            "--task binary: model.task: binary needs two classes; data.target 'label' in {path} has 3",
+            (
+                "--task binary (environment dev): model.task: binary needs two classes; data.target 'label' in "
+                f"{{path}} has 3{TASK_FIX}"
+            ),
         ),
         (
             [("a", "b")[i % 2] for i in range(60)],
             ["--task", "regression"],
-            "--task regression: model.task: regression needs a numeric target; data.target 'label' in {path}",
+            (
+                "--task regression (environment dev): model.task: regression needs a numeric target; "
+                f"data.target 'label' in {{path}} is not numeric{TASK_FIX}"
+            ),
         ),
         (
             [i % 4 for i in range(60)],
             [],
-            "no --task given: model.task: data.target 'label' in {path} holds 4 distinct whole numbers",
+            (
+                "no --task given (environment dev): model.task: data.target 'label' in {path} holds 4 distinct "
+                "whole numbers"
+            ),
+        ),
+        (
+            [i % 3 if i else 3 for i in range(60)],
+            ["--task", "multiclass"],
+            (
+                "--task multiclass (environment dev): data.test_size: data.target 'label' in {path} cannot be "
+                "split into training and evaluation rows (The least populated class"
+            ),
         ),
     ],
 )
-def test_a_task_the_data_does_not_have_is_refused_by_init(
+def test_a_target_the_task_does_not_fit_is_refused_by_init(
     clone: Path, capsys: pytest.CaptureFixture[str], labels: list[object], args: list[str], message: str
 ) -> None:
     rows = [f"{18 + (i * 7) % 60},{label}" for i, label in enumerate(labels)]
@@ -304,7 +324,7 @@ def test_a_task_the_data_does_not_have_is_refused_by_init(
     assert _init(clone, "--name", "churn-model", "--csv", "data/labels.csv", "--target", "label", *args) == 2
     err = capsys.readouterr().err
     assert message.format(path=clone / "data" / "labels.csv") in err
-    assert "pass init --task binary|multiclass|regression to match the data" in err
+    assert err.count(TASK_FIX) == ("model.task" in message)
     assert _tree(clone) == before
 
 
