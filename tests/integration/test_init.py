@@ -223,7 +223,8 @@ def test_a_regression_fork_trains_and_exports(clone: Path, capsys: pytest.Captur
     assert card["task"] == "regression"
 
 
-def test_a_multiclass_fork_loads_with_multiclass_gates(
+@pytest.mark.slow
+def test_a_multiclass_fork_trains_and_exports_with_multiclass_gates(
     clone: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = [f"{18 + (i * 7) % 60},{(i * 3) % 20},{i % 3}" for i in range(60)]
@@ -243,6 +244,10 @@ def test_a_multiclass_fork_loads_with_multiclass_gates(
     for env in ("dev", "staging", "prod"):
         assert load_config(env, clone / "environments").model.task == "multiclass"
     assert _gate_metrics(clone) == {"accuracy", "f1_macro", "log_loss"}
+    _stage(clone, "train")
+    _stage(clone, "export")
+    card = json.loads(next((clone / "artifacts" / "tier-model").glob("*/model.json")).read_text())
+    assert card["task"] == "multiclass"
 
 
 @pytest.mark.slow
