@@ -8,9 +8,9 @@ a `model.name` they set and, for a task other than binary, drops their `gates:` 
 metrics). Then it regenerates what derives from the environments (k8s/overlays, k8s/argocd,
 schema.json, docs/config-reference.md).
 
-Everything is checked and computed before anything is written: bad input, an environment that would not
-load, or a dirty git tree (when something would change) leave the tree as it was. Run twice, the second
-run finds nothing to change.
+Everything is checked and computed before anything is written: bad input (a `--task` the data's target
+does not fit included), an environment that would not load, or a dirty git tree (when something would
+change) leave the tree as it was. Run twice, the second run finds nothing to change.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ import yaml
 from pipeline.config import (
     BASE_FILE,
     REFERENCE_FILE,
+    Config,
     ConfigError,
     DataSpec,
+    Task,
     config_reference,
     json_schema,
     known_environments,
@@ -42,7 +44,7 @@ from pipeline.console import Reporter
 from pipeline.deploy.names import TEMPLATE_REPOSITORY
 from pipeline.deploy.render import render_all, stale_files, write_files
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
 SCHEMA_FILE = "schema.json"
 COMMENT_COLUMN = 38
 """Where base.yaml's end-of-line comments start (the column its keys are aligned to)."""
@@ -72,7 +74,7 @@ class InitRequest:
     data_path: Path | None = None
     """The data file, relative to the repository root."""
     target: str | None = None
-    task: str | None = None
+    task: Task | None = None
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,13 @@ def check_request(
             f"digit, at most 63 characters (model.name in environments/{BASE_FILE}, pattern {pattern})"
         )
         raise ConfigError(msg)
-    if task is not None and task not in TASKS:
+    checked_task = next((known for known in TASKS if known == task), None)
+    if task is not None and checked_task is None:
         raise ConfigError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
     if (data is None) != (target is None):
         raise ConfigError("--csv and --target go together: the data file and the name of its label column")
     if data is None or target is None:
-        return InitRequest(name, task=task)
+        return InitRequest(name, task=checked_task)
     path = (root / data).resolve()
     try:
         relative = path.relative_to(root.resolve())
@@ -119,7 +122,7 @@ def check_request(
         )
     if len(columns) < 2:
         raise ConfigError(f"--csv {data}: only the target column {target!r}; the model needs feature columns")
-    return InitRequest(name, relative, target, task)
+    return InitRequest(name, relative, target, checked_task)
 
 
 def _columns(path: Path) -> list[str]:
@@ -290,6 +293,29 @@ def dirty_files(root: Path) -> list[str]:
     return [line[3:] for line in done.stdout.splitlines() if line.strip()]
 
 
+def _check_data(root: Path, configs: list[Config], request: InitRequest) -> None:
+    """Load each environment's data as `train` will, so a target the task does not fit (`--task binary`
+    on three classes, a whole-number target with no `--task`) or too few rows to split is an error now
+    rather than at the first training run."""
+    from pipeline.ml.data import load_dataset  # noqa: PLC0415  (pandas and scikit-learn: only here)
+
+    checked: list[tuple[DataSpec, Task | None]] = []
+    for config in configs:
+        if (config.data, config.model.task) in checked:
+            continue
+        checked.append((config.data, config.model.task))
+        try:
+            load_dataset(config.data, root, config.model.task)
+        except ConfigError as exc:
+            given = f"--task {request.task}" if request.task else "no --task given"
+            fix = (
+                f"; pass init --task {'|'.join(TASKS)} to match the data"
+                if str(exc).startswith("model.task")
+                else ""
+            )
+            raise ConfigError(f"{given} (environment {config.name}): {exc}{fix}") from None
+
+
 def planned_files(root: Path, config_dir: Path, request: InitRequest, repo_url: str | None) -> dict[str, str]:
     """Path relative to `root` -> new text of every file init would change; each environment is loaded
     and rendered from the edited base.yaml in a scratch copy first, so a bad result stops here."""
@@ -306,8 +332,7 @@ def planned_files(root: Path, config_dir: Path, request: InitRequest, repo_url: 
         shutil.copytree(config_dir, scratch_dir)
         for path, text in texts.items():
             (scratch_dir / path.name).write_text(text, encoding="utf-8")
-        for env in known_environments(scratch_dir):
-            load_config(env, scratch_dir)
+        _check_data(root, [load_config(env, scratch_dir) for env in known_environments(scratch_dir)], request)
         rendered = render_all(root, scratch_dir)
     files = {path.resolve().relative_to(root.resolve()).as_posix(): text for path, text in texts.items()}
     files.update(rendered)

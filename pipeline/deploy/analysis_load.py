@@ -38,7 +38,7 @@ def load_profile(config: Config, timing: ClusterTiming, root: Path) -> dict[str,
     """The locustfile's profile: the load test's users, traffic and payload rows, at a constant rate for as
     long as the analysis measures (the step/spike shapes are for the SLO test, not for a comparison)."""
     spec = config.loadtest
-    data = load_dataset(config.data, root)
+    data = load_dataset(config.data, root, config.model.task)
     profile = spec.profile.model_copy(
         update={"shape": "constant", "duration_s": float(timing.load), "spike_users": None}
     )

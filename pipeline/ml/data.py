@@ -102,9 +102,16 @@ def load_dataset(spec: DataSpec, root: Path, task: Task | None = None) -> Datase
     frame = _normalise(frame, kinds)
     y = target.to_numpy()
     classification = task != "regression"
-    train, test, y_train, y_test = train_test_split(
-        frame, y, test_size=spec.test_size, random_state=spec.seed, stratify=y if classification else None
-    )
+    try:
+        train, test, y_train, y_test = train_test_split(
+            frame, y, test_size=spec.test_size, random_state=spec.seed, stratify=y if classification else None
+        )
+    except ValueError as exc:  # a stratified split needs two rows of each class, one on each side
+        msg = (
+            f"data.test_size: {where} cannot be split into training and evaluation rows ({exc}); add rows of "
+            "the rare classes or change data.test_size"
+        )
+        raise ConfigError(msg) from None
     columns = infer_columns(frame, train, kinds)
     return Dataset(
         columns,

@@ -346,7 +346,7 @@ def _training_columns(
     """The training rows behind the card, when the configured data is the card's (scipy's KS needs them)."""
     from pipeline.ml.data import load_dataset  # noqa: PLC0415
 
-    data = load_dataset(config.data, workspace.root)
+    data = load_dataset(config.data, workspace.root, config.model.task)
     if data.sha256 != card.get("lineage", {}).get("data_sha256"):
         reporter.warn("the configured data is not the model's training data: KS is computed at the bin edges")
         return None

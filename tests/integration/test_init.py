@@ -2,9 +2,14 @@
 the fork, writes the data section, regenerates what derives from environments/, refuses a dirty tree, and a
 second run changes nothing; bad input changes nothing either."""
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -148,3 +153,197 @@ def test_without_a_hosted_origin_the_argo_url_is_left_and_the_next_steps_say_so(
         "k8s/overlays/staging/loadtest-configmap.yaml",
     }
     assert load_config("dev", clone / "environments").data.source == "sklearn"
+
+
+def _init_twice(clone: Path, capsys: pytest.CaptureFixture[str], *args: str) -> None:
+    """init succeeds, and a second run with the same arguments leaves every byte as the first wrote it."""
+    assert _init(clone, *args) == 0
+    capsys.readouterr()
+    before = _tree(clone)
+    assert _init(clone, *args) == 0
+    assert "nothing to change" in capsys.readouterr().out
+    assert _tree(clone) == before
+
+
+def _stage(clone: Path, stage: str) -> None:
+    """One pipeline stage run by the clone's own code; MLflow on the sqlite file in the clone."""
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "pipeline", stage, "--env", "dev", "--workdir", str(clone)]
+    done = subprocess.run(
+        command, cwd=clone, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, f"{stage} failed:\n{done.stdout}\n{done.stderr}"
+
+
+def _model_files(clone: Path, name: str) -> set[str]:
+    return {path.name for path in (clone / "artifacts" / name).glob("*/*")}
+
+
+def _gate_metrics(clone: Path) -> set[str]:
+    return {
+        metric
+        for env in ("dev", "staging", "prod")
+        for metric in load_config(env, clone / "environments").gates.metrics
+    }
+
+
+@pytest.mark.slow
+def test_a_regression_fork_trains_and_exports(clone: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        f"{18 + (i * 7) % 60},{(i * 3) % 20},{0.5 * (18 + (i * 7) % 60) + (i * 3) % 20 + 0.1 * (i % 7):.2f}"
+        for i in range(60)
+    ]
+    (clone / "data" / "price.csv").write_text("age,visits,price\n" + "\n".join(rows) + "\n")
+    _init_twice(
+        clone,
+        capsys,
+        "--name",
+        "price-model",
+        "--csv",
+        "data/price.csv",
+        "--target",
+        "price",
+        "--task",
+        "regression",
+    )
+    for env in ("dev", "staging", "prod"):
+        config = load_config(env, clone / "environments")
+        assert (config.model.name, config.model.task, config.data.target) == (
+            "price-model",
+            "regression",
+            "price",
+        )
+    assert _gate_metrics(clone) <= {"rmse", "mae", "r2"}
+    assert (clone / ".mlflow").exists() is False
+    _stage(clone, "train")
+    _stage(clone, "export")
+    assert (clone / ".mlflow" / "mlflow.db").is_file()
+    assert {"model.onnx", "model.json"} <= _model_files(clone, "price-model")
+    card = json.loads(next((clone / "artifacts" / "price-model").glob("*/model.json")).read_text())
+    assert card["task"] == "regression"
+
+
+@pytest.mark.slow
+def test_a_multiclass_fork_trains_and_exports_with_multiclass_gates(
+    clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [f"{18 + (i * 7) % 60},{(i * 3) % 20},{i % 3}" for i in range(60)]
+    (clone / "data" / "tier.csv").write_text("age,visits,tier\n" + "\n".join(rows) + "\n")
+    _init_twice(
+        clone,
+        capsys,
+        "--name",
+        "tier-model",
+        "--csv",
+        "data/tier.csv",
+        "--target",
+        "tier",
+        "--task",
+        "multiclass",
+    )
+    for env in ("dev", "staging", "prod"):
+        assert load_config(env, clone / "environments").model.task == "multiclass"
+    assert _gate_metrics(clone) == {"accuracy", "f1_macro", "log_loss"}
+    _stage(clone, "train")
+    _stage(clone, "export")
+    card = json.loads(next((clone / "artifacts" / "tier-model").glob("*/model.json")).read_text())
+    assert card["task"] == "multiclass"
+
+
+@pytest.mark.slow
+def test_a_parquet_fork_trains(clone: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = pa.table(
+        {
+            "age": [18 + (i * 7) % 60 for i in range(60)],
+            "plan": [("basic", "plus", "pro")[i % 3] for i in range(60)],
+            "churned": [i % 2 for i in range(60)],
+        }
+    )
+    pq.write_table(table, clone / "data" / "churn.parquet")
+    _init_twice(clone, capsys, "--name", "churn-model", "--csv", "data/churn.parquet", "--target", "churned")
+    config = load_config("dev", clone / "environments")
+    assert (config.data.source, str(config.data.path)) == ("parquet", "data/churn.parquet")
+    assert "  source: parquet" in (clone / "environments/base.yaml").read_text()
+    _stage(clone, "train")
+    assert {"estimator.pkl", "train.json"} <= _model_files(clone, "churn-model")
+
+
+def test_an_unknown_task_is_a_usage_error_and_changes_nothing(
+    clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _tree(clone)
+    with pytest.raises(SystemExit) as exited:
+        _init(clone, "--name", "churn-model", "--task", "ordinal")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --task: invalid choice: 'ordinal'" in err and "'regression'" in err
+    assert _tree(clone) == before
+
+
+TASK_FIX = "; pass init --task binary|multiclass|regression to match the data"
+
+
+@pytest.mark.parametrize(
+    ("labels", "args", "message"),
+    [
+        (
+            [i % 3 for i in range(60)],
+            ["--task", "binary"],
+            (
+                "--task binary (environment dev): model.task: binary needs two classes; data.target 'label' in "
+                f"{{path}} has 3{TASK_FIX}"
+            ),
+        ),
+        (
+            [("a", "b")[i % 2] for i in range(60)],
+            ["--task", "regression"],
+            (
+                "--task regression (environment dev): model.task: regression needs a numeric target; "
+                f"data.target 'label' in {{path}} is not numeric{TASK_FIX}"
+            ),
+        ),
+        (
+            [i % 4 for i in range(60)],
+            [],
+            (
+                "no --task given (environment dev): model.task: data.target 'label' in {path} holds 4 distinct "
+                "whole numbers"
+            ),
+        ),
+        (
+            [i % 3 if i else 3 for i in range(60)],
+            ["--task", "multiclass"],
+            (
+                "--task multiclass (environment dev): data.test_size: data.target 'label' in {path} cannot be "
+                "split into training and evaluation rows (The least populated class"
+            ),
+        ),
+    ],
+)
+def test_a_target_the_task_does_not_fit_is_refused_by_init(
+    clone: Path, capsys: pytest.CaptureFixture[str], labels: list[object], args: list[str], message: str
+) -> None:
+    rows = [f"{18 + (i * 7) % 60},{label}" for i, label in enumerate(labels)]
+    (clone / "data" / "labels.csv").write_text("age,label\n" + "\n".join(rows) + "\n")
+    before = _tree(clone)
+    assert _init(clone, "--name", "churn-model", "--csv", "data/labels.csv", "--target", "label", *args) == 2
+    err = capsys.readouterr().err
+    assert message.format(path=clone / "data" / "labels.csv") in err
+    assert err.count(TASK_FIX) == ("model.task" in message)
+    assert _tree(clone) == before
+
+
+def test_a_data_file_that_changes_after_init_is_refused_by_train(
+    clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init checked the target against --task; when the file changes afterwards, train checks it again."""
+    args = ("--name", "churn-model", "--csv", "data/churn.csv", "--target", "churned", "--task", "binary")
+    assert _init(clone, *args) == 0
+    rows = [f"{18 + (i * 7) % 60},{(i * 3) % 20},{i % 3}" for i in range(60)]
+    (clone / "data" / "churn.csv").write_text("age,visits,churned\n" + "\n".join(rows) + "\n")
+    capsys.readouterr()
+    assert main(["train", "--env", "dev", "--workdir", str(clone)]) == 2
+    err = capsys.readouterr().err
+    path = (clone / "data" / "churn.csv").resolve()
+    assert f"model.task: binary needs two classes; data.target 'churned' in {path} has 3" in err
+    assert not (clone / "artifacts").exists()
