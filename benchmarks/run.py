@@ -394,8 +394,6 @@ def _log_to_mlflow(model_dir: Path, root: Path, reporter: Reporter) -> tuple[str
     import mlflow  # noqa: PLC0415
     import mlflow.sklearn  # noqa: PLC0415
 
-    from pipeline.stages.train import load_estimator  # noqa: PLC0415
-
     # Cloudpickle (skops is not installed) makes mlflow.sklearn warn about pickles: this one is ours.
     logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     root.mkdir(parents=True)
@@ -405,7 +403,7 @@ def _log_to_mlflow(model_dir: Path, root: Path, reporter: Reporter) -> tuple[str
     mlflow.set_tracking_uri(tracking)
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.sklearn.log_model(
-            load_estimator(ModelDir(model_dir)), name="model", serialization_format="cloudpickle"
+            ModelDir(model_dir).read_estimator(), name="model", serialization_format="cloudpickle"
         )
     reporter.note(f"logged the scikit-learn model to MLflow ({info.model_uri}) for `mlflow models serve`")
     return str(info.model_uri), tracking

@@ -8,6 +8,7 @@ library versions map to the same folder, so a re-run finds what is still valid.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,11 @@ class ModelDir:
 
     def read_card(self) -> dict[str, Any]:
         return dict(read_json(self.card))
+
+    def read_estimator(self) -> Any:
+        """The fitted estimator train pickled here (only ever a file this workspace's train wrote)."""
+        with self.estimator.open("rb") as handle:
+            return pickle.load(handle)
 
     def read_evaluation(self) -> dict[str, Any]:
         return dict(read_json(self.evaluation))

@@ -175,7 +175,11 @@ def sections(evidence: dict[str, Any], run_dir: Path) -> list[tuple[str, str, st
                     else [  # a regression: either difference within its bound passes (export.parity)
                         ("rows", parity["rows"], None),
                         ("max abs diff", parity["max_abs_diff"], f"<= {bounds['max_abs_diff']}"),
-                        ("max relative diff", parity["max_relative_diff"], f"<= {bounds['max_relative_diff']}"),
+                        (
+                            "max relative diff",
+                            parity["max_relative_diff"],
+                            f"<= {bounds['max_relative_diff']}",
+                        ),
                     ],
                 ),
             )

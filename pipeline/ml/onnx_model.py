@@ -12,8 +12,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_service.monitoring import scores
+from pipeline.errors import StageError
 from pipeline.ml.card_reader import card_features, card_inputs, card_task, onnx_feeds
 from pipeline.ml.columns import Column
+from pipeline.ml.estimators import final_estimator, has_column_transformer
 
 INPUT_NAME = "input"
 """The one input of a numeric-only model: every feature, float32 [N, F]."""
@@ -86,6 +88,45 @@ def convert(estimator: Any, inputs: Sequence[dict[str, Any]], *, classifier: Any
         estimator, initial_types=initial_types, options=options, target_opset=target_opset
     )
     return bytes(model.SerializeToString())
+
+
+def to_onnx(
+    estimator: Any, columns: Sequence[Column], *, task: str, opset: int, origin: str
+) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX bytes of a fit and the card's `onnx.inputs` and `onnx.outputs` (one float matrix, or one
+    input per column when there are strings or a ColumnTransformer); a StageError naming `origin` (the
+    trainer or the family) and the estimator when skl2onnx cannot convert it."""
+    per_column = not all(c.numeric for c in columns) or has_column_transformer(estimator)
+    inputs = input_layout(columns, per_column)
+    classifier = final_estimator(estimator) if task != "regression" else None
+    try:
+        onnx_bytes = convert(estimator, inputs, classifier=classifier, opset=opset)
+    except Exception as exc:  # noqa: BLE001  (skl2onnx raises many types; each means: cannot be exported)
+        kind = f"{type(estimator).__module__}.{type(estimator).__name__}"
+        msg = (
+            f"{origin}: skl2onnx cannot convert the fitted {kind} "
+            f"({', '.join(type(s).__name__ for s in _steps(estimator))}): {type(exc).__name__}: {exc}; "
+            "nothing was written. Use estimators skl2onnx converts (docs/bring-your-model.md)"
+        )
+        raise StageError(msg) from None
+    outputs = (
+        {"value": _regression_output(onnx_bytes)}
+        if task == "regression"
+        else {"label": LABEL_OUTPUT, "probabilities": PROBABILITIES_OUTPUT}
+    )
+    return onnx_bytes, {"inputs": inputs, "outputs": outputs}
+
+
+def _steps(estimator: Any) -> list[Any]:
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+
+    return [s for _, s in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
+
+
+def _regression_output(onnx_bytes: bytes) -> str:
+    import onnx  # noqa: PLC0415
+
+    return str(onnx.load_from_string(onnx_bytes).graph.output[0].name)
 
 
 @dataclass(frozen=True)

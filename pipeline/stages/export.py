@@ -18,12 +18,11 @@ from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.ml.columns import Column
 from pipeline.ml.data import load_dataset
-from pipeline.ml.estimators import final_estimator, has_column_transformer, put_workspace_on_path
-from pipeline.ml.onnx_model import INPUT_NAME, LABEL_OUTPUT, PROBABILITIES_OUTPUT, convert, input_layout
+from pipeline.ml.estimators import put_workspace_on_path
+from pipeline.ml.onnx_model import INPUT_NAME, PROBABILITIES_OUTPUT, to_onnx
 from pipeline.ml.onnx_model import predict as predict_rows
 from pipeline.ml.profile import card_reference
 from pipeline.stage import StageResult
-from pipeline.stages.train import load_estimator
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
 CARD_VERSION = 2
@@ -117,11 +116,14 @@ def export(
     trained = read_json(model.train_record)
     if trained.get("trainer"):
         put_workspace_on_path(workspace.root)  # the pickle may name classes of the trainer's module
-    estimator = load_estimator(model)
+    estimator = model.read_estimator()
     task = trained["task"]
     data = load_dataset(config.data, workspace.root, task)
     columns = [Column.from_json(c) for c in trained["columns"]]
-    onnx_bytes, card_onnx = _convert(config, trained, estimator, columns)
+    origin = f"model.trainer {trained['trainer']!r}" if trained.get("trainer") else "model.estimator"
+    onnx_bytes, card_onnx = to_onnx(
+        estimator, columns, task=trained["task"], opset=config.export.opset, origin=origin
+    )
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     rows = data.test_rows()
     probe = {
@@ -195,46 +197,6 @@ def export(
     write_json(model.card, card)
     reporter.note(f"wrote {model.onnx} (sha256 {onnx_sha256[:12]}) and {model.card.name}")
     return _result(model, parity, onnx_sha256, reused=False)
-
-
-def _convert(
-    config: Config, trained: dict[str, Any], estimator: Any, columns: list[Column]
-) -> tuple[bytes, dict[str, Any]]:
-    """The ONNX bytes and the card's `onnx.inputs` and `onnx.outputs`; a StageError naming the trainer
-    (or the family) and the estimator when skl2onnx cannot convert it."""
-    task = trained["task"]
-    per_column = not all(c.numeric for c in columns) or has_column_transformer(estimator)
-    inputs = input_layout(columns, per_column)
-    classifier = final_estimator(estimator) if task != "regression" else None
-    try:
-        onnx_bytes = convert(estimator, inputs, classifier=classifier, opset=config.export.opset)
-    except Exception as exc:  # noqa: BLE001  (skl2onnx raises many types; each means: cannot be exported)
-        origin = f"model.trainer {trained['trainer']!r}" if trained.get("trainer") else "model.estimator"
-        kind = f"{type(estimator).__module__}.{type(estimator).__name__}"
-        msg = (
-            f"{origin}: skl2onnx cannot convert the fitted {kind} "
-            f"({', '.join(type(s).__name__ for s in _steps(estimator))}): {type(exc).__name__}: {exc}; "
-            "nothing was written. Use estimators skl2onnx converts (docs/bring-your-model.md)"
-        )
-        raise StageError(msg) from None
-    outputs = (
-        {"value": _regression_output(onnx_bytes)}
-        if task == "regression"
-        else {"label": LABEL_OUTPUT, "probabilities": PROBABILITIES_OUTPUT}
-    )
-    return onnx_bytes, {"inputs": inputs, "outputs": outputs}
-
-
-def _steps(estimator: Any) -> list[Any]:
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415
-
-    return [s for _, s in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
-
-
-def _regression_output(onnx_bytes: bytes) -> str:
-    import onnx  # noqa: PLC0415
-
-    return str(onnx.load_from_string(onnx_bytes).graph.output[0].name)
 
 
 def _check_parity(config: Config, parity: Parity, reporter: Reporter) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -14,6 +13,7 @@ from pipeline.config import TASK_METRICS, Config
 from pipeline.console import Reporter
 from pipeline.ml.data import load_dataset
 from pipeline.ml.estimators import final_estimator, fit, fitted_input
+from pipeline.ml.onnx_model import to_onnx
 from pipeline.ml.scoring import evaluate, evaluate_values
 from pipeline.stage import StageResult
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
@@ -23,12 +23,6 @@ from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 class TrainResult(StageResult):
     metrics: dict[str, float]
     mlflow_run_id: str
-
-
-def load_estimator(model: ModelDir) -> Any:
-    # Only ever reads the file this stage wrote into the workspace.
-    with model.estimator.open("rb") as handle:
-        return pickle.load(handle)
 
 
 def _result(model: ModelDir, metrics: dict[str, float], run_id: str, *, reused: bool) -> TrainResult:
@@ -70,6 +64,9 @@ def train(
     else:
         classes = final_estimator(estimator).classes_.tolist()
         metrics = evaluate(estimator.predict_proba(eval_input), data.y_test, classes)
+    # A fit export cannot convert fails here, before the registry or the workspace holds anything of it.
+    origin = f"model.trainer {spec.trainer!r}" if spec.trainer else f"model.estimator {spec.estimator!r}"
+    to_onnx(estimator, data.columns, task=data.task, opset=config.export.opset, origin=origin)
     git_sha = workspace.git_sha()
 
     mlflow = registry.client(config, workspace)

@@ -193,23 +193,20 @@ def fit(frame, target, params, seed):
 '''
 
 
-def test_a_trainer_returning_a_model_skl2onnx_cannot_convert_fails_export_naming_both(
+def test_a_trainer_returning_a_model_skl2onnx_cannot_convert_fails_train_naming_both_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     workspace = example_workspace(tmp_path, "custom-pipeline")
     (workspace / "unexportable_c1.py").write_text(UNEXPORTABLE)
     override = ("--set", "model.trainer=unexportable_c1:fit")
-    assert main(["train", "--env", "dev", "--workdir", str(workspace), *override]) == 0
-    capsys.readouterr()
-    assert main(["export", "--env", "dev", "--workdir", str(workspace), *override]) == 1
+    assert main(["train", "--env", "dev", "--workdir", str(workspace), *override]) == 1
     error = capsys.readouterr().err
     assert (
         "model.trainer 'unexportable_c1:fit': skl2onnx cannot convert the fitted unexportable_c1.Memorizer"
         in error
     )
     assert "nothing was written" in error
-    version = only_version(workspace)
-    assert sorted(p.name for p in version.iterdir()) == ["estimator.pkl", "train.json"]
+    assert written(workspace) == []  # no fit, no MLflow run, no registry
 
 
 @pytest.mark.slow

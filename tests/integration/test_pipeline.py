@@ -17,7 +17,6 @@ from pipeline.artifacts import ModelDir
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.stages.export import predict_onnx
-from pipeline.stages.train import load_estimator
 
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
@@ -161,7 +160,7 @@ def test_onnx_matches_the_original_model_within_the_bound(workspace: Path) -> No
     [directory] = version_dirs(workspace)
     evaluation = json.loads((directory / "eval.json").read_text())
     rows = np.asarray(evaluation["rows"])
-    expected = load_estimator(ModelDir(directory)).predict_proba(rows)
+    expected = ModelDir(directory).read_estimator().predict_proba(rows)
     actual = predict_onnx(directory / "model.onnx", rows)
     assert np.array_equal(expected.argmax(axis=1), actual.argmax(axis=1))
     assert np.max(np.abs(expected - actual)) <= 1e-4
