@@ -5,9 +5,11 @@
         answer = client.predict([{"mean radius": 17.99, ...}])   # rows as dicts keyed by feature, or lists
         answer.predictions, answer.probabilities, answer.model_version, answer.request_id
 
-- Typed from the model card: `client.card()` reads GET /v1/model once; rows given as dicts are put in the
-  card's feature order, and a missing, unknown or wrongly typed feature is refused before anything is sent
-  (`RowError`, naming the row and the feature).
+- Typed from the model card (version 2, or version 1 read as all-float features): `client.card()` reads
+  GET /v1/model once; rows are lists in the card's feature order or dicts keyed by feature name, and each
+  value is checked by its feature's type (float, int, bool, string; null, or NaN, where nullable; a
+  category the model refuses) before anything is sent: `RowError`, naming the row and the feature.
+- Answers: `predictions` (classes, or a regression's values) and `probabilities` (None for a regression).
 - Auth: `api_key` (X-API-Key) or `token` (Authorization: Bearer, a JWT), as docs/service.md describes.
 - Request ids: every call sends X-Request-ID (yours, or a new one) and keeps it over its retries, so the
   service's log lines of all attempts share it; the answer carries it.
@@ -19,16 +21,19 @@
   `Overloaded` for 503, ...) carrying the service's error JSON, both /v1's `{"error": {"code", "message",
   "request_id"}}` and /v2's `{"error": "<message>"}`; `InvalidInput.field` is the field the message names.
 
-/v2 requests go as binary tensor data (the Open Inference Protocol's extension, model_service/v2_binary.py)
-unless `binary=False`. Only httpx is needed (the `client` dependency group): no numpy, no onnxruntime.
+/v2 requests carry one tensor per ONNX input of the card (FP32, FP64, INT64, BYTES), as binary tensor data
+(the Open Inference Protocol's extension, model_service/v2_binary.py) unless `binary=False`; an input
+holding a null goes as JSON in the same request, since binary floats are finite and BYTES has no null. Only httpx is needed (the `client` dependency group): no numpy, no onnxruntime.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import math
+import numbers
 import os
 import random
 import struct
@@ -42,10 +47,10 @@ import httpx
 Row = Mapping[str, Any] | Sequence[Any]
 RETRIED_STATUSES = frozenset({502, 503, 504})
 _INFERENCE_HEADER = "inference-header-content-length"
-_FLOAT_FORMATS = {"FP32": "f", "FP64": "d"}
-_V2_DATATYPES = {"float32": "FP32", "float64": "FP64"}
+_V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "string": "BYTES"}
+"""The Open Inference Protocol datatype of each ONNX input dtype a card names."""
+_PACK_FORMATS = {"FP32": "f", "FP64": "d", "INT64": "q"}
 _OUTPUT_FORMATS = {"FP32": "f", "FP64": "d", "INT64": "q", "INT32": "i"}
-_NUMBER_DTYPES = frozenset({"float32", "float64", "int64", "int32"})
 
 
 class ClientError(Exception):
@@ -145,10 +150,11 @@ ServiceError.status_classes.update(
 
 @dataclass(frozen=True)
 class Prediction:
-    """One call's answer: a prediction and the class probabilities per row."""
+    """One call's answer: a prediction per row (a class, or a regression's predicted value) and, for a
+    classifier, the class probabilities per row (None for a regression)."""
 
     predictions: list[Any]
-    probabilities: list[list[float]]
+    probabilities: list[list[float]] | None
     model_name: str
     model_version: str
     request_id: str
@@ -260,37 +266,39 @@ class _Core:
         assert self.card_json is not None, "the card is read before any row is encoded"
         return self.card_json
 
-    @property
-    def features(self) -> list[tuple[str, str]]:
-        """(name, dtype) of each feature, in the model's order."""
-        return [(feature["name"], feature["dtype"]) for feature in self.card["features"]]
+    @functools.cached_property
+    def schema(self) -> CardSchema:
+        return CardSchema.of(self.card)
 
     def matrix(self, rows: Sequence[Row]) -> list[list[Any]]:
-        """Rows as lists in the card's feature order; dicts are checked against the card's names and types."""
-        features = self.features
+        """Rows as lists in the card's feature order, each value checked against its feature (`RowError`)."""
+        features = self.schema.features
+        names = {feature.name for feature in features}
         out = []
         for i, row in enumerate(rows):
             if isinstance(row, Mapping):
-                unknown = sorted(set(row) - {name for name, _ in features})
+                unknown = sorted(set(row) - names)
                 if unknown:
                     raise RowError(
                         f"rows[{i}]: unknown feature {unknown[0]!r}; the card names {len(features)}"
                     )
-                values = []
-                for name, dtype in features:
-                    if name not in row:
-                        raise RowError(f"rows[{i}]: missing feature {name!r}")
-                    values.append(_checked(f"rows[{i}][{name!r}]", row[name], dtype))
+                missing = next((f.name for f in features if f.name not in row), None)
+                if missing is not None:
+                    raise RowError(f"rows[{i}]: missing feature {missing!r}")
+                values = [row[feature.name] for feature in features]
+            elif isinstance(row, str | bytes) or len(row) != len(features):
+                raise RowError(
+                    f"rows[{i}]: expected {len(features)} values in the card's order or an object keyed by "
+                    f"feature name, got {type(row).__name__ if isinstance(row, str | bytes) else len(row)}"
+                )
             else:
-                if len(row) != len(features):
-                    raise RowError(
-                        f"rows[{i}]: expected {len(features)} values in the card's order, got {len(row)}"
-                    )
-                values = [
-                    _checked(f"rows[{i}][{name!r}]", v, dtype)
-                    for v, (name, dtype) in zip(row, features, strict=True)
+                values = list(row)
+            out.append(
+                [
+                    _checked(f"rows[{i}][{f.name!r}]", value, f)
+                    for value, f in zip(values, features, strict=True)
                 ]
-            out.append(values)
+            )
         return out
 
     # -- /v1 ------------------------------------------------------------------------------------------
@@ -298,7 +306,7 @@ class _Core:
         body = response.json()
         return Prediction(
             predictions=body["predictions"],
-            probabilities=body["probabilities"],
+            probabilities=body.get("probabilities"),
             model_name=body["model"]["name"],
             model_version=body["model"]["version"],
             request_id=body["request_id"],
@@ -306,39 +314,57 @@ class _Core:
 
     # -- /v2 ------------------------------------------------------------------------------------------
     def v2_path(self) -> str:
-        return f"/v2/models/{self.card['name']}/infer"
+        return f"/v2/models/{self.schema.name}/infer"
 
     def v2_request(
         self, matrix: list[list[Any]], request_id: str, *, binary: bool
     ) -> tuple[bytes, dict[str, str]]:
-        onnx = self.card["onnx"]
-        datatype = _V2_DATATYPES[onnx["input"]["dtype"]]
-        flat = [value for row in matrix for value in row]
-        tensor: dict[str, Any] = {
-            "name": onnx["input"]["name"],
-            "shape": [len(matrix), len(self.features)],
-            "datatype": datatype,
-        }
-        if not binary:
-            body = {"id": request_id, "inputs": [{**tensor, "data": flat}]}
-            return json.dumps(body).encode(), {"content-type": "application/json"}
-        try:
-            data = struct.pack(f"<{len(flat)}{_FLOAT_FORMATS[datatype]}", *flat)
-        except (OverflowError, struct.error):
-            k = next(k for k, value in enumerate(flat) if not _packs(_FLOAT_FORMATS[datatype], value))
-            row, (name, _) = divmod(k, len(self.features))[0], self.features[k % len(self.features)]
-            raise RowError(f"rows[{row}][{name!r}]: {flat[k]} is beyond {datatype}'s range") from None
-        header = json.dumps(
-            {
-                "id": request_id,
-                "inputs": [{**tensor, "parameters": {"binary_data_size": len(data)}}],
-                "parameters": {"binary_data_output": True},
+        """One tensor per ONNX input of the card, `[N, its features]` in its datatype; as binary tensor
+        data when `binary`, except an input holding a null (binary floats are finite, BYTES has no null),
+        which goes as JSON `data` in the same request (the extension decides per input)."""
+        tensors, chunks = [], []
+        for spec in self.schema.inputs:
+            numeric = spec.datatype != "BYTES"
+            data = [
+                int(value) if numeric and type(value) is bool else value  # bool → 0/1, as the card says
+                for row in matrix
+                for value in (row[column] for column in spec.columns)
+            ]
+            tensor: dict[str, Any] = {
+                "name": spec.name,
+                "shape": [len(matrix), len(spec.columns)],
+                "datatype": spec.datatype,
             }
+            if binary and None not in data:
+                chunk = self._pack(spec, data)
+                tensor["parameters"] = {"binary_data_size": len(chunk)}
+                chunks.append(chunk)
+            else:
+                tensor["data"] = data
+            tensors.append(tensor)
+        if not binary:
+            body = {"id": request_id, "inputs": tensors}
+            return json.dumps(body).encode(), {"content-type": "application/json"}
+        header = json.dumps(
+            {"id": request_id, "inputs": tensors, "parameters": {"binary_data_output": True}}
         ).encode()
-        return header + data, {
+        return b"".join((header, *chunks)), {
             "content-type": "application/octet-stream",
             _INFERENCE_HEADER: str(len(header)),
         }
+
+    def _pack(self, spec: CardInput, data: list[Any]) -> bytes:
+        if spec.datatype == "BYTES":
+            encoded = [value.encode() for value in data]
+            return b"".join(struct.pack("<I", len(raw)) + raw for raw in encoded)
+        code = _PACK_FORMATS[spec.datatype]
+        try:
+            return struct.pack(f"<{len(data)}{code}", *data)
+        except (OverflowError, struct.error):
+            k = next(k for k, value in enumerate(data) if not _packs(code, value))
+            row, j = divmod(k, len(spec.columns))
+            name = self.schema.features[spec.columns[j]].name
+            raise RowError(f"rows[{row}][{name!r}]: {data[k]} is beyond {spec.datatype}'s range") from None
 
     def v2_answer(self, response: httpx.Response) -> Prediction:
         raw = response.content
@@ -356,27 +382,145 @@ class _Core:
                 outputs[output["name"]] = _unpack(output["datatype"], raw[offset : offset + size])
                 offset += size
             shapes[output["name"]] = output["shape"]
-        names = self.card["onnx"]["outputs"]
-        flat = outputs[names["probabilities"]]
-        n_classes = shapes[names["probabilities"]][1]
+        names = self.schema.outputs
+        probabilities = None
+        if "value" in names:  # a regression: one value per row, from [N, 1] or [N]
+            predictions = outputs[names["value"]]
+        else:
+            predictions = outputs[names["label"]]
+            flat = outputs[names["probabilities"]]
+            n_classes = shapes[names["probabilities"]][1]
+            probabilities = [flat[i : i + n_classes] for i in range(0, len(flat), n_classes)]
         return Prediction(
-            predictions=outputs[names["label"]],
-            probabilities=[flat[i : i + n_classes] for i in range(0, len(flat), n_classes)],
+            predictions=predictions,
+            probabilities=probabilities,
             model_name=body["model_name"],
             model_version=body["model_version"],
             request_id=body["id"],
         )
 
 
-def _checked(where: str, value: Any, dtype: str) -> Any:
-    """The value when it fits the card's dtype (numbers for numeric features; anything else the service
-    checks itself)."""
-    if dtype in _NUMBER_DTYPES:
-        if type(value) is bool or not isinstance(value, int | float):
-            raise RowError(f"{where}: expected a number ({dtype}), got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise RowError(f"{where}: expected a finite number, got {value}")  # JSON has no NaN
-    return value
+@dataclass(frozen=True)
+class CardFeature:
+    """One feature as a client sends it: `type` float (a number), int (an integer), bool (true/false) or
+    string; null (or NaN) only when `nullable`. `categories`: the only strings accepted, when the card says
+    the model refuses others (`unknown_category: "error"`); else None."""
+
+    name: str
+    type: str
+    nullable: bool
+    categories: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class CardInput:
+    """One ONNX input: its Open Inference Protocol `datatype` and its features' indexes (`columns`)."""
+
+    name: str
+    datatype: str
+    columns: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CardSchema:
+    """What the client needs from the model card (docs/model-card.md), version 2 or version 1 read as its
+    version-2 view: every feature float and not nullable, one input holding them all, a classifier."""
+
+    name: str
+    features: tuple[CardFeature, ...]
+    inputs: tuple[CardInput, ...]
+    outputs: dict[str, str]
+    """Role → output name: label and probabilities, or value (a regression)."""
+
+    @classmethod
+    def of(cls, card: Mapping[str, Any]) -> CardSchema:
+        version = card.get("card_version")
+        try:
+            onnx = card["onnx"]
+            if version == 1:
+                names = [feature["name"] for feature in card["features"]]
+                features = tuple(CardFeature(name, "float", False, None) for name in names)
+                datatype = _V2_DATATYPES[onnx["input"]["dtype"]]
+                inputs: tuple[CardInput, ...] = (
+                    CardInput(onnx["input"]["name"], datatype, tuple(range(len(names)))),
+                )
+            elif version == 2:
+                features = tuple(
+                    CardFeature(
+                        f["name"],
+                        f["type"],
+                        f["nullable"],
+                        frozenset(f["categories"])
+                        if f.get("unknown_category") == "error" and f.get("categories") is not None
+                        else None,
+                    )
+                    for f in card["features"]
+                )
+                index = {feature.name: i for i, feature in enumerate(features)}
+                inputs = tuple(
+                    CardInput(i["name"], _V2_DATATYPES[i["dtype"]], tuple(index[n] for n in i["features"]))
+                    for i in onnx["inputs"]
+                )
+            else:
+                raise ClientError(f"model card: card_version {version!r}; this client reads versions 1 and 2")
+            return cls(card["name"], features, inputs, dict(onnx["outputs"]))
+        except (KeyError, TypeError) as exc:
+            raise ClientError(
+                f"model card (version {version}): missing or malformed {exc}; GET /v1/model answered a card "
+                "this client cannot read"
+            ) from None
+
+
+_EXPECTED = {"float": "a number", "int": "an integer", "bool": "true or false", "string": "a string"}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_LISTED_CATEGORIES = 20
+
+
+def _checked(where: str, value: Any, feature: CardFeature) -> Any:
+    """The value as JSON carries it, when it fits the feature (as the service checks it); raises
+    `RowError` naming `where` otherwise. NaN stands for null (pandas' missing value); numpy numbers become
+    Python's."""
+    expected = _EXPECTED.get(feature.type, feature.type) + (" or null" if feature.nullable else "")
+    number = _number(value)
+    if value is None or (isinstance(number, float) and math.isnan(number)):
+        if feature.nullable:
+            return None
+        raise RowError(f"{where}: expected {expected}, got {'null' if value is None else 'NaN'}")
+    kind = feature.type
+    if kind == "string" and isinstance(value, str):
+        if feature.categories is not None and value not in feature.categories:
+            listed = sorted(feature.categories)
+            shown = ", ".join(repr(c) for c in listed[:_MAX_LISTED_CATEGORIES])
+            more = f", ... ({len(listed)} in all)" if len(listed) > _MAX_LISTED_CATEGORIES else ""
+            raise RowError(
+                f"{where}: unknown category {value[:64]!r}; the model was trained on [{shown}{more}] and "
+                "refuses others"
+            )
+        return value
+    is_bool = isinstance(value, bool)  # a bool is an int in Python, never a number in the card
+    if kind == "bool" and is_bool:
+        return value
+    if kind == "int" and not is_bool and isinstance(value, numbers.Integral):
+        integer = int(value)
+        if not _INT64_MIN <= integer <= _INT64_MAX:
+            raise RowError(f"{where}: expected an integer within int64, got {integer}")
+        return integer
+    if kind == "float" and number is not None:
+        if isinstance(number, float) and not math.isfinite(number):
+            raise RowError(f"{where}: expected a finite number, got {number}")  # JSON has no infinity
+        return number
+    got = type(value).__name__
+    if kind == "int" and number is not None:
+        got = f"{value!r} (a {got}; send integers as int)"
+    raise RowError(f"{where}: expected {expected} ({kind}), got {got}")
+
+
+def _number(value: Any) -> int | float | None:
+    """A real number that is not a bool as Python's int or float (numpy's numbers too); else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    real: Any = value
+    return real if isinstance(real, int) else float(real)
 
 
 def _packs(code: str, value: Any) -> bool:

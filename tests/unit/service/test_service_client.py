@@ -24,6 +24,7 @@ from model_service.client import (
 )
 
 CARD = {
+    "card_version": 1,
     "name": "m",
     "features": [{"name": "a", "dtype": "float32"}, {"name": "b", "dtype": "float32"}],
     "onnx": {
@@ -115,10 +116,13 @@ def test_rows_are_put_in_the_cards_order_and_checked() -> None:
     for row, message in (
         ({"a": 1.0}, r"rows\[0\]: missing feature 'b'"),
         ({"a": 1.0, "b": 2.0, "c": 3.0}, r"rows\[0\]: unknown feature 'c'"),
-        ({"a": True, "b": 2.0}, r"rows\[0\]\['a'\]: expected a number \(float32\), got bool"),
-        ({"a": "1", "b": 2.0}, r"rows\[0\]\['a'\]: expected a number \(float32\), got str"),
-        ({"a": float("nan"), "b": 2.0}, r"rows\[0\]\['a'\]: expected a finite number, got nan"),
-        ([1.0], r"rows\[0\]: expected 2 values in the card's order, got 1"),
+        ({"a": True, "b": 2.0}, r"rows\[0\]\['a'\]: expected a number \(float\), got bool"),
+        ({"a": "1", "b": 2.0}, r"rows\[0\]\['a'\]: expected a number \(float\), got str"),
+        ({"a": float("nan"), "b": 2.0}, r"rows\[0\]\['a'\]: expected a number, got NaN"),
+        ({"a": float("inf"), "b": 2.0}, r"rows\[0\]\['a'\]: expected a finite number, got inf"),
+        ({"a": None, "b": 2.0}, r"rows\[0\]\['a'\]: expected a number, got null"),
+        ([1.0], r"rows\[0\]: expected 2 values in the card's order .*, got 1"),
+        ("ab", r"rows\[0\]: expected 2 values in the card's order .*, got str"),
     ):
         with pytest.raises(RowError, match=message):
             c.matrix([row])
