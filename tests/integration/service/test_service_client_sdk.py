@@ -169,6 +169,7 @@ def test_api_key_and_jwt_and_both_protocols(start_server: Callable[..., Server],
         for binary in (True, False):
             v2 = client.infer(rows, binary=binary)
             assert v2.predictions == v1.predictions
+            assert v2.probabilities is not None and v1.probabilities is not None  # a classifier
             for ours, theirs in zip(v2.probabilities, v1.probabilities, strict=True):
                 assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
             assert v2.model_version == v1.model_version
