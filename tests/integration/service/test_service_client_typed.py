@@ -5,6 +5,7 @@ what the graph computes; a bad row refused by the client before anything is sent
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from model_service.client import Client, Row, RowError
+from model_service.client import AsyncClient, Client, Prediction, Row, RowError
 from tests._card_v2 import EVAL_ROWS, FEATURES, NAME, predicted, write_export
 
 if TYPE_CHECKING:
@@ -59,10 +60,16 @@ def test_mixed_rows_as_lists_objects_and_v2_json_give_what_the_model_computes(
 @pytest.mark.parametrize("model_dir", ["regression"], indirect=True)
 def test_a_regression_answers_values_on_v1_and_v2_json(start_server: Callable[..., Server]) -> None:
     server = start_server()
+
+    async def calls() -> list[Prediction]:
+        async with AsyncClient(server.url) as client:
+            return [await client.predict(EVAL_ROWS), await client.infer(EVAL_ROWS, binary=False)]
+
     with Client(server.url) as client:
-        for answer in (client.predict(EVAL_ROWS), client.infer(EVAL_ROWS, binary=False)):
-            assert answer.probabilities is None
-            assert answer.predictions == pytest.approx(expected("regression"), rel=1e-5, abs=1e-5)
+        answers = [client.predict(EVAL_ROWS), client.infer(EVAL_ROWS, binary=False), *asyncio.run(calls())]
+    for answer in answers:
+        assert answer.probabilities is None
+        assert answer.predictions == pytest.approx(expected("regression"), rel=1e-5, abs=1e-5)
 
 
 @pytest.mark.parametrize("model_dir", ["binary", "regression"], indirect=True)
