@@ -66,10 +66,10 @@ def test_shed_requests_are_retried_after_retry_after_and_succeed(
 
 
 def _wait_in_flight(server: Server, count: int) -> None:
-    """Until the service's in-flight gauge reads `count` (/metrics is a probe: never shed, not counted)."""
+    """Until the service's in-flight gauge reads `count` (on the metrics port, which is never shed)."""
     pattern = re.compile(r"^model_service_in_flight_requests(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
     for _ in range(300):
-        found = pattern.search(httpx.get(f"{server.url}/metrics", timeout=5).text)
+        found = pattern.search(httpx.get(f"{server.metrics_url}/metrics", timeout=5).text)
         if found and float(found[1]) >= count:
             return
         threading.Event().wait(0.05)
