@@ -235,8 +235,12 @@ class TypedRowParser:
         self.card = card
         self._envelope = RowParser(card.feature_names, np.dtype(np.float64), max_rows)
         self._inputs = {spec.name: spec for spec in card.inputs}
+        # A nullable feature's missing values were "" in training (the card lists categories without it),
+        # so the encoder knows "": a null is never an unknown category.
         self._categories = [
-            frozenset(f.categories) if f.categories is not None and f.unknown_category == "error" else None
+            frozenset(f.categories) | ({""} if f.nullable else set())
+            if f.categories is not None and f.unknown_category == "error"
+            else None
             for f in card.features
         ]
         self._float32_columns = frozenset(
@@ -352,7 +356,7 @@ class TypedRowParser:
             categories = self._categories[column]
             if categories is not None and not categories.issuperset(values):
                 i, bad = next((i, v) for i, v in enumerate(values) if v not in categories)
-                listed = sorted(categories)
+                listed = sorted(feature.categories or ())  # as the card lists them
                 shown = ", ".join(repr(c) for c in listed[:_MAX_LISTED_CATEGORIES])
                 more = f", ... ({len(listed)} in all)" if len(listed) > _MAX_LISTED_CATEGORIES else ""
                 raise InvalidInput(

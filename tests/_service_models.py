@@ -28,9 +28,10 @@ MIXED_FEATURES: list[dict[str, Any]] = [
     {"name": "age", "type": "float", "nullable": True},
     {"name": "rooms", "type": "int", "nullable": False},
     {"name": "garden", "type": "bool", "nullable": False},
-    {"name": "city", "type": "string", "nullable": True, "categories": ["", *CITIES]},
+    {"name": "city", "type": "string", "nullable": True, "categories": CITIES},
 ]
-"""The mixed-type model's features: a missing city is fed as "" (as at train time), so "" is a category."""
+"""The mixed-type model's features, as export writes them: a missing city is fed as "" (as at train time,
+so the encoder knows it), and the card's categories leave "" out."""
 
 
 def _shares(counts: NDArray[Any]) -> list[float]:
@@ -141,7 +142,7 @@ def export_mixed_model(out: Path, unknown_category: Literal["ignore", "error"] =
                 _numeric_profile("age", frame["age"].to_numpy(np.float64), nullable=True),
                 _numeric_profile("rooms", frame["rooms"].to_numpy(np.float64), nullable=False),
                 _numeric_profile("garden", frame["garden"].to_numpy(np.float64), nullable=False),
-                _categorical_profile("city", ["", *CITIES], frame["city"].tolist()),
+                _categorical_profile("city", CITIES, frame["city"].tolist()),
             ],
             "score": _score_profile(probabilities[:, 1], [round(i / 10, 1) for i in range(11)]),
             "classes": {"0": float(np.mean(label == 0)), "1": float(np.mean(label == 1))},

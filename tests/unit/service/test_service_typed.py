@@ -188,7 +188,7 @@ def test_typed_unknown_category_follows_the_encoder(
     refused = strict.post("/v1/predict", json=[ROW, berlin])
     assert refused.status_code == 422
     assert refused.json()["error"]["message"] == (
-        "body[1].city: unknown category 'Berlin'; the model was trained on ['', 'Lyon', 'Nice', 'Paris']"
+        "body[1].city: unknown category 'Berlin'; the model was trained on ['Lyon', 'Nice', 'Paris']"
     )
     # A missing city is fed as "", which the training data held: accepted.
     assert strict.post("/v1/predict", json=[{**ROW, "city": None}]).status_code == 200
@@ -203,7 +203,7 @@ def test_typed_openapi_has_a_typed_field_per_feature(
         "age": {"type": ["number", "null"], "title": "age"},
         "rooms": {"type": "integer", "title": "rooms"},
         "garden": {"type": "boolean", "title": "garden"},
-        "city": {"type": ["string", "null"], "title": "city", "enum": ["", "Lyon", "Nice", "Paris", None]},
+        "city": {"type": ["string", "null"], "title": "city", "enum": ["Lyon", "Nice", "Paris", None]},
     }
     row_list = document["components"]["schemas"]["PredictRequest"]["oneOf"][0]["properties"]["instances"]
     assert [item["type"] for item in row_list["items"]["oneOf"][0]["prefixItems"]] == [
@@ -304,13 +304,13 @@ def test_typed_drift_counts_categories_other_and_missing_bins(
     card = json.loads((mixed_model_dir / "model.json").read_text())
     age_bins = len(card["reference"]["features"][0]["edges"]) - 1
     rows = [
-        {**ROW, "age": None, "city": "Berlin"},  # age: missing bin; city: "other" (bin 4)
-        {**ROW, "city": None},  # fed as "", the category "" (bin 0)
-        {**ROW, "city": "Lyon"},  # bin 1
+        {**ROW, "age": None, "city": "Berlin"},  # age: missing bin; city: "other" (bin 3)
+        {**ROW, "city": None},  # missing: "other" too
+        {**ROW, "city": "Lyon"},  # bin 0
     ]
     assert mixed.post("/v1/predict", json=rows).status_code == 200
     bins = scrape(mixed, "model_service_feature_bin_total")
-    assert {b: n for (b, feature), n in bins.items() if feature == "city"} == {"4": 1, "0": 1, "1": 1}
+    assert {b: n for (b, feature), n in bins.items() if feature == "city"} == {"3": 2, "0": 1}
     assert {b: n for (b, feature), n in bins.items() if feature == "age"}[str(age_bins)] == 1
     assert sum(n for (_, feature), n in bins.items() if feature == "garden") == 3
     assert sum(scrape(mixed, "model_service_predicted_class_total").values()) == 3
