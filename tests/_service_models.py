@@ -1,10 +1,12 @@
 """Small models in card version 2 (docs/model-card.md), built with skl2onnx for the service tests: a
 mixed-type classifier (ColumnTransformer, one ONNX input per column), a regression and a multiclass
 classifier with string classes. Each folder holds model.onnx, model.json (with a reference profile) and
-eval.json, as export writes them. The service test folders import the fixtures at the end."""
+eval.json, as export writes them. The service test folders import the fixtures at the end.
+`with_reference_profile` gives the breast-cancer test model (tests/conftest.py) the profile it lacks."""
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,13 +17,15 @@ from numpy.typing import NDArray
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_diabetes, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from model_service.monitoring import bin_index, category_index, inner_edges
+from pipeline.ml.profile import reference_profile
+from pipeline.stages.export import predict_onnx
 
 CITIES = ["Lyon", "Nice", "Paris"]
 MIXED_FEATURES: list[dict[str, Any]] = [
@@ -212,6 +216,20 @@ def export_iris_model(out: Path) -> Path:
         "classes": [str(c) for c in classifier.classes_],
     }
     return _write(out, onnx_model.SerializeToString(), card, x[::8].tolist(), species[::8].tolist())
+
+
+def with_reference_profile(model_dir: Path, out: Path) -> Path:
+    """A copy of the breast-cancer test model in `model_dir` (tests/conftest.py) whose card holds the
+    reference profile export computes on the whole data set, so the service counts feature and score bins."""
+    shutil.copytree(model_dir, out)
+    card = json.loads((out / "model.json").read_text())
+    rows = np.asarray(load_breast_cancer().data, dtype=np.float64)
+    features = [f["name"] for f in card["features"]]
+    card["reference"] = reference_profile(
+        features, rows, predict_onnx(out / "model.onnx", rows), card["classes"]
+    )
+    (out / "model.json").write_text(json.dumps(card))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from pipeline.adapters.service_process import running_service
 from pipeline.cli import main
 from pipeline.config import load_config
+from tests._pipeline_runs import FAST
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = ("lightgbm-binary", "xgboost-regression", "custom-pipeline")
@@ -47,15 +48,6 @@ def written(workspace: Path) -> list[str]:
         and "__pycache__" not in p.parts
         and p.parts[len(workspace.parts)] in {"artifacts", ".mlflow", "reports"}
     )
-
-
-# The whole run, with the rehearsal's shortest sound profile (as tests/integration/test_pipeline.py).
-FAST = (
-    "--set", "loadtest.profile.duration_s=3",
-    "--set", "rollout.steps=[{set_weight: 50}, {analysis: {}}]",
-    "--set", "rollout.analysis={interval_seconds: 1, count: 1, min_requests: 5}",
-    "--set", "rollout.scale_down_delay_seconds=0",
-)  # fmt: skip
 
 
 @pytest.mark.slow

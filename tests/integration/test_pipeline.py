@@ -17,6 +17,7 @@ from pipeline.artifacts import ModelDir
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.stages.export import predict_onnx
+from tests._pipeline_runs import FAST
 
 REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
@@ -31,16 +32,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-# `run` includes the load test and the rollout rehearsal; these tests are about the model stages, so
-# both get their shortest sound profile (the artifact version does not depend on these sections).
-FAST = (
-    "--set", "loadtest.profile.duration_s=3",
-    "--set", "rollout.steps=[{set_weight: 50}, {analysis: {}}]",
-    "--set", "rollout.analysis={interval_seconds: 1, count: 1, min_requests: 5}",
-    "--set", "rollout.scale_down_delay_seconds=0",
-)  # fmt: skip
-
-
+# These tests are about the model stages: `run`'s load test and rehearsal get their shortest profile.
 def run(workspace: Path, *args: str) -> int:
     extra = FAST if args[0] == "run" else ()
     return main([*args, *extra, "--workdir", str(workspace)])

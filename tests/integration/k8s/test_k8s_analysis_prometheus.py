@@ -18,7 +18,6 @@ p95 reached 15, failing `p95-ms-vs-stable` for a healthy candidate.
 import json
 import re
 import shutil
-import socket
 import threading
 import time
 import urllib.parse
@@ -34,16 +33,14 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from pipeline.adapters.processes import started_process
 from pipeline.adapters.service_process import running_service
 from pipeline.config import Config, load_config
 from pipeline.deploy import render
-from pipeline.ml.profile import reference_profile
-from pipeline.stages.export import predict_onnx
 from tests._processes import command_lines
+from tests._prometheus import NAMESPACE, query, running_prometheus
+from tests._service_models import with_reference_profile
 
 REPO = Path(__file__).resolve().parents[3]
-NAMESPACE = "model-dev"
 STABLE = "stable0hash"
 CANDIDATES = {
     "healthy0hash": {},
@@ -51,7 +48,6 @@ CANDIDATES = {
     "shift0hash": {"MODEL_SERVICE_FAULT_INVERT_SCORES": "true"},
 }
 """rollouts_pod_template_hash of each candidate -> its fault settings (see model_service/settings.py)."""
-READY_TIMEOUT_S = 30.0
 SERVICE_TIME_MS = "5"
 """Added to every answer of every version alike (MODEL_SERVICE_FAULT_LATENCY_MS): see the module docstring."""
 
@@ -63,16 +59,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def model_dir(plain_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The exported test model with the card's reference profile, so the service counts score bins."""
-    out = tmp_path_factory.mktemp("reference") / "model"
-    shutil.copytree(plain_model_dir, out)
-    card = json.loads((out / "model.json").read_text())
-    rows = np.asarray(load_breast_cancer().data, dtype=np.float64)
-    features = [f["name"] for f in card["features"]]
-    card["reference"] = reference_profile(
-        features, rows, predict_onnx(out / "model.onnx", rows), card["classes"]
-    )
-    (out / "model.json").write_text(json.dumps(card))
-    return out
+    return with_reference_profile(plain_model_dir, tmp_path_factory.mktemp("reference") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -86,46 +73,6 @@ def rendered_metrics(config: Config) -> list[dict[str, Any]]:
     ops = yaml.safe_load(files[f"k8s/overlays/{config.name}/patch-analysis.yaml"])
     (metrics,) = [op["value"] for op in ops if op["path"] == "/spec/metrics"]
     return [m for m in metrics if "prometheus" in m["provider"]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
-    """Static targets with the labels the ServiceMonitor (podTargetLabels) and Kubernetes SD give pods."""
-    return {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "model-service",
-                "static_configs": [
-                    {
-                        "targets": [url.removeprefix("http://")],
-                        "labels": {
-                            "namespace": NAMESPACE,
-                            "service": "model-service-metrics",
-                            "endpoint": "metrics",
-                            "rollouts_pod_template_hash": pod_hash,
-                        },
-                    }
-                    for pod_hash, url in targets.items()
-                ],
-            }
-        ],
-    }
-
-
-def query(prometheus: str, promql: str) -> list[float]:
-    """An instant query through the HTTP API; a vector result as Argo's Prometheus provider gives it."""
-    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    assert body["data"]["resultType"] == "vector", body
-    return [float(sample["value"][1]) for sample in body["data"]["result"]]
 
 
 def query_labels(prometheus: str, promql: str, label: str) -> set[str]:
@@ -188,18 +135,6 @@ def requests(batch: list[list[float]], model_name: str) -> list[tuple[str, dict[
     ]
 
 
-def wait_for_targets(prometheus: str, expected: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if sum(query(prometheus, 'up{job="model-service"} == 1')) == expected:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"Prometheus did not scrape {expected} targets within {READY_TIMEOUT_S:g}s")
-
-
 @pytest.fixture(scope="module")
 def verdicts(
     config: Config, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -224,24 +159,9 @@ def verdicts(
             for pod_hash, settings in {STABLE: {}, **CANDIDATES}.items()
         }
         urls = {pod_hash: service.url for pod_hash, service in services.items()}
-        config_path = tmp / "prometheus.yml"
         # Prometheus scrapes each metrics port, as the ServiceMonitor's `metrics` endpoint does.
         metrics_urls = {pod_hash: service.metrics_url for pod_hash, service in services.items()}
-        config_path.write_text(yaml.safe_dump(prometheus_config(metrics_urls)))
-        port = free_port()
-        prometheus = f"http://127.0.0.1:{port}"
-        command = [
-            str(shutil.which("prometheus")),
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={tmp / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-        stack.enter_context(
-            started_process(
-                command, {}, tmp / "prometheus.log", f"{prometheus}/-/ready", what="prometheus", cwd=tmp
-            )
-        )
-        wait_for_targets(prometheus, len(urls))
+        prometheus = stack.enter_context(running_prometheus(metrics_urls, tmp))
         model_name = json.loads((model_dir / "model.json").read_text())["name"]
         threads = [
             threading.Thread(

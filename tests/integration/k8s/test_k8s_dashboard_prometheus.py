@@ -11,26 +11,17 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from pipeline.adapters.processes import started_process
 from pipeline.adapters.service_process import FALLBACK_DIR_ENV, running_service
 from pipeline.config import Config, load_config
 from pipeline.deploy import render
 from pipeline.deploy.dashboard import RATE_WINDOW, queries
-from pipeline.ml.profile import reference_profile
-from pipeline.stages.export import predict_onnx
 from tests._faulty_model import RAISE_BELOW, faulty_primary, other_version
-from tests.integration.k8s.test_k8s_analysis_prometheus import (
-    NAMESPACE,
-    free_port,
-    prometheus_config,
-    query,
-    wait_for_targets,
-)
+from tests._prometheus import NAMESPACE, query, running_prometheus
+from tests._service_models import with_reference_profile
 
 REPO = Path(__file__).resolve().parents[3]
 DATA_TIMEOUT_S = 60.0
@@ -65,15 +56,7 @@ def rendered_dashboard(config: Config) -> dict[str, object]:
 def folders(plain_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The faulty primary (with the card's reference profile, for the PSI gauges) and the fallback."""
     root = tmp_path_factory.mktemp("dashboard")
-    profiled = root / "profiled"
-    shutil.copytree(plain_model_dir, profiled)
-    card = json.loads((profiled / "model.json").read_text())
-    rows = np.asarray(load_breast_cancer().data, dtype=np.float64)
-    features = [f["name"] for f in card["features"]]
-    card["reference"] = reference_profile(
-        features, rows, predict_onnx(profiled / "model.onnx", rows), card["classes"]
-    )
-    (profiled / "model.json").write_text(json.dumps(card))
+    profiled = with_reference_profile(plain_model_dir, root / "profiled")
     return faulty_primary(profiled, root / "primary", "2"), other_version(profiled, root / "fallback", "1")
 
 
@@ -106,27 +89,7 @@ def test_every_dashboard_query_returns_data(
                 settings={FALLBACK_DIR_ENV: str(fallback), "MODEL_SERVICE_DRIFT_WINDOW": "10"},
             )
         )
-        config_path = tmp_path / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(prometheus_config({"pod0hash": service.metrics_url})))
-        port = free_port()
-        prometheus = f"http://127.0.0.1:{port}"
-        command = [
-            str(shutil.which("prometheus")),
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-        stack.enter_context(
-            started_process(
-                command,
-                {},
-                tmp_path / "prometheus.log",
-                f"{prometheus}/-/ready",
-                what="prometheus",
-                cwd=tmp_path,
-            )
-        )
-        wait_for_targets(prometheus, 1)
+        prometheus = stack.enter_context(running_prometheus({"pod0hash": service.metrics_url}, tmp_path))
         traffic = threading.Thread(target=send_traffic, args=(service.url, stop), daemon=True)
         traffic.start()
         stack.callback(traffic.join, timeout=15)

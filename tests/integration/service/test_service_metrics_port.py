@@ -25,10 +25,10 @@ from sklearn.datasets import load_breast_cancer
 
 from model_service.metrics_server import NICENESS
 from model_service.monitoring import FEATURE_BIN_TOTAL, FEATURE_PSI, pseudonym
-from pipeline.ml.profile import bin_counts, reference_profile
+from pipeline.ml.profile import bin_counts
 from pipeline.stages.drift import scrape_counts
-from pipeline.stages.export import predict_onnx
 from tests._metrics import scraped_when
+from tests._service_models import with_reference_profile
 from tests.integration.service.conftest import free_port, service_env
 
 if TYPE_CHECKING:
@@ -41,16 +41,7 @@ SENSITIVE = {HASHED: "hash", DROPPED: "drop"}
 @pytest.fixture(scope="module")
 def model_dir(plain_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The exported test model with the card's reference profile, so the service counts feature bins."""
-    out = tmp_path_factory.mktemp("reference") / "model"
-    shutil.copytree(plain_model_dir, out)
-    card = json.loads((out / "model.json").read_text())
-    rows = np.asarray(load_breast_cancer().data, dtype=np.float64)
-    features = [f["name"] for f in card["features"]]
-    card["reference"] = reference_profile(
-        features, rows, predict_onnx(out / "model.onnx", rows), card["classes"]
-    )
-    (out / "model.json").write_text(json.dumps(card))
-    return out
+    return with_reference_profile(plain_model_dir, tmp_path_factory.mktemp("reference") / "model")
 
 
 def _rows(n: int) -> np.ndarray:
