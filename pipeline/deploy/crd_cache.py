@@ -139,6 +139,11 @@ def _download(url: str) -> bytes:
     return data
 
 
+def complete(directory: Path) -> bool:
+    """Every pinned file is in `directory` (a failed download leaves the folder, without them)."""
+    return all((directory / crd.name).is_file() for crd in PINNED)
+
+
 def ensure(directory: Path, base_url: str | None = None) -> list[str]:
     """Every pinned file in `directory`, verified; download what is missing or wrong. Return the names
     downloaded. Raise CrdDownloadError on a failed download or a sha256 mismatch (nothing is written)."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.deploy import crd_cache
 from pipeline.deploy import validate as kv
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,7 +21,8 @@ needs_kustomize = pytest.mark.skipif(
 )
 SCHEMAS = kv.schemas_dir(ROOT)
 needs_schemas = pytest.mark.skipif(
-    not SCHEMAS.is_dir(), reason=f"no CRD schemas at {SCHEMAS}: set {kv.SCHEMAS_ENV} to the CRD folder"
+    not (crd_cache.complete(SCHEMAS) if crd_cache.cache_dir() == SCHEMAS else SCHEMAS.is_dir()),
+    reason=f"no CRD schemas at {SCHEMAS}: set {kv.SCHEMAS_ENV} to the CRD folder",
 )
 
 

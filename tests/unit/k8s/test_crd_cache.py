@@ -143,3 +143,12 @@ def test_a_failed_download_is_reported_as_not_checked(
     doc = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "r"}}
     _, skipped = kv.validate_docs([doc], "fork", fork)
     assert len(skipped) == 1 and "CRD schema not checked" in skipped[0] and "sha256" in skipped[0]
+
+
+def test_a_failed_download_leaves_the_cache_incomplete_not_usable(tmp_path: Path) -> None:
+    """The folder ensure() made before its download failed holds no schema: it must not count as one."""
+    folder = tmp_path / "cache"
+    with pytest.raises(crd_cache.CrdDownloadError):
+        crd_cache.ensure(folder, base_url="http://127.0.0.1:9")  # nothing listens on the discard port
+    assert folder.is_dir()
+    assert not crd_cache.complete(folder)
