@@ -205,12 +205,13 @@ def _request(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]
         return int(exc.code), json.loads(payload) if payload else {}
 
 
-def sample_row(model: ModelDir) -> list[float]:
-    """A real evaluation row when export wrote one, else zeros of the card's width."""
+def sample_row(model: ModelDir) -> list[Any]:
+    """A real evaluation row as a client sends it (numbers, strings, null) when export wrote one, else zeros
+    of the card's width."""
     evaluation = model.read_optional(model.evaluation)
     rows = (evaluation or {}).get("rows") or []
     if rows:
-        return [float(x) for x in rows[0]]
+        return list(rows[0])
     return [0.0] * len(model.read_card()["features"])
 
 
@@ -228,7 +229,12 @@ def smoke_test(
         reference,
         detach=True,
         network_mode="host",  # the engine may run without a bridge; -p would publish nothing then
-        environment={CONTAINER_PORT_ENV: str(port), "MODEL_SERVICE_ENVIRONMENT": config.name},
+        # On the host network the metrics port is the host's too: a free one, not the default 9000.
+        environment={
+            CONTAINER_PORT_ENV: str(port),
+            "MODEL_SERVICE_METRICS_PORT": str(free_port()),
+            "MODEL_SERVICE_ENVIRONMENT": config.name,
+        },
     )
     try:
         ready = _wait_ready(container, base, started)
