@@ -114,7 +114,7 @@ def test_the_fallback_sits_beside_the_model_and_the_dockerfile_points_at_it(tmp_
     without = image.stage_context(tmp_path / "ctx2", folders[0], wheels)
     assert list((without / "fallback").iterdir()) == []  # COPY fallback/ needs the folder, empty
     allowed = (REPO / ".dockerignore").read_text().splitlines()
-    assert {"!fallback/model.onnx", "!fallback/model.json"} <= set(allowed)
+    assert "!fallback" in allowed  # the folder itself, so an empty one reaches the build too
     dockerfile = (REPO / "model_service" / "Dockerfile").read_text()
     assert f"COPY fallback/ {image.IMAGE_FALLBACK_DIR}/" in dockerfile
     assert f"MODEL_SERVICE_FALLBACK_DIR=${{{image.FALLBACK_BUILD_ARG}}}" in dockerfile
