@@ -346,9 +346,17 @@ def _described(server: Server) -> dict[str, Any]:
         "command": " ".join(server.command),
         "versions": dict(server.versions),
         "forms": [
-            {"label": form.label, "path": form.path, "body": json.loads(form.body)} for form in server.forms
+            {"label": form.label, "path": form.path, "body": body_described(form)} for form in server.forms
         ],
     }
+
+
+def body_described(form: Form) -> Any:
+    """A form's body as JSON; a binary tensor data body as its JSON header and the count of raw bytes after it."""
+    header = form.headers.get("Inference-Header-Content-Length")
+    if header is None:
+        return json.loads(form.body)
+    return {"json": json.loads(form.body[: int(header)]), "binary_bytes": len(form.body) - int(header)}
 
 
 def _v2_server(model_dir: Path, python: str) -> Server:

@@ -1,9 +1,11 @@
 """Rows from runs, the ratios (best service configuration vs each peer at 32 connections, paired by round)
 and the targets."""
 
+import json
 from pathlib import Path
 
 from benchmarks import report
+from benchmarks import run as bench_run
 
 
 def run(
@@ -224,3 +226,17 @@ def test_v2_binary_against_json_takes_each_forms_best_round() -> None:
         "ratio": 1.25,
     }
     assert report.v2_binary_vs_json(report.rows(RUNS)) is None  # `v2` not run: no line in the report
+
+
+def test_bench_json_describes_a_binary_body_by_its_header_and_byte_count(tmp_path: Path) -> None:
+    """The v2 binary form's body is JSON then raw floats: bench.json shows the JSON and counts the rest."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    card = {"name": "m", "onnx": {"inputs": [{"name": "input", "dtype": "float32", "features": ["a", "b"]}]}}
+    (model_dir / "model.json").write_text(json.dumps(card))
+    (model_dir / "eval.json").write_text(json.dumps({"rows": [[1.0, 2.0]]}))
+    server = bench_run._v2_server(model_dir, "python")
+    as_json, as_binary = (bench_run.body_described(form) for form in server.forms)
+    assert as_json["inputs"][0]["data"][:2] == [1.0, 2.0]
+    assert as_binary["json"]["inputs"][0]["parameters"] == {"binary_data_size": report.V2_ROWS * 2 * 4}
+    assert as_binary["binary_bytes"] == report.V2_ROWS * 2 * 4
