@@ -30,6 +30,8 @@ from model_service.settings import ENV_PREFIX, ServiceSettings, unknown_variable
 
 EXIT_REFUSED = 2
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# uvicorn's loop factories by MODEL_SERVICE_EVENT_LOOP: asyncio with a listening socket per worker.
+_LOOP_FACTORIES = {"asyncio": "model_service.event_loop:new_event_loop", "uvloop": "uvloop"}
 
 
 def _parse(argv: list[str] | None) -> dict[str, object]:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             # httptools with the head limits and read deadlines uvicorn lacks (model_service/http.py).
             http=functools.partial(GuardedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
             timeout_keep_alive=settings.keep_alive_timeout_s,
-            loop=settings.event_loop,
+            loop=_LOOP_FACTORIES[settings.event_loop],
         )
     finally:
         # The workers are gone: nothing is left to scrape. It ignores SIGTERM (scrapes go on while they drain).

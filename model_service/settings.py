@@ -40,7 +40,8 @@ class ServiceSettings(BaseSettings):
     """Event loop of each worker. uvloop serves about a third more requests per second, but under a
     sustained CPU overload it left new connections unserved until the overload ended (a probe on a new
     connection: 7.4 s with uvloop, 0.8 s with asyncio; docs/service.md, Overload), and kubelet opens a
-    new connection for every probe."""
+    new connection for every probe. With asyncio and several workers, each worker listens on a socket of
+    its own (model_service/event_loop.py)."""
 
     intra_op_threads: int = Field(default=1, ge=0)
     """onnxruntime intra-op threads per worker (0 = one per core). Keep 1 when workers fill the cores."""
