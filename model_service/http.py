@@ -81,6 +81,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self._reading_head = True
+        self._head_begun = False
         self._head_bytes = 0
         self._header_count = 0
         self._refusal: tuple[int, str, str] | None = None
@@ -106,23 +107,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
             self._head_bytes += len(data)
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
         super().data_received(data)
         if self.transport.is_closing():
             return
-        if self._reading_head and self._head_bytes > self.limits.max_header_bytes:
-            self._refuse(
-                431,
-                "header_too_large",
-                f"request head exceeds {self.limits.max_header_bytes} bytes; send smaller headers "
-                "(the service reads at most MODEL_SERVICE_MAX_HEADER_BYTES)",
-            )
-        elif not self._reading_head and self._body_timer is None and self.cycle is not None:
+        if self._reading_head:
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    "header_too_large",
+                    f"request head exceeds {self.limits.max_header_bytes} bytes; send smaller headers "
+                    "(the service reads at most MODEL_SERVICE_MAX_HEADER_BYTES)",
+                )
+            elif self._head_begun and self._head_timer is None:
+                # A request has begun and its head is not complete yet: the head deadline starts.
+                self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        elif self._body_timer is None and self.cycle is not None:
             # The head is in and the body is not complete yet: the body deadline starts.
             self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
 
     def on_message_begin(self) -> None:
+        self._head_begun = True
         self._header_count = 0
         super().on_message_begin()
 
@@ -139,6 +143,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self._head_begun = False
         self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()

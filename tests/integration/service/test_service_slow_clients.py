@@ -91,6 +91,19 @@ def test_slowloris_head_is_408_and_silent_connection_closed(start_server: Callab
         assert read_until_closed(silent) == b""  # opened, sent nothing: closed without an answer
 
 
+def test_slowloris_head_after_a_served_request_is_408(start_server: Callable[..., Server]) -> None:
+    """The head deadline of a later request on a kept-alive connection (a head that arrives whole sets no
+    timer; one that does not must still get its deadline)."""
+    server = start_server(header_timeout_s=1, keep_alive_timeout_s=30)
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+        # Within READ_TIMEOUT_S (the socket's timeout), far below the keep-alive timeout.
+        error = json_error(read_until_closed(sock), 408)
+        assert error["code"] == "request_timeout"
+
+
 def test_trickled_body_is_408_and_holds_no_in_flight_slot(
     start_server: Callable[..., Server], model_dir: Path
 ) -> None:
