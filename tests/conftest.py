@@ -1,8 +1,10 @@
-"""Markers come from the folder (tests/unit -> unit, tests/integration -> integration), and the small
-exported model that the service and drift tests serve, written exactly as docs/model-card.md describes."""
+"""Markers come from the folder (tests/unit -> unit, tests/integration -> integration), SIGINT as a terminal
+delivers it, and the small exported model that the service and drift tests serve, written exactly as
+docs/model-card.md describes."""
 
 import hashlib
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,14 @@ from sklearn.preprocessing import StandardScaler
 TESTS = Path(__file__).parent
 NAME = "breast-cancer-classifier"
 VERSION = "0123456789ab"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background by a non-interactive shell (`nox -s tests-full &` in a script)
+    # inherits SIGINT ignored, and every process it starts would too: the tests that press Ctrl-C on the
+    # pipeline and the service would hang. A handler here is reset to the default in each child at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

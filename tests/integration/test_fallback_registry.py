@@ -103,21 +103,23 @@ def test_serve_runs_the_serving_version_with_the_one_it_replaced(
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    closed = 'model_service_breaker_state{state="closed"} 1.0'
     try:
         metrics = ""
         deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while time.monotonic() < deadline and process.poll() is None:
+        # Until the worker's gauge is there: the metrics process answers before the worker has started.
+        while time.monotonic() < deadline and process.poll() is None and closed not in metrics:
             with contextlib.suppress(httpx.TransportError):
                 metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
-                if metrics:
-                    break
             time.sleep(0.5)
-        assert 'model_service_breaker_state{state="closed"} 1.0' in metrics, (
-            tmp_path / "serve.log"
-        ).read_text()
+        assert closed in metrics, (tmp_path / "serve.log").read_text()
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # nothing of the group outlives the test
     output = (tmp_path / "serve.log").read_text()
     assert "fallback: version 1" in output
     assert '"event":"fallback_loaded"' in output
