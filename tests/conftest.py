@@ -21,7 +21,7 @@ NAME = "breast-cancer-classifier"
 VERSION = "0123456789ab"
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure() -> None:
     # A suite started in the background by a non-interactive shell (`nox -s tests-full &` in a script)
     # inherits SIGINT ignored, and every process it starts would too: the tests that press Ctrl-C on the
     # pipeline and the service would hang. A handler here is reset to the default in each child at exec.
