@@ -1,9 +1,11 @@
-"""Markers come from the folder (tests/unit -> unit, tests/integration -> integration), SIGINT as a terminal
-delivers it, and the small exported model that the service and drift tests serve, written exactly as
+"""Markers come from the folder (tests/unit -> unit, tests/integration -> integration), a test needing a Debian
+tool skips without it (fails instead under .ci/run), SIGINT as a terminal delivers it, and the small exported model that the service and drift tests serve, written exactly as
 docs/model-card.md describes."""
 
 import hashlib
 import json
+import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -29,11 +31,30 @@ def pytest_configure() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+REQUIRE_TOOLS_ENV = "TESTS_REQUIRE_TOOLS"
+"""Set to 1 by .ci/run, which installs every Debian tool a test names: a missing one is then a failure."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         kind = Path(item.path).relative_to(TESTS).parts[0]
         if kind in {"unit", "integration"}:
             item.add_marker(getattr(pytest.mark, kind))
+        # A new user's `nox -s tests` skips a test whose tool is not installed, naming the package; CI
+        # installs them all, so there a skip would hide a test that never ran.
+        for marker in item.iter_markers("needs_tool"):
+            command, package = marker.args
+            if shutil.which(command) is None and os.environ.get(REQUIRE_TOOLS_ENV) != "1":
+                item.add_marker(pytest.mark.skip(reason=f"needs `{command}`: apt-get install {package}"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs_tool"):
+        command, package = marker.args
+        if shutil.which(command) is None:
+            pytest.fail(
+                f"needs `{command}`, and {REQUIRE_TOOLS_ENV}=1: .ci/run installs {package}", pytrace=False
+            )
 
 
 @pytest.fixture(scope="session")

@@ -156,16 +156,14 @@ def test_failing_gate_stops_the_run_and_the_report_says_so(
     assert not list(tmp_path.glob("reports/dev/*/loadtest"))
 
 
+@pytest.mark.needs_tool("chromium", "chromium")
 def test_report_renders_in_headless_chromium(first_run: tuple[Path, str], tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
     workspace, latest = first_run
     page = workspace / "reports" / latest / "index.html"
     screenshot = tmp_path / "report.png"
     result = subprocess.run(
         [
-            chromium,
+            "chromium",
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

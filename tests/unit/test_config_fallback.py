@@ -1,6 +1,5 @@
 """`service.fallback`: validated with file and key, mapped to the service's declared MODEL_SERVICE_* settings."""
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ def test_rehearsal_candidate_falls_back_to_stable_or_the_named_export(tmp_path: 
     assert fallback_setting(load_config("dev", ENVIRONMENTS), stable, candidate) == {}
 
 
+@pytest.mark.needs_tool("promtool", "prometheus")
 def test_the_prometheusrule_alerts_on_the_breaker_only_with_a_fallback(tmp_path: Path) -> None:
     def groups(config: Config) -> list[dict[str, Any]]:
         files = render.render_environment(config, render.Release(image="model-service"), REPO)
@@ -80,11 +80,9 @@ def test_the_prometheusrule_alerts_on_the_breaker_only_with_a_fallback(tmp_path:
     assert alerts["ModelServiceBreakerOpen"]["for"] == "2m"  # spans the 7.5 s open period and more
     assert "model_service_fallback_answers_total" in alerts["ModelServiceFallbackAnswering"]["expr"]
     # Prometheus' own checker parses every expression of the group.
-    promtool = shutil.which("promtool")
-    assert promtool is not None, "needs `apt-get install prometheus` (promtool)"
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": [fallback]}))
     checked = subprocess.run(
-        [promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False
+        ["promtool", "check", "rules", str(rules)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr

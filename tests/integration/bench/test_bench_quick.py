@@ -13,7 +13,7 @@ from benchmarks import report, run
 REPO = Path(__file__).parents[3]
 pytestmark = [
     pytest.mark.slow,  # servers under wrk, round after round
-    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)"),
+    pytest.mark.needs_tool("wrk", "wrk"),
 ]
 
 

@@ -17,7 +17,6 @@ p95 reached 15, failing `p95-ms-vs-stable` for a healthy candidate.
 
 import json
 import re
-import shutil
 import threading
 import time
 import urllib.parse
@@ -51,9 +50,7 @@ CANDIDATES = {
 SERVICE_TIME_MS = "5"
 """Added to every answer of every version alike (MODEL_SERVICE_FAULT_LATENCY_MS): see the module docstring."""
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="needs `apt-get install prometheus`"
-)
+pytestmark = pytest.mark.needs_tool("prometheus", "prometheus")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ behind the breaker (tests/_faulty_model.py), and a card with a reference profile
 drift, breaker and fallback series all exist; traffic mixes clean and poisoned rows."""
 
 import json
-import shutil
 import threading
 import time
 from contextlib import ExitStack
@@ -28,9 +27,7 @@ DATA_TIMEOUT_S = 60.0
 SCRAPE_RATE_WINDOW = "10s"
 """What Grafana makes of $__rate_interval on a 1 s scrape (at least four scrape intervals)."""
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="needs `apt-get install prometheus`"
-)
+pytestmark = pytest.mark.needs_tool("prometheus", "prometheus")
 
 
 @pytest.fixture(scope="module")

@@ -58,8 +58,7 @@ def test_without_wrk_the_bench_prints_the_install_command_and_fails(
     assert "apt-get install -y wrk" in capsys.readouterr().err
 
 
+@pytest.mark.needs_tool("wrk", "wrk")
 def test_the_service_must_be_among_the_servers(capsys: pytest.CaptureFixture[str]) -> None:
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install -y wrk)")
     assert run.main(["--servers", "minimal,nginx"]) == run.EXIT_USAGE
     assert "--servers" in capsys.readouterr().err
