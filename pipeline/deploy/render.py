@@ -196,7 +196,19 @@ def route_patch(config: Config) -> list[dict[str, Any]]:
         return [_op("replace", "/spec/rules/0/host", deploy.host)]
     gateway = deploy.gateway
     return [
-        _op("replace", "/spec/parentRefs", [{"name": gateway.name, "namespace": gateway.namespace}]),
+        # group and kind are the CRD's defaults, written out (validate.default_problems says why).
+        _op(
+            "replace",
+            "/spec/parentRefs",
+            [
+                {
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "Gateway",
+                    "name": gateway.name,
+                    "namespace": gateway.namespace,
+                }
+            ],
+        ),
         _op("replace", "/spec/hostnames", [deploy.host]),
     ]
 

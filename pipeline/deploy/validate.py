@@ -12,6 +12,8 @@ Every problem names the source, the object (Kind/name), the field and the reason
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import shutil
 import subprocess
@@ -165,6 +167,61 @@ def crd_schemas(directory: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     return found
 
 
+def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with the structural schema's `default:`s filled in, as the API server does on create and
+    update (Kubernetes docs, "Extend the Kubernetes API with CustomResourceDefinitions" > "Defaulting":
+    absent fields under `properties`, in `items` and in `additionalProperties` get their default, then the
+    defaulted value is walked too). Returns a new value; `value` is not changed."""
+    if isinstance(value, dict):
+        out = dict(value)
+        properties: dict[str, Any] = schema.get("properties") or {}
+        for key, sub in properties.items():
+            if key not in out and "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for key, item in out.items():
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                out[key] = apply_defaults(item, sub)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def _differences(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(field path, defaulted value) of every field the defaulting added."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key, value in after.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key not in before:
+                yield where, value
+            else:
+                yield from _differences(before[key], value, where)
+    elif isinstance(before, list) and isinstance(after, list):
+        for n, (old, new) in enumerate(zip(before, after, strict=True)):
+            yield from _differences(old, new, f"{path}.{n}")
+
+
+def default_problems(doc: dict[str, Any], source: str, directory: Path) -> list[Problem]:
+    """Fields the API server would default on this object: Argo CD's legacy diff compares a CRD's lists
+    as whole values, so a list item missing a defaulted field stays OutOfSync after every sync
+    (argoproj/argo-cd#22151). Each must be written out with its default."""
+    group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
+    schema = crd_schemas(directory).get((group, version, str(doc.get("kind"))))
+    if schema is None:
+        return []
+    return [
+        Problem(
+            source,
+            _name(doc),
+            field,
+            f"the API server defaults it to {json.dumps(value)}: write it out (Argo CD would stay OutOfSync)",
+        )
+        for field, value in _differences(doc, apply_defaults(doc, schema), "")
+    ]
+
+
 def validate_crd(doc: dict[str, Any], source: str, directory: Path) -> list[Problem]:
     import jsonschema  # noqa: PLC0415  (k8s dependency group)
 
@@ -313,7 +370,9 @@ def validate_docs(docs: Iterable[dict[str, Any]], source: str, root: Path) -> tu
         problems.extend(policy(doc, source))
         if (group, doc.get("kind")) in CRD_KINDS or group in CRD_GROUPS:
             try:
-                problems.extend(validate_crd(doc, source, ensure_schemas(root)))
+                directory = ensure_schemas(root)
+                problems.extend(validate_crd(doc, source, directory))
+                problems.extend(default_problems(doc, source, directory))
             except ToolMissing as exc:
                 skipped.append(f"{source}: {_name(doc)}: CRD schema not checked: {exc}")
         else:
