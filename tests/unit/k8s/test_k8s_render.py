@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import known_environments, load_config
+from pipeline.config import ConfigError, known_environments, load_config
 from pipeline.deploy import argo_analysis, names
 from pipeline.deploy import render as k8s
 from pipeline.rollout.plan import Analyze, Pause, SetWeight, plan
@@ -193,3 +193,25 @@ def test_the_template_itself_and_local_clones_keep_the_placeholder(
 ) -> None:
     root = _clone_with_origin(tmp_path, origin)
     assert k8s.repo_url_problems(root, root / "environments") == []
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_no_metric_passes_on_inconclusive_measurements_alone(env: str) -> None:
+    """Argo Rollouts counts every measurement, inconclusive ones too, towards `count` and calls a metric
+    Successful at `count` unless `inconclusiveLimit` was exceeded (argo-rollouts analysis/analysis.go,
+    assessMetricStatus): `inconclusiveLimit >= count` would pass a step of NaN windows."""
+    ops = _patch(env, "patch-analysis.yaml")
+    metrics = next(op["value"] for op in ops if op["path"] == "/spec/metrics")
+    assert metrics
+    for metric in metrics:
+        if "count" in metric:
+            assert metric["inconclusiveLimit"] < metric["count"], (env, metric["name"])
+
+
+def test_a_config_letting_inconclusive_windows_pass_is_refused_naming_the_key(tmp_path: Path) -> None:
+    for name in ("base", "dev"):
+        shutil.copy(ROOT / "environments" / f"{name}.yaml", tmp_path / f"{name}.yaml")
+    with (tmp_path / "dev.yaml").open("a") as handle:
+        handle.write("\nrollout:\n  analysis:\n    count: 2\n    inconclusive_limit: 2\n")
+    with pytest.raises(ConfigError, match=r"dev\.yaml.*inconclusive_limit 2 must be below count 2"):
+        load_config("dev", tmp_path)
