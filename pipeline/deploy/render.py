@@ -343,7 +343,12 @@ def application(config: Config) -> dict[str, Any]:
     sync["syncOptions"] = ["CreateNamespace=true"]
     spec: dict[str, Any] = {}
     if config.deploy.traffic_router == "gateway-api":
-        # The plugin writes the backends' weights during a canary: Argo CD must not undo them.
+        # The plugin writes the backends' weights during a canary. Ignored in the diff, the route stays
+        # Synced (no self-heal); ApplyOutOfSyncOnly keeps a sync (a later commit) from applying Git's 100/0
+        # over them, while a route that really changed (a backend renamed) is OutOfSync and applied.
+        # Not RespectIgnoreDifferences: it copies the live `rules` list whole into what is applied, so a
+        # changed backend would never sync (argoproj/argo-cd#25284; docs/kubernetes.md says more).
+        sync["syncOptions"].append("ApplyOutOfSyncOnly=true")
         spec["ignoreDifferences"] = [
             {
                 "group": "gateway.networking.k8s.io",
