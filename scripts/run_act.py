@@ -14,10 +14,12 @@ in `.github/actions.lock.yml` (`uses: owner/name@SHA # TAG`). The event file (`.
 that keeps `nox -s act` short (`act_profile`, read by ci.yml). The upload/download-artifact
 stand-ins hand files between jobs through `$ACT_ARTIFACT_DIR`, a fresh temporary folder per run.
 
-`workflow_dispatch` (cd.yml) runs the release path with real local parts, all started here and stopped
-at the end: a container registry on 127.0.0.1 (`docker-registry serve`, the CNCF distribution
-registry; `vars.IMAGE_REGISTRY`), a private Docker engine (scripts/dockerd.sh, state under
-/var/tmp/model-cicd-act-dockerd) with the Debian base image (scripts/base-image.sh), and a bare git
+Every run gets a private Docker engine (scripts/dockerd.sh, state under /var/tmp/model-cicd-act-dockerd)
+with the Debian base image (scripts/base-image.sh), started here and stopped at the end: ci.yml's
+`image` job builds and smoke-tests the image on it (`DOCKER_HOST`; the base image through the event's
+`act_profile.image_args`, as no image can be pulled here).
+`workflow_dispatch` (cd.yml) runs the release path with more real local parts: a container registry on
+127.0.0.1 (`docker-registry serve`, the CNCF distribution registry; `vars.IMAGE_REGISTRY`) and a bare git
 repository as the GitOps remote. act runs in a clone of this repository (with the working tree's
 uncommitted files copied in) whose `origin` is that bare remote, so the deploy's GitOps commits land
 there and never in this repository; the summary at the end names the pushed digest and the commits.
@@ -38,7 +40,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +58,7 @@ BUILT_IN = frozenset({"actions/checkout"})
 """Actions act handles itself in self-hosted mode: checkout copies the working tree."""
 
 LOCAL_RELEASE_EVENTS = frozenset({"workflow_dispatch"})
-"""Events whose workflow pushes an image and commits to GitOps: run against the local parts."""
+"""Events whose workflow pushes an image and commits to GitOps: run against the registry and remote."""
 DOCKERD_DIR = "/var/tmp/model-cicd-act-dockerd"
 """State folder of the Docker engine run_act starts (its own, not the one the image tests use)."""
 BASE_IMAGE = "model-cicd-base:bookworm"
@@ -146,7 +148,6 @@ class LocalRelease:
     gitops_remote: Path
     registry: str
     """`127.0.0.1:PORT` of the container registry."""
-    docker_host: str
 
 
 def _free_port() -> int:
@@ -193,12 +194,33 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout_s:
 
 
 @contextmanager
+def local_engine(root: Path) -> Iterator[str]:
+    """Start the private Docker engine and make sure the base image is there; yield its DOCKER_HOST and
+    stop the engine on the way out, whatever happened."""
+    env = {**os.environ, "MODEL_CICD_DOCKERD_DIR": DOCKERD_DIR}
+    started = False
+    try:
+        docker_host = _run(str(root / "scripts/dockerd.sh"), "start", env=env).rpartition("DOCKER_HOST=")[2]
+        started = True
+        sys.stderr.write(f"docker engine at {docker_host.strip()}; base image {BASE_IMAGE}\n")
+        _run(
+            str(root / "scripts/base-image.sh"),
+            BASE_IMAGE,
+            env={**os.environ, "DOCKER_HOST": docker_host.strip()},
+        )
+        yield docker_host.strip()
+    finally:
+        if started:
+            subprocess.run(
+                [str(root / "scripts/dockerd.sh"), "stop"], env=env, check=False, capture_output=True
+            )
+
+
+@contextmanager
 def local_release(root: Path, workdir: Path) -> Iterator[LocalRelease]:
-    """Start the registry and the Docker engine, make the bare remote and the clone; stop what was
-    started on the way out, whatever happened."""
+    """Start the registry, make the bare remote and the clone; stop the registry on the way out,
+    whatever happened."""
     started: list[subprocess.Popen[bytes]] = []
-    dockerd_env = {**os.environ, "MODEL_CICD_DOCKERD_DIR": DOCKERD_DIR}
-    dockerd_started = False
     try:
         port = _free_port()
         registry_dir = workdir / "registry"
@@ -225,12 +247,6 @@ def local_release(root: Path, workdir: Path) -> Iterator[LocalRelease]:
             )
         _wait_http(f"http://127.0.0.1:{port}/v2/", started[-1], "docker-registry")
 
-        dockerd = _run(str(root / "scripts/dockerd.sh"), "start", env=dockerd_env)
-        dockerd_started = True
-        docker_host = dockerd.rpartition("DOCKER_HOST=")[2].strip()
-        sys.stderr.write(f"docker engine at {docker_host}; base image {BASE_IMAGE}\n")
-        _run(str(root / "scripts/base-image.sh"), BASE_IMAGE, env={**os.environ, "DOCKER_HOST": docker_host})
-
         remote, checkout = workdir / "gitops.git", workdir / "checkout"
         _run("git", "init", "--quiet", "--bare", "--initial-branch", "main", str(remote))
         clone_working_tree(root, checkout)
@@ -240,7 +256,7 @@ def local_release(root: Path, workdir: Path) -> Iterator[LocalRelease]:
         sys.stderr.write(
             f"registry at 127.0.0.1:{port}; GitOps remote {remote} (main at {_head(remote)[:12]})\n"
         )
-        yield LocalRelease(checkout, remote, f"127.0.0.1:{port}", docker_host)
+        yield LocalRelease(checkout, remote, f"127.0.0.1:{port}")
     finally:
         for process in started:
             os.killpg(process.pid, signal.SIGTERM)
@@ -249,10 +265,6 @@ def local_release(root: Path, workdir: Path) -> Iterator[LocalRelease]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        if dockerd_started:
-            subprocess.run(
-                [str(root / "scripts/dockerd.sh"), "stop"], env=dockerd_env, check=False, capture_output=True
-            )
 
 
 def _head(remote: Path) -> str:
@@ -292,6 +304,7 @@ def act_command(
     artifact_dir: Path,
     act: str = "act",
     extra: Sequence[str] = (),
+    docker_host: str | None = None,
     release: LocalRelease | None = None,
 ) -> list[str]:
     """The act command line; `.actrc` in the repository adds the platform and offline flags."""
@@ -306,15 +319,10 @@ def act_command(
         "--env",
         f"ACT_ARTIFACT_DIR={artifact_dir}",
     ]
+    if docker_host is not None:
+        command += ["--env", f"DOCKER_HOST={docker_host}"]
     if release is not None:
-        command += [
-            "--var",
-            f"IMAGE_REGISTRY={release.registry}",
-            "--env",
-            f"DOCKER_HOST={release.docker_host}",
-            "--remote-name",
-            SLUG_REMOTE,
-        ]
+        command += ["--var", f"IMAGE_REGISTRY={release.registry}", "--remote-name", SLUG_REMOTE]
     # act runs the jobs in a copy of the tree with no ../shared beside it: hand on the CRD schema folder
     # (render --check would otherwise download the pinned files, as on a fork).
     schemas = os.environ.get(SCHEMAS_ENV) or str(root.parent / "shared" / "schemas" / "crds")
@@ -349,30 +357,30 @@ def main(argv: Sequence[str] | None = None, root: Path = ROOT) -> int:
         return 1 if found else 0
     act = shutil.which("act") or "act"
     env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1"}
+    source = args.event_path or root / EVENTS / f"{args.event}.json"
     with tempfile.TemporaryDirectory(prefix="act-artifacts-") as artifacts:
-        if args.dry_run or args.event not in LOCAL_RELEASE_EVENTS:
+        if args.dry_run:
             command = act_command(
                 root,
                 args.event,
-                event_path=args.event_path,
+                event_path=source,
                 workflow=args.workflow,
                 artifact_dir=Path(artifacts),
                 act=act,
                 extra=args.act_args,
             )
             sys.stderr.write(f"$ {' '.join(command)}\n")
-            return 0 if args.dry_run else subprocess.run(command, cwd=root, env=env, check=False).returncode
+            return 0
         with (
-            tempfile.TemporaryDirectory(prefix="act-release-") as work_dir,
-            local_release(root, Path(work_dir)) as release,
+            tempfile.TemporaryDirectory(prefix="act-run-") as work_dir,
+            local_engine(root) as docker_host,
+            local_release(root, Path(work_dir))
+            if args.event in LOCAL_RELEASE_EVENTS
+            else nullcontext() as release,
         ):
-            work = Path(work_dir)
-            event = json.loads(
-                (args.event_path or root / EVENTS / f"{args.event}.json").read_text(encoding="utf-8")
-            )
-            profile = event.setdefault("act_profile", {})
-            profile["image_args"] = f"--set image.base_image={BASE_IMAGE}"
-            event_path = work / f"{args.event}.json"
+            event = json.loads(source.read_text(encoding="utf-8"))
+            event.setdefault("act_profile", {})["image_args"] = f"--set image.base_image={BASE_IMAGE}"
+            event_path = Path(work_dir) / f"{args.event}.json"
             event_path.write_text(json.dumps(event), encoding="utf-8")
             command = act_command(
                 root,
@@ -382,13 +390,16 @@ def main(argv: Sequence[str] | None = None, root: Path = ROOT) -> int:
                 artifact_dir=Path(artifacts),
                 act=act,
                 extra=args.act_args,
+                docker_host=docker_host,
                 release=release,
             )
-            sys.stderr.write(f"$ (in {release.checkout}) {' '.join(command)}\n")
-            start = _head(release.gitops_remote)
-            code = subprocess.run(command, cwd=release.checkout, env=env, check=False).returncode
-            for line in release_summary(release, start):
-                sys.stderr.write(f"{line}\n")
+            cwd = root if release is None else release.checkout
+            sys.stderr.write(f"$ (in {cwd}) {' '.join(command)}\n")
+            start = "" if release is None else _head(release.gitops_remote)
+            code = subprocess.run(command, cwd=cwd, env=env, check=False).returncode
+            if release is not None:
+                for line in release_summary(release, start):
+                    sys.stderr.write(f"{line}\n")
             return code
 
 

@@ -347,3 +347,185 @@ def test_the_gitops_commit_does_not_start_cd_again(committed: dict[str, Workflow
             assert any(_matches(path, p) for p in ignored), f"{path} would start CD again"
     for source in ("pipeline/cli.py", "environments/prod.yaml", "k8s/base/rollout.yaml"):
         assert not any(_matches(source, p) for p in ignored), f"{source} must start CD"
+
+
+# --- checkout, artifacts, CD after CI -------------------------------------------------------------------
+
+
+def _is_called(workflow: Workflow) -> bool:
+    return "workflow_call" in (workflow.get("on") or {})
+
+
+def _grants_by_job(workflows: dict[str, Workflow]) -> list[tuple[str, str, dict[str, Any], dict[str, str]]]:
+    """(workflow, job, job, token grant) for every job as it can run: started by its own triggers (when
+    the workflow has any besides workflow_call), and once per call with the caller's grant."""
+    out: list[tuple[str, str, dict[str, Any], dict[str, str]]] = []
+    for name, wf in sorted(workflows.items()):
+        triggers = set(wf.get("on") or {}) - {"workflow_call"}
+        for job_id, job in wf.get("jobs", {}).items():
+            if triggers and "uses" not in job:
+                out.append((name, job_id, job, job_permissions(job, wf, None)))
+            target = str(job.get("uses", ""))
+            if target.startswith("./.github/workflows/"):
+                callee_name = Path(target).name
+                callee = workflows[callee_name]
+                granted = job_permissions(job, wf, None)
+                for called_id, called in callee.get("jobs", {}).items():
+                    where = f"{callee_name} (called by {name}:{job_id})"
+                    out.append((where, called_id, called, job_permissions(called, callee, granted)))
+    return out
+
+
+def checkouts_without_contents(workflows: dict[str, Workflow]) -> list[str]:
+    """Jobs that run actions/checkout with a token that cannot read the repository.
+
+    https://github.com/actions/checkout#recommended-permissions: checkout needs `contents: read` (unless
+    another token is given). https://docs.github.com/en/actions/writing-workflows/choosing-what-your-workflow-does/controlling-permissions-for-github_token
+    "all of those that are not specified are set to none": a job that grants only `actions: read` has
+    `contents: none`; in a private repository the clone then fails with "Repository not found" (a public
+    one is readable anyway, which is how it goes unnoticed).
+    """
+    return sorted(
+        f"{where} job {job_id} checks out with contents: {grant.get('contents', 'none')}"
+        for where, job_id, job, grant in _grants_by_job(workflows)
+        for step in job.get("steps", [])
+        if str(step.get("uses", "")).startswith("actions/checkout@")
+        and LEVELS[grant.get("contents", "none")] < LEVELS["read"]
+    )
+
+
+def uploads_failing_a_rerun(workflows: dict[str, Workflow]) -> list[str]:
+    """upload-artifact steps that fail when their job is re-run.
+
+    https://github.com/actions/upload-artifact (v4 and later, README "Breaking Changes" and input
+    `overwrite`): artifacts are immutable, "it is no longer possible to upload to the same named Artifact
+    multiple times"; with `overwrite: false` (the default) "the action will fail if an artifact for the
+    given name already exists". "Re-run failed jobs" runs again in the same workflow run, where the first
+    attempt's artifact still exists: without `overwrite: true` the re-run fails with a 409 Conflict.
+    """
+    return sorted(
+        f"{name} job {job_id}: upload of {(step.get('with') or {}).get('name', 'artifact')} lacks overwrite: true"
+        for name, wf in workflows.items()
+        for job_id, job in wf.get("jobs", {}).items()
+        for step in job.get("steps", [])
+        if str(step.get("uses", "")).startswith("actions/upload-artifact@")
+        and (step.get("with") or {}).get("overwrite") is not True
+    )
+
+
+def deploys_without_ci(workflows: dict[str, Workflow]) -> list[str]:
+    """Jobs of cd.yml that can deploy (call reusable-deploy.yml) without the `ci` job (a call of ci.yml)
+    among their transitive needs: a commit whose CI failed would be deployed.
+
+    https://docs.github.com/en/actions/writing-workflows/choosing-what-your-workflow-does/using-jobs-in-a-workflow#defining-prerequisite-jobs
+    a job runs only after every job in `needs` succeeded (unless its `if:` says otherwise, and
+    `!failure()` does not); a called workflow's job counts as one job whose result is failure when any
+    called job failed (https://docs.github.com/en/actions/sharing-automations/reusing-workflows).
+    """
+    jobs = workflows["cd.yml"]["jobs"]
+    ci = {job_id for job_id, job in jobs.items() if job.get("uses") == "./.github/workflows/ci.yml"}
+
+    def needs(job_id: str) -> set[str]:
+        direct = jobs[job_id].get("needs") or []
+        direct = [direct] if isinstance(direct, str) else direct
+        return set(direct).union(*(needs(n) for n in direct))
+
+    return sorted(
+        job_id
+        for job_id, job in jobs.items()
+        if job.get("uses") == "./.github/workflows/reusable-deploy.yml" and not (ci and ci <= needs(job_id))
+    )
+
+
+def test_every_job_that_checks_out_can_read_the_repository(committed: dict[str, Workflow]) -> None:
+    assert checkouts_without_contents(committed) == []
+
+
+def test_every_upload_survives_a_rerun_of_its_job(committed: dict[str, Workflow]) -> None:
+    assert any(
+        str(s.get("uses", "")).startswith("actions/upload-artifact@")
+        for wf in committed.values()
+        for job in wf["jobs"].values()
+        for s in job.get("steps", [])
+    )
+    assert uploads_failing_a_rerun(committed) == []
+
+
+def test_cd_deploys_only_after_ci_passed_on_the_same_commit(committed: dict[str, Workflow]) -> None:
+    assert _is_called(committed["ci.yml"])
+    assert deploys_without_ci(committed) == []
+    # ci.yml's own triggers leave main to CD, so a push to main runs CI once (inside CD).
+    assert committed["ci.yml"]["on"]["push"] == {"branches-ignore": ["main"]}
+    assert committed["cd.yml"]["on"]["push"]["branches"] == ["main"]
+
+
+def test_ci_called_by_cd_has_a_concurrency_group_of_its_own_that_never_cancels(
+    committed: dict[str, Workflow],
+) -> None:
+    """https://docs.github.com/en/actions/sharing-automations/reusing-workflows#supported-keywords-for-jobs-that-call-a-reusable-workflow
+    "When a reusable workflow is triggered by a caller workflow, the github context is always associated
+    with the caller workflow": ci.yml's workflow-level group evaluates with `github.workflow` = `CD`.
+    A group equal to one of the caller's would deadlock the run; a called CI cancelled by a newer push
+    would fail the deploy that waits for it."""
+    concurrency = committed["ci.yml"]["concurrency"]
+
+    def evaluate(expression: str, workflow: str) -> str:
+        return (
+            expression.replace("${{ github.workflow }}", workflow)
+            .replace("${{ github.event.pull_request.number || github.ref }}", "refs/heads/main")
+            .replace("${{ github.workflow == 'CI' }}", str(workflow == "CI").lower())
+        )
+
+    assert evaluate(concurrency["cancel-in-progress"], "CI") == "true"
+    assert evaluate(concurrency["cancel-in-progress"], "CD") == "false"
+    called_group = evaluate(concurrency["group"], committed["cd.yml"]["name"])
+    assert "${{" not in called_group and called_group != evaluate(concurrency["group"], "CI")
+    caller_groups = [
+        str((job.get("concurrency") or {}).get("group", ""))
+        for wf in (committed["cd.yml"], committed["reusable-deploy.yml"])
+        for job in [wf, *wf["jobs"].values()]
+    ]
+    assert called_group not in caller_groups
+
+
+CHECKOUT_CALLER = """
+on: {push: {}}
+permissions: {}
+jobs:
+  preflight:
+    permissions: {actions: read}
+    steps:
+      - uses: actions/checkout@0000000000000000000000000000000000000000
+      - uses: actions/upload-artifact@0000000000000000000000000000000000000000
+        with: {name: report, path: r}
+  ci:
+    permissions: {actions: read}
+    uses: ./.github/workflows/ci.yml
+  dev:
+    needs: preflight
+    uses: ./.github/workflows/reusable-deploy.yml
+"""
+CHECKOUT_CALLEE = """
+on: {workflow_call: {}}
+permissions: {}
+jobs:
+  lint:
+    steps: [{uses: actions/checkout@0000000000000000000000000000000000000000}]
+"""
+
+
+def test_the_checkout_upload_and_ci_rules_can_fail(tmp_path: Path) -> None:
+    (tmp_path / "cd.yml").write_text(CHECKOUT_CALLER, encoding="utf-8")
+    (tmp_path / "ci.yml").write_text(CHECKOUT_CALLEE, encoding="utf-8")
+    (tmp_path / "reusable-deploy.yml").write_text("on: {workflow_call: {}}\njobs: {}\n", encoding="utf-8")
+    workflows = load(tmp_path)
+    assert checkouts_without_contents(workflows) == [
+        "cd.yml job preflight checks out with contents: none",
+        "ci.yml (called by cd.yml:ci) job lint checks out with contents: none",
+    ]
+    assert uploads_failing_a_rerun(workflows) == [
+        "cd.yml job preflight: upload of report lacks overwrite: true"
+    ]
+    assert deploys_without_ci(workflows) == ["dev"]
+    workflows["cd.yml"]["jobs"]["preflight"]["needs"] = "ci"
+    assert deploys_without_ci(workflows) == []

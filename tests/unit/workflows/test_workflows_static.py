@@ -92,11 +92,14 @@ def test_ci_runs_zizmor_online_with_the_job_token_on_github_only() -> None:
 
 
 def test_ci_concurrency_cancels_but_deploys_never_do() -> None:
-    assert _load(ROOT / ".github/workflows/ci.yml")["concurrency"]["cancel-in-progress"] is True
-    assert _load(ROOT / ".github/workflows/cd.yml")["concurrency"]["cancel-in-progress"] is False
-    for job in _load(ROOT / ".github/workflows/reusable-deploy.yml")["jobs"].values():
-        if "concurrency" in job:
-            assert job["concurrency"]["cancel-in-progress"] is False
+    # A superseded push's CI is cancelled, but not CI called by CD (tests/unit/workflows/test_github_rules.py).
+    assert _load(ROOT / ".github/workflows/ci.yml")["concurrency"]["cancel-in-progress"] == (
+        "${{ github.workflow == 'CI' }}"
+    )
+    # No run-level group in CD: a run waiting for prod's approval does not hold up the next push's dev.
+    assert "concurrency" not in _load(ROOT / ".github/workflows/cd.yml")
+    [deploy] = _load(ROOT / ".github/workflows/reusable-deploy.yml")["jobs"].values()
+    assert deploy["concurrency"] == {"group": "deploy-${{ inputs.environment }}", "cancel-in-progress": False}
 
 
 def test_deploys_never_run_in_the_template_repository() -> None:
@@ -114,7 +117,7 @@ def test_prod_runs_only_from_main_after_the_preflight() -> None:
     [check] = [s for s in jobs["preflight"]["steps"] if "run" in s]
     assert check["run"] == "python3 scripts/prod_preflight.py"
     assert check["env"]["ALLOW_UNPROTECTED_PROD"] == "${{ vars.ALLOW_UNPROTECTED_PROD }}"
-    assert jobs["preflight"]["permissions"] == {"actions": "read"}
+    assert jobs["preflight"]["permissions"] == {"actions": "read", "contents": "read"}
 
 
 def test_a_failed_or_cancelled_rollout_is_rolled_back_through_the_branch_as_it_is_now() -> None:
@@ -179,13 +182,16 @@ def test_act_command_maps_each_action_to_its_stand_in_and_picks_the_event(tmp_pa
 
 
 def test_act_command_with_the_local_release_parts(tmp_path: Path) -> None:
-    release = run_act.LocalRelease(
-        tmp_path / "checkout", tmp_path / "gitops.git", "127.0.0.1:5999", "unix:///s"
+    release = run_act.LocalRelease(tmp_path / "checkout", tmp_path / "gitops.git", "127.0.0.1:5999")
+    command = run_act.act_command(
+        ROOT, "workflow_dispatch", artifact_dir=tmp_path, docker_host="unix:///s", release=release
     )
-    command = run_act.act_command(ROOT, "workflow_dispatch", artifact_dir=tmp_path, release=release)
     assert command[command.index("--var") + 1] == "IMAGE_REGISTRY=127.0.0.1:5999"
     assert "DOCKER_HOST=unix:///s" in command
     assert command[command.index("--remote-name") + 1] == run_act.SLUG_REMOTE
+    # CI's `image` job builds on the private engine too: a push run gets DOCKER_HOST, no registry.
+    push = run_act.act_command(ROOT, "push", artifact_dir=tmp_path, docker_host="unix:///s")
+    assert "DOCKER_HOST=unix:///s" in push and "--var" not in push and "--remote-name" not in push
 
 
 def test_the_clone_act_runs_in_carries_the_uncommitted_changes(tmp_path: Path) -> None:
@@ -222,9 +228,12 @@ def test_event_files_mark_act_and_keep_the_test_job_small() -> None:
     for event in run_act.EVENT_WORKFLOW:
         data = json.loads((ROOT / ".github/act" / f"{event}.json").read_text(encoding="utf-8"))
         assert data["act"] is True
+        # The act run's `tests` job (cd.yml runs ci.yml too) must not run the act integration tests
+        # again (recursion).
+        assert data["act_profile"]["pytest_args"].startswith("tests/unit/workflows"), event
+    # ci.yml's push trigger leaves main to CD: the push event file is a push to another branch.
     push = json.loads((ROOT / ".github/act/push.json").read_text(encoding="utf-8"))
-    # The act run's `tests` job must not run the act integration tests again (recursion).
-    assert push["act_profile"]["pytest_args"].startswith("tests/unit/workflows")
+    assert push["ref"] != "refs/heads/main"
 
 
 def test_dry_run_prints_the_command_and_runs_nothing(
