@@ -9,14 +9,14 @@ last promotion plus the alias moved back.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.deploy.names import K8S_DIR, RELEASE_FILE
-from pipeline.deploy.render import Release, parse_release, render_environment, write_files
+from pipeline.deploy.render import Release, parse_release, read_release, render_environment, write_files
 from pipeline.errors import StageError
 
 ACTION_TRAILER = "Deploy-Action"
@@ -123,10 +123,16 @@ def _push_or_undo(repo: Path, config: Config, reporter: Reporter) -> None:
     reporter.note(f"pushed {git(repo, 'rev-parse', '--short', 'HEAD')} to {remote} {branch}")
 
 
+SKIP_CI = "[skip ci]"
+"""In every GitOps commit's subject: GitHub starts no push or pull_request workflow for a head commit whose
+message holds it (docs.github.com, "Skipping workflow runs"), so a deploy commit neither re-runs CI nor
+cancels the CI of the human commit it follows, and cannot start CD again (no loop)."""
+
+
 def commit_message(config: Config, lineage: Lineage) -> str:
     what = lineage.digest or lineage.tag
     return (
-        f"deploy({config.name}): {lineage.model_name} version {lineage.model_version} ({what})\n\n"
+        f"deploy({config.name}): {lineage.model_name} version {lineage.model_version} ({what}) {SKIP_CI}\n\n"
         f"Model: {lineage.model_name}\n"
         f"Model-Version: {lineage.model_version}\n"
         f"Git-Sha: {lineage.git_sha}\n"
@@ -138,20 +144,66 @@ def commit_message(config: Config, lineage: Lineage) -> str:
     )
 
 
+def replaced(current: Release, release: Release) -> str | None:
+    """What `release` replaces: the overlay's current release, or null when that is none (the first real
+    release, which has no stable version to compare with); a re-promotion keeps what it said."""
+    if current.reference == release.reference:
+        return current.replaces
+    return current.reference if current.released else None
+
+
+def release_changes(
+    repo: Path, config: Config, current: Release, release: Release
+) -> tuple[dict[str, str], list[str]]:
+    """The overlay files a promotion from `current` to `release` writes (path -> text) and removes: only
+    those whose rendering differs between the two releases under this config, so a promotion never
+    re-renders what it does not own (a late run cannot undo changes merged since). Refuses (StageError,
+    nothing written) when one of them is not what this config renders with `current`: the environment's
+    config or overlay differs between this run's commit and the branch head. A repository without the
+    overlay yet gets all of it."""
+    before = render_environment(config, current, repo)
+    after = render_environment(config, release, repo)
+    if not (repo / K8S_DIR / "overlays" / config.name / "kustomization.yaml").is_file():
+        return after, []
+    changed = {name: text for name, text in after.items() if before.get(name) != text}
+    removed = [name for name in before if name not in after and (repo / name).is_file()]
+    drifted = [
+        name
+        for name in [*changed, *removed]
+        if ((repo / name).read_text(encoding="utf-8") if (repo / name).is_file() else None)
+        != before.get(name)
+    ]
+    if drifted:
+        raise StageError(
+            f"refusing: {', '.join(drifted)} in {repo} differ from what environments/{config.name}.yaml renders "
+            f"with the release they hold: the environment's config or overlay changed between this run's "
+            f"commit and the branch head (or was not re-rendered). Promote from a run of the branch head, or "
+            f"run `nox -s render` and commit; nothing was written"
+        )
+    return changed, removed
+
+
 def commit_release(repo: Path, config: Config, lineage: Lineage, reporter: Reporter) -> str:
-    """Write the overlay for `lineage`, commit it and push; return the commit. Refuses on a dirty tree;
-    on a failed push the commit is undone and nothing is left behind."""
+    """Write what the release changes in the overlay (`release_changes`), commit it and push; return the
+    commit. Refuses on a dirty tree; on a failed push the commit is undone and nothing is left behind."""
     require_remote(config)
     ensure_clean(repo)
     if lineage.gate not in {"pass", "warn"}:
         raise StageError(
             f"refusing: version {lineage.model_version} has gate.{config.name}={lineage.gate}; nothing was written"
         )
-    written = write_files(repo, render_environment(config, lineage.release(), repo))
+    current = read_release(repo, config)
+    release = lineage.release()
+    release = replace(release, replaces=replaced(current, release))
+    files, removed = release_changes(repo, config, current, release)
+    written = write_files(repo, files)
+    for name in removed:
+        (repo / name).unlink()
+    written += removed
     if not written:
-        reporter.note(f"k8s/overlays/{config.name} already deploys {lineage.release().reference}")
+        reporter.note(f"k8s/overlays/{config.name} already deploys {release.reference}")
         return git(repo, "rev-parse", "HEAD")
-    git(repo, "add", "--", *written)
+    git(repo, "add", "--all", "--", *written)
     git(repo, "commit", "--quiet", "-m", commit_message(config, lineage))
     reporter.note(f"committed {', '.join(written)}")
     _push_or_undo(repo, config, reporter)
@@ -213,7 +265,8 @@ def revert_last(repo: Path, config: Config, reporter: Reporter) -> str:
     subject = git(repo, "log", "-1", "--format=%s", target)
     git(repo, "revert", "--no-commit", target)
     message = (
-        f"rollback({config.name}): revert {subject}\n\nThis reverts commit {target}.\n\n"
+        f"rollback({config.name}): revert {subject.replace(f' {SKIP_CI}', '')} {SKIP_CI}\n\n"
+        f"This reverts commit {target}.\n\n"
         f"{ENV_TRAILER}: {config.name}\n{ACTION_TRAILER}: rollback\n"
     )
     git(repo, "commit", "--quiet", "-m", message)

@@ -67,10 +67,18 @@ class Release:
     digest: str | None = None
     model_version: str | None = None
     git_sha: str | None = None
+    replaces: str | None = None
+    """The reference this release replaced (written by `promote --gitops`); null for an environment's first
+    release, which has no stable version to compare with (docs/kubernetes.md, "The first release")."""
 
     @property
     def reference(self) -> str:
         return f"{self.image}@{self.digest}" if self.digest else f"{self.image}:{self.tag}"
+
+    @property
+    def released(self) -> bool:
+        """False until a promotion (or a person) wrote an image: the overlay then deploys no workload."""
+        return self.digest is not None or self.tag != UNRELEASED_TAG
 
 
 def overlay_dir(root: Path, env: str) -> Path:

@@ -10,6 +10,7 @@ import yaml
 from pipeline.config import Config, load_config
 from pipeline.console import Reporter
 from pipeline.deploy import gitops
+from pipeline.deploy import render as k8s
 from pipeline.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -132,3 +133,79 @@ def test_rollback_of_a_first_deploy_refuses_before_touching_git(
     assert main([*args, "--workdir", str(repo)]) == 1
     assert "nothing earlier to roll back to" in capsys.readouterr().err
     assert _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0] == head
+
+
+def _second_lineage() -> gitops.Lineage:
+    return gitops.Lineage(
+        "breast-cancer-classifier",
+        "5",
+        "beef",
+        "ghcr.io/acme/model",
+        None,
+        "sha256:" + "d" * 64,
+        "pass",
+        "pass",
+    )
+
+
+def test_gitops_commits_skip_ci(repo: Path) -> None:
+    """GitHub starts no push/pull_request workflow for a head commit whose message holds `[skip ci]`
+    (docs.github.com, "Skipping workflow runs"): a deploy commit can neither loop CD nor cancel CI."""
+    config = _config()
+    gitops.commit_release(repo, config, _lineage(), Reporter())
+    assert _git(repo, "log", "-1", "--format=%s").endswith(" [skip ci]")
+    gitops.revert_last(repo, config, Reporter())
+    subject = _git(repo, "log", "-1", "--format=%s")
+    assert subject.startswith("rollback(dev): revert deploy(dev):")
+    assert subject.count("[skip ci]") == 1
+    assert subject.endswith(" [skip ci]")
+
+
+def _merge_since(repo: Path, override: str) -> Config:
+    """A change merged after the run started: the environment rendered with `override`, committed."""
+    changed = load_config("dev", ROOT / "environments", ["deploy.gitops.remote=origin", override])
+    release = k8s.read_release(repo, changed)
+    k8s.write_files(repo, k8s.render_environment(changed, release, repo))
+    _git(repo, "commit", "--quiet", "-am", f"merged since: {override}")
+    return changed
+
+
+def test_a_promotion_writes_only_what_the_release_changes(repo: Path) -> None:
+    config = _config()
+    first = gitops.commit_release(repo, config, _lineage(), Reporter())
+    release = k8s.read_release(repo, config)
+    assert release.replaces is None  # the environment's first release
+    second = gitops.commit_release(repo, config, _second_lineage(), Reporter())
+    touched = _git(repo, "diff", "--name-only", first, second).splitlines()
+    assert set(touched) <= {
+        "k8s/overlays/dev/release.yaml",
+        "k8s/overlays/dev/kustomization.yaml",
+        "k8s/overlays/dev/patch-rollout.yaml",
+        "k8s/overlays/dev/first-release-analysis.yaml",
+    }
+    assert k8s.read_release(repo, config).replaces == f"ghcr.io/acme/model@{DIGEST}"
+
+
+def test_a_late_promotion_keeps_changes_merged_since(repo: Path) -> None:
+    """An old run approved late (its config from before a merge) writes only the release's files."""
+    old_config = _config()
+    gitops.commit_release(repo, old_config, _lineage(), Reporter())
+    _merge_since(repo, "deploy.max_replicas=3")  # touches patch-hpa.yaml only
+    merged_hpa = (repo / "k8s/overlays/dev/patch-hpa.yaml").read_text()
+    gitops.commit_release(repo, old_config, _second_lineage(), Reporter())
+    assert _git(repo, "show", "HEAD:k8s/overlays/dev/patch-hpa.yaml") + "\n" == merged_hpa
+    assert k8s.read_release(repo, old_config).model_version == "5"
+
+
+def test_a_late_promotion_over_a_changed_release_file_refuses(repo: Path) -> None:
+    """A merged change in a file the release also writes: the run's config cannot render it; refuse."""
+    old_config = _config()
+    gitops.commit_release(repo, old_config, _lineage(), Reporter())
+    _merge_since(repo, "deploy.resources.requests_cpu=300m")  # patch-rollout.yaml
+    head = _git(repo, "rev-parse", "HEAD")
+    with pytest.raises(
+        StageError, match=r"patch-rollout\.yaml .*differ from what environments/dev\.yaml renders"
+    ):
+        gitops.commit_release(repo, old_config, _second_lineage(), Reporter())
+    assert _git(repo, "rev-parse", "HEAD") == head
+    assert _git(repo, "status", "--porcelain") == ""

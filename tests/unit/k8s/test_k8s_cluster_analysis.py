@@ -115,7 +115,14 @@ def test_gateway_api_is_the_default_router() -> None:
     assert "patch-ingress.yaml" not in files
     route = _ops(files, "patch-httproute.yaml")
     assert route["/spec/hostnames"] == [config.deploy.host]
-    assert route["/spec/parentRefs"] == [{"name": "gateway", "namespace": "gateway-system"}]
+    assert route["/spec/parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "gateway",
+            "namespace": "gateway-system",
+        }
+    ]
     routing = _ops(files, "patch-rollout.yaml")["/spec/strategy/canary/trafficRouting"]
     assert routing == {
         "plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "model-service", "namespace": "model-dev"}}
