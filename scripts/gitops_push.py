@@ -2,15 +2,23 @@
 when someone else pushed first.
 
     python scripts/gitops_push.py --worktree DIR [--remote origin] [--branch main] [--attempts 3] \
-        -- nox --non-interactive -s promote -- --workdir DIR --config-dir environments --env ENV --gitops
+        [--same-config ENV [--config-dir environments]] \
+        -- nox --non-interactive -s promote -- --workdir DIR --config-dir DIR/environments --env ENV --gitops
 
 A deploy job checks out the commit that started the run, but by the time staging or prod deploys, dev
 has already pushed its overlay commit to the branch: a commit made on the old checkout is rejected as
 non-fast-forward. So the command runs in a worktree DIR at the branch's current head (fetched again
-before every attempt), while the code and environment files stay those of the run. When the command
-fails, left nothing committed in DIR (a rejected push is undone) and the branch moved meanwhile, it
-is run again on the new head; otherwise the failure is the command's own and its exit code is
-returned at once. On success the worktree's head (the commit the command pushed) is written as the
+before every attempt), with the run's code. When the command fails, left nothing committed in DIR (a
+rejected push is undone) and the branch moved meanwhile, it is run again on the new head; otherwise
+the failure is the command's own and its exit code is returned at once.
+
+A promotion re-renders the environment's overlay from its config. With `--same-config ENV` the command
+runs only when `environments/ENV.yaml` and every file it extends (base.yaml) are the same at the run's
+commit (the repository's HEAD) and at the branch head; the command is then given the head's files
+(DIR/environments), so the overlay is rendered with the settings on the branch. When they differ, an
+old run (say, a prod approval given late) would write its release with settings that were changed
+since: it refuses, naming the files, and says to re-run CD from the current branch. A rollback (a
+revert of the last promotion) needs no such check. On success the worktree's head (the commit the command pushed) is written as the
 step output `revision` (to GITHUB_OUTPUT), which `rollout --target kubernetes --revision` follows.
 
 The job's workspace state (`artifacts/`, `.mlflow/`) is linked into DIR, so the registry the command
@@ -23,6 +31,8 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import posixpath
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,6 +42,10 @@ SHARED = ("artifacts", ".mlflow")
 """Workspace folders of the job that the command in the worktree reads and writes."""
 BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
+EXTENDS = re.compile(r"^extends:[ \t]*['\"]?([^'\"#\s]+)", re.MULTILINE)
+"""The top-level `extends: NAME` of an environment file (pipeline/config/loader.py): NAME.yaml in the
+same folder. Read with a pattern: this script runs on the job's bare Python, without PyYAML."""
+REFUSED = 1
 
 
 def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -68,6 +82,42 @@ def _git(repo: Path, env: Mapping[str, str], *args: str) -> str:
 def fetch_head(repo: Path, env: Mapping[str, str], remote: str, branch: str) -> str:
     _git(repo, env, "fetch", "--quiet", remote, f"refs/heads/{branch}")
     return _git(repo, env, "rev-parse", "FETCH_HEAD")
+
+
+def _show(repo: Path, env: Mapping[str, str], commit: str, path: str) -> str | None:
+    """`path` at `commit`, or None when it is not there."""
+    done = subprocess.run(
+        ["git", "show", f"{commit}:{path}"],
+        cwd=repo,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout if done.returncode == 0 else None
+
+
+def config_chain(repo: Path, env: Mapping[str, str], commit: str, config_dir: str, name: str) -> list[str]:
+    """`config_dir/NAME.yaml` and the files it extends, in order, at `commit` (repository paths)."""
+    chain: list[str] = []
+    path: str | None = posixpath.normpath(f"{config_dir}/{name}.yaml")
+    while path is not None and path not in chain:
+        chain.append(path)
+        text = _show(repo, env, commit, path)
+        found = EXTENDS.search(text or "")
+        path = posixpath.normpath(f"{posixpath.dirname(path)}/{found.group(1)}.yaml") if found else None
+    return chain
+
+
+def changed_config(
+    repo: Path, env: Mapping[str, str], run_commit: str, head: str, *, config_dir: str, name: str
+) -> list[str]:
+    """The environment's config files (either commit's chain) whose content differs between the two."""
+    files = dict.fromkeys(
+        config_chain(repo, env, run_commit, config_dir, name)
+        + config_chain(repo, env, head, config_dir, name)
+    )
+    return [path for path in files if _show(repo, env, run_commit, path) != _show(repo, env, head, path)]
 
 
 def prepare(repo: Path, worktree: Path, env: Mapping[str, str], head: str) -> None:
@@ -110,11 +160,28 @@ def run(
     branch: str,
     attempts: int,
     environ: Mapping[str, str],
+    same_config: str | None = None,
+    config_dir: str = "environments",
 ) -> int:
     env = git_environment(environ)
+    run_commit = _git(repo, env, "rev-parse", "HEAD")
     code = 1
     for attempt in range(1, attempts + 1):
         head = fetch_head(repo, env, remote, branch)
+        changed = (
+            changed_config(repo, env, run_commit, head, config_dir=config_dir, name=same_config)
+            if same_config
+            else []
+        )
+        if changed:
+            sys.stdout.write(
+                f"::error title=config changed since this run::{', '.join(changed)} differ between this run's "
+                f"commit {run_commit[:12]} and {remote}/{branch} at {head[:12]}: promoting {same_config} now "
+                f"would deploy this run's release with settings that were changed since. Nothing was "
+                f"committed. Re-run CD from the current {branch} (Actions > CD > Run workflow, or the next "
+                f"push), which builds and deploys with the new settings.\n"
+            )
+            return REFUSED
         prepare(repo, worktree, env, head)
         sys.stdout.write(f"attempt {attempt}/{attempts} on {remote}/{branch} at {head[:12]}\n")
         sys.stdout.flush()
@@ -140,6 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--remote", default="origin")
     parser.add_argument("--branch", default="main")
     parser.add_argument("--attempts", type=int, default=3)
+    parser.add_argument(
+        "--same-config", metavar="ENV", help="refuse when ENV's config differs between the run and the head"
+    )
+    parser.add_argument(
+        "--config-dir", default="environments", help="environment files, relative to the repo"
+    )
     parser.add_argument("command", nargs="+", help="the command to run (after `--`)")
     args = parser.parse_args(argv)
     return run(
@@ -150,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         branch=args.branch,
         attempts=args.attempts,
         environ=os.environ,
+        same_config=args.same_config,
+        config_dir=args.config_dir,
     )
 
 

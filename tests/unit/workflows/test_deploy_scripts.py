@@ -247,6 +247,110 @@ def test_a_command_that_pushed_and_then_failed_is_not_run_again(
     assert _git(remote, "log", "--format=%s", "main").splitlines() == ["revert", "run's commit"]
 
 
+def _environments(repo: Path, message: str, **files: str) -> None:
+    for name, text in files.items():
+        path = repo / "environments" / f"{name}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    _git(repo, "add", "environments")
+    _git(repo, "commit", "--quiet", "-m", message)
+    _git(repo, "push", "--quiet", "origin", "HEAD:main")
+
+
+@pytest.fixture
+def configured(repos: tuple[Path, Path, Path]) -> tuple[Path, Path]:
+    """The run's commit has environments/{base,dev,staging}.yaml; the job's clone is at it."""
+    _, job, other = repos
+    _environments(
+        other,
+        "environments",
+        base="replicas: 1\n",
+        dev="extends: base\n",
+        staging="# staging\nextends: 'base'  # shared defaults\nreplicas: 2\n",
+    )
+    _git(job, "pull", "--quiet", "origin", "main")
+    return job, other
+
+
+# What the promotion sees: the environment files it is given (the head's, in the worktree).
+SHOW_CONFIG = 'cat "$1/environments/dev.yaml" > "$2/seen"'
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        ({"base": "replicas: 3\n"}, "environments/base.yaml"),  # extended by staging
+        ({"staging": "extends: base\nreplicas: 4\n"}, "environments/staging.yaml"),
+    ],
+)
+def test_a_promotion_refuses_when_the_environments_config_changed_since_the_run(
+    configured: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    changed: dict[str, str],
+    named: str,
+) -> None:
+    """An old run approved late must not render its release with the settings of its own commit over those
+    merged since: it stops, names the file and says to re-run CD from the current branch."""
+    job, other = configured
+    _environments(other, "settings changed on main", **changed)
+    worktree = tmp_path / "gitops"
+    code = gitops_push.run(
+        job,
+        worktree,
+        ["sh", "-c", SHOW_CONFIG, "promote", str(worktree), str(tmp_path)],
+        remote="origin",
+        branch="main",
+        attempts=3,
+        environ={"PATH": "/usr/bin:/bin"},
+        same_config="staging",
+    )
+    out = capsys.readouterr().out
+    assert code == gitops_push.REFUSED and not (tmp_path / "seen").exists(), out
+    assert f"::error title=config changed since this run::{named} differ" in out
+    assert "Re-run CD from the current main" in out and "Nothing was committed" in out
+    # A rollback needs no such check: the same run without --same-config goes ahead.
+    assert (
+        gitops_push.run(
+            job,
+            worktree,
+            ["sh", "-c", SHOW_CONFIG, "rollback", str(worktree), str(tmp_path)],
+            remote="origin",
+            branch="main",
+            attempts=1,
+            environ={"PATH": "/usr/bin:/bin"},
+        )
+        == 0
+    )
+
+
+def test_a_promotion_goes_ahead_with_the_heads_files_when_only_another_environment_changed(
+    configured: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, other = configured
+    _environments(other, "dev changed on main", dev="extends: base\nreplicas: 5\n")
+    worktree = tmp_path / "gitops"
+    code = gitops_push.run(
+        job,
+        worktree,
+        ["sh", "-c", SHOW_CONFIG, "promote", str(worktree), str(tmp_path)],
+        remote="origin",
+        branch="main",
+        attempts=3,
+        environ={"PATH": "/usr/bin:/bin"},
+        same_config="staging",
+    )
+    assert code == 0, capsys.readouterr().out
+    assert (tmp_path / "seen").read_text() == "extends: base\nreplicas: 5\n"  # the head's, not the run's
+    assert gitops_push.changed_config(
+        job, {}, "HEAD", "origin/main", config_dir="environments", name="dev"
+    ) == ["environments/dev.yaml"]
+    assert gitops_push.config_chain(job, {}, "HEAD", "environments", "staging") == [
+        "environments/staging.yaml",
+        "environments/base.yaml",
+    ]
+
+
 def test_the_token_becomes_an_auth_header_in_the_environment_only() -> None:
     env = gitops_push.git_environment({"GITOPS_TOKEN": "abc", "GITHUB_SERVER_URL": "https://github.com"})
     assert env["GIT_CONFIG_COUNT"] == "1"

@@ -133,7 +133,11 @@ def test_a_failed_or_cancelled_rollout_is_rolled_back_through_the_branch_as_it_i
     for step in (steps["gitops"], rollback):
         assert step["run"].startswith("python3 scripts/gitops_push.py --worktree")
         assert step["env"]["GITOPS_TOKEN"] == "${{ secrets.GITOPS_TOKEN }}"
-    assert "--gitops" in steps["gitops"]["run"] and "--config-dir environments" in steps["gitops"]["run"]
+    assert "--gitops" in steps["gitops"]["run"] and "--config-dir environments" in rollback["run"]
+    # The promotion refuses when ENV's config changed on main since the run, else renders with main's files.
+    assert '--same-config "$TARGET_ENV" --' in steps["gitops"]["run"]
+    assert '--config-dir "$RUNNER_TEMP/gitops/environments"' in steps["gitops"]["run"]
+    assert "--same-config" not in rollback["run"]
     # The rollout follows the commit the GitOps step pushed, not whatever the cluster runs.
     follow = steps["nox -s rollout -- --target kubernetes"]
     assert follow["env"]["REVISION"] == "${{ steps.gitops.outputs.revision }}"
