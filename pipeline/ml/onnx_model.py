@@ -16,6 +16,7 @@ from pipeline.errors import StageError
 from pipeline.ml.card_reader import card_features, card_inputs, card_task, onnx_feeds
 from pipeline.ml.columns import Column
 from pipeline.ml.estimators import final_estimator, has_column_transformer
+from pipeline.ml.onnx_converters import computes_before_trees, exact_converters
 
 INPUT_NAME = "input"
 """The one input of a numeric-only model: every feature, float32 [N, F]."""
@@ -62,12 +63,16 @@ def register_converters() -> None:
     _registered = True
 
 
-def input_layout(columns: Sequence[Column], per_column: bool) -> list[dict[str, Any]]:
-    """The card's `onnx.inputs`: one float32 matrix of every feature, or one [N, 1] input per feature."""
+def input_layout(
+    columns: Sequence[Column], per_column: bool, matrix_dtype: str = "float32"
+) -> list[dict[str, Any]]:
+    """The card's `onnx.inputs`: one matrix of every feature (`matrix_dtype`), or one [N, 1] input per
+    feature, float64 for numbers: a ColumnTransformer computes on them (scaling, imputing) in float64, and
+    the ONNX graph computes the same in float64 (pipeline/ml/onnx_converters.py)."""
     if not per_column:
-        return [{"name": INPUT_NAME, "dtype": "float32", "features": [c.name for c in columns]}]
+        return [{"name": INPUT_NAME, "dtype": matrix_dtype, "features": [c.name for c in columns]}]
     return [
-        {"name": c.name, "dtype": "float32" if c.numeric else "string", "features": [c.name]} for c in columns
+        {"name": c.name, "dtype": "float64" if c.numeric else "string", "features": [c.name]} for c in columns
     ]
 
 
@@ -75,17 +80,25 @@ def convert(estimator: Any, inputs: Sequence[dict[str, Any]], *, classifier: Any
     """ONNX bytes of `estimator` taking `inputs`; `classifier`: the final classifier, whose probabilities
     become a plain [N, C] tensor (no ZipMap, so any client can read them)."""
     from skl2onnx import convert_sklearn  # noqa: PLC0415
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType  # noqa: PLC0415
+    from skl2onnx.common.data_types import (  # noqa: PLC0415
+        DoubleTensorType,
+        FloatTensorType,
+        StringTensorType,
+    )
 
     register_converters()
-    types = {"float32": FloatTensorType, "string": StringTensorType}
+    types = {"float32": FloatTensorType, "float64": DoubleTensorType, "string": StringTensorType}
     initial_types = [(i["name"], types[i["dtype"]]([None, len(i["features"])])) for i in inputs]
     options = {id(classifier): {"zipmap": False}} if classifier is not None else None
     # The ai.onnx.ml domain as skl2onnx pairs it with the main opset: onnxmltools' tree converters would
     # otherwise emit a newer TreeEnsemble that skl2onnx refuses.
     target_opset = {"": opset, "ai.onnx.ml": ML_OPSET}
     model = convert_sklearn(
-        estimator, initial_types=initial_types, options=options, target_opset=target_opset
+        estimator,
+        initial_types=initial_types,
+        options=options,
+        target_opset=target_opset,
+        custom_conversion_functions=exact_converters(),
     )
     return bytes(model.SerializeToString())
 
@@ -97,7 +110,7 @@ def to_onnx(
     input per column when there are strings or a ColumnTransformer); a StageError naming `origin` (the
     trainer or the family) and the estimator when skl2onnx cannot convert it."""
     per_column = not all(c.numeric for c in columns) or has_column_transformer(estimator)
-    inputs = input_layout(columns, per_column)
+    inputs = input_layout(columns, per_column, "float64" if computes_before_trees(estimator) else "float32")
     classifier = final_estimator(estimator) if task != "regression" else None
     try:
         onnx_bytes = convert(estimator, inputs, classifier=classifier, opset=opset)

@@ -13,6 +13,7 @@ from pipeline.config import TASK_METRICS, Config
 from pipeline.console import Reporter
 from pipeline.ml.data import load_dataset
 from pipeline.ml.estimators import final_estimator, fit, fitted_input
+from pipeline.ml.onnx_converters import nan_imputers_on_strings
 from pipeline.ml.onnx_model import to_onnx
 from pipeline.ml.scoring import evaluate, evaluate_values
 from pipeline.stage import StageResult
@@ -67,6 +68,13 @@ def train(
     # A fit export cannot convert fails here, before the registry or the workspace holds anything of it.
     origin = f"model.trainer {spec.trainer!r}" if spec.trainer else f"model.estimator {spec.estimator!r}"
     to_onnx(estimator, data.columns, task=data.task, opset=config.export.opset, origin=origin)
+    for names in nan_imputers_on_strings(estimator, {c.name for c in data.columns if not c.numeric}):
+        reporter.note(
+            f"{origin}: the SimpleImputer on the string columns {', '.join(names)} looks for NaN; the "
+            'template hands a missing string over as "" (at training and when serving), which the encoder '
+            "after it takes as a category of its own, so the model exported does the same. To fill missing "
+            'strings with a value, write SimpleImputer(missing_values="", ...)'
+        )
     git_sha = workspace.git_sha()
 
     mlflow = registry.client(config, workspace)

@@ -1,0 +1,213 @@
+"""Converters the template hands skl2onnx in place of its own where its own lose what the fit does.
+
+SimpleImputer: skl2onnx writes numbers through ai.onnx.ml Imputer, which rounds the fitted statistics to
+float32 and has no float64 kernel in onnxruntime; on strings it refuses missing_values that is not a
+string. The converter here fills numbers with IsNaN/Equal + Where in the input's own dtype (exact in
+float32 and float64), and keeps skl2onnx's converter for strings (see `convert_simple_imputer`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+MISSING_STRING = ""
+"""How the template hands a missing string to a model, at training and when serving (pipeline/ml/data.py)."""
+
+
+def looks_for_nan(missing_values: Any) -> bool:
+    """The imputer's missing_values is NaN or None: a value a string column of the template never holds."""
+    return missing_values is None or (isinstance(missing_values, float) and math.isnan(missing_values))
+
+
+def convert_simple_imputer(scope: Any, operator: Any, container: Any) -> None:
+    """A fitted SimpleImputer as ONNX that gives what the fit gives on the inputs the template feeds.
+
+    Strings: a missing string is "" in the training frame, the evaluation rows and the served requests, so
+    an imputer looking for NaN or None (scikit-learn's default) never replaced anything in the fit: it is
+    the identity, exported as one. An imputer looking for a string goes to skl2onnx's converter.
+    Numbers: missing values replaced by the fitted statistics in the input's dtype."""
+    from skl2onnx.common.data_types import StringTensorType  # noqa: PLC0415
+    from skl2onnx.operator_converters.common import concatenate_variables  # noqa: PLC0415
+    from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer  # noqa: PLC0415
+    from skl2onnx.proto import onnx_proto  # noqa: PLC0415
+
+    imputer = operator.raw_operator
+    output = operator.outputs[0].full_name
+    if isinstance(operator.inputs[0].type, StringTensorType):
+        if not looks_for_nan(imputer.missing_values):
+            convert_sklearn_imputer(scope, operator, container)
+            return
+        joined = concatenate_variables(scope, operator.inputs, container)
+        container.add_node("Identity", [joined], [output], name=scope.get_unique_operator_name("Identity"))
+        return
+    joined = concatenate_variables(scope, operator.inputs, container)
+    proto_type = operator.inputs[0].type.to_onnx_type().tensor_type.elem_type
+    dtype = np.float64 if proto_type == onnx_proto.TensorProto.DOUBLE else np.float32
+    if proto_type not in (onnx_proto.TensorProto.DOUBLE, onnx_proto.TensorProto.FLOAT):
+        convert_sklearn_imputer(scope, operator, container)
+        return
+    statistics = np.asarray(imputer.statistics_, dtype=np.float64)
+    # A column scikit-learn dropped for having no value at all would change the width: not exported.
+    if np.isnan(statistics).any():
+        msg = (
+            "SimpleImputer: a column had no value at all in the fit (its statistic is NaN); drop the column "
+            "or set keep_empty_features=True"
+        )
+        raise RuntimeError(msg)
+    fill = scope.get_unique_variable_name("imputer_fill")
+    container.add_initializer(fill, proto_type, [1, len(statistics)], statistics.astype(dtype).tolist())
+    missing = scope.get_unique_variable_name("imputer_missing")
+    if looks_for_nan(imputer.missing_values):
+        container.add_node("IsNaN", [joined], [missing], name=scope.get_unique_operator_name("IsNaN"))
+    else:
+        marker = scope.get_unique_variable_name("imputer_marker")
+        container.add_initializer(marker, proto_type, [], [float(imputer.missing_values)])
+        container.add_node("Equal", [joined, marker], [missing], name=scope.get_unique_operator_name("Equal"))
+    container.add_node(
+        "Where", [missing, fill, joined], [output], name=scope.get_unique_operator_name("Where")
+    )
+
+
+def float32_trees(convert: Any) -> Any:
+    """`convert` (a tree ensemble's converter) fed float32 of a float64 input, its float32 outputs cast
+    back to the float64 the graph declares.
+
+    scikit-learn's trees compare float32(x) with their thresholds and XGBoost casts its inputs to float32
+    too: computing x in float64 (the preprocessing in front, as scikit-learn computes it) then rounding
+    once reproduces their decisions. Preprocessing computed in float32 instead lands a value a unit in the
+    last place away from where scikit-learn put it, and a threshold lying between the two flips a tree."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType  # noqa: PLC0415
+    from skl2onnx.proto import onnx_proto  # noqa: PLC0415
+
+    def converter(scope: Any, operator: Any, container: Any) -> None:
+        source = operator.inputs[0]
+        if not isinstance(source.type, DoubleTensorType):
+            convert(scope, operator, container)
+            return
+        rounded = scope.declare_local_variable("tree_input", FloatTensorType(source.type.shape))
+        container.add_node(
+            "Cast",
+            [source.full_name],
+            [rounded.full_name],
+            to=onnx_proto.TensorProto.FLOAT,
+            name=scope.get_unique_operator_name("Cast"),
+        )
+        declared = list(operator.outputs)
+        widened = {
+            i: scope.declare_local_variable("tree_output", FloatTensorType(output.type.shape))
+            for i, output in enumerate(declared)
+            if isinstance(output.type, DoubleTensorType)
+        }
+        operator.inputs.set_element(0, rounded)
+        for i, variable in widened.items():
+            operator.outputs.set_element(i, variable)
+        try:
+            convert(scope, operator, container)
+        finally:
+            operator.inputs.set_element(0, source)
+            for i in widened:
+                operator.outputs.set_element(i, declared[i])
+        for i, variable in widened.items():
+            container.add_node(
+                "Cast",
+                [variable.full_name],
+                [declared[i].full_name],
+                to=onnx_proto.TensorProto.DOUBLE,
+                name=scope.get_unique_operator_name("Cast"),
+            )
+
+    return converter
+
+
+def float32_tree_models() -> tuple[type, ...]:
+    """The tree ensembles that decide on float32(x): scikit-learn's trees, forests and gradient boosting,
+    XGBoost, and LightGBM (whose float32 thresholds onnxmltools writes anyway). Not HistGradientBoosting,
+    which compares float64 values with its bin thresholds."""
+    from lightgbm import LGBMClassifier, LGBMRegressor  # noqa: PLC0415  (slow imports, export only)
+    from sklearn.ensemble import (  # noqa: PLC0415
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor  # noqa: PLC0415
+    from xgboost import XGBClassifier, XGBRegressor  # noqa: PLC0415
+
+    return (
+        DecisionTreeClassifier,
+        DecisionTreeRegressor,
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+        XGBClassifier,
+        XGBRegressor,
+        LGBMClassifier,
+        LGBMRegressor,
+    )
+
+
+def exact_converters() -> dict[type, Any]:
+    """skl2onnx's `custom_conversion_functions` for one conversion: the imputer above and each tree model
+    of `float32_tree_models` wrapped by `float32_trees` (XGBoost and LightGBM registered beforehand)."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map  # noqa: PLC0415
+    from skl2onnx.common._registration import get_converter  # noqa: PLC0415
+    from sklearn.impute import SimpleImputer  # noqa: PLC0415
+
+    converters: dict[type, Any] = {SimpleImputer: convert_simple_imputer}
+    for model in float32_tree_models():
+        converters[model] = float32_trees(get_converter(sklearn_operator_name_map[model]))
+    return converters
+
+
+def computes_before_trees(estimator: Any) -> bool:
+    """A Pipeline computing on the numbers (scaling, ...) before a tree model: its one input matrix must be
+    float64 so the graph computes what scikit-learn computes before the trees round it to float32. An
+    imputer alone needs no more than float32: what it fills in is rounded to float32 by the trees too."""
+    from sklearn.impute import SimpleImputer  # noqa: PLC0415
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+
+    if not isinstance(estimator, Pipeline):
+        return False
+    *before, (_, final) = estimator.steps
+    return isinstance(final, float32_tree_models()) and any(
+        not isinstance(step, SimpleImputer) for _, step in before
+    )
+
+
+def nan_imputers_on_strings(estimator: Any, strings: set[str]) -> list[list[str]]:
+    """The string columns of each SimpleImputer (inside a ColumnTransformer) that looks for NaN or None:
+    the template hands a missing string over as "", so such an imputer leaves every value as it is."""
+    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
+    from sklearn.impute import SimpleImputer  # noqa: PLC0415
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415
+
+    found: list[list[str]] = []
+
+    def imputers(step: Any) -> list[Any]:
+        if isinstance(step, SimpleImputer):
+            return [step]
+        if isinstance(step, Pipeline):
+            return [inner for _, s in step.steps for inner in imputers(s)]
+        return []
+
+    def walk(step: Any) -> None:
+        if isinstance(step, Pipeline):
+            for _, inner in step.steps:
+                walk(inner)
+        elif isinstance(step, ColumnTransformer):
+            for _, transformer, selected in step.transformers_:
+                names = [selected] if isinstance(selected, str) else [str(n) for n in selected]
+                on_strings = [n for n in names if n in strings]
+                if on_strings and any(looks_for_nan(i.missing_values) for i in imputers(transformer)):
+                    found.append(on_strings)
+
+    walk(estimator)
+    return found

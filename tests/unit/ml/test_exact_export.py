@@ -1,0 +1,159 @@
+"""A trainer written as scikit-learn's examples write one (median imputer + scaler on the numbers, constant
+imputer + one-hot encoder on the strings, a tree ensemble after them) exports within the default parity
+bound, for each tree family, on a CSV with missing numbers and missing strings (issue 31)."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from lightgbm import LGBMClassifier
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from xgboost import XGBClassifier
+
+from pipeline.config import DataSpec
+from pipeline.ml.data import Dataset, load_dataset
+from pipeline.ml.onnx_converters import nan_imputers_on_strings
+from pipeline.ml.onnx_model import convert, predict, to_onnx
+
+PARITY_BOUND = 1e-4
+"""export.parity.max_abs_diff in environments/base.yaml."""
+ROWS = 1500
+
+
+def applicants_csv(folder: Path) -> Dataset:
+    """Numbers with missing values, two string columns with missing values, a binary target."""
+    rng = np.random.default_rng(31)
+    lines = ["age,income,city,channel,approved"]
+    for _ in range(ROWS):
+        age = rng.normal(40, 12)
+        income = rng.lognormal(10, 0.5)
+        city = str(rng.choice(["paris", "lyon", "nice", "lille"]))
+        channel = str(rng.choice(["web", "store", "phone"]))
+        approved = int((age > 38) != (city == "paris") or rng.random() < 0.2)
+        lines.append(
+            ",".join(
+                [
+                    "" if rng.random() < 0.1 else f"{age:.0f}",
+                    "" if rng.random() < 0.1 else f"{income:.2f}",
+                    "" if rng.random() < 0.1 else city,
+                    "" if rng.random() < 0.1 else channel,
+                    str(approved),
+                ]
+            )
+        )
+    (folder / "applicants.csv").write_text("\n".join(lines) + "\n")
+    return load_dataset(DataSpec(source="csv", path=Path("applicants.csv"), target="approved"), folder)
+
+
+def sklearn_example_pipeline(model: Any, strings: SimpleImputer | None = None) -> Pipeline:
+    """The pipeline of scikit-learn's "Column Transformer with Mixed Types" example, names by column."""
+    imputer = strings or SimpleImputer(strategy="constant", fill_value="missing")
+    return Pipeline(
+        [
+            (
+                "preprocess",
+                ColumnTransformer(
+                    [
+                        (
+                            "numeric",
+                            make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                            ["age", "income"],
+                        ),
+                        (
+                            "strings",
+                            make_pipeline(imputer, OneHotEncoder(handle_unknown="ignore")),
+                            ["city", "channel"],
+                        ),
+                    ]
+                ),
+            ),
+            ("model", model),
+        ]
+    )
+
+
+MODELS: dict[str, Callable[[], Any]] = {
+    "random_forest": lambda: RandomForestClassifier(n_estimators=50, random_state=0),
+    "gradient_boosting": lambda: GradientBoostingClassifier(random_state=0),
+    # Dense one-hot columns: XGBoost reads the zeros of a sparse matrix as missing values, ONNX as zeros.
+    "xgboost": lambda: XGBClassifier(n_estimators=50, n_jobs=1),
+    "lightgbm": lambda: LGBMClassifier(n_estimators=50, n_jobs=1, verbose=-1),
+}
+
+
+def max_probability_diff(
+    tmp_path: Path, data: Dataset, estimator: Any, inputs: list[dict[str, Any]]
+) -> float:
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(convert(estimator, inputs, classifier=estimator.steps[-1][1], opset=17))
+    card = {
+        "card_version": 2,
+        "task": "binary",
+        "features": [c.to_json() for c in data.columns],
+        "onnx": {"inputs": inputs, "outputs": {"label": "label", "probabilities": "probabilities"}},
+    }
+    served = predict(onnx_path, card, data.test_rows()).probabilities
+    assert served is not None
+    return float(np.max(np.abs(served - estimator.predict_proba(data.test))))
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_the_sklearn_example_pipeline_is_served_as_fitted_for_each_tree_family(
+    tmp_path: Path, family: str
+) -> None:
+    data = applicants_csv(tmp_path)
+    estimator = sklearn_example_pipeline(MODELS[family]())
+    if family == "xgboost":
+        estimator.set_params(preprocess__strings__onehotencoder__sparse_output=False)
+    estimator.fit(data.train, data.y_train)
+    _, card_onnx = to_onnx(estimator, data.columns, task="binary", opset=17, origin="model.trainer 't:fit'")
+    inputs = card_onnx["inputs"]
+    assert [(i["name"], i["dtype"]) for i in inputs] == [
+        ("age", "float64"),
+        ("income", "float64"),
+        ("city", "string"),
+        ("channel", "string"),
+    ]
+    assert max_probability_diff(tmp_path, data, estimator, inputs) <= PARITY_BOUND
+
+
+def test_float32_numbers_are_where_the_forest_lost_its_precision(tmp_path: Path) -> None:
+    """The same forest fed float32 numbers: the scaling computed in float32 lands values a unit in the last
+    place away from scikit-learn's float64 ones, and thresholds between the two flip trees."""
+    data = applicants_csv(tmp_path)
+    estimator = sklearn_example_pipeline(MODELS["random_forest"]()).fit(data.train, data.y_train)
+    _, card_onnx = to_onnx(estimator, data.columns, task="binary", opset=17, origin="model.trainer 't:fit'")
+    as_float32 = [{**i, "dtype": "float32"} if i["dtype"] == "float64" else i for i in card_onnx["inputs"]]
+    assert max_probability_diff(tmp_path, data, estimator, as_float32) > PARITY_BOUND
+    assert max_probability_diff(tmp_path, data, estimator, card_onnx["inputs"]) <= PARITY_BOUND
+
+
+@pytest.mark.parametrize(
+    "imputer",
+    [
+        SimpleImputer(strategy="constant", fill_value="missing"),
+        SimpleImputer(strategy="most_frequent"),
+        SimpleImputer(missing_values=None, strategy="constant", fill_value="missing"),
+        SimpleImputer(missing_values="", strategy="constant", fill_value="missing"),
+        SimpleImputer(missing_values="", strategy="most_frequent"),
+    ],
+    ids=["nan-constant", "nan-most-frequent", "none-constant", "empty-constant", "empty-most-frequent"],
+)
+def test_the_usual_string_imputers_export_as_they_were_fitted(tmp_path: Path, imputer: SimpleImputer) -> None:
+    """A missing string is "" in the frame a trainer gets and in a served request alike: an imputer looking
+    for NaN or None never replaced one in the fit and is exported as leaving them; one looking for ""
+    fills them in ONNX as in scikit-learn. Rows with a missing string and an unseen string are compared too."""
+    data = applicants_csv(tmp_path)
+    estimator = sklearn_example_pipeline(MODELS["random_forest"](), imputer).fit(data.train, data.y_train)
+    _, card_onnx = to_onnx(estimator, data.columns, task="binary", opset=17, origin="model.trainer 't:fit'")
+    assert max_probability_diff(tmp_path, data, estimator, card_onnx["inputs"]) <= PARITY_BOUND
+    looks_for_nan = not isinstance(imputer.missing_values, str)
+    assert nan_imputers_on_strings(estimator, {"city", "channel"}) == (
+        [["city", "channel"]] if looks_for_nan else []
+    )
