@@ -19,19 +19,39 @@ Status fields read, as documented upstream:
   (argoproj/argo-rollouts manifests/crds/rollout-crd.yaml) and Argo CD's own reading of a Rollout,
   https://github.com/argoproj/argo-cd/blob/master/resource_customizations/argoproj.io/Rollout/health.lua
   (Healthy only when the stable ReplicaSet is the current pod hash).
+
+Two things the follower does besides reading:
+- A commit merged to the GitOps branch after the push: Argo CD then reports that later revision, which
+  this checkout may not have. The follower fetches `deploy.gitops.remote`/`branch` and accepts the
+  revision when it descends from the pushed commit (`git merge-base --is-ancestor`) and the
+  environment's release.yaml is unchanged between them: that sync deploys the pushed release.
+- An Application without `spec.syncPolicy.automated` (prod) syncs only when asked. Once Argo CD compares
+  against the pushed revision (or an accepted later one), the follower asks for that sync as
+  `argocd app sync` and the UI do: it sets the Application's `operation` field,
+  `{"operation": {"initiatedBy": {"username": ...}, "sync": {"revision": SHA}}}` (argo-cd
+  server/application/application.go `Sync` -> util/argo `SetAppOperation`, which refuses while another
+  operation is set; https://argo-cd.readthedocs.io/en/stable/user-guide/sync-kubectl/ documents the same
+  merge patch). Once only: a failed sync fails the step.
+
+Kubernetes API calls (the deploy identity's minimal RBAC): `get` and `patch` on
+`applications.argoproj.io` in the Argo CD namespace (patch only for an Application without automated
+sync), `get` on `rollouts.argoproj.io` in deploy.namespace, and `GET /version` (a reachability check,
+allowed to every authenticated user by the default `system:public-info-viewer` role).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
 from pipeline.console import Reporter
+from pipeline.deploy.gitops import release_path
 from pipeline.deploy.names import APP
 from pipeline.errors import NoCluster, StageError
 
@@ -40,6 +60,9 @@ SYNC_FAILED = {"Failed", "Error"}
 """Argo CD operation phases that end a sync without applying it (auto-sync does not retry the same
 revision unless `syncPolicy.retry` says so)."""
 ANALYSIS_FAILED = {"Failed", "Error", "Inconclusive"}
+INITIATOR = "model-cicd rollout"
+"""`operation.initiatedBy.username` of a sync the follower starts (shown in Argo CD's history)."""
+MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True)
@@ -134,6 +157,69 @@ def sync_state(
     return RolloutState("Syncing", "-", f"Argo CD {at}, waiting for {target.revision[:12]}", False, False)
 
 
+def sync_request(
+    application: dict[str, Any], target: Target, accepts: Callable[[str], bool], initiator: str
+) -> dict[str, Any] | None:
+    """The merge patch that starts the Application's sync of the pushed revision, or None: the Application
+    syncs by itself (`spec.syncPolicy.automated`), an operation is already set or running, it is already
+    Synced there, or Argo CD does not compare against the pushed revision (or an accepted later one) yet
+    (pure apart from `accepts`, which reads git)."""
+    policy = (application.get("spec") or {}).get("syncPolicy") or {}
+    status = application.get("status") or {}
+    sync = status.get("sync") or {}
+    revision = str(sync.get("revision") or "")
+    if policy.get("automated") is not None or application.get("operation"):
+        return None
+    if (status.get("operationState") or {}).get("phase") in {"Running", "Terminating"}:
+        return None
+    if sync.get("status") == "Synced" or not revision:
+        return None
+    if revision != target.revision and not accepts(revision):
+        return None
+    return {"operation": {"initiatedBy": {"username": initiator}, "sync": {"revision": revision}}}
+
+
+@dataclass
+class GitopsHistory:
+    """The workspace's git as the follower reads it: a revision Argo CD reports that this checkout does not
+    have is fetched from the GitOps remote once; results are kept per revision."""
+
+    repo: Path
+    remote: str
+    branch: str
+    release_file: str
+    """`k8s/overlays/ENV/release.yaml`: what a later commit must leave unchanged."""
+    reporter: Reporter
+    seen: dict[str, bool] = field(default_factory=dict)
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=self.repo, capture_output=True, text=True, check=False)
+
+    def _has(self, revision: str) -> bool:
+        return self._git("cat-file", "-e", f"{revision}^{{commit}}").returncode == 0
+
+    def descends_unchanged(self, pushed: str, revision: str) -> bool:
+        """`revision` descends from `pushed` and deploys the same release file (fetching it when unknown)."""
+        if revision in self.seen:
+            return self.seen[revision]
+        if not self._has(revision):
+            fetched = self._git("fetch", "--quiet", self.remote, f"refs/heads/{self.branch}")
+            if fetched.returncode != 0:
+                self.reporter.note(
+                    f"Argo CD reports {revision[:12]}, unknown here, and fetching {self.remote} {self.branch} "
+                    f"failed: {fetched.stderr.strip()[-300:]}"
+                )
+                return False
+            self.reporter.note(f"fetched {self.remote} {self.branch}: Argo CD reports {revision[:12]}")
+        ok = (
+            self._has(revision)
+            and self._git("merge-base", "--is-ancestor", pushed, revision).returncode == 0
+            and self._git("diff", "--quiet", pushed, revision, "--", self.release_file).returncode == 0
+        )
+        self.seen[revision] = ok
+        return ok
+
+
 def assess(
     application: dict[str, Any],
     rollout: dict[str, Any] | None,
@@ -195,22 +281,58 @@ def follow_rollout(
     target: Target,
     same_release: Callable[[str], bool],
     timeout_s: float = 1800.0,
+    repo: Path | None = None,
 ) -> RolloutState:
-    """Wait for Argo CD Application `application` (namespace, name) to sync `target.revision`, then follow
-    Rollout `model-service` in deploy.namespace until Healthy. StageError on a failed sync, Degraded,
-    aborted or timeout; NoCluster (exit 2) when no cluster is reachable."""
+    """Wait for Argo CD Application `application` (namespace, name) to sync `target.revision` (starting the
+    sync when the Application has no automated policy), then follow Rollout `model-service` in
+    deploy.namespace until Healthy. A later revision counts when `same_release` says so or it descends
+    from the pushed one with the release unchanged in `repo` (the workspace's git, default the current
+    folder). StageError on a failed sync, Degraded, aborted or timeout; NoCluster (exit 2) when no
+    cluster is reachable."""
     api = _api(config)
     app_namespace, app_name = application
     namespace = config.deploy.namespace
+    history = GitopsHistory(
+        repo or Path.cwd(),
+        config.deploy.gitops.remote or "origin",
+        config.deploy.gitops.branch,
+        release_path(config),
+        reporter,
+    )
+
+    def accepts(revision: str) -> bool:
+        return same_release(revision) or history.descends_unchanged(target.revision, revision)
+
+    actor = os.environ.get("GITHUB_ACTOR")
+    initiator = f"{INITIATOR} ({actor})" if actor else INITIATOR
     deadline = time.monotonic() + timeout_s
     last: RolloutState | None = None
+    sync_started = False
     while True:
         app = _get(api, app_namespace, "applications", app_name)
         if app is None:
             raise StageError(
                 f"Argo CD Application {app_namespace}/{app_name} does not exist: apply k8s/argocd/{config.name}.yaml"
             )
-        state = assess(app, _get(api, namespace, "rollouts", APP), target, same_release)
+        request = None if sync_started else sync_request(app, target, accepts, initiator)
+        if request is not None:
+            api.patch_namespaced_custom_object(
+                "argoproj.io",
+                "v1alpha1",
+                app_namespace,
+                "applications",
+                app_name,
+                request,
+                _content_type=MERGE_PATCH,
+            )
+            sync_started = True
+            revision = request["operation"]["sync"]["revision"]
+            reporter.note(
+                f"{app_namespace}/{app_name} has no automated sync policy: started its sync of {revision[:12]} "
+                f"(operation.sync, as `argocd app sync` does), initiated by {initiator}"
+            )
+            continue
+        state = assess(app, _get(api, namespace, "rollouts", APP), target, accepts)
         if state != last:
             reporter.note(
                 f"{config.name} {target.revision[:12]}: {state.phase} step {state.step} {state.message}".rstrip()

@@ -12,7 +12,9 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.deploy.argo import Target, assess, interpret
+from pipeline.console import Reporter
+from pipeline.deploy import argo
+from pipeline.deploy.argo import Target, assess, interpret, sync_request
 from pipeline.deploy.gitops import ACTION_TRAILER, ENV_TRAILER, last_promotion, release_at, resolve_commit
 from pipeline.errors import StageError
 
@@ -246,3 +248,202 @@ def test_rollout_follows_the_promotion_and_needs_a_cluster(
     monkeypatch.setenv("KUBECONFIG", str(workspace / "no-such-kubeconfig"))
     code, err = _rollout_cli(workspace, "--target", "kubernetes", capsys=capsys)
     assert code == 2 and "no cluster" in err and "KUBECONFIG" in err
+
+
+# --- the follower against a fake Kubernetes API: manual sync, a commit merged meanwhile ---------------
+
+
+def manual(document: dict[str, Any]) -> dict[str, Any]:
+    """The Application as k8s/argocd/prod.yaml renders it: no `syncPolicy.automated` (a person syncs)."""
+    document["spec"] = {"syncPolicy": {"syncOptions": ["ServerSideApply=true"]}}
+    return document
+
+
+def automated(document: dict[str, Any]) -> dict[str, Any]:
+    document["spec"] = {"syncPolicy": {"automated": {"prune": True, "selfHeal": True}}}
+    return document
+
+
+def test_a_manual_application_gets_a_sync_request_once_argo_compares_against_the_push() -> None:
+    """argo-cd server/application/application.go `Sync` -> util/argo `SetAppOperation`: `argocd app sync`
+    sets `operation` = {sync: {revision}, initiatedBy: {username}} and refuses while one is set;
+    https://argo-cd.readthedocs.io/en/stable/user-guide/sync-kubectl/ documents the merge patch."""
+    request = sync_request(manual(application("OutOfSync", PUSHED)), TARGET, never, "me")
+    assert request == {"operation": {"initiatedBy": {"username": "me"}, "sync": {"revision": PUSHED}}}
+    # Not before Argo CD compares against the pushed commit, nor when nothing is left to do.
+    assert sync_request(manual(application("OutOfSync", OLDER)), TARGET, never, "me") is None
+    assert sync_request(manual(application("Synced", PUSHED)), TARGET, never, "me") is None
+    # An automated Application syncs by itself.
+    assert sync_request(automated(application("OutOfSync", PUSHED)), TARGET, never, "me") is None
+    # An operation already requested, or one still running: Argo CD would refuse a second one.
+    busy = manual(application("OutOfSync", PUSHED))
+    busy["operation"] = {"sync": {"revision": PUSHED}}
+    assert sync_request(busy, TARGET, never, "me") is None
+    running = manual(application("OutOfSync", PUSHED, {"phase": "Running"}))
+    assert sync_request(running, TARGET, never, "me") is None
+    # A later revision that deploys the same release: that is what the Application would sync.
+    later = "e" * 40
+    request = sync_request(manual(application("OutOfSync", later)), TARGET, lambda sha: sha == later, "me")
+    assert request is not None and request["operation"]["sync"]["revision"] == later
+
+
+class FakeApi:
+    """CustomObjectsApi as the follower uses it: one Application document per poll, the Rollout, patches."""
+
+    def __init__(self, applications: list[dict[str, Any]], rollout: dict[str, Any]) -> None:
+        self.applications = applications
+        self.rollout = rollout
+        self.patches: list[tuple[str, str, dict[str, Any], str]] = []
+        self.gets: list[tuple[str, str]] = []
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any]:
+        assert (group, version) == ("argoproj.io", "v1alpha1")
+        self.gets.append((namespace, plural))
+        if plural == "rollouts":
+            return self.rollout
+        return self.applications.pop(0) if len(self.applications) > 1 else self.applications[0]
+
+    def patch_namespaced_custom_object(  # noqa: PLR0917  (the kubernetes client's own signature)
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        name: str,
+        body: dict[str, Any],
+        *,
+        _content_type: str,
+    ) -> dict[str, Any]:
+        assert (group, version, plural) == ("argoproj.io", "v1alpha1", "applications")
+        self.patches.append((namespace, name, body, _content_type))
+        return body
+
+
+def _follow(
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeApi,
+    target: Target,
+    repo: Path,
+    *,
+    timeout_s: float = 60.0,
+    overrides: tuple[str, ...] = (),
+) -> tuple[argo.RolloutState, list[str]]:
+    config = load_config("dev", ROOT / "environments", overrides)
+    notes: list[str] = []
+    monkeypatch.setattr(argo, "_api", lambda _: fake)
+    monkeypatch.setattr(argo, "POLL_S", 0.0)
+    monkeypatch.delenv("GITHUB_ACTOR", raising=False)
+    reporter = Reporter()
+    monkeypatch.setattr(reporter, "note", notes.append)
+    state = argo.follow_rollout(
+        config,
+        reporter,
+        application=("argocd", "model-service-dev"),
+        target=target,
+        same_release=never,
+        timeout_s=timeout_s,
+        repo=repo,
+    )
+    return state, notes
+
+
+def test_the_follower_starts_the_sync_of_a_manual_application_and_follows_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    feed = [
+        manual(application("OutOfSync", OLDER)),  # Argo CD has not seen the push yet: no request
+        manual(application("OutOfSync", PUSHED)),  # now it would sync the push: one request
+        manual(application("OutOfSync", PUSHED, {"phase": "Running", "syncResult": {"revision": PUSHED}})),
+        manual(application("Synced", PUSHED)),
+    ]
+    fake = FakeApi(feed, rollout(HEALTHY))
+    state, notes = _follow(monkeypatch, fake, TARGET, tmp_path)
+    assert (state.phase, state.ok) == ("Healthy", True)
+    assert fake.patches == [
+        (
+            "argocd",
+            "model-service-dev",
+            {"operation": {"initiatedBy": {"username": argo.INITIATOR}, "sync": {"revision": PUSHED}}},
+            "application/merge-patch+json",
+        )
+    ]
+    assert any("has no automated sync policy: started its sync of " + PUSHED[:12] in n for n in notes)
+    # The API calls the docs' minimal Role grants: get applications (Argo CD namespace), get rollouts.
+    assert {plural for _, plural in fake.gets} == {"applications", "rollouts"}
+
+
+def test_an_automated_application_is_never_patched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = FakeApi(
+        [automated(application("OutOfSync", PUSHED)), automated(application("Synced", PUSHED))],
+        rollout(HEALTHY),
+    )
+    state, _ = _follow(monkeypatch, fake, TARGET, tmp_path)
+    assert state.ok and fake.patches == []
+
+
+@pytest.fixture
+def gitops_remote(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A bare GitOps remote, the workspace's clone at the pushed promotion commit, and that commit; a
+    second clone (someone merging to main) pushes after it."""
+    remote, workspace, other = tmp_path / "remote.git", tmp_path / "workspace", tmp_path / "other"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    _git(tmp_path, "clone", "-q", str(remote), str(other))
+    _commit_release(other, "dev", "image: model-service\ntag: unreleased\n", "render")
+    pushed = _commit_release(
+        other, "dev", RELEASE, f"deploy(dev): v7\n\n{ENV_TRAILER}: dev\n{ACTION_TRAILER}: promote\n"
+    )
+    _git(other, "push", "-q", "origin", "HEAD:main")
+    _git(tmp_path, "clone", "-q", str(remote), str(workspace))
+    return workspace, other, pushed
+
+
+def _merge_meanwhile(other: Path, path: str, text: str) -> str:
+    (other / path).parent.mkdir(parents=True, exist_ok=True)
+    (other / path).write_text(text)
+    _git(other, "add", "-A")
+    _git(other, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", f"change {path}")
+    _git(other, "push", "-q", "origin", "HEAD:main")
+    return _git(other, "rev-parse", "HEAD")
+
+
+def test_a_commit_merged_during_the_rollout_is_fetched_and_accepted(
+    monkeypatch: pytest.MonkeyPatch, gitops_remote: tuple[Path, Path, str]
+) -> None:
+    """Argo CD reports a revision pushed after ours, which the workspace has not fetched: it descends from
+    the push and leaves dev's release.yaml alone, so it deploys our release (before: waited out the
+    timeout and reverted a healthy release)."""
+    workspace, other, pushed = gitops_remote
+    later = _merge_meanwhile(other, "pipeline/cli.py", "# a merged change\n")
+    assert subprocess.run(["git", "cat-file", "-e", later], cwd=workspace, check=False).returncode != 0
+    target = Target(revision=pushed, image=DIGEST, model_version="7")
+    fake = FakeApi([automated(application("Synced", later))], rollout(HEALTHY))
+    state, notes = _follow(
+        monkeypatch,
+        fake,
+        target,
+        workspace,
+        overrides=("deploy.gitops.remote=origin", "deploy.gitops.branch=main"),
+    )
+    assert (state.phase, state.ok) == ("Healthy", True)
+    assert f"fetched origin main: Argo CD reports {later[:12]}" in notes
+
+
+@pytest.mark.parametrize("changes", ["release", "diverged"])
+def test_a_later_revision_that_changes_the_release_or_does_not_descend_is_not_ours(
+    monkeypatch: pytest.MonkeyPatch, gitops_remote: tuple[Path, Path, str], changes: str
+) -> None:
+    workspace, other, pushed = gitops_remote
+    if changes == "release":
+        later = _merge_meanwhile(other, "k8s/overlays/dev/release.yaml", RELEASE.replace("'7'", "'8'"))
+    else:
+        _git(other, "reset", "-q", "--hard", "HEAD~1")  # history rewritten: a sibling of the push
+        later = _commit_release(other, "dev", RELEASE, "the same release, not after ours")
+        _git(other, "push", "-q", "--force", "origin", "HEAD:main")
+    target = Target(revision=pushed, image=DIGEST, model_version="7")
+    fake = FakeApi([automated(application("Synced", later))], rollout(HEALTHY))
+    with pytest.raises(StageError, match=f"still Syncing after 0s: Argo CD Synced at {later[:12]}"):
+        _follow(
+            monkeypatch, fake, target, workspace, timeout_s=0.0, overrides=("deploy.gitops.remote=origin",)
+        )
