@@ -529,3 +529,25 @@ def test_the_checkout_upload_and_ci_rules_can_fail(tmp_path: Path) -> None:
     assert deploys_without_ci(workflows) == ["dev"]
     workflows["cd.yml"]["jobs"]["preflight"]["needs"] = "ci"
     assert deploys_without_ci(workflows) == []
+
+
+# https://docs.github.com/en/actions/managing-workflow-runs-and-deployments/managing-workflow-runs/skipping-workflow-runs
+# "Workflows that would otherwise be triggered using on: push or on: pull_request won't be triggered if you
+# add any of the following strings to the commit message in a push": (the head commit of the push).
+SKIP_MARKERS = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
+
+
+def test_gitops_commits_start_no_workflow(committed: dict[str, Workflow]) -> None:
+    """The deploy's promotion and rollback commits are pushed with GITOPS_TOKEN (which starts workflows):
+    their messages carry a skip marker, and CD's trigger guard (paths-ignore, above) stays as a second
+    guard for a commit whose message was edited. Neither CI nor CD is triggered otherwise than by push,
+    pull_request, workflow_dispatch and workflow_call, so the marker covers every trigger a push can start."""
+    from pipeline.config import load_config  # noqa: PLC0415
+    from pipeline.deploy.gitops import SKIP_CI, Lineage, commit_message  # noqa: PLC0415
+
+    assert SKIP_CI in SKIP_MARKERS
+    lineage = Lineage("m", "7", "abc", "r/m", None, "sha256:" + "0" * 64, "pass", "pass")
+    for env in ENVIRONMENTS:
+        assert SKIP_CI in commit_message(load_config(env, ROOT / "environments"), lineage)
+    for name in ("ci.yml", "cd.yml"):
+        assert set(committed[name]["on"]) <= {"push", "pull_request", "workflow_dispatch", "workflow_call"}
