@@ -13,8 +13,15 @@ from typing import Any
 
 import numpy as np
 
-MISSING_STRING = ""
-"""How the template hands a missing string to a model, at training and when serving (pipeline/ml/data.py)."""
+APPROXIMATE_TREES = frozenset(
+    {
+        "LGBMClassifier",
+        "LGBMRegressor",
+        "HistGradientBoostingClassifier",
+        "HistGradientBoostingRegressor",
+    }
+)
+"""Tree models deciding on float64 values whose ONNX thresholds are float32 (see `float32_tree_models`)."""
 
 
 def looks_for_nan(missing_values: Any) -> bool:
@@ -123,15 +130,19 @@ def float32_trees(convert: Any) -> Any:
 
 
 def float32_tree_models() -> tuple[type, ...]:
-    """The tree ensembles that decide on float32(x): scikit-learn's trees, forests and gradient boosting,
-    XGBoost, and LightGBM (whose float32 thresholds onnxmltools writes anyway). Not HistGradientBoosting,
-    which compares float64 values with its bin thresholds."""
+    """The tree ensembles converted to a float32 TreeEnsemble (skl2onnx and onnxmltools write float32
+    thresholds), fed float32 of the float64 preprocessing by `float32_trees`. Exact for those that decide on
+    float32(x) themselves: scikit-learn's trees, forests and gradient boosting, and XGBoost. LightGBM and
+    HistGradientBoosting compare float64 values with float64 thresholds: exact unless a value lies within
+    float32 rounding of a threshold (`APPROXIMATE_TREES`), which the parity check catches."""
     from lightgbm import LGBMClassifier, LGBMRegressor  # noqa: PLC0415  (slow imports, export only)
     from sklearn.ensemble import (  # noqa: PLC0415
         ExtraTreesClassifier,
         ExtraTreesRegressor,
         GradientBoostingClassifier,
         GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
         RandomForestClassifier,
         RandomForestRegressor,
     )
@@ -145,6 +156,8 @@ def float32_tree_models() -> tuple[type, ...]:
         ExtraTreesRegressor,
         GradientBoostingClassifier,
         GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
         RandomForestClassifier,
         RandomForestRegressor,
         XGBClassifier,

@@ -118,7 +118,7 @@ def to_onnx(
         kind = f"{type(estimator).__module__}.{type(estimator).__name__}"
         msg = (
             f"{origin}: skl2onnx cannot convert the fitted {kind} "
-            f"({', '.join(type(s).__name__ for s in _steps(estimator))}): {type(exc).__name__}: {exc}; "
+            f"({', '.join(components(estimator))}): {type(exc).__name__}: {exc}; "
             "nothing was written. Use estimators skl2onnx converts (docs/bring-your-model.md)"
         )
         raise StageError(msg) from None
@@ -130,10 +130,20 @@ def to_onnx(
     return onnx_bytes, {"inputs": inputs, "outputs": outputs}
 
 
-def _steps(estimator: Any) -> list[Any]:
+def components(estimator: Any) -> list[str]:
+    """The class names of what the fit is made of, in order: a Pipeline's steps and a ColumnTransformer's
+    transformers, unfolded."""
+    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
     from sklearn.pipeline import Pipeline  # noqa: PLC0415
 
-    return [s for _, s in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
+    if isinstance(estimator, Pipeline):
+        return [name for _, step in estimator.steps for name in components(step)]
+    if isinstance(estimator, ColumnTransformer):
+        fitted = getattr(estimator, "transformers_", estimator.transformers)
+        return [
+            name for _, step, _ in fitted if step not in ("drop", "passthrough") for name in components(step)
+        ]
+    return [type(estimator).__name__]
 
 
 def _regression_output(onnx_bytes: bytes) -> str:

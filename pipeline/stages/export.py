@@ -19,7 +19,8 @@ from pipeline.errors import StageError
 from pipeline.ml.columns import Column
 from pipeline.ml.data import load_dataset
 from pipeline.ml.estimators import put_workspace_on_path
-from pipeline.ml.onnx_model import INPUT_NAME, PROBABILITIES_OUTPUT, to_onnx
+from pipeline.ml.onnx_converters import APPROXIMATE_TREES
+from pipeline.ml.onnx_model import INPUT_NAME, PROBABILITIES_OUTPUT, components, to_onnx
 from pipeline.ml.onnx_model import predict as predict_rows
 from pipeline.ml.profile import card_reference
 from pipeline.stage import StageResult
@@ -148,7 +149,7 @@ def export(
     else:
         assert onnx_outputs.probabilities is not None
         parity = _parity(estimator.predict_proba(sklearn_input), onnx_outputs.probabilities)
-    _check_parity(config, parity, reporter)
+    _check_parity(config, parity, reporter, components(estimator))
 
     write_bytes(model.onnx, onnx_bytes)
     write_json(
@@ -199,7 +200,7 @@ def export(
     return _result(model, parity, onnx_sha256, reused=False)
 
 
-def _check_parity(config: Config, parity: Parity, reporter: Reporter) -> None:
+def _check_parity(config: Config, parity: Parity, reporter: Reporter, parts: list[str]) -> None:
     bounds = config.export.parity
     rows: list[tuple[str, float, str, float, str]] = []
     if parity.label_agreement is not None:
@@ -241,9 +242,17 @@ def _check_parity(config: Config, parity: Parity, reporter: Reporter) -> None:
         )
     reporter.table(["check", "value", "comparator", "bound", "result"], rows)
     if failed:
+        approximate = [part for part in parts if part in APPROXIMATE_TREES]
+        cause = (
+            f"{', '.join(approximate)} compares float64 values with thresholds its ONNX converter writes as "
+            "float32: use RandomForest, GradientBoosting or XGBoost, which export exactly"
+            if approximate
+            else "one of them computes in ONNX otherwise than in scikit-learn (its skl2onnx converter)"
+        )
         msg = (
-            f"ONNX parity failed on {parity.rows} evaluation rows: {detail}; nothing was written. Check the "
-            "estimator's skl2onnx support or loosen export.parity in the environment's YAML"
+            f"ONNX parity failed on {parity.rows} evaluation rows: {detail}; nothing was written. The served "
+            f"model would not answer as the fitted {' + '.join(parts)}: {cause} (docs/bring-your-model.md, "
+            '"Exact export"). Loosen export.parity only for a difference you have measured and accept'
         )
         raise StageError(msg)
 

@@ -2,6 +2,7 @@
 imputer + one-hot encoder on the strings, a tree ensemble after them) exports within the default parity
 bound, for each tree family, on a CSV with missing numbers and missing strings (issue 31)."""
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,15 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
-from pipeline.config import DataSpec
+from pipeline.config import DataSpec, load_config
+from pipeline.console import Reporter
+from pipeline.errors import StageError
 from pipeline.ml.data import Dataset, load_dataset
 from pipeline.ml.onnx_converters import nan_imputers_on_strings
 from pipeline.ml.onnx_model import convert, predict, to_onnx
+from pipeline.stages.export import Parity, _check_parity
 
+REPO = Path(__file__).parents[3]
 PARITY_BOUND = 1e-4
 """export.parity.max_abs_diff in environments/base.yaml."""
 ROWS = 1500
@@ -157,3 +162,55 @@ def test_the_usual_string_imputers_export_as_they_were_fitted(tmp_path: Path, im
     assert nan_imputers_on_strings(estimator, {"city", "channel"}) == (
         [["city", "channel"]] if looks_for_nan else []
     )
+
+
+def test_a_numeric_pipeline_scaling_before_a_forest_takes_one_float64_matrix(tmp_path: Path) -> None:
+    """No strings, no ColumnTransformer: one input matrix, float64 when a step computes on the numbers
+    before the trees; an imputer alone keeps float32 (the trees round what it fills in to float32 too)."""
+    data = applicants_csv(tmp_path)
+    numbers = data.train[["age", "income"]]
+    columns = [c for c in data.columns if c.numeric]
+    scaled = make_pipeline(SimpleImputer(), StandardScaler(), MODELS["random_forest"]()).fit(
+        numbers, data.y_train
+    )
+    imputed = make_pipeline(SimpleImputer(), MODELS["random_forest"]()).fit(numbers, data.y_train)
+    for estimator, dtype in ((scaled, "float64"), (imputed, "float32")):
+        _, card_onnx = to_onnx(estimator, columns, task="binary", opset=17, origin="model.trainer 't:fit'")
+        assert card_onnx["inputs"] == [{"name": "input", "dtype": dtype, "features": ["age", "income"]}]
+        onnx_path = tmp_path / "m.onnx"
+        onnx_path.write_bytes(
+            convert(estimator, card_onnx["inputs"], classifier=estimator.steps[-1][1], opset=17)
+        )
+        card = {
+            "card_version": 2,
+            "task": "binary",
+            "features": [c.to_json() for c in columns],
+            "onnx": card_onnx,
+        }
+        rows = [row[:2] for row in data.test_rows()]
+        served = predict(onnx_path, card, rows).probabilities
+        assert served is not None
+        expected = estimator.predict_proba(data.test[["age", "income"]])
+        assert float(np.max(np.abs(served - expected))) <= PARITY_BOUND
+
+
+@pytest.mark.parametrize(
+    ("parts", "cause"),
+    [
+        (
+            ["SimpleImputer", "StandardScaler", "HistGradientBoostingClassifier"],
+            (
+                "HistGradientBoostingClassifier compares float64 values with thresholds its ONNX converter "
+                "writes as float32: use RandomForest, GradientBoosting or XGBoost, which export exactly"
+            ),
+        ),
+        (["StandardScaler", "SVC"], "one of them computes in ONNX otherwise than in scikit-learn"),
+    ],
+)
+def test_a_parity_failure_names_the_components_and_the_remedy(parts: list[str], cause: str) -> None:
+    config = load_config("dev", REPO / "environments")
+    with pytest.raises(StageError) as failed:
+        _check_parity(config, Parity(375, 1.0, 0.022), Reporter(io.StringIO()), parts)
+    message = str(failed.value)
+    assert f"The served model would not answer as the fitted {' + '.join(parts)}: {cause}" in message
+    assert "max abs diff 0.022 (max 0.0001)" in message
