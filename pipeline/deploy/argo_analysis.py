@@ -23,7 +23,7 @@ from model_service.monitoring import (
     SCORE_PSI,
     STATUS_LABEL,
 )
-from pipeline.config import ClusterTiming, Config, ConfigError
+from pipeline.config import PREDICTION_SHIFT_METRICS, ClusterTiming, Config, ConfigError
 from pipeline.deploy.names import ANALYSIS_TEMPLATE, SMOKE_TEMPLATE
 from pipeline.rollout.analysis import SCORE_SMOOTHING
 from pipeline.rollout.plan import (
@@ -96,15 +96,14 @@ def blue_green(rollout_plan: Plan) -> dict[str, Any]:
     return strategy
 
 
-def _selector(hash_arg: str, extra: str = "") -> str:
-    return (
-        f'namespace="{{{{args.namespace}}}}",rollouts_pod_template_hash="{{{{args.{hash_arg}}}}}",'
-        f'{ROUTE_LABEL}=~"{PREDICTION_ROUTES_REGEX}"{extra}'
-    )
+def _selector(hash_arg: str | None, extra: str = "") -> str:
+    version = f'rollouts_pod_template_hash="{{{{args.{hash_arg}}}}}",' if hash_arg else ""
+    return f'namespace="{{{{args.namespace}}}}",{version}{ROUTE_LABEL}=~"{PREDICTION_ROUTES_REGEX}"{extra}'
 
 
-def promql(metric: str, analysis: Analysis, window_seconds: int, hash_arg: str = "canary-hash") -> str:
-    """The query for one analysis metric of the version whose pods have `hash_arg`, over `window_seconds`.
+def promql(metric: str, analysis: Analysis, window_seconds: int, hash_arg: str | None = "canary-hash") -> str:
+    """The query for one analysis metric of the version whose pods have `hash_arg` (None: every pod of the
+    namespace, the first release's only version), over `window_seconds`.
 
     Windows with fewer than `min_requests` predictions return no sample, which fails (never passes)."""
     window = f"{window_seconds}s"
@@ -191,6 +190,42 @@ def analysis_metrics(analysis: Analysis, timing: ClusterTiming) -> list[dict[str
             query = f"({canary})\n/ ({_effect_floor(stable, threshold)})"
             metrics.append(_bounded(f"{name}-vs-stable", query, threshold.max_vs_stable, analysis, timing))
     return metrics
+
+
+def first_release_metrics(analysis: Analysis, timing: ClusterTiming) -> list[dict[str, Any]]:
+    """The metrics of an environment's first release: the absolute bounds (`max`) only, over every pod of
+    the namespace. There is no stable version to compare with (the `*-vs-stable` and prediction-shift
+    metrics would have no stable series), and the first release's pods are the namespace's only ones."""
+    return [
+        _bounded(
+            threshold.metric.replace("_", "-"),
+            promql(threshold.metric, analysis, timing.window, None),
+            threshold.max,
+            analysis,
+            timing,
+        )
+        for threshold in analysis.thresholds
+        if threshold.max is not None and threshold.metric not in PREDICTION_SHIFT_METRICS
+    ]
+
+
+def smoke_metric(requests: int, service: str) -> dict[str, Any]:
+    """`requests` GETs of the Service's /readyz, run by the Argo Rollouts controller; any failure fails
+    (the blue-green smoke template's metric, aimed at a Service of the caller's choice)."""
+    return {
+        "name": "smoke",
+        "interval": "1s",
+        "count": requests,
+        "failureLimit": 0,
+        "successCondition": 'result == "ready"',
+        "provider": {
+            "web": {
+                "url": f"http://{service}.{{{{args.namespace}}}}.svc/readyz",
+                "jsonPath": "{$.status}",
+                "timeoutSeconds": 5,
+            }
+        },
+    }
 
 
 def cluster_timing(config: Config) -> ClusterTiming:

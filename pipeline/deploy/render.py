@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from pipeline.adapters.service_process import service_settings
-from pipeline.config import Config, ConfigError, Task, known_environments, load_config
+from pipeline.config import ClusterTiming, Config, ConfigError, Task, known_environments, load_config
 from pipeline.console import Reporter
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
@@ -30,12 +30,16 @@ from pipeline.deploy.argo_analysis import (
     canary_steps,
     cluster_timing,
     drift_rules,
+    first_release_metrics,
+    smoke_metric,
 )
 from pipeline.deploy.dashboard import dashboard_config_map
 from pipeline.deploy.fallback_rules import fallback_rules
 from pipeline.deploy.names import (
     ANALYSIS_TEMPLATE,
     APP,
+    FIRST_RELEASE_FILE,
+    FIRST_RELEASE_RUN,
     GENERATED,
     K8S_DIR,
     LOAD_APP,
@@ -322,10 +326,22 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     }
     if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)
+    if release.released and release.replaces is None:
+        resources.append(FIRST_RELEASE_FILE)
+        files[FIRST_RELEASE_FILE] = first_release_run(config, rollout_plan, timing)
     smoke = next((a for a in rollout_plan.actions if isinstance(a, Smoke)), None)
     if smoke is not None:
         patches["patch-smoke.yaml"] = ("argoproj.io", "AnalysisTemplate", SMOKE_TEMPLATE)
         files["patch-smoke.yaml"] = [_op("replace", "/spec/metrics/0/count", smoke.requests)]
+    kustomize_patches: list[dict[str, Any]] = [
+        {"path": path, "target": {"group": group, "kind": kind, "name": name}}
+        for path, (group, kind, name) in patches.items()
+    ]
+    if not release.released:
+        # No image yet: no workload. A Rollout of the placeholder would become the stable ReplicaSet
+        # (Argo Rollouts promotes the first one whether its pods run or not: rollout/sync.go,
+        # shouldFullPromote), and the first real release would then be compared with it.
+        kustomize_patches += [{"patch": dump(_deletion(*target))} for target in WORKLOAD]
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -334,12 +350,63 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         "components": [f"../../components/{strategy}", f"../../components/{deploy.traffic_router}"],
         "labels": [{"pairs": {"app.kubernetes.io/instance": f"{APP}-{config.name}", "env": config.name}}],
         "images": [image],
-        "patches": [
-            {"path": path, "target": {"group": group, "kind": kind, "name": name}}
-            for path, (group, kind, name) in patches.items()
-        ],
+        "patches": kustomize_patches,
     }
     return {"kustomization.yaml": kustomization, **files}
+
+
+WORKLOAD = (
+    ("argoproj.io/v1alpha1", "Rollout", APP),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", APP),
+    ("policy/v1", "PodDisruptionBudget", APP),
+)
+"""What an overlay without a release leaves out: the Rollout and what points at its pods."""
+
+
+def _deletion(api_version: str, kind: str, name: str) -> dict[str, Any]:
+    """A strategic-merge patch that removes the object from the build (kustomize `$patch: delete`)."""
+    return {"$patch": "delete", "apiVersion": api_version, "kind": kind, "metadata": {"name": name}}
+
+
+def first_release_run(config: Config, rollout_plan: Plan, timing: ClusterTiming) -> dict[str, Any]:
+    """An Argo CD PostSync hook that judges an environment's first release on its own checks.
+
+    Argo Rollouts promotes a Rollout's first ReplicaSet at once, skipping the canary steps and the
+    blue-green pre-promotion analysis (rollout/sync.go shouldFullPromote: "Initial deploy";
+    rollout/analysis.go: no active selector yet), and there is no stable version to compare with. So
+    the run holds the smoke test (the stable Service's /readyz) and the absolute bounds over the
+    namespace's pods, with the load where the environment sends it. Argo CD runs PostSync hooks once the
+    synced resources are Healthy, rates an AnalysisRun Healthy when Successful and Degraded when Failed
+    or Error (Unknown when Inconclusive: resource_customizations/argoproj.io/AnalysisRun/health.lua), and
+    a Degraded or Unknown hook fails the sync operation (gitops-engine sync_context.go,
+    getOperationPhase), which CD's follower turns into a revert."""
+    smoke = next((a for a in rollout_plan.actions if isinstance(a, Smoke)), None)
+    requests = smoke.requests if smoke is not None else config.rollout.blue_green.smoke_requests
+    metrics = [
+        smoke_metric(requests, f"{APP}-stable"),
+        *first_release_metrics(rollout_plan.analysis, timing),
+    ]
+    if sends_load(config, rollout_plan):
+        metrics.append(load_job_metric(config, rollout_plan, timing))
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisRun",
+        "metadata": {
+            "name": FIRST_RELEASE_RUN,
+            "annotations": {
+                "argocd.argoproj.io/hook": "PostSync",
+                # The last run stays for `kubectl describe` until the next sync replaces it.
+                "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
+            },
+        },
+        "spec": {
+            "args": [
+                {"name": "namespace", "value": config.deploy.namespace},
+                {"name": "prometheus-address", "value": config.deploy.prometheus.address},
+            ],
+            "metrics": metrics,
+        },
+    }
 
 
 def application(config: Config) -> dict[str, Any]:

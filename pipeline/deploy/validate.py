@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ CRD_KINDS = {
     ("gateway.networking.k8s.io", "HTTPRoute"),
     ("argoproj.io", "Rollout"),
     ("argoproj.io", "AnalysisTemplate"),
+    ("argoproj.io", "AnalysisRun"),
     ("argoproj.io", "Application"),
     ("monitoring.coreos.com", "ServiceMonitor"),
     ("monitoring.coreos.com", "PrometheusRule"),
@@ -207,6 +208,8 @@ def default_problems(doc: dict[str, Any], source: str, directory: Path) -> list[
     """Fields the API server would default on this object: Argo CD's legacy diff compares a CRD's lists
     as whole values, so a list item missing a defaulted field stays OutOfSync after every sync
     (argoproj/argo-cd#22151). Each must be written out with its default."""
+    if doc.get("kind") == "AnalysisRun":
+        doc = _as_template(doc)
     group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
     schema = crd_schemas(directory).get((group, version, str(doc.get("kind"))))
     if schema is None:
@@ -222,9 +225,26 @@ def default_problems(doc: dict[str, Any], source: str, directory: Path) -> list[
     ]
 
 
+ANALYSIS_RUN_SPEC_KEYS = {"args", "dryRun", "measurementRetention", "metrics", "terminate", "ttlStrategy"}
+"""spec keys of the AnalysisRun CRD (argo-rollouts manifests/crds/analysis-run-crd.yaml at the pinned commit)."""
+
+
+def _as_template(run: dict[str, Any]) -> dict[str, Any]:
+    """An AnalysisRun checked as the AnalysisTemplate its spec repeats: the AnalysisRun CRD is not among the
+    pinned schemas, and its `metrics` and `args` have the template's schema (the CRDs share the types)."""
+    spec = run.get("spec") or {}
+    shared = {key: spec[key] for key in ("args", "metrics", "dryRun", "measurementRetention") if key in spec}
+    return {**run, "kind": "AnalysisTemplate", "spec": shared}
+
+
 def validate_crd(doc: dict[str, Any], source: str, directory: Path) -> list[Problem]:
     import jsonschema  # noqa: PLC0415  (k8s dependency group)
 
+    if doc.get("kind") == "AnalysisRun":
+        unknown = sorted(set(doc.get("spec") or {}) - ANALYSIS_RUN_SPEC_KEYS)
+        found = [Problem(source, _name(doc), f"spec.{key}", "not a field of AnalysisRun") for key in unknown]
+        as_template = validate_crd(_as_template(doc), source, directory)
+        return found + [replace(problem, obj=_name(doc)) for problem in as_template]
     group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
     schema = crd_schemas(directory).get((group, version, str(doc.get("kind"))))
     if schema is None:
@@ -276,7 +296,7 @@ def policy(doc: dict[str, Any], source: str) -> list[Problem]:
     api = str(doc.get("apiVersion", ""))
     if api in REMOVED_APIS:
         out.append(Problem(source, obj, "apiVersion", f"{api} was removed in Kubernetes {REMOVED_APIS[api]}"))
-    if doc.get("kind") == "AnalysisTemplate":
+    if doc.get("kind") in {"AnalysisTemplate", "AnalysisRun"}:
         for n, metric in enumerate((doc.get("spec") or {}).get("metrics") or []):
             job = ((metric.get("provider") or {}).get("job") or {}).get("spec")
             if job is not None:

@@ -174,8 +174,11 @@ def test_a_promotion_writes_only_what_the_release_changes(repo: Path) -> None:
     config = _config()
     first = gitops.commit_release(repo, config, _lineage(), Reporter())
     release = k8s.read_release(repo, config)
-    assert release.replaces is None  # the environment's first release
+    assert release.replaces is None  # the environment's first release: judged by its own PostSync run
+    hook = repo / "k8s/overlays/dev/first-release-analysis.yaml"
+    assert hook.is_file()
     second = gitops.commit_release(repo, config, _second_lineage(), Reporter())
+    assert not hook.exists()  # from the second release on, the canary compares with stable
     touched = _git(repo, "diff", "--name-only", first, second).splitlines()
     assert set(touched) <= {
         "k8s/overlays/dev/release.yaml",

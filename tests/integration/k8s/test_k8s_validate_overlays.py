@@ -12,6 +12,7 @@ import yaml
 
 from pipeline.deploy import crd_cache
 from pipeline.deploy import validate as kv
+from tests.integration.k8s.released import STATES, State, build_overlay
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVS = sorted(p.name for p in (ROOT / "k8s/overlays").iterdir() if (p / "kustomization.yaml").is_file())
@@ -26,26 +27,43 @@ needs_schemas = pytest.mark.skipif(
 )
 
 
+WORKLOAD = {"Rollout", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+
+
 @needs_kustomize
 @needs_schemas
+@pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize("env", ENVS)
-def test_every_object_of_the_overlay_validates(env: str) -> None:
-    docs = kv.build(ROOT / "k8s/overlays" / env)
+def test_every_object_of_the_overlay_validates(env: str, state: State) -> None:
+    """Unreleased: no workload (docs/kubernetes.md, "The first release"); first release: the workload and
+    its PostSync AnalysisRun; from the second on: the workload alone, compared with stable."""
+    docs = build_overlay(env, state)
     kinds = {d["kind"] for d in docs}
     assert {
-        "Rollout",
         "AnalysisTemplate",
         "ServiceMonitor",
         "PrometheusRule",
-        "HorizontalPodAutoscaler",
         "HTTPRoute",  # deploy.traffic_router: gateway-api, the default
     } <= kinds
     assert "Ingress" not in kinds
+    if state == "unreleased":
+        assert not WORKLOAD & kinds
+    else:
+        assert kinds >= WORKLOAD
+    assert ("AnalysisRun" in kinds) == (state == "first")
     problems, skipped = kv.validate_docs(docs, env, ROOT)
     assert (problems, skipped) == ([], [])
-    rollout = next(d for d in docs if d["kind"] == "Rollout")
-    assert "replicas" not in rollout["spec"]
+    for rollout in (d for d in docs if d["kind"] == "Rollout"):
+        assert "replicas" not in rollout["spec"]
     assert all(d["metadata"].get("namespace") for d in docs)
+
+
+@needs_kustomize
+@pytest.mark.parametrize("env", ENVS)
+def test_the_committed_overlays_match_their_release_state(env: str) -> None:
+    committed = {d["kind"] for d in kv.build(ROOT / "k8s/overlays" / env)}
+    release = (ROOT / "k8s/overlays" / env / "release.yaml").read_text(encoding="utf-8")
+    assert ("tag: unreleased" in release) == (not WORKLOAD & committed)
 
 
 @needs_schemas
@@ -58,7 +76,7 @@ def test_the_argocd_applications_validate() -> None:
 @needs_kustomize
 @needs_schemas
 def test_broken_manifests_fail_with_object_field_and_reason() -> None:
-    docs = kv.build(ROOT / "k8s/overlays/dev")
+    docs = build_overlay("dev", "second")
     service = copy.deepcopy(next(d for d in docs if d["kind"] == "Service"))
     service["spec"]["ports"][0]["port"] = "eighty"
     problems = kv.validate_core(service, "dev")
@@ -108,7 +126,7 @@ def test_missing_schemas_skip_with_the_variable_named(
 def test_metrics_port_is_scraped_by_prometheus_only_and_never_routed(env: str) -> None:
     """Issue 21, finding 5: the Ingress/HTTPRoute reach the API port only, the ServiceMonitor scrapes the
     metrics port, and the NetworkPolicy admits the metrics port from the Prometheus namespace alone."""
-    docs = kv.build(ROOT / "k8s/overlays" / env)
+    docs = build_overlay(env, "second")
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)

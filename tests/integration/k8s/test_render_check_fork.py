@@ -31,5 +31,8 @@ def test_render_check_fails_when_the_crd_schemas_cannot_be_downloaded(
     assert render(fork, fork / "environments", check=True, reporter=Reporter()) is False
     out = capsys.readouterr()
     text = out.out + out.err
-    assert "not checked: k8s/overlays/dev: Rollout/model-service: CRD schema not checked" in text
+    assert (
+        "not checked: k8s/overlays/dev: AnalysisTemplate/model-service-analysis: CRD schema not checked"
+        in text
+    )
     assert "checks NOT run (a failure)" in text and "0 problems" in text
