@@ -22,19 +22,26 @@ revert of the last promotion) needs no such check. On success the worktree's hea
 step output `revision` (to GITHUB_OUTPUT), which `rollout --target kubernetes --revision` follows.
 
 The job's workspace state (`artifacts/`, `.mlflow/`) is linked into DIR, so the registry the command
-moves is the job's. With GITOPS_TOKEN set, git authenticates with it through an HTTP header passed in
-the environment (never written to .git/config), and commits carry a bot identity unless one is set.
+moves is the job's. The push credential, passed to git as an HTTP header in the environment (never
+written to .git/config): with GITOPS_APP_ID and GITOPS_APP_PRIVATE_KEY, a GitHub App installation token
+minted here for this repository with `contents: write` (it expires after an hour and needs no renewal;
+the App can be on a protected branch's bypass list, docs/ci.md); else GITOPS_TOKEN. Commits carry a bot
+identity unless one is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import posixpath
 import re
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -48,10 +55,76 @@ same folder. Read with a pattern: this script runs on the job's bare Python, wit
 REFUSED = 1
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def app_jwt(app_id: str, private_key: str, now: float) -> str:
+    """The JWT a GitHub App authenticates with: RS256, `iat` 60 s in the past, `exp` within 10 minutes,
+    `iss` the App's ID (docs.github.com, "Generating a JSON Web Token (JWT) for a GitHub App"). Signed by
+    `openssl dgst -sha256 -sign` (on every runner): the job's Python has no crypto package."""
+    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    claims = _b64url(json.dumps({"iat": int(now) - 60, "exp": int(now) + 540, "iss": app_id}).encode())
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as key:  # created 0600
+        key.write(private_key.strip() + "\n")
+        key.flush()
+        signed = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", key.name],
+            input=f"{header}.{claims}".encode(),
+            capture_output=True,
+            check=False,
+        )
+    if signed.returncode != 0:
+        raise SystemExit(
+            f"GITOPS_APP_PRIVATE_KEY is not a usable PEM private key: {signed.stderr.decode()[-300:]}"
+        )
+    return f"{header}.{claims}.{_b64url(signed.stdout)}"
+
+
+def _api(url: str, jwt: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "POST",
+        headers={
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {jwt}",
+            "X-GitHub-Api-Version": "2022-11-28",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        data = json.load(response)
+    if not isinstance(data, dict):
+        raise SystemExit(f"{url} did not return an object")
+    return data
+
+
+def app_token(environ: Mapping[str, str], now: float | None = None) -> str:
+    """An installation token of the GitHub App GITOPS_APP_ID for this repository, limited to
+    `contents: write`: GET /repos/{owner}/{repo}/installation, then POST
+    /app/installations/{id}/access_tokens (docs.github.com, "Generating an installation access token
+    for a GitHub App")."""
+    api = environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+    repository = environ["GITHUB_REPOSITORY"]
+    jwt = app_jwt(
+        environ["GITOPS_APP_ID"], environ["GITOPS_APP_PRIVATE_KEY"], time.time() if now is None else now
+    )
+    installation = _api(f"{api}/repos/{repository}/installation", jwt)
+    granted = _api(
+        f"{api}/app/installations/{installation['id']}/access_tokens",
+        jwt,
+        {"repositories": [repository.split("/", 1)[1]], "permissions": {"contents": "write"}},
+    )
+    token = str(granted["token"])
+    sys.stdout.write(f"::add-mask::{token}\n")
+    return token
+
+
 def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment for git and the command: token header, bot identity."""
     env = dict(environ)
-    token = environ.get("GITOPS_TOKEN", "")
+    app = environ.get("GITOPS_APP_ID", "") and environ.get("GITOPS_APP_PRIVATE_KEY", "")
+    token = app_token(environ) if app else environ.get("GITOPS_TOKEN", "")
     if token:
         server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()

@@ -3,6 +3,7 @@ push retry against real git repositories (a bare remote that another clone pushe
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import subprocess
@@ -358,3 +359,88 @@ def test_the_token_becomes_an_auth_header_in_the_environment_only() -> None:
     assert env["GIT_CONFIG_VALUE_0"] == "AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46YWJj"
     assert env["GIT_COMMITTER_NAME"] == "github-actions[bot]"
     assert "GIT_CONFIG_COUNT" not in gitops_push.git_environment({})
+
+
+# --- the push credential: a GitHub App installation token -----------------------------------------------
+
+APP_CALLS: list[tuple[str, str, str, dict[str, object]]] = []
+
+
+class _AppApi(BaseHTTPRequestHandler):
+    """GitHub's two App endpoints: the repository's installation, and an installation token."""
+
+    def _answer(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        APP_CALLS.append(("GET", self.path, self.headers.get("Authorization", ""), {}))
+        self._answer(200, {"id": 42})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        APP_CALLS.append(("POST", self.path, self.headers.get("Authorization", ""), body))
+        self._answer(201, {"token": "ghs_installation", "expires_at": "2026-12-06T23:00:00Z"})
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_github_app_mints_the_push_credential(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs.github.com "Generating a JSON Web Token (JWT) for a GitHub App" (RS256; iat 60 s in the past,
+    exp at most 10 minutes ahead, iss the App ID) and "Generating an installation access token": the token
+    is asked for this repository only, with contents: write, and preferred over GITOPS_TOKEN."""
+    key, public = tmp_path / "app.pem", tmp_path / "app.pub"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "RSA", "-out", str(key)], check=True, capture_output=True
+    )
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public)], check=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AppApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = gitops_push.git_environment(
+            {
+                "GITOPS_APP_ID": "123",
+                "GITOPS_APP_PRIVATE_KEY": key.read_text(),
+                "GITOPS_TOKEN": "a-pat-that-is-not-used",
+                "GITHUB_API_URL": f"http://127.0.0.1:{server.server_address[1]}",
+                "GITHUB_REPOSITORY": "o/r",
+                "GITHUB_SERVER_URL": "https://github.com",
+            }
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    (get, path, auth, _), (post, token_path, _, body) = APP_CALLS
+    assert (get, path, post, token_path) == (
+        "GET",
+        "/repos/o/r/installation",
+        "POST",
+        "/app/installations/42/access_tokens",
+    )
+    assert body == {"repositories": ["r"], "permissions": {"contents": "write"}}
+    header, claims, signature = auth.removeprefix("Bearer ").split(".")
+
+    def decode(part: str) -> dict[str, int | str]:
+        decoded: dict[str, int | str] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return decoded
+
+    assert decode(header) == {"alg": "RS256", "typ": "JWT"}
+    payload = decode(claims)
+    assert payload["iss"] == "123" and 0 < int(payload["exp"]) - int(payload["iat"]) <= 600
+    (tmp_path / "sig").write_bytes(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+    verified = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", str(public), "-signature", str(tmp_path / "sig")],
+        input=f"{header}.{claims}".encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout
+    expected = base64.b64encode(b"x-access-token:ghs_installation").decode()
+    assert env["GIT_CONFIG_VALUE_0"] == f"AUTHORIZATION: basic {expected}"
+    assert "::add-mask::ghs_installation" in capsys.readouterr().out
