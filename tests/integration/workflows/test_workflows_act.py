@@ -56,8 +56,10 @@ def test_ci_push_runs_every_job_and_passes() -> None:
     done = _act("--event", "push")
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
-    assert {"train", "export", "gate", "loadtest", "ci-ok"} <= _jobs(log, "succeeded")
+    assert {"train", "export", "gate", "loadtest", "image", "ci-ok"} <= _jobs(log, "succeeded")
     assert "Session gate was successful" in log and "Session tests was successful" in log
+    # The image is built on run_act's private engine and smoke-tested, not pushed.
+    assert "prediction 200, wrong shape 422" in log and "not pushed (image.push is false)" in log
 
 
 def test_a_failing_gate_fails_the_gate_job_and_stops_the_chain(tmp_path: Path) -> None:
@@ -87,7 +89,8 @@ def test_cd_dispatch_pushes_the_image_once_and_commits_its_digest_for_dev_then_s
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-6000:]
     succeeded = _jobs(log, "succeeded")
-    assert {"model", "image", "deploy"} <= succeeded, succeeded
+    # CD calls CI first (its `ci-ok` among the jobs), then trains, builds, deploys.
+    assert {"ci-ok", "model", "image", "deploy"} <= succeeded, succeeded
     assert not {"preflight", "prod", "image-skipped"} & (succeeded | _jobs(log, "failed"))
     assert "rollout skipped::act runs this workflow on a laptop - no cluster here" in log
     # run_act's summary: what the registry holds and what landed on the GitOps remote's main.

@@ -251,3 +251,29 @@ def test_dry_run_prints_the_command_and_runs_nothing(
     printed = capsys.readouterr().err
     assert "pull_request --workflows .github/workflows/ci.yml" in printed
     assert f"--eventpath {ROOT / '.github/act/pull_request.json'}" in printed
+
+
+def test_the_upload_stand_in_refuses_a_second_upload_of_a_name_without_overwrite(tmp_path: Path) -> None:
+    """As upload-artifact v4+ does (artifacts are immutable; `overwrite: false` fails when the name
+    exists), so `nox -s act` catches a workflow that uploads one name twice in a run."""
+    [step] = _load(ROOT / ".github/act/actions/actions/upload-artifact/action.yml")["runs"]["steps"]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "file").write_text("x")
+
+    def upload(overwrite: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/bin:/bin", "ACT_ARTIFACT_DIR": str(tmp_path / "store"), "NAME": "model"}
+        env |= {"PATHS": "out/", "IF_NONE": "error", "OVERWRITE": overwrite}
+        return subprocess.run(
+            ["bash", "-e", "-c", step["run"]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert upload("false").returncode == 0
+    refused = upload("false")
+    assert refused.returncode == 1 and "409" in refused.stdout and "overwrite: true" in refused.stdout
+    assert upload("true").returncode == 0
+    assert (tmp_path / "store" / "model" / "out" / "file").read_text() == "x"
