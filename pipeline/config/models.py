@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -753,6 +754,12 @@ class DeploySpec(Spec):
     graceful_timeout_seconds: int = Field(20, ge=1, le=300)
     """Longest wait for in-flight requests after the delay (MODEL_SERVICE_GRACEFUL_TIMEOUT_S); the pod's
     terminationGracePeriodSeconds is the two plus 5 s."""
+    expected_user_rps: float | None = Field(None, gt=0)
+    """Predictions per second real users send to this environment (its quiet hours, not its peak); empty:
+    no users are expected (dev, staging). Where it is set, the PrometheusRule alerts when predictions stop
+    (ModelServiceNoTraffic). Where no analysis traffic is sent, the canary analysis judges these users
+    only, so the config is refused unless it covers what the analysis needs (`render` prints it): at least
+    `rollout.analysis.min_requests` per window at the smallest canary weight an analysis step runs at."""
     api_key_secret: str = Field("model-service-api-keys", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Name of the Secret (key `api-key-sha256`) holding accepted API key hashes when service.auth is
     `api-key`; created out of band, never committed."""
@@ -866,6 +873,47 @@ class Config(Spec):
             initial_delay=window,
             count=self.rollout.analysis.count,
         )
+
+    @property
+    def analysed_canary_weight(self) -> int | None:
+        """The smallest canary weight (percent) an analysis step runs at; None for blue-green or no analysis."""
+        if self.rollout.strategy != "canary":
+            return None
+        weight, analysed = 0, []
+        for step in self.rollout.steps:
+            if step.set_weight is not None:
+                weight = step.set_weight
+            elif step.analysis is not None:
+                analysed.append(weight)
+        return min(analysed) if analysed else None
+
+    @property
+    def user_rps_needed(self) -> float | None:
+        """Predictions per second users must send for every canary analysis window to count, where the
+        environment sends no analysis traffic: min_requests / (canary weight x window); None where the
+        analysis gets its own traffic or nothing is analysed."""
+        weight = self.analysed_canary_weight
+        if self.deploy.analysis_traffic.enabled or weight is None:
+            return None
+        if weight == 0:
+            return math.inf
+        return self.rollout.analysis.min_requests / (weight / 100 * self.cluster_timing.window)
+
+    @model_validator(mode="after")
+    def _users_cover_the_analysis(self) -> Self:
+        needed, expected = self.user_rps_needed, self.deploy.expected_user_rps
+        if needed is not None and (expected is None or expected < needed):
+            msg = (
+                f"deploy.analysis_traffic.enabled is false, so the canary analysis judges real users only: "
+                f"rollout.analysis.min_requests {self.rollout.analysis.min_requests} per "
+                f"{self.cluster_timing.window}s window at {self.analysed_canary_weight}% canary weight needs "
+                f"{needed:.1f} predictions/s of user traffic, and deploy.expected_user_rps is "
+                f"{expected if expected is not None else 'unset'}; every canary would abort on missing data. "
+                "Declare the traffic the environment has at its quietest (deploy.expected_user_rps), or enable "
+                "deploy.analysis_traffic, raise the first analysed set_weight, or lower min_requests"
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _cluster_analysis_can_get_data(self) -> Self:

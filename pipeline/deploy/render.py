@@ -254,6 +254,33 @@ def _model_task(config: Config, root: Path) -> Task:
     return config.model.task or load_dataset(config.data, root).task
 
 
+NO_TRAFFIC_RULE: dict[str, Any] = {
+    "alert": "ModelServiceNoTraffic",
+    "expr": 'sum by (namespace) (rate(model_service_requests_total{route="/v1/predict"}[15m])) == 0\n',
+    "for": "15m",
+    "labels": {"severity": "ticket"},
+    "annotations": {
+        "summary": "model-service in {{ $labels.namespace }} served no predictions for 15 minutes"
+    },
+}
+"""Rendered only where users are expected (deploy.expected_user_rps): elsewhere it would always fire."""
+
+
+def traffic_note(config: Config) -> str:
+    """What the environment's canary analysis needs of its users, for `render` to print."""
+    needed = config.user_rps_needed
+    if needed is None:
+        source = (
+            "in-cluster analysis traffic" if config.deploy.analysis_traffic.enabled else "no canary analysis"
+        )
+        return f"{config.name}: the analysis needs no user traffic ({source})"
+    return (
+        f"{config.name}: the canary analysis needs {needed:.1f} user predictions/s "
+        f"(min_requests {config.rollout.analysis.min_requests} per {config.cluster_timing.window}s window at "
+        f"{config.analysed_canary_weight}% canary weight); deploy.expected_user_rps: {config.deploy.expected_user_rps:g}"
+    )
+
+
 def metrics_peers(config: Config) -> list[dict[str, Any]]:
     """Who may call the metrics port: Prometheus, in `deploy.prometheus.namespace`."""
     return [_namespace_peer(config.deploy.prometheus.namespace, "prometheus")]
@@ -318,6 +345,7 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         ],
         "patch-prometheusrule.yaml": [
             *_label_ops(selector_labels),
+            *([_op("add", "/spec/groups/0/rules/-", NO_TRAFFIC_RULE)] if deploy.expected_user_rps else []),
             _op("add", "/spec/groups/-", drift_rules(config)),
             *([_op("add", "/spec/groups/-", rules)] if (rules := fallback_rules(config)) else []),
         ],
@@ -540,6 +568,8 @@ def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> 
     from pipeline.deploy import validate as k8s_validate  # noqa: PLC0415  (needs the k8s dependency group)
 
     files = render_all(root, config_dir)
+    for env in known_environments(config_dir):
+        reporter.note(traffic_note(load_config(env, config_dir)))
     if not check:
         written = write_files(root, files)
         for name in written:

@@ -215,3 +215,31 @@ def test_a_config_letting_inconclusive_windows_pass_is_refused_naming_the_key(tm
         handle.write("\nrollout:\n  analysis:\n    count: 2\n    inconclusive_limit: 2\n")
     with pytest.raises(ConfigError, match=r"dev\.yaml.*inconclusive_limit 2 must be below count 2"):
         load_config("dev", tmp_path)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_no_traffic_alert_is_rendered_only_where_users_are_expected(env: str) -> None:
+    """ModelServiceNoTraffic fires whenever no prediction is served: where no user calls (dev, staging)
+    it would fire all the time."""
+    config = load_config(env, CONFIG_DIR)
+    ops = _patch(env, "patch-prometheusrule.yaml")
+    alerts = [op["value"]["alert"] for op in ops if op["path"] == "/spec/groups/0/rules/-"]
+    assert alerts == (["ModelServiceNoTraffic"] if config.deploy.expected_user_rps else [])
+    assert "- alert: ModelServiceNoTraffic" not in (ROOT / "k8s/base/prometheusrule.yaml").read_text(
+        encoding="utf-8"
+    )
+    assert (config.deploy.expected_user_rps is None) == (env in {"dev", "staging"})
+
+
+def test_the_user_traffic_the_analysis_needs_is_stated_and_enforced(tmp_path: Path) -> None:
+    """min_requests / (canary weight x window): prod's 50 per 120 s window at 5 % needs 8.3 req/s."""
+    prod = load_config("prod", CONFIG_DIR)
+    assert prod.user_rps_needed == pytest.approx(50 / (0.05 * 120))
+    assert "8.3 user predictions/s" in k8s.traffic_note(prod)
+    assert load_config("dev", CONFIG_DIR).user_rps_needed is None  # analysis traffic is sent
+    for name in ("base", "prod"):
+        shutil.copy(CONFIG_DIR / f"{name}.yaml", tmp_path / f"{name}.yaml")
+    text = (tmp_path / "prod.yaml").read_text(encoding="utf-8")
+    (tmp_path / "prod.yaml").write_text(text.replace("expected_user_rps: 20", "expected_user_rps: 5"))
+    with pytest.raises(ConfigError, match=r"prod\.yaml.*needs 8\.3 predictions/s.*expected_user_rps is 5"):
+        load_config("prod", tmp_path)
