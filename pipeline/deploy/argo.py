@@ -28,10 +28,12 @@ Two things the follower does besides reading:
 - An Application without `spec.syncPolicy.automated` (prod) syncs only when asked. Once Argo CD compares
   against the pushed revision (or an accepted later one), the follower asks for that sync as
   `argocd app sync` and the UI do: it sets the Application's `operation` field,
-  `{"operation": {"initiatedBy": {"username": ...}, "sync": {"revision": SHA}}}` (argo-cd
-  server/application/application.go `Sync` -> util/argo `SetAppOperation`, which refuses while another
-  operation is set; https://argo-cd.readthedocs.io/en/stable/user-guide/sync-kubectl/ documents the same
-  merge patch). Once only: a failed sync fails the step.
+  `{"operation": {"initiatedBy": {"username": ...}, "sync": {"revision": SHA, "syncOptions": [...]}}}`
+  with the Application's own `syncPolicy.syncOptions` (and `retry`) copied in, as the API server does
+  (argo-cd server/application/application.go `Sync` -> util/argo `SetAppOperation`, which refuses while
+  another operation is set; the controller applies only the operation's sync options, controller/sync.go;
+  https://argo-cd.readthedocs.io/en/stable/user-guide/sync-kubectl/ documents the same merge patch).
+  Once only: a failed sync fails the step.
 
 Kubernetes API calls (the deploy identity's minimal RBAC): `get` and `patch` on
 `applications.argoproj.io` in the Argo CD namespace (patch only for an Application without automated
@@ -176,7 +178,15 @@ def sync_request(
         return None
     if revision != target.revision and not accepts(revision):
         return None
-    return {"operation": {"initiatedBy": {"username": initiator}, "sync": {"revision": revision}}}
+    # As the API server's Sync does: the Application's sync options (ApplyOutOfSyncOnly keeps a canary's
+    # weights, CreateNamespace, ...) and retry go into the operation; the controller reads only those.
+    requested: dict[str, Any] = {"revision": revision}
+    if policy.get("syncOptions"):
+        requested["syncOptions"] = list(policy["syncOptions"])
+    operation: dict[str, Any] = {"initiatedBy": {"username": initiator}, "sync": requested}
+    if policy.get("retry"):
+        operation["retry"] = policy["retry"]
+    return {"operation": operation}
 
 
 @dataclass

@@ -269,7 +269,14 @@ def test_a_manual_application_gets_a_sync_request_once_argo_compares_against_the
     sets `operation` = {sync: {revision}, initiatedBy: {username}} and refuses while one is set;
     https://argo-cd.readthedocs.io/en/stable/user-guide/sync-kubectl/ documents the merge patch."""
     request = sync_request(manual(application("OutOfSync", PUSHED)), TARGET, never, "me")
-    assert request == {"operation": {"initiatedBy": {"username": "me"}, "sync": {"revision": PUSHED}}}
+    # The Application's sync options go into the operation, as the API server's Sync copies them: the
+    # controller applies only the operation's (ApplyOutOfSyncOnly would otherwise be lost).
+    assert request == {
+        "operation": {
+            "initiatedBy": {"username": "me"},
+            "sync": {"revision": PUSHED, "syncOptions": ["ServerSideApply=true"]},
+        }
+    }
     # Not before Argo CD compares against the pushed commit, nor when nothing is left to do.
     assert sync_request(manual(application("OutOfSync", OLDER)), TARGET, never, "me") is None
     assert sync_request(manual(application("Synced", PUSHED)), TARGET, never, "me") is None
@@ -365,7 +372,12 @@ def test_the_follower_starts_the_sync_of_a_manual_application_and_follows_it(
         (
             "argocd",
             "model-service-dev",
-            {"operation": {"initiatedBy": {"username": argo.INITIATOR}, "sync": {"revision": PUSHED}}},
+            {
+                "operation": {
+                    "initiatedBy": {"username": argo.INITIATOR},
+                    "sync": {"revision": PUSHED, "syncOptions": ["ServerSideApply=true"]},
+                }
+            },
             "application/merge-patch+json",
         )
     ]
