@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -706,6 +706,11 @@ class AnalysisTrafficSpec(Spec):
     """An image with Locust (2.x) and Python: the Locust project's own image; pin it by digest in your fork."""
 
 
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CIDR_PATTERN = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$|^[0-9a-fA-F:]+/[0-9]{1,3}$"
+"""An IPv4 or IPv6 CIDR (a NetworkPolicy ipBlock)."""
+
+
 class GatewaySpec(Spec):
     """The Gateway API Gateway the HTTPRoute attaches to (traffic_router `gateway-api`)."""
 
@@ -713,9 +718,26 @@ class GatewaySpec(Spec):
     """Name of the Gateway (created by the cluster operator, with its GatewayClass)."""
     namespace: str = Field("gateway-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Namespace of the Gateway."""
-    proxy_namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    """Namespace the implementation runs its proxies in (the NetworkPolicy admits it); empty: the
-    Gateway's namespace."""
+    proxy_namespaces: list[Annotated[str, Field(pattern=NAMESPACE_PATTERN)]] = Field(default_factory=list)
+    """Namespaces whose pods may call the API port (the implementation's proxies; implementations label
+    them differently, so every pod of each): empty, the Gateway's namespace (Istio, NGINX Gateway Fabric
+    run the proxy there); Envoy Gateway: `envoy-gateway-system` (docs/kubernetes.md, NetworkPolicy)."""
+    proxy_cidrs: list[Annotated[str, Field(pattern=CIDR_PATTERN)]] = Field(default_factory=list)
+    """IP blocks that may call the API port as well: a gateway whose proxies forward from outside the pod
+    network (a cloud load balancer reaching pods directly: its subnet; a proxy on the host network:
+    the node CIDR)."""
+    proxy_from_anywhere: bool = False
+    """Admit the API port from any source: for proxies a Kubernetes NetworkPolicy cannot name (Cilium's
+    per-node Envoy arrives with the reserved `ingress` identity). The API key (`service.auth`) is then the
+    guard; allows add up across policies, so narrowing it takes a policy of the implementation's own in
+    place of this one (Cilium: `fromEntities: [ingress]`). The metrics port stays Prometheus' alone."""
+
+    @model_validator(mode="after")
+    def _one_way_to_admit_proxies(self) -> Self:
+        if self.proxy_from_anywhere and (self.proxy_namespaces or self.proxy_cidrs):
+            msg = "proxy_from_anywhere admits every source: leave proxy_namespaces and proxy_cidrs empty"
+            raise ValueError(msg)
+        return self
 
 
 class DeploySpec(Spec):

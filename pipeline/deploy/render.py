@@ -232,16 +232,21 @@ def _namespace_peer(namespace: str, app: str | None = None) -> dict[str, Any]:
     return peer
 
 
-def network_peers(config: Config) -> list[dict[str, Any]]:
+def network_peers(config: Config) -> list[dict[str, Any]] | None:
     """Who may call the API port: the ingress (Gateway proxies or ingress-nginx), the Argo Rollouts
-    controller (the smoke test's web metric) and, when the environment sends it, the in-cluster load.
-    Prometheus is not among them: it reaches the metrics port only (`metrics_peers`)."""
+    controller (the smoke test's web metric) and, when the environment sends it, the in-cluster load;
+    None: any source (`deploy.gateway.proxy_from_anywhere`). Prometheus is not among them: it reaches the
+    metrics port only (`metrics_peers`)."""
     deploy = config.deploy
     if deploy.traffic_router == "nginx":
         peers = [_namespace_peer(deploy.ingress_namespace, "ingress-nginx")]
     else:
-        # Gateway implementations label their proxies differently: the whole namespace is admitted.
-        peers = [_namespace_peer(deploy.gateway.proxy_namespace or deploy.gateway.namespace)]
+        gateway = deploy.gateway
+        if gateway.proxy_from_anywhere:
+            return None
+        # Gateway implementations label their proxies differently: each whole namespace is admitted.
+        peers = [_namespace_peer(ns) for ns in gateway.proxy_namespaces or [gateway.namespace]]
+        peers += [{"ipBlock": {"cidr": cidr}} for cidr in gateway.proxy_cidrs]
     peers.append(_namespace_peer(deploy.rollouts_namespace, "argo-rollouts"))
     if sends_load(config, plan(config)):
         peers.append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": LOAD_APP}}})
@@ -336,7 +341,11 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
             _op("replace", "/spec/metrics", metrics),
         ],
         "patch-networkpolicy.yaml": [
-            _op("replace", "/spec/ingress/0/from", network_peers(config)),
+            # A rule without `from` admits every source (NetworkPolicy API: "If this field is empty or
+            # missing, this rule matches all sources").
+            {"op": "remove", "path": "/spec/ingress/0/from"}
+            if (api_peers := network_peers(config)) is None
+            else _op("replace", "/spec/ingress/0/from", api_peers),
             _op("replace", "/spec/ingress/1/from", metrics_peers(config)),
         ],
         "patch-servicemonitor.yaml": [

@@ -243,3 +243,44 @@ def test_the_user_traffic_the_analysis_needs_is_stated_and_enforced(tmp_path: Pa
     (tmp_path / "prod.yaml").write_text(text.replace("expected_user_rps: 20", "expected_user_rps: 5"))
     with pytest.raises(ConfigError, match=r"prod\.yaml.*needs 8\.3 predictions/s.*expected_user_rps is 5"):
         load_config("prod", tmp_path)
+
+
+def _api_rule(config: Any) -> dict[str, Any]:
+    """The NetworkPolicy's API-port rule after the overlay's patch (JSON patch applied in order)."""
+    rule: dict[str, Any] = {"ports": [{"port": "http"}], "from": []}
+    for op in k8s.overlay_objects(config, k8s.read_release(ROOT, config), ROOT)["patch-networkpolicy.yaml"]:
+        if op["path"] == "/spec/ingress/0/from":
+            if op["op"] == "remove":
+                del rule["from"]
+            else:
+                rule["from"] = op["value"]
+    return rule
+
+
+def _peer_namespaces(rule: dict[str, Any]) -> list[str]:
+    return [
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for peer in rule["from"]
+        if "namespaceSelector" in peer
+    ]
+
+
+def test_the_gateway_peer_fits_each_implementation() -> None:
+    """Istio and NGINX Gateway Fabric run the proxy in the Gateway's namespace (the default); Envoy Gateway
+    in its controller's (`envoy-gateway-system`); a cloud gateway forwards from its subnet (ipBlock); Cilium's
+    per-node Envoy has the reserved `ingress` identity, which no NetworkPolicy peer names: any source."""
+    default = load_config("staging", CONFIG_DIR)
+    assert _peer_namespaces(_api_rule(default))[0] == "gateway-system"
+    envoy = load_config("staging", CONFIG_DIR, ["deploy.gateway.proxy_namespaces=[envoy-gateway-system]"])
+    assert _peer_namespaces(_api_rule(envoy))[0] == "envoy-gateway-system"
+    assert "gateway-system" not in _peer_namespaces(_api_rule(envoy))
+    cloud = load_config("staging", CONFIG_DIR, ["deploy.gateway.proxy_cidrs=[10.0.0.0/16]"])
+    assert {"ipBlock": {"cidr": "10.0.0.0/16"}} in _api_rule(cloud)["from"]
+    cilium = load_config("staging", CONFIG_DIR, ["deploy.gateway.proxy_from_anywhere=true"])
+    assert "from" not in _api_rule(cilium)  # NetworkPolicy API: a rule without `from` matches all sources
+    with pytest.raises(ConfigError, match="proxy_from_anywhere"):
+        load_config(
+            "staging",
+            CONFIG_DIR,
+            ["deploy.gateway.proxy_from_anywhere=true", "deploy.gateway.proxy_cidrs=[10.0.0.0/16]"],
+        )
