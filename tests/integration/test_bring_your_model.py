@@ -3,21 +3,25 @@ that must stop with a clear error and write nothing."""
 
 import json
 import os
+import pickle
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from pipeline.adapters.service_process import running_service
 from pipeline.cli import main
 from pipeline.config import load_config
+from pipeline.ml.data import load_dataset
 from tests._pipeline_runs import FAST
 
 REPO = Path(__file__).parents[2]
-EXAMPLES = ("lightgbm-binary", "xgboost-regression", "custom-pipeline")
+EXAMPLES = ("lightgbm-binary", "xgboost-regression", "custom-pipeline", "sklearn-pipeline")
 
 
 def example_workspace(root: Path, name: str) -> Path:
@@ -97,6 +101,14 @@ def test_an_example_goes_through_the_whole_pipeline_and_is_promoted(tmp_path: Pa
     if name == "custom-pipeline":
         assert card["classes"] == ["approved", "declined"]
         assert card["lineage"]["trainer"] == "loan_model.train:fit"
+    if name == "sklearn-pipeline":
+        # scikit-learn's own idiom, unchanged, within the default parity bound: numbers enter as float64.
+        assert card["lineage"]["trainer"] == "applicant_model.train:fit"
+        assert card["parity"]["max_abs_diff"] <= 1e-4
+        numbers = {f["name"] for f in card["features"] if f["type"] != "string"}
+        assert {i["name"]: i["dtype"] for i in inputs if i["name"] in numbers} == dict.fromkeys(
+            numbers, "float64"
+        )
 
 
 @pytest.mark.slow
@@ -268,3 +280,46 @@ def test_the_custom_pipeline_is_served_and_called_with_strings_as_v1_objects_and
         )
         assert wrong.status_code == 422
         assert float_feature in wrong.text
+
+
+@pytest.mark.slow
+def test_the_sklearn_pipeline_is_served_with_the_probabilities_of_the_fitted_model(tmp_path: Path) -> None:
+    """scikit-learn's own mixed-types idiom (imputers, scaler, one-hot, random forest) in the real service:
+    v1 objects and v2 tensors (FP64 numbers, BYTES strings, nulls included) answer with the probabilities
+    the fitted Pipeline gives on the same rows, to the default parity bound."""
+    workspace = example_workspace(tmp_path, "sklearn-pipeline")
+    for stage in ("train", "export"):
+        assert main([stage, "--env", "dev", "--workdir", str(workspace)]) == 0, stage
+    version = only_version(workspace)
+    card: dict[str, Any] = json.loads((version / "model.json").read_text())
+    evaluation: dict[str, Any] = json.loads((version / "eval.json").read_text())
+    features, rows = evaluation["features"], evaluation["rows"]
+    config = load_config("dev", workspace / "environments")
+    sys.path.insert(0, str(workspace))  # the pickle names the trainer's module
+    try:
+        fitted = pickle.loads((version / "estimator.pkl").read_bytes())
+    finally:
+        sys.path.remove(str(workspace))
+    expected = fitted.predict_proba(load_dataset(config.data, workspace, "binary").test)
+    assert any(value is None for row in rows for value in row)
+    with running_service(config, version, tmp_path / "service.log") as service:
+        objects = [dict(zip(features, row, strict=True)) for row in rows]
+        v1 = httpx.post(f"{service.url}/v1/predict", json={"instances": objects}, timeout=30)
+        assert v1.status_code == 200, v1.text
+        assert np.max(np.abs(np.asarray(v1.json()["probabilities"]) - expected)) <= 1e-4
+        position = {name: j for j, name in enumerate(features)}
+        datatypes = {"float64": "FP64", "string": "BYTES"}
+        tensors = [
+            {
+                "name": spec["name"],
+                "shape": [len(rows), len(spec["features"])],
+                "datatype": datatypes[spec["dtype"]],
+                "data": [row[position[name]] for row in rows for name in spec["features"]],
+            }
+            for spec in card["onnx"]["inputs"]
+        ]
+        v2 = httpx.post(f"{service.url}/v2/models/{card['name']}/infer", json={"inputs": tensors}, timeout=30)
+        assert v2.status_code == 200, v2.text
+        probabilities = next(o for o in v2.json()["outputs"] if o["name"] == "probabilities")
+        served = np.asarray(probabilities["data"], dtype=np.float64).reshape(probabilities["shape"])
+        assert np.max(np.abs(served - expected)) <= 1e-4
