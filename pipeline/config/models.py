@@ -782,6 +782,10 @@ class DeploySpec(Spec):
     (ModelServiceNoTraffic). Where no analysis traffic is sent, the canary analysis judges these users
     only, so the config is refused unless it covers what the analysis needs (`render` prints it): at least
     `rollout.analysis.min_requests` per window at the smallest canary weight an analysis step runs at."""
+    image_pull_secret: str | None = Field(None, pattern=NAMESPACE_PATTERN)
+    """Secret (type kubernetes.io/dockerconfigjson, in `namespace`) the pods pull the image with, put on
+    their ServiceAccount's `imagePullSecrets`; set it for a private registry (ghcr.io packages are
+    private until made public). Created out of band, like the API key Secret."""
     api_key_secret: str = Field("model-service-api-keys", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Name of the Secret (key `api-key-sha256`) holding accepted API key hashes when service.auth is
     `api-key`; created out of band, never committed."""

@@ -38,6 +38,7 @@ from pipeline.deploy.fallback_rules import fallback_rules
 from pipeline.deploy.names import (
     ANALYSIS_TEMPLATE,
     APP,
+    DEPLOYER_DIR,
     FIRST_RELEASE_FILE,
     FIRST_RELEASE_RUN,
     GENERATED,
@@ -363,6 +364,11 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     }
     if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)
+    if deploy.image_pull_secret:
+        patches["patch-serviceaccount.yaml"] = ("", "ServiceAccount", APP)
+        files["patch-serviceaccount.yaml"] = [
+            _op("add", "/imagePullSecrets", [{"name": deploy.image_pull_secret}])
+        ]
     if release.released and release.replaces is None:
         resources.append(FIRST_RELEASE_FILE)
         files[FIRST_RELEASE_FILE] = first_release_run(config, rollout_plan, timing)
@@ -490,6 +496,57 @@ def application(config: Config) -> dict[str, Any]:
     }
 
 
+def deployer(config: Config) -> list[dict[str, Any]]:
+    """The CD deploy identity of the environment, least privilege: a ServiceAccount in Argo CD's namespace
+    that may read the environment's Application and patch it (to start a sync at the pushed revision),
+    and read the Rollout and its AnalysisRuns in the environment's namespace (what the follower reads).
+    Nothing else: no Secrets, no writes to the workload."""
+    argocd, namespace = config.deploy.argocd.namespace, config.deploy.namespace
+    name = f"{APP}-cd-{config.name}"
+    subject = [{"kind": "ServiceAccount", "name": name, "namespace": argocd}]
+
+    def role(where: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        meta = {"name": name, "namespace": where}
+        ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        return [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": meta,
+                "roleRef": ref,
+                "subjects": subject,
+            },
+        ]
+
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": argocd}},
+        # The environment's namespace, so the RoleBinding below can exist before Argo CD's first sync.
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        *role(
+            argocd,
+            [
+                {
+                    "apiGroups": ["argoproj.io"],
+                    "resources": ["applications"],
+                    "resourceNames": [f"{APP}-{config.name}"],
+                    "verbs": ["get", "watch", "patch"],
+                }
+            ],
+        ),
+        *role(
+            namespace,
+            [
+                {
+                    "apiGroups": ["argoproj.io"],
+                    "resources": ["rollouts", "analysisruns"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        ),
+    ]
+
+
 class _Dumper(yaml.SafeDumper):
     """Block style, multi-line strings as `|` blocks, so diffs of queries stay readable."""
 
@@ -514,6 +571,9 @@ def render_environment(config: Config, release: Release, root: Path) -> dict[str
     out = {f"{base}/{name}": header + dump(obj) for name, obj in objects.items()}
     out[f"{base}/{RELEASE_FILE}"] = release_text(config, release)
     out[f"{K8S_DIR}/argocd/{config.name}.yaml"] = header + dump(application(config))
+    out[f"{K8S_DIR}/{DEPLOYER_DIR}/{config.name}.yaml"] = header + yaml.dump_all(
+        deployer(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000
+    )
     return out
 
 

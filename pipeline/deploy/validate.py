@@ -401,7 +401,8 @@ def validate_docs(docs: Iterable[dict[str, Any]], source: str, root: Path) -> tu
 
 
 def validate_tree(root: Path) -> Report:
-    """Build every overlay, validate every object in them and every Argo CD Application."""
+    """Build every overlay, validate every object in them, every Argo CD Application and every CD
+    deploy identity (k8s/deployer)."""
     problems: list[Problem] = []
     skipped: list[str] = []
     checked = 0
@@ -422,7 +423,9 @@ def validate_tree(root: Path) -> Report:
         problems.extend(found)
         skipped.extend(skips)
         checked += len(docs)
-    for path in sorted((root / "k8s" / "argocd").glob("*.yaml")):
+    for path in sorted(
+        [*(root / "k8s" / "argocd").glob("*.yaml"), *(root / "k8s" / "deployer").glob("*.yaml")]
+    ):
         docs = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
         found, skips = validate_docs(docs, path.relative_to(root).as_posix(), root)
         problems.extend(found)

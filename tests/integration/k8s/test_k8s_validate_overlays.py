@@ -205,3 +205,35 @@ def test_queries_select_only_labels_the_metrics_port_scrape_gives(env: str) -> N
     service_labels = {"route", "status", "le", "feature", "bin", "class", "name", "version", "sha256"}
     assert selected <= service_labels | {"namespace", "rollouts_pod_template_hash"}, selected
     assert "namespace" in selected and "rollouts_pod_template_hash" in selected
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_cd_identity_may_only_follow_and_sync_its_environment(env: str) -> None:
+    """What the CD follower does (pipeline/deploy/argo.py): get the environment's Application and patch
+    its `operation` (a sync at the pushed revision), get the Rollout; `kubectl argo rollouts get -w` also
+    lists and watches rollouts and analysisruns. Nothing else: no Secrets, no writes to the workload."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "k8s/deployer" / f"{env}.yaml").read_text()) if d]
+    problems, _ = kv.validate_docs(docs, env, ROOT)
+    assert problems == []
+    roles = {d["metadata"]["namespace"]: d["rules"] for d in docs if d["kind"] == "Role"}
+    app = yaml.safe_load((ROOT / "k8s/argocd" / f"{env}.yaml").read_text())
+    assert roles[app["metadata"]["namespace"]] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["applications"],
+            "resourceNames": [app["metadata"]["name"]],
+            "verbs": ["get", "watch", "patch"],
+        }
+    ]
+    assert roles[app["spec"]["destination"]["namespace"]] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["rollouts", "analysisruns"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", **account["metadata"]}]
+    report = kv.validate_tree(ROOT)  # render --check validates the deploy identities too
+    assert not [p for p in report.problems if "deployer" in p.source]

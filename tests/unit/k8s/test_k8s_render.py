@@ -284,3 +284,18 @@ def test_the_gateway_peer_fits_each_implementation() -> None:
             CONFIG_DIR,
             ["deploy.gateway.proxy_from_anywhere=true", "deploy.gateway.proxy_cidrs=[10.0.0.0/16]"],
         )
+
+
+def test_a_private_registry_pull_secret_reaches_the_pods_service_account() -> None:
+    """Pods pull with their ServiceAccount's imagePullSecrets (Kubernetes docs, "Add ImagePullSecrets to
+    a service account"); ghcr.io packages are private by default."""
+    assert "patch-serviceaccount.yaml" not in k8s.overlay_objects(
+        load_config("dev", CONFIG_DIR), k8s.Release(image="x"), ROOT
+    )
+    config = load_config("dev", CONFIG_DIR, ["deploy.image_pull_secret=ghcr-pull"])
+    objects = k8s.overlay_objects(config, k8s.Release(image="x"), ROOT)
+    assert objects["patch-serviceaccount.yaml"] == [
+        {"op": "add", "path": "/imagePullSecrets", "value": [{"name": "ghcr-pull"}]}
+    ]
+    targets = [p["target"] for p in objects["kustomization.yaml"]["patches"] if "path" in p]
+    assert {"group": "", "kind": "ServiceAccount", "name": "model-service"} in targets
