@@ -62,6 +62,8 @@ SYNC_FAILED = {"Failed", "Error"}
 """Argo CD operation phases that end a sync without applying it (auto-sync does not retry the same
 revision unless `syncPolicy.retry` says so)."""
 ANALYSIS_FAILED = {"Failed", "Error", "Inconclusive"}
+OPERATION_RUNNING = {"Running", "Terminating"}
+"""Operation phases before the end of a sync: its hooks (PostSync) may still fail it."""
 INITIATOR = "model-cicd rollout"
 """`operation.initiatedBy.username` of a sync the follower starts (shown in Argo CD's history)."""
 MERGE_PATCH = "application/merge-patch+json"
@@ -136,24 +138,28 @@ def template_mismatch(rollout: dict[str, Any], target: Target) -> str | None:
 def sync_state(
     application: dict[str, Any], target: Target, same_release: Callable[[str], bool]
 ) -> RolloutState | None:
-    """None when Argo CD has applied the pushed commit (or a later one that deploys the same release);
-    otherwise the state to report (pure apart from `same_release`, which reads git)."""
+    """None when Argo CD has applied the pushed commit (or a later one that deploys the same release) and
+    its sync operation has ended; otherwise the state to report (pure apart from `same_release`, which
+    reads git). A sync operation runs its hooks after the resources are Synced (the first release's
+    analysis is a PostSync hook, docs/kubernetes.md): until it ends, the sync can still fail."""
     status = application.get("status") or {}
     sync = status.get("sync") or {}
     revision, synced = str(sync.get("revision") or ""), sync.get("status") == "Synced"
+    ours = revision == target.revision or bool(revision and same_release(revision))
     operation = status.get("operationState") or {}
     operated = (operation.get("syncResult") or {}).get("revision") or (
         (operation.get("operation") or {}).get("sync") or {}
     ).get("revision")
-    if operated == target.revision and operation.get("phase") in SYNC_FAILED:
+    phase = operation.get("phase")
+    if phase in SYNC_FAILED and (operated == target.revision or (operated == revision and ours)):
         return RolloutState(
-            "SyncFailed",
-            "-",
-            f"Argo CD {operation['phase']}: {operation.get('message', '')}".rstrip(": "),
-            True,
-            False,
+            "SyncFailed", "-", f"Argo CD {phase}: {operation.get('message', '')}".rstrip(": "), True, False
         )
-    if synced and (revision == target.revision or (revision and same_release(revision))):
+    if synced and ours:
+        if phase in OPERATION_RUNNING:
+            detail = f"{operation.get('message', '')}".strip()
+            message = f"Argo CD synced {revision[:12]}; its sync operation is {phase}: {detail}".rstrip(": ")
+            return RolloutState("Syncing", "-", message, False, False)
         return None
     at = f"{sync.get('status') or 'Unknown'} at {revision[:12] or 'no revision'}"
     return RolloutState("Syncing", "-", f"Argo CD {at}, waiting for {target.revision[:12]}", False, False)
@@ -172,7 +178,7 @@ def sync_request(
     revision = str(sync.get("revision") or "")
     if policy.get("automated") is not None or application.get("operation"):
         return None
-    if (status.get("operationState") or {}).get("phase") in {"Running", "Terminating"}:
+    if (status.get("operationState") or {}).get("phase") in OPERATION_RUNNING:
         return None
     if sync.get("status") == "Synced" or not revision:
         return None

@@ -100,6 +100,30 @@ def test_a_failed_sync_of_the_push_fails(phase: str) -> None:
     assert "failed to apply" in state.message
 
 
+def test_synced_counts_only_once_the_sync_operation_ended() -> None:
+    """A PostSync hook (the first release's AnalysisRun) runs after the resources are Synced and can still
+    fail the operation (gitops-engine sync_context.go getOperationPhase; docs/kubernetes.md)."""
+    running = {
+        "phase": "Running",
+        "message": "waiting for completion of hook",
+        "syncResult": {"revision": PUSHED},
+    }
+    state = assess(application("Synced", PUSHED, running), rollout(HEALTHY), TARGET, never)
+    assert (state.phase, state.done) == ("Syncing", False) and "Running" in state.message
+    failed = {**running, "phase": "Failed", "message": "PostSync hook failed"}
+    state = assess(application("Synced", PUSHED, failed), rollout(HEALTHY), TARGET, never)
+    assert (state.phase, state.done, state.ok) == ("SyncFailed", True, False)
+    # The same for an accepted later revision: its operation's failure is ours.
+    later = "e" * 40
+    failed_later = {**failed, "syncResult": {"revision": later}}
+    state = assess(
+        application("Synced", later, failed_later), rollout(HEALTHY), TARGET, lambda sha: sha == later
+    )
+    assert state.phase == "SyncFailed"
+    succeeded = {**running, "phase": "Succeeded"}
+    assert assess(application("Synced", PUSHED, succeeded), rollout(HEALTHY), TARGET, never).ok
+
+
 def test_a_failed_sync_of_another_commit_is_not_ours() -> None:
     operation = {"phase": "Failed", "message": "x", "operation": {"sync": {"revision": OLDER}}}
     assert assess(application("OutOfSync", OLDER, operation), None, TARGET, never).phase == "Syncing"
