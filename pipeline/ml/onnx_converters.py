@@ -180,18 +180,32 @@ def exact_converters() -> dict[type, Any]:
     return converters
 
 
-def computes_before_trees(estimator: Any) -> bool:
-    """A Pipeline computing on the numbers (scaling, ...) before a tree model: its one input matrix must be
-    float64 so the graph computes what scikit-learn computes before the trees round it to float32. An
-    imputer alone needs no more than float32: what it fills in is rounded to float32 by the trees too."""
-    from sklearn.impute import SimpleImputer  # noqa: PLC0415
+def parts(estimator: Any) -> list[Any]:
+    """What the fit is made of, in order: a Pipeline's steps and a ColumnTransformer's (fitted)
+    transformers, unfolded; "drop" and "passthrough" left out."""
+    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
     from sklearn.pipeline import Pipeline  # noqa: PLC0415
 
-    if not isinstance(estimator, Pipeline):
-        return False
-    *before, (_, final) = estimator.steps
+    if isinstance(estimator, Pipeline):
+        return [part for _, step in estimator.steps for part in parts(step)]
+    if isinstance(estimator, ColumnTransformer):
+        fitted = getattr(estimator, "transformers_", estimator.transformers)
+        return [part for _, step, _ in fitted if not isinstance(step, str) for part in parts(step)]
+    return [estimator]
+
+
+def computes_before_trees(estimator: Any) -> bool:
+    """Something computes on the numbers (scaling, ...) before a tree model: the numbers must enter the
+    graph as float64 so it computes what scikit-learn computes before the trees round to float32. Imputers
+    and encoders alone need no more than float32: what they write is rounded to float32 by the trees as
+    well, or is a small whole number."""
+    from sklearn.impute import SimpleImputer  # noqa: PLC0415
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder  # noqa: PLC0415
+
+    *before, final = parts(estimator)
+    exact_in_float32 = (SimpleImputer, OneHotEncoder, OrdinalEncoder)
     return isinstance(final, float32_tree_models()) and any(
-        not isinstance(step, SimpleImputer) for _, step in before
+        not isinstance(step, exact_in_float32) for step in before
     )
 
 

@@ -16,7 +16,7 @@ from pipeline.errors import StageError
 from pipeline.ml.card_reader import card_features, card_inputs, card_task, onnx_feeds
 from pipeline.ml.columns import Column
 from pipeline.ml.estimators import final_estimator, has_column_transformer
-from pipeline.ml.onnx_converters import computes_before_trees, exact_converters
+from pipeline.ml.onnx_converters import computes_before_trees, exact_converters, parts
 
 INPUT_NAME = "input"
 """The one input of a numeric-only model: every feature, float32 [N, F]."""
@@ -64,15 +64,15 @@ def register_converters() -> None:
 
 
 def input_layout(
-    columns: Sequence[Column], per_column: bool, matrix_dtype: str = "float32"
+    columns: Sequence[Column], per_column: bool, numbers: str = "float32"
 ) -> list[dict[str, Any]]:
-    """The card's `onnx.inputs`: one matrix of every feature (`matrix_dtype`), or one [N, 1] input per
-    feature, float64 for numbers: a ColumnTransformer computes on them (scaling, imputing) in float64, and
-    the ONNX graph computes the same in float64 (pipeline/ml/onnx_converters.py)."""
+    """The card's `onnx.inputs`: one matrix of every feature, or one [N, 1] input per feature (strings as
+    strings); numbers in `numbers`: float64 where the fit computes on them before a tree model
+    (`computes_before_trees`), so the graph computes what scikit-learn computes."""
     if not per_column:
-        return [{"name": INPUT_NAME, "dtype": matrix_dtype, "features": [c.name for c in columns]}]
+        return [{"name": INPUT_NAME, "dtype": numbers, "features": [c.name for c in columns]}]
     return [
-        {"name": c.name, "dtype": "float64" if c.numeric else "string", "features": [c.name]} for c in columns
+        {"name": c.name, "dtype": numbers if c.numeric else "string", "features": [c.name]} for c in columns
     ]
 
 
@@ -131,19 +131,8 @@ def to_onnx(
 
 
 def components(estimator: Any) -> list[str]:
-    """The class names of what the fit is made of, in order: a Pipeline's steps and a ColumnTransformer's
-    transformers, unfolded."""
-    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415
-
-    if isinstance(estimator, Pipeline):
-        return [name for _, step in estimator.steps for name in components(step)]
-    if isinstance(estimator, ColumnTransformer):
-        fitted = getattr(estimator, "transformers_", estimator.transformers)
-        return [
-            name for _, step, _ in fitted if step not in ("drop", "passthrough") for name in components(step)
-        ]
-    return [type(estimator).__name__]
+    """The class names of what the fit is made of, in order (`parts`)."""
+    return [type(part).__name__ for part in parts(estimator)]
 
 
 def _regression_output(onnx_bytes: bytes) -> str:

@@ -42,9 +42,9 @@ def test_a_built_in_family_on_mixed_data_exports_one_input_per_column_with_parit
     assert fitted.takes_frame and has_column_transformer(fitted.estimator)
     inputs = input_layout(data.columns, per_column=True)
     assert [(i["name"], i["dtype"]) for i in inputs] == [
-        ("size", "float64"),
+        ("size", "float32"),
         ("colour", "string"),
-        ("flag", "float64"),
+        ("flag", "float32"),
     ]
     final = fitted.estimator.steps[-1][1]
     (tmp_path / "m.onnx").write_bytes(convert(fitted.estimator, inputs, classifier=final, opset=17))

@@ -214,3 +214,14 @@ def test_a_parity_failure_names_the_components_and_the_remedy(parts: list[str], 
     message = str(failed.value)
     assert f"The served model would not answer as the fitted {' + '.join(parts)}: {cause}" in message
     assert "max abs diff 0.022 (max 0.0001)" in message
+
+
+def test_imputers_and_encoders_alone_keep_float32_numbers(tmp_path: Path) -> None:
+    """Nothing computes on the numbers before the forest but an imputer: float32 inputs are exact (the trees
+    round to float32 themselves), and the card keeps the layout the built-in families have always had."""
+    data = applicants_csv(tmp_path)
+    estimator = sklearn_example_pipeline(MODELS["random_forest"]())
+    estimator.set_params(preprocess__numeric=SimpleImputer(strategy="median")).fit(data.train, data.y_train)
+    _, card_onnx = to_onnx(estimator, data.columns, task="binary", opset=17, origin="model.trainer 't:fit'")
+    assert [i["dtype"] for i in card_onnx["inputs"]] == ["float32", "float32", "string", "string"]
+    assert max_probability_diff(tmp_path, data, estimator, card_onnx["inputs"]) <= PARITY_BOUND
