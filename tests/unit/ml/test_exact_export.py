@@ -9,13 +9,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from lightgbm import LGBMClassifier
+from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from xgboost import XGBClassifier
+from xgboost import XGBClassifier, XGBRegressor
 
 from pipeline.config import DataSpec, load_config
 from pipeline.console import Reporter
@@ -225,3 +230,37 @@ def test_imputers_and_encoders_alone_keep_float32_numbers(tmp_path: Path) -> Non
     _, card_onnx = to_onnx(estimator, data.columns, task="binary", opset=17, origin="model.trainer 't:fit'")
     assert [i["dtype"] for i in card_onnx["inputs"]] == ["float32", "float32", "string", "string"]
     assert max_probability_diff(tmp_path, data, estimator, card_onnx["inputs"]) <= PARITY_BOUND
+
+
+REGRESSORS: dict[str, Callable[[], Any]] = {
+    "random_forest": lambda: RandomForestRegressor(n_estimators=50, random_state=0),
+    "gradient_boosting": lambda: GradientBoostingRegressor(random_state=0),
+    "xgboost": lambda: XGBRegressor(n_estimators=50, n_jobs=1),
+    "lightgbm": lambda: LGBMRegressor(n_estimators=50, n_jobs=1, verbose=-1),
+}
+
+
+@pytest.mark.parametrize("family", sorted(REGRESSORS))
+def test_a_tree_regressor_behind_the_same_preprocessing_predicts_as_fitted(
+    tmp_path: Path, family: str
+) -> None:
+    data = applicants_csv(tmp_path)
+    values = data.train["income"].fillna(30000.0) / 1000 + 5.0 * (data.train["city"] == "paris")
+    estimator = sklearn_example_pipeline(REGRESSORS[family]())
+    estimator.set_params(preprocess__strings__onehotencoder__sparse_output=False).fit(data.train, values)
+    onnx_bytes, card_onnx = to_onnx(estimator, data.columns, task="regression", opset=17, origin="t")
+    assert {i["dtype"] for i in card_onnx["inputs"]} == {"float64", "string"}
+    (tmp_path / "m.onnx").write_bytes(onnx_bytes)
+    card = {
+        "card_version": 2,
+        "task": "regression",
+        "features": [c.to_json() for c in data.columns],
+        "onnx": card_onnx,
+    }
+    served = predict(tmp_path / "m.onnx", card, data.test_rows()).values
+    assert served is not None
+    expected = estimator.predict(data.test)
+    # export.parity's default for values: within 1e-4, or within 1e-5 of the value (the trees' sums run in
+    # float32 in ONNX).
+    difference = np.abs(served - expected)
+    assert float(np.max(difference)) <= PARITY_BOUND or float(np.max(difference / np.abs(expected))) <= 1e-5
