@@ -1,9 +1,12 @@
-"""Converters the template hands skl2onnx in place of its own where its own lose what the fit does.
+"""Converters the template hands skl2onnx for one conversion, where skl2onnx's own would not compute
+what the fit computes (docs/bring-your-model.md, "Exact export").
 
-SimpleImputer: skl2onnx writes numbers through ai.onnx.ml Imputer, which rounds the fitted statistics to
-float32 and has no float64 kernel in onnxruntime; on strings it refuses missing_values that is not a
-string. The converter here fills numbers with IsNaN/Equal + Where in the input's own dtype (exact in
-float32 and float64), and keeps skl2onnx's converter for strings (see `convert_simple_imputer`).
+- SimpleImputer: skl2onnx writes numbers through ai.onnx.ml Imputer, which rounds the fitted statistics to
+  float32 and has no float64 kernel in onnxruntime, and refuses a string imputer looking for NaN. Here
+  numbers are filled with IsNaN/Equal + Where in the input's own dtype, and such a string imputer is the
+  identity it was in the fit (`convert_simple_imputer`).
+- Tree ensembles: fed float32 of float64 numbers, as scikit-learn's trees and XGBoost round their inputs
+  themselves (`float32_trees`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def convert_simple_imputer(scope: Any, operator: Any, container: Any) -> None:
 
     imputer = operator.raw_operator
     output = operator.outputs[0].full_name
+    if imputer.add_indicator:
+        # Neither converter writes the indicator columns: the graph would be narrower than the fit.
+        msg = "SimpleImputer(add_indicator=True) has no ONNX converter; use add_indicator=False"
+        raise RuntimeError(msg)
     if isinstance(operator.inputs[0].type, StringTensorType):
         if not looks_for_nan(imputer.missing_values):
             convert_sklearn_imputer(scope, operator, container)
@@ -50,12 +57,11 @@ def convert_simple_imputer(scope: Any, operator: Any, container: Any) -> None:
         joined = concatenate_variables(scope, operator.inputs, container)
         container.add_node("Identity", [joined], [output], name=scope.get_unique_operator_name("Identity"))
         return
-    joined = concatenate_variables(scope, operator.inputs, container)
     proto_type = operator.inputs[0].type.to_onnx_type().tensor_type.elem_type
-    dtype = np.float64 if proto_type == onnx_proto.TensorProto.DOUBLE else np.float32
     if proto_type not in (onnx_proto.TensorProto.DOUBLE, onnx_proto.TensorProto.FLOAT):
         convert_sklearn_imputer(scope, operator, container)
         return
+    dtype = np.float64 if proto_type == onnx_proto.TensorProto.DOUBLE else np.float32
     statistics = np.asarray(imputer.statistics_, dtype=np.float64)
     # A column scikit-learn dropped for having no value at all would change the width: not exported.
     if np.isnan(statistics).any():
@@ -64,6 +70,7 @@ def convert_simple_imputer(scope: Any, operator: Any, container: Any) -> None:
             "or set keep_empty_features=True"
         )
         raise RuntimeError(msg)
+    joined = concatenate_variables(scope, operator.inputs, container)
     fill = scope.get_unique_variable_name("imputer_fill")
     container.add_initializer(fill, proto_type, [1, len(statistics)], statistics.astype(dtype).tolist())
     missing = scope.get_unique_variable_name("imputer_missing")

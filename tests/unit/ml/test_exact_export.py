@@ -264,3 +264,38 @@ def test_a_tree_regressor_behind_the_same_preprocessing_predicts_as_fitted(
     # float32 in ONNX).
     difference = np.abs(served - expected)
     assert float(np.max(difference)) <= PARITY_BOUND or float(np.max(difference / np.abs(expected))) <= 1e-5
+
+
+def test_a_numeric_imputer_with_a_marker_value_fills_as_fitted_and_an_indicator_is_refused(
+    tmp_path: Path,
+) -> None:
+    """missing_values=-1 on the numbers (Equal + Where in float64); add_indicator=True is refused at
+    conversion, naming the imputer and the fix, rather than exported narrower than the fit."""
+    data = applicants_csv(tmp_path)
+    frame = data.train.fillna({"age": -1.0, "income": -1.0})
+    marker = SimpleImputer(missing_values=-1.0, strategy="mean")
+    estimator = sklearn_example_pipeline(MODELS["random_forest"]())
+    estimator.set_params(preprocess__numeric=make_pipeline(marker, StandardScaler())).fit(frame, data.y_train)
+    _, card_onnx = to_onnx(estimator, data.columns, task="binary", opset=17, origin="t")
+    rows = [[-1.0 if v is None else v for v in row[:2]] + row[2:] for row in data.test_rows()]
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(
+        convert(estimator, card_onnx["inputs"], classifier=estimator.steps[-1][1], opset=17)
+    )
+    card = {
+        "card_version": 2,
+        "task": "binary",
+        "features": [c.to_json() for c in data.columns],
+        "onnx": card_onnx,
+    }
+    served = predict(onnx_path, card, rows).probabilities
+    assert served is not None
+    expected = estimator.predict_proba(data.test.fillna({"age": -1.0, "income": -1.0}))
+    assert float(np.max(np.abs(served - expected))) <= PARITY_BOUND
+
+    estimator.set_params(preprocess__numeric=SimpleImputer(add_indicator=True)).fit(data.train, data.y_train)
+    with pytest.raises(
+        StageError,
+        match=r"SimpleImputer\(add_indicator=True\) has no ONNX converter; use add_indicator=False",
+    ):
+        to_onnx(estimator, data.columns, task="binary", opset=17, origin="t")
