@@ -94,17 +94,7 @@ def test_a_failed_push_undoes_the_commit(repo: Path) -> None:
 def test_rollback_is_a_revert_of_the_last_promotion(repo: Path) -> None:
     config = _config()
     first = gitops.commit_release(repo, config, _lineage(), Reporter())
-    second_lineage = gitops.Lineage(
-        "breast-cancer-classifier",
-        "5",
-        "beef",
-        "ghcr.io/acme/model",
-        None,
-        "sha256:" + "d" * 64,
-        "pass",
-        "pass",
-    )
-    second = gitops.commit_release(repo, config, second_lineage, Reporter())
+    second = gitops.commit_release(repo, config, _second_lineage(), Reporter())
     revert = gitops.revert_last(repo, config, Reporter())
     assert f"This reverts commit {second}." in _git(repo, "log", "-1", "--format=%B")
     assert _git(repo, "ls-remote", "origin", "refs/heads/main").split()[0] == revert
