@@ -6,7 +6,9 @@ The pipeline imports the function from the workspace root and calls it once per 
 
 - `frame`: the training rows, one column per feature, in the data file's order. Column dtypes follow
   the types written to the model card: `float64` (float, and any numeric column with missing values,
-  as NaN), `int64` (int), `bool` (bool), `object` holding `str` (string; a missing string is "").
+  as NaN), `int64` (int), `bool` (bool), `object` holding `str` (string; a missing string is "", as in
+  a served request: a SimpleImputer looking for NaN on strings leaves it, and the encoder after it sees
+  a category of its own; `SimpleImputer(missing_values="")` fills it).
 - `target`: the labels (classification) or values (regression) of those rows.
 - `params`: the environment's `model.params`, as written in YAML.
 - `seed`: `data.seed`; use it wherever your code draws random numbers, so a run is reproducible.

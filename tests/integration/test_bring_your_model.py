@@ -283,13 +283,20 @@ def test_the_custom_pipeline_is_served_and_called_with_strings_as_v1_objects_and
 
 
 @pytest.mark.slow
-def test_the_sklearn_pipeline_is_served_with_the_probabilities_of_the_fitted_model(tmp_path: Path) -> None:
+def test_the_sklearn_pipeline_is_served_with_the_probabilities_of_the_fitted_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """scikit-learn's own mixed-types idiom (imputers, scaler, one-hot, random forest) in the real service:
     v1 objects and v2 tensors (FP64 numbers, BYTES strings, nulls included) answer with the probabilities
-    the fitted Pipeline gives on the same rows, to the default parity bound."""
+    the fitted Pipeline gives on the same rows, to the default parity bound. train says what its string
+    imputer (looking for NaN) does with the template's missing strings."""
     workspace = example_workspace(tmp_path, "sklearn-pipeline")
     for stage in ("train", "export"):
         assert main([stage, "--env", "dev", "--workdir", str(workspace)]) == 0, stage
+    assert (
+        "model.trainer 'applicant_model.train:fit': the SimpleImputer on the string columns city, channel "
+        'looks for NaN; the template hands a missing string over as ""'
+    ) in capsys.readouterr().out
     version = only_version(workspace)
     card: dict[str, Any] = json.loads((version / "model.json").read_text())
     evaluation: dict[str, Any] = json.loads((version / "eval.json").read_text())
