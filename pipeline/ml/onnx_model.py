@@ -19,7 +19,8 @@ from pipeline.ml.estimators import final_estimator, has_column_transformer
 from pipeline.ml.onnx_converters import computes_before_trees, exact_converters, parts
 
 INPUT_NAME = "input"
-"""The one input of a numeric-only model: every feature, float32 [N, F]."""
+"""The one input of a numeric-only model: every feature, [N, F], float32 (float64 when the fit computes on
+the numbers before a tree model: `input_layout`)."""
 LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
 ML_OPSET = 3
