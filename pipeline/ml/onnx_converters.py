@@ -6,7 +6,7 @@ what the fit computes (docs/bring-your-model.md, "Exact export").
   numbers are filled with IsNaN/Equal + Where in the input's own dtype, and such a string imputer is the
   identity it was in the fit (`convert_simple_imputer`).
 - Tree ensembles: fed float32 of float64 numbers, as scikit-learn's trees and XGBoost round their inputs
-  themselves (`float32_trees`).
+  themselves; LightGBM fed the float64 numbers with float64 thresholds (`tree_converter`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ APPROXIMATE_TREES = frozenset(
         "HistGradientBoostingRegressor",
     }
 )
-"""Tree models deciding on float64 values whose ONNX thresholds are float32 (see `float32_tree_models`)."""
+"""Tree models deciding on float64 values that their ONNX graph decides in float32: HistGradientBoosting
+(float32 thresholds), and LightGBM when its numbers enter as float32 (nothing computes on them before it:
+the card keeps float32 inputs, `computes_before_trees`)."""
 
 
 def looks_for_nan(missing_values: Any) -> bool:
@@ -85,14 +87,18 @@ def convert_simple_imputer(scope: Any, operator: Any, container: Any) -> None:
     )
 
 
-def float32_trees(convert: Any) -> Any:
-    """`convert` (a tree ensemble's converter) fed float32 of a float64 input, its float32 outputs cast
-    back to the float64 the graph declares.
+def tree_converter(convert: Any, *, float64_thresholds: bool) -> Any:
+    """`convert` (a tree ensemble's converter) on a float64 input, its float32 outputs cast back to the
+    float64 the graph declares; on a float32 input, `convert` as it is.
 
-    scikit-learn's trees compare float32(x) with their thresholds and XGBoost casts its inputs to float32
-    too: computing x in float64 (the preprocessing in front, as scikit-learn computes it) then rounding
-    once reproduces their decisions. Preprocessing computed in float32 instead lands a value a unit in the
-    last place away from where scikit-learn put it, and a threshold lying between the two flips a tree."""
+    - `float64_thresholds` False: the trees are fed float32 of the input. scikit-learn's trees compare
+      float32(x) with their thresholds and XGBoost casts its inputs to float32 too: computing x in float64
+      (the preprocessing in front, as scikit-learn computes it) then rounding once reproduces their
+      decisions. Preprocessing computed in float32 instead lands a value a unit in the last place away from
+      where scikit-learn put it, and a threshold lying between the two flips a tree.
+    - True (LightGBM, which compares float64 values with float64 thresholds): the trees take the float64
+      input, and the TreeEnsemble holds its thresholds and leaf values as float64 tensors (ai.onnx.ml 3's
+      `*_as_tensor` attributes), where onnxmltools would round them to float32."""
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType  # noqa: PLC0415
     from skl2onnx.proto import onnx_proto  # noqa: PLC0415
 
@@ -101,25 +107,27 @@ def float32_trees(convert: Any) -> Any:
         if not isinstance(source.type, DoubleTensorType):
             convert(scope, operator, container)
             return
-        rounded = scope.declare_local_variable("tree_input", FloatTensorType(source.type.shape))
-        container.add_node(
-            "Cast",
-            [source.full_name],
-            [rounded.full_name],
-            to=onnx_proto.TensorProto.FLOAT,
-            name=scope.get_unique_operator_name("Cast"),
-        )
+        if not float64_thresholds:
+            rounded = scope.declare_local_variable("tree_input", FloatTensorType(source.type.shape))
+            container.add_node(
+                "Cast",
+                [source.full_name],
+                [rounded.full_name],
+                to=onnx_proto.TensorProto.FLOAT,
+                name=scope.get_unique_operator_name("Cast"),
+            )
+            operator.inputs.set_element(0, rounded)
+        # A TreeEnsemble's outputs are float32 whatever its input.
         declared = list(operator.outputs)
         widened = {
             i: scope.declare_local_variable("tree_output", FloatTensorType(output.type.shape))
             for i, output in enumerate(declared)
             if isinstance(output.type, DoubleTensorType)
         }
-        operator.inputs.set_element(0, rounded)
         for i, variable in widened.items():
             operator.outputs.set_element(i, variable)
         try:
-            convert(scope, operator, container)
+            convert(scope, operator, _Float64Thresholds(container) if float64_thresholds else container)
         finally:
             operator.inputs.set_element(0, source)
             for i in widened:
@@ -136,13 +144,34 @@ def float32_trees(convert: Any) -> Any:
     return converter
 
 
-def float32_tree_models() -> tuple[type, ...]:
-    """The tree ensembles converted to a float32 TreeEnsemble (skl2onnx and onnxmltools write float32
-    thresholds), fed float32 of the float64 preprocessing by `float32_trees`. Exact for those that decide on
-    float32(x) themselves: scikit-learn's trees, forests and gradient boosting, and XGBoost. LightGBM and
-    HistGradientBoosting compare float64 values with float64 thresholds: exact unless a value lies within
-    float32 rounding of a threshold (`APPROXIMATE_TREES`), which the parity check catches."""
-    from lightgbm import LGBMClassifier, LGBMRegressor  # noqa: PLC0415  (slow imports, export only)
+class _Float64Thresholds:
+    """skl2onnx's container, but a TreeEnsemble node gets its thresholds, leaf weights and base values as
+    float64 tensors: the converter hands them over as Python floats, which the float attributes round."""
+
+    _WIDENED = ("nodes_values", "base_values", "class_weights", "target_weights")
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def add_node(self, op_type: str, inputs: Any, outputs: Any, *args: Any, **attrs: Any) -> Any:
+        if op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor"):
+            from onnx import numpy_helper  # noqa: PLC0415
+
+            for key in self._WIDENED:
+                if key in attrs:
+                    values = np.asarray(attrs.pop(key), dtype=np.float64)
+                    attrs[f"{key}_as_tensor"] = numpy_helper.from_array(values, name=key)
+        return self._container.add_node(op_type, inputs, outputs, *args, **attrs)
+
+
+def tree_models() -> tuple[type, ...]:
+    """The tree ensembles `tree_converter` wraps: scikit-learn's trees, forests and gradient boosting, and
+    XGBoost (float32 decisions), LightGBM (float64 ones, `float64_threshold_models`). HistGradientBoosting
+    compares float64 values with float64 thresholds that skl2onnx writes as float32: exact unless a value
+    lies within float32 rounding of a threshold (`APPROXIMATE_TREES`), which the parity check catches."""
     from sklearn.ensemble import (  # noqa: PLC0415
         ExtraTreesClassifier,
         ExtraTreesRegressor,
@@ -169,21 +198,29 @@ def float32_tree_models() -> tuple[type, ...]:
         RandomForestRegressor,
         XGBClassifier,
         XGBRegressor,
-        LGBMClassifier,
-        LGBMRegressor,
+        *float64_threshold_models(),
     )
+
+
+def float64_threshold_models() -> tuple[type, ...]:
+    """The tree ensembles deciding on float64 values whose converter hands over float64 thresholds."""
+    from lightgbm import LGBMClassifier, LGBMRegressor  # noqa: PLC0415  (slow imports, export only)
+
+    return (LGBMClassifier, LGBMRegressor)
 
 
 def exact_converters() -> dict[type, Any]:
     """skl2onnx's `custom_conversion_functions` for one conversion: the imputer above and each tree model
-    of `float32_tree_models` wrapped by `float32_trees` (XGBoost and LightGBM registered beforehand)."""
+    of `tree_models` wrapped by `tree_converter` (XGBoost and LightGBM registered beforehand)."""
     from skl2onnx._supported_operators import sklearn_operator_name_map  # noqa: PLC0415
     from skl2onnx.common._registration import get_converter  # noqa: PLC0415
     from sklearn.impute import SimpleImputer  # noqa: PLC0415
 
     converters: dict[type, Any] = {SimpleImputer: convert_simple_imputer}
-    for model in float32_tree_models():
-        converters[model] = float32_trees(get_converter(sklearn_operator_name_map[model]))
+    wide = float64_threshold_models()
+    for model in tree_models():
+        convert = get_converter(sklearn_operator_name_map[model])
+        converters[model] = tree_converter(convert, float64_thresholds=model in wide)
     return converters
 
 
@@ -211,9 +248,7 @@ def computes_before_trees(estimator: Any) -> bool:
 
     *before, final = parts(estimator)
     exact_in_float32 = (SimpleImputer, OneHotEncoder, OrdinalEncoder)
-    return isinstance(final, float32_tree_models()) and any(
-        not isinstance(step, exact_in_float32) for step in before
-    )
+    return isinstance(final, tree_models()) and any(not isinstance(step, exact_in_float32) for step in before)
 
 
 def nan_imputers_on_strings(estimator: Any, strings: set[str]) -> list[list[str]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.compose import ColumnTransformer
@@ -25,6 +26,7 @@ from xgboost import XGBClassifier, XGBRegressor
 from pipeline.config import DataSpec, load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.ml.columns import Column
 from pipeline.ml.data import Dataset, load_dataset
 from pipeline.ml.onnx_converters import nan_imputers_on_strings
 from pipeline.ml.onnx_model import convert, predict, to_onnx
@@ -299,3 +301,36 @@ def test_a_numeric_imputer_with_a_marker_value_fills_as_fitted_and_an_indicator_
         match=r"SimpleImputer\(add_indicator=True\) has no ONNX converter; use add_indicator=False",
     ):
         to_onnx(estimator, data.columns, task="binary", opset=17, origin="t")
+
+
+def test_lightgbm_behind_a_scaler_decides_on_float64_values_with_float64_thresholds(tmp_path: Path) -> None:
+    """LightGBM compares float64 values with float64 thresholds: on values closer together than float32
+    can tell apart, only the float64 graph (input and TreeEnsemble thresholds) answers as the fit does."""
+    n = 2000
+    frame = pd.DataFrame({"x": 1.0 + np.arange(n) * 3e-8, "noise": np.random.default_rng(0).normal(size=n)})
+    labels = (np.arange(n) % 200 >= 100).astype(np.int64)
+    estimator = make_pipeline(
+        StandardScaler(with_mean=False),
+        LGBMClassifier(n_estimators=30, n_jobs=1, verbose=-1, min_child_samples=5),
+    ).fit(frame, labels)
+    columns = [Column("x", "float", nullable=False), Column("noise", "float", nullable=False)]
+    _, card_onnx = to_onnx(estimator, columns, task="binary", opset=17, origin="t")
+    assert card_onnx["inputs"] == [{"name": "input", "dtype": "float64", "features": ["x", "noise"]}]
+    card = {
+        "card_version": 2,
+        "task": "binary",
+        "features": [c.to_json() for c in columns],
+        "onnx": card_onnx,
+    }
+    rows = frame.to_numpy().tolist()
+    expected = estimator.predict_proba(frame)
+    for dtype, within_bound in (("float64", True), ("float32", False)):
+        inputs = [{**card_onnx["inputs"][0], "dtype": dtype}]
+        (tmp_path / "m.onnx").write_bytes(
+            convert(estimator, inputs, classifier=estimator.steps[-1][1], opset=17)
+        )
+        served = predict(
+            tmp_path / "m.onnx", {**card, "onnx": {**card_onnx, "inputs": inputs}}, rows
+        ).probabilities
+        assert served is not None
+        assert (float(np.max(np.abs(served - expected))) <= PARITY_BOUND) is within_bound, dtype
