@@ -1,4 +1,4 @@
-"""A card whose numbers are float64 inputs (the export of a ColumnTransformer in front of a tree ensemble,
+"""A card whose numbers are float64 inputs (the export of a preprocessing computing before a tree ensemble,
 docs/bring-your-model.md "Exact export"): the service feeds float64 from v1 rows and objects and from v2
 FP64 tensors beside BYTES strings, and answers with the fitted model's probabilities."""
 
@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from starlette.testclient import TestClient
 
 from pipeline.ml.onnx_model import to_onnx
@@ -96,3 +98,43 @@ def test_an_fp32_tensor_for_a_float64_input_is_a_422_naming_the_datatype(
     response = make_client(model_dir=model_dir).post(f"/v2/models/{NAME}/infer", json={"inputs": tensors})
     assert response.status_code == 422
     assert "expected FP64 for 'age', got 'FP32'" in response.text
+
+
+def test_one_float64_matrix_is_fed_as_float64_on_the_numeric_fast_path(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """A numeric Pipeline scaling before a forest exports one float64 `input` matrix: v1 rows and a v2
+    FP64 tensor answer with the fitted model's probabilities."""
+    data = applicants_csv(tmp_path)
+    numbers = data.columns[:2]
+    frame = data.train[["age", "income"]].fillna(0.0)
+    estimator = make_pipeline(StandardScaler(), MODELS["random_forest"]()).fit(frame, data.y_train)
+    onnx_bytes, card_onnx = to_onnx(estimator, numbers, task="binary", opset=17, origin="test")
+    assert card_onnx["inputs"][0]["dtype"] == "float64"
+    (tmp_path / "model.onnx").write_bytes(onnx_bytes)
+    card = {
+        "card_version": 2,
+        "name": NAME,
+        "version": "f10a7640000b",
+        "task": "binary",
+        "onnx": {
+            "file": "model.onnx",
+            "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "opset": 17,
+            **card_onnx,
+        },
+        "features": [{**c.to_json(), "nullable": False} for c in numbers],
+        "classes": [0, 1],
+    }
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    rows = data.test[["age", "income"]].fillna(0.0).to_numpy().tolist()
+    expected = estimator.predict_proba(data.test[["age", "income"]].fillna(0.0))
+    client = make_client(model_dir=tmp_path)
+    as_lists = client.post("/v1/predict", json={"instances": rows})
+    assert as_lists.status_code == 200, as_lists.text
+    assert np.max(np.abs(np.asarray(as_lists.json()["probabilities"]) - expected)) <= PARITY_BOUND
+    tensor = {"name": "input", "shape": [len(rows), 2], "datatype": "FP64", "data": rows}
+    as_v2 = client.post(f"/v2/models/{NAME}/infer", json={"inputs": [tensor]})
+    assert as_v2.status_code == 200, as_v2.text
+    probabilities = next(o for o in as_v2.json()["outputs"] if o["name"] == "probabilities")
+    assert np.max(np.abs(np.reshape(probabilities["data"], (-1, 2)) - expected)) <= PARITY_BOUND
