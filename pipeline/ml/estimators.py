@@ -197,3 +197,28 @@ def has_column_transformer(estimator: Any) -> bool:
     if isinstance(estimator, ColumnTransformer):
         return True
     return isinstance(estimator, Pipeline) and any(has_column_transformer(s) for _, s in estimator.steps)
+
+
+def column_steps(estimator: Any, kind: type | tuple[type, ...]) -> list[tuple[list[str], Any]]:
+    """Each step of `kind` inside a ColumnTransformer of the fit (Pipelines unfolded), with the names of the
+    columns its transformer selects."""
+    found: list[tuple[list[str], Any]] = []
+
+    def steps(step: Any) -> list[Any]:
+        if isinstance(step, kind):
+            return [step]
+        if isinstance(step, Pipeline):
+            return [inner for _, s in step.steps for inner in steps(s)]
+        return []
+
+    def walk(step: Any) -> None:
+        if isinstance(step, Pipeline):
+            for _, inner in step.steps:
+                walk(inner)
+        elif isinstance(step, ColumnTransformer):
+            for _, transformer, selected in step.transformers_:
+                names = [selected] if isinstance(selected, str) else [str(n) for n in selected]
+                found.extend((names, inner) for inner in steps(transformer))
+
+    walk(estimator)
+    return found

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.ml.estimators import column_steps
+
 APPROXIMATE_TREES = frozenset(
     {
         "LGBMClassifier",
@@ -172,30 +174,18 @@ def tree_models() -> tuple[type, ...]:
     XGBoost (float32 decisions), LightGBM (float64 ones, `float64_threshold_models`). HistGradientBoosting
     compares float64 values with float64 thresholds that skl2onnx writes as float32: exact unless a value
     lies within float32 rounding of a threshold (`APPROXIMATE_TREES`), which the parity check catches."""
-    from sklearn.ensemble import (  # noqa: PLC0415
-        ExtraTreesClassifier,
-        ExtraTreesRegressor,
-        GradientBoostingClassifier,
-        GradientBoostingRegressor,
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        RandomForestClassifier,
-        RandomForestRegressor,
-    )
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor  # noqa: PLC0415
+    from sklearn import ensemble, tree  # noqa: PLC0415
     from xgboost import XGBClassifier, XGBRegressor  # noqa: PLC0415
 
+    families = ("ExtraTrees", "GradientBoosting", "HistGradientBoosting", "RandomForest")
     return (
-        DecisionTreeClassifier,
-        DecisionTreeRegressor,
-        ExtraTreesClassifier,
-        ExtraTreesRegressor,
-        GradientBoostingClassifier,
-        GradientBoostingRegressor,
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        RandomForestClassifier,
-        RandomForestRegressor,
+        tree.DecisionTreeClassifier,
+        tree.DecisionTreeRegressor,
+        *(
+            getattr(ensemble, f"{family}{task}")
+            for family in families
+            for task in ("Classifier", "Regressor")
+        ),
         XGBClassifier,
         XGBRegressor,
         *float64_threshold_models(),
@@ -254,29 +244,11 @@ def computes_before_trees(estimator: Any) -> bool:
 def nan_imputers_on_strings(estimator: Any, strings: set[str]) -> list[list[str]]:
     """The string columns of each SimpleImputer (inside a ColumnTransformer) that looks for NaN or None:
     the template hands a missing string over as "", so such an imputer leaves every value as it is."""
-    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
     from sklearn.impute import SimpleImputer  # noqa: PLC0415
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415
 
     found: list[list[str]] = []
-
-    def imputers(step: Any) -> list[Any]:
-        if isinstance(step, SimpleImputer):
-            return [step]
-        if isinstance(step, Pipeline):
-            return [inner for _, s in step.steps for inner in imputers(s)]
-        return []
-
-    def walk(step: Any) -> None:
-        if isinstance(step, Pipeline):
-            for _, inner in step.steps:
-                walk(inner)
-        elif isinstance(step, ColumnTransformer):
-            for _, transformer, selected in step.transformers_:
-                names = [selected] if isinstance(selected, str) else [str(n) for n in selected]
-                on_strings = [n for n in names if n in strings]
-                if on_strings and any(looks_for_nan(i.missing_values) for i in imputers(transformer)):
-                    found.append(on_strings)
-
-    walk(estimator)
+    for names, imputer in column_steps(estimator, SimpleImputer):
+        on_strings = [name for name in names if name in strings]
+        if on_strings and looks_for_nan(imputer.missing_values) and on_strings not in found:
+            found.append(on_strings)
     return found

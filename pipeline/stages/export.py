@@ -18,7 +18,7 @@ from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.ml.columns import Column
 from pipeline.ml.data import load_dataset
-from pipeline.ml.estimators import put_workspace_on_path
+from pipeline.ml.estimators import column_steps, put_workspace_on_path
 from pipeline.ml.onnx_converters import APPROXIMATE_TREES
 from pipeline.ml.onnx_model import INPUT_NAME, PROBABILITIES_OUTPUT, components, to_onnx
 from pipeline.ml.onnx_model import predict as predict_rows
@@ -70,31 +70,11 @@ def predict_onnx(onnx_path: Path, rows: NDArray[Any], input_name: str = INPUT_NA
 def unknown_categories(estimator: Any) -> dict[str, str]:
     """Per string feature, what the fitted encoder does with a category it has not seen: `ignore` or
     `error`; features it cannot tell about are left out (the card then says `ignore`)."""
-    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415
-
     found: dict[str, str] = {}
-
-    def encoders(step: Any) -> list[Any]:
-        if isinstance(step, OneHotEncoder | OrdinalEncoder):
-            return [step]
-        if isinstance(step, Pipeline):
-            return [e for _, s in step.steps for e in encoders(s)]
-        return []
-
-    def walk(step: Any) -> None:
-        if isinstance(step, Pipeline):
-            for _, inner in step.steps:
-                walk(inner)
-        elif isinstance(step, ColumnTransformer):
-            for _, transformer, selected in step.transformers_:
-                names = [selected] if isinstance(selected, str) else list(selected)
-                for encoder in encoders(transformer):
-                    # OrdinalEncoder's use_encoded_value and OneHotEncoder's other modes accept it.
-                    verdict = "error" if encoder.handle_unknown == "error" else "ignore"
-                    found.update(dict.fromkeys((str(n) for n in names), verdict))
-
-    walk(estimator)
+    for names, encoder in column_steps(estimator, (OneHotEncoder, OrdinalEncoder)):
+        # OrdinalEncoder's use_encoded_value and OneHotEncoder's other modes accept it.
+        verdict = "error" if encoder.handle_unknown == "error" else "ignore"
+        found.update(dict.fromkeys(names, verdict))
     return found
 
 
