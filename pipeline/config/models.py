@@ -290,10 +290,10 @@ class AnalysisSpec(Spec):
     """Conclusive measurements (passed or failed) per analysis step."""
     failure_limit: int = Field(0, ge=0)
     """Failed measurements tolerated per analysis step; one more aborts (Argo Rollouts' failureLimit)."""
-    inconclusive_limit: int = Field(1, ge=0, le=20)
+    inconclusive_limit: int = Field(2, ge=0, le=20)
     """Inconclusive measurements tolerated per analysis step, each followed by one more window (a retry);
-    one more fails the step (Argo Rollouts' inconclusiveLimit). Below `count`: Argo counts inconclusive
-    measurements towards `count`, so a limit of `count` would let a step of inconclusive windows pass. A window is inconclusive when the stable
+    one more fails the step. Argo Rollouts retries nothing (an inconclusive measurement takes one of
+    `count`), so its inconclusiveLimit is this capped at `count - 1`. A window is inconclusive when the stable
     side has too few samples to compare with, or when the new version looks worse by ratio and effect
     but the test against stable is not significant."""
     min_requests: int = Field(10, ge=1)
@@ -319,20 +319,6 @@ class AnalysisSpec(Spec):
             if bound is not None and (bound.max_vs_stable is not None or bound.max is None):
                 msg = f"metrics.{name} compares the new version with stable already: give 'max', not 'max_vs_stable'"
                 raise ValueError(msg)
-        return self
-
-    @model_validator(mode="after")
-    def _inconclusive_windows_never_pass_a_step(self) -> Self:
-        # Argo Rollouts counts every measurement, inconclusive ones too, towards `count` and calls the metric
-        # Successful at `count` unless a limit was exceeded (analysis/analysis.go, assessMetricStatus): with
-        # inconclusive_limit >= count, a step of NaN windows alone would pass.
-        if self.inconclusive_limit >= self.count:
-            msg = (
-                f"inconclusive_limit {self.inconclusive_limit} must be below count {self.count}: Argo Rollouts "
-                "counts inconclusive measurements towards count, so a step of inconclusive windows alone would "
-                f"pass; set inconclusive_limit to at most {self.count - 1} or raise count"
-            )
-            raise ValueError(msg)
         return self
 
     @model_validator(mode="after")

@@ -155,7 +155,10 @@ def _bounded(
         "interval": f"{timing.interval}s",
         "count": analysis.count,
         "failureLimit": analysis.failure_limit,
-        "inconclusiveLimit": analysis.inconclusive_limit,
+        # Argo counts an inconclusive measurement towards `count` (no retry, as the rehearsal does) and calls
+        # the metric Successful at `count` with no limit exceeded (analysis/analysis.go, assessMetricStatus):
+        # a limit of `count` or more would pass a step measured only inconclusive.
+        "inconclusiveLimit": min(analysis.inconclusive_limit, analysis.count - 1),
         # No sample (no data or too few requests) fails, it is never Inconclusive.
         "successCondition": f"len(result) > 0 && result[0] <= {bound:g}",
         "failureCondition": f"len(result) == 0 || result[0] > {bound:g}",
