@@ -266,6 +266,7 @@ class Runner:
                 target=target,
                 same_release=same_release,
                 timeout_s=self.options.timeout,
+                repo=w.root,
             )
             return StageResult(
                 headline=f"{target.revision[:12]} {state.phase} at step {state.step}: {state.message}"

@@ -624,7 +624,8 @@ class ArgoCDSpec(Spec):
     namespace: str = "argocd"
     """Namespace Argo CD runs in (where the Application object lives)."""
     automated: bool = True
-    """Sync (and prune, self-heal) every push automatically; false: a person presses Sync (prod)."""
+    """Sync (and prune, self-heal) every push automatically; false (prod): the CD rollout step starts the sync
+    at the pushed revision once the GitHub approval was given, and nothing else syncs it."""
 
 
 DURATION_PATTERN = r"^[1-9][0-9]*(s|m)$"

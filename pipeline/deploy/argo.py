@@ -297,19 +297,18 @@ def follow_rollout(
     target: Target,
     same_release: Callable[[str], bool],
     timeout_s: float = 1800.0,
-    repo: Path | None = None,
+    repo: Path,
 ) -> RolloutState:
     """Wait for Argo CD Application `application` (namespace, name) to sync `target.revision` (starting the
     sync when the Application has no automated policy), then follow Rollout `model-service` in
     deploy.namespace until Healthy. A later revision counts when `same_release` says so or it descends
-    from the pushed one with the release unchanged in `repo` (the workspace's git, default the current
-    folder). StageError on a failed sync, Degraded, aborted or timeout; NoCluster (exit 2) when no
+    from the pushed one with the release unchanged in `repo` (the workspace's git). StageError on a failed sync, Degraded, aborted or timeout; NoCluster (exit 2) when no
     cluster is reachable."""
     api = _api(config)
     app_namespace, app_name = application
     namespace = config.deploy.namespace
     history = GitopsHistory(
-        repo or Path.cwd(),
+        repo,
         config.deploy.gitops.remote or "origin",
         config.deploy.gitops.branch,
         release_path(config),
