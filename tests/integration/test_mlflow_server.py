@@ -38,8 +38,10 @@ which pipeline registers first does not change what the test sees."""
 
 
 def server_venv() -> Path:
-    """A venv with the full `mlflow` of the client's version, created once (uv, else venv + pip) under a
-    lock, so concurrent test runs build it once; `.complete` marks a finished install."""
+    """A venv with the full `mlflow` of the client's version, or the newest older one where the registry
+    cannot complete that release yet (mlflow 3.18.0 came before its mlflow-tracing 3.18.0: the resolver
+    backtracks), created once (uv, else venv + pip) under a lock, so concurrent test runs build it once;
+    `.complete` marks a finished install."""
     version = importlib.metadata.version("mlflow-skinny")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlflow-server"
     venv = cache / version
@@ -54,12 +56,12 @@ def server_venv() -> Path:
             subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
             python = str(venv / "bin" / "python")
             subprocess.run(
-                [uv, "pip", "install", "--quiet", "--python", python, f"mlflow=={version}"], check=True
+                [uv, "pip", "install", "--quiet", "--python", python, f"mlflow<={version}"], check=True
             )
         else:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             subprocess.run(
-                [str(venv / "bin" / "pip"), "install", "--quiet", f"mlflow=={version}"], check=True
+                [str(venv / "bin" / "pip"), "install", "--quiet", f"mlflow<={version}"], check=True
             )
         (venv / ".complete").touch()
     return venv
