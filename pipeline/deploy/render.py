@@ -453,7 +453,7 @@ def first_release_run(config: Config, rollout_plan: Plan, timing: ClusterTiming)
 
 
 def application(config: Config) -> dict[str, Any]:
-    """The Argo CD Application of the environment: automated sync, or manual (a person presses Sync)."""
+    """The Argo CD Application of the environment: automated sync, or manual (CD's rollout step starts the sync)."""
     argocd = config.deploy.argocd
     sync: dict[str, Any] = {}
     if argocd.automated:
