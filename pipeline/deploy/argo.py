@@ -302,8 +302,8 @@ def follow_rollout(
     """Wait for Argo CD Application `application` (namespace, name) to sync `target.revision` (starting the
     sync when the Application has no automated policy), then follow Rollout `model-service` in
     deploy.namespace until Healthy. A later revision counts when `same_release` says so or it descends
-    from the pushed one with the release unchanged in `repo` (the workspace's git). StageError on a failed sync, Degraded, aborted or timeout; NoCluster (exit 2) when no
-    cluster is reachable."""
+    from the pushed one with the release unchanged in `repo` (the workspace's git). StageError on a
+    failed sync, Degraded, aborted or timeout; NoCluster (exit 2) when no cluster is reachable."""
     api = _api(config)
     app_namespace, app_name = application
     namespace = config.deploy.namespace
