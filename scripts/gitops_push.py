@@ -18,8 +18,10 @@ commit (the repository's HEAD) and at the branch head; the command is then given
 (DIR/environments), so the overlay is rendered with the settings on the branch. When they differ, an
 old run (say, a prod approval given late) would write its release with settings that were changed
 since: it refuses, naming the files, and says to re-run CD from the current branch. A rollback (a
-revert of the last promotion) needs no such check. On success the worktree's head (the commit the command pushed) is written as the
-step output `revision` (to GITHUB_OUTPUT), which `rollout --target kubernetes --revision` follows.
+revert of the last promotion) needs no such check.
+
+On success the worktree's head (the commit the command pushed) is written as the step output `revision`
+(to GITHUB_OUTPUT), which `rollout --target kubernetes --revision` follows.
 
 The job's workspace state (`artifacts/`, `.mlflow/`) is linked into DIR, so the registry the command
 moves is the job's. The push credential, passed to git as an HTTP header in the environment (never

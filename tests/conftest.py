@@ -1,6 +1,6 @@
 """Markers come from the folder (tests/unit -> unit, tests/integration -> integration), a test needing a Debian
-tool skips without it (fails instead under .ci/run), SIGINT as a terminal delivers it, and the small exported model that the service and drift tests serve, written exactly as
-docs/model-card.md describes."""
+tool skips without it (fails instead under .ci/run), SIGINT as a terminal delivers it, and the small exported
+model that the service and drift tests serve, written exactly as docs/model-card.md describes."""
 
 import hashlib
 import json

@@ -283,7 +283,8 @@ def traffic_note(config: Config) -> str:
     return (
         f"{config.name}: the canary analysis needs {needed:.1f} user predictions/s "
         f"(min_requests {config.rollout.analysis.min_requests} per {config.cluster_timing.window}s window at "
-        f"{config.analysed_canary_weight}% canary weight); deploy.expected_user_rps: {config.deploy.expected_user_rps:g}"
+        f"{config.analysed_canary_weight}% canary weight); "
+        f"deploy.expected_user_rps: {config.deploy.expected_user_rps:g}"
     )
 
 
