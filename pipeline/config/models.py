@@ -791,6 +791,121 @@ class DeploySpec(Spec):
         return self
 
 
+SPARK_MEMORY_PATTERN = r"^[1-9][0-9]*[kmgt]$"
+"""A Spark memory amount (`spark.executor.memory`, a SparkApplication's `memory`): `512m`, `2g`."""
+CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+"""A CronJob schedule: five cron fields (`0 2 * * *`) or a macro (`@daily`)."""
+
+
+class BatchBoundsSpec(Spec):
+    """What a scored batch must look like to pass; each bound prints as a check line, and a failed one
+    fails the stage (the outputs stay, without the `_SUCCESS` marker)."""
+
+    min_rows: int = Field(1, ge=1)
+    """Fewest rows read (valid and rejected): an empty or truncated export of the source table fails."""
+    max_rows: int | None = Field(None, ge=1)
+    """Most rows read; null: no upper bound."""
+    max_rejects_share: float = Field(0.01, ge=0, le=1)
+    """Largest share of rows rejected by the card's input contract (0-1), each with its reason."""
+    min_score: float | None = None
+    """Lowest score allowed on any row (P(classes[1]) for a binary model, the top probability for a
+    multiclass one, the value for a regression: the score drift bins); null: no bound."""
+    max_score: float | None = None
+    """Highest score allowed on any row; null: no bound."""
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> Self:
+        if self.max_rows is not None and self.max_rows < self.min_rows:
+            raise ValueError(f"max_rows {self.max_rows} < min_rows {self.min_rows}")
+        if self.min_score is not None and self.max_score is not None and self.max_score < self.min_score:
+            raise ValueError(f"max_score {self.max_score:g} < min_score {self.min_score:g}")
+        return self
+
+
+class SparkProcessSpec(Spec):
+    """CPU and memory of one Spark process (driver or executor), in Spark's units."""
+
+    cores: int = Field(1, ge=1, le=64)
+    """Cores (`spark.driver.cores` / `spark.executor.cores`; one task per core on an executor)."""
+    memory: str = Field("1g", pattern=SPARK_MEMORY_PATTERN)
+    """Heap (`spark.driver.memory` / `spark.executor.memory`), e.g. `512m`, `2g`; the ONNX session and the
+    Arrow batches live beside it, in the Python worker (`memory_overhead`)."""
+    memory_overhead: str = Field("512m", pattern=SPARK_MEMORY_PATTERN)
+    """Memory beyond the heap: the Python worker with its ONNX session and Arrow batches."""
+
+
+class SparkSpec(Spec):
+    """The Spark engine (`--engine spark`): the same scoring as an Arrow UDF, one ONNX session per executor."""
+
+    master: str = Field("local[*]", pattern=r"^(local(\[(\*|[1-9][0-9]*)\])?|spark://\S+|k8s://\S+|yarn)$")
+    """Where Spark runs: `local[*]` (this machine, every core), `local[N]`, `spark://HOST:PORT`,
+    `k8s://https://HOST`, `yarn`; `--master` overrides it."""
+    driver: SparkProcessSpec = SparkProcessSpec()
+    """The driver (plans the job, collects the checks' counts)."""
+    executor: SparkProcessSpec = SparkProcessSpec()
+    """Each executor (scores its partitions)."""
+    executor_instances: int = Field(2, ge=1, le=1000)
+    """Executors on a cluster (SparkApplication `executor.instances`); `local[...]` ignores it."""
+    image: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
+    """Image the SparkApplication runs: Java, pyspark, onnxruntime and this repository's `pipeline` and
+    `model_service` packages; required for a scheduled batch on the spark engine."""
+    conf: dict[str, str] = Field(default_factory=dict)
+    """More Spark properties, e.g. `{"spark.sql.shuffle.partitions": "64"}`."""
+
+
+class BatchSpec(Spec):
+    """Batch scoring (`python -m pipeline batch`, docs/batch.md): a table scored by the release serving
+    the environment, with the service's input contract, drift and bounds."""
+
+    engine: Literal["embedded", "spark"] = "embedded"
+    """`embedded`: pyarrow + onnxruntime streaming in this process; `spark`: an Arrow UDF over a Spark
+    DataFrame (`batch.spark`); `--engine` overrides it."""
+    chunk_rows: int = Field(50_000, ge=100, le=5_000_000)
+    """Rows per chunk (embedded) or per Arrow batch (Spark): memory is bounded by it, not by the input."""
+    key_columns: list[str] = Field(default_factory=list)
+    """Input columns copied to every score and reject row (an id, a date), besides `source_file` and
+    `source_row`, which always identify the row."""
+    drift: Literal["enforce", "warn", "off"] = "enforce"
+    """The batch's drift against the card's reference, with the `drift:` section's bounds: `enforce`
+    fails the stage on a FAIL, `warn` reports it only, `off` skips it."""
+    parity_rows: int = Field(200, ge=0, le=10_000)
+    """Valid rows also sent to the service (`--url`, else one started here) and compared with the batch's
+    answers within `export.parity`; 0: no parity check."""
+    bounds: BatchBoundsSpec = BatchBoundsSpec()
+    """Row counts, rejects share and score range."""
+    spark: SparkSpec = SparkSpec()
+    """The Spark engine and the resources of its cluster job."""
+    schedule: str | None = Field(None, pattern=CRON_PATTERN)
+    """When the cluster runs this environment's batch (a CronJob for the embedded engine, a Spark
+    operator job for spark), cron syntax, e.g. `0 2 * * *`; null: no scheduled batch."""
+    time_zone: str | None = Field(None, pattern=r"^[A-Za-z]+(/[A-Za-z0-9_+-]+)*$")
+    """IANA time zone of `schedule` (e.g. `Europe/Paris`); null: the cluster's (UTC on most)."""
+    input: str | None = None
+    """What the scheduled batch scores: a path or URI the job can read (a folder of Parquet parts)."""
+    output: str | None = None
+    """Where the scheduled batch writes; `{date}` becomes the run's UTC date (YYYY-MM-DD), so each run
+    writes a new folder (an existing one is refused)."""
+    resources: ResourcesSpec = ResourcesSpec(
+        requests_cpu="1", requests_memory="1Gi", limits_cpu="2", limits_memory="2Gi"
+    )
+    """The scheduled embedded job's pod (memory is bounded by `chunk_rows`, not by the input)."""
+    deadline_seconds: int = Field(3600, ge=60, le=86_400)
+    """A scheduled run still going after this long is stopped and counts as failed."""
+
+    @model_validator(mode="after")
+    def _schedule_is_complete(self) -> Self:
+        if self.schedule is None:
+            return self
+        missing = [name for name in ("input", "output") if getattr(self, name) is None]
+        if missing:
+            msg = f"schedule is set without {' and '.join(missing)}: say what the job reads and writes"
+            raise ValueError(msg)
+        if self.engine == "spark" and self.spark.image is None:
+            msg = "schedule runs the spark engine: set spark.image (Java, pyspark, this repository)"
+            raise ValueError(msg)
+        return self
+
+
 WINDOW_SCRAPES = 4
 """Scrapes in one PromQL range window: rate() needs two samples, four leave room for a missed scrape."""
 
@@ -863,6 +978,8 @@ class Config(Spec):
     """Kubernetes and Argo CD."""
     drift: DriftSpec = DriftSpec()
     """Drift monitoring."""
+    batch: BatchSpec = BatchSpec()
+    """Batch scoring."""
 
     @property
     def alias(self) -> str:
