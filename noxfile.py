@@ -72,65 +72,31 @@ def tests_full(session: nox.Session) -> None:
 
 # -- Pipeline stages (each takes `-- --env ENV`, default dev) ------------------------------------
 
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def train(session: nox.Session) -> None:
-    """Train the model and log the run to MLflow."""
-    _stage(session, "train")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def export(session: nox.Session) -> None:
-    """Export to ONNX with a parity gate; write the model card."""
-    _stage(session, "export")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def gate(session: nox.Session) -> None:
-    """Gate the candidate's metrics: absolute bounds and against the version serving ENV."""
-    _stage(session, "gate")
+STAGES = {  # one line per stage of pipeline/stages/__init__.py's table: `nox -s NAME` runs it
+    "train": "Train the model and log the run to MLflow.",
+    "export": "Export to ONNX with a parity gate; write the model card.",
+    "gate": "Gate the candidate's metrics: absolute bounds and against the version serving ENV.",
+    "register": "Register the exported model in MLflow; alias ENV-candidate.",
+    "image": "Build the service image with the model baked in, smoke-test it, push it when configured.",
+    "loadtest": "Load-test the service with the exported model; gate on the SLOs (`-- --host URL` for a running one).",
+    "rollout": "Rehearse ENV's rollout plan locally: Caddy, live Locust traffic, analysis; promote or roll back.",
+    "promote": "Move alias ENV to the candidate whose gate passed (`-- --to-version N` for a given one).",
+    "rollback": "Move alias ENV back to the version that served before (`-- --gitops`: revert the overlay too).",
+    "drift": "Input drift and score shift vs the model card's reference (`-- --input FILE` or `-- --url URL`).",
+    "serve": "Serve the model of ENV (its alias, else the current export) on 127.0.0.1:8000 until Ctrl-C.",
+}
 
 
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def register(session: nox.Session) -> None:
-    """Register the exported model in MLflow; alias ENV-candidate."""
-    _stage(session, "register")
+def _stage_session(name: str, doc: str) -> None:
+    def run_stage(session: nox.Session) -> None:
+        _stage(session, name)
+
+    run_stage.__doc__ = doc
+    nox.session(run_stage, name=name, python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
 
 
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def image(session: nox.Session) -> None:
-    """Build the service image with the model baked in, smoke-test it, push it when configured."""
-    _stage(session, "image")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def loadtest(session: nox.Session) -> None:
-    """Load-test the service with the exported model; gate on the SLOs (`-- --host URL` for a running one)."""
-    _stage(session, "loadtest")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def promote(session: nox.Session) -> None:
-    """Move alias ENV to the candidate whose gate passed (`-- --to-version N` for a given one)."""
-    _stage(session, "promote")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def rollback(session: nox.Session) -> None:
-    """Move alias ENV back to the version that served before (`-- --gitops`: revert the overlay too)."""
-    _stage(session, "rollback")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def rollout(session: nox.Session) -> None:
-    """Rehearse ENV's rollout plan locally: Caddy, live Locust traffic, analysis; promote or roll back."""
-    _stage(session, "rollout")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True, tags=["stage"])
-def drift(session: nox.Session) -> None:
-    """Input drift and score shift vs the model card's reference (`-- --input FILE` or `-- --url URL`)."""
-    _stage(session, "drift")
+for _name, _doc in STAGES.items():
+    _stage_session(_name, _doc)
 
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)
@@ -143,12 +109,6 @@ def init(session: nox.Session) -> None:
 def render(session: nox.Session) -> None:
     """Render k8s/overlays and k8s/argocd from environments/*.yaml (`-- --check`: fail on drift, validate)."""
     _stage(session, "render")
-
-
-@nox.session(python=PYTHON, default=False, reuse_venv=True)
-def serve(session: nox.Session) -> None:
-    """Serve the model of ENV (its alias, else the current export) on 127.0.0.1:8000 until Ctrl-C."""
-    _stage(session, "serve")
 
 
 @nox.session(python=PYTHON, default=False, reuse_venv=True)

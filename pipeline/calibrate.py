@@ -24,7 +24,7 @@ from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.rollout import rehearsal
 from pipeline.rollout.plan import Analyze, plan
-from pipeline.runner import Options, Runner
+from pipeline.runner import Runner
 from pipeline.workspace import Workspace
 
 TAIL_NOISE = "latency=3ms@0.08"
@@ -124,16 +124,16 @@ def _ensure_stable(config: Config, root: Path, reporter: Reporter) -> None:
     if registry.alias_model_dir(config, workspace, config.alias) is not None:
         return
     reporter.note(f"no version serves {config.name}: training, registering and promoting the default config")
-    runner = Runner(config, workspace, reporter, Options(), whole_run=False)
+    runner = Runner(config, workspace, reporter, whole_run=False)
     for stage in ("train", "export", "gate", "register", "promote"):
-        getattr(runner, stage)()
+        runner.run_stage(stage)
 
 
 def _trial(config: Config, root: Path, reporter: Reporter, seed: int, fault: str, *, healthy: bool) -> Trial:
     reporter.line(f"== calibration [{config.name}] candidate seed {seed}, fault {fault}")
     # A workspace per rehearsal: each gets its own reports/<env>/<run-id>/rollout folder.
     workspace = Workspace(root)
-    candidate = Runner(config, workspace, reporter, Options(), whole_run=False).exported_model()
+    candidate = Runner(config, workspace, reporter, whole_run=False).exported_model()
     result = rehearsal.rollout(
         config,
         workspace,

@@ -16,7 +16,6 @@ from types import FrameType
 import yaml
 
 from pipeline import evidence
-from pipeline.adapters.service_process import loopback_url
 from pipeline.config import (
     REFERENCE_FILE,
     Config,
@@ -28,7 +27,8 @@ from pipeline.config import (
 )
 from pipeline.console import Reporter
 from pipeline.errors import NoCluster, StageError
-from pipeline.runner import RUN_ORDER, Options, Runner
+from pipeline.runner import Runner
+from pipeline.stages import RUN_ORDER, STAGES, stage_named
 from pipeline.workspace import Workspace
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -57,18 +57,6 @@ def _add_init(stages: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         type=Path,
         default=None,
         help="folder of the environment files (default: WORKDIR/environments)",
-    )
-
-
-def _add_serve(
-    stages: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    serve = stages.add_parser(
-        "serve", parents=[common], help="serve the model of ENV on 127.0.0.1 until Ctrl-C"
-    )
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    serve.add_argument(
-        "--metrics-port", type=int, default=9000, help="port of GET /metrics, never the API's (default: 9000)"
     )
 
 
@@ -126,104 +114,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; fail naming each stale file, then validate every overlay offline",
     )
-    stages.add_parser("train", parents=[common, fresh], help="fit the model and log the run to MLflow")
-    stages.add_parser(
-        "export", parents=[common, fresh], help="ONNX export with a parity gate; writes the card"
-    )
-    stages.add_parser(
-        "gate", parents=[common], help="metric gates: absolute and against the version serving ENV"
-    )
-    register = stages.add_parser(
-        "register", parents=[common], help="register the exported model; alias ENV-candidate"
-    )
-    register.add_argument(
-        "--image",
-        metavar="REF",
-        help="record an image built elsewhere (repo@sha256:..., sha256:... or repo:tag)",
-    )
-    load = stages.add_parser(
-        "loadtest",
-        parents=[common, fresh],
-        help="Locust against the service with the exported model; SLO gate (a pass of the same inputs is reused)",
-    )
-    load.add_argument("--host", metavar="URL", help="test the service already running at URL instead")
-    load.add_argument(
-        "--allow-remote", action="store_true", help="allow a --host that is not a loopback address"
-    )
-    stages.add_parser(
-        "image", parents=[common], help="build, smoke-test and (if configured) push the service image"
-    )
-    promote = stages.add_parser(
-        "promote", parents=[common], help="move alias ENV to the candidate whose gate passed"
-    )
-    promote.add_argument(
-        "--to-version", metavar="N", help="promote registry version N instead of the candidate"
-    )
-    gitops_help = "also commit the change to k8s/overlays/ENV and push it to deploy.gitops (Argo CD syncs)"
-    promote.add_argument("--gitops", action="store_true", help=gitops_help)
-    rollback_parser = stages.add_parser(
-        "rollback", parents=[common], help="move alias ENV back to the version that served before"
-    )
-    rollback_parser.add_argument(
-        "--gitops", action="store_true", help="also revert the last promotion commit of ENV and push it"
-    )
-    rollout = stages.add_parser(
-        "rollout",
-        parents=[common, fresh],
-        help="rehearse the rollout plan locally (Caddy + live traffic + analysis); promote or roll back",
-    )
-    rollout.add_argument(
-        "--strategy", choices=["canary", "blue-green"], help="override rollout.strategy for this run"
-    )
-    rollout.add_argument(
-        "--candidate-fault",
-        metavar="FAULT",
-        help="start the candidate with injected faults to prove the analysis catches them: "
-        "latency=200ms, errors=0.2 or shift (inverted scores: healthy by HTTP, different predictions; "
-        "refused for prod)",
-    )
-    rollout.add_argument(
-        "--approve", action="store_true", help="approve the switch when blue_green.auto_promotion is off"
-    )
-    rollout.add_argument(
-        "--target",
-        choices=["local", "kubernetes"],
-        default="local",
-        help="local: rehearse here with Caddy (default); kubernetes: follow the Rollout in the cluster "
-        "of KUBECONFIG until Healthy or Degraded",
-    )
-    rollout.add_argument(
-        "--timeout",
-        type=float,
-        default=1800.0,
-        help="seconds to follow the cluster's Rollout (default: 1800)",
-    )
-    rollout.add_argument(
-        "--revision",
-        metavar="SHA",
-        help="with --target kubernetes: the GitOps commit to follow (the one `promote --gitops` pushed); "
-        "waits until Argo CD has synced it and the Rollout carries its image and model version "
-        "(default: the last promotion commit of ENV in the workspace's git)",
-    )
-    _add_serve(stages, common)
-    drift = stages.add_parser(
-        "drift",
-        parents=[common],
-        help="input drift (PSI, KS per feature) and score shift of a sample vs the model card's reference",
-    )
-    drift_source = drift.add_mutually_exclusive_group()
-    drift_source.add_argument(
-        "--input", type=Path, metavar="FILE", help="rows to check: CSV with a header, or JSONL"
-    )
-    drift_source.add_argument(
-        "--url",
-        metavar="URL",
-        help="read the bin counters of a running service from its metrics port (URL/metrics, e.g. "
-        "http://127.0.0.1:9000)",
-    )
-    drift.add_argument(
-        "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
-    )
+    for stage in STAGES:
+        stage_parser = stages.add_parser(
+            stage.name, parents=[common, fresh] if stage.fresh else [common], help=stage.help
+        )
+        stage.add_options(stage_parser)
     stages.add_parser(
         "history", parents=[common], help="which versions served ENV, when, with what evidence (newest first)"
     )
@@ -243,31 +138,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace) -> Options:
-    """The stage options of the command line; a target URL off loopback is refused here, before any work."""
-    host, url = getattr(args, "host", None), getattr(args, "url", None)
-    allow_remote = bool(getattr(args, "allow_remote", False))
-    if host is not None:
-        host = loopback_url(host, option="--host", allow_remote=allow_remote)
-    if url is not None:
-        url = loopback_url(url, option="--url", allow_remote=allow_remote)
-    return Options(
-        fresh=bool(getattr(args, "fresh", False)),
-        image=getattr(args, "image", None),
-        host=host,
-        allow_remote=allow_remote,
-        to_version=getattr(args, "to_version", None),
-        gitops=bool(getattr(args, "gitops", False)),
-        port=getattr(args, "port", 8000),
-        metrics_port=getattr(args, "metrics_port", 9000),
-        input_path=getattr(args, "input", None),
-        url=url,
-        candidate_fault=getattr(args, "candidate_fault", None),
-        approve=bool(getattr(args, "approve", False)),
-        target=getattr(args, "target", "local"),
-        timeout=getattr(args, "timeout", 1800.0),
-        revision=getattr(args, "revision", None),
-    )
+def _option_overrides(args: argparse.Namespace) -> list[str]:
+    """The config values a stage's options override (e.g. `rollout --strategy`), as `--set` would."""
+    stage = next((stage for stage in STAGES if stage.name == args.stage), None)
+    options = stage.options if stage is not None else ()
+    return [
+        f"{item.sets}={getattr(args, item.dest())}"
+        for item in options
+        if item.sets is not None and getattr(args, item.dest()) is not None
+    ]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -303,10 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (
                 task=args.task,
             )
             return EXIT_OK
-        overrides = list(args.overrides)
-        if getattr(args, "strategy", None):
-            overrides.append(f"rollout.strategy={args.strategy}")
-        config = load_config(args.env, config_dir, overrides)
+        config = load_config(args.env, config_dir, [*args.overrides, *_option_overrides(args)])
         if args.stage == "config":
             return _config(config, config_dir, args, reporter)
         workspace = Workspace(workdir.resolve())
@@ -316,13 +192,16 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912  (
         if args.stage == "calibrate":
             return _calibrate(args, config_dir, workspace, reporter)
         whole_run = args.stage == "run"
-        runner = Runner(config, workspace, reporter, _options(args), whole_run=whole_run)
+        runner = Runner(config, workspace, reporter, whole_run=whole_run, fresh=getattr(args, "fresh", False))
         usage_error = False
         try:
             if whole_run:
                 runner.run_all()
             else:
-                getattr(runner, args.stage)()
+                stage = stage_named(args.stage)
+                runner.run_stage(
+                    stage.name, **{item.dest(): getattr(args, item.dest()) for item in stage.options}
+                )
         except ConfigError:
             usage_error = True  # a config a stage rejects (e.g. model.params) is bad input: write nothing
             raise

@@ -1,0 +1,182 @@
+"""The stage table: one row per stage. The command line (`python -m pipeline STAGE`), the runner and `run`
+(the whole pipeline, rows with `in_run`, in this order) are built from it.
+
+Adding a stage is a module with `run(ctx)`, a row here and a line in noxfile.py's `STAGES` (CONTRIBUTING).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.stage import Stage, option
+
+SERVICE_PORT, METRICS_PORT = 8000, 9000
+FOLLOW_TIMEOUT_S = 1800.0
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "train",
+        "fit the model and log the run to MLflow",
+        run="pipeline.stages.train:run",
+        fresh=True,
+        in_run=True,
+    ),
+    Stage(
+        "export",
+        "ONNX export with a parity gate; writes the card",
+        run="pipeline.stages.export:run",
+        fresh=True,
+        in_run=True,
+    ),
+    Stage(
+        "gate",
+        "metric gates: absolute and against the version serving ENV",
+        run="pipeline.stages.gate:run",
+        in_run=True,
+    ),
+    Stage(
+        "register",
+        "register the exported model; alias ENV-candidate",
+        run="pipeline.stages.register:run",
+        options=(
+            option(
+                "--image",
+                metavar="REF",
+                help="record an image built elsewhere (repo@sha256:..., sha256:... or repo:tag)",
+            ),
+        ),
+        in_run=True,
+    ),
+    Stage(
+        "image",
+        "build, smoke-test and (if configured) push the service image",
+        run="pipeline.stages.image:run",
+        in_run=True,
+    ),
+    Stage(
+        "loadtest",
+        "Locust against the service with the exported model; SLO gate (a pass of the same inputs is reused)",
+        run="pipeline.stages.loadtest:run",
+        options=(
+            option("--host", metavar="URL", help="test the service already running at URL instead"),
+            option(
+                "--allow-remote", action="store_true", help="allow a --host that is not a loopback address"
+            ),
+        ),
+        fresh=True,
+        in_run=True,
+    ),
+    Stage(
+        "rollout",
+        "rehearse the rollout plan locally (Caddy + live traffic + analysis); promote or roll back",
+        run="pipeline.stages.rollout:run",
+        options=(
+            option(
+                "--strategy",
+                choices=["canary", "blue-green"],
+                sets="rollout.strategy",
+                help="override rollout.strategy for this run",
+            ),
+            option(
+                "--candidate-fault",
+                metavar="FAULT",
+                help="start the candidate with injected faults to prove the analysis catches them: "
+                "latency=200ms, errors=0.2 or shift (inverted scores: healthy by HTTP, different predictions; "
+                "refused for prod)",
+            ),
+            option(
+                "--approve",
+                action="store_true",
+                help="approve the switch when blue_green.auto_promotion is off",
+            ),
+            option(
+                "--target",
+                choices=["local", "kubernetes"],
+                default="local",
+                help="local: rehearse here with Caddy (default); kubernetes: follow the Rollout in the cluster "
+                "of KUBECONFIG until Healthy or Degraded",
+            ),
+            option(
+                "--timeout",
+                type=float,
+                default=FOLLOW_TIMEOUT_S,
+                help="seconds to follow the cluster's Rollout (default: %(default)s)",
+            ),
+            option(
+                "--revision",
+                metavar="SHA",
+                help="with --target kubernetes: the GitOps commit to follow (the one `promote --gitops` pushed); "
+                "waits until Argo CD has synced it and the Rollout carries its image and model version "
+                "(default: the last promotion commit of ENV in the workspace's git)",
+            ),
+        ),
+        fresh=True,
+        in_run=True,
+    ),
+    Stage(
+        "promote",
+        "move alias ENV to the candidate whose gate passed",
+        run="pipeline.stages.promote:run",
+        options=(
+            option("--to-version", metavar="N", help="promote registry version N instead of the candidate"),
+            option(
+                "--gitops",
+                action="store_true",
+                help="also commit the change to k8s/overlays/ENV and push it to deploy.gitops (Argo CD syncs)",
+            ),
+        ),
+        in_run=True,
+    ),
+    Stage(
+        "rollback",
+        "move alias ENV back to the version that served before",
+        run="pipeline.stages.promote:run_rollback",
+        options=(
+            option(
+                "--gitops",
+                action="store_true",
+                help="also revert the last promotion commit of ENV and push it",
+            ),
+        ),
+    ),
+    Stage(
+        "serve",
+        "serve the model of ENV on 127.0.0.1 until Ctrl-C",
+        run="pipeline.stages.serve:run",
+        options=(
+            option("--port", type=int, default=SERVICE_PORT, help="port to listen on (default: %(default)s)"),
+            option(
+                "--metrics-port",
+                type=int,
+                default=METRICS_PORT,
+                help="port of GET /metrics, never the API's (default: %(default)s)",
+            ),
+        ),
+        recorded=False,
+    ),
+    Stage(
+        "drift",
+        "input drift (PSI, KS per feature) and score shift of a sample vs the model card's reference",
+        run="pipeline.stages.drift:run",
+        options=(
+            option("--input", type=Path, metavar="FILE", help="rows to check: CSV with a header, or JSONL"),
+            option(
+                "--url",
+                metavar="URL",
+                help="read the bin counters of a running service from its metrics port (URL/metrics, e.g. "
+                f"http://127.0.0.1:{METRICS_PORT})",
+            ),
+            option(
+                "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
+            ),
+        ),
+        exclusive=(("--input", "--url"),),
+    ),
+)
+
+RUN_ORDER = tuple(stage.name for stage in STAGES if stage.in_run)
+"""The stages of `run` (the whole pipeline), in order; it stops at the first failure."""
+
+
+def stage_named(name: str) -> Stage:
+    return next(stage for stage in STAGES if stage.name == name)

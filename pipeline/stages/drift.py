@@ -2,8 +2,8 @@
 reference profile in the model card: PSI per feature with KS (numeric) or a chi-square statistic (categorical,
 reported beside PSI), PSI of the predicted scores (classification: the score; regression: the predicted value).
 
-Bounds come from the environment's `drift:` section; each check prints value, bounds and PASS/WARN/FAIL
-(E15), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
+Bounds come from the environment's `drift:` section; each check prints value, bound and PASS/WARN/FAIL
+(a `warn` level below the `fail` bound), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +46,7 @@ from pipeline.ml.profile import (
     shares,
     value_bins,
 )
-from pipeline.stage import StageResult
+from pipeline.stage import Check, CheckResult, StageContext, StageResult, checked_status
 from pipeline.workspace import Workspace, write_json
 
 REPORT_FILE = "drift.json"
@@ -55,57 +55,33 @@ CHART_FEATURES = 6
 SCORE = "(score)"
 """Name of the predicted-score row in the table."""
 
-Verdict = Literal["PASS", "WARN", "FAIL", "INFO"]
-
-
-@dataclass(frozen=True)
-class Check:
-    feature: str
-    statistic: str
-    """`psi`; `ks` (scipy's two-sample test against the training rows) or `ks_binned` (at the bin edges)
-    for numeric features; `chi2` (Pearson's, against the reference shares) for categorical ones."""
-    value: float
-    warn: float | None
-    """None: reported beside the gated statistics, not gated itself (chi2)."""
-    fail: float | None
-    detail: str = ""
-    """What the value alone does not say (chi2: its p-value and degrees of freedom)."""
-
-    @property
-    def verdict(self) -> Verdict:
-        if self.warn is None or self.fail is None:
-            return "INFO"
-        if self.value > self.fail:
-            return "FAIL"
-        return "WARN" if self.value >= self.warn else "PASS"
-
 
 @dataclass(frozen=True, kw_only=True)
 class DriftResult(StageResult):
     environment: str
     source: str
     rows: int
-    checks: list[Check]
     report_dir: Path
 
     @property
     def flagged(self) -> list[str]:
         """Features (and `(score)`) with at least one FAIL, in card order."""
-        return list(dict.fromkeys(c.feature for c in self.checks if c.verdict == "FAIL"))
+        return _flagged(self.checks)
+
+
+def _flagged(checks: Sequence[Check]) -> list[str]:
+    return list(dict.fromkeys(check.scope for check in checks if check.failed))
 
 
 def drift_result(environment: str, sample: Sample, checks: list[Check], report_dir: Path) -> DriftResult:
-    failed = [c for c in checks if c.verdict == "FAIL"]
-    flagged = list(dict.fromkeys(c.feature for c in failed))
     return DriftResult(
-        status="fail" if failed else "pass",
-        headline=f"{sample.rows} rows from {sample.source}: flagged {', '.join(flagged) or 'none'}",
-        failures=[f"{c.feature} {c.statistic} {c.value:.3g} > fail {c.fail:g}" for c in failed],
+        status=checked_status(checks),
+        headline=f"{sample.rows} rows from {sample.source}: flagged {', '.join(_flagged(checks)) or 'none'}",
         artifacts={"report": report_dir / REPORT_FILE, "chart": report_dir / CHART_FILE},
+        checks=checks,
         environment=environment,
         source=sample.source,
         rows=sample.rows,
-        checks=checks,
         report_dir=report_dir,
     )
 
@@ -285,8 +261,11 @@ def file_sample(path: Path, card: dict[str, Any], model: ModelDir) -> Sample:
 def compare(
     config: Config, card: dict[str, Any], sample: Sample, train_columns: dict[str, NDArray[np.float64]] | None
 ) -> list[Check]:
-    """Checks per feature (PSI; numeric: KS; categorical: chi-square, reported) and for the score (PSI),
-    each with its bounds. `train_columns`: the training values of numeric features (missing dropped)."""
+    """Checks per feature and for the score, each with its bounds; the metric is `psi`; `ks` (scipy's
+    two-sample test against the training rows) or `ks_binned` (at the bin edges) for numeric features;
+    `chi2` (Pearson's, against the reference shares) for categorical ones, reported beside PSI and not
+    gated (`info`, its p-value and degrees of freedom in the note). `train_columns`: the training values
+    of numeric features (missing dropped)."""
     from scipy.stats import ks_2samp  # noqa: PLC0415
 
     drift = config.drift
@@ -302,7 +281,10 @@ def compare(
         if is_categorical(profile):
             statistic, p_value = chi_square(profile["frequencies"], counts)
             dof = len(counts) - 1
-            checks.append(Check(name, "chi2", statistic, None, None, f"p {p_value:.3g}, dof {dof}"))
+            detail = f"p {p_value:.3g}, dof {dof}"
+            checks.append(
+                Check(scope=name, metric="chi2", value=statistic, result="info", digits=3, note=detail)
+            )
             continue
         if sample.raw is not None and train_columns is not None and name in train_columns:
             values = np.asarray([row[j] for row in sample.raw if row[j] is not None], dtype=np.float64)
@@ -320,7 +302,18 @@ def compare(
 
 
 def _check(feature: str, statistic: str, value: float, levels: DriftLevels) -> Check:
-    return Check(feature, statistic, value, levels.warn, levels.fail)
+    """Fails above `fail`; at or above `warn` (within the bound) a warning."""
+    result: CheckResult = "fail" if value > levels.fail else "warn" if value >= levels.warn else "pass"
+    return Check(
+        scope=feature,
+        metric=statistic,
+        value=value,
+        comparator="<=",
+        bound=levels.fail,
+        result=result,
+        digits=3,
+        note=f"warn at {levels.warn:g}",
+    )
 
 
 def training_columns(
@@ -399,13 +392,8 @@ def drift(
     report_dir = workspace.run_dir(config) / "drift"
     result = drift_result(config.name, sample, compare(config, card, sample, train_columns), report_dir)
     reporter.note(f"{sample.rows} rows from {sample.source} vs the reference of version {card['version']}")
-    reporter.table(
-        ["feature", "statistic", "value", "warn at", "fail above", "result", "detail"],
-        [
-            (c.feature, c.statistic, round(c.value, 4), c.warn, c.fail, c.verdict, c.detail)
-            for c in result.checks
-        ],
-    )
+    reporter.checks(result.checks)
+    reporter.note(result.result_line)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         report_dir / REPORT_FILE,
@@ -416,7 +404,7 @@ def drift(
             "rows": sample.rows,
             "status": result.status,
             "flagged": result.flagged,
-            "checks": [{**asdict(c), "verdict": c.verdict} for c in result.checks],
+            "checks": [asdict(check) for check in result.checks],
         },
     )
     chart(card, sample, result, report_dir / CHART_FILE)
@@ -442,7 +430,11 @@ def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path)
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    psis = {c.feature: c.value for c in result.checks if c.statistic == "psi" and c.feature != SCORE}
+    psis = {
+        c.scope: c.value
+        for c in result.checks
+        if c.metric == "psi" and c.scope != SCORE and c.value is not None
+    }
     top = sorted(psis, key=lambda name: -psis[name])[:CHART_FEATURES]
     index = {f["name"]: j for j, f in enumerate(card["reference"]["features"])}
     figure, axes = plt.subplots(2, 3, figsize=(12, 6.5))
@@ -457,7 +449,7 @@ def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path)
             label="sample",
             color="tab:orange",
         )
-        verdict = next(c.verdict for c in result.checks if c.feature == name and c.statistic == "psi")
+        verdict = next(c.result.upper() for c in result.checks if c.scope == name and c.metric == "psi")
         axis.set_title(f"{name}\nPSI {psis[name]:.3f} {verdict}", fontsize=9)
         axis.set_xlabel("reference bin (quantiles of the training rows)", fontsize=8)
     axes.ravel()[0].legend(fontsize=8)
@@ -465,3 +457,12 @@ def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def run(ctx: StageContext) -> DriftResult:
+    args = ctx.args
+    # A target off loopback is refused before any work (training included).
+    url = None if args.url is None else loopback_url(args.url, option="--url", allow_remote=args.allow_remote)
+    model = ctx.served_model()
+    c, w, r = ctx.config, ctx.workspace, ctx.reporter
+    return drift(c, w, r, model=model, input_path=args.input, url=url, allow_remote=args.allow_remote)

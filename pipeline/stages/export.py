@@ -23,7 +23,7 @@ from pipeline.ml.onnx_converters import APPROXIMATE_TREES
 from pipeline.ml.onnx_model import INPUT_NAME, PROBABILITIES_OUTPUT, components, to_onnx
 from pipeline.ml.onnx_model import predict as predict_rows
 from pipeline.ml.profile import card_reference
-from pipeline.stage import StageResult
+from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
 CARD_VERSION = 2
@@ -250,3 +250,7 @@ def _value_parity(expected: NDArray[np.float64], actual: NDArray[np.float64]) ->
 
 def _verdict(passed: bool) -> str:
     return "PASS" if passed else "FAIL"
+
+
+def run(ctx: StageContext) -> ExportResult:
+    return export(ctx.config, ctx.workspace, ctx.reporter, model=ctx.model, fresh=ctx.args.fresh)

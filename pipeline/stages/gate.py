@@ -21,7 +21,7 @@ from pipeline.errors import StageError
 from pipeline.ml.card_reader import card_task
 from pipeline.ml.onnx_model import predict
 from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
-from pipeline.stage import StageResult, Status
+from pipeline.stage import StageContext, StageResult, Status
 from pipeline.workspace import Workspace, write_json
 
 if TYPE_CHECKING:
@@ -235,3 +235,7 @@ def _champion_metrics(
 
 def _fmt(value: float | None) -> str:
     return "no value" if value is None else f"{value:.4g}"
+
+
+def run(ctx: StageContext) -> GateResult:
+    return gate(ctx.config, ctx.workspace, ctx.reporter, model=ctx.model, fresh=ctx.args.fresh)

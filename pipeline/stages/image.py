@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.adapters import registry
-from pipeline.adapters.docker_engine import build, connect, push
+from pipeline.adapters.docker_engine import build, connect, push, require_daemon
 from pipeline.adapters.processes import free_port
 from pipeline.adapters.python_lock import LOCK_FILE, audit_lock, wheelhouse, write_sbom
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.stage import StageResult
+from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace, write_json
 
 if TYPE_CHECKING:
@@ -278,3 +278,9 @@ def _wait_ready(container: Any, base: str, started: float) -> float:
 
 
 # --- push and supply chain ------------------------------------------------------------------------------
+
+
+def run(ctx: StageContext) -> ImageResult:
+    require_daemon()  # skipped before any training when no engine answers
+    model = ctx.exported_model()
+    return image(ctx.config, ctx.workspace, ctx.reporter, model=model, fallback=ctx.fallback_model(model))

@@ -27,7 +27,7 @@ from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import Config, LoadTestSpec, SloBounds
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.stage import StageResult
+from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace, read_json, write_json
 
 HOST_READY_TIMEOUT_S = 10.0
@@ -327,3 +327,16 @@ def _reused(config: Config, record: dict[str, Any], record_path: Path) -> LoadTe
         stats=stats,
         report_dir=report_dir,
     )
+
+
+def run(ctx: StageContext) -> LoadTestResult:
+    args = ctx.args
+    # A target off loopback is refused before any work (training included).
+    host = (
+        None
+        if args.host is None
+        else loopback_url(args.host, option="--host", allow_remote=args.allow_remote)
+    )
+    model = ctx.exported_model()
+    c, w, r = ctx.config, ctx.workspace, ctx.reporter
+    return loadtest(c, w, r, model=model, host=host, allow_remote=args.allow_remote, fresh=args.fresh)

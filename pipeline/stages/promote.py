@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from pipeline.adapters import registry
 from pipeline.config import Config
 from pipeline.console import Reporter
+from pipeline.deploy import gitops
 from pipeline.errors import StageError
-from pipeline.stage import StageResult
+from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -144,3 +145,32 @@ def _get_version(mlflow: MlflowClient, name: str, version: str) -> Any:
         return mlflow.get_model_version(name, version)
     except MlflowException:
         raise StageError(f"{name} has no version {version!r}") from None
+
+
+def run(ctx: StageContext) -> PromoteResult:
+    """Move the alias; with `--gitops`, commit and push the overlay first, and revert that commit when the
+    alias does not move, so Git and the registry never disagree."""
+    c, w, r, to_version = ctx.config, ctx.workspace, ctx.reporter, ctx.args.to_version
+    if not ctx.args.gitops:
+        return promote(c, w, r, to_version=to_version)
+    repo = w.root
+    gitops.require_remote(c)
+    gitops.ensure_clean(repo)
+    candidate = candidate_version(registry.client(c, w), c, to_version)
+    lineage = gitops.lineage_from_tags(c, str(candidate.version), registry.version_tags(candidate))
+    gitops.commit_release(repo, c, lineage, r)
+    try:
+        return promote(c, w, r, to_version=to_version)
+    except Exception:
+        r.warn("the alias did not move; reverting the GitOps commit so Git matches the registry")
+        gitops.revert_last(repo, c, r)
+        raise
+
+
+def run_rollback(ctx: StageContext) -> PromoteResult:
+    c, w, r = ctx.config, ctx.workspace, ctx.reporter
+    if ctx.args.gitops:
+        # Refuse before touching Git when the alias has nowhere to go back to.
+        rollback_target(registry.client(c, w), c)
+        gitops.revert_last(w.root, c, r)
+    return rollback(c, w, r)

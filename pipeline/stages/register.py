@@ -9,7 +9,7 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.stage import StageResult
+from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace, write_json
 
 
@@ -105,3 +105,7 @@ def register(
         model_name=name,
         model_version=model_version,
     )
+
+
+def run(ctx: StageContext) -> RegisterResult:
+    return register(ctx.config, ctx.workspace, ctx.reporter, model=ctx.model, image=ctx.args.image)

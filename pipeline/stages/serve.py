@@ -13,6 +13,7 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.stage import StageContext
 from pipeline.workspace import Workspace, read_json
 
 
@@ -51,3 +52,10 @@ def serve(
         stop(process)
     if process.returncode not in (0, -signal.SIGTERM):
         raise StageError(f"the service exited with {process.returncode}")
+
+
+def run(ctx: StageContext) -> None:
+    model = ctx.served_model()
+    c, w, r, args = ctx.config, ctx.workspace, ctx.reporter, ctx.args
+    fallback = ctx.fallback_model(model)
+    serve(c, w, r, model=model, fallback=fallback, port=args.port, metrics_port=args.metrics_port)

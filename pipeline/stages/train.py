@@ -16,7 +16,7 @@ from pipeline.ml.estimators import final_estimator, fit, fitted_input
 from pipeline.ml.onnx_converters import nan_imputers_on_strings
 from pipeline.ml.onnx_model import to_onnx
 from pipeline.ml.scoring import evaluate, evaluate_values
-from pipeline.stage import StageResult
+from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
 
@@ -120,3 +120,7 @@ def train(
     reporter.table(["metric", "value (evaluation rows)"], sorted(metrics.items()))
     reporter.note(f"version {model.version}, MLflow run {run_id}")
     return _result(model, metrics, run_id, reused=False)
+
+
+def run(ctx: StageContext) -> TrainResult:
+    return train(ctx.config, ctx.workspace, ctx.reporter, model=ctx.model, fresh=ctx.args.fresh)

@@ -13,8 +13,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageSkipped
-from pipeline.runner import RUN_ORDER
-from pipeline.stages import image
+from pipeline.stages import RUN_ORDER, image
 from pipeline.workspace import Workspace, new_run_id
 
 REPO = Path(__file__).parents[3]
