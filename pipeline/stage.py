@@ -115,10 +115,9 @@ class Stage:
         groups: dict[tuple[str, ...], Any] = {}
         for item in self.options:
             group = grouped.get(item.flags[0])
-            target = parser
-            if group is not None:
-                target = groups.setdefault(group, parser.add_mutually_exclusive_group())
-            target.add_argument(*item.flags, **item.settings)
+            if group is not None and group not in groups:
+                groups[group] = parser.add_mutually_exclusive_group()
+            (parser if group is None else groups[group]).add_argument(*item.flags, **item.settings)
 
     def defaults(self, **overrides: Any) -> argparse.Namespace:
         """The options as `run` sees them when the stage was not named on the command line."""

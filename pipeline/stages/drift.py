@@ -2,8 +2,8 @@
 reference profile in the model card: PSI per feature with KS (numeric) or a chi-square statistic (categorical,
 reported beside PSI), PSI of the predicted scores (classification: the score; regression: the predicted value).
 
-Bounds come from the environment's `drift:` section; each check prints value, bound and PASS/WARN/FAIL
-(a `warn` level below the `fail` bound), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
+Bounds come from the environment's `drift:` section; each check prints value, bounds and PASS/WARN/FAIL
+(E15), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +46,7 @@ from pipeline.ml.profile import (
     shares,
     value_bins,
 )
-from pipeline.stage import Check, CheckResult, StageContext, StageResult, checked_status
+from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace, write_json
 
 REPORT_FILE = "drift.json"
@@ -55,33 +55,57 @@ CHART_FEATURES = 6
 SCORE = "(score)"
 """Name of the predicted-score row in the table."""
 
+Verdict = Literal["PASS", "WARN", "FAIL", "INFO"]
+
+
+@dataclass(frozen=True)
+class Check:
+    feature: str
+    statistic: str
+    """`psi`; `ks` (scipy's two-sample test against the training rows) or `ks_binned` (at the bin edges)
+    for numeric features; `chi2` (Pearson's, against the reference shares) for categorical ones."""
+    value: float
+    warn: float | None
+    """None: reported beside the gated statistics, not gated itself (chi2)."""
+    fail: float | None
+    detail: str = ""
+    """What the value alone does not say (chi2: its p-value and degrees of freedom)."""
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.warn is None or self.fail is None:
+            return "INFO"
+        if self.value > self.fail:
+            return "FAIL"
+        return "WARN" if self.value >= self.warn else "PASS"
+
 
 @dataclass(frozen=True, kw_only=True)
 class DriftResult(StageResult):
     environment: str
     source: str
     rows: int
+    checks: list[Check]
     report_dir: Path
 
     @property
     def flagged(self) -> list[str]:
         """Features (and `(score)`) with at least one FAIL, in card order."""
-        return _flagged(self.checks)
-
-
-def _flagged(checks: Sequence[Check]) -> list[str]:
-    return list(dict.fromkeys(check.scope for check in checks if check.failed))
+        return list(dict.fromkeys(c.feature for c in self.checks if c.verdict == "FAIL"))
 
 
 def drift_result(environment: str, sample: Sample, checks: list[Check], report_dir: Path) -> DriftResult:
+    failed = [c for c in checks if c.verdict == "FAIL"]
+    flagged = list(dict.fromkeys(c.feature for c in failed))
     return DriftResult(
-        status=checked_status(checks),
-        headline=f"{sample.rows} rows from {sample.source}: flagged {', '.join(_flagged(checks)) or 'none'}",
+        status="fail" if failed else "pass",
+        headline=f"{sample.rows} rows from {sample.source}: flagged {', '.join(flagged) or 'none'}",
+        failures=[f"{c.feature} {c.statistic} {c.value:.3g} > fail {c.fail:g}" for c in failed],
         artifacts={"report": report_dir / REPORT_FILE, "chart": report_dir / CHART_FILE},
-        checks=checks,
         environment=environment,
         source=sample.source,
         rows=sample.rows,
+        checks=checks,
         report_dir=report_dir,
     )
 
@@ -261,11 +285,8 @@ def file_sample(path: Path, card: dict[str, Any], model: ModelDir) -> Sample:
 def compare(
     config: Config, card: dict[str, Any], sample: Sample, train_columns: dict[str, NDArray[np.float64]] | None
 ) -> list[Check]:
-    """Checks per feature and for the score, each with its bounds; the metric is `psi`; `ks` (scipy's
-    two-sample test against the training rows) or `ks_binned` (at the bin edges) for numeric features;
-    `chi2` (Pearson's, against the reference shares) for categorical ones, reported beside PSI and not
-    gated (`info`, its p-value and degrees of freedom in the note). `train_columns`: the training values
-    of numeric features (missing dropped)."""
+    """Checks per feature (PSI; numeric: KS; categorical: chi-square, reported) and for the score (PSI),
+    each with its bounds. `train_columns`: the training values of numeric features (missing dropped)."""
     from scipy.stats import ks_2samp  # noqa: PLC0415
 
     drift = config.drift
@@ -281,10 +302,7 @@ def compare(
         if is_categorical(profile):
             statistic, p_value = chi_square(profile["frequencies"], counts)
             dof = len(counts) - 1
-            detail = f"p {p_value:.3g}, dof {dof}"
-            checks.append(
-                Check(scope=name, metric="chi2", value=statistic, result="info", digits=3, note=detail)
-            )
+            checks.append(Check(name, "chi2", statistic, None, None, f"p {p_value:.3g}, dof {dof}"))
             continue
         if sample.raw is not None and train_columns is not None and name in train_columns:
             values = np.asarray([row[j] for row in sample.raw if row[j] is not None], dtype=np.float64)
@@ -302,18 +320,7 @@ def compare(
 
 
 def _check(feature: str, statistic: str, value: float, levels: DriftLevels) -> Check:
-    """Fails above `fail`; at or above `warn` (within the bound) a warning."""
-    result: CheckResult = "fail" if value > levels.fail else "warn" if value >= levels.warn else "pass"
-    return Check(
-        scope=feature,
-        metric=statistic,
-        value=value,
-        comparator="<=",
-        bound=levels.fail,
-        result=result,
-        digits=3,
-        note=f"warn at {levels.warn:g}",
-    )
+    return Check(feature, statistic, value, levels.warn, levels.fail)
 
 
 def training_columns(
@@ -392,8 +399,13 @@ def drift(
     report_dir = workspace.run_dir(config) / "drift"
     result = drift_result(config.name, sample, compare(config, card, sample, train_columns), report_dir)
     reporter.note(f"{sample.rows} rows from {sample.source} vs the reference of version {card['version']}")
-    reporter.checks(result.checks)
-    reporter.note(result.result_line)
+    reporter.table(
+        ["feature", "statistic", "value", "warn at", "fail above", "result", "detail"],
+        [
+            (c.feature, c.statistic, round(c.value, 4), c.warn, c.fail, c.verdict, c.detail)
+            for c in result.checks
+        ],
+    )
     report_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         report_dir / REPORT_FILE,
@@ -404,7 +416,7 @@ def drift(
             "rows": sample.rows,
             "status": result.status,
             "flagged": result.flagged,
-            "checks": [asdict(check) for check in result.checks],
+            "checks": [{**asdict(c), "verdict": c.verdict} for c in result.checks],
         },
     )
     chart(card, sample, result, report_dir / CHART_FILE)
@@ -430,11 +442,7 @@ def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path)
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    psis = {
-        c.scope: c.value
-        for c in result.checks
-        if c.metric == "psi" and c.scope != SCORE and c.value is not None
-    }
+    psis = {c.feature: c.value for c in result.checks if c.statistic == "psi" and c.feature != SCORE}
     top = sorted(psis, key=lambda name: -psis[name])[:CHART_FEATURES]
     index = {f["name"]: j for j, f in enumerate(card["reference"]["features"])}
     figure, axes = plt.subplots(2, 3, figsize=(12, 6.5))
@@ -449,7 +457,7 @@ def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path)
             label="sample",
             color="tab:orange",
         )
-        verdict = next(c.result.upper() for c in result.checks if c.scope == name and c.metric == "psi")
+        verdict = next(c.verdict for c in result.checks if c.feature == name and c.statistic == "psi")
         axis.set_title(f"{name}\nPSI {psis[name]:.3f} {verdict}", fontsize=9)
         axis.set_xlabel("reference bin (quantiles of the training rows)", fontsize=8)
     axes.ravel()[0].legend(fontsize=8)
