@@ -1,11 +1,10 @@
-"""The runner: runs stages for one environment, records each result, and does what no stage may do
-behind the caller's back.
+"""The runner: runs the stages of the table for one environment, records each result, and closes a whole
+run with the summary and the release-evidence report.
 
-Stages do one job each and return a `StageResult`. The runner decides the rest: it trains and exports
-before a stage that serves the model when the current config has no export yet, hands each stage the
-model folder it works on, promotes after a rehearsal run alone passes, composes a GitOps promotion
-(commit, then alias; revert if the alias does not move), and closes a whole run with the summary and
-the release-evidence report.
+It is the `StageContext` every stage's `run` is handed: a stage asks it for the model folder it works on
+(`exported_model()` trains and exports first when the current config has no export yet; `served_model()`
+reads the alias), and for a follow-up stage (`run_stage`: the rollout promotes after a rehearsal run alone).
+A failed result stops the run; a stage that cannot run here is skipped inside a whole run, an error alone.
 """
 
 from __future__ import annotations
