@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.adapters import registry
 from pipeline.adapters.docker_engine import build, connect, push, require_daemon
+from pipeline.adapters.github_actions import write_step_outputs
 from pipeline.adapters.processes import free_port
 from pipeline.adapters.python_lock import LOCK_FILE, audit_lock, wheelhouse, write_sbom
 from pipeline.artifacts import ModelDir
@@ -144,6 +145,8 @@ def _image(
     write_json(report_dir / IMAGE_FILE, record)
     # The latest image of this model version, for the stages after (load test, GitOps overlay).
     write_json(model.image, record)
+    # In a workflow step, the image and pushed digest as step outputs: CD reads them, not these files.
+    write_step_outputs({"image": reference, "digest": digest or ""})
     tags = {**registry.image_tags(digest or reference, digest), "image_id": str(built.id)}
     registry.tag_registered(config, workspace, model, tags, reporter)
     reporter.note(f"report: {report_dir / IMAGE_FILE}")
