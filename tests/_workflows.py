@@ -1,4 +1,4 @@
-"""Shared helpers for the workflow tests: the repository root and scripts/run_act.py as a module."""
+"""Shared helpers for the workflow tests: the repository root and the scripts/ files as modules."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_run_act() -> ModuleType:
-    if "run_act" in sys.modules:
-        return sys.modules["run_act"]
-    spec = importlib.util.spec_from_file_location("run_act", ROOT / "scripts" / "run_act.py")
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py as the module NAME (registered, so its dataclasses resolve their annotations)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["run_act"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_run_act() -> ModuleType:
+    return load_script("run_act")

@@ -4,30 +4,19 @@ push retry against real git repositories (a bare remote that another clone pushe
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests._workflows import load_script
 
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-preflight = _script("prod_preflight")
-gitops_push = _script("gitops_push")
+preflight = load_script("prod_preflight")
+gitops_push = load_script("gitops_push")
 
 # --- prod preflight -------------------------------------------------------------------------------------
 
