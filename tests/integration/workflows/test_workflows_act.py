@@ -122,11 +122,10 @@ def test_linters_fail_on_planted_mistakes(tmp_path: Path) -> None:
     shutil.copytree(ROOT / ".github", tmp_path / ".github")
     ci = tmp_path / ".github/workflows/ci.yml"
     text = ci.read_text(encoding="utf-8")
+    stage = "      - uses: ./.github/actions/stage\n        with:\n          sessions: train\n"
+    assert text.count(stage) == 1
     ci.write_text(
-        text.replace(
-            "      - name: nox -s train\n",
-            "      - run: echo ${{ github.event.head_commit.message }}\n      - name: nox -s train\n",
-        ),
+        text.replace(stage, "      - run: echo ${{ github.event.head_commit.message }}\n" + stage),
         encoding="utf-8",
     )
     assert _lint(tmp_path)[0] != 0  # zizmor: template injection

@@ -214,6 +214,15 @@ def committed() -> dict[str, Workflow]:
 
 
 @pytest.fixture(scope="module")
+def committed_actions() -> dict[str, Workflow]:
+    """The local composite actions, by folder name (`stage` for .github/actions/stage/action.yml)."""
+    return {
+        path.parent.name: yaml.safe_load(path.read_text(encoding="utf-8"))
+        for path in sorted((ROOT / ".github" / "actions").glob("*/action.yml"))
+    }
+
+
+@pytest.fixture(scope="module")
 def doc() -> str:
     return CI_DOC.read_text(encoding="utf-8")
 
@@ -394,8 +403,25 @@ def checkouts_without_contents(workflows: dict[str, Workflow]) -> list[str]:
     )
 
 
-def uploads_failing_a_rerun(workflows: dict[str, Workflow]) -> list[str]:
-    """upload-artifact steps that fail when their job is re-run.
+def _steps_by_place(
+    workflows: dict[str, Workflow], actions: dict[str, Workflow]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(where, step) for every step of the workflows' jobs and of the local composite actions."""
+    return [
+        (f"{name} job {job_id}", step)
+        for name, wf in workflows.items()
+        for job_id, job in wf.get("jobs", {}).items()
+        for step in job.get("steps", [])
+    ] + [
+        (f"action {name}", step)
+        for name, action in actions.items()
+        for step in (action.get("runs") or {}).get("steps", [])
+    ]
+
+
+def uploads_failing_a_rerun(workflows: dict[str, Workflow], actions: dict[str, Workflow]) -> list[str]:
+    """upload-artifact steps (of a job, or of a composite action a job uses) that fail when their job is
+    re-run.
 
     https://github.com/actions/upload-artifact (v4 and later, README "Breaking Changes" and input
     `overwrite`): artifacts are immutable, "it is no longer possible to upload to the same named Artifact
@@ -404,10 +430,8 @@ def uploads_failing_a_rerun(workflows: dict[str, Workflow]) -> list[str]:
     attempt's artifact still exists: without `overwrite: true` the re-run fails with a 409 Conflict.
     """
     return sorted(
-        f"{name} job {job_id}: upload of {(step.get('with') or {}).get('name', 'artifact')} lacks overwrite: true"
-        for name, wf in workflows.items()
-        for job_id, job in wf.get("jobs", {}).items()
-        for step in job.get("steps", [])
+        f"{where}: upload of {(step.get('with') or {}).get('name', 'artifact')} lacks overwrite: true"
+        for where, step in _steps_by_place(workflows, actions)
         if str(step.get("uses", "")).startswith("actions/upload-artifact@")
         and (step.get("with") or {}).get("overwrite") is not True
     )
@@ -441,14 +465,16 @@ def test_every_job_that_checks_out_can_read_the_repository(committed: dict[str, 
     assert checkouts_without_contents(committed) == []
 
 
-def test_every_upload_survives_a_rerun_of_its_job(committed: dict[str, Workflow]) -> None:
-    assert any(
-        str(s.get("uses", "")).startswith("actions/upload-artifact@")
-        for wf in committed.values()
-        for job in wf["jobs"].values()
-        for s in job.get("steps", [])
-    )
-    assert uploads_failing_a_rerun(committed) == []
+def test_every_upload_survives_a_rerun_of_its_job(
+    committed: dict[str, Workflow], committed_actions: dict[str, Workflow]
+) -> None:
+    uploads = [
+        where
+        for where, step in _steps_by_place(committed, committed_actions)
+        if str(step.get("uses", "")).startswith("actions/upload-artifact@")
+    ]
+    assert "action stage" in uploads, uploads
+    assert uploads_failing_a_rerun(committed, committed_actions) == []
 
 
 def test_cd_deploys_only_after_ci_passed_on_the_same_commit(committed: dict[str, Workflow]) -> None:
@@ -523,8 +549,10 @@ def test_the_checkout_upload_and_ci_rules_can_fail(tmp_path: Path) -> None:
         "cd.yml job preflight checks out with contents: none",
         "ci.yml (called by cd.yml:ci) job lint checks out with contents: none",
     ]
-    assert uploads_failing_a_rerun(workflows) == [
-        "cd.yml job preflight: upload of report lacks overwrite: true"
+    action = {"runs": {"steps": [{"uses": "actions/upload-artifact@" + "0" * 40, "with": {"name": "ws"}}]}}
+    assert uploads_failing_a_rerun(workflows, {"stage": action}) == [
+        "action stage: upload of ws lacks overwrite: true",
+        "cd.yml job preflight: upload of report lacks overwrite: true",
     ]
     assert deploys_without_ci(workflows) == ["dev"]
     workflows["cd.yml"]["jobs"]["preflight"]["needs"] = "ci"

@@ -149,6 +149,86 @@ def test_ci_aggregate_job_needs_every_other_job() -> None:
     assert set(jobs["ci-ok"]["needs"]) == set(jobs) - {"ci-ok"}
 
 
+STAGE_ACTION = "./.github/actions/stage"
+
+
+def _stage_step(job: dict[str, Any]) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [s for s in job.get("steps", []) if s.get("uses") == STAGE_ACTION]
+    [step] = steps
+    return step
+
+
+def test_each_stage_job_is_its_checkout_and_the_stage_action() -> None:
+    """ci.yml's model stages are a table: one job per stage session, each downloading what a job it
+    needs uploaded, in the order of the pipeline."""
+    jobs = _load(ROOT / ".github/workflows/ci.yml")["jobs"]
+    stage_jobs = {name: job for name, job in jobs.items() if name not in {"check", "ci-ok"}}
+    assert list(stage_jobs) == ["train", "export", "gate", "loadtest", "image", "rollout"]
+    uploads = {name: _stage_step(job)["with"].get("upload") for name, job in stage_jobs.items()}
+    for name, job in stage_jobs.items():
+        assert str(job["steps"][0]["uses"]).startswith("actions/checkout@"), name
+        given = _stage_step(job)["with"]
+        assert given["sessions"] == name
+        needs = job.get("needs", [])
+        needs = [needs] if isinstance(needs, str) else needs
+        if "download" in given:
+            assert given["download"] in {uploads[n] for n in needs}, f"{name} downloads {given['download']}"
+        else:
+            assert not needs, f"{name} needs {needs} but downloads nothing they made"
+
+
+def test_the_stage_action_passes_its_inputs_through_the_environment() -> None:
+    """Template injection: a composite action's `run:` reads inputs from `env:`, never from `${{ }}`."""
+    for path in sorted((ROOT / ".github/actions").glob("*/action.yml")):
+        for step in _load(path)["runs"]["steps"]:
+            assert "${{" not in step.get("run", ""), f"{path}: ${{{{ }}}} inside run: {step}"
+    stage = _load(ROOT / ".github/actions/stage/action.yml")
+    [upload] = [
+        s for s in stage["runs"]["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@")
+    ]
+    assert upload["with"]["overwrite"] is True and upload["with"]["if-no-files-found"] == "error"
+    assert set(stage["outputs"]) == {
+        "image",
+        "digest",
+    }  # what the image stage writes (pipeline/stages/image.py)
+
+
+def test_cd_reads_the_pushed_digest_from_the_image_stage_and_fails_without_one() -> None:
+    jobs = _load(ROOT / ".github/workflows/cd.yml")["jobs"]
+    assert jobs["image"]["outputs"] == {"digest": "${{ steps.image.outputs.digest }}"}
+    image = next(s for s in jobs["image"]["steps"] if s.get("id") == "image")
+    assert image["uses"] == STAGE_ACTION and image["with"]["sessions"] == "image"
+    assert "--set image.push=true" in image["with"]["args"]
+    [check] = [s for s in jobs["image"]["steps"] if "steps.image.outputs.digest" in str(s.get("if", ""))]
+    assert "exit 1" in check["run"]
+    text = (ROOT / ".github/workflows/cd.yml").read_text(encoding="utf-8")
+    assert "image.json" not in text and "python3 -" not in text  # no parsing of the artifact layout
+
+
+def test_every_environment_gets_the_same_secrets_passed_once() -> None:
+    """`secrets: inherit` would hand the called workflow every secret; the explicit list is written once
+    (a YAML anchor) and is exactly what reusable-deploy.yml declares."""
+    jobs = _load(ROOT / ".github/workflows/cd.yml")["jobs"]
+    callee = yaml.safe_load((ROOT / ".github/workflows/reusable-deploy.yml").read_text(encoding="utf-8"))
+    declared = set(callee[True]["workflow_call"]["secrets"])  # PyYAML reads the key `on` as True
+    for env in ("dev", "staging", "prod"):
+        assert jobs[env]["secrets"] == {name: f"${{{{ secrets.{name} }}}}" for name in declared}, env
+    text = (ROOT / ".github/workflows/cd.yml").read_text(encoding="utf-8")
+    assert text.count("${{ secrets.KUBE_CONFIG }}") == 1
+
+
+def test_where_to_deploy_runs_the_script_with_every_value_it_reads() -> None:
+    workflow = _load(ROOT / ".github/workflows/reusable-deploy.yml")
+    [deploy] = workflow["jobs"].values()
+    [target] = [s for s in deploy["steps"] if s.get("id") == "target"]
+    assert target["run"] == "python3 scripts/deploy_target.py"
+    source = (ROOT / "scripts/deploy_target.py").read_text(encoding="utf-8")
+    read = set(re.findall(r"environ(?:\.get\(|\[)\"([A-Z_]+)\"", source))
+    from_runner = {"RUNNER_TEMP", "GITHUB_OUTPUT", "GITHUB_ENV"}
+    assert read - from_runner - {"TARGET_ENV"} == set(target["env"]), "the step's env and the script disagree"
+    assert workflow["env"]["TARGET_ENV"] == "${{ inputs.environment }}"
+
+
 def test_problems_flag_an_unpinned_action_and_a_missing_stand_in(tmp_path: Path) -> None:
     (tmp_path / ".github/workflows").mkdir(parents=True)
     (tmp_path / ".github/workflows/x.yml").write_text(
