@@ -1,4 +1,4 @@
-"""Errors a stage raises; the CLI turns them into exit code 1 (ConfigError, in config.py, into 2)."""
+"""Errors a stage raises: the CLI exits 1 on StageError, 2 on NoCluster (and on ConfigError, pipeline/config/loader.py)."""
 
 
 class StageError(Exception):
