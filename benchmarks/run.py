@@ -362,11 +362,11 @@ def body_described(form: Form) -> Any:
 def _v2_server(model_dir: Path, python: str) -> Server:
     """The service's v2 infer route with a batch of `report.V2_ROWS` rows, as JSON and as binary tensor
     data (the Open Inference Protocol's extension, as tritonclient can send it): what the framing saves."""
-    card = read_json(model_dir / "model.json")
+    card = ModelDir(model_dir).read_card()
     rows = read_json(model_dir / "eval.json")["rows"]
     data = [value for row in (rows * report.V2_ROWS)[: report.V2_ROWS] for value in row]
     tensor = {
-        "name": card["onnx"]["inputs"][0]["name"],
+        "name": card.inputs[0].name,
         "shape": [report.V2_ROWS, len(rows[0])],
         "datatype": "FP32",
     }
@@ -378,7 +378,7 @@ def _v2_server(model_dir: Path, python: str) -> Server:
             "parameters": {"binary_data_output": True},
         }
     )
-    path = f"/v2/models/{card['name']}/infer"
+    path = f"/v2/models/{card.name}/infer"
     return Server(
         key="v2",
         workers=2,

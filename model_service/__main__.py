@@ -22,10 +22,9 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from model_service.card import load_card
 from model_service.errors import StartupError
 from model_service.http import GuardedHttpToolsProtocol, HttpLimits
-from model_service.runtime import OnnxModel
+from model_service.runtime import OnnxModel, load_card
 from model_service.settings import ENV_PREFIX, ServiceSettings, unknown_variables
 
 EXIT_REFUSED = 2

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from model_service.card import ModelCard, load_card
+from model_service.contract.card import ModelCard
 from model_service.errors import ModelServiceError, StartupError
 from model_service.logs import JsonLog
 from model_service.monitoring import (
@@ -35,7 +35,7 @@ from model_service.monitoring import (
     PRIMARY_FAILURES,
     STATE_LABEL,
 )
-from model_service.runtime import OnnxModel
+from model_service.runtime import OnnxModel, load_card
 from model_service.settings import ServiceSettings
 from model_service.state import ServedModel
 from model_service.v2_binary import BinaryBody

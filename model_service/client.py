@@ -44,11 +44,11 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from model_service.contract.card import CardError, Feature, ModelCard, OnnxInput, parse_card
+
 Row = Mapping[str, Any] | Sequence[Any]
 RETRIED_STATUSES = frozenset({502, 503, 504})
 _INFERENCE_HEADER = "inference-header-content-length"
-_V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "string": "BYTES"}
-"""The Open Inference Protocol datatype of each ONNX input dtype a card names."""
 _PACK_FORMATS = {"FP32": "f", "FP64": "d", "INT64": "q"}
 _OUTPUT_FORMATS = {"FP32": "f", "FP64": "d", "INT64": "q", "INT32": "i"}
 
@@ -267,12 +267,25 @@ class _Core:
         return self.card_json
 
     @functools.cached_property
-    def schema(self) -> CardSchema:
-        return CardSchema.of(self.card)
+    def model_card(self) -> ModelCard:
+        try:
+            return parse_card(self.card)
+        except CardError as exc:
+            raise ClientError(
+                f"model card (GET /v1/model): {exc}; this client reads card versions 1 and 2"
+            ) from None
+
+    @functools.cached_property
+    def refused(self) -> tuple[frozenset[str] | None, ...]:
+        """Per feature, the only strings accepted when the model refuses other categories; else None."""
+        return tuple(
+            frozenset(f.categories) if f.unknown_category == "error" and f.categories is not None else None
+            for f in self.model_card.features
+        )
 
     def matrix(self, rows: Sequence[Row]) -> list[list[Any]]:
         """Rows as lists in the card's feature order, each value checked against its feature (`RowError`)."""
-        features = self.schema.features
+        features = self.model_card.features
         names = {feature.name for feature in features}
         out = []
         for i, row in enumerate(rows):
@@ -282,10 +295,10 @@ class _Core:
                     raise RowError(
                         f"rows[{i}]: unknown feature {unknown[0]!r}; the card names {len(features)}"
                     )
-                missing = next((f.name for f in features if f.name not in row), None)
+                missing = next((f.name for f in features if f.name not in row and f.default is None), None)
                 if missing is not None:
                     raise RowError(f"rows[{i}]: missing feature {missing!r}")
-                values = [row[feature.name] for feature in features]
+                values = [row.get(feature.name, feature.default) for feature in features]
             elif isinstance(row, str | bytes) or len(row) != len(features):
                 raise RowError(
                     f"rows[{i}]: expected {len(features)} values in the card's order or an object keyed by "
@@ -295,8 +308,8 @@ class _Core:
                 values = list(row)
             out.append(
                 [
-                    _checked(f"rows[{i}][{f.name!r}]", value, f)
-                    for value, f in zip(values, features, strict=True)
+                    _checked(f"rows[{i}][{f.name!r}]", value, f, refused)
+                    for value, f, refused in zip(values, features, self.refused, strict=True)
                 ]
             )
         return out
@@ -314,7 +327,7 @@ class _Core:
 
     # -- /v2 ------------------------------------------------------------------------------------------
     def v2_path(self) -> str:
-        return f"/v2/models/{self.schema.name}/infer"
+        return f"/v2/models/{self.model_card.name}/infer"
 
     def v2_request(
         self, matrix: list[list[Any]], request_id: str, *, binary: bool
@@ -323,8 +336,8 @@ class _Core:
         data when `binary`, except an input holding a null (binary floats are finite, BYTES has no null),
         which goes as JSON `data` in the same request (the extension decides per input)."""
         tensors, chunks = [], []
-        for spec in self.schema.inputs:
-            numeric = spec.datatype != "BYTES"
+        for spec in self.model_card.inputs:
+            numeric = spec.v2_datatype != "BYTES"
             data = [
                 int(value) if numeric and type(value) is bool else value  # bool → 0/1, as the card says
                 for row in matrix
@@ -333,7 +346,7 @@ class _Core:
             tensor: dict[str, Any] = {
                 "name": spec.name,
                 "shape": [len(matrix), len(spec.columns)],
-                "datatype": spec.datatype,
+                "datatype": spec.v2_datatype,
             }
             if binary and None not in data:
                 chunk = self._pack(spec, data)
@@ -353,18 +366,18 @@ class _Core:
             _INFERENCE_HEADER: str(len(header)),
         }
 
-    def _pack(self, spec: CardInput, data: list[Any]) -> bytes:
-        if spec.datatype == "BYTES":
+    def _pack(self, spec: OnnxInput, data: list[Any]) -> bytes:
+        if spec.v2_datatype == "BYTES":
             encoded = [value.encode() for value in data]
             return b"".join(struct.pack("<I", len(raw)) + raw for raw in encoded)
-        code = _PACK_FORMATS[spec.datatype]
+        code = _PACK_FORMATS[spec.v2_datatype]
         try:
             return struct.pack(f"<{len(data)}{code}", *data)
         except (OverflowError, struct.error):
             k = next(k for k, value in enumerate(data) if not _packs(code, value))
             row, j = divmod(k, len(spec.columns))
-            name = self.schema.features[spec.columns[j]].name
-            raise RowError(f"rows[{row}][{name!r}]: {data[k]} is beyond {spec.datatype}'s range") from None
+            name = self.model_card.features[spec.columns[j]].name
+            raise RowError(f"rows[{row}][{name!r}]: {data[k]} is beyond {spec.v2_datatype}'s range") from None
 
     def v2_answer(self, response: httpx.Response) -> Prediction:
         raw = response.content
@@ -382,7 +395,7 @@ class _Core:
                 outputs[output["name"]] = _unpack(output["datatype"], raw[offset : offset + size])
                 offset += size
             shapes[output["name"]] = output["shape"]
-        names = self.schema.outputs
+        names = self.model_card.outputs
         probabilities = None
         if "value" in names:  # a regression: one value per row, from [N, 1] or [N]
             predictions = outputs[names["value"]]
@@ -400,86 +413,15 @@ class _Core:
         )
 
 
-@dataclass(frozen=True)
-class CardFeature:
-    """One feature as a client sends it: `type` float (a number), int (an integer), bool (true/false) or
-    string; null (or NaN) only when `nullable`. `categories`: the only strings accepted, when the card says
-    the model refuses others (`unknown_category: "error"`); else None."""
-
-    name: str
-    type: str
-    nullable: bool
-    categories: frozenset[str] | None
-
-
-@dataclass(frozen=True)
-class CardInput:
-    """One ONNX input: its Open Inference Protocol `datatype` and its features' indexes (`columns`)."""
-
-    name: str
-    datatype: str
-    columns: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class CardSchema:
-    """What the client needs from the model card (docs/model-card.md), version 2 or version 1 read as its
-    version-2 view: every feature float and not nullable, one input holding them all, a classifier."""
-
-    name: str
-    features: tuple[CardFeature, ...]
-    inputs: tuple[CardInput, ...]
-    outputs: dict[str, str]
-    """Role → output name: label and probabilities, or value (a regression)."""
-
-    @classmethod
-    def of(cls, card: Mapping[str, Any]) -> CardSchema:
-        version = card.get("card_version")
-        try:
-            onnx = card["onnx"]
-            if version == 1:
-                names = [feature["name"] for feature in card["features"]]
-                features = tuple(CardFeature(name, "float", False, None) for name in names)
-                datatype = _V2_DATATYPES[onnx["input"]["dtype"]]
-                inputs: tuple[CardInput, ...] = (
-                    CardInput(onnx["input"]["name"], datatype, tuple(range(len(names)))),
-                )
-            elif version == 2:
-                features = tuple(
-                    CardFeature(
-                        f["name"],
-                        f["type"],
-                        f["nullable"],
-                        frozenset(f["categories"])
-                        if f.get("unknown_category") == "error" and f.get("categories") is not None
-                        else None,
-                    )
-                    for f in card["features"]
-                )
-                index = {feature.name: i for i, feature in enumerate(features)}
-                inputs = tuple(
-                    CardInput(i["name"], _V2_DATATYPES[i["dtype"]], tuple(index[n] for n in i["features"]))
-                    for i in onnx["inputs"]
-                )
-            else:
-                raise ClientError(f"model card: card_version {version!r}; this client reads versions 1 and 2")
-            return cls(card["name"], features, inputs, dict(onnx["outputs"]))
-        except (KeyError, TypeError) as exc:
-            raise ClientError(
-                f"model card (version {version}): missing or malformed {exc}; GET /v1/model answered a card "
-                "this client cannot read"
-            ) from None
-
-
 _EXPECTED = {"float": "a number", "int": "an integer", "bool": "true or false", "string": "a string"}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_LISTED_CATEGORIES = 20
 
 
-def _checked(where: str, value: Any, feature: CardFeature) -> Any:
+def _checked(where: str, value: Any, feature: Feature, refused: frozenset[str] | None) -> Any:
     """The value as JSON carries it, when it fits the feature (as the service checks it); raises
-    `RowError` naming `where` otherwise. NaN stands for null (pandas' missing value); numpy numbers become
-    Python's."""
+    `RowError` naming `where` otherwise. `refused`: the only strings accepted, when the model refuses
+    other categories. NaN stands for null (pandas' missing value); numpy numbers become Python's."""
     expected = _EXPECTED.get(feature.type, feature.type) + (" or null" if feature.nullable else "")
     number = _number(value)
     if value is None or (isinstance(number, float) and math.isnan(number)):
@@ -488,8 +430,8 @@ def _checked(where: str, value: Any, feature: CardFeature) -> Any:
         raise RowError(f"{where}: expected {expected}, got {'null' if value is None else 'NaN'}")
     kind = feature.type
     if kind == "string" and isinstance(value, str):
-        if feature.categories is not None and value not in feature.categories:
-            listed = sorted(feature.categories)
+        if refused is not None and value not in refused:
+            listed = sorted(refused)
             shown = ", ".join(repr(c) for c in listed[:_MAX_LISTED_CATEGORIES])
             more = f", ... ({len(listed)} in all)" if len(listed) > _MAX_LISTED_CATEGORIES else ""
             raise RowError(

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from model_service.card import ModelCard
+from model_service.contract.card import FeatureProfile, ModelCard
 from model_service.errors import StartupError
 from model_service.monitoring import (
     BIN_LABEL,
@@ -48,37 +48,11 @@ WINDOW_BLOCKS = 10
 """The window is a ring of this many blocks of window/10 rows (it spans between 1 and 1.1 windows)."""
 
 
-def _edges(raw: Any, where: str) -> npt.NDArray[np.float32]:
-    if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(v, int | float) for v in raw):
-        raise StartupError(f"{where}.edges: expected a list of at least 2 numbers")
-    edges = np.asarray(raw, dtype=np.float32)
-    if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) < 0):
-        raise StartupError(f"{where}.edges: expected finite numbers in increasing order")
-    return edges
-
-
-def _frequencies(raw: Any, bins: int, where: str) -> npt.NDArray[np.float64]:
-    if not isinstance(raw, list) or len(raw) != bins:
-        raise StartupError(f"{where}.frequencies: expected {bins} numbers, one per bin")
-    return np.asarray(raw, dtype=np.float64)
-
-
-def _feature_bins(
-    profile: Any, categorical: bool, where: str
-) -> tuple[npt.NDArray[np.float32], tuple[str, ...] | None]:
-    """A feature profile's edges (a categorical one's: -0.5, 0.5, ..., m + 0.5) and categories."""
-    if not isinstance(profile, dict):
-        raise StartupError(f"{where}: expected an object")
-    kind = profile.get("kind", "numeric")  # card version 1's profiles are all numeric and say no kind
-    if kind != ("categorical" if categorical else "numeric"):
-        expected = "categorical (a string feature)" if categorical else "numeric"
-        raise StartupError(f"{where}.kind: expected {expected}, got {kind!r}")
-    if not categorical:
-        return _edges(profile.get("edges"), where), None
-    categories = profile.get("categories")
-    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
-        raise StartupError(f"{where}.categories: expected a list of strings")
-    return np.arange(len(categories) + 2, dtype=np.float32) - np.float32(0.5), tuple(categories)
+def _feature_edges(profile: FeatureProfile) -> npt.NDArray[np.float32]:
+    """A feature profile's edges in float32 (a categorical one's: -0.5, 0.5, ..., m + 0.5)."""
+    if profile.categorical:
+        return np.arange(len(profile.categories) + 2, dtype=np.float32) - np.float32(0.5)
+    return np.asarray(profile.edges, dtype=np.float32)
 
 
 class DriftCounters:
@@ -90,37 +64,30 @@ class DriftCounters:
 
     def __init__(
         self,
-        reference: dict[str, Any],
         card: ModelCard,
         window_rows: int,
         registry: CollectorRegistry,
         *,
         sensitive: Mapping[str, str] | None = None,
     ) -> None:
-        profiles = reference.get("features")
+        reference = card.reference
+        assert reference is not None, "a card without a reference profile has no drift counters"
         features = card.feature_names
-        if not isinstance(profiles, list) or [p.get("name") for p in profiles] != list(features):
-            raise StartupError("model.json: reference.features must list the card's features in order")
+        # The card module checked the profiles against the features: one per feature, in order, with
+        # one frequency per bin.
         self.categories: list[tuple[str, ...] | None] = []
         inner: list[npt.NDArray[np.float32]] = []
         self.feature_reference = []
-        for i, (profile, feature) in enumerate(zip(profiles, card.features, strict=True)):
-            where = f"reference.features[{i}]"
-            edges, categories = _feature_bins(profile, feature.type == "string", where)
-            self.categories.append(categories)
-            feature_inner = inner_edges(edges)
-            if feature.nullable and categories is None:
+        for profile, feature in zip(reference.features, card.features, strict=True):
+            self.categories.append(profile.categories if profile.categorical else None)
+            feature_inner = inner_edges(_feature_edges(profile))
+            if feature.nullable and not profile.categorical:
                 feature_inner = np.append(feature_inner, np.float32(np.inf))
             inner.append(feature_inner)
-            self.feature_reference.append(
-                _frequencies(profile.get("frequencies"), len(feature_inner) + 1, where)
-            )
+            self.feature_reference.append(np.asarray(profile.frequencies, dtype=np.float64))
         bins = [len(edges) + 1 for edges in inner]
-        score = reference.get("score")
-        if not isinstance(score, dict):
-            raise StartupError("model.json: reference.score: expected {edges, frequencies}")
-        score_edges = _edges(score.get("edges"), "reference.score")
-        self.score_reference = _frequencies(score.get("frequencies"), len(score_edges) - 1, "reference.score")
+        score_edges = np.asarray(reference.score.edges, dtype=np.float32)
+        self.score_reference = np.asarray(reference.score.frequencies, dtype=np.float64)
         self.features, self.classes = list(features), [str(c) for c in card.classes]
         self._regression = card.is_regression
 

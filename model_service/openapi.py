@@ -2,8 +2,7 @@
 
 from typing import Any
 
-from model_service.card import Feature, ModelCard
-from model_service.schemas import V2_DATATYPE_OF
+from model_service.contract.card import Feature, ModelCard
 
 _DOCS_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -80,7 +79,7 @@ def _inference_input(card: ModelCard) -> dict[str, Any]:
     variants = []
     for spec in card.inputs:
         width = len(spec.columns)
-        datatypes = [V2_DATATYPE_OF[spec.dtype]]
+        datatypes = [spec.v2_datatype]
         if width == 1 and card.features[spec.columns[0]].type == "bool":
             datatypes.append("BOOL")
         variants.append(

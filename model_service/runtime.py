@@ -1,12 +1,14 @@
 """The onnxruntime session: built from verified bytes, checked against the card, warmed before serving."""
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from model_service.card import ModelCard, read_verified_onnx
+from model_service.contract.card import CardError, ModelCard, read_card
 from model_service.errors import StartupError
 
 _ORT_TYPES = {
@@ -23,6 +25,29 @@ NUMPY_DTYPES: dict[str, npt.DTypeLike] = {
     "int64": np.int64,
     "string": object,  # onnxruntime takes Python strings in an object array
 }
+
+
+def load_card(model_dir: Path) -> ModelCard:
+    """The card of `model_dir`, or `StartupError` with the card's one-line reason (file and key)."""
+    try:
+        return read_card(model_dir)
+    except CardError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def read_verified_onnx(card: ModelCard) -> bytes:
+    """The ONNX file's bytes, once its sha256 matches the card (hashing the bytes that get loaded)."""
+    try:
+        data = card.onnx_path.read_bytes()
+    except FileNotFoundError:
+        raise StartupError(f"{card.onnx_path}: ONNX file named by the card not found") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.sha256:
+        raise StartupError(
+            f"{card.onnx_path}: sha256 {digest} differs from the card's onnx.sha256 {card.sha256}; "
+            "the file was changed after export"
+        )
+    return data
 
 
 class OnnxModel:

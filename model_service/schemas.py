@@ -3,14 +3,16 @@
 Every rejection is an `InvalidInput` (422) whose message names the field and what was expected.
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
-from model_service.card import Feature, ModelCard, OnnxInput
+from model_service.contract.card import Feature, ModelCard, OnnxInput
 from model_service.errors import InvalidInput
 
 _NUMBER = frozenset({int, float})  # exact types: JSON true/false arrive as bool, which is not a number here
@@ -35,15 +37,25 @@ def _check_row_length(field: str, i: int, row: object, n_features: int, what: st
 
 @dataclass(frozen=True)
 class RowParser:
-    """Parses rows for one model: its feature names (order matters), dtype and row limit."""
+    """Parses rows for one model: its feature names (order matters), dtype and row limit, and the values
+    filled in for features a request leaves out (the card's defaults: docs/model-card.md)."""
 
     features: tuple[str, ...]
     dtype: np.dtype[Any]
     max_rows: int
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_pick", itemgetter(*self.features))
         object.__setattr__(self, "_feature_set", frozenset(self.features))
+        # A list row may end before the last features when each of those has a default: the rows of
+        # clients of a release without them (a feature added with a default is appended).
+        tail: list[Any] = []
+        for name in reversed(self.features):
+            if name not in self.defaults:
+                break
+            tail.insert(0, self.defaults[name])
+        object.__setattr__(self, "_tail", tuple(tail))
 
     def v1(self, body: object) -> npt.NDArray[Any]:
         """`{"instances": [[...]]}`, `{"instances": [{...}]}` or a bare `[{...}]`."""
@@ -73,7 +85,15 @@ class RowParser:
                 "body: a bare list must hold objects keyed by feature name; wrap lists of "
                 'numbers as {"instances": [[...]]}'
             )
+        if self._tail:  # type: ignore[attr-defined]
+            rows = [self._completed(row) for row in rows]
         return field, rows, False
+
+    def _completed(self, row: object) -> object:
+        """A list row that ends before features with defaults, with their defaults appended."""
+        tail: tuple[Any, ...] = self._tail  # type: ignore[attr-defined]
+        short = len(self.features) - len(row) if type(row) is list else 0
+        return [*row, *tail[len(tail) - short :]] if 0 < short <= len(tail) else row  # type: ignore[misc]
 
     def v2(self, tensor: object, expected_name: str) -> npt.NDArray[Any]:
         """One Open Inference Protocol input tensor of shape [N, F], FP32 or FP64, data flat or nested."""
@@ -138,13 +158,16 @@ class RowParser:
             )
         if len(row) != len(self.features) or row.keys() != self._feature_set:  # type: ignore[attr-defined]
             missing = [f for f in self.features if f not in row]
-            if missing:
-                raise InvalidInput(f"{field}[{i}]: missing feature {missing[0]!r} ({len(missing)} missing)")
+            required = [f for f in missing if f not in self.defaults]
+            if required:
+                raise InvalidInput(f"{field}[{i}]: missing feature {required[0]!r} ({len(required)} missing)")
             unknown = sorted(str(k) for k in row if k not in self._feature_set)  # type: ignore[attr-defined]
-            raise InvalidInput(
-                f"{field}[{i}]: unknown feature {unknown[0]!r}; expected {len(self.features)} "
-                "features named as in GET /v1/model"
-            )
+            if unknown:
+                raise InvalidInput(
+                    f"{field}[{i}]: unknown feature {unknown[0]!r}; expected {len(self.features)} "
+                    "features named as in GET /v1/model"
+                )
+            row = {**{name: self.defaults[name] for name in missing}, **row}
         return list(self._pick(row))  # type: ignore[attr-defined]
 
     def _matrix(self, field: str, rows: list[Any], expected_rows: int | None = None) -> npt.NDArray[Any]:
@@ -203,8 +226,6 @@ def _within_float32(values: list[Any], *, nested: bool, n_features: int) -> bool
 
 
 # --- typed features (card version 2: int, bool, string, nullable; several inputs) ----------------------
-V2_DATATYPE_OF = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "string": "BYTES"}
-"""The Open Inference Protocol datatype of each ONNX input dtype."""
 _NUMPY_OF = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
 _ACCEPTED: dict[str, frozenset[type]] = {
     "float": _NUMBER,
@@ -233,7 +254,7 @@ class TypedRowParser:
 
     def __init__(self, card: ModelCard, max_rows: int) -> None:
         self.card = card
-        self._envelope = RowParser(card.feature_names, np.dtype(np.float64), max_rows)
+        self._envelope = RowParser(card.feature_names, np.dtype(np.float64), max_rows, card.defaults)
         self._inputs = {spec.name: spec for spec in card.inputs}
         # A nullable feature's missing values were "" in training (the card lists categories without it),
         # so the encoder knows "": a null is never an unknown category.
@@ -295,7 +316,7 @@ class TypedRowParser:
     ) -> int:
         """Check one tensor and put its features' values into `columns`; returns its rows."""
         width = len(spec.columns)
-        allowed = [V2_DATATYPE_OF[spec.dtype]]
+        allowed = [spec.v2_datatype]
         if width == 1 and self.card.features[spec.columns[0]].type == "bool":
             allowed.append("BOOL")
         datatype = tensor.get("datatype")

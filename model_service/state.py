@@ -18,15 +18,15 @@ import numpy as np
 import orjson
 
 from model_service.auth import Authenticator
-from model_service.card import ModelCard, load_card
+from model_service.contract.card import ModelCard
 from model_service.drift import DriftCounters, InputSampler, invert_scores
 from model_service.errors import InjectedFault, InvalidInput, ModelNotFound, NotReady, StartupError
 from model_service.logs import JsonLog
 from model_service.metrics import Metrics
 from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.openapi import build_openapi, docs_html
-from model_service.runtime import OnnxModel
-from model_service.schemas import V2_DATATYPE_OF, Batch, RowParser, TypedRowParser
+from model_service.runtime import OnnxModel, load_card
+from model_service.schemas import Batch, RowParser, TypedRowParser
 from model_service.settings import ServiceSettings, parse_sensitive
 from model_service.v2_binary import BinaryBody, binary_outputs, encode_response
 
@@ -44,18 +44,17 @@ class ServedModel:
         onnx.warm_up()
         self.card: ModelCard = card
         self.onnx = onnx
-        self.parser = RowParser(card.feature_names, onnx.dtype, settings.max_rows)
+        self.parser = RowParser(card.feature_names, onnx.dtype, settings.max_rows, card.defaults)
         # Every model but a classifier on one float input of non-null floats: values typed per feature.
         self.typed_parser = (
             None if card.numeric_only and not card.is_regression else TypedRowParser(card, settings.max_rows)
         )
         self.metrics = Metrics(card.name, card.version, card.sha256)
         self.metrics.bind(BOUND_ROUTES, BOUND_STATUSES)
-        reference = card.raw.get("reference")
         sensitive = parse_sensitive(settings.log_inputs_sensitive)
         self.drift = (  # older cards have no reference profile: drift counters off
-            DriftCounters(reference, card, settings.drift_window, self.metrics.registry, sensitive=sensitive)
-            if isinstance(reference, dict)
+            DriftCounters(card, settings.drift_window, self.metrics.registry, sensitive=sensitive)
+            if card.reference is not None
             else None
         )
         self.inputs = (  # opt-in input sampling
@@ -84,7 +83,7 @@ class ServedModel:
     def _v2_metadata(self) -> dict[str, Any]:
         card = self.card
         inputs = [
-            {"name": spec.name, "datatype": V2_DATATYPE_OF[spec.dtype], "shape": [-1, len(spec.columns)]}
+            {"name": spec.name, "datatype": spec.v2_datatype, "shape": [-1, len(spec.columns)]}
             for spec in card.inputs
         ]
         if card.is_regression:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model_service.contract.card import CardError, ModelCard, read_card
 from pipeline.config import Config
+from pipeline.errors import StageError
 from pipeline.ml.data import Dataset, load_dataset
 from pipeline.workspace import Workspace, read_json
 
@@ -132,8 +134,13 @@ class ModelDir:
     def exported(self) -> bool:
         return self.card.is_file() and self.onnx.is_file()
 
-    def read_card(self) -> dict[str, Any]:
-        return dict(read_json(self.card))
+    def read_card(self) -> ModelCard:
+        """The checked card (model_service/contract/card.py); a card that breaks the contract is a
+        StageError naming the file and the key."""
+        try:
+            return read_card(self.path)
+        except CardError as exc:
+            raise StageError(str(exc)) from None
 
     def read_estimator(self) -> Any:
         """The fitted estimator train pickled here (only ever a file this workspace's train wrote)."""

@@ -8,11 +8,14 @@ ignore). One ONNX input per feature, shape [N, 1]. Classification (binary): P(1)
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
 from onnx import TensorProto, helper
+
+from model_service.contract.card import Feature, ModelCard, parse_card
 
 NAME = "mixed-model"
 VERSION = "c0ffee000001"
@@ -145,8 +148,14 @@ def write_export(out: Path, task: str = "binary", *, score_edges: list[float] | 
         },
         "features": FEATURES,
         "metrics": {"rmse": 1.0} if regression else {"roc_auc": 0.9},
-        "parity": {},
-        "lineage": {"data_sha256": "0" * 64},
+        "parity": {"rows": len(EVAL_ROWS), "max_abs_diff": 0.0},
+        "lineage": {
+            "git_sha": "unknown",
+            "data_sha256": "0" * 64,
+            "config_sha256": "0" * 64,
+            "mlflow_run_id": "0" * 32,
+            "environment": "dev",
+        },
         "reference": {
             "rows": {"train": 100, "eval": len(EVAL_ROWS)},
             "features": REFERENCE_FEATURES,
@@ -165,3 +174,19 @@ def write_export(out: Path, task: str = "binary", *, score_edges: list[float] | 
         json.dumps({"features": [f["name"] for f in FEATURES], "rows": EVAL_ROWS, "labels": labels})
     )
     return out
+
+
+def card_of(task: str, features: Sequence[Feature], onnx_part: dict[str, Any]) -> ModelCard:
+    """The card of an ONNX graph under test: `onnx_part` holds its inputs and outputs (as `to_onnx` gives
+    them); a classifier's classes are 0 and 1."""
+    card: dict[str, Any] = {
+        "card_version": 2,
+        "name": "under-test",
+        "version": "0",
+        "task": task,
+        "onnx": {"file": "m.onnx", "sha256": "0" * 64, "opset": 17, **onnx_part},
+        "features": [feature.to_json() for feature in features],
+    }
+    if task != "regression":
+        card["classes"] = [0, 1]
+    return parse_card(card)

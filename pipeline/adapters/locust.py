@@ -13,17 +13,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model_service.contract.card import ModelCard
 from pipeline.adapters.processes import spawn, stop
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config, LoadTestSpec
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import Input, card_features, card_inputs
 from pipeline.workspace import write_json
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
@@ -36,14 +36,10 @@ LOCUST_GRACE_S = 60.0
 """Time Locust gets beyond the profile's duration to start, stop its users and write its reports."""
 
 
-def v2_inputs(inputs: Sequence[Input], features: Sequence[str]) -> list[dict[str, Any]]:
+def v2_inputs(card: ModelCard) -> list[dict[str, Any]]:
     """The profile's `inputs`: per ONNX input its name, Open Inference Protocol datatype and the positions of
     its features in a row, so the locustfile builds v2 tensors without reading the card."""
-    position = {name: j for j, name in enumerate(features)}
-    return [
-        {"name": i.name, "datatype": i.v2_datatype, "columns": [position[name] for name in i.features]}
-        for i in inputs
-    ]
+    return [{"name": i.name, "datatype": i.v2_datatype, "columns": list(i.columns)} for i in card.inputs]
 
 
 def locust_profile(config: Config, model: ModelDir) -> dict[str, Any]:
@@ -51,15 +47,15 @@ def locust_profile(config: Config, model: ModelDir) -> dict[str, Any]:
     evaluation rows (JSON values as a client sends them: numbers, strings, booleans, null)."""
     evaluation = model.read_evaluation()
     card = model.read_card()
-    features = [f.name for f in card_features(card)]
+    features = list(card.feature_names)
     if evaluation["features"] != features:
         msg = f"{model.evaluation}: features differ from the card's ({model.card}); re-export the model"
         raise StageError(msg)
     spec = config.loadtest
     return {
         "environment": config.name,
-        "model_name": card["name"],
-        "inputs": v2_inputs(card_inputs(card), features),
+        "model_name": card.name,
+        "inputs": v2_inputs(card),
         "features": features,
         "rows": evaluation["rows"],
         "profile": spec.profile.model_dump(mode="json"),

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from model_service.contract.card import V2_DATATYPES
 from pipeline.config import ClusterTiming, Config
 from pipeline.deploy.names import (
     APP,
@@ -16,7 +17,6 @@ from pipeline.deploy.names import (
     LOAD_MOUNT,
     LOCUSTFILE,
 )
-from pipeline.ml.card_reader import V2_DATATYPES
 from pipeline.ml.data import load_dataset
 from pipeline.ml.onnx_model import input_layout
 from pipeline.rollout.plan import Analyze, Plan

@@ -14,13 +14,14 @@ from numpy.typing import NDArray
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
+from model_service.contract.card import Feature, FeatureType
 from pipeline.config import ConfigError, DataSpec, Task
-from pipeline.ml.columns import Column, FeatureType
 
 
 @dataclass(frozen=True)
 class Dataset:
-    columns: list[Column]
+    columns: list[Feature]
+    """Each column as the card describes its feature (type, nullable, categories)."""
     train: pd.DataFrame
     test: pd.DataFrame
     y_train: NDArray[Any]
@@ -177,16 +178,16 @@ def _kind(series: pd.Series[Any]) -> FeatureType:
     return "string"
 
 
-def infer_columns(frame: pd.DataFrame, train: pd.DataFrame, kinds: dict[str, FeatureType]) -> list[Column]:
+def infer_columns(frame: pd.DataFrame, train: pd.DataFrame, kinds: dict[str, FeatureType]) -> list[Feature]:
     """Each feature's type (as read), nullability (all rows) and categories (training rows)."""
     columns = []
     for name in frame.columns:
         kind = kinds[str(name)]
         if kind == "string":
             seen = sorted({str(v) for v in train[name]} - {""})
-            columns.append(Column(str(name), kind, bool((frame[name] == "").any()), tuple(seen)))
+            columns.append(Feature(str(name), kind, bool((frame[name] == "").any()), tuple(seen)))
         else:
-            columns.append(Column(str(name), kind, bool(frame[name].isna().any())))
+            columns.append(Feature(str(name), kind, bool(frame[name].isna().any())))
     return columns
 
 

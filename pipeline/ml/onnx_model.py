@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from model_service.contract.card import Feature, ModelCard
 from model_service.monitoring import scores
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import card_features, card_inputs, card_task, onnx_feeds
-from pipeline.ml.columns import Column
 from pipeline.ml.estimators import final_estimator, has_column_transformer
 from pipeline.ml.onnx_converters import computes_before_trees, exact_converters, parts
 
@@ -65,7 +64,7 @@ def register_converters() -> None:
 
 
 def input_layout(
-    columns: Sequence[Column], per_column: bool, numbers: str = "float32"
+    columns: Sequence[Feature], per_column: bool, numbers: str = "float32"
 ) -> list[dict[str, Any]]:
     """The card's `onnx.inputs`: one matrix of every feature, or one [N, 1] input per feature (strings as
     strings); numbers in `numbers`: float64 where the fit computes on them before a tree model
@@ -105,7 +104,7 @@ def convert(estimator: Any, inputs: Sequence[dict[str, Any]], *, classifier: Any
 
 
 def to_onnx(
-    estimator: Any, columns: Sequence[Column], *, task: str, opset: int, origin: str
+    estimator: Any, columns: Sequence[Feature], *, task: str, opset: int, origin: str
 ) -> tuple[bytes, dict[str, Any]]:
     """The ONNX bytes of a fit and the card's `onnx.inputs` and `onnx.outputs` (one float matrix, or one
     input per column when there are strings or a ColumnTransformer); a StageError naming `origin` (the
@@ -150,25 +149,38 @@ class Outputs:
     """Regression: [N]."""
 
 
-def predict(onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]) -> Outputs:
+def onnx_feeds(card: ModelCard, rows: Sequence[Sequence[Any]]) -> dict[str, NDArray[Any]]:
+    """Rows of JSON values in the card's feature order as one array per ONNX input, fed as the contract
+    says: numbers and booleans in the input's dtype (null: NaN), strings as strings (null: "")."""
+    feeds: dict[str, NDArray[Any]] = {}
+    for spec in card.inputs:
+        columns = spec.columns
+        if spec.dtype == "string":
+            values = [["" if row[j] is None else str(row[j]) for j in columns] for row in rows]
+            feeds[spec.name] = np.asarray(values, dtype=object).reshape(len(rows), len(columns))
+        else:
+            numbers = [[np.nan if row[j] is None else float(row[j]) for j in columns] for row in rows]
+            feeds[spec.name] = np.asarray(numbers, dtype=spec.dtype).reshape(len(rows), len(columns))
+    return feeds
+
+
+def predict(onnx_path: Path, card: ModelCard, rows: Sequence[Sequence[Any]]) -> Outputs:
     """Run the model of `card` on rows of JSON values (eval.json's), through onnxruntime on one thread."""
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    feed = onnx_feeds(card_inputs(card), [feature.name for feature in card_features(card)], rows)
-    outputs = card["onnx"]["outputs"]
-    if card_task(card) == "regression":
+    feed = onnx_feeds(card, rows)
+    outputs = card.outputs
+    if card.is_regression:
         (values,) = session.run([outputs["value"]], feed)
         return Outputs(None, np.asarray(values, dtype=np.float64).reshape(-1))
     (probabilities,) = session.run([outputs["probabilities"]], feed)
     return Outputs(np.asarray(probabilities, dtype=np.float64), None)
 
 
-def predicted_scores(
-    onnx_path: Path, card: dict[str, Any], rows: Sequence[Sequence[Any]]
-) -> NDArray[np.float64]:
+def predicted_scores(onnx_path: Path, card: ModelCard, rows: Sequence[Sequence[Any]]) -> NDArray[np.float64]:
     """The score the card's reference bins: P(classes[1]) (binary), the top probability (multiclass), the
     predicted value (regression)."""
     outputs = predict(onnx_path, card, rows)

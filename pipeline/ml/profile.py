@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from model_service.contract.card import Feature, FeatureProfile
 from model_service.monitoring import PSI_FLOOR, bin_index, category_index, inner_edges, scores
-from pipeline.ml.columns import Column
 
 FEATURE_BINS = 10
 """Quantile bins per feature (fewer when a feature has fewer distinct values)."""
@@ -49,39 +49,24 @@ def binned_ks(expected: Sequence[float] | NDArray[Any], actual: Sequence[float] 
     return float(np.max(np.abs(np.cumsum(expected) - np.cumsum(actual)))) if len(expected) else 0.0
 
 
-# --- reading a card's reference (v2: categorical features, nullable numerics' missing bin) ----------
+# --- counting a sample in a card's reference bins ------------------------------------------------
 
 
-def is_categorical(profile: dict[str, Any]) -> bool:
-    """A feature profile over categories (+ "other") rather than numeric edges; v1 profiles are numeric."""
-    return profile.get("kind") == "categorical"
-
-
-def has_missing_bin(profile: dict[str, Any]) -> bool:
-    """A nullable numeric feature's profile: one bin past the value bins holds the missing values."""
-    return not is_categorical(profile) and len(profile["frequencies"]) == len(profile["edges"])
-
-
-def value_bins(profile: dict[str, Any]) -> int:
-    """Bins of actual values: numeric edges' bins, or the categories (both without missing/other)."""
-    return len(profile["categories"]) if is_categorical(profile) else len(profile["edges"]) - 1
-
-
-def profile_counts(profile: dict[str, Any], values: Sequence[Any]) -> NDArray[np.int64]:
+def profile_counts(profile: FeatureProfile, values: Sequence[Any]) -> NDArray[np.int64]:
     """Values per bin of one feature's reference profile, one count per `frequencies` entry.
 
     Numeric: the service's bin convention, None/NaN in the missing bin (a profile without one must get
     no missing values: the caller checks). Categorical: bin i is `categories[i]`, the last bin ("other")
     counts unknown categories and missing values."""
-    if is_categorical(profile):
-        index = {category: i for i, category in enumerate(profile["categories"])}
+    if profile.categorical:
+        index = {category: i for i, category in enumerate(profile.categories)}
         other = len(index)
         bins = [index.get(value, other) if isinstance(value, str) else other for value in values]
         return np.bincount(np.asarray(bins, dtype=np.intp), minlength=other + 1).astype(np.int64)
     numbers = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
     missing = np.isnan(numbers)
-    counts = bin_counts(profile["edges"], numbers[~missing])
-    if has_missing_bin(profile):
+    counts = bin_counts(profile.edges, numbers[~missing])
+    if profile.has_missing_bin:
         counts = np.append(counts, np.int64(missing.sum()))
     return counts
 
@@ -106,7 +91,7 @@ def reference_profile(
     """The profile of a numeric-only classifier from its float matrix (every feature float, non-null)."""
     import pandas as pd  # noqa: PLC0415
 
-    columns = [Column(name, "float", nullable=False) for name in features]
+    columns = [Feature(name, "float") for name in features]
     frame = pd.DataFrame(np.asarray(train_rows, dtype=np.float64), columns=list(features))
     return card_reference(
         columns,
@@ -119,7 +104,7 @@ def reference_profile(
 
 
 def card_reference(
-    columns: Sequence[Column],
+    columns: Sequence[Feature],
     train: Any,
     *,
     eval_rows: int,
@@ -144,14 +129,15 @@ def card_reference(
     return profile
 
 
-def _feature_profile(column: Column, values: Any) -> dict[str, Any]:
+def _feature_profile(column: Feature, values: Any) -> dict[str, Any]:
     if column.type == "string":
-        index = category_index(column.categories, values.to_numpy(dtype=object))
-        counts = np.bincount(index, minlength=len(column.categories) + 1)
+        categories = column.categories or ()
+        index = category_index(categories, values.to_numpy(dtype=object))
+        counts = np.bincount(index, minlength=len(categories) + 1)
         return {
             "name": column.name,
             "kind": "categorical",
-            "categories": list(column.categories),
+            "categories": list(categories),
             "frequencies": shares(counts).tolist(),
         }
     numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -30,11 +30,11 @@ from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import card_task
+from pipeline.release.compatibility import same_requests
 from pipeline.rollout.analysis import EMPTY, Scrape, for_task, scrape
 from pipeline.rollout.engine import Outcome, execute
-from pipeline.rollout.plan import Analyze, Pause, Plan, Promote, plan
-from pipeline.stage import StageResult
+from pipeline.rollout.plan import Analyze, Pause, Plan, Promote, fast_rollback, plan
+from pipeline.stage import Check, Reuse, StageResult, reusable
 from pipeline.workspace import Workspace, write_json
 
 TIMELINE_FILE = "timeline.json"
@@ -67,6 +67,13 @@ class RolloutResult(StageResult):
     environment: str
     outcome: Outcome | None
     """What the engine decided; None when an earlier rehearsal of the same inputs was reused."""
+    restored_after_s: float | None = None
+    """Seconds from the rehearsal's start (processes, splitter, users) until the new version took all
+    traffic: for a rollback, the time to restore; None when it did not."""
+
+
+REUSE: Reuse = "pass"
+"""A rehearsal measures this machine too: a pass stands for the same inputs, a failure is rehearsed again."""
 
 
 def parse_fault(text: str, environment: str) -> dict[str, str]:
@@ -104,7 +111,9 @@ def fallback_setting(config: Config, stable: ModelDir, candidate: ModelDir) -> d
     if fallback.source == "export":
         assert fallback.version is not None  # the config's validator
         return {FALLBACK_DIR_ENV: str(candidate.path.parent / fallback.version)}
-    return {} if stable.path == candidate.path else {FALLBACK_DIR_ENV: str(stable.path)}
+    if stable.path == candidate.path or same_requests(candidate.read_card(), stable.read_card()) is not None:
+        return {}  # the service refuses a fallback that cannot answer its requests (a breaking release)
+    return {FALLBACK_DIR_ENV: str(stable.path)}
 
 
 def _number(text: str, number: str) -> float:
@@ -198,24 +207,21 @@ def rollout(
     candidate_fault: str | None = None,
     approve: bool = False,
     fresh: bool = False,
+    fast: bool = False,
 ) -> RolloutResult:
     """Rehearse the environment's plan from `stable` (folder, registry version; None on a first deploy)
     to `candidate`, with `traffic` as the users. Moves no alias: the caller promotes on a pass.
 
     When the candidate already serves the environment after a passed rehearsal of the same inputs,
-    there is nothing to roll out: that verdict is reused unless `fresh` (or a fault is injected)."""
+    there is nothing to roll out: that verdict is reused unless `fresh` (or a fault is injected).
+    `fast`: the candidate served within `rollout.rollback_window`, so it takes all traffic at once, no
+    steps and no analysis (Argo's rollbackWindow)."""
+    began = time.time()
     fault = parse_fault(candidate_fault, config.name) if candidate_fault else {}
     key = inputs_key(config, ("rollout", "service", "loadtest"), candidate.version, *service_code())
     previous = candidate.read_optional(candidate.verdict("rollout", config.name))
     serving = stable is not None and stable[0].path == candidate.path
-    if (
-        serving
-        and not fault
-        and not fresh
-        and previous
-        and previous["inputs"] == key
-        and previous["status"] == "pass"
-    ):
+    if serving and not fault and reusable(previous, key, REUSE, fresh=fresh):
         reporter.note(
             f"{candidate.version} already serves {config.name} after the rehearsal of {previous['run_id']} "
             "with the same plan and service: nothing to roll out (--fresh rehearses again)"
@@ -236,7 +242,7 @@ def rollout(
         )
         stable = candidate, "none"
     stable_dir, stable_version = stable
-    rehearsal = _plan_for_model(config, stable_dir, candidate, reporter)
+    rehearsal = fast_rollback(config) if fast else _plan_for_model(config, stable_dir, candidate, reporter)
     report_dir = workspace.run_dir(config) / "rollout"
     report_dir.mkdir(parents=True, exist_ok=True)
     same = " (the same model: a rehearsal of the mechanics)" if stable_dir == candidate else ""
@@ -248,7 +254,7 @@ def rollout(
     without_profile = [
         name
         for name, folder in (("stable", stable_dir), ("candidate", candidate))
-        if "reference" not in folder.read_card()
+        if folder.read_card().reference is None
     ]
     if without_profile and any(t.metric in PREDICTION_SHIFT_METRICS for t in rehearsal.analysis.thresholds):
         reporter.warn(
@@ -264,6 +270,8 @@ def rollout(
     )
 
     status: Literal["pass", "fail"] = "pass" if outcome.status == "promoted" else "fail"
+    promoted_at = next((event.at_s for event in outcome.events if event.action == "promote"), None)
+    restored = None if promoted_at is None else round(started - began + promoted_at, 3)
     timeline = {
         "environment": config.name,
         "strategy": rehearsal.strategy,
@@ -273,6 +281,8 @@ def rollout(
         "user_requests": user_request_counts(
             report_dir / "traffic", None if outcome.aborted_at_s is None else started + outcome.aborted_at_s
         ),
+        "fast": fast,
+        "restored_after_s": restored,
         **outcome.as_dict(),
     }
     write_json(report_dir / TIMELINE_FILE, timeline)
@@ -285,22 +295,45 @@ def rollout(
     registry.tag_registered(
         config, workspace, candidate, registry.verdict_tags("rollout", config.name, status), reporter
     )
-    return RolloutResult(
+    result = RolloutResult(
         status=status,
         headline=str(outcome.reason) if status == "fail" else f"{outcome.strategy}: promoted",
-        failures=outcome.failures,
+        failures=outcome.failures,  # the abort's reason, also when no step's limit was reached
         artifacts={"timeline": report_dir / TIMELINE_FILE, "chart": report_dir / CHART_FILE},
+        checks=[*outcome.checks, *_user_checks(timeline["user_requests"])],
         environment=config.name,
         outcome=outcome,
+        restored_after_s=restored,
     )
+    reporter.verdict("rollout", result)
+    return result
+
+
+def _user_checks(counts: Mapping[str, Any]) -> list[Check]:
+    """What the simulated users saw, beside the gated checks (the analysis judges the versions' own
+    metrics; the splitter's dropped connections are the rehearsal's, not a version's)."""
+    if not counts:
+        return []
+    seen = [
+        ("requests", counts["requests"], ""),
+        ("failed answers", counts["failures"], ", ".join(counts["failure_kinds"])),
+        (
+            "dropped connections",
+            counts["proxy_resets"],
+            "the local splitter's config reloads, one per weight change",
+        ),
+    ]
+    return [
+        Check(scope="users", metric=metric, value=value, result="info", note=note)
+        for metric, value, note in seen
+    ]
 
 
 def _plan_for_model(config: Config, stable: ModelDir, candidate: ModelDir, reporter: Reporter) -> Plan:
     """The environment's plan for the candidate's task: a regression has no class metrics, and its score
     PSI compares each version's predicted values in its own card's reference bins (quantiles)."""
     configured = plan(config)
-    card = candidate.read_card()
-    task = card_task(card)
+    task = candidate.read_card().task
     rehearsal = for_task(configured, task)
     if task != "regression":
         return rehearsal
@@ -309,10 +342,8 @@ def _plan_for_model(config: Config, stable: ModelDir, candidate: ModelDir, repor
     )
     if dropped:
         reporter.note(f"regression model: {', '.join(dropped)} (shares of predicted classes) does not apply")
-    edges = [
-        folder.read_card().get("reference", {}).get("score", {}).get("edges")
-        for folder in (stable, candidate)
-    ]
+    references = [folder.read_card().reference for folder in (stable, candidate)]
+    edges = [None if reference is None else reference.score.edges for reference in references]
     if edges[0] != edges[1]:
         reporter.note(
             "score_psi: the two cards' score bins differ (quantiles of each model's predictions): it compares "

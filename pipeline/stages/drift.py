@@ -2,8 +2,8 @@
 reference profile in the model card: PSI per feature with KS (numeric) or a chi-square statistic (categorical,
 reported beside PSI), PSI of the predicted scores (classification: the score; regression: the predicted value).
 
-Bounds come from the environment's `drift:` section; each check prints value, bounds and PASS/WARN/FAIL
-(E15), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
+Bounds come from the environment's `drift:` section; each check prints value, bound and PASS/WARN/FAIL
+(a `warn` level below the `fail` bound), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from model_service.contract.card import Feature, ModelCard, Reference
 from model_service.monitoring import (
     BIN_LABEL,
     FEATURE_BIN_TOTAL,
@@ -35,18 +36,9 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError, DriftLevels
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import Feature, card_features
 from pipeline.ml.onnx_model import predicted_scores
-from pipeline.ml.profile import (
-    bin_counts,
-    binned_ks,
-    chi_square,
-    is_categorical,
-    profile_counts,
-    shares,
-    value_bins,
-)
-from pipeline.stage import StageContext, StageResult
+from pipeline.ml.profile import bin_counts, binned_ks, chi_square, profile_counts, shares
+from pipeline.stage import Check, CheckResult, StageContext, StageResult, checked_status
 from pipeline.workspace import Workspace, write_json
 
 REPORT_FILE = "drift.json"
@@ -55,57 +47,33 @@ CHART_FEATURES = 6
 SCORE = "(score)"
 """Name of the predicted-score row in the table."""
 
-Verdict = Literal["PASS", "WARN", "FAIL", "INFO"]
-
-
-@dataclass(frozen=True)
-class Check:
-    feature: str
-    statistic: str
-    """`psi`; `ks` (scipy's two-sample test against the training rows) or `ks_binned` (at the bin edges)
-    for numeric features; `chi2` (Pearson's, against the reference shares) for categorical ones."""
-    value: float
-    warn: float | None
-    """None: reported beside the gated statistics, not gated itself (chi2)."""
-    fail: float | None
-    detail: str = ""
-    """What the value alone does not say (chi2: its p-value and degrees of freedom)."""
-
-    @property
-    def verdict(self) -> Verdict:
-        if self.warn is None or self.fail is None:
-            return "INFO"
-        if self.value > self.fail:
-            return "FAIL"
-        return "WARN" if self.value >= self.warn else "PASS"
-
 
 @dataclass(frozen=True, kw_only=True)
 class DriftResult(StageResult):
     environment: str
     source: str
     rows: int
-    checks: list[Check]
     report_dir: Path
 
     @property
     def flagged(self) -> list[str]:
         """Features (and `(score)`) with at least one FAIL, in card order."""
-        return list(dict.fromkeys(c.feature for c in self.checks if c.verdict == "FAIL"))
+        return _flagged(self.checks)
+
+
+def _flagged(checks: Sequence[Check]) -> list[str]:
+    return list(dict.fromkeys(check.scope for check in checks if check.failed))
 
 
 def drift_result(environment: str, sample: Sample, checks: list[Check], report_dir: Path) -> DriftResult:
-    failed = [c for c in checks if c.verdict == "FAIL"]
-    flagged = list(dict.fromkeys(c.feature for c in failed))
     return DriftResult(
-        status="fail" if failed else "pass",
-        headline=f"{sample.rows} rows from {sample.source}: flagged {', '.join(flagged) or 'none'}",
-        failures=[f"{c.feature} {c.statistic} {c.value:.3g} > fail {c.fail:g}" for c in failed],
+        status=checked_status(checks),
+        headline=f"{sample.rows} rows from {sample.source}: flagged {', '.join(_flagged(checks)) or 'none'}",
         artifacts={"report": report_dir / REPORT_FILE, "chart": report_dir / CHART_FILE},
+        checks=checks,
         environment=environment,
         source=sample.source,
         rows=sample.rows,
-        checks=checks,
         report_dir=report_dir,
     )
 
@@ -173,7 +141,7 @@ def _parse_text(feature: Feature, text: str, where: str) -> Any:
         raise StageError(f"{where}: feature {feature.name!r}: expected a number, got {text!r}") from None
 
 
-def read_rows(path: Path, features: list[Feature]) -> list[Row]:
+def read_rows(path: Path, features: Sequence[Feature]) -> list[Row]:
     """Rows of a CSV (header with the feature names; other columns ignored; an empty cell is missing) or
     JSONL (objects keyed by feature name, or lists in the card's feature order), in the card's feature
     order, each value checked against the card (type, nullable)."""
@@ -221,13 +189,17 @@ def read_rows(path: Path, features: list[Feature]) -> list[Row]:
     return rows
 
 
-def _reference_order(card: dict[str, Any]) -> list[int]:
-    """For each reference profile, the position of its feature in the card's feature list."""
-    position = {f.name: j for j, f in enumerate(card_features(card))}
-    return [position[profile["name"]] for profile in card["reference"]["features"]]
+def reference_of(card: ModelCard) -> Reference:
+    """The card's reference profile (one per feature, in the card's feature order), or a StageError."""
+    if card.reference is None:
+        raise StageError(
+            f"the card of version {card.version} has no reference profile (exported before drift "
+            "monitoring); re-export it with `python -m pipeline export --fresh`"
+        )
+    return card.reference
 
 
-def scrape_counts(metrics_url: str, card: dict[str, Any], sensitive: Mapping[str, str]) -> Sample:
+def scrape_counts(metrics_url: str, card: ModelCard, sensitive: Mapping[str, str]) -> Sample:
     """The service's cumulative bin counters (every row since it started) in the card's bin order, read
     from its metrics port. A feature marked `hash` has its bins labelled by their pseudonym; one marked
     `drop` is not exported (None)."""
@@ -238,11 +210,11 @@ def scrape_counts(metrics_url: str, card: dict[str, Any], sensitive: Mapping[str
             text = response.read().decode()
     except (urllib.error.URLError, OSError) as exc:
         raise StageError(f"--url {metrics_url}: /metrics did not answer: {exc}") from None
-    reference = card["reference"]
+    reference = reference_of(card)
     features = {
-        f["name"]: np.zeros(len(f["frequencies"]), dtype=np.int64)
-        for f in reference["features"]
-        if sensitive.get(f["name"]) != "drop"
+        f.name: np.zeros(len(f.frequencies), dtype=np.int64)
+        for f in reference.features
+        if sensitive.get(f.name) != "drop"
     }
     labels = {
         name: {
@@ -250,7 +222,7 @@ def scrape_counts(metrics_url: str, card: dict[str, Any], sensitive: Mapping[str
         }
         for name, counts in features.items()
     }
-    score = np.zeros(len(reference["score"]["frequencies"]), dtype=np.int64)
+    score = np.zeros(len(reference.score.frequencies), dtype=np.int64)
     found = False
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -264,45 +236,49 @@ def scrape_counts(metrics_url: str, card: dict[str, Any], sensitive: Mapping[str
         raise StageError(
             f"--url {metrics_url}: no {FEATURE_BIN_TOTAL} in /metrics (a model card without a reference?)"
         )
-    counts = [features.get(f["name"]) for f in reference["features"]]
+    counts = [features.get(f.name) for f in reference.features]
     return Sample(f"live counters of {metrics_url}", int(score.sum()), counts, score)
 
 
-def file_sample(path: Path, card: dict[str, Any], model: ModelDir) -> Sample:
-    rows = read_rows(path, card_features(card))
-    reference = card["reference"]
+def file_sample(path: Path, card: ModelCard, model: ModelDir) -> Sample:
+    rows = read_rows(path, card.features)
+    reference = reference_of(card)
     counts = [
-        profile_counts(profile, [row[j] for row in rows])
-        for profile, j in zip(reference["features"], _reference_order(card), strict=True)
+        profile_counts(profile, [row[j] for row in rows]) for j, profile in enumerate(reference.features)
     ]
     predicted = predicted_scores(model.onnx, card, rows) if rows else np.zeros(0)
-    return Sample(str(path), len(rows), counts, bin_counts(reference["score"]["edges"], predicted), rows)
+    return Sample(str(path), len(rows), counts, bin_counts(reference.score.edges, predicted), rows)
 
 
 # --- comparing -----------------------------------------------------------------------------------
 
 
 def compare(
-    config: Config, card: dict[str, Any], sample: Sample, train_columns: dict[str, NDArray[np.float64]] | None
+    config: Config, card: ModelCard, sample: Sample, train_columns: dict[str, NDArray[np.float64]] | None
 ) -> list[Check]:
-    """Checks per feature (PSI; numeric: KS; categorical: chi-square, reported) and for the score (PSI),
-    each with its bounds. `train_columns`: the training values of numeric features (missing dropped)."""
+    """Checks per feature and for the score, each with its bounds; the metric is `psi`; `ks` (scipy's
+    two-sample test against the training rows) or `ks_binned` (at the bin edges) for numeric features;
+    `chi2` (Pearson's, against the reference shares) for categorical ones, reported beside PSI and not
+    gated (`info`, its p-value and degrees of freedom in the note). `train_columns`: the training values
+    of numeric features (missing dropped)."""
     from scipy.stats import ks_2samp  # noqa: PLC0415
 
     drift = config.drift
     checks = []
-    for profile, j, counts in zip(
-        card["reference"]["features"], _reference_order(card), sample.feature_counts, strict=True
-    ):
-        name = profile["name"]
+    reference = reference_of(card)
+    for j, (profile, counts) in enumerate(zip(reference.features, sample.feature_counts, strict=True)):
+        name = profile.name
         if counts is None:  # not exported by the service (drift.log_inputs.sensitive: drop)
             continue
         observed = shares(counts)
-        checks.append(_check(name, "psi", psi(profile["frequencies"], observed), drift.bounds(name, "psi")))
-        if is_categorical(profile):
-            statistic, p_value = chi_square(profile["frequencies"], counts)
+        checks.append(_check(name, "psi", psi(profile.frequencies, observed), drift.bounds(name, "psi")))
+        if profile.categorical:
+            statistic, p_value = chi_square(profile.frequencies, counts)
             dof = len(counts) - 1
-            checks.append(Check(name, "chi2", statistic, None, None, f"p {p_value:.3g}, dof {dof}"))
+            detail = f"p {p_value:.3g}, dof {dof}"
+            checks.append(
+                Check(scope=name, metric="chi2", value=statistic, result="info", digits=3, note=detail)
+            )
             continue
         if sample.raw is not None and train_columns is not None and name in train_columns:
             values = np.asarray([row[j] for row in sample.raw if row[j] is not None], dtype=np.float64)
@@ -310,25 +286,34 @@ def compare(
             checks.append(_check(name, "ks", ks, drift.bounds(name, "ks")))
         else:
             # KS compares value distributions: the missing bin is PSI's to judge.
-            bins = value_bins(profile)
-            ks = binned_ks(shares(np.asarray(profile["frequencies"][:bins])), shares(counts[:bins]))
+            bins = profile.value_bins
+            ks = binned_ks(shares(np.asarray(profile.frequencies[:bins])), shares(counts[:bins]))
             checks.append(_check(name, "ks_binned", ks, drift.bounds(name, "ks")))
     if sample.score_counts is not None and sample.score_counts.sum() > 0:
-        score_psi = psi(card["reference"]["score"]["frequencies"], shares(sample.score_counts))
+        score_psi = psi(reference.score.frequencies, shares(sample.score_counts))
         checks.append(_check(SCORE, "psi", score_psi, drift.score_psi))
     return checks
 
 
 def _check(feature: str, statistic: str, value: float, levels: DriftLevels) -> Check:
-    return Check(feature, statistic, value, levels.warn, levels.fail)
+    """Fails above `fail`; at or above `warn` (within the bound) a warning."""
+    result: CheckResult = "fail" if value > levels.fail else "warn" if value >= levels.warn else "pass"
+    return Check(
+        scope=feature,
+        metric=statistic,
+        value=value,
+        comparator="<=",
+        bound=levels.fail,
+        result=result,
+        digits=3,
+        note=f"warn at {levels.warn:g}",
+    )
 
 
-def training_columns(
-    features: list[str], x_train: Any, card: dict[str, Any]
-) -> dict[str, NDArray[np.float64]]:
+def training_columns(features: list[str], x_train: Any, card: ModelCard) -> dict[str, NDArray[np.float64]]:
     """The training values of the card's numeric features (a frame's columns by name, an array's by
     position in `features`), missing values dropped: what scipy's KS compares a sample with."""
-    numeric = {f.name for f in card_features(card) if f.type != "string"}
+    numeric = {f.name for f in card.features if f.numeric}
     by_name = hasattr(x_train, "columns")
     out = {}
     for j, name in enumerate(features):
@@ -341,13 +326,13 @@ def training_columns(
 
 
 def _training_columns(
-    config: Config, workspace: Workspace, card: dict[str, Any], reporter: Reporter
+    config: Config, workspace: Workspace, card: ModelCard, reporter: Reporter
 ) -> dict[str, NDArray[np.float64]] | None:
     """The training rows behind the card, when the configured data is the card's (scipy's KS needs them)."""
     from pipeline.ml.data import load_dataset  # noqa: PLC0415
 
     data = load_dataset(config.data, workspace.root, config.model.task)
-    if data.sha256 != card.get("lineage", {}).get("data_sha256"):
+    if card.lineage is None or data.sha256 != card.lineage.data_sha256:
         reporter.warn("the configured data is not the model's training data: KS is computed at the bin edges")
         return None
     return training_columns(list(data.features), data.train, card)
@@ -371,7 +356,7 @@ def drift(
     if input_path is not None and url is not None:
         raise ConfigError("drift: give --input FILE or --url URL, not both")
     card = model.read_card()
-    if "reference" not in card:
+    if card.reference is None:
         raise StageError(
             f"{model.card} has no reference profile (exported before drift monitoring); "
             f"re-export it with `python -m pipeline export --env {config.name} --fresh`"
@@ -398,25 +383,19 @@ def drift(
         )
     report_dir = workspace.run_dir(config) / "drift"
     result = drift_result(config.name, sample, compare(config, card, sample, train_columns), report_dir)
-    reporter.note(f"{sample.rows} rows from {sample.source} vs the reference of version {card['version']}")
-    reporter.table(
-        ["feature", "statistic", "value", "warn at", "fail above", "result", "detail"],
-        [
-            (c.feature, c.statistic, round(c.value, 4), c.warn, c.fail, c.verdict, c.detail)
-            for c in result.checks
-        ],
-    )
+    reporter.note(f"{sample.rows} rows from {sample.source} vs the reference of version {card.version}")
+    reporter.verdict("drift", result)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         report_dir / REPORT_FILE,
         {
             "environment": config.name,
-            "model_version": card["version"],
+            "model_version": card.version,
             "source": sample.source,
             "rows": sample.rows,
             "status": result.status,
             "flagged": result.flagged,
-            "checks": [{**asdict(c), "verdict": c.verdict} for c in result.checks],
+            "checks": [asdict(check) for check in result.checks],
         },
     )
     chart(card, sample, result, report_dir / CHART_FILE)
@@ -435,21 +414,26 @@ def _eval_as_jsonl(model: ModelDir, out_dir: Path) -> Path:
     return path
 
 
-def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path) -> None:
+def chart(card: ModelCard, sample: Sample, result: DriftResult, path: Path) -> None:
     """Reference vs sample shares per bin for the features with the largest PSI."""
     import matplotlib as mpl  # noqa: PLC0415  (slow import, only here)
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    psis = {c.feature: c.value for c in result.checks if c.statistic == "psi" and c.feature != SCORE}
+    psis = {
+        c.scope: c.value
+        for c in result.checks
+        if c.metric == "psi" and c.scope != SCORE and c.value is not None
+    }
     top = sorted(psis, key=lambda name: -psis[name])[:CHART_FEATURES]
-    index = {f["name"]: j for j, f in enumerate(card["reference"]["features"])}
+    profiles = reference_of(card).features
+    index = {f.name: j for j, f in enumerate(profiles)}
     figure, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     for axis, name in zip(axes.ravel(), top, strict=False):
-        profile = card["reference"]["features"][index[name]]
-        bins = np.arange(len(profile["frequencies"]))
-        axis.bar(bins - 0.2, profile["frequencies"], width=0.4, label="reference", color="tab:blue")
+        profile = profiles[index[name]]
+        bins = np.arange(len(profile.frequencies))
+        axis.bar(bins - 0.2, profile.frequencies, width=0.4, label="reference", color="tab:blue")
         axis.bar(
             bins + 0.2,
             shares(np.asarray(sample.feature_counts[index[name]])),
@@ -457,7 +441,7 @@ def chart(card: dict[str, Any], sample: Sample, result: DriftResult, path: Path)
             label="sample",
             color="tab:orange",
         )
-        verdict = next(c.verdict for c in result.checks if c.feature == name and c.statistic == "psi")
+        verdict = next(c.result.upper() for c in result.checks if c.scope == name and c.metric == "psi")
         axis.set_title(f"{name}\nPSI {psis[name]:.3f} {verdict}", fontsize=9)
         axis.set_xlabel("reference bin (quantiles of the training rows)", fontsize=8)
     axes.ravel()[0].legend(fontsize=8)

@@ -7,6 +7,7 @@ and measures what will actually be served.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,10 +19,12 @@ from pipeline.artifacts import ModelDir, inputs_key
 from pipeline.config import Config, gate_metric_problems
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import card_task
 from pipeline.ml.onnx_model import predict
 from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
-from pipeline.stage import StageContext, StageResult, Status
+from pipeline.release.compatibility import Compatibility, compare
+from pipeline.release.gating import compatibility_check, projected_rows, say_compatibility
+from pipeline.release.record import SEMVER_TAG
+from pipeline.stage import Check, Reuse, StageContext, StageResult, checked_status, result_line, reusable
 from pipeline.workspace import Workspace, write_json
 
 if TYPE_CHECKING:
@@ -29,30 +32,21 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 
-@dataclass(frozen=True)
-class Check:
-    metric: str
-    kind: str
-    value: float | None
-    comparator: str
-    bound: float
-    passed: bool
-
-    @property
-    def verdict(self) -> str:
-        return "PASS" if self.passed else "FAIL"
+REUSE: Reuse = "any"
+"""Both models are scored on fixed files: the same candidate, champion and gates give the same verdict."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class GateResult(StageResult):
     environment: str
     version: str
-    checks: list[Check]
     candidate: dict[str, float]
     champion: dict[str, float] | None = None
     champion_version: str | None = None
     note: str = ""
     mode: str = "enforce"
+    compatibility: dict[str, Any] | None = None
+    """The candidate against the champion (`release.compatibility.Compatibility` as JSON); None on a first deploy."""
 
 
 def evaluate_model_dir(model: ModelDir, rows: list[list[Any]], labels: np.ndarray) -> dict[str, float]:
@@ -62,45 +56,38 @@ def evaluate_model_dir(model: ModelDir, rows: list[list[Any]], labels: np.ndarra
     if outputs.values is not None:
         return evaluate_values(outputs.values, labels)
     assert outputs.probabilities is not None
-    return evaluate(outputs.probabilities, labels, card["classes"])
+    return evaluate(outputs.probabilities, labels, card.classes)
 
 
 def checks_for(config: Config, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Check]:
-    """Every configured check, in config order; a missing value fails (never a silent pass)."""
+    """Every configured check, in config order; a missing value fails (never a silent pass). A delta is
+    positive when the candidate is better, whichever way the metric improves."""
     checks: list[Check] = []
     for metric, bounds in config.gates.metrics.items():
         value = candidate.get(metric)
         if bounds.min is not None:
-            checks.append(
-                Check(metric, "min", value, ">=", bounds.min, value is not None and value >= bounds.min)
-            )
+            checks.append(Check.bounded(metric, "", value, ">=", bounds.min))
         if bounds.max is not None:
-            checks.append(
-                Check(metric, "max", value, "<=", bounds.max, value is not None and value <= bounds.max)
-            )
+            checks.append(Check.bounded(metric, "", value, "<=", bounds.max))
         if bounds.vs_champion is None or champion is None:
             continue
         old = champion.get(metric)
         delta = better_delta(metric, value, old) if value is not None and old is not None else None
+        versus = "" if old is None else f"{_shown(value)} vs champion {old:.4g}"
         if bounds.vs_champion.min_delta is not None:
             limit = bounds.vs_champion.min_delta
-            checks.append(
-                Check(metric, "delta vs champion", delta, ">=", limit, delta is not None and delta >= limit)
-            )
+            checks.append(Check.bounded(metric, "delta vs champion", delta, ">=", limit, note=versus))
         if bounds.vs_champion.min_relative_delta is not None:
-            limit = bounds.vs_champion.min_relative_delta
             relative = delta / abs(old) if delta is not None and old else None
+            limit = bounds.vs_champion.min_relative_delta
             checks.append(
-                Check(
-                    metric,
-                    "relative delta vs champion",
-                    relative,
-                    ">=",
-                    limit,
-                    relative is not None and relative >= limit,
-                )
+                Check.bounded(metric, "relative delta vs champion", relative, ">=", limit, note=versus)
             )
     return checks
+
+
+def _shown(value: float | None) -> str:
+    return "no value" if value is None else f"{value:.4g}"
 
 
 def gate(
@@ -121,13 +108,13 @@ def gate(
     )
     key = inputs_key(config, ("gates",), model.version, champion_id)
     previous = model.read_optional(model.gate(config.name))
-    if previous is not None and previous.get("inputs") == key and not fresh:
+    if reusable(previous, key, REUSE, fresh=fresh):
         reporter.note(f"{previous['note']}; reused the verdict of the same candidate, champion and gates")
         result = _result(config, model, previous, reused=True)
-        _print_checks(result.checks, reporter)
+        reporter.verdict("gate", result)
         return result
 
-    task = card_task(model.read_card())
+    task = model.read_card().task
     problems = gate_metric_problems(config, task)
     if problems:
         where = f"environments/{config.name}.yaml (or a file it extends)"
@@ -135,15 +122,17 @@ def gate(
     evaluation = model.read_evaluation()
     labels = np.asarray(evaluation["labels"])
     candidate = evaluate_model_dir(model, evaluation["rows"], labels)
-    champion_metrics, note = _champion_metrics(config, mlflow, champion, model.version, evaluation, task=task)
+    champion_metrics, note, compatibility = _champion_metrics(
+        config, mlflow, champion, model, evaluation, task=task
+    )
     reporter.note(note)
     checks = checks_for(config, candidate, champion_metrics)
-    failures = [
-        f"{c.metric} {c.kind}: {_fmt(c.value)} {'<' if c.comparator == '>=' else '>'} bound {c.bound:g}"
-        for c in checks
-        if not c.passed
-    ]
-    status: Status = "pass" if not failures else ("warn" if config.gates.mode == "warn" else "fail")
+    status = checked_status(checks, warn_only=config.gates.mode == "warn")
+    if compatibility is not None:
+        check = compatibility_check(config, compatibility)
+        checks.append(check)
+        status = "fail" if check.failed else status  # `refuse` is no metric a warn mode lets through
+        say_compatibility(config, compatibility, reporter)
     record = {
         "environment": config.name,
         "version": model.version,
@@ -154,44 +143,36 @@ def gate(
         "champion_version": None if champion is None else str(champion.version),
         "note": note,
         "mode": config.gates.mode,
-        "failures": failures,
+        "compatibility": None if compatibility is None else compatibility.to_json(),
         "inputs": key,
     }
     write_json(model.gate(config.name), record)
     result = _result(config, model, record, reused=False)
-    _print_checks(checks, reporter)
+    reporter.verdict("gate", result)
     if status == "warn":
-        reporter.warn(f"gate mode is 'warn' for {config.name}: {len(failures)} failed check(s) let through")
-    reporter.note(f"gate {status.upper()}: {len(checks) - len(failures)}/{len(checks)} checks passed")
+        failed = len(result.failures)
+        reporter.warn(f"gate mode is 'warn' for {config.name}: {failed} failed check(s) let through")
     return result
 
 
-def _print_checks(checks: list[Check], reporter: Reporter) -> None:
-    reporter.table(
-        ["metric", "check", "value", "comparator", "bound", "result"],
-        [(c.metric, c.kind, c.value, c.comparator, c.bound, c.verdict) for c in checks],
-    )
-
-
-def _result(config: Config, model: ModelDir, record: dict[str, Any], *, reused: bool) -> GateResult:
+def _result(config: Config, model: ModelDir, record: Mapping[str, Any], *, reused: bool) -> GateResult:
     checks = [Check(**check) for check in record["checks"]]
-    passed = sum(check.passed for check in checks)
     champion_version = record["champion_version"]
     versus = f" vs champion v{champion_version}" if champion_version else " (first deploy)"
     return GateResult(
         status=record["status"],
-        headline=f"{record['status'].upper()} {passed}/{len(checks)} checks{versus}",
-        failures=list(record["failures"]),
+        headline=f"{result_line(record['status'], checks)}{versus}",
         reused=reused,
         artifacts={"gate": model.gate(config.name)},
+        checks=checks,
         environment=config.name,
         version=model.version,
-        checks=checks,
         candidate=record["candidate"],
         champion=record["champion"],
         champion_version=champion_version,
         note=record["note"],
         mode=record["mode"],
+        compatibility=record.get("compatibility"),
     )
 
 
@@ -199,42 +180,51 @@ def _champion_metrics(
     config: Config,
     mlflow: MlflowClient,
     champion: ModelVersion | None,
-    version: str,
+    model: ModelDir,
     evaluation: dict[str, Any],
     *,
     task: str,
-) -> tuple[dict[str, float] | None, str]:
+) -> tuple[dict[str, float] | None, str, Compatibility | None]:
+    """The champion's metrics to compare with, how they were measured, and the candidate's compatibility
+    with it. The champion is scored on the candidate's evaluation rows cut to its own features (by name,
+    in its order); when some are missing (renamed, removed), its card's metrics on its own evaluation
+    rows are what is left; another task leaves only the absolute bounds."""
     if champion is None:
         note = (
             f"first deploy to {config.name}: no version holds alias {config.alias!r}, "
             "so only the absolute thresholds apply"
         )
-        return None, note
+        return None, note, None
     tags = registry.version_tags(champion)
     label = f"version {champion.version} (artifacts {tags.get('artifact_version', '?')})"
     with tempfile.TemporaryDirectory() as tmp:
         champion_dir = ModelDir(registry.download_version(mlflow, champion, Path(tmp)))
         champion_card = champion_dir.read_card()
-        features = [f["name"] for f in champion_card["features"]]
-        if features != evaluation["features"]:
-            msg = (
-                f"champion {label} serving {config.name} takes other features than the candidate; "
-                "the two cannot be compared on the same rows"
+        compatibility = compare(
+            champion_card,
+            model.read_card(),
+            against=str(champion.version),
+            against_semver=tags.get(SEMVER_TAG),
+        )
+        rows = projected_rows(evaluation, champion_card.feature_names)
+        if champion_card.task != task:
+            note = (
+                f"champion {label} serving {config.name} is a {champion_card.task} model and the candidate a "
+                f"{task} one: their metrics cannot be compared, only the absolute thresholds apply"
             )
-            raise StageError(msg)
-        if card_task(champion_card) != task:
-            msg = (
-                f"champion {label} serving {config.name} is a {card_task(champion_card)} model and the "
-                f"candidate a {task} one; their metrics cannot be compared"
+            return None, note, compatibility
+        if rows is None:
+            missing = [name for name in champion_card.feature_names if name not in evaluation["features"]]
+            note = (
+                f"champion: {label}, alias {config.alias!r}; it takes {missing[:3]}, which the candidate's "
+                "evaluation rows lack, so it is compared by its card's metrics on its own evaluation rows "
+                "(other rows than the candidate's)"
             )
-            raise StageError(msg)
-        metrics = evaluate_model_dir(champion_dir, evaluation["rows"], np.asarray(evaluation["labels"]))
-    same = " (the candidate is this same model)" if tags.get("artifact_version") == version else ""
-    return metrics, f"champion: {label}, alias {config.alias!r}{same}"
-
-
-def _fmt(value: float | None) -> str:
-    return "no value" if value is None else f"{value:.4g}"
+            return dict(champion_card.metrics), note, compatibility
+        metrics = evaluate_model_dir(champion_dir, rows, np.asarray(evaluation["labels"]))
+    same = " (the candidate is this same model)" if tags.get("artifact_version") == model.version else ""
+    projected = "" if compatibility.level == "same" else ", on the same rows cut to its own features"
+    return metrics, f"champion: {label}, alias {config.alias!r}{same}{projected}", compatibility
 
 
 def run(ctx: StageContext) -> GateResult:

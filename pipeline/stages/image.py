@@ -173,9 +173,11 @@ def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelD
     (context / "model").mkdir()
     (context / "fallback").mkdir()  # empty without a fallback: the Dockerfile copies it either way
     (context / "wheels").mkdir()
-    for source in SERVICE_DIR.glob("*.py"):
-        shutil.copy2(source, context / "model_service" / source.name)
-    shutil.copy2(LOCK_FILE, context / "model_service" / LOCK_FILE.name)
+    for source in SERVICE_DIR.rglob("*.py"):  # the package and its subpackages, nothing else
+        target = context / "model_service" / source.relative_to(SERVICE_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    shutil.copy2(LOCK_FILE, context / LOCK_FILE.name)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
     shutil.copy2(DOCKERIGNORE, context / ".dockerignore")
     for path in (model.onnx, model.card):
@@ -189,8 +191,8 @@ def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelD
             shutil.copy2(wheel, context / "wheels" / wheel.name)
     # Artifacts are written 0600 (atomic temp files); the image runs as a non-root user that must read them.
     for path in (context / "model_service", context / "model", context / "fallback"):
-        for file in path.iterdir():
-            file.chmod(0o644)
+        for file in path.rglob("*"):
+            file.chmod(0o755 if file.is_dir() else 0o644)
     return context
 
 
@@ -215,7 +217,7 @@ def sample_row(model: ModelDir) -> list[Any]:
     rows = (evaluation or {}).get("rows") or []
     if rows:
         return list(rows[0])
-    return [0.0] * len(model.read_card()["features"])
+    return [0.0] * model.read_card().n_features
 
 
 def smoke_test(
@@ -245,8 +247,8 @@ def smoke_test(
         status, answer = _request(f"{base}/v1/predict", {"instances": [sample_row(model)]})
         if status != 200 or len(answer.get("predictions", [])) != 1:
             raise StageError(f"smoke test: prediction answered {status} {answer}")
-        if answer.get("model", {}).get("version") != card["version"]:
-            raise StageError(f"smoke test: the container serves {answer.get('model')}, not {card['version']}")
+        if answer.get("model", {}).get("version") != card.version:
+            raise StageError(f"smoke test: the container serves {answer.get('model')}, not {card.version}")
         bad_status, bad = _request(f"{base}/v1/predict", {"instances": [[1.0]]})
         bad_code = str(bad.get("error", {}).get("code", ""))
         if bad_status != 422 or not bad_code:

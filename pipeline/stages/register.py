@@ -9,6 +9,7 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.release.record import record_release
 from pipeline.stage import StageContext, StageResult
 from pipeline.workspace import Workspace, write_json
 
@@ -44,19 +45,22 @@ def register(
         msg = f"the gate failed for {config.name} ({'; '.join(gate['failures'])}); nothing was registered"
         raise StageError(msg)
     card = model.read_card()
+    lineage = card.lineage
+    if lineage is None:
+        raise StageError(f"{model.card}: no lineage to register; re-export with --fresh")
     name = config.model.name
     mlflow = registry.client(config, workspace)
 
     with registry.writing(config, workspace):
+        # Against the registry the version goes to (before the card is logged): semver, compatibility.
+        release = record_release(config, workspace, model, reporter)
         existing = registry.find_version(mlflow, name, model.version)
         if existing is None:
             registry.ensure_registered_model(mlflow, name)
-            run_id = registry.registration_run(
-                mlflow, config, workspace, model, card["lineage"]["mlflow_run_id"]
-            )
-            if run_id != card["lineage"]["mlflow_run_id"]:
+            run_id = registry.registration_run(mlflow, config, workspace, model, lineage.mlflow_run_id)
+            if run_id != lineage.mlflow_run_id:
                 reporter.note(
-                    f"training run {card['lineage']['mlflow_run_id']} is not on this tracking server; "
+                    f"training run {lineage.mlflow_run_id} is not on this tracking server; "
                     f"logged the version's artifacts and metrics to run {run_id}"
                 )
             for path in (model.onnx, model.card, model.evaluation):
@@ -69,12 +73,12 @@ def register(
                 run_id=run_id,
                 tags={
                     "artifact_version": model.version,
-                    "git_sha": card["lineage"]["git_sha"],
-                    "data_sha256": card["lineage"]["data_sha256"],
-                    "onnx_sha256": card["onnx"]["sha256"],
-                    "config_sha256": card["lineage"]["config_sha256"],
+                    "git_sha": lineage.git_sha,
+                    "data_sha256": lineage.data_sha256,
+                    "onnx_sha256": card.sha256,
+                    "config_sha256": lineage.config_sha256,
                 },
-                description=f"{name} {model.version} from git {card['lineage']['git_sha'][:12]}",
+                description=f"{name} {model.version} from git {lineage.git_sha[:12]}",
             )
             model_version = str(registry.settle_version(mlflow, name, model.version, created).version)
             if model_version == str(created.version):
@@ -92,7 +96,7 @@ def register(
             model.registration,
             {"model_name": name, "model_version": model_version, "artifact_version": model.version},
         )
-        tags = registry.verdict_tags("gate", config.name, gate["status"])
+        tags = registry.verdict_tags("gate", config.name, gate["status"]) | release.tags()
         if image:
             tags |= registry.image_tags(*image_reference(config, image))
         registry.tag_registered(config, workspace, model, tags, reporter)

@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 
+from model_service.contract.card import parse_card
 from model_service.metrics_server import NICENESS
 from model_service.monitoring import FEATURE_BIN_TOTAL, FEATURE_PSI, pseudonym
 from pipeline.ml.profile import bin_counts
@@ -110,7 +111,7 @@ def test_sensitive_feature_bins_are_hashed_or_dropped(
         if sample.name == FEATURE_PSI
     )
     # `pipeline drift --url` maps the pseudonyms back to the card's bins and skips the dropped feature.
-    sample = scrape_counts(server.metrics_url, card, SENSITIVE)
+    sample = scrape_counts(server.metrics_url, parse_card(card), SENSITIVE)
     names = [f["name"] for f in card["reference"]["features"]]
     assert sample.rows == len(rows)
     assert sample.feature_counts[names.index(DROPPED)] is None

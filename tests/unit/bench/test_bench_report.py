@@ -6,6 +6,8 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks import run as bench_run
+from model_service.contract.card import Feature
+from tests._card_v2 import card_of
 
 
 def run(
@@ -232,8 +234,15 @@ def test_bench_json_describes_a_binary_body_by_its_header_and_byte_count(tmp_pat
     """The v2 binary form's body is JSON then raw floats: bench.json shows the JSON and counts the rest."""
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    card = {"name": "m", "onnx": {"inputs": [{"name": "input", "dtype": "float32", "features": ["a", "b"]}]}}
-    (model_dir / "model.json").write_text(json.dumps(card))
+    card = card_of(
+        "binary",
+        [Feature("a", "float"), Feature("b", "float")],
+        {
+            "inputs": [{"name": "input", "dtype": "float32", "features": ["a", "b"]}],
+            "outputs": {"label": "label", "probabilities": "probabilities"},
+        },
+    )
+    (model_dir / "model.json").write_text(json.dumps(card.raw))
     (model_dir / "eval.json").write_text(json.dumps({"rows": [[1.0, 2.0]]}))
     server = bench_run._v2_server(model_dir, "python")
     as_json, as_binary = (bench_run.body_described(form) for form in server.forms)

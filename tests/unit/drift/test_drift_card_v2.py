@@ -3,22 +3,32 @@ it, the nullable numeric's missing bin, strings and nulls read from files, and r
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
+from model_service.contract.card import FeatureProfile
 from pipeline.artifacts import ModelDir
 from pipeline.config import load_config
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import card_features, card_inputs, card_task
 from pipeline.ml.onnx_model import predicted_scores
 from pipeline.ml.profile import profile_counts
-from pipeline.stages.drift import SCORE, Check, compare, file_sample, read_rows
+from pipeline.stage import Check
+from pipeline.stages.drift import SCORE, compare, file_sample, read_rows
 from tests._card_v2 import EVAL_ROWS, REFERENCE_FEATURES, predicted, write_export
 
 REPO = Path(__file__).parents[3]
-AGE, N, CITY = REFERENCE_FEATURES
+AGE, N, CITY = (
+    FeatureProfile(
+        p["name"],
+        p["kind"],
+        tuple(p["frequencies"]),
+        tuple(p.get("edges", ())),
+        tuple(p.get("categories", ())),
+    )
+    for p in cast("list[dict[str, Any]]", REFERENCE_FEATURES)
+)
 
 
 def _config() -> Any:
@@ -43,7 +53,7 @@ def _reference_like(count: int, seed: int) -> list[list[Any]]:
 
 
 def _by(checks: list[Check]) -> dict[tuple[str, str], Check]:
-    return {(c.feature, c.statistic): c for c in checks}
+    return {(c.scope, c.metric): c for c in checks}
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +76,16 @@ def test_nullable_numeric_counts_missing_values_in_the_extra_bin() -> None:
     assert profile_counts(N, [1, 6, 6]).tolist() == [1, 2]
 
 
-def test_the_card_reader_reads_task_features_and_one_input_per_column(binary: ModelDir) -> None:
+def test_the_card_reads_task_features_and_one_input_per_column(binary: ModelDir) -> None:
     card = binary.read_card()
-    assert card_task(card) == "binary"
-    assert [(f.name, f.type, f.nullable) for f in card_features(card)] == [
+    assert card.task == "binary"
+    assert [(f.name, f.type, f.nullable) for f in card.features] == [
         ("age", "float", True),
         ("n", "int", False),
         ("city", "string", True),
     ]
-    assert card_features(card)[2].categories == ("Lyon", "Paris")
-    assert [(i.name, i.v2_datatype, i.features) for i in card_inputs(card)] == [
+    assert card.features[2].categories == ("Lyon", "Paris")
+    assert [(i.name, i.v2_datatype, i.features) for i in card.inputs] == [
         ("age", "FP32", ("age",)),
         ("n", "FP32", ("n",)),
         ("city", "BYTES", ("city",)),
@@ -91,7 +101,7 @@ def test_scores_of_rows_with_strings_and_nulls_are_the_models(binary: ModelDir, 
 def test_files_keep_strings_and_nulls_and_refuse_what_the_card_does_not_accept(
     tmp_path: Path, binary: ModelDir
 ) -> None:
-    features = card_features(binary.read_card())
+    features = binary.read_card().features
     csv_file = tmp_path / "rows.csv"
     csv_file.write_text("id,city,n,age\n1,Paris,3,\n2,,4,41.5\n")
     assert read_rows(csv_file, features) == [[None, 3.0, "Paris"], [41.5, 4.0, None]]
@@ -111,7 +121,7 @@ def test_a_sample_like_the_reference_flags_nothing(tmp_path: Path, binary: Model
     card = binary.read_card()
     sample = file_sample(_jsonl(tmp_path / "same.jsonl", _reference_like(2000, seed=1)), card, binary)
     checks = _by(compare(_config(), card, sample, None))
-    assert {c.verdict for key, c in checks.items() if key[0] != SCORE and key[1] != "chi2"} == {"PASS"}
+    assert {c.result for key, c in checks.items() if key[0] != SCORE and key[1] != "chi2"} == {"pass"}
     assert set(checks) >= {
         ("city", "psi"),
         ("city", "chi2"),
@@ -121,8 +131,8 @@ def test_a_sample_like_the_reference_flags_nothing(tmp_path: Path, binary: Model
     }
     assert ("city", "ks_binned") not in checks  # KS has no meaning over categories
     chi2 = checks["city", "chi2"]
-    assert chi2.verdict == "INFO" and chi2.detail.startswith("p ") and chi2.detail.endswith("dof 2")
-    assert float(chi2.detail.split()[1].rstrip(",")) > 0.001
+    assert chi2.result == "info" and chi2.note.startswith("p ") and chi2.note.endswith("dof 2")
+    assert float(chi2.note.split()[1].rstrip(",")) > 0.001
 
 
 def test_a_category_mix_shift_and_a_surge_of_missing_values_are_flagged(
@@ -136,12 +146,12 @@ def test_a_category_mix_shift_and_a_surge_of_missing_values_are_flagged(
     checks = _by(
         compare(_config(), card, file_sample(_jsonl(tmp_path / "shift.jsonl", rows), card, binary), None)
     )
-    assert checks["city", "psi"].verdict == "FAIL"
-    assert checks["city", "chi2"].value > 500 and checks["city", "chi2"].detail.startswith("p 0")
-    assert checks["age", "psi"].verdict == "FAIL"
+    assert checks["city", "psi"].result == "fail"
+    assert (checks["city", "chi2"].value or 0) > 500 and checks["city", "chi2"].note.startswith("p 0")
+    assert checks["age", "psi"].result == "fail"
     # The value distribution of the ages that are present did not move: KS is not fooled by the missing bin.
-    assert checks["age", "ks_binned"].verdict == "PASS"
-    assert checks["n", "psi"].verdict == "PASS"
+    assert checks["age", "ks_binned"].result == "pass"
+    assert checks["n", "psi"].result == "pass"
 
 
 def test_regression_scores_are_predicted_values_in_the_reference_quantile_bins(
@@ -161,7 +171,7 @@ def test_regression_scores_are_predicted_values_in_the_reference_quantile_bins(
     after = _by(
         compare(_config(), card, file_sample(_jsonl(tmp_path / "up.jsonl", shifted), card, regression), None)
     )
-    assert after[SCORE, "psi"].verdict == "FAIL" and after[SCORE, "psi"].value > before
+    assert after[SCORE, "psi"].result == "fail" and (after[SCORE, "psi"].value or 0) > (before or 0)
 
 
 def test_the_drift_stage_on_a_card_v2_export_writes_its_report_and_chart(
@@ -184,9 +194,9 @@ def test_the_drift_stage_on_a_card_v2_export_writes_its_report_and_chart(
     )
     assert shifted.status == "fail" and "city" in shifted.flagged
     report = json.loads((shifted.report_dir / "drift.json").read_text())
-    assert {(c["feature"], c["statistic"], c["verdict"]) for c in report["checks"]} >= {
-        ("city", "psi", "FAIL"),
-        ("city", "chi2", "INFO"),
+    assert {(c["scope"], c["metric"], c["result"]) for c in report["checks"]} >= {
+        ("city", "psi", "fail"),
+        ("city", "chi2", "info"),
     }
     assert (shifted.report_dir / "drift.png").is_file()
     # No --input: the model's own evaluation rows (strings and nulls) go through the same path.

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
-from model_service.card import load_card
 from model_service.drift import DriftCounters, InputSampler
 from model_service.monitoring import psi, scores
+from model_service.runtime import load_card
 from model_service.settings import ServiceSettings, parse_sensitive
 from pipeline.ml.profile import SCORE_EDGES, bin_counts, shares
 from pipeline.stages.export import predict_onnx
@@ -75,7 +75,7 @@ def load_rows() -> Any:
 
 def test_drift_window_keeps_only_recent_rows(model_dir: Path, card: dict[str, Any]) -> None:
     features = [f["name"] for f in card["features"]]
-    counters = DriftCounters(card["reference"], load_card(model_dir), 100, CollectorRegistry())
+    counters = DriftCounters(load_card(model_dir), 100, CollectorRegistry())
     rows = np.zeros((1, len(features)), dtype=np.float32)
     probabilities = np.asarray([[0.9, 0.1]], dtype=np.float32)
     for _ in range(500):

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_service.contract.card import parse_card
 from model_service.monitoring import scores
 from pipeline.config import ConfigError, load_config
 from pipeline.deploy.argo_analysis import analysis_metrics, drift_rules
@@ -29,11 +30,11 @@ def _sample(rows: np.ndarray, card: dict[str, Any], model_dir: Path) -> Sample:
 
 
 def _columns(card: dict[str, Any], train_rows: np.ndarray) -> dict[str, np.ndarray]:
-    return training_columns([f["name"] for f in card["features"]], train_rows, card)
+    return training_columns([f["name"] for f in card["features"]], train_rows, parse_card(card))
 
 
 def _flagged_features(checks: list[Any]) -> list[str]:
-    return sorted({c.feature for c in checks if c.verdict == "FAIL" and c.feature != SCORE})
+    return sorted({c.scope for c in checks if c.failed and c.scope != SCORE})
 
 
 def test_drift_rows_from_the_reference_distribution_show_no_drift(
@@ -43,10 +44,10 @@ def test_drift_rows_from_the_reference_distribution_show_no_drift(
 ) -> None:
     rng = np.random.default_rng(11)
     rows = train_rows[rng.integers(0, len(train_rows), 1000)]
-    checks = compare(_config(), card, _sample(rows, card, model_dir), _columns(card, train_rows))
+    checks = compare(_config(), parse_card(card), _sample(rows, card, model_dir), _columns(card, train_rows))
     assert _flagged_features(checks) == []
-    assert {c.statistic for c in checks} == {"psi", "ks"}
-    assert next(c for c in checks if c.feature == SCORE).verdict != "FAIL"
+    assert {c.metric for c in checks} == {"psi", "ks"}
+    assert not next(c for c in checks if c.scope == SCORE).failed
 
 
 def test_drift_one_shifted_feature_is_flagged_and_only_it(
@@ -58,11 +59,11 @@ def test_drift_one_shifted_feature_is_flagged_and_only_it(
     rows = train_rows[rng.integers(0, len(train_rows), 1000)].copy()
     j = 7  # mean concave points
     rows[:, j] += 1.5 * rows[:, j].std()
-    checks = compare(_config(), card, _sample(rows, card, model_dir), _columns(card, train_rows))
+    checks = compare(_config(), parse_card(card), _sample(rows, card, model_dir), _columns(card, train_rows))
     name = card["features"][j]["name"]
     assert _flagged_features(checks) == [name]
-    by_stat = {c.statistic: c for c in checks if c.feature == name}
-    assert by_stat["psi"].verdict == "FAIL" and by_stat["ks"].verdict == "FAIL"
+    by_stat = {c.metric: c for c in checks if c.scope == name}
+    assert by_stat["psi"].failed and by_stat["ks"].failed
 
 
 def test_drift_per_feature_bounds_override_the_defaults(
@@ -77,7 +78,9 @@ def test_drift_per_feature_bounds_override_the_defaults(
         f'drift.features={{"{name}": {{psi: {{warn: 50, fail: 100}}, ks: {{warn: 0.99, fail: 1}}}}}}'
     )
     assert (
-        _flagged_features(compare(config, card, _sample(rows, card, model_dir), _columns(card, train_rows)))
+        _flagged_features(
+            compare(config, parse_card(card), _sample(rows, card, model_dir), _columns(card, train_rows))
+        )
         == []
     )
 
@@ -101,15 +104,9 @@ def test_drift_prediction_shift_names_the_statistic_and_bound() -> None:
     assert judge(analysis, same, stable).passed
     verdict = judge(analysis, inverted, stable)
     assert not verdict.passed
-    assert any(
-        r.startswith("prediction shift: canary positive_rate_delta vs stable 0.3 > max 0.2")
-        for r in verdict.reasons
-    )
+    assert any(r.startswith("canary positive_rate_delta vs stable 0.3 > max 0.2") for r in verdict.reasons)
     spread = _window({str(b): 10 for b in range(10)}, {"0": 50, "1": 50})
-    assert any(
-        r.startswith("prediction shift: canary score_psi vs stable")
-        for r in judge(analysis, stable, spread).reasons
-    )
+    assert any(r.startswith("canary score_psi vs stable") for r in judge(analysis, stable, spread).reasons)
     assert prediction_shift("positive_rate_delta", inverted, stable) == pytest.approx(0.3)
     no_stable = judge(analysis, inverted, None)
     assert no_stable.result == "inconclusive"  # retried within the step, then failed

@@ -92,7 +92,9 @@ def test_the_context_holds_the_service_lock_model_and_wheels_only(tmp_path: Path
     assert "model/model.onnx" in files
     assert "model/train.json" not in files
     assert "wheels/x-1-py3-none-any.whl" in files
-    assert "model_service/requirements.lock" in files
+    assert "requirements.lock" in files
+    assert "model_service/contract/card.py" in files  # subpackages too
+    assert all(f.endswith(".py") for f in files if f.startswith("model_service/"))
     assert not any(f.startswith("pipeline") for f in files)
     assert (context / "model" / "model.json").stat().st_mode & 0o044 == 0o044
 

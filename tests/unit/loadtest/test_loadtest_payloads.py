@@ -14,7 +14,7 @@ from pipeline.adapters.locust import LOCUSTFILE, locust_profile
 from pipeline.artifacts import ModelDir
 from pipeline.config import load_config
 from pipeline.errors import StageError
-from pipeline.ml.card_reader import card_features, card_inputs, onnx_feeds
+from pipeline.ml.onnx_model import onnx_feeds
 from tests._card_v2 import EVAL_ROWS, write_export
 
 REPO = Path(__file__).parents[3]
@@ -70,8 +70,7 @@ def test_payloads_carry_strings_and_nulls_on_every_route(tmp_path: Path) -> None
         {"name": "city", "shape": [3, 1], "datatype": "BYTES", "data": ["Paris", "Paris", None]},
     ]
     # Each tensor is what the card's input of that name takes, row by row.
-    card = model.read_card()
-    feeds = onnx_feeds(card_inputs(card), [f.name for f in card_features(card)], ROWS)
+    feeds = onnx_feeds(model.read_card(), ROWS)
     assert {t["name"]: list(t["shape"]) for t in body["inputs"]} == {
         n: list(a.shape) for n, a in feeds.items()
     }

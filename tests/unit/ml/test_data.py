@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model_service.contract.card import Feature
 from pipeline.config import ConfigError, DataSpec, Task
-from pipeline.ml.columns import Column
 from pipeline.ml.data import load_dataset
 
 MIXED_CSV = """age,visits,member,city,score,label
@@ -32,12 +32,13 @@ def test_a_mixed_csv_gets_one_type_per_column_and_missing_strings_become_empty(t
     data = load_dataset(spec("mixed.csv", "label"), tmp_path)
     assert data.task == "binary"  # two string labels
     by_name = {c.name: c for c in data.columns}
-    assert by_name["age"] == Column("age", "float", nullable=True)  # an int column with a gap reads as float
-    assert by_name["visits"] == Column("visits", "int", nullable=False)
-    assert by_name["member"] == Column("member", "bool", nullable=False)
-    assert by_name["score"] == Column("score", "float", nullable=False)
+    assert by_name["age"] == Feature("age", "float", nullable=True)  # an int column with a gap reads as float
+    assert by_name["visits"] == Feature("visits", "int", nullable=False)
+    assert by_name["member"] == Feature("member", "bool", nullable=False)
+    assert by_name["score"] == Feature("score", "float", nullable=False)
     city = by_name["city"]
     assert (city.type, city.nullable) == ("string", True)
+    assert city.categories is not None
     assert set(city.categories) <= {"Lille", "Lyon", "Paris"}
     assert list(city.categories) == sorted(city.categories)
     assert "" not in city.categories  # missing is not a category
@@ -115,7 +116,7 @@ def test_the_bundled_diabetes_set_is_a_regression_and_breast_cancer_keeps_its_sp
     diabetes = load_dataset(DataSpec(dataset="diabetes"), tmp_path)
     assert diabetes.task == "regression"
     assert len(diabetes.columns) == 10
-    assert all(c == Column(c.name, "float", nullable=False) for c in diabetes.columns)
+    assert all(c == Feature(c.name, "float", nullable=False) for c in diabetes.columns)
     cancer = load_dataset(DataSpec(), tmp_path)
     assert cancer.task == "binary"
     assert cancer.x_train.shape == (426, 30)

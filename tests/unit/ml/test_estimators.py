@@ -15,6 +15,7 @@ from pipeline.ml.data import Dataset, load_dataset
 from pipeline.ml.estimators import fit, fitted_input, has_column_transformer, load_trainer
 from pipeline.ml.onnx_model import convert, input_layout, predict
 from pipeline.stages.export import unknown_categories
+from tests._card_v2 import card_of
 
 ROWS = 120
 
@@ -48,12 +49,11 @@ def test_a_built_in_family_on_mixed_data_exports_one_input_per_column_with_parit
     ]
     final = fitted.estimator.steps[-1][1]
     (tmp_path / "m.onnx").write_bytes(convert(fitted.estimator, inputs, classifier=final, opset=17))
-    card = {
-        "card_version": 2,
-        "task": "binary",
-        "features": [c.to_json() for c in data.columns],
-        "onnx": {"inputs": inputs, "outputs": {"label": "label", "probabilities": "probabilities"}},
-    }
+    card = card_of(
+        "binary",
+        data.columns,
+        {"inputs": inputs, "outputs": {"label": "label", "probabilities": "probabilities"}},
+    )
     rows = data.test_rows()
     assert any(row[0] is None for row in rows) or any(row[1] is None for row in rows)
     onnx = predict(tmp_path / "m.onnx", card, rows).probabilities

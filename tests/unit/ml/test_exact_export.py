@@ -23,14 +23,15 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier, XGBRegressor
 
+from model_service.contract.card import Feature, Parity
 from pipeline.config import DataSpec, load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.ml.columns import Column
 from pipeline.ml.data import Dataset, load_dataset
 from pipeline.ml.onnx_converters import nan_imputers_on_strings
 from pipeline.ml.onnx_model import convert, predict, to_onnx
-from pipeline.stages.export import Parity, _check_parity
+from pipeline.stages.export import _check_parity, parity_checks
+from tests._card_v2 import card_of
 
 REPO = Path(__file__).parents[3]
 PARITY_BOUND = 1e-4
@@ -104,12 +105,11 @@ def max_probability_diff(
 ) -> float:
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(convert(estimator, inputs, classifier=estimator.steps[-1][1], opset=17))
-    card = {
-        "card_version": 2,
-        "task": "binary",
-        "features": [c.to_json() for c in data.columns],
-        "onnx": {"inputs": inputs, "outputs": {"label": "label", "probabilities": "probabilities"}},
-    }
+    card = card_of(
+        "binary",
+        data.columns,
+        {"inputs": inputs, "outputs": {"label": "label", "probabilities": "probabilities"}},
+    )
     served = predict(onnx_path, card, data.test_rows()).probabilities
     assert served is not None
     return float(np.max(np.abs(served - estimator.predict_proba(data.test))))
@@ -188,12 +188,7 @@ def test_a_numeric_pipeline_scaling_before_a_forest_takes_one_float64_matrix(tmp
         onnx_path.write_bytes(
             convert(estimator, card_onnx["inputs"], classifier=estimator.steps[-1][1], opset=17)
         )
-        card = {
-            "card_version": 2,
-            "task": "binary",
-            "features": [c.to_json() for c in columns],
-            "onnx": card_onnx,
-        }
+        card = card_of("binary", columns, card_onnx)
         rows = [row[:2] for row in data.test_rows()]
         served = predict(onnx_path, card, rows).probabilities
         assert served is not None
@@ -216,11 +211,12 @@ def test_a_numeric_pipeline_scaling_before_a_forest_takes_one_float64_matrix(tmp
 )
 def test_a_parity_failure_names_the_components_and_the_remedy(parts: list[str], cause: str) -> None:
     config = load_config("dev", REPO / "environments")
+    parity = Parity(rows=375, label_agreement=1.0, max_abs_diff=0.022)
     with pytest.raises(StageError) as failed:
-        _check_parity(config, Parity(375, 1.0, 0.022), Reporter(io.StringIO()), parts)
+        _check_parity(parity, parity_checks(config, parity), Reporter(io.StringIO()), parts)
     message = str(failed.value)
     assert f"The served model would not answer as the fitted {' + '.join(parts)}: {cause}" in message
-    assert "max abs diff 0.022 (max 0.0001)" in message
+    assert "on 375 evaluation rows: max abs probability diff 0.022 > max 0.0001;" in message
 
 
 def test_imputers_and_encoders_alone_keep_float32_numbers(tmp_path: Path) -> None:
@@ -253,12 +249,7 @@ def test_a_tree_regressor_behind_the_same_preprocessing_predicts_as_fitted(
     onnx_bytes, card_onnx = to_onnx(estimator, data.columns, task="regression", opset=17, origin="t")
     assert {i["dtype"] for i in card_onnx["inputs"]} == {"float64", "string"}
     (tmp_path / "m.onnx").write_bytes(onnx_bytes)
-    card = {
-        "card_version": 2,
-        "task": "regression",
-        "features": [c.to_json() for c in data.columns],
-        "onnx": card_onnx,
-    }
+    card = card_of("regression", data.columns, card_onnx)
     served = predict(tmp_path / "m.onnx", card, data.test_rows()).values
     assert served is not None
     expected = estimator.predict(data.test)
@@ -284,12 +275,7 @@ def test_a_numeric_imputer_with_a_marker_value_fills_as_fitted_and_an_indicator_
     onnx_path.write_bytes(
         convert(estimator, card_onnx["inputs"], classifier=estimator.steps[-1][1], opset=17)
     )
-    card = {
-        "card_version": 2,
-        "task": "binary",
-        "features": [c.to_json() for c in data.columns],
-        "onnx": card_onnx,
-    }
+    card = card_of("binary", data.columns, card_onnx)
     served = predict(onnx_path, card, rows).probabilities
     assert served is not None
     expected = estimator.predict_proba(data.test.fillna({"age": -1.0, "income": -1.0}))
@@ -313,15 +299,9 @@ def test_lightgbm_behind_a_scaler_decides_on_float64_values_with_float64_thresho
         StandardScaler(with_mean=False),
         LGBMClassifier(n_estimators=30, n_jobs=1, verbose=-1, min_child_samples=5),
     ).fit(frame, labels)
-    columns = [Column("x", "float", nullable=False), Column("noise", "float", nullable=False)]
+    columns = [Feature("x", "float"), Feature("noise", "float")]
     _, card_onnx = to_onnx(estimator, columns, task="binary", opset=17, origin="t")
     assert card_onnx["inputs"] == [{"name": "input", "dtype": "float64", "features": ["x", "noise"]}]
-    card = {
-        "card_version": 2,
-        "task": "binary",
-        "features": [c.to_json() for c in columns],
-        "onnx": card_onnx,
-    }
     rows = frame.to_numpy().tolist()
     expected = estimator.predict_proba(frame)
     for dtype, within_bound in (("float64", True), ("float32", False)):
@@ -330,7 +310,7 @@ def test_lightgbm_behind_a_scaler_decides_on_float64_values_with_float64_thresho
             convert(estimator, inputs, classifier=estimator.steps[-1][1], opset=17)
         )
         served = predict(
-            tmp_path / "m.onnx", {**card, "onnx": {**card_onnx, "inputs": inputs}}, rows
+            tmp_path / "m.onnx", card_of("binary", columns, {**card_onnx, "inputs": inputs}), rows
         ).probabilities
         assert served is not None
         assert (float(np.max(np.abs(served - expected))) <= PARITY_BOUND) is within_bound, dtype

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model_service.contract.card import Feature
 from model_service.monitoring import category_index
-from pipeline.ml.columns import Column
 from pipeline.ml.profile import card_reference
 from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
 
@@ -26,8 +26,8 @@ def test_profile_v2_bins_categories_and_missing_values() -> None:
         }
     )
     columns = [
-        Column("age", "float", nullable=True),
-        Column("city", "string", nullable=True, categories=("Lyon", "Paris")),
+        Feature("age", "float", nullable=True),
+        Feature("city", "string", nullable=True, categories=("Lyon", "Paris")),
     ]
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.45, 0.55]])
     profile = card_reference(
@@ -53,7 +53,7 @@ def test_a_regression_profile_bins_predicted_values_on_quantiles_and_has_no_clas
     train = pd.DataFrame({"x": np.arange(50.0)})
     values = np.linspace(100, 300, 40)
     profile = card_reference(
-        [Column("x", "float", nullable=False)],
+        [Feature("x", "float", nullable=False)],
         train,
         eval_rows=40,
         eval_probabilities=None,
@@ -86,7 +86,7 @@ def test_each_task_produces_its_own_metrics() -> None:
 def test_a_boolean_feature_gets_a_false_bin_and_a_true_bin() -> None:
     train = pd.DataFrame({"flag": [True, False, True, True]})
     profile = card_reference(
-        [Column("flag", "bool", nullable=False)],
+        [Feature("flag", "bool", nullable=False)],
         train,
         eval_rows=1,
         eval_probabilities=np.array([[0.3, 0.7]]),

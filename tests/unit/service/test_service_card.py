@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from model_service.card import load_card
 from model_service.errors import StartupError
-from model_service.runtime import OnnxModel
+from model_service.runtime import OnnxModel, load_card
 
 
 def copy(model_dir: Path, tmp_path: Path, **card_changes: Any) -> Path:
@@ -42,7 +41,7 @@ def test_malformed(model_dir: Path, tmp_path: Path, card: dict[str, Any]) -> Non
     with pytest.raises(StartupError, match=r"model.json: classes: "):
         load_card(tmp_path)
     copy(model_dir, tmp_path, onnx={**card["onnx"], "sha256": "abc"})
-    with pytest.raises(StartupError, match=r"onnx.sha256: String should match pattern"):
+    with pytest.raises(StartupError, match=r"onnx.sha256: expected 64 lowercase hex digits"):
         load_card(tmp_path)
     copy(model_dir, tmp_path, onnx={**card["onnx"], "file": "../model.onnx"})
     with pytest.raises(StartupError, match=r"onnx.file: expected a file name inside"):
@@ -81,7 +80,10 @@ def _v2(mixed_model_dir: Path, tmp_path: Path, change: Any) -> Path:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c["features"][1].update(type="integer"), r"features\.1\.type: Input should be 'float'"),
+        (
+            lambda c: c["features"][1].update(type="integer"),
+            r"features\[1\] \('rooms'\)\.type: expected one of 'float', 'int', 'bool', 'string'; got \"integer\"",
+        ),
         (
             lambda c: c["features"][0].update(categories=["a"]),
             r"features\[0\] \('age'\)\.categories: only string",
@@ -92,7 +94,7 @@ def _v2(mixed_model_dir: Path, tmp_path: Path, change: Any) -> Path:
         ),
         (
             lambda c: c["features"][3].update(unknown_category="drop"),
-            r"unknown_category: Input should be 'ignore'",
+            r"\('city'\)\.unknown_category: expected one of 'ignore', 'error'; got \"drop\"",
         ),
         (
             lambda c: c["onnx"]["inputs"][1].update(dtype="float64", features=["rooms", "age"]),
@@ -115,7 +117,7 @@ def _v2(mixed_model_dir: Path, tmp_path: Path, change: Any) -> Path:
         (lambda c: c.update(classes=[0, 1, 2]), r"classes: a binary model lists exactly 2 classes"),
         (
             lambda c: c["onnx"].update(outputs={"label": "label"}),
-            r"onnx\.outputs\.probabilities: Field required",
+            r"onnx\.outputs\.probabilities: expected a non-empty string, got nothing \(the key is missing\)",
         ),
         (lambda c: c.update(card_version=3), r"card_version: expected 1 or 2, got 3"),
     ],

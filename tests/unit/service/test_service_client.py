@@ -26,11 +26,16 @@ from model_service.client import (
 CARD = {
     "card_version": 1,
     "name": "m",
+    "version": "1",
     "features": [{"name": "a", "dtype": "float32"}, {"name": "b", "dtype": "float32"}],
     "onnx": {
+        "file": "model.onnx",
+        "sha256": "0" * 64,
+        "opset": 17,
         "input": {"name": "input", "dtype": "float32"},
         "outputs": {"label": "label", "probabilities": "p"},
     },
+    "classes": [0, 1],
 }
 
 

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from model_service.client import CardSchema, ClientError, Retry, Row, RowError, _Core
+from model_service.client import ClientError, Retry, Row, RowError, _Core
 from model_service.v2_binary import read_request
 
 # The inputs are not in feature order and one input holds two features (a nullable float and a bool),
@@ -115,10 +115,14 @@ def test_a_bad_value_is_a_row_error_naming_row_and_feature(feature: str, value: 
 
 
 def test_a_card_the_client_cannot_read_is_a_client_error() -> None:
-    with pytest.raises(ClientError, match=r"card_version 3; this client reads versions 1 and 2"):
-        CardSchema.of({**CARD, "card_version": 3})
-    with pytest.raises(ClientError, match=r"model card \(version 2\): missing or malformed 'inputs'"):
-        CardSchema.of({**CARD, "onnx": {"outputs": CARD["onnx"]["outputs"]}})
+    with pytest.raises(
+        ClientError, match=r"card_version: expected 1 or 2, got 3; this client reads card versions"
+    ):
+        _ = core({**CARD, "card_version": 3}).model_card
+    with pytest.raises(
+        ClientError, match=r"model card \(GET /v1/model\): onnx\.file: expected a non-empty string"
+    ):
+        _ = core({**CARD, "onnx": {"outputs": CARD["onnx"]["outputs"]}}).model_card  # no file, no inputs
 
 
 def tensors_by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -190,6 +194,9 @@ REGRESSION: dict[str, Any] = {
     "version": "2",
     "task": "regression",
     "onnx": {
+        "file": "model.onnx",
+        "sha256": "0" * 64,
+        "opset": 17,
         "inputs": [{"name": "input", "dtype": "float32", "features": ["x", "y"]}],
         "outputs": {"value": "variable"},
     },

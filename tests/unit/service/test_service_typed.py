@@ -13,8 +13,8 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from model_service.card import load_card
 from model_service.drift import InputSampler
+from model_service.runtime import load_card
 from model_service.v2_binary import encode
 from tests._metrics import worker_metrics
 
