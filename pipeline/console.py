@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from pipeline.errors import StageSkipped
+from pipeline.stage import CHECK_COLUMNS, Check, StageResult
 
 
 class Reporter:
@@ -44,6 +45,15 @@ class Reporter:
             raise
         finally:
             self.line(f"<== {name} [{env}] {status} in {time.perf_counter() - started:.1f}s")
+
+    def checks(self, checks: Sequence[Check]) -> None:
+        """Checks in the columns the report shows them in."""
+        self.table(CHECK_COLUMNS, [check.row() for check in checks])
+
+    def verdict(self, stage: str, result: StageResult) -> None:
+        """A stage's checks and its result line, e.g. `gate PASS 7/7 checks`."""
+        self.checks(result.checks)
+        self.note(f"{stage} {result.result_line}")
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         cells = [[str(c) for c in headers], *[[_cell(c) for c in row] for row in rows]]

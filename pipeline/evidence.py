@@ -11,18 +11,24 @@ import base64
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model_service.contract.card import ModelCard
 from pipeline.adapters import registry
+from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
+from pipeline.release import quarantine
+from pipeline.stage import CHECK_COLUMNS, Check
 from pipeline.workspace import Workspace, read_json, write_bytes
 
 LATEST = "latest"
+STAGE_COLUMNS = ("stage", "status", "seconds", "key figure")
+"""The columns of the run's summary, in the terminal and in the report."""
 
 
 @dataclass(frozen=True)
@@ -34,21 +40,45 @@ class StageRecord:
     figure: str = ""
     """The stage's headline (or the reason it was skipped or failed)."""
     artifacts: dict[str, str] = field(default_factory=dict)
-    """What the stage wrote, by name (its result's artifacts): the report reads these files."""
+    """What the stage wrote, by name (its result's artifacts): the report links them, charts embedded."""
+    checks: list[Check] = field(default_factory=list)
+    """The stage's checks (its result's): the report's table of the stage."""
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> StageRecord:
+        """A record as evidence.json holds it."""
+        checks = [Check(**check) for check in record.get("checks", [])]
+        return cls(**{**record, "checks": checks})
+
+    def row(self) -> tuple[str, ...]:
+        """The stage's row under STAGE_COLUMNS."""
+        return (self.name, self.status.upper(), f"{self.seconds:.1f}", self.figure)
+
+
+def _artifact_path(records: Sequence[StageRecord], stage: str, name: str) -> Path | None:
+    """The file `name` that `stage` wrote in this run (or reused), None when it wrote none."""
+    for record in records:
+        path = record.artifacts.get(name) if record.name == stage else None
+        if path is not None and Path(path).is_file():
+            return Path(path)
+    return None
 
 
 def _artifact(records: Sequence[StageRecord], stage: str, name: str) -> Any:
     """The JSON record `name` that `stage` wrote in this run (or reused), None when it wrote none."""
-    for record in records:
-        path = record.artifacts.get(name) if record.name == stage else None
-        if path is not None and Path(path).is_file():
-            return read_json(Path(path))
-    return None
+    path = _artifact_path(records, stage, name)
+    return None if path is None else read_json(path)
+
+
+def _exported_card(records: Sequence[StageRecord]) -> ModelCard | None:
+    """The card export wrote (or reused) in this run, None when it wrote none."""
+    path = _artifact_path(records, "export", "card")
+    return None if path is None else ModelDir(path.parent).read_card()
 
 
 def collect(config: Config, workspace: Workspace, records: Sequence[StageRecord]) -> dict[str, Any]:
     """Everything the report shows, from the files the stages' results name (never recomputed here)."""
-    card = _artifact(records, "export", "card")
+    card = _exported_card(records)
     registration = _artifact(records, "register", "registration")
     image = _artifact(records, "image", "record") or {}
     return {
@@ -58,19 +88,14 @@ def collect(config: Config, workspace: Workspace, records: Sequence[StageRecord]
         "stages": [asdict(record) for record in records],
         "lineage": {
             "git_sha": workspace.git_sha(),
-            "data_sha256": card["lineage"]["data_sha256"] if card else None,
+            "data_sha256": card.lineage.data_sha256 if card and card.lineage else None,
             "model": config.model.name,
             "model_version": registration["model_version"] if registration else None,
-            "artifact_version": card["version"] if card else None,
-            "onnx_sha256": card["onnx"]["sha256"] if card else None,
+            "artifact_version": card.version if card else None,
+            "onnx_sha256": card.sha256 if card else None,
             "image_digest": image.get("digest"),
             "image_id": image.get("image_id"),
         },
-        "parity": card["parity"] if card else None,
-        "parity_bounds": config.export.parity.model_dump(),
-        "gate": _artifact(records, "gate", "gate"),
-        "loadtest": _artifact(records, "loadtest", "gate"),
-        "rollout": _artifact(records, "rollout", "timeline"),
     }
 
 
@@ -103,7 +128,7 @@ def _css(cell: Any) -> str:
         return "ok"
     if text in {"FAIL", "FAILED", "ABORTED"}:
         return "bad"
-    return "warn" if text in {"SKIPPED", "WARN", "NOT RUN"} else ""
+    return "warn" if text in {"SKIPPED", "WARN", "NOT RUN", "INCONCLUSIVE"} else ""
 
 
 def _image(path: Path, alt: str) -> str:
@@ -113,124 +138,44 @@ def _image(path: Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
-def sections(evidence: dict[str, Any], run_dir: Path) -> list[tuple[str, str, str]]:
-    """(title, html, markdown) per section, in reading order."""
-    out: list[tuple[str, str, str]] = []
-    stages = evidence["stages"]
-    out.append(
-        (
-            "Stages",
-            *_table(
-                ["stage", "status", "seconds", "key figure"],
-                [(s["name"], s["status"], round(s["seconds"], 1), s["figure"]) for s in stages],
-            ),
-        )
+def stage_section(record: StageRecord, run_dir: Path) -> tuple[str, str, str] | None:
+    """Any stage's section: its key figure, its checks, its charts, then links to the other files it
+    wrote; None for a stage with neither checks nor charts (the Stages table says all there is)."""
+    charts = [(name, Path(path)) for name, path in record.artifacts.items() if path.endswith(".png")]
+    if not record.checks and not charts:
+        return None
+    files = [(name, os.path.relpath(path, run_dir)) for name, path in record.artifacts.items()]
+    files = [(name, target) for name, target in files if not target.endswith(".png")]
+    table_html, table_md = (
+        _table(CHECK_COLUMNS, [c.row() for c in record.checks]) if record.checks else ("", "")
     )
-    lineage = evidence["lineage"]
-    out.append(("Lineage", *_table(["what", "value"], list(lineage.items()))))
+    page = [f"<p>{html.escape(record.figure)}</p>", table_html]
+    page += [_image(path, f"{record.name}: {name}") for name, path in charts]
+    markdown = [record.figure, table_md]
+    markdown += [f"![{record.name} {name}]({os.path.relpath(path, run_dir)})" for name, path in charts]
+    if files:
+        links = ", ".join(
+            f"<a href='{html.escape(target)}'>{html.escape(name)}</a>" for name, target in files
+        )
+        page.append(f"<p class='muted'>files: {links}</p>")
+        markdown.append("files: " + ", ".join(f"[{name}]({target})" for name, target in files))
+    return (
+        f"{record.name}: {record.status.upper()}",
+        "".join(page),
+        "\n\n".join(part for part in markdown if part),
+    )
 
-    gate = evidence["gate"]
-    if gate:
-        champion = (
-            f"Compared with version {gate['champion_version']} serving {evidence['environment']}."
-            if gate["champion_version"]
-            else "First deploy: no version serves this environment, so only the absolute thresholds applied."
-        )
-        rows = [
-            (
-                c["metric"],
-                c["kind"],
-                c["value"],
-                c["comparator"],
-                c["bound"],
-                "PASS" if c["passed"] else "FAIL",
-            )
-            for c in gate["checks"]
-        ]
-        table_html, table_md = _table(["metric", "check", "value", "comparator", "bound", "result"], rows)
-        metrics = [(m, v, (gate["champion"] or {}).get(m)) for m, v in gate["candidate"].items()]
-        cmp_html, cmp_md = _table(["metric", "candidate", "champion"], metrics)
-        out.append(
-            (
-                f"Metric gate: {gate['status'].upper()} ({gate['mode']})",
-                f"<p>{html.escape(champion)}</p>{table_html}{cmp_html}",
-                f"{champion}\n\n{table_md}\n\n{cmp_md}",
-            )
-        )
 
-    parity = evidence["parity"]
-    if parity:
-        bounds = evidence["parity_bounds"]
-        out.append(
-            (
-                "ONNX parity",
-                *_table(
-                    ["check", "value", "bound"],
-                    [
-                        ("rows", parity["rows"], None),
-                        ("label agreement", parity["label_agreement"], f">= {bounds['min_label_agreement']}"),
-                        ("max abs probability diff", parity["max_abs_diff"], f"<= {bounds['max_abs_diff']}"),
-                    ]
-                    if "label_agreement" in parity
-                    else [  # a regression: either difference within its bound passes (export.parity)
-                        ("rows", parity["rows"], None),
-                        ("max abs diff", parity["max_abs_diff"], f"<= {bounds['max_abs_diff']}"),
-                        (
-                            "max relative diff",
-                            parity["max_relative_diff"],
-                            f"<= {bounds['max_relative_diff']}",
-                        ),
-                    ],
-                ),
-            )
-        )
-
-    load = evidence["loadtest"]
-    if load:
-        load_rows: list[tuple[Any, ...]] = [
-            (
-                f"{c['scope']} {c['metric']}",
-                c["value"],
-                c["comparator"],
-                c["bound"],
-                "PASS" if c["passed"] else "FAIL",
-            )
-            for c in load["checks"]
-        ]
-        table_html, table_md = _table(["metric", "value", "comparator", "bound", "result"], load_rows)
-        chart = _image(run_dir / "loadtest" / "chart.png", "load test: latency percentiles and requests/s")
-        out.append(
-            (
-                f"Load test: {load['status'].upper()}",
-                table_html + chart,
-                table_md + "\n\n![load test](loadtest/chart.png)",
-            )
-        )
-
-    rollout = evidence["rollout"]
-    if rollout:
-        decisions = [
-            (e["at_s"], e["step"], e["action"], e["weight"], e["verdict"], e["detail"])
-            for e in rollout["events"]
-            if e["action"] != "analysis" or e["verdict"] != "PASS"  # failed and inconclusive windows
-        ]
-        table_html, table_md = _table(["t (s)", "step", "action", "weight %", "verdict", "detail"], decisions)
-        users = rollout.get("user_requests") or {}
-        summary = (
-            f"{rollout['strategy']}: {rollout['reason']}. Simulated users sent {users.get('requests', '-')} "
-            f"requests: {users.get('failures', '-')} failed answers, {users.get('proxy_resets', '-')} connections "
-            "dropped by the local splitter's config reloads (one per weight change)."
-        )
-        chart = _image(run_dir / "rollout" / "timeline.png", "rollout: weight, error ratio and p95 over time")
-        out.append(
-            (
-                f"Rollout rehearsal: {rollout['status'].upper()}",
-                f"<p>{html.escape(summary)}</p>{table_html}{chart}",
-                f"{summary}\n\n{table_md}\n\n![rollout](rollout/timeline.png)",
-            )
-        )
-
-    skipped = [(s["name"], s["figure"]) for s in stages if s["status"] in {"skipped", "not run"}]
+def sections(evidence: dict[str, Any], run_dir: Path) -> list[tuple[str, str, str]]:
+    """(title, html, markdown) per section, in reading order: the stages, the lineage, then each stage
+    that has checks or charts, all rendered alike."""
+    records = [StageRecord.from_json(stage) for stage in evidence["stages"]]
+    out = [
+        ("Stages", *_table(STAGE_COLUMNS, [record.row() for record in records])),
+        ("Lineage", *_table(["what", "value"], list(evidence["lineage"].items()))),
+    ]
+    out += [section for record in records if (section := stage_section(record, run_dir)) is not None]
+    skipped = [(r.name, r.figure) for r in records if r.status in {"skipped", "not run"}]
     if skipped:
         out.append(("Skipped stages", *_table(["stage", "reason"], skipped)))
     return out
@@ -327,6 +272,7 @@ def history(config: Config, workspace: Workspace, reporter: Reporter) -> list[di
                 "rollout": tags.get(f"rollout.{config.name}") or tags.get("rollout"),
                 "image": tags.get("image_digest") or tags.get("image"),
                 "git_sha": (tags.get("git_sha") or "")[:12],
+                "quarantine": quarantine.state(tags),
             }
         )
     if not rows:
@@ -335,7 +281,18 @@ def history(config: Config, workspace: Workspace, reporter: Reporter) -> list[di
     serving = registry.alias_version(mlflow, config.model.name, config.alias)
     reporter.note(f"{config.model.name} in {config.name}: now version {serving.version if serving else '-'}")
     reporter.table(
-        ["when", "action", "version", "previous", "gate", "loadtest", "rollout", "git sha", "image"],
+        [
+            "when",
+            "action",
+            "version",
+            "previous",
+            "gate",
+            "loadtest",
+            "rollout",
+            "git sha",
+            "image",
+            "quarantine",
+        ],
         [
             (
                 r["at"],
@@ -347,8 +304,11 @@ def history(config: Config, workspace: Workspace, reporter: Reporter) -> list[di
                 r["rollout"],
                 r["git_sha"],
                 r["image"],
+                r["quarantine"],
             )
             for r in rows
         ],
     )
+    for line in quarantine.history_lines(mlflow, config.model.name):
+        reporter.note(line)
     return rows

@@ -95,7 +95,8 @@ class Runner:
     ) -> None:
         artifacts = {key: str(path) for key, path in (result.artifacts if result else {}).items()}
         seconds = time.perf_counter() - started
-        self.records.append(evidence.StageRecord(name, status, seconds, figure, artifacts))
+        checks = list(result.checks) if result else []
+        self.records.append(evidence.StageRecord(name, status, seconds, figure, artifacts, checks))
 
     @property
     def model(self) -> ModelDir:
@@ -147,16 +148,21 @@ class Runner:
                 )
             return folder
         from pipeline.adapters import registry  # noqa: PLC0415  (MLflow is a slow import)
+        from pipeline.release.compatibility import same_requests  # noqa: PLC0415
 
-        previous = registry.previous_model_dir(self.config, self.workspace, model)
-        if previous is None:
-            self.reporter.note(f"no earlier version served {self.config.name}: serving without a fallback")
-            return None
-        folder, version = previous
+        for folder, version in registry.previous_model_dirs(self.config, self.workspace, model):
+            # A breaking release cannot fall back on a version that takes other requests: the next older.
+            problem = same_requests(model.read_card(), folder.read_card())
+            if problem is None:
+                self.reporter.note(
+                    f"fallback: version {version} ({folder.version}), which served {self.config.name} before"
+                )
+                return folder
+            self.reporter.warn(f"fallback: version {version} skipped: {problem} (a breaking release)")
         self.reporter.note(
-            f"fallback: version {version} ({folder.version}), which served {self.config.name} before"
+            f"no earlier version of these requests served {self.config.name}: serving without a fallback"
         )
-        return folder
+        return None
 
     def run_all(self) -> None:
         """Every stage of RUN_ORDER, stopping at the first failure."""
@@ -176,10 +182,7 @@ class Runner:
             if name not in done
         )
         r.line(f"== summary [{c.name}] run {w.run_id}")
-        r.table(
-            ["stage", "status", "seconds", "key figure"],
-            [(rec.name, rec.status.upper(), f"{rec.seconds:.1f}", rec.figure) for rec in self.records],
-        )
+        r.table(evidence.STAGE_COLUMNS, [record.row() for record in self.records])
         reused = [record.name for record in self.records if record.status == "reused"]
         if reused:
             r.note(f"reused valid artifacts for: {', '.join(reused)} (--fresh redoes them)")

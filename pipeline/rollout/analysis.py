@@ -22,7 +22,7 @@ from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from model_service.monitoring import (
+from model_service.contract.monitoring import (
     BIN_LABEL,
     CLASS_LABEL,
     PREDICTED_CLASS_TOTAL,
@@ -36,6 +36,7 @@ from model_service.monitoring import (
 )
 from pipeline.config import PREDICTION_SHIFT_METRICS
 from pipeline.rollout.plan import Analysis, Analyze, Plan, Threshold
+from pipeline.stage import Check
 
 
 @dataclass(frozen=True)
@@ -295,17 +296,10 @@ Result = Literal["pass", "fail", "inconclusive"]
 
 
 @dataclass(frozen=True)
-class Check:
-    """One bound applied to one window: its result and the line that says why, with the numbers."""
-
-    result: Result
-    line: str
-
-
-@dataclass(frozen=True)
 class Verdict:
     result: Result
     checks: list[Check] = field(default_factory=list)
+    """Every bound applied to the window, each with its numbers (a comparison with stable: in its note)."""
 
     @property
     def passed(self) -> bool:
@@ -314,15 +308,17 @@ class Verdict:
     @property
     def reasons(self) -> list[str]:
         """The lines behind the result: failed checks when failed, inconclusive ones when inconclusive."""
-        return [check.line for check in self.checks if check.result == self.result and self.result != "pass"]
+        return [
+            check.line() for check in self.checks if check.result == self.result and self.result != "pass"
+        ]
 
 
 def judge(analysis: Analysis, new: Window, stable: Window | None, label: str = "canary") -> Verdict:
     """Check one window of the new version against every threshold: any failed check fails the window,
     else any inconclusive one makes it inconclusive. Missing data on the new side fails."""
-    if new.requests < analysis.min_requests:
-        line = f"no data: {label} served {new.requests} requests < min {analysis.min_requests}"
-        return Verdict("fail", [Check("fail", line)])
+    if new.requests < analysis.min_requests:  # nothing else can be judged
+        check = Check.bounded(label, "requests", new.requests, ">=", analysis.min_requests, note="no data")
+        return Verdict("fail", [check])
     checks = [
         check
         for threshold in analysis.thresholds
@@ -333,13 +329,17 @@ def judge(analysis: Analysis, new: Window, stable: Window | None, label: str = "
     return Verdict(result, checks)
 
 
+def _unjudged(label: str, name: str, why: str) -> Check:
+    """A comparison with stable that could not be made: inconclusive, and why."""
+    return Check(scope=label, metric=f"{name} vs stable", value=None, result="inconclusive", note=why)
+
+
 def _stable_too_small(analysis: Analysis, stable: Window | None, name: str, label: str) -> Check | None:
     if stable is None:
-        return Check("inconclusive", f"{label} {name} vs stable: the stable version did not answer /metrics")
+        return _unjudged(label, name, "the stable version did not answer /metrics")
     if stable.requests < analysis.min_requests:
-        return Check(
-            "inconclusive",
-            f"{label} {name} vs stable: stable served {stable.requests} requests < min {analysis.min_requests}",
+        return _unjudged(
+            label, name, f"stable served {stable.requests} requests < min {analysis.min_requests}"
         )
     return None
 
@@ -349,35 +349,21 @@ def _check_shift(
 ) -> list[Check]:
     name = threshold.metric
     if stable is None:
-        return [
-            Check("inconclusive", f"{label} {name} vs stable: the stable version did not answer /metrics")
-        ]
+        return [_unjudged(label, name, "the stable version did not answer /metrics")]
     side = _SHIFT_SIDE[name]
     if not getattr(new, side) or not getattr(stable, side):
         # A version whose card predates drift monitoring exports no prediction counters (docs/drift.md):
         # the comparison cannot be made, and the rehearsal says so before it starts.
         return []
     rows_new, rows_stable = new.predictions(name), stable.predictions(name)
-    sizes = f"(n {rows_new:.0f} vs {rows_stable:.0f} rows)"
+    sizes = f"n {rows_new:.0f} vs {rows_stable:.0f} rows"
     if min(rows_new, rows_stable) < analysis.min_predictions:
-        return [
-            Check(
-                "inconclusive",
-                f"{label} {name} vs stable: too few rows {sizes} < min {analysis.min_predictions}",
-            )
-        ]
+        return [_unjudged(label, name, f"too few rows ({sizes}) < min {analysis.min_predictions}")]
     shift = prediction_shift(threshold.metric, new, stable)
     if shift is None:
-        return [Check("inconclusive", f"{label} {name} vs stable: no predictions counted on one side")]
+        return [_unjudged(label, name, "no predictions counted on one side")]
     assert threshold.max is not None  # the config refuses a shift metric without `max`
-    if shift > threshold.max:
-        return [
-            Check(
-                "fail",
-                f"prediction shift: {label} {name} vs stable {shift:.3g} > max {threshold.max:g} {sizes}",
-            )
-        ]
-    return [Check("pass", f"{label} {name} vs stable {shift:.3g} <= max {threshold.max:g} {sizes}")]
+    return [Check.bounded(label, f"{name} vs stable", shift, "<=", threshold.max, digits=3, note=sizes)]
 
 
 def _check(
@@ -388,14 +374,10 @@ def _check(
     name, unit = _NAMES[threshold.metric]
     value = new.value(threshold.metric)
     if value is None:
-        return [Check("fail", f"no data: {label} {name} unknown")]
+        return [Check(scope=label, metric=name, value=None, result="fail")]
     checks = []
     if threshold.max is not None:
-        result: Result = "fail" if value > threshold.max else "pass"
-        comparator = ">" if result == "fail" else "<="
-        checks.append(
-            Check(result, f"{label} {name} {value:.3g}{unit} {comparator} max {threshold.max:g}{unit}")
-        )
+        checks.append(Check.bounded(label, name, value, "<=", threshold.max, unit=unit, digits=3))
     if threshold.max_vs_stable is not None:
         too_small = _stable_too_small(analysis, stable, name, label)
         if too_small is not None:
@@ -419,7 +401,7 @@ def _latency_vs_stable(
     value, baseline = new.value(threshold.metric), stable.value(threshold.metric)
     assert value is not None and threshold.max_vs_stable is not None
     if baseline is None:
-        return Check("inconclusive", f"{label} {name} vs stable: stable {name} unknown")
+        return _unjudged(label, name, f"stable {name} unknown")
     ratio = value / baseline if baseline > 0 else math.inf
     effect = value - baseline
     test = mann_whitney(new.latency_counts, stable.latency_counts)
@@ -429,16 +411,31 @@ def _latency_vs_stable(
         else f"Mann-Whitney z {test.z:.2f} p {test.p_value:.2g} P(slower) {test.superiority:.2f}"
     )
     numbers = (
-        f"{label} {name} {value:.3g}ms vs stable {baseline:.3g}ms: {ratio:.2f}x (max {threshold.max_vs_stable:g}x), "
-        f"{effect:+.3g}ms (min effect {threshold.min_effect_ms:g}ms), {rank}, "
-        f"n {new.requests} vs {stable.requests}"
+        f"{value:.3g}ms vs {baseline:.3g}ms, {effect:+.3g}ms (min effect {threshold.min_effect_ms:g}ms), "
+        f"{rank}, n {new.requests} vs {stable.requests}"
     )
     if ratio <= threshold.max_vs_stable or effect < threshold.min_effect_ms:
-        return Check("pass", numbers)
-    if test is not None and test.p_value < analysis.significance_level:
-        return Check("fail", f"{numbers} < significance {analysis.significance_level:g}")
+        result: Result = "pass"
+    elif test is not None and test.p_value < analysis.significance_level:
+        result, numbers = "fail", f"{numbers} < significance {analysis.significance_level:g}"
+    else:
+        result = "inconclusive"
+        numbers = f"{numbers} >= significance {analysis.significance_level:g}: not significant"
+    return _vs_stable(label, name, ratio, threshold.max_vs_stable, result=result, numbers=numbers)
+
+
+def _vs_stable(label: str, name: str, ratio: float, bound: float, *, result: Result, numbers: str) -> Check:
+    """A ratio to stable against its bound; the result also weighs an effect floor or a significance test."""
     return Check(
-        "inconclusive", f"{numbers} >= significance {analysis.significance_level:g}: not significant"
+        scope=label,
+        metric=f"{name} vs stable",
+        value=ratio,
+        comparator="<=",
+        bound=bound,
+        result=result,
+        unit="x",
+        digits=3,
+        note=numbers,
     )
 
 
@@ -450,17 +447,15 @@ def _errors_vs_stable(
     new_ratio, stable_ratio = new.errors / new.requests, stable.errors / stable.requests
     p_value = fisher_exact(new.errors, new.requests, stable.errors, stable.requests)
     ratio = 0.0 if new_ratio == 0 else new_ratio / stable_ratio if stable_ratio > 0 else math.inf
-    numbers = (
-        f"{label} error ratio {new_ratio:.3g} vs stable {stable_ratio:.3g}: {ratio:.2f}x (max {max_vs_stable:g}x), "
-        f"Fisher exact p {p_value:.2g}, n {new.requests} vs {stable.requests}"
-    )
+    numbers = f"{new_ratio:.3g} vs {stable_ratio:.3g}, Fisher exact p {p_value:.2g}, n {new.requests} vs {stable.requests}"
     if ratio <= max_vs_stable:
-        return Check("pass", numbers)
-    if p_value < analysis.significance_level:
-        return Check("fail", f"{numbers} < significance {analysis.significance_level:g}")
-    return Check(
-        "inconclusive", f"{numbers} >= significance {analysis.significance_level:g}: not significant"
-    )
+        result: Result = "pass"
+    elif p_value < analysis.significance_level:
+        result, numbers = "fail", f"{numbers} < significance {analysis.significance_level:g}"
+    else:
+        result = "inconclusive"
+        numbers = f"{numbers} >= significance {analysis.significance_level:g}: not significant"
+    return _vs_stable(label, "error ratio", ratio, max_vs_stable, result=result, numbers=numbers)
 
 
 _NAMES = {

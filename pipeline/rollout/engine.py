@@ -25,6 +25,7 @@ from pipeline.rollout.plan import (
     SetWeight,
     Smoke,
 )
+from pipeline.stage import Check
 
 POLL_S = 0.25
 PREVIEW_TRAFFIC_TIMEOUT_S = 30
@@ -80,6 +81,8 @@ class Outcome:
     strategy: str
     events: list[Event] = field(default_factory=list)
     aborted_at_s: float | None = None
+    checks: list[Check] = field(default_factory=list)
+    """Per smoke test and analysis step: what it counted against its limit, and why (the windows' reasons)."""
 
     @property
     def failures(self) -> list[str]:
@@ -101,6 +104,7 @@ class _Run:
     started: float = 0.0
     step: int = 0
     events: list[Event] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
 
     @property
     def weight(self) -> int:
@@ -137,6 +141,12 @@ class _Run:
                 self.record("pause", f"{seconds}s")
             case Smoke(requests):
                 problems = self.versions.smoke(requests)
+                note = problems[0] if problems else f"{requests} predictions"
+                self.checks.append(
+                    Check.bounded(
+                        f"step {self.step} preview", "smoke failures", len(problems), "<=", 0, note=note
+                    )
+                )
                 self.record(
                     "smoke", f"{requests} predictions to the preview", verdict="FAIL" if problems else "PASS"
                 )
@@ -167,8 +177,26 @@ class _Run:
     def analyze(self, target: str, analysis: Analysis) -> None:
         """Measure windows until `count` are conclusive; an inconclusive window is retried. Past
         `failure_limit` failed or `inconclusive_limit` inconclusive windows, abort."""
-        failed = inconclusive = conclusive = 0
-        measurement = 0
+        scope = f"step {self.step} {target}"
+        reasons: dict[str, list[str]] = {"fail": [], "inconclusive": []}
+        try:
+            self.measure(target, analysis, reasons)
+        finally:  # also when it aborts: the step's counts say why
+            limits = (
+                ("fail", "failed", analysis.failure_limit),
+                ("inconclusive", "inconclusive", analysis.inconclusive_limit),
+            )
+            for result, name, limit in limits:
+                windows = reasons[result]
+                self.checks.append(
+                    Check.bounded(
+                        scope, f"{name} windows", len(windows), "<=", limit, note="; ".join(windows)
+                    )
+                )
+
+    def measure(self, target: str, analysis: Analysis, reasons: dict[str, list[str]]) -> None:
+        """Windows until `count` are conclusive; each failed or inconclusive one's first reason in `reasons`."""
+        conclusive = measurement = 0
         while conclusive < analysis.count:
             measurement += 1
             stable_before, new_before = self.versions.scrape()
@@ -179,8 +207,6 @@ class _Run:
             new = window(new_before, new_after)
             stable = window(stable_before, stable_after) if stable_before and stable_after else None
             verdict = judge(analysis, new, stable, label=target)
-            failed += verdict.result == "fail"
-            inconclusive += verdict.result == "inconclusive"
             conclusive += verdict.result != "inconclusive"
             self.record(
                 "analysis",
@@ -189,7 +215,7 @@ class _Run:
                 stable=None if stable is None else stable.as_dict(),
                 new=new.as_dict(),
                 verdict=verdict.result.upper(),
-                checks=[f"{check.result.upper()} {check.line}" for check in verdict.checks],
+                checks=[f"{check.result.upper()} {check.line()}" for check in verdict.checks],
             )
             self.reporter.note(
                 _progress(
@@ -198,6 +224,10 @@ class _Run:
             )
             for reason in verdict.reasons:
                 self.reporter.note(f"  {verdict.result.upper()} {reason}")
+            if verdict.passed:
+                continue
+            reasons[verdict.result].append(f"window {measurement}: {verdict.reasons[0]}")
+            failed, inconclusive = len(reasons["fail"]), len(reasons["inconclusive"])
             if failed > analysis.failure_limit:
                 raise Aborted(f"{verdict.reasons[0]} ({failed}/{analysis.failure_limit + 1} failed checks)")
             if inconclusive > analysis.inconclusive_limit:
@@ -244,7 +274,7 @@ def execute(
         _abort(run, "interrupted")
         raise
     reporter.note(f"PROMOTE {plan.environment}: every step passed")
-    return Outcome("promoted", "every step passed", plan.strategy, run.events)
+    return Outcome("promoted", "every step passed", plan.strategy, run.events, checks=run.checks)
 
 
 def _abort(run: _Run, reason: str) -> Outcome:
@@ -257,7 +287,10 @@ def _abort(run: _Run, reason: str) -> Outcome:
     message = f"ABORT step {run.step} (weight {weight}%): {reason}"
     run.record("abort", message)
     run.reporter.note(message)
-    return Outcome("aborted", message, run.plan.strategy, run.events, aborted_at_s=run.events[-1].at_s)
+    aborted_at = run.events[-1].at_s
+    return Outcome(
+        "aborted", message, run.plan.strategy, run.events, aborted_at_s=aborted_at, checks=run.checks
+    )
 
 
 def _progress(

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_service.contract.card import Feature, ModelCard, Reference
-from model_service.monitoring import (
+from model_service.contract.monitoring import (
     BIN_LABEL,
     FEATURE_BIN_TOTAL,
     FEATURE_LABEL,

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pipeline.adapters import registry
 from pipeline.adapters.locust import LOCUSTFILE, PROFILE_FILE, STATS_FILE, chart, locust_profile, run_locust
@@ -27,7 +27,7 @@ from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import Config, LoadTestSpec, SloBounds
 from pipeline.console import Reporter
 from pipeline.errors import StageError
-from pipeline.stage import StageContext, StageResult
+from pipeline.stage import Check, Comparator, Reuse, StageContext, StageResult, checked_status, reusable
 from pipeline.workspace import Workspace, read_json, write_json
 
 HOST_READY_TIMEOUT_S = 10.0
@@ -36,6 +36,8 @@ API_KEY_VARIABLE = "LOADTEST_API_KEY"
 """With `--host` and auth on, the API key to send (the stage makes its own for a service it starts)."""
 TOTAL = "total"
 GATE_FILE = "gate.json"
+REUSE: Reuse = "pass"
+"""A load test measures this machine too: a pass stands for the same inputs, a failure is measured again."""
 
 
 @dataclass(frozen=True)
@@ -48,31 +50,10 @@ class RouteStats:
     rps: float | None
 
 
-@dataclass(frozen=True)
-class SloCheck:
-    scope: str
-    metric: str
-    value: float | None
-    comparator: Literal["<=", ">="]
-    bound: float
-    passed: bool
-
-    @property
-    def verdict(self) -> str:
-        return "PASS" if self.passed else "FAIL"
-
-    def failure(self) -> str:
-        if self.value is None:
-            return f"{self.scope} {self.metric}: no requests were measured"
-        broken = ">" if self.comparator == "<=" else "<"
-        return f"{self.scope} {self.metric} {self.value:.4g} {broken} bound {self.bound:g}"
-
-
 @dataclass(frozen=True, kw_only=True)
 class LoadTestResult(StageResult):
     environment: str
     url: str
-    checks: list[SloCheck]
     stats: dict[str, RouteStats]
     report_dir: Path
 
@@ -134,33 +115,31 @@ def summarize(entries: Sequence[Mapping[str, Any]], routes: Sequence[str]) -> di
     return out
 
 
-def _bound_checks(scope: str, values: RouteStats, bounds: SloBounds) -> list[SloCheck]:
-    limits: list[tuple[str, float | None, Literal["<=", ">="], float | None]] = [
+def _bound_checks(scope: str, values: RouteStats, bounds: SloBounds) -> list[Check]:
+    limits: list[tuple[str, float | None, Comparator, float | None]] = [
         ("p95_ms", values.p95_ms, "<=", bounds.p95_ms),
         ("p99_ms", values.p99_ms, "<=", bounds.p99_ms),
         ("error_ratio", values.error_ratio, "<=", bounds.max_error_ratio),
         ("rps", values.rps, ">=", bounds.min_rps),
     ]
-    checks: list[SloCheck] = []
-    for metric, value, comparator, bound in limits:
-        if bound is None:
-            continue
-        passed = value is not None and (value <= bound if comparator == "<=" else value >= bound)
-        checks.append(SloCheck(scope, metric, value, comparator, bound, passed))
-    return checks
+    return [
+        Check.bounded(scope, metric, value, comparator, bound)
+        for metric, value, comparator, bound in limits
+        if bound is not None
+    ]
 
 
-def slo_checks(spec: LoadTestSpec, stats: Mapping[str, RouteStats]) -> list[SloCheck]:
+def slo_checks(spec: LoadTestSpec, stats: Mapping[str, RouteStats]) -> list[Check]:
     """Every SLO in config order, plus one `requests >= 1` check per scope so missing data fails."""
     empty = RouteStats(0, 0, None, None, None, None)
     scopes: list[tuple[str, SloBounds | None]] = [
         (TOTAL, spec.slo.total),
         *((route, spec.slo.routes.get(route)) for route in spec.traffic.weights),
     ]
-    checks: list[SloCheck] = []
+    checks: list[Check] = []
     for scope, bounds in scopes:
         values = stats.get(scope, empty)
-        checks.append(SloCheck(scope, "requests", float(values.requests), ">=", 1, values.requests >= 1))
+        checks.append(Check.bounded(scope, "requests", float(values.requests), ">=", 1))
         if bounds is not None:
             checks.extend(_bound_checks(scope, values, bounds))
     return checks
@@ -237,17 +216,18 @@ def loadtest(
 ) -> LoadTestResult:
     """Load-test the service serving `model` (started here, or the one at `host`) against the SLOs.
 
-    A pass of the same model, service code, locustfile and settings is reused unless `fresh` (a failure
-    is always measured again)."""
+    A pass of the same model, service code, locustfile and settings is reused unless `fresh` (REUSE)."""
     if not LOCUSTFILE.is_file():
         raise StageError(f"{LOCUSTFILE} is missing; the load test needs the repository's loadtests/ folder")
     key = inputs_key(config, ("loadtest", "service"), model.version, *service_code(), LOCUSTFILE)
     record_path = model.verdict("loadtest", config.name)
     previous = model.read_optional(record_path)
-    reusable = host is None and service_settings is None and not fresh
-    if reusable and previous is not None and previous["inputs"] == key and previous["status"] == "pass":
+    as_released = host is None and service_settings is None  # what the registry tag speaks for
+    if as_released and reusable(previous, key, REUSE, fresh=fresh):
         reporter.note(f"reused the load test of {previous['run_id']}: same model, service, profile and SLOs")
-        return _reused(config, previous, record_path)
+        result = _reused(config, previous, record_path)
+        reporter.verdict("loadtest", result)
+        return result
     spec = config.loadtest
     report_dir = workspace.run_dir(config) / "loadtest"
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -273,35 +253,29 @@ def loadtest(
     entries = read_json(report_dir / STATS_FILE)
     stats = summarize(entries, list(spec.traffic.weights))
     checks = slo_checks(spec, stats)
-    failures = [c.failure() for c in checks if not c.passed]
-    status: Literal["pass", "fail"] = "fail" if failures else "pass"
-    reporter.table(
-        ["metric", "value", "comparator", "bound", "result"],
-        [(f"{c.scope} {c.metric}", c.value, c.comparator, c.bound, c.verdict) for c in checks],
-    )
+    status = checked_status(checks)
     result = LoadTestResult(
         status=status,
         headline=_headline(status, stats.get(TOTAL)),
-        failures=failures,
         artifacts={"gate": report_dir / GATE_FILE, "chart": report_dir / "chart.png"},
+        checks=checks,
         environment=config.name,
         url=url,
-        checks=checks,
         stats=stats,
         report_dir=report_dir,
     )
+    reporter.verdict("loadtest", result)
     record = {**result.record(), "run_id": workspace.run_id, "artifact_version": model.version}
     write_json(report_dir / GATE_FILE, record)
     chart(report_dir)
     reporter.note(f"report: {report_dir / 'report.html'} (chart {report_dir / 'chart.png'})")
-    if host is None and service_settings is None:
+    if as_released:
         write_json(record_path, {**record, "inputs": key})
         registry.tag_registered(
             config, workspace, model, registry.verdict_tags("loadtest", config.name, status), reporter
         )
     else:
         reporter.note("registry not tagged: --host or injected settings may not serve the model as released")
-    reporter.note(f"loadtest {status.upper()}: {len(checks) - len(failures)}/{len(checks)} checks passed")
     return result
 
 
@@ -311,19 +285,18 @@ def _headline(status: str, total: RouteStats | None) -> str:
     return f"{status.upper()}: p95 {total.p95_ms} ms, {total.rps or 0:.0f} req/s, {total.failures} failed"
 
 
-def _reused(config: Config, record: dict[str, Any], record_path: Path) -> LoadTestResult:
-    checks = [SloCheck(**check) for check in record["checks"]]
+def _reused(config: Config, record: Mapping[str, Any], record_path: Path) -> LoadTestResult:
+    checks = [Check(**check) for check in record["checks"]]
     stats = {scope: RouteStats(**values) for scope, values in record["stats"].items()}
     report_dir = Path(record["report_dir"])
     return LoadTestResult(
         status=record["status"],
         headline=_headline(record["status"], stats.get(TOTAL)),
-        failures=list(record["failures"]),
         reused=True,
         artifacts={"gate": record_path, "chart": report_dir / "chart.png"},
+        checks=checks,
         environment=config.name,
         url=record["url"],
-        checks=checks,
         stats=stats,
         report_dir=report_dir,
     )

@@ -95,9 +95,9 @@ def test_full_pipeline_then_a_worse_candidate_is_stopped(
     assert delta < bound.min_delta
     printed = re.search(r"roc_auc\s+delta vs champion\s+(\S+)\s+>=\s+(\S+)\s+FAIL", captured.out)
     assert printed, captured.out
-    assert float(printed[1]) == pytest.approx(delta, rel=1e-5)  # the table prints 6 significant digits
+    assert float(printed[1]) == pytest.approx(delta, rel=1e-3)  # the table prints 4 significant digits
     assert float(printed[2]) == bound.min_delta
-    failure = f"gate failed for dev: roc_auc delta vs champion: {delta:.4g} < bound {bound.min_delta:g}"
+    failure = f"gate failed for dev: roc_auc delta vs champion {delta:.4g} < min {bound.min_delta:g}: "
     assert failure in captured.err
     assert "later stages were not run" in captured.err
     model = client.get_registered_model(MODEL)

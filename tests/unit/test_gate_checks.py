@@ -37,10 +37,10 @@ def test_delta_is_positive_when_the_candidate_is_better() -> None:
 
 def test_first_deploy_has_only_absolute_checks(config: Config) -> None:
     checks = checks_for(config, {"roc_auc": 0.99, "accuracy": 0.95, "log_loss": 0.1}, None)
-    assert [(c.metric, c.kind) for c in checks] == [
-        ("roc_auc", "min"),
-        ("accuracy", "min"),
-        ("log_loss", "max"),
+    assert [(c.name, c.comparator) for c in checks] == [
+        ("roc_auc", ">="),
+        ("accuracy", ">="),
+        ("log_loss", "<="),
     ]
     assert all(c.passed for c in checks)
 
@@ -48,19 +48,21 @@ def test_first_deploy_has_only_absolute_checks(config: Config) -> None:
 def test_champion_comparison_is_direction_aware(config: Config) -> None:
     champion = {"roc_auc": 0.99, "accuracy": 0.95, "log_loss": 0.10}
     candidate = {"roc_auc": 0.98, "accuracy": 0.95, "log_loss": 0.12}
-    results = {(c.metric, c.kind): c for c in checks_for(config, candidate, champion)}
+    results = {(c.scope, c.metric): c for c in checks_for(config, candidate, champion)}
     assert not results["roc_auc", "delta vs champion"].passed  # 0.01 worse, 0.005 tolerated
     assert results["accuracy", "delta vs champion"].passed
     relative = results["log_loss", "relative delta vs champion"]
     assert relative.value == pytest.approx(-0.2)  # 20 % higher loss is 20 % worse
     assert not relative.passed
+    assert relative.line() == "log_loss relative delta vs champion -0.2 < min -0.1: 0.12 vs champion 0.1"
 
 
 def test_a_missing_metric_fails_rather_than_passes(config: Config) -> None:
     checks = checks_for(config, {"accuracy": 0.95, "log_loss": 0.1}, None)
-    roc = next(c for c in checks if c.metric == "roc_auc")
+    roc = next(c for c in checks if c.scope == "roc_auc")
     assert roc.value is None
     assert not roc.passed
+    assert roc.line() == "roc_auc: no data"
 
 
 def test_evaluate_binary_and_multiclass() -> None:
@@ -88,7 +90,7 @@ def test_regression_gates_compare_with_the_champion_in_the_better_direction(tmp_
     slightly_worse = checks_for(config, {"rmse": 51.0, "mae": 40.0, "r2": 0.44}, champion)
     assert all(c.passed for c in slightly_worse)  # 2 % worse rmse, 0.01 lower r2: within tolerance
     much_worse = checks_for(config, {"rmse": 52.0, "mae": 41.0, "r2": 0.42}, champion)
-    assert [(c.metric, c.kind) for c in much_worse if not c.passed] == [
+    assert [(c.scope, c.metric) for c in much_worse if not c.passed] == [
         ("rmse", "relative delta vs champion"),
         ("r2", "delta vs champion"),
     ]

@@ -25,7 +25,7 @@ def test_drift_inverted_candidate_is_healthy_by_http_but_aborts_on_prediction_sh
     timeline = json.loads(timeline_path.read_text())
     assert code == 1
     assert timeline["status"] == "aborted"
-    assert timeline["reason"].startswith("ABORT step 3 (weight 20%): prediction shift: canary ")
+    assert timeline["reason"].startswith("ABORT step 3 (weight 20%): canary ")
     assert "vs stable" in timeline["reason"] and "> max " in timeline["reason"]
     windows = [e for e in timeline["events"] if e["action"] == "analysis"]
     # Healthy by HTTP: the canary answered every request it got without a 5xx.

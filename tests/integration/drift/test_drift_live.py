@@ -66,10 +66,10 @@ def test_drift_offline_from_a_csv(workspace: Path, tmp_path: Path, shift: bool) 
     code, report = _drift(workspace, "--input", str(path))
     assert _features_flagged(report) == ([SHIFTED] if shift else [])
     assert code == (1 if shift else 0)
-    assert {c["statistic"] for c in report["checks"]} == {"psi", "ks"}
+    assert {c["metric"] for c in report["checks"]} == {"psi", "ks"}
     if shift:
-        verdicts = {c["statistic"]: c["verdict"] for c in report["checks"] if c["feature"] == SHIFTED}
-        assert verdicts == {"psi": "FAIL", "ks": "FAIL"}
+        results = {c["metric"]: c["result"] for c in report["checks"] if c["scope"] == SHIFTED}
+        assert results == {"psi": "fail", "ks": "fail"}
 
 
 @pytest.mark.parametrize("shift", [False, True])
@@ -90,7 +90,7 @@ def test_drift_live_from_the_service_metrics(workspace: Path, shift: bool) -> No
     assert report["rows"] == len(rows)
     assert _features_flagged(report) == ([SHIFTED] if shift else [])
     assert code == (1 if shift else 0)
-    assert {c["statistic"] for c in report["checks"]} == {"psi", "ks_binned"}
+    assert {c["metric"] for c in report["checks"]} == {"psi", "ks_binned"}
 
 
 def test_drift_live_with_sensitive_features(workspace: Path) -> None:
@@ -113,7 +113,7 @@ def test_drift_live_with_sensitive_features(workspace: Path) -> None:
         assert exported
         assert not [line for line in exported if f'feature="{SHIFTED}"' in line]
         code, report = _drift(workspace, "--url", service.metrics_url, marks)
-    checked = {c["feature"] for c in report["checks"]}
+    checked = {c["scope"] for c in report["checks"]}
     assert "mean radius" in checked
     assert SHIFTED not in checked  # dropped: not exported, so not checked
     assert len(checked) == 30 - 1 + 1  # the other features and the score

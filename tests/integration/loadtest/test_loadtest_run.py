@@ -88,7 +88,7 @@ def test_injected_errors_fail_the_gate_naming_the_slo(workspace: Path) -> None:
         service_settings={"MODEL_SERVICE_FAULT_ERROR_RATIO": "0.3"},
     )
     assert result.status == "fail"
-    assert any(f.startswith("total error_ratio") and "> bound 0.01" in f for f in result.failures)
+    assert any(f.startswith("total error_ratio") and "> max 0.01" in f for f in result.failures)
     assert result.stats["total"].failures > 0
     assert json.loads((result.report_dir / "gate.json").read_text())["status"] == "fail"
 
@@ -103,7 +103,7 @@ def test_an_impossible_slo_fails_with_the_breach_named(
     err = capsys.readouterr().err
     assert "loadtest failed for dev" in err
     assert "total p95_ms" in err
-    assert "> bound 0.001" in err
+    assert "> max 0.001" in err
 
 
 def test_an_unreachable_service_fails_with_a_clear_message(

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from model_service.monitoring import REQUEST_DURATION as LATENCY
-from model_service.monitoring import REQUESTS
+from model_service.contract.monitoring import REQUEST_DURATION as LATENCY
+from model_service.contract.monitoring import REQUESTS
 from pipeline.config import load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
@@ -108,6 +108,12 @@ def test_healthy_canary_walks_every_weight_and_promotes() -> None:
     windows = [e for e in outcome.events if e.action == "analysis"]
     assert len(windows) == 4
     assert all(e.verdict == "PASS" for e in windows)
+    assert [check.line() for check in outcome.checks] == [
+        "step 3 canary failed windows 0 <= max 0",
+        "step 3 canary inconclusive windows 0 <= max 2",
+        "step 5 canary failed windows 0 <= max 0",
+        "step 5 canary inconclusive windows 0 <= max 2",
+    ]
 
 
 def test_errors_abort_at_the_first_analysis_with_the_numbers() -> None:
@@ -118,6 +124,11 @@ def test_errors_abort_at_the_first_analysis_with_the_numbers() -> None:
     assert not versions.retired
     assert (
         outcome.reason == "ABORT step 3 (weight 20%): canary error ratio 0.2 > max 0.01 (1/1 failed checks)"
+    )
+    # The step that aborted says so in its own check, with the window's reason.
+    [failed] = [check for check in outcome.checks if check.failed]
+    assert (
+        failed.line() == "step 3 canary failed windows 1 > max 0: window 1: canary error ratio 0.2 > max 0.01"
     )
 
 
@@ -137,7 +148,7 @@ def test_failure_limit_tolerates_that_many_failed_windows() -> None:
 def test_too_little_traffic_is_no_data_and_fails() -> None:
     outcome, _, _ = run("dev", "rollout.analysis.min_requests=1000")
     assert outcome.status == "aborted"
-    assert "no data: canary served" in outcome.reason
+    assert "canary requests 60 < min 1000: no data" in outcome.reason
 
 
 def test_a_candidate_dying_during_a_pause_aborts_at_once() -> None:

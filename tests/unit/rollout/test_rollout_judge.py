@@ -82,8 +82,8 @@ def test_the_measured_false_abort_passes_below_the_effect_floor() -> None:
     stable = latency_window(body(240, rng))
     verdict = judge(dev(), canary, stable)
     assert verdict.result == "pass"
-    [line] = [c.line for c in verdict.checks if "vs stable" in c.line and "p95" in c.line]
-    assert "(max 3x)" in line and "(min effect 10ms)" in line and "n 60 vs 240" in line
+    [line] = [c.line() for c in verdict.checks if c.metric == "p95 vs stable"]
+    assert "x <= max 3x" in line and "(min effect 10ms)" in line and "n 60 vs 240" in line
 
 
 def test_slower_by_ratio_effect_and_rank_test_fails_with_every_number() -> None:
@@ -92,10 +92,9 @@ def test_slower_by_ratio_effect_and_rank_test_fails_with_every_number() -> None:
     verdict = judge(dev(), canary, latency_window(body(240, rng)))
     assert verdict.result == "fail"
     [reason] = verdict.reasons
-    assert reason.startswith("canary p95 ")
+    assert reason.startswith("canary p95 vs stable ")
     for part in (
-        "vs stable",
-        "x (max 3x)",
+        "x > max 3x",
         "(min effect 10ms)",
         "Mann-Whitney z",
         "P(slower) 1.00",
@@ -126,7 +125,7 @@ def test_too_few_new_requests_is_no_data_and_fails() -> None:
     rng = random.Random(5)
     verdict = judge(dev(), latency_window(body(5, rng)), latency_window(body(200, rng)), label="preview")
     assert verdict.result == "fail"
-    assert verdict.reasons == ["no data: preview served 5 requests < min 10"]
+    assert verdict.reasons == ["preview requests 5 < min 10: no data"]
 
 
 def test_absolute_bounds_fail_whatever_the_stable_does() -> None:
@@ -150,7 +149,9 @@ def test_error_ratio_vs_stable_fails_when_significant() -> None:
         dev(ERRORS_VS_STABLE), latency_window(body(100, rng), errors=20), latency_window(body(400, rng))
     )
     assert verdict.result == "fail"
-    assert "canary error ratio 0.2 vs stable 0: infx (max 2x), Fisher exact p" in verdict.reasons[0]
+    assert verdict.reasons[0].startswith(
+        "canary error ratio vs stable infx > max 2x: 0.2 vs 0, Fisher exact p"
+    )
     assert "n 100 vs 400" in verdict.reasons[0]
 
 
@@ -186,10 +187,7 @@ def test_prediction_shift_needs_rows_on_both_sides() -> None:
     assert "canary positive_rate_delta vs stable: too few rows (n 30 vs 300 rows) < min 50" in verdict.reasons
     failed = judge(dev(), inverted, many)
     assert failed.result == "fail"
-    assert any(
-        r.startswith("prediction shift: canary positive_rate_delta vs stable 0.333 > max 0.2")
-        for r in failed.reasons
-    )
+    assert any(r.startswith("canary positive_rate_delta vs stable 0.333 > max 0.2") for r in failed.reasons)
     assert judge(dev(), many, many).passed
 
 
@@ -226,7 +224,7 @@ def test_a_regression_plan_has_no_class_metrics_and_its_score_shift_is_judged() 
     # Every prediction in the top bin of the reference: a version predicting far off what stable predicts.
     shifted = judge(regression.analysis, score_window({"9": 300}), stable)
     assert shifted.result == "fail"
-    assert any(r.startswith("prediction shift: canary score_psi vs stable") for r in shifted.reasons)
+    assert any(r.startswith("canary score_psi vs stable") for r in shifted.reasons)
     # The sample size of score_psi is the scored rows, not the (absent) predicted classes.
     few = judge(regression.analysis, score_window({"9": 20}), stable)
     assert "canary score_psi vs stable: too few rows (n 20 vs 300 rows) < min 50" in few.reasons
@@ -239,15 +237,9 @@ def test_a_multiclass_shift_compares_every_class_share_and_the_top_probability()
     assert judge(analysis, same, stable).passed
     swapped = shift_window({"0": 100, "1": 10, "2": 190}, {"5": 100, "7": 100, "9": 100})
     failed = judge(analysis, swapped, stable)
-    assert any(
-        r.startswith("prediction shift: canary positive_rate_delta vs stable 0.3 > max 0.2")
-        for r in failed.reasons
-    )
+    assert any(r.startswith("canary positive_rate_delta vs stable 0.3 > max 0.2") for r in failed.reasons)
     unsure = shift_window({"0": 100, "1": 100, "2": 100}, {"3": 300})
-    assert any(
-        r.startswith("prediction shift: canary score_psi vs stable")
-        for r in judge(analysis, unsure, stable).reasons
-    )
+    assert any(r.startswith("canary score_psi vs stable") for r in judge(analysis, unsure, stable).reasons)
 
 
 def test_the_rehearsal_plans_for_the_candidates_task_and_says_what_it_left_out(
