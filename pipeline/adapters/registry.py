@@ -269,10 +269,11 @@ def image_tags(reference: str, digest: str | None) -> dict[str, str]:
     return {"image": reference, **({"image_digest": digest} if digest else {})}
 
 
-def previous_model_dir(config: Config, workspace: Workspace, model: ModelDir) -> tuple[ModelDir, str] | None:
-    """The latest version other than `model` that held alias `<env>` (the holder now, then the alias
-    history newest first): folder (downloaded when missing) and registry version; None when there is none.
-    This is the fallback `service.fallback.source: previous` serves next to `model`."""
+def previous_model_dirs(
+    config: Config, workspace: Workspace, model: ModelDir
+) -> Iterator[tuple[ModelDir, str]]:
+    """The versions other than `model` that held alias `<env>`, latest first (the holder now, then the alias
+    history newest first): folder (downloaded when reached) and registry version."""
     mlflow = client(config, workspace)
     name = config.model.name
     held = alias_version(mlflow, name, config.alias)
@@ -286,8 +287,13 @@ def previous_model_dir(config: Config, workspace: Workspace, model: ModelDir) ->
             continue
         if not folder.exported():
             download_version(mlflow, found, folder.path)
-        return folder, version
-    return None
+        yield folder, version
+
+
+def previous_model_dir(config: Config, workspace: Workspace, model: ModelDir) -> tuple[ModelDir, str] | None:
+    """The latest of `previous_model_dirs`; None when there is none. The fallback `service.fallback.source:
+    previous` serves next to `model` is the latest that answers its requests (the runner checks)."""
+    return next(previous_model_dirs(config, workspace, model), None)
 
 
 def alias_model_dir(config: Config, workspace: Workspace, alias: str) -> tuple[ModelDir, str] | None:
@@ -297,8 +303,31 @@ def alias_model_dir(config: Config, workspace: Workspace, alias: str) -> tuple[M
     held = alias_version(mlflow, config.model.name, alias)
     if held is None:
         return None
-    artifact_version = version_tags(held).get("artifact_version", f"v{held.version}")
+    return version_model_dir(mlflow, config, workspace, held), str(held.version)
+
+
+def version_model_dir(
+    mlflow: MlflowClient, config: Config, workspace: Workspace, version: ModelVersion
+) -> ModelDir:
+    """The workspace folder of a registered version's artifacts, downloaded when missing."""
+    artifact_version = version_tags(version).get("artifact_version", f"v{version.version}")
     model = workspace.model_dir(config, str(artifact_version))
     if not model.exported():
-        download_version(mlflow, held, model.path)
-    return model, str(held.version)
+        download_version(mlflow, version, model.path)
+    return model
+
+
+def environment_aliases(mlflow: MlflowClient, name: str) -> dict[str, str]:
+    """Alias -> registry version of what serves each environment (`<env>-candidate` aliases left out)."""
+    if not registered_model_exists(mlflow, name):
+        return {}
+    aliases = mlflow.get_registered_model(name).aliases or {}
+    return {alias: str(v) for alias, v in sorted(aliases.items()) if not alias.endswith("-candidate")}
+
+
+def registered_versions(mlflow: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every registered version of `name`, oldest first."""
+    if not registered_model_exists(mlflow, name):
+        return []
+    found = mlflow.search_model_versions(f"name = '{name}'")
+    return sorted(found, key=lambda version: int(version.version))

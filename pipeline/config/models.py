@@ -16,8 +16,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model_service.contract.card import Task
 
 
 class Spec(BaseModel):
@@ -51,8 +54,6 @@ class DataSpec(Spec):
             raise ValueError(msg)
         return self
 
-
-Task = Literal["binary", "multiclass", "regression"]
 
 MetricName = Literal[
     "roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier", "f1_macro", "rmse", "mae", "r2"
@@ -90,6 +91,11 @@ class ModelSpec(Spec):
     params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
     """Hyper-parameters passed to the estimator (or the trainer) as keyword arguments; for xgboost and
     lightgbm the keyword arguments of their scikit-learn API (both run on one thread unless `n_jobs` says)."""
+    feature_defaults: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    """Per feature, the value the service fills in when a request leaves it out (an object without the key,
+    or a list row that ends before it). A feature added with a default is an additive change: clients of
+    the release serving keep working. Added without one, it breaks them (docs/environments.md, "Changing
+    the features")."""
 
 
 class ParitySpec(Spec):
@@ -447,6 +453,16 @@ class RolloutSpec(Spec):
     """How the new version is judged."""
     scale_down_delay_seconds: int = Field(5, ge=0, le=3600)
     """After a promotion, how long the old version keeps running (drained) before it stops."""
+    breaking: Literal["blue-green", "refuse"] = "blue-green"
+    """The plan for a release that breaks the clients of the version serving (a feature removed, renamed,
+    reordered or added without a default, a type narrowed, the task or outputs changed): `blue-green` (the
+    preview is checked, then every client moves at once; never a canary, which would send old requests to
+    a model that refuses them) or `refuse` (release it under a new `model.name`, beside the old service)."""
+    rollback_window: int = Field(2, ge=0, le=3)
+    """Fast rollback: a release going back to one that served this environment with fewer than this many
+    releases in between skips the steps and the analysis, locally and in the cluster (the Rollout's
+    `spec.rollbackWindow.revisions`); 0: every rollback repeats them. At most 3, the old ReplicaSets the
+    Rollout keeps (k8s/base's revisionHistoryLimit): Argo fast-tracks only to one it still has."""
 
     @model_validator(mode="after")
     def _canary_steps_are_sound(self) -> Self:
@@ -849,6 +865,8 @@ class SparkSpec(Spec):
     image: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
     """Image the SparkApplication runs: Java, pyspark, onnxruntime and this repository's `pipeline` and
     `model_service` packages; required for a scheduled batch on the spark engine."""
+    version: str = Field("4.0.1", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    """Spark version of `image` (the SparkApplication's `sparkVersion`, which the operator reads)."""
     conf: dict[str, str] = Field(default_factory=dict)
     """More Spark properties, e.g. `{"spark.sql.shuffle.partitions": "64"}`."""
 
@@ -876,8 +894,8 @@ class BatchSpec(Spec):
     spark: SparkSpec = SparkSpec()
     """The Spark engine and the resources of its cluster job."""
     schedule: str | None = Field(None, pattern=CRON_PATTERN)
-    """When the cluster runs this environment's batch (a CronJob for the embedded engine, a Spark
-    operator job for spark), cron syntax, e.g. `0 2 * * *`; null: no scheduled batch."""
+    """When this environment's batch runs (`scheduled_by` says where), cron syntax, e.g. `0 2 * * *`;
+    null: no scheduled batch."""
     time_zone: str | None = Field(None, pattern=r"^[A-Za-z]+(/[A-Za-z0-9_+-]+)*$")
     """IANA time zone of `schedule` (e.g. `Europe/Paris`); null: the cluster's (UTC on most)."""
     input: str | None = None
@@ -891,6 +909,20 @@ class BatchSpec(Spec):
     """The scheduled embedded job's pod (memory is bounded by `chunk_rows`, not by the input)."""
     deadline_seconds: int = Field(3600, ge=60, le=86_400)
     """A scheduled run still going after this long is stopped and counts as failed."""
+    scheduled_by: Literal["cd", "cluster"] = "cd"
+    """Who runs `schedule`: `cd`, .github/workflows/batch.yml on a GitHub runner, which must be able to
+    read `input` (relative paths: from the checkout); `cluster`, a CronJob (embedded engine) or a
+    ScheduledSparkApplication (spark) in the environment's overlay, reading and writing `volume_claim`."""
+    image: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
+    """Image of the cluster's embedded job: this repository at /opt/model-cicd with its `pipeline` and
+    `service` dependency groups (docs/batch.md, "In the cluster": the service image carries the service
+    alone); pin it by digest. Required when `scheduled_by` is `cluster` on the embedded engine."""
+    volume_claim: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """PersistentVolumeClaim the cluster's job reads `input` from and writes `output` to, both relative to
+    its root (ReadWriteMany for spark: the executors share it). Required with `scheduled_by: cluster`."""
+    secret: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Secret whose keys become the cluster job's environment: MLFLOW_TRACKING_URI (the registry the job
+    finds the release in) and its credentials; null: `registry.tracking_uri` needs none."""
 
     @model_validator(mode="after")
     def _schedule_is_complete(self) -> Self:
@@ -900,9 +932,100 @@ class BatchSpec(Spec):
         if missing:
             msg = f"schedule is set without {' and '.join(missing)}: say what the job reads and writes"
             raise ValueError(msg)
+        if self.scheduled_by == "cd":
+            return self
         if self.engine == "spark" and self.spark.image is None:
-            msg = "schedule runs the spark engine: set spark.image (Java, pyspark, this repository)"
+            msg = "schedule runs spark in the cluster: set spark.image (Java, pyspark, this repository)"
             raise ValueError(msg)
+        if self.engine == "embedded" and self.image is None:
+            msg = "schedule runs in the cluster: set image (this repository's batch image, docs/batch.md)"
+            raise ValueError(msg)
+        if self.volume_claim is None:
+            msg = "schedule runs in the cluster: set volume_claim (the claim holding input and output)"
+            raise ValueError(msg)
+        for name in ("input", "output"):
+            path = str(getattr(self, name))
+            if path.startswith("/") or "://" in path:
+                msg = (
+                    f"{name} {path!r}: in the cluster it is a path on volume_claim {self.volume_claim}; give "
+                    "it relative to the volume's root (mount an object store as a volume: docs/batch.md)"
+                )
+                raise ValueError(msg)
+        return self
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
+
+
+class TimeWindowSpec(Spec):
+    """A weekly window in `promotion.time_zone`: on `days`, from `start` to `end`."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    """Days the window opens on (`mon` ... `sun`)."""
+    start: str = Field("00:00", pattern=CLOCK_PATTERN)
+    """Opening time, `HH:MM`."""
+    end: str = Field("24:00", pattern=CLOCK_PATTERN)
+    """Closing time, `HH:MM`, excluded; earlier than `start`: the window closes the next day (`22:00` to
+    `06:00`)."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.start == "24:00":
+            raise ValueError("start 24:00: a window opens at 00:00 to 23:59")
+        if self.start == self.end:
+            raise ValueError(f"start and end are both {self.start}: an empty window; set two times")
+        return self
+
+
+class ErrorBudgetSpec(Spec):
+    """How much of the environment's error budget must be left for a release to enter it. The budget is
+    `loadtest.slo.total.max_error_ratio` (the environment's availability SLO) times the predictions of
+    the last `window_days`; what 5xx answers used of it is read from Prometheus."""
+
+    min_remaining: float = Field(gt=0, le=1)
+    """Share of the budget (0-1) that must be left; below it, promotions into the environment wait."""
+    window_days: int = Field(28, ge=1, le=90)
+    """The SLO's rolling window, in days."""
+    prometheus_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+    """Prometheus to ask, reachable from where `promote` runs; empty: `deploy.prometheus.address`."""
+
+
+class PromotionSpec(Spec):
+    """When a release may enter this environment (docs/environments.md, "Promotion policy"). `promote`
+    checks every clause, names the one that blocks and when it would pass; the report shows the verdict."""
+
+    model_config = ConfigDict(serialize_by_alias=True)  # dumps `from`, as the YAML writes it
+
+    from_: str | None = Field(None, alias="from", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    """The environment a release must have passed first: it served there (alias history) and was not
+    rejected; empty: no such clause."""
+    soak_hours: float = Field(0, ge=0, le=24 * 30)
+    """Hours the release (the same model version and image digest) must have served `from` without a
+    rollback; 0: no soak."""
+    time_zone: str = Field("UTC", pattern=r"^[A-Za-z]+(/[A-Za-z0-9_+-]+)*$")
+    """IANA time zone the windows are read in (`Europe/Berlin`)."""
+    allow: list[TimeWindowSpec] = Field(default_factory=list)
+    """Windows promotions may happen in; empty: any time not denied."""
+    deny: list[TimeWindowSpec] = Field(default_factory=list)
+    """Windows no promotion happens in, even inside an allowed one (a Friday afternoon, a holiday week)."""
+    error_budget: ErrorBudgetSpec | None = None
+    """The least error budget left for a release to enter; empty: not checked."""
+    approval: Literal["environment", "pull_request"] = "environment"
+    """Who approves a promotion: `environment` (the GitHub Environment's required reviewers, on the plans
+    that have them) or `pull_request` (`promote --gitops` opens a pull request against the deploy branch
+    with the evidence as commit statuses; CODEOWNERS review and merge it: docs/ci.md)."""
+
+    @model_validator(mode="after")
+    def _soak_needs_from(self) -> Self:
+        if self.soak_hours and self.from_ is None:
+            raise ValueError("soak_hours is set without 'from': name the environment the release soaks in")
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"time_zone {self.time_zone!r} is not a known IANA zone, e.g. Europe/Berlin"
+            raise ValueError(msg) from None
         return self
 
 
@@ -980,6 +1103,8 @@ class Config(Spec):
     """Drift monitoring."""
     batch: BatchSpec = BatchSpec()
     """Batch scoring."""
+    promotion: PromotionSpec = PromotionSpec()
+    """When a release may enter the environment."""
 
     @property
     def alias(self) -> str:
@@ -1028,6 +1153,13 @@ class Config(Spec):
         if weight == 0:
             return math.inf
         return self.rollout.analysis.min_requests / (weight / 100 * self.cluster_timing.window)
+
+    @model_validator(mode="after")
+    def _promoted_from_another(self) -> Self:
+        if self.promotion.from_ == self.name:
+            msg = f"promotion.from is {self.name!r}, this environment: name the one a release passes first"
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _users_cover_the_analysis(self) -> Self:

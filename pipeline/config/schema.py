@@ -91,7 +91,8 @@ def _section(path: str, model: type[BaseModel], field: FieldInfo) -> list[str]:
     lines += [f"{requirement}{about}", ""]
     lines += _table_header()
     nested: list[tuple[str, type[BaseModel], FieldInfo]] = []
-    for name, child in model.model_fields.items():
+    for field_name, child in model.model_fields.items():
+        name = child.alias or field_name  # `promotion.from`: a Python keyword, written as YAML has it
         lines.append(_row(f"{path}.{name}", child))
         child_model = _nested_model(child.annotation)
         if child_model is not None:

@@ -92,6 +92,15 @@ class RolloutState:
     ok: bool
 
 
+class RolloutFailed(StageError):
+    """The followed rollout ended and did not become Healthy: `state` says how (SyncFailed, Degraded,
+    Aborted); the release is rejected on Degraded and Aborted (release/quarantine.py)."""
+
+    def __init__(self, message: str, state: RolloutState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 def interpret(rollout: dict[str, Any]) -> RolloutState:
     """What a Rollout's status means, once its template is the pushed one (pure)."""
     spec, status = rollout.get("spec") or {}, rollout.get("status") or {}
@@ -355,8 +364,9 @@ def follow_rollout(
             last = state
         if state.done:
             if not state.ok:
-                raise StageError(
-                    f"rollout {namespace}/{APP} of {target.revision[:12]} {state.phase}: {state.message}"
+                raise RolloutFailed(
+                    f"rollout {namespace}/{APP} of {target.revision[:12]} {state.phase}: {state.message}",
+                    state,
                 )
             return state
         if time.monotonic() > deadline:

@@ -9,6 +9,7 @@ last promotion plus the alias moved back.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class Lineage:
     digest: str | None
     gate: str
     loadtest: str
+    compatibility: str | None = None
+    """Against the release serving the environment: `breaking` rolls out by rollout.breaking's plan."""
 
     def release(self) -> Release:
         return Release(
@@ -43,6 +46,7 @@ class Lineage:
             digest=self.digest,
             model_version=self.model_version,
             git_sha=self.git_sha,
+            compatibility=self.compatibility,
         )
 
 
@@ -129,8 +133,9 @@ message holds it (docs.github.com, "Skipping workflow runs"), so a deploy commit
 cancels the CI of the human commit it follows, and cannot start CD again (no loop)."""
 
 
-def commit_message(config: Config, lineage: Lineage) -> str:
+def commit_message(config: Config, lineage: Lineage, trailers: Mapping[str, str] | None = None) -> str:
     what = lineage.digest or lineage.tag
+    extra = "".join(f"{key}: {value}\n" for key, value in (trailers or {}).items())
     return (
         f"deploy({config.name}): {lineage.model_name} version {lineage.model_version} ({what}) {SKIP_CI}\n\n"
         f"Model: {lineage.model_name}\n"
@@ -139,9 +144,53 @@ def commit_message(config: Config, lineage: Lineage) -> str:
         f"Image: {lineage.release().reference}\n"
         f"Gate: {lineage.gate}\n"
         f"Load-Test: {lineage.loadtest}\n"
+        f"{extra}"
         f"{ENV_TRAILER}: {config.name}\n"
         f"{ACTION_TRAILER}: promote\n"
     )
+
+
+def release_tag(model: str, environment: str, version: str) -> str:
+    """The tag of a promotion commit: `<model>/<env>/v<version>` (the model's semver-style version)."""
+    return f"{model}/{environment}/v{version}"
+
+
+def write_records(repo: Path, records: Mapping[str, str | None]) -> list[str]:
+    """Write (text) or remove (None) record files that are no overlay (k8s/quarantine/); the paths changed."""
+    changed = []
+    for name, text in records.items():
+        path = repo / name
+        if text is None:
+            if path.is_file():
+                path.unlink()
+                changed.append(name)
+        elif not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            changed.append(name)
+    return changed
+
+
+def tag_and_push(repo: Path, config: Config, tag: str, message: str, reporter: Reporter) -> bool:
+    """Tag HEAD (annotated) and push the tag; a tag that exists already (the release was promoted to this
+    environment before) stays where it is, said so. Never fails the promotion: the commit is pushed."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}"],
+        cwd=repo,
+        capture_output=True,
+        check=False,
+    )
+    if found.returncode == 0:
+        reporter.note(f"tag {tag} exists already (an earlier promotion of this release): left where it is")
+        return False
+    git(repo, "tag", "--annotate", tag, "--message", message)
+    try:
+        git(repo, "push", require_remote(config), f"refs/tags/{tag}")
+    except StageError as exc:
+        reporter.warn(f"tag {tag} was not pushed ({exc}); the promotion commit was")
+        return False
+    reporter.note(f"tagged the promotion commit {tag} and pushed the tag")
+    return True
 
 
 def replaced(current: Release, release: Release) -> str | None:
@@ -183,9 +232,19 @@ def release_changes(
     return changed, removed
 
 
-def commit_release(repo: Path, config: Config, lineage: Lineage, reporter: Reporter) -> str:
-    """Write what the release changes in the overlay (`release_changes`), commit it and push; return the
-    commit. Refuses on a dirty tree; on a failed push the commit is undone and nothing is left behind."""
+def commit_release(
+    repo: Path,
+    config: Config,
+    lineage: Lineage,
+    reporter: Reporter,
+    *,
+    records: Mapping[str, str | None] | None = None,
+    trailers: Mapping[str, str] | None = None,
+    tag: str | None = None,
+) -> str:
+    """Write what the release changes in the overlay (`release_changes`) and the `records` (quarantine
+    files), commit it with the `trailers` and push; tag the commit `tag` when given; return the commit.
+    Refuses on a dirty tree; on a failed push the commit is undone and nothing is left behind."""
     require_remote(config)
     ensure_clean(repo)
     if lineage.gate not in {"pass", "warn"}:
@@ -199,14 +258,16 @@ def commit_release(repo: Path, config: Config, lineage: Lineage, reporter: Repor
     written = write_files(repo, files)
     for name in removed:
         (repo / name).unlink()
-    written += removed
+    written += removed + write_records(repo, records or {})
     if not written:
         reporter.note(f"k8s/overlays/{config.name} already deploys {release.reference}")
         return git(repo, "rev-parse", "HEAD")
     git(repo, "add", "--all", "--", *written)
-    git(repo, "commit", "--quiet", "-m", commit_message(config, lineage))
+    git(repo, "commit", "--quiet", "-m", commit_message(config, lineage, trailers))
     reporter.note(f"committed {', '.join(written)}")
     _push_or_undo(repo, config, reporter)
+    if tag is not None:
+        tag_and_push(repo, config, tag, commit_message(config, lineage, trailers), reporter)
     return git(repo, "rev-parse", "HEAD")
 
 
@@ -255,8 +316,16 @@ def release_at(repo: Path, config: Config, commit: str) -> Release | None:
     return parse_release(shown.stdout, f"{commit}:{release_path(config)}")
 
 
-def revert_last(repo: Path, config: Config, reporter: Reporter) -> str:
-    """Revert the last promotion of the environment, commit and push; return the revert commit."""
+def revert_last(
+    repo: Path,
+    config: Config,
+    reporter: Reporter,
+    *,
+    records: Mapping[str, str | None] | None = None,
+    trailers: Mapping[str, str] | None = None,
+) -> str:
+    """Revert the last promotion of the environment, with the `records` (the quarantine file) and
+    `trailers`, commit and push; return the revert commit."""
     require_remote(config)
     ensure_clean(repo)
     target = last_promotion(repo, config)
@@ -264,10 +333,14 @@ def revert_last(repo: Path, config: Config, reporter: Reporter) -> str:
         raise StageError(f"no promotion commit of {config.name} to revert in {repo}")
     subject = git(repo, "log", "-1", "--format=%s", target)
     git(repo, "revert", "--no-commit", target)
+    changed = write_records(repo, records or {})
+    if changed:
+        git(repo, "add", "--all", "--", *changed)
+    extra = "".join(f"{key}: {value}\n" for key, value in (trailers or {}).items())
     message = (
         f"rollback({config.name}): revert {subject.replace(f' {SKIP_CI}', '')} {SKIP_CI}\n\n"
         f"This reverts commit {target}.\n\n"
-        f"{ENV_TRAILER}: {config.name}\n{ACTION_TRAILER}: rollback\n"
+        f"{extra}{ENV_TRAILER}: {config.name}\n{ACTION_TRAILER}: rollback\n"
     )
     git(repo, "commit", "--quiet", "-m", message)
     reporter.note(f"reverted {target[:12]} ({subject})")

@@ -53,6 +53,7 @@ from pipeline.deploy.names import (
 )
 from pipeline.ml.data import load_dataset
 from pipeline.rollout.analysis import for_task
+from pipeline.release.gating import release_rollout
 from pipeline.rollout.plan import (
     Plan,
     Promote,
@@ -76,6 +77,9 @@ class Release:
     """The reference this release replaced (written by `promote --gitops`); null for an environment's first
     release, which has no stable version to compare with (docs/kubernetes.md, "The first release")."""
 
+    compatibility: str | None = None
+    """`breaking`, `additive` or `same` against the release it replaced (release/compatibility.py): a breaking
+    one is rolled out by `rollout.breaking`'s plan (blue-green), never by a canary."""
     @property
     def reference(self) -> str:
         return f"{self.image}@{self.digest}" if self.digest else f"{self.image}:{self.tag}"
@@ -176,6 +180,8 @@ def rollout_patch(config: Config, rollout_plan: Plan, release: Release) -> list[
             _op("add", f"{container}/env/-", {"name": "MODEL_SERVICE_API_KEY_SHA256", "valueFrom": secret})
         )
     if rollout_plan.strategy == "canary":
+    if config.rollout.rollback_window:  # back to a recent release: no steps, no analysis (docs/rollout.md)
+        ops.append(_op("add", "/spec/rollbackWindow", {"revisions": config.rollout.rollback_window}))
         ops.append(_op("add", "/spec/strategy/canary/trafficRouting", traffic_routing(config)))
         ops.append(_op("replace", "/spec/strategy/canary/steps", canary_steps(rollout_plan)))
         delay = next(a.scale_down_delay_seconds for a in rollout_plan.actions if isinstance(a, Promote))
@@ -568,7 +574,9 @@ def render_environment(config: Config, release: Release, root: Path) -> dict[str
     """Path relative to the repository root -> text, for one environment (`root`: where data is read)."""
     header = GENERATED.format(env=config.name)
     base = f"{K8S_DIR}/overlays/{config.name}"
-    objects = overlay_objects(config, release, root)
+    objects = overlay_objects(
+        release_rollout(config, breaking=release.compatibility == "breaking"), release, root
+    )
     out = {f"{base}/{name}": header + dump(obj) for name, obj in objects.items()}
     out[f"{base}/{RELEASE_FILE}"] = release_text(config, release)
     out[f"{K8S_DIR}/argocd/{config.name}.yaml"] = header + dump(application(config))

@@ -146,6 +146,17 @@ def plan(config: Config) -> Plan:
     return Plan(config.name, rollout.strategy, analysis, tuple(actions))
 
 
+def fast_rollback(config: Config) -> Plan:
+    """Back to a release that served within `rollout.rollback_window`: all traffic at once, no steps and
+    no analysis (what Argo Rollouts does within spec.rollbackWindow), then the old version drains."""
+    return Plan(
+        config.name,
+        config.rollout.strategy,
+        analysis_of(config.rollout.analysis),
+        (Promote(config.rollout.scale_down_delay_seconds),),
+    )
+
+
 def _describe(action: Action) -> str:
     match action:
         case SetWeight(weight):

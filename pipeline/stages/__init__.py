@@ -124,6 +124,12 @@ STAGES: tuple[Stage, ...] = (
                 action="store_true",
                 help="also commit the change to k8s/overlays/ENV and push it to deploy.gitops (Argo CD syncs)",
             ),
+            option(
+                "--unquarantine",
+                action="store_true",
+                help="ship a release a failed rollout or a rollback rejected (needs --reason)",
+            ),
+            option("--reason", metavar="TEXT", help="why: recorded in the registry and the GitOps commit"),
         ),
         in_run=True,
     ),
@@ -137,7 +143,28 @@ STAGES: tuple[Stage, ...] = (
                 action="store_true",
                 help="also revert the last promotion commit of ENV and push it",
             ),
+            option(
+                "--rehearse",
+                action="store_true",
+                help="rehearse the way back here first (Caddy + traffic; no steps or analysis within "
+                "rollout.rollback_window) and report the time to restore",
+            ),
+            option(
+                "--reason",
+                metavar="TEXT",
+                help="why the release is rolled back: recorded with its quarantine (default: rolled back)",
+            ),
         ),
+    ),
+    Stage(
+        "freeze",
+        "stop every promotion into ENV until lifted (a registry tag, no commit)",
+        run="pipeline.stages.freeze:run",
+        options=(
+            option("--reason", metavar="TEXT", help="why ENV is frozen (required unless --lift)"),
+            option("--lift", action="store_true", help="lift the freeze"),
+        ),
+        exclusive=(("--reason", "--lift"),),
     ),
     Stage(
         "serve",

@@ -3,20 +3,31 @@
 The history of an environment is kept in registered-model tags (`history.<env>.<time>`, one per move;
 see adapters/registry.py), so it lives in the registry with the versions it names, survives a lost
 workspace, and concurrent moves cannot erase each other's entry.
+
+A release enters an environment only when it is not quarantined and the environment's promotion policy
+holds (release/promotion.py); a rollback rejects the release it leaves (release/quarantine.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.adapters import registry
+from pipeline.adapters.locust import LocustTraffic
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.deploy import gitops
 from pipeline.errors import StageError
-from pipeline.stage import StageContext, StageResult
+from pipeline.release import quarantine
+from pipeline.release.history import releases_between, within_rollback_window
+from pipeline.release.promotion import admit, release_image
+from pipeline.release.record import SEMVER_TAG, against_serving
+from pipeline.rollout import rehearsal
+from pipeline.stage import Check, StageContext, StageResult
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -31,9 +42,14 @@ class PromoteResult(StageResult):
     version: str
     previous: str | None
     changed: bool
+    restore_seconds: float | None = None
+    """A rehearsed rollback: seconds from the rollback's start until the restored release took all traffic."""
+    timings: dict[str, float] = field(default_factory=dict)
 
 
-def _result(environment: str, version: str, previous: str | None, *, changed: bool) -> PromoteResult:
+def _result(
+    environment: str, version: str, previous: str | None, *, changed: bool, checks: list[Check] | None = None
+) -> PromoteResult:
     headline = (
         f"{environment}: v{previous or '-'} -> v{version}"
         if changed
@@ -42,6 +58,7 @@ def _result(environment: str, version: str, previous: str | None, *, changed: bo
     return PromoteResult(
         headline=headline,
         reused=not changed,
+        checks=checks or [],
         environment=environment,
         version=version,
         previous=previous,
@@ -49,25 +66,50 @@ def _result(environment: str, version: str, previous: str | None, *, changed: bo
     )
 
 
+def _blocked(config: Config, version: str, previous: str | None, checks: list[Check]) -> PromoteResult:
+    """A promotion the policy or the quarantine holds back: nothing moved, the failed check says why."""
+    first = next(check for check in checks if check.failed)
+    return PromoteResult(
+        status="fail",
+        headline=f"{config.name}: v{version} blocked by {first.name}",
+        checks=checks,
+        environment=config.name,
+        version=version,
+        previous=previous,
+        changed=False,
+    )
+
+
 def _move_alias(
-    mlflow: MlflowClient, config: Config, version: str, action: str, reporter: Reporter
+    mlflow: MlflowClient,
+    config: Config,
+    version: str,
+    action: str,
+    reporter: Reporter,
+    *,
+    now: datetime,
+    checks: list[Check] | None = None,
 ) -> PromoteResult:
     name = config.model.name
     current = registry.alias_version(mlflow, name, config.alias)
     previous = str(current.version) if current is not None else None
     if previous == version:
         reporter.note(f"version {version} already serves {config.name}; nothing to move")
-        return _result(config.name, version, previous, changed=False)
+        return _result(config.name, version, previous, changed=False, checks=checks)
     mlflow.set_registered_model_alias(name, config.alias, version)
+    tags = registry.version_tags(mlflow.get_model_version(name, version))
     entry = {
         "version": version,
         "previous": previous,
         "action": action,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "at": now.isoformat(timespec="seconds"),
+        # What soak and fast rollback read: the release is the version with this image.
+        "image": release_image(tags),
+        "semver": tags.get(SEMVER_TAG),
     }
     registry.record_alias_move(mlflow, name, config.name, entry)
     reporter.note(f"alias {config.alias!r}: version {previous or '(none)'} -> {version} ({action})")
-    return _result(config.name, version, previous, changed=True)
+    return _result(config.name, version, previous, changed=True, checks=checks)
 
 
 def candidate_version(mlflow: MlflowClient, config: Config, to_version: str | None) -> Any:
@@ -93,15 +135,38 @@ def candidate_version(mlflow: MlflowClient, config: Config, to_version: str | No
     return candidate
 
 
+def _serving(mlflow: MlflowClient, config: Config) -> str | None:
+    current = registry.alias_version(mlflow, config.model.name, config.alias)
+    return None if current is None else str(current.version)
+
+
 def promote(
-    config: Config, workspace: Workspace, reporter: Reporter, *, to_version: str | None = None
+    config: Config,
+    workspace: Workspace,
+    reporter: Reporter,
+    *,
+    to_version: str | None = None,
+    unquarantine: str | None = None,
+    now: datetime | None = None,
+    admitted: list[Check] | None = None,
 ) -> PromoteResult:
-    """Move alias `<env>` to the candidate (or `to_version`), only when its gate passed for `<env>`."""
+    """Move alias `<env>` to the candidate (or `to_version`), only when its gate passed for `<env>`, it is
+    not quarantined (`unquarantine`: a person's reason to lift that) and the environment's promotion
+    policy holds at `now` (default: the clock). `admitted`: the checks of a caller that asked already."""
     mlflow = registry.client(config, workspace)
     name = config.model.name
+    now = now or datetime.now(UTC)
     with registry.writing(config, workspace):
         candidate = candidate_version(mlflow, config, to_version)
-        result = _move_alias(mlflow, config, str(candidate.version), "promote", reporter)
+        version, serving = str(candidate.version), _serving(mlflow, config)
+        if version == serving:
+            return _move_alias(mlflow, config, version, "promote", reporter, now=now)
+        checks = admitted
+        if checks is None:
+            checks = admit(mlflow, config, candidate, unquarantine=unquarantine, now=now, reporter=reporter)
+        if any(check.failed for check in checks):
+            return _blocked(config, version, serving, checks)
+        result = _move_alias(mlflow, config, version, "promote", reporter, now=now, checks=checks)
         on_its_way = registry.alias_version(mlflow, name, config.candidate_alias)
         if on_its_way is not None and str(on_its_way.version) == result.version:
             mlflow.delete_registered_model_alias(name, config.candidate_alias)  # it has arrived
@@ -131,11 +196,47 @@ def rollback_target(mlflow: MlflowClient, config: Config) -> str:
     return str(previous)
 
 
-def rollback(config: Config, workspace: Workspace, reporter: Reporter) -> PromoteResult:
-    """Move alias `<env>` back to the version that served before the current one."""
+def rollback(
+    config: Config,
+    workspace: Workspace,
+    reporter: Reporter,
+    *,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> PromoteResult:
+    """Move alias `<env>` back to the version that served before the current one, and quarantine the one
+    it leaves (with its image): no promotion ships it again until a person lifts that."""
     mlflow = registry.client(config, workspace)
+    now = now or datetime.now(UTC)
     with registry.writing(config, workspace):
-        return _move_alias(mlflow, config, rollback_target(mlflow, config), "rollback", reporter)
+        leaving = _serving(mlflow, config)
+        result = _move_alias(mlflow, config, rollback_target(mlflow, config), "rollback", reporter, now=now)
+        if leaving is not None and result.changed:
+            reject_leaving(mlflow, config, leaving, reason=reason, now=now, reporter=reporter)
+    return result
+
+
+def reject_leaving(
+    mlflow: MlflowClient,
+    config: Config,
+    version: str,
+    *,
+    reason: str | None,
+    now: datetime,
+    reporter: Reporter,
+) -> quarantine.Event:
+    """Quarantine the release a rollback leaves."""
+    tags = registry.version_tags(mlflow.get_model_version(config.model.name, version))
+    return quarantine.reject(
+        mlflow,
+        config,
+        version,
+        image=release_image(tags),
+        reason=reason or f"rolled back from {config.name}",
+        action="rollback",
+        now=now,
+        reporter=reporter,
+    )
 
 
 def _get_version(mlflow: MlflowClient, name: str, version: str) -> Any:
@@ -148,29 +249,143 @@ def _get_version(mlflow: MlflowClient, name: str, version: str) -> Any:
 
 
 def run(ctx: StageContext) -> PromoteResult:
-    """Move the alias; with `--gitops`, commit and push the overlay first, and revert that commit when the
-    alias does not move, so Git and the registry never disagree."""
-    c, w, r, to_version = ctx.config, ctx.workspace, ctx.reporter, ctx.args.to_version
-    if not ctx.args.gitops:
-        return promote(c, w, r, to_version=to_version)
+    """Move the alias; with `--gitops`, commit and push the overlay first (after the quarantine and the
+    policy admitted the release), and revert that commit when the alias does not move, so Git and the
+    registry never disagree."""
+    c, w, r, args = ctx.config, ctx.workspace, ctx.reporter, ctx.args
+    unquarantine = _override(args)
+    if not args.gitops:
+        return promote(c, w, r, to_version=args.to_version, unquarantine=unquarantine)
     repo = w.root
     gitops.require_remote(c)
     gitops.ensure_clean(repo)
-    candidate = candidate_version(registry.client(c, w), c, to_version)
-    lineage = gitops.lineage_from_tags(c, str(candidate.version), registry.version_tags(candidate))
-    gitops.commit_release(repo, c, lineage, r)
+    mlflow = registry.client(c, w)
+    now = datetime.now(UTC)
+    candidate = candidate_version(mlflow, c, args.to_version)
+    version, tags = str(candidate.version), registry.version_tags(candidate)
+    if version == _serving(mlflow, c):
+        return promote(c, w, r, to_version=version, now=now)
+    lineage = gitops.lineage_from_tags(c, version, tags)
+    compatibility = against_serving(mlflow, c, w, candidate)
+    if compatibility is not None:
+        lineage = replace(lineage, compatibility=compatibility.level)
+    records, trailers = _git_quarantine(repo, c, version, release_image(tags), unquarantine)
+    checks = admit(mlflow, c, candidate, unquarantine=unquarantine, now=now, reporter=r)
+    if any(check.failed for check in checks):
+        return _blocked(c, version, _serving(mlflow, c), checks)
+    semver = tags.get(SEMVER_TAG)
+    tag = gitops.release_tag(c.model.name, c.name, str(semver)) if semver else None
+    gitops.commit_release(repo, c, lineage, r, records=records, trailers=trailers, tag=tag)
     try:
-        return promote(c, w, r, to_version=to_version)
+        return promote(c, w, r, to_version=version, now=now, admitted=checks)
     except Exception:
         r.warn("the alias did not move; reverting the GitOps commit so Git matches the registry")
         gitops.revert_last(repo, c, r)
         raise
 
 
+def _override(args: Any) -> str | None:
+    """`--unquarantine --reason TEXT`: a person's reason to ship a rejected release; None without it."""
+    if not args.unquarantine:
+        return None
+    if not (args.reason or "").strip():
+        raise StageError("--unquarantine needs --reason TEXT: why the rejected release may ship after all")
+    return str(args.reason)
+
+
+def _git_quarantine(
+    repo: Path, config: Config, version: str, image: str | None, unquarantine: str | None
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The quarantine files a promotion commit rewrites (this release's entries removed) and its trailer,
+    when `unquarantine` lifts the rejection Git records; StageError when Git rejects it without that."""
+    found = quarantine.git_rejections(repo, config.model.name, version, image)
+    if not found:
+        return {}, {}
+    if unquarantine is None:
+        where, entry = found[0]
+        raise StageError(
+            f"refusing: {quarantine.git_path(where)} rejects version {version} ({entry.get('reason')}, "
+            f"{entry.get('at')}); it passes {quarantine.lift_hint(config, version)}"
+        )
+    records: dict[str, str | None] = {}
+    for environment in sorted({where for where, _ in found}):
+        kept = [
+            entry
+            for entry in quarantine.git_entries(repo, environment)
+            if not quarantine.rejects(entry, config.model.name, version, image)
+        ]
+        records[quarantine.git_path(environment)] = quarantine.git_text(environment, kept) if kept else None
+    return records, {quarantine.UNQUARANTINE_TRAILER: unquarantine}
+
+
 def run_rollback(ctx: StageContext) -> PromoteResult:
+    """Roll back: `--rehearse` first rehearses the way back here (straight to all traffic within
+    `rollout.rollback_window`); `--gitops` reverts the last promotion commit with the rejection recorded."""
+    c, w, r, args = ctx.config, ctx.workspace, ctx.reporter, ctx.args
+    mlflow = registry.client(c, w)
+    now = datetime.now(UTC)
+    target = rollback_target(mlflow, c)  # refuses before touching Git when there is nowhere to go back to
+    leaving = _serving(mlflow, c)
+    restore = _rehearse_rollback(ctx, target) if args.rehearse else None
+    if args.gitops:
+        assert leaving is not None  # rollback_target found a version serving
+        event = reject_leaving(mlflow, c, leaving, reason=args.reason, now=now, reporter=r)
+        path = quarantine.git_path(c.name)
+        entries = [*quarantine.git_entries(w.root, c.name), quarantine.git_entry(c, leaving, event)]
+        gitops.revert_last(
+            w.root,
+            c,
+            r,
+            records={path: quarantine.git_text(c.name, entries)},
+            trailers={quarantine.QUARANTINE_TRAILER: f"{c.model.name} version {leaving}: {event.reason}"},
+        )
+        with registry.writing(c, w):
+            result = _move_alias(mlflow, c, target, "rollback", r, now=now)
+    else:
+        result = rollback(c, w, r, reason=args.reason, now=now)
+    if restore is None:
+        return result
+    return PromoteResult(**{**vars(result), **restore})
+
+
+def _rehearse_rollback(ctx: StageContext, target: str) -> dict[str, Any]:
+    """Rehearse going back from the release serving to `target`; fast (all traffic at once, no analysis)
+    when `target` served within `rollout.rollback_window` releases. StageError when the way back fails."""
     c, w, r = ctx.config, ctx.workspace, ctx.reporter
-    if ctx.args.gitops:
-        # Refuse before touching Git when the alias has nowhere to go back to.
-        rollback_target(registry.client(c, w), c)
-        gitops.revert_last(w.root, c, r)
-    return rollback(c, w, r)
+    started = time.monotonic()
+    mlflow = registry.client(c, w)
+    entries = registry.alias_history(mlflow, c.model.name, c.name)
+    fast = within_rollback_window(entries, target, c.rollout.rollback_window)
+    between = releases_between(entries, target)
+    r.note(
+        f"rollback to version {target}: {between} release(s) served since, rollout.rollback_window "
+        f"{c.rollout.rollback_window}: " + ("fast (no steps, no analysis)" if fast else "the full plan")
+    )
+    stable = registry.alias_model_dir(c, w, c.alias)
+    candidate = registry.version_model_dir(mlflow, c, w, mlflow.get_model_version(c.model.name, target))
+    outcome = rehearsal.rollout(
+        c,
+        w,
+        r,
+        candidate=candidate,
+        stable=stable,
+        traffic=LocustTraffic(c, candidate),
+        fast=fast,
+        fresh=True,
+    )
+    if outcome.status == "fail":
+        raise StageError(
+            f"the rehearsed rollback to version {target} failed: {outcome.headline}; alias unchanged"
+        )
+    restored = outcome.restored_after_s
+    total = time.monotonic() - started
+    r.note(
+        f"time to restore: {restored:.1f}s from the plan's start to all traffic on version {target} "
+        f"({total:.1f}s with the rehearsal's start-up)"
+    )
+    return {
+        "restore_seconds": restored,
+        "timings": {"plan_to_restore_s": restored or 0.0, "rollback_total_s": total},
+        "headline": f"{c.name}: back to v{target} in {restored:.1f}s ({'fast' if fast else 'full plan'})",
+        "checks": outcome.checks,
+    }

@@ -105,7 +105,7 @@ def test_unknown_key_lists_the_allowed_ones(config_dir: Path) -> None:
     write(config_dir, "dev", "extends: base\nmodel:\n  estimatr: random_forest\n")
     message = error_of("dev", config_dir)
     assert message.startswith(f"{config_dir / 'dev.yaml'}: model.estimatr: unknown key")
-    assert "allowed keys here: estimator, name, params" in message
+    assert "allowed keys here: estimator, feature_defaults, name, params" in message
 
 
 def test_missing_required_key_points_at_the_environment(config_dir: Path) -> None:

@@ -1,5 +1,7 @@
 """`service.fallback`: validated with file and key, mapped to the service's declared MODEL_SERVICE_* settings."""
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -7,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from model_service.settings import ServiceSettings, unknown_variables
+from model_service.operations.settings import ServiceSettings, unknown_variables
 from pipeline.adapters.service_process import FALLBACK_DIR_ENV, service_settings
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError, load_config
@@ -55,11 +57,19 @@ def test_no_fallback_no_breaker_settings() -> None:
     assert not any(key.startswith("MODEL_SERVICE_BREAKER") for key in service_settings(config))
 
 
-def test_rehearsal_candidate_falls_back_to_stable_or_the_named_export(tmp_path: Path) -> None:
+def test_rehearsal_candidate_falls_back_to_stable_or_the_named_export(
+    tmp_path: Path, plain_model_dir: Path
+) -> None:
     stable, candidate = ModelDir(tmp_path / "v1"), ModelDir(tmp_path / "v2")
+    for folder in (stable, candidate):
+        shutil.copytree(plain_model_dir, folder.path)
     previous = load_config("dev", ENVIRONMENTS, ("service.fallback={source: previous}",))
     assert fallback_setting(previous, stable, candidate) == {FALLBACK_DIR_ENV: str(stable.path)}
     assert fallback_setting(previous, candidate, candidate) == {}  # first deploy: nothing earlier
+    card = json.loads((stable.card).read_text())
+    card["features"][0]["name"] = "renamed"  # the candidate is breaking: the service would refuse stable
+    stable.card.write_text(json.dumps(card))
+    assert fallback_setting(previous, stable, candidate) == {}
     export = load_config("dev", ENVIRONMENTS, ("service.fallback={source: export, version: v0}",))
     assert fallback_setting(export, stable, candidate) == {FALLBACK_DIR_ENV: str(tmp_path / "v0")}
     assert fallback_setting(load_config("dev", ENVIRONMENTS), stable, candidate) == {}

@@ -47,7 +47,8 @@ def test_every_section_is_a_heading_and_every_key_a_documented_row(reference: st
     for spec in SPECS:
         if spec is Config:  # its fields are the section headings
             continue
-        for name, field in spec.model_fields.items():
+        for field_name, field in spec.model_fields.items():
+            name = field.alias or field_name  # `from`: the YAML key of a Python keyword
             keys = [key for key in rows if key.endswith(f".{name}") or key == name]
             assert keys, f"{spec.__name__}.{name} has no row"
             assert any(rows[key][3] == " ".join((field.description or "").split()) for key in keys)
