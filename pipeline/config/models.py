@@ -899,7 +899,8 @@ class BatchSpec(Spec):
     time_zone: str | None = Field(None, pattern=r"^[A-Za-z]+(/[A-Za-z0-9_+-]+)*$")
     """IANA time zone of `schedule` (e.g. `Europe/Paris`); null: the cluster's (UTC on most)."""
     input: str | None = None
-    """What the scheduled batch scores: a path or URI the job can read (a folder of Parquet parts)."""
+    """What the scheduled batch scores: a file or a folder of parts, as a path the job can read; relative
+    paths start at the checkout (CD) or at the root of `volume_claim` (cluster)."""
     output: str | None = None
     """Where the scheduled batch writes; `{date}` becomes the run's UTC date (YYYY-MM-DD), so each run
     writes a new folder (an existing one is refused)."""

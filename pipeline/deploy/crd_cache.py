@@ -43,6 +43,8 @@ _ROLLOUTS = ("argoproj/argo-rollouts", "9f8d111d8f8e3e88b6d7f8bbdf62fd3cd863ef9d
 _PROMETHEUS = ("prometheus-operator/prometheus-operator", "6adcebc5076c34f4f55f8f5f7b1e528929373ac7")
 _GATEWAY = ("kubernetes-sigs/gateway-api", "8bb74df00e56ec8f944d48c25e6c1c9c2f6848e3")  # tag v1.6.1
 _GATEWAY_DIR = "config/crd/standard/gateway.networking.k8s.io_"
+_SPARK = ("kubeflow/spark-operator", "38082f3318e9d33f3e4a940c7cf165df6e40b422")
+_SPARK_DIR = "charts/spark-operator-chart/crds/sparkoperator.k8s.io_"
 PINNED = (
     PinnedCrd(
         "argo-rollouts-rollout-crd.yaml",
@@ -99,8 +101,21 @@ PINNED = (
         f"{_GATEWAY_DIR}referencegrants.yaml",
         "8c645e9333cfa67790cc2a53e0c00076f88b2bd4230d2b49688c78bc34f9b2c3",
     ),
+    PinnedCrd(
+        "spark-operator-scheduledsparkapplications-crd.yaml",
+        *_SPARK,
+        f"{_SPARK_DIR}scheduledsparkapplications.yaml",
+        "7e91cad1e3d2250dfc46c2005338592664b889cc1bb4a74f5b01bc2b3147b55c",
+    ),
+    PinnedCrd(
+        "spark-operator-sparkapplications-crd.yaml",
+        *_SPARK,
+        f"{_SPARK_DIR}sparkapplications.yaml",
+        "e03bf7ad5de56546a5f7b8d897f165eb636df4b0808ea456f7300d8366edd05b",
+    ),
 )
-"""The files of ../shared/schemas/crds (see its README), byte for byte."""
+"""The files of ../shared/schemas/crds (see its README), byte for byte, and the Spark operator's two that
+the spark engine's scheduled batch is validated against (docs/batch.md)."""
 
 
 class CrdDownloadError(Exception):

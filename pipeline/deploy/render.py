@@ -23,6 +23,7 @@ import yaml
 from pipeline.adapters.service_process import service_settings
 from pipeline.config import ClusterTiming, Config, ConfigError, Task, known_environments, load_config
 from pipeline.console import Reporter
+from pipeline.deploy import batch_jobs
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
     analysis_metrics,
@@ -52,8 +53,8 @@ from pipeline.deploy.names import (
     UNRELEASED_TAG,
 )
 from pipeline.ml.data import load_dataset
-from pipeline.rollout.analysis import for_task
 from pipeline.release.gating import release_rollout
+from pipeline.rollout.analysis import for_task
 from pipeline.rollout.plan import (
     Plan,
     Promote,
@@ -76,10 +77,10 @@ class Release:
     replaces: str | None = None
     """The reference this release replaced (written by `promote --gitops`); null for an environment's first
     release, which has no stable version to compare with (docs/kubernetes.md, "The first release")."""
-
     compatibility: str | None = None
     """`breaking`, `additive` or `same` against the release it replaced (release/compatibility.py): a breaking
     one is rolled out by `rollout.breaking`'s plan (blue-green), never by a canary."""
+
     @property
     def reference(self) -> str:
         return f"{self.image}@{self.digest}" if self.digest else f"{self.image}:{self.tag}"
@@ -179,9 +180,9 @@ def rollout_patch(config: Config, rollout_plan: Plan, release: Release) -> list[
         ops.append(
             _op("add", f"{container}/env/-", {"name": "MODEL_SERVICE_API_KEY_SHA256", "valueFrom": secret})
         )
-    if rollout_plan.strategy == "canary":
     if config.rollout.rollback_window:  # back to a recent release: no steps, no analysis (docs/rollout.md)
         ops.append(_op("add", "/spec/rollbackWindow", {"revisions": config.rollout.rollback_window}))
+    if rollout_plan.strategy == "canary":
         ops.append(_op("add", "/spec/strategy/canary/trafficRouting", traffic_routing(config)))
         ops.append(_op("replace", "/spec/strategy/canary/steps", canary_steps(rollout_plan)))
         delay = next(a.scale_down_delay_seconds for a in rollout_plan.actions if isinstance(a, Promote))
@@ -379,6 +380,10 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     if release.released and release.replaces is None:
         resources.append(FIRST_RELEASE_FILE)
         files[FIRST_RELEASE_FILE] = first_release_run(config, rollout_plan, timing)
+    if release.released:  # the scheduled batch scores with the release serving the environment
+        for name, batch_object in batch_jobs.overlay_files(config).items():
+            resources.append(name)
+            files[name] = batch_object
     smoke = next((a for a in rollout_plan.actions if isinstance(a, Smoke)), None)
     if smoke is not None:
         patches["patch-smoke.yaml"] = ("argoproj.io", "AnalysisTemplate", SMOKE_TEMPLATE)
@@ -657,9 +662,10 @@ def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> 
     stale = stale_files(root, files)
     for name in stale:
         reporter.error(f"{name} is stale: it differs from what environments/ renders; run `nox -s render`")
-    placeholders = repo_url_problems(root, config_dir)
-    for placeholder in placeholders:
-        reporter.error(placeholder)
+    configs = [load_config(env, config_dir) for env in known_environments(config_dir)]
+    unfit = repo_url_problems(root, config_dir) + batch_jobs.workflow_problems(root, configs)
+    for reason in unfit:
+        reporter.error(reason)
     report = k8s_validate.validate_tree(root)
     # A check that could not run is a failure, never a pass: the summary counts it apart.
     for note in report.skipped:
@@ -668,8 +674,9 @@ def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> 
         reporter.error(str(problem))
     reporter.line(
         f"{len(files)} rendered files checked, {len(stale)} stale; {report.checked} objects: core kinds "
-        f"against Kubernetes {', '.join(k8s_validate.SUPPORTED_KUBERNETES)}, Argo and Prometheus kinds "
-        f"against the CRD schemas in {k8s_validate.schemas_dir(root)}; {len(report.problems)} problems"
+        f"against Kubernetes {', '.join(k8s_validate.SUPPORTED_KUBERNETES)}; Argo, Prometheus, Gateway "
+        f"and Spark kinds against the CRD schemas in {k8s_validate.schemas_dir(root)}; "
+        f"{len(report.problems)} problems"
         + (f"; {len(report.skipped)} checks NOT run (a failure)" if report.skipped else "")
     )
-    return not stale and not placeholders and not report.problems and not report.skipped
+    return not stale and not unfit and not report.problems and not report.skipped

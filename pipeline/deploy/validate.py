@@ -1,10 +1,10 @@
 """Offline validation of k8s/: build every overlay with kustomize, validate each object, apply our policy.
 
 - core kinds: `kubernetes-validate --strict` against every version in SUPPORTED_KUBERNETES;
-- Argo (Rollout, AnalysisTemplate, Application), Prometheus (ServiceMonitor, PrometheusRule) and Gateway API
-  (HTTPRoute) kinds: jsonschema on the CRD's openAPIV3Schema from K8S_SCHEMAS_DIR, else
-  ../shared/schemas/crds, else the same upstream files downloaded by crd_cache (pinned by commit and
-  sha256: a fork checks as we do);
+- Argo (Rollout, AnalysisTemplate, Application), Prometheus (ServiceMonitor, PrometheusRule), Gateway API
+  (HTTPRoute) and Spark operator (ScheduledSparkApplication) kinds: jsonschema on the CRD's openAPIV3Schema
+  from K8S_SCHEMAS_DIR, else ../shared/schemas/crds, else the same upstream files downloaded by crd_cache
+  (pinned by commit and sha256: a fork checks as we do);
 - policy: what schemas miss: hardened pods, limits, probes, pinned images, no removed API versions.
 
 Every problem names the source, the object (Kind/name), the field and the reason.
@@ -38,6 +38,8 @@ CRD_KINDS = {
     ("argoproj.io", "Application"),
     ("monitoring.coreos.com", "ServiceMonitor"),
     ("monitoring.coreos.com", "PrometheusRule"),
+    ("sparkoperator.k8s.io", "ScheduledSparkApplication"),
+    ("sparkoperator.k8s.io", "SparkApplication"),
 }
 REMOVED_APIS = {
     "extensions/v1beta1": "1.16/1.22",
@@ -49,9 +51,10 @@ REMOVED_APIS = {
     "autoscaling/v2beta2": "1.26",
     "batch/v1beta1": "1.25",
 }
-CRD_GROUPS = {"argoproj.io", "monitoring.coreos.com", "gateway.networking.k8s.io"}
+CRD_GROUPS = {"argoproj.io", "monitoring.coreos.com", "gateway.networking.k8s.io", "sparkoperator.k8s.io"}
 """API groups validated against CRD schemas (every other group is a core Kubernetes one)."""
 POD_KINDS = {"Rollout", "Deployment", "StatefulSet", "DaemonSet", "Job"}
+SPARK_KINDS = {"SparkApplication", "ScheduledSparkApplication"}
 
 
 class ToolMissing(Exception):
@@ -248,12 +251,40 @@ def validate_crd(doc: dict[str, Any], source: str, directory: Path) -> list[Prob
     group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
     schema = crd_schemas(directory).get((group, version, str(doc.get("kind"))))
     if schema is None:
-        return [Problem(source, _name(doc), "apiVersion", f"no CRD schema for {doc.get('apiVersion')}")]
+        return [
+            Problem(
+                source,
+                _name(doc),
+                "apiVersion",
+                f"no CRD schema for {doc.get('apiVersion')} {doc.get('kind')} in {directory}: add its file "
+                f"(pipeline/deploy/crd_cache.py PINNED) there, or set {SCHEMAS_ENV} to a folder holding it",
+            )
+        ]
     validator = jsonschema.Draft7Validator(schema)
-    return [
+    found = [
         Problem(source, _name(doc), ".".join(str(p) for p in error.absolute_path), error.message)
         for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     ]
+    if doc.get("kind") == "ScheduledSparkApplication":
+        # The operator creates a SparkApplication from the template at each run, which the API server
+        # checks against the SparkApplication CRD: a template it refuses fails every run, not the sync.
+        as_run = [
+            replace(problem, obj=_name(doc), field="spec.template" + problem.field.removeprefix("spec"))
+            for problem in validate_crd(_scheduled_run(doc), source, directory)
+        ]
+        found = list(dict.fromkeys(found + as_run))  # the two CRDs share the spec's types: once each
+    return found
+
+
+def _scheduled_run(scheduled: dict[str, Any]) -> dict[str, Any]:
+    """The SparkApplication a ScheduledSparkApplication creates at each run: its template as the spec."""
+    template = (scheduled.get("spec") or {}).get("template") or {}
+    return {
+        "apiVersion": scheduled.get("apiVersion"),
+        "kind": "SparkApplication",
+        "metadata": scheduled.get("metadata") or {},
+        "spec": template,
+    }
 
 
 def validate_core(
@@ -307,6 +338,13 @@ def policy(doc: dict[str, Any], source: str) -> list[Problem]:
                     for p in policy(job_doc, source)
                 )
         return out
+    if doc.get("kind") == "CronJob":
+        # Its Job's pods are checked as a Job's: the schedule adds nothing to harden.
+        job = ((doc.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
+        as_job = policy({"kind": "Job", "metadata": doc.get("metadata"), "spec": job}, source)
+        return out + [replace(p, obj=obj, field=f"spec.jobTemplate.{p.field}") for p in as_job]
+    if doc.get("kind") in SPARK_KINDS:
+        return out + _spark_policy(doc, source)
     if doc.get("kind") not in POD_KINDS:
         return out
     spec = doc.get("spec") or {}
@@ -332,6 +370,49 @@ def policy(doc: dict[str, Any], source: str) -> list[Problem]:
     serving = doc.get("kind") != "Job"  # a Job runs to completion: no probes to answer
     for where, container in _containers(doc):
         out.extend(_container_policy(source, obj, where, container, serving=serving))
+    return out
+
+
+def _spark_policy(doc: dict[str, Any], source: str) -> list[Problem]:
+    """A Spark application's driver and executor pods, hardened as the Spark operator's own examples are
+    (non-root, no privilege escalation, every capability dropped, RuntimeDefault seccomp; the root file
+    system stays writable: Spark writes its work and local folders there), each with cores and memory;
+    its image pinned; init containers checked as any other container."""
+    obj = _name(doc)
+    scheduled = doc.get("kind") == "ScheduledSparkApplication"
+    spec = ((doc.get("spec") or {}).get("template") if scheduled else doc.get("spec")) or {}
+    where = "spec.template" if scheduled else "spec"
+    out: list[Problem] = []
+    image = str(spec.get("image", ""))
+    if "@sha256:" not in image and image.rsplit("/", 1)[-1].partition(":")[2] in {"", "latest"}:
+        out.append(Problem(source, obj, f"{where}.image", f"{image!r}: pin a tag or digest, never latest"))
+    for role in ("driver", "executor"):
+        pod = spec.get(role) or {}
+        sc = pod.get("securityContext") or {}
+        drop = (sc.get("capabilities") or {}).get("drop") or []
+        checks = {
+            "securityContext.allowPrivilegeEscalation": (
+                sc.get("allowPrivilegeEscalation") is False,
+                "must be false",
+            ),
+            "securityContext.runAsNonRoot": (sc.get("runAsNonRoot") is True, "must be true"),
+            "securityContext.capabilities.drop": ("ALL" in drop, "must include ALL"),
+            "securityContext.seccompProfile.type": (
+                (sc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+                "must be RuntimeDefault",
+            ),
+            "cores": (bool(pod.get("cores")), "must be set"),
+            "memory": (bool(pod.get("memory")), "must be set"),
+        }
+        out.extend(
+            Problem(source, obj, f"{where}.{role}.{key}", reason)
+            for key, (ok, reason) in checks.items()
+            if not ok
+        )
+        for n, container in enumerate(pod.get("initContainers") or []):
+            out.extend(
+                _container_policy(source, obj, f"{where}.{role}.initContainers.{n}", container, serving=False)
+            )
     return out
 
 

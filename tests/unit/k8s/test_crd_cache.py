@@ -21,6 +21,14 @@ SHARED = Path(os.environ.get(kv.SCHEMAS_ENV) or ROOT.parent / "shared" / "schema
 needs_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason=f"no CRD folder at {SHARED}: set {kv.SCHEMAS_ENV} to ../shared/schemas/crds"
 )
+STAGED = SHARED.parent / "crds-next"
+"""Where ../shared/schemas keeps the files of kinds it has not moved into crds/ yet (its README): the Spark
+operator's, pinned since the spark engine's scheduled batch renders them."""
+
+
+def shared_file(name: str) -> Path:
+    """A pinned file's copy in the shared folder: crds/, else crds-next/."""
+    return SHARED / name if (SHARED / name).is_file() else STAGED / name
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -100,9 +108,9 @@ def test_an_unreachable_host_names_the_url_and_the_fix(
 
 @needs_shared
 def test_the_pins_are_the_files_of_shared_schemas() -> None:
-    assert sorted(p.name for p in SHARED.glob("*.yaml")) == sorted(c.name for c in crd_cache.PINNED)
+    assert {p.name for p in SHARED.glob("*.yaml")} <= {c.name for c in crd_cache.PINNED}
     for crd in crd_cache.PINNED:
-        assert hashlib.sha256((SHARED / crd.name).read_bytes()).hexdigest() == crd.sha256, crd.name
+        assert hashlib.sha256(shared_file(crd.name).read_bytes()).hexdigest() == crd.sha256, crd.name
 
 
 @needs_shared
@@ -111,7 +119,7 @@ def test_a_fork_without_shared_validates_crd_kinds_from_the_download(
 ) -> None:
     base_url, served = upstream
     for crd in crd_cache.PINNED:
-        _publish(served, crd, (SHARED / crd.name).read_bytes())
+        _publish(served, crd, shared_file(crd.name).read_bytes())
     fork = tmp_path / "fork" / "repo"  # no ../shared beside it
     fork.mkdir(parents=True)
     monkeypatch.delenv(kv.SCHEMAS_ENV, raising=False)
