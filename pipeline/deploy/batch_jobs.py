@@ -328,7 +328,7 @@ def workflow_problems(root: Path, configs: Iterable[Config]) -> list[str]:
     wanted = cd_schedules(configs)
     listed = workflow_crons(root)
     problems = []
-    for (cron, zone), envs in sorted(wanted.items(), key=str):
+    for (cron, zone), envs in sorted(wanted.items(), key=lambda item: item[1]):
         if (cron, zone) in listed:
             continue
         entry = f'- cron: "{cron}"' + (f"\n    timezone: {zone}" if zone else "")
