@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from benchmarks.run import _model
-from model_service.settings import ServiceSettings
+from model_service.operations.settings import ServiceSettings
 from pipeline.adapters.service_process import ServiceProcess, running_service
 from pipeline.config import load_config
 from pipeline.console import Reporter

@@ -2,8 +2,9 @@
 
 Checks the card and the model before binding a port (refusing to start with a one-line reason), then runs
 uvicorn with the app factory. It gives prometheus_client a temporary multiprocess directory (removed on
-exit), where every worker writes its values, and starts the metrics process (model_service/metrics_server.py)
-on the metrics port, which reads them all: one /metrics for every worker, never on the API's port.
+exit), where every worker writes its values, and starts the metrics process
+(model_service/server/metrics_server.py) on the metrics port, which reads them all: one /metrics for every
+worker, never on the API's port.
 """
 
 import argparse
@@ -22,15 +23,15 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from model_service.errors import StartupError
-from model_service.http import GuardedHttpToolsProtocol, HttpLimits
-from model_service.runtime import OnnxModel, load_card
-from model_service.settings import ENV_PREFIX, ServiceSettings, unknown_variables
+from model_service.model.runtime import OnnxModel, load_card
+from model_service.operations.settings import ENV_PREFIX, ServiceSettings, unknown_variables
+from model_service.protocol.errors import StartupError
+from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits
 
 EXIT_REFUSED = 2
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # uvicorn's loop factories by MODEL_SERVICE_EVENT_LOOP: asyncio with a listening socket per worker.
-_LOOP_FACTORIES = {"asyncio": "model_service.event_loop:new_event_loop", "uvloop": "uvloop"}
+_LOOP_FACTORIES = {"asyncio": "model_service.server.event_loop:new_event_loop", "uvloop": "uvloop"}
 
 
 def _parse(argv: list[str] | None) -> dict[str, object]:
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             sys.executable,
             "-m",
-            "model_service.metrics_server",
+            "model_service.server.metrics_server",
             "--fd",
             str(metrics_socket.fileno()),
             "--launcher-pid",
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level="warning",
             timeout_graceful_shutdown=settings.graceful_timeout_s,
             lifespan="on",
-            # httptools with the head limits and read deadlines uvicorn lacks (model_service/http.py).
+            # httptools with the head limits and read deadlines uvicorn lacks (model_service/server/http.py).
             http=functools.partial(GuardedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
             timeout_keep_alive=settings.keep_alive_timeout_s,
             loop=_LOOP_FACTORIES[settings.event_loop],

@@ -1,9 +1,13 @@
 """The app factory: `create_app(settings)` builds the Starlette app; the model loads in its lifespan.
 
-The worker's state and the inference logic are in model_service/state.py; the middleware that serves
-the inference routes and wraps every request is in model_service/asgi.py. Starlette serves the routes
-below (documents, metadata, probes). /metrics is not among them: model_service/metrics_server.py serves
-it on its own port, from the files each worker writes every `FLUSH_INTERVAL_S`.
+The package's rooms: server/ (the worker, the middleware, the HTTP protocol, the event loop, the metrics
+process), protocol/ (the route table, request parsing, errors, the v2 binary framing, the OpenAPI
+document), model/ (the served model, onnxruntime, the fallback breaker, drift counters), operations/
+(settings, auth, metrics, logs, tracing) and contract/ (the card and the monitoring names, shared with the
+pipeline). Every route is a row of model_service/protocol/routes.py: Starlette serves the rows below
+(`Endpoints`: documents, metadata, probes), the middleware (model_service/server/middleware.py) the raw
+ones, inference. /metrics is not among them: model_service/server/metrics_server.py serves it on its own
+port, from the files each worker writes every `FLUSH_INTERVAL_S`.
 """
 
 import asyncio
@@ -19,14 +23,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from model_service.asgi import JSON, ServiceMiddleware, http_exception
-from model_service.metrics import FLUSH_INTERVAL_S, Metrics
-from model_service.settings import ServiceSettings
-from model_service.state import Service
+from model_service.operations.metrics import FLUSH_INTERVAL_S, Metrics
+from model_service.operations.settings import ServiceSettings
+from model_service.protocol.routes import ROUTES
+from model_service.server.middleware import JSON, ServiceMiddleware, http_exception
+from model_service.server.worker import Service
 
 
 class Endpoints:
-    """The routes Starlette serves: everything but inference (which the middleware serves itself)."""
+    """The endpoints Starlette serves: the route table's rows that are not raw (inference is the
+    middleware's)."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -71,33 +77,12 @@ class Endpoints:
         return HTMLResponse(self.service.served().docs_html)
 
     def routes(self) -> list[Route]:
-        # POST /v1/predict and /v2/models/{name}[/versions/{version}]/infer: served by the middleware.
-        model_routes = [
-            Route("/v2/models/{name}", self.v2_model, methods=["GET"]),
-            Route("/v2/models/{name}/ready", self.v2_model_ready, methods=["GET"]),
-        ]
-        versioned = [
-            Route(
-                route.path.replace("{name}", "{name}/versions/{version}"),
-                route.endpoint,
-                methods=route.methods,
-            )
-            for route in model_routes
-        ]
+        """Starlette's routes, one per path of each row the middleware does not serve raw."""
         return [
-            # V1
-            Route("/v1/model", self.model_card, methods=["GET"]),
-            # Open Inference Protocol v2
-            Route("/v2", self.v2_server, methods=["GET"]),
-            Route("/v2/health/live", self.v2_live, methods=["GET"]),
-            Route("/v2/health/ready", self.v2_ready, methods=["GET"]),
-            *model_routes,
-            *versioned,
-            # Operations
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/readyz", self.readyz, methods=["GET"]),
-            Route("/openapi.json", self.openapi, methods=["GET"]),
-            Route("/docs", self.docs, methods=["GET"]),
+            Route(path, getattr(self, route.endpoint), methods=[route.method])
+            for route in ROUTES
+            if not route.raw
+            for path in route.paths
         ]
 
 

@@ -30,7 +30,7 @@ def versioned_code() -> list[Path]:
     return [
         *(PIPELINE_DIR / name for name in VERSIONED_CODE),
         *sorted((PIPELINE_DIR / "ml").glob("*.py")),
-        PIPELINE_DIR.parent / "model_service" / "monitoring.py",  # the profile's bins and score
+        PIPELINE_DIR.parent / "model_service" / "contract" / "monitoring.py",  # the profile's bins and score
     ]
 
 

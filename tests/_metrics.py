@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from model_service.state import Service
+from model_service.server.worker import Service
 
 
 def worker_metrics(client: TestClient) -> str:

@@ -23,7 +23,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from model_service.monitoring import bin_index, category_index, inner_edges
+from model_service.contract.monitoring import bin_index, category_index, inner_edges
 from pipeline.ml.profile import reference_profile
 from pipeline.stages.export import predict_onnx
 

@@ -1,4 +1,4 @@
-"""The model card (`model.json`, docs/model-card.md): one contract for the service, the pipeline and the client.
+"""The model card (`model.json`, docs/model-card.md): one contract for the service, the pipeline, the client.
 
 Standard library only: the service image carries it, the client SDK needs nothing but httpx, and every stage
 reads a card through `ModelDir.read_card()`. `read_card(folder)` reads and checks a card file, naming the file
@@ -8,6 +8,10 @@ Card version 2 describes each feature (type, nullable, categories), the ONNX inp
 outputs per task. Version 1 is read as its version-2 view here and nowhere else: task binary with two
 classes, else multiclass; one input `onnx.input.name` holding every feature; every feature a non-nullable
 float; reference profiles without `kind` numeric.
+
+One module on purpose, though long: it is the contract three packages import whole (the service's image,
+the client, the pipeline), and splitting it would make each import several. The parts come first, reading
+and the version views next, the JSON type checks last.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ V2_DATATYPES: Mapping[InputDtype, str] = MappingProxyType(
 )
 """The Open Inference Protocol datatype of each ONNX input dtype a card names."""
 FLOAT32_MAX = 3.4028234663852886e38
-"""Reference edges are compared in float32 (model_service/contract/monitoring.py): beyond this they are inf."""
+"""Reference edges are compared in float32 (model_service/contract/monitoring.py): beyond it they are inf."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -103,7 +107,7 @@ class Feature:
 
     @classmethod
     def from_json(cls, raw: object, where: str = "feature") -> Feature:
-        """A card v2 feature (or a record of one, train.json's `columns`), checked; `CardError` naming `where`."""
+        """A card v2 feature (or train.json's record of one), checked; a `CardError` names `where`."""
         spec = _object(raw, where)
         name = _text(spec, "name", where)
         where = f"{where} ({name!r})"

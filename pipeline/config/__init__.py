@@ -2,9 +2,11 @@
 
 `models` holds the sections, `loader` reads and validates the files, `schema` generates what is
 derived from the models (schema.json, docs/config-reference.md). Imports nothing of ours outside this
-package: every other module depends on this one, never the reverse.
+package but the model card's literals (`Task`, model_service/contract/card.py, standard library only):
+every other module depends on this one, never the reverse.
 """
 
+from model_service.contract.card import Task
 from pipeline.config.loader import (
     BASE_FILE,
     EXTENDS_KEY,
@@ -28,7 +30,6 @@ from pipeline.config.models import (
     LoadTestSpec,
     ModelSpec,
     SloBounds,
-    Task,
 )
 from pipeline.config.schema import REFERENCE_FILE, config_reference, json_schema
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_service.monitoring import (
+from model_service.contract.monitoring import (
     BIN_LABEL,
     CLASS_LABEL,
     FEATURE_LABEL,

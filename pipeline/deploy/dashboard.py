@@ -1,5 +1,5 @@
 """The Grafana dashboard of an environment, from the service's one list of metric names
-(model_service/monitoring.py), shipped as a ConfigMap that Grafana's dashboard sidecar loads
+(model_service/contract/monitoring.py), shipped as a ConfigMap that Grafana's dashboard sidecar loads
 (label `grafana_dashboard: "1"`). `render` writes it into the overlay; `render --check` keeps it current.
 
 Every query selects the environment's namespace. Per-version panels join a pod's series with its
@@ -10,7 +10,7 @@ on the request metrics themselves.
 import json
 from typing import Any
 
-from model_service.monitoring import (
+from model_service.contract.monitoring import (
     BREAKER_STATE,
     FALLBACK_ANSWERS,
     FALLBACK_REASON_LABEL,

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from model_service.monitoring import BREAKER_STATE, FALLBACK_ANSWERS, STATE_LABEL
+from model_service.contract.monitoring import BREAKER_STATE, FALLBACK_ANSWERS, STATE_LABEL
 from pipeline.config import Config
 
 FALLBACK_ANSWERS_TOTAL = f"{FALLBACK_ANSWERS}_total"

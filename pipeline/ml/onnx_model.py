@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_service.contract.card import Feature, ModelCard
-from model_service.monitoring import scores
+from model_service.contract.monitoring import scores
 from pipeline.errors import StageError
 from pipeline.ml.estimators import final_estimator, has_column_transformer
 from pipeline.ml.onnx_converters import computes_before_trees, exact_converters, parts

@@ -5,7 +5,8 @@ Profile v2 (docs/model-card.md): numeric features get quantile bins (one more bi
 nullable), string features one bin per training category plus "other" (unknown or missing); the score is
 the positive-class probability (binary), the top probability (multiclass) or the predicted value
 (regression, quantile bins). The bin convention, the score and PSI are the service's
-(model_service/monitoring.py): the profile is binned exactly as the service bins live traffic, and both sides compute PSI alike.
+(model_service/contract/monitoring.py): the profile is binned exactly as the service bins live traffic,
+and both sides compute PSI alike.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_service.contract.card import Feature, FeatureProfile
-from model_service.monitoring import PSI_FLOOR, bin_index, category_index, inner_edges, scores
+from model_service.contract.monitoring import PSI_FLOOR, bin_index, category_index, inner_edges, scores
 
 FEATURE_BINS = 10
 """Quantile bins per feature (fewer when a feature has fewer distinct values)."""

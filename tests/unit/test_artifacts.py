@@ -19,7 +19,7 @@ REPO = Path(__file__).parents[2]
         "pipeline/ml/scoring.py",
         "pipeline/ml/profile.py",
         "pipeline/stages/export.py",
-        "model_service/monitoring.py",
+        "model_service/contract/monitoring.py",
     ],
 )
 def test_editing_code_that_shapes_an_artifact_makes_a_new_version(

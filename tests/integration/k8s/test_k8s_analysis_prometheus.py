@@ -46,7 +46,7 @@ CANDIDATES = {
     "errors0hash": {"MODEL_SERVICE_FAULT_ERROR_RATIO": "0.2"},
     "shift0hash": {"MODEL_SERVICE_FAULT_INVERT_SCORES": "true"},
 }
-"""rollouts_pod_template_hash of each candidate -> its fault settings (see model_service/settings.py)."""
+"""rollouts_pod_template_hash of each candidate -> its fault settings (see model_service/operations/settings.py)."""
 SERVICE_TIME_MS = "5"
 """Added to every answer of every version alike (MODEL_SERVICE_FAULT_LATENCY_MS): see the module docstring."""
 

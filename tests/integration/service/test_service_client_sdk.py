@@ -1,4 +1,4 @@
-"""The client SDK (model_service.client) against the service process: retried through shedding, a 422
+"""The client SDK (model_client) against the service process: retried through shedding, a 422
 raised at once with its field, a dead service failing with the timeout error, auth, /v1 and /v2 alike."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 import jwt
 import pytest
 
-from model_service.client import (
+from model_client import (
     AsyncClient,
     Client,
     InvalidInput,

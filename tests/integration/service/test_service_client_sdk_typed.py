@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from model_service.client import AsyncClient, Client, Prediction, Row, RowError
+from model_client import AsyncClient, Client, Prediction, Row, RowError
 from tests._card_v2 import EVAL_ROWS, FEATURES, NAME, predicted, write_export
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from model_service.breaker import BREAKER_OPEN, FALLBACK_HEADER, PRIMARY_ERROR
+from model_service.model.breaker import BREAKER_OPEN, FALLBACK_HEADER, PRIMARY_ERROR
 from tests._faulty_model import RAISE_BELOW, SLOW_ABOVE, faulty_primary, other_version
 
 if TYPE_CHECKING:

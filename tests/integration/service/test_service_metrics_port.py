@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 
 from model_service.contract.card import parse_card
-from model_service.metrics_server import NICENESS
-from model_service.monitoring import FEATURE_BIN_TOTAL, FEATURE_PSI, pseudonym
+from model_service.contract.monitoring import FEATURE_BIN_TOTAL, FEATURE_PSI, pseudonym
+from model_service.server.metrics_server import NICENESS
 from pipeline.ml.profile import bin_counts
 from pipeline.stages.drift import scrape_counts
 from tests._metrics import scraped_when
@@ -158,7 +158,7 @@ def test_the_metrics_process_dies_with_a_killed_launcher(start_server: Callable[
     server = start_server()
     scraped_when(server.metrics_url, "model_service_model_info{")
     children = psutil.Process(server.process.pid).children(recursive=True)
-    metrics = [child for child in children if "model_service.metrics_server" in child.cmdline()]
+    metrics = [child for child in children if "model_service.server.metrics_server" in child.cmdline()]
     assert len(metrics) == 1, [(c.pid, c.cmdline()) for c in children]
     assert metrics[0].nice() == NICENESS  # it yields the CPU to the workers
     server.process.kill()  # no cleanup runs: the kernel's parent-death signal must end it

@@ -1,4 +1,4 @@
-"""Several workers share the load of connections opened in a burst (model_service/event_loop.py): each
+"""Several workers share the load of connections opened in a burst (model_service/server/event_loop.py): each
 listens on a socket of its own and the kernel spreads new connections over them."""
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
-from model_service.drift import DriftCounters, InputSampler
-from model_service.monitoring import psi, scores
-from model_service.runtime import load_card
-from model_service.settings import ServiceSettings, parse_sensitive
+from model_service.contract.monitoring import psi, scores
+from model_service.model.drift import DriftCounters, InputSampler
+from model_service.model.runtime import load_card
+from model_service.operations.settings import ServiceSettings, parse_sensitive
 from pipeline.ml.profile import SCORE_EDGES, bin_counts, shares
 from pipeline.stages.export import predict_onnx
 from tests._metrics import worker_metrics

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
-from model_service.settings import ServiceSettings
+from model_service.operations.settings import ServiceSettings
 from tests._metrics import worker_metrics
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model_service.contract.card import parse_card
-from model_service.monitoring import scores
+from model_service.contract.monitoring import scores
 from pipeline.config import ConfigError, load_config
 from pipeline.deploy.argo_analysis import analysis_metrics, drift_rules
 from pipeline.ml.profile import SCORE_EDGES, bin_counts

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from model_service.monitoring import PREDICTION_ROUTES, PREDICTION_ROUTES_REGEX
+from model_service.contract.monitoring import PREDICTION_ROUTES, PREDICTION_ROUTES_REGEX
 from pipeline.config import ClusterTiming, Config, ConfigError, load_config
 from pipeline.deploy import analysis_load, argo_analysis, names, render
 from pipeline.rollout.plan import Analysis

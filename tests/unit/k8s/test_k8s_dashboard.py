@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from model_service import monitoring
+from model_service.contract import monitoring
 from pipeline.config import load_config
 from pipeline.deploy.dashboard import dashboard, queries
 
@@ -16,7 +16,7 @@ ENVIRONMENTS = REPO / "environments"
 
 
 def exported_samples() -> set[str]:
-    """Every sample name the service exports, from model_service/monitoring.py's one list."""
+    """Every sample name the service exports, from model_service/contract/monitoring.py's one list."""
     names = {value for key, value in vars(monitoring).items() if key.isupper() and isinstance(value, str)}
     families = {name for name in names if name.startswith("model_service_")}
     return families | {

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from model_service.contract.card import Feature
-from model_service.monitoring import category_index
+from model_service.contract.monitoring import category_index
 from pipeline.ml.profile import card_reference
 from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
 

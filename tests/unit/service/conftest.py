@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
-from model_service.settings import ServiceSettings
+from model_service.operations.settings import ServiceSettings
 from tests._service_models import (  # noqa: F401 - fixtures: pytest finds them in this module
     iris_model_dir,
     mixed_model_dir,

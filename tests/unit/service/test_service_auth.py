@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from model_service.settings import ServiceSettings
+from model_service.operations.settings import ServiceSettings
 
 KEY = "s3cret-key"
 OPEN_PATHS = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")

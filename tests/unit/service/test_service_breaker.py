@@ -7,10 +7,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
-from model_service.breaker import FALLBACK_HEADER, PRIMARY_ERROR, BreakerState, CircuitBreaker
-from model_service.errors import StartupError
-from model_service.settings import ServiceSettings, unknown_variables
-from model_service.state import Service
+from model_service.model.breaker import FALLBACK_HEADER, PRIMARY_ERROR, BreakerState, CircuitBreaker
+from model_service.operations.settings import ServiceSettings, unknown_variables
+from model_service.protocol.errors import StartupError
+from model_service.server.worker import Service
 from tests._faulty_model import RAISE_BELOW, faulty_primary, other_version
 
 

@@ -5,7 +5,7 @@ import asyncio
 import socket
 from pathlib import Path
 
-from model_service.event_loop import new_event_loop
+from model_service.server.event_loop import new_event_loop
 
 
 def _serve(sock: socket.socket) -> list[socket.socket]:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from model_service.settings import ServiceSettings
+from model_service.operations.settings import ServiceSettings
 from tests._metrics import worker_metrics
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
-from model_service.settings import ServiceSettings
+from model_service.operations.settings import ServiceSettings
 
 NAME = "breast-cancer-classifier"
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5)

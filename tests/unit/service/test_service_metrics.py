@@ -6,8 +6,8 @@ import random
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from starlette.testclient import TestClient
 
-from model_service.metrics import FLUSH_INTERVAL_S, LATENCY_BUCKETS, BufferedHistogram
-from model_service.metrics_server import RENDER_INTERVAL_S
+from model_service.operations.metrics import FLUSH_INTERVAL_S, LATENCY_BUCKETS, BufferedHistogram
+from model_service.server.metrics_server import RENDER_INTERVAL_S
 
 
 def _exposition(registry: CollectorRegistry) -> dict[str, str]:

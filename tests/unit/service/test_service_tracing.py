@@ -10,8 +10,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.testclient import TestClient
 
-from model_service import tracing
-from model_service.tracing import parse_traceparent
+from model_service.operations import tracing
+from model_service.operations.tracing import parse_traceparent
 
 NAME = "breast-cancer-classifier"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from model_service.drift import InputSampler
-from model_service.runtime import load_card
-from model_service.v2_binary import encode
+from model_service.model.drift import InputSampler
+from model_service.model.runtime import load_card
+from model_service.protocol.v2_binary import encode
 from tests._metrics import worker_metrics
 
 MIXED = "mixed-classifier"

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from model_service.errors import InvalidInput
-from model_service.v2_binary import decode, encode
+from model_service.protocol.errors import InvalidInput
+from model_service.protocol.v2_binary import decode, encode
 
 NAME = "breast-cancer-classifier"
 URL = f"/v2/models/{NAME}/infer"

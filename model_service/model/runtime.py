@@ -9,7 +9,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from model_service.contract.card import CardError, ModelCard, read_card
-from model_service.errors import StartupError
+from model_service.protocol.errors import StartupError
 
 _ORT_TYPES = {
     "float32": "tensor(float)",

@@ -4,16 +4,18 @@ Requests are counted in plain Python and added to the Prometheus metrics by `flu
 timer (`FLUSH_INTERVAL_S`): a prometheus_client update costs a lock and an mmap write per value in
 multiprocess mode (about 2.5 µs each, ten per request), a plain counter a list index. The launcher sets
 PROMETHEUS_MULTIPROC_DIR, whatever the number of workers: values live in files there, and the metrics
-process (model_service/metrics_server.py) aggregates every worker's, each at most one flush interval old.
+process (model_service/server/metrics_server.py) aggregates every worker's, each at most one flush interval
+old.
 """
 
 import os
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
-from model_service.monitoring import (
+from model_service.contract.monitoring import (
     IN_FLIGHT,
     INFERENCE_DURATION,
     MODEL_INFO,
@@ -109,7 +111,7 @@ class Metrics:
         info.labels(name, version, sha256).set(1)
         self._by_route: dict[tuple[str, int], tuple[Any, BufferedHistogram]] = {}
 
-    def bind(self, routes: list[str], statuses: list[int]) -> None:
+    def bind(self, routes: Sequence[str], statuses: Sequence[int]) -> None:
         """Create the usual (route, status) series at start-up, so they read 0 before the first request."""
         for route in routes:
             for status in statuses:

@@ -27,7 +27,7 @@ class JsonLog:
         version: str,
         trace_id: str | None = None,
     ) -> None:
-        """One line per request; `trace_id` (W3C trace context, model_service/tracing.py) when traced."""
+        """One line per request; `trace_id` (W3C trace context, model_service/operations/tracing.py) when traced."""
         line = {
             "ts": time.time(),
             "level": "INFO",

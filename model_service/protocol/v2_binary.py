@@ -7,7 +7,7 @@ little-endian, row-major, without padding; a BYTES element is a 4-byte little-en
 
 - A request input says `"parameters": {"binary_data_size": <bytes>}` instead of giving `data`:
   `read_request` slices its bytes and puts them in `data` as a numpy array (the row parsers in
-  model_service/schemas.py take an array where they take a list).
+  model_service/protocol/schemas.py take an array where they take a list).
 - An output is sent as binary when its request output says `"parameters": {"binary_data": true}`, or when the
   request says `"parameters": {"binary_data_output": true}` and the output does not say otherwise
   (`binary_outputs`); `encode_response` then writes it as `"parameters": {"binary_data_size": <bytes>}` with
@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from model_service.errors import InvalidInput, MalformedBinaryData, MalformedJSON
+from model_service.protocol.errors import InvalidInput, MalformedBinaryData, MalformedJSON
 
 HEADER = b"inference-header-content-length"
 """The request and response header giving the JSON object's length in bytes."""
@@ -60,7 +60,7 @@ class BinaryBody:
     body: bytes
     header_length: int
     headers: dict[str, str] | None = None
-    """Extra response headers (a fallback's answer says so: model_service/breaker.py)."""
+    """Extra response headers (a fallback's answer says so: model_service/model/breaker.py)."""
 
 
 def read_request(raw: bytes, header_length: bytes) -> Any:

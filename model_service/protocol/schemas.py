@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model_service.contract.card import Feature, ModelCard, OnnxInput
-from model_service.errors import InvalidInput
+from model_service.protocol.errors import InvalidInput
 
 _NUMBER = frozenset({int, float})  # exact types: JSON true/false arrive as bool, which is not a number here
 V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
@@ -120,7 +120,7 @@ class RowParser:
             raise InvalidInput(f"inputs[0].shape: expected [N, {n_features}], got {shape!r}")
         self.check_count("inputs[0].shape[0]", shape[0])
         data = tensor.get("data")
-        if type(data) is np.ndarray:  # binary tensor data, decoded by model_service/v2_binary.py
+        if type(data) is np.ndarray:  # binary tensor data, decoded by model_service/protocol/v2_binary.py
             return self._binary(data, shape[0])
         if type(data) is not list:
             raise InvalidInput(f"inputs[0].data: expected a list of numbers, got {_type_name(data)}")
@@ -336,7 +336,8 @@ class TypedRowParser:
         n: int = shape[0]  # type: ignore[index]  # checked just above
         self._envelope.check_count(f"{at}.shape[0]", n)
         data = tensor.get("data")
-        if type(data) is np.ndarray:  # binary tensor data, decoded flat by model_service/v2_binary.py
+        # Binary tensor data, decoded flat by model_service/protocol/v2_binary.py.
+        if type(data) is np.ndarray:
             data = _binary_values(f"{at}.data", data)
         if type(data) is not list:
             raise InvalidInput(f"{at}.data: expected a list, got {_type_name(data)}")

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from model_service.client import (
+from model_client import (
     BadRequest,
     InvalidInput,
     Overloaded,
@@ -19,9 +19,9 @@ from model_service.client import (
     ServiceError,
     ServiceTimeout,
     ServiceUnreachable,
-    _Attempt,
-    _Core,
 )
+from model_client.client import _Attempt, _Core
+from model_client.codec import Codec
 
 CARD = {
     "card_version": 1,
@@ -40,7 +40,11 @@ CARD = {
 
 
 def core(attempts: int = 3, timeout: float = 60.0) -> _Core:
-    return _Core("http://127.0.0.1:1", None, None, timeout, Retry(attempts=attempts), dict(CARD))
+    return _Core("http://127.0.0.1:1", None, None, timeout, Retry(attempts=attempts))
+
+
+def codec() -> Codec:
+    return Codec(dict(CARD))
 
 
 def response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -116,7 +120,7 @@ def test_error_json_of_both_protocols() -> None:
 
 
 def test_rows_are_put_in_the_cards_order_and_checked() -> None:
-    c = core()
+    c = codec()
     assert c.matrix([{"b": 2.0, "a": 1}, [3.0, 4.0]]) == [[1, 2.0], [3.0, 4.0]]
     for row, message in (
         ({"a": 1.0}, r"rows\[0\]: missing feature 'b'"),
@@ -134,7 +138,7 @@ def test_rows_are_put_in_the_cards_order_and_checked() -> None:
 
 
 def test_v2_answers_as_json_and_as_binary_read_alike() -> None:
-    c = core()
+    c = codec()
     as_json = httpx.Response(
         200,
         json={

@@ -10,8 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from model_service.client import ClientError, Retry, Row, RowError, _Core
-from model_service.v2_binary import read_request
+from model_client import ClientError, Row, RowError
+from model_client.codec import Codec
+from model_service.protocol.v2_binary import read_request
 
 # The inputs are not in feature order and one input holds two features (a nullable float and a bool),
 # so the client must place each feature by the card, not by position.
@@ -63,12 +64,12 @@ GOOD: list[Row] = [
 ]
 
 
-def core(card: dict[str, Any]) -> _Core:
-    return _Core("http://127.0.0.1:1", None, None, 60.0, Retry(), card)
+def codec(card: dict[str, Any]) -> Codec:
+    return Codec(card)
 
 
 def test_rows_as_lists_or_objects_are_checked_by_feature_type() -> None:
-    c = core(CARD)
+    c = codec(CARD)
     assert c.matrix(GOOD) == [
         [41.5, 3, True, 52000.25, "Lyon", "red"],
         [None, 2, False, 1e300, None, "Lyon-blue"],  # an unknown color is the model's to ignore
@@ -108,21 +109,21 @@ def test_a_bad_value_is_a_row_error_naming_row_and_feature(feature: str, value: 
     bad = dict(zip(NAMES, FIRST, strict=True))
     bad[feature] = value
     with pytest.raises(RowError, match=message):
-        core(CARD).matrix([FIRST, bad])
+        codec(CARD).matrix([FIRST, bad])
     as_list = [bad[name] for name in NAMES]
     with pytest.raises(RowError, match=message):
-        core(CARD).matrix([FIRST, as_list])
+        codec(CARD).matrix([FIRST, as_list])
 
 
 def test_a_card_the_client_cannot_read_is_a_client_error() -> None:
     with pytest.raises(
         ClientError, match=r"card_version: expected 1 or 2, got 3; this client reads card versions"
     ):
-        _ = core({**CARD, "card_version": 3}).model_card
+        _ = codec({**CARD, "card_version": 3}).model_card
     with pytest.raises(
         ClientError, match=r"model card \(GET /v1/model\): onnx\.file: expected a non-empty string"
     ):
-        _ = core({**CARD, "onnx": {"outputs": CARD["onnx"]["outputs"]}}).model_card  # no file, no inputs
+        _ = codec({**CARD, "onnx": {"outputs": CARD["onnx"]["outputs"]}}).model_card  # no file, no inputs
 
 
 def tensors_by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -130,7 +131,7 @@ def tensors_by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_v2_json_sends_one_tensor_per_onnx_input_in_its_datatype() -> None:
-    c = core(CARD)
+    c = codec(CARD)
     raw, headers = c.v2_request(c.matrix(GOOD), "r1", binary=False)
     assert headers == {"content-type": "application/json"}
     body = json.loads(raw)
@@ -145,7 +146,7 @@ def test_v2_json_sends_one_tensor_per_onnx_input_in_its_datatype() -> None:
 
 
 def test_v2_binary_is_read_back_by_the_services_decoder() -> None:
-    c = core(CARD)
+    c = codec(CARD)
     rows: list[Row] = [FIRST, [7.25, -5, False, -0.5, "Paris", "été"]]  # no null: every input goes binary
     raw, headers = c.v2_request(c.matrix(rows), "r2", binary=True)
     assert headers["content-type"] == "application/octet-stream"
@@ -166,7 +167,7 @@ def test_v2_binary_is_read_back_by_the_services_decoder() -> None:
 
 
 def test_v2_binary_sends_an_input_holding_a_null_as_json_in_the_same_request() -> None:
-    c = core(CARD)
+    c = codec(CARD)
     raw, headers = c.v2_request(c.matrix(GOOD), "r3", binary=True)
     tensors = tensors_by_name(read_request(raw, headers["inference-header-content-length"].encode()))
     assert tensors["numbers"]["data"] == [41.5, 1, None, 0]  # age is null in row 1
@@ -182,7 +183,7 @@ def test_a_value_beyond_fp32_names_its_row_and_feature_in_a_shared_input() -> No
     card["features"][3]["name"] = "income"
     card["onnx"]["inputs"][0]["features"] = ["garden", "income"]  # income now in the FP32 input, second
     card["onnx"]["inputs"][2]["features"] = ["age"]
-    c = core(card)
+    c = codec(card)
     rows = [[1.0, 3, True, 2.0, "Lyon", "red"], [1.0, 3, True, 1e39, "Lyon", "red"]]
     with pytest.raises(RowError, match=r"rows\[1\]\['income'\]: 1e\+39 is beyond FP32's range"):
         c.v2_request(c.matrix(rows), "r4", binary=True)
@@ -208,7 +209,7 @@ REGRESSION: dict[str, Any] = {
 
 
 def test_regression_answers_carry_values_and_no_probabilities() -> None:
-    c = core(REGRESSION)
+    c = codec(REGRESSION)
     v1 = c.v1_answer(
         httpx.Response(
             200,
@@ -253,7 +254,7 @@ def test_regression_answers_carry_values_and_no_probabilities() -> None:
 
 
 def test_string_class_labels_come_back_from_binary_bytes() -> None:
-    c = core(CARD)
+    c = codec(CARD)
     header = json.dumps(
         {
             "model_name": "mixed",

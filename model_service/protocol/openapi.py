@@ -34,7 +34,7 @@ def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
 
 
 def _v2_errors(*statuses: int) -> dict[str, Any]:
-    """The /v2 routes answer errors in the protocol's shape (model_service/errors.py `error_json`)."""
+    """The /v2 routes answer errors in the protocol's shape (model_service/protocol/errors.py `error_json`)."""
     return _errors(*statuses, schema="V2Error")
 
 

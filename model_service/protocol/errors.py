@@ -41,7 +41,7 @@ class MalformedJSON(ModelServiceError):
 
 
 class MalformedBinaryData(ModelServiceError):
-    """A binary tensor data request (model_service/v2_binary.py) whose framing does not add up."""
+    """A binary tensor data request (model_service/protocol/v2_binary.py) whose framing does not add up."""
 
     status_code = 400
     code = "malformed_binary_data"

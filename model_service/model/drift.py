@@ -7,8 +7,8 @@ counts gathered since the last flush to Counter children bound once at start-up 
 and sets the PSI gauges. It runs before every /metrics answer and on a timer in each worker, so with
 several workers the multiprocess files (and so /metrics) cover every worker.
 
-The bin convention, the score and PSI are model_service/monitoring.py's, which the reference profile uses
-too; the feature binning below is its vectorised form, checked against it in tests/unit/drift.
+The bin convention, the score and PSI are model_service/contract/monitoring.py's, which the reference
+profile uses too; the feature binning below is its vectorised form, checked against it in tests/unit/drift.
 """
 
 import math
@@ -21,8 +21,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from model_service.contract.card import FeatureProfile, ModelCard
-from model_service.errors import StartupError
-from model_service.monitoring import (
+from model_service.contract.monitoring import (
     BIN_LABEL,
     CLASS_LABEL,
     FEATURE_BIN,
@@ -38,6 +37,7 @@ from model_service.monitoring import (
     psi,
     scores,
 )
+from model_service.protocol.errors import StartupError
 
 MIN_PSI_ROWS = 100
 """Rows the window needs before the PSI gauges say anything (NaN before): fewer is noise."""

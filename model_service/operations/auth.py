@@ -6,8 +6,8 @@ from typing import Any
 
 import jwt
 
-from model_service.errors import Unauthorized
-from model_service.settings import ServiceSettings, rsa_public_key
+from model_service.operations.settings import ServiceSettings, rsa_public_key
+from model_service.protocol.errors import Unauthorized
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

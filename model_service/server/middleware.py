@@ -1,12 +1,14 @@
 """The ASGI plumbing: one middleware for the cross-cutting concerns, and the inference routes served raw.
 
 Per request `ServiceMiddleware` assigns the request id, continues the caller's trace
-(model_service/tracing.py), sheds load, authenticates, injects rehearsal faults, maps `ModelServiceError`
-to the JSON error format (the Open Inference Protocol's on /v2), and records metrics and one log line. It
-also serves the two inference routes itself (body in, JSON bytes out, or binary tensor data on /v2:
-model_service/v2_binary.py), without Starlette's routing, Request and Response objects: on the hot path
-those cost about 20 µs per request, as much as parsing, validating and predicting together (measured with
-`nox -s bench`, docs/bench.md). Starlette serves every other route.
+(model_service/operations/tracing.py), sheds load, authenticates, injects rehearsal faults, maps what a
+handler raises to the JSON error format (the Open Inference Protocol's on /v2; `_send_exception`, the one
+place), and records metrics and one log line. It also serves the raw routes of the route table
+(model_service/protocol/routes.py: the two inference routes) itself, body in, JSON bytes out, or binary
+tensor data on /v2 (model_service/protocol/v2_binary.py); Starlette serves every other route.
+
+Over 400 lines on purpose: a request's whole path through the service reads top to bottom here, once; what
+it uses (the route table, the errors, the body framing, the worker) lives in the rooms it imports.
 """
 
 import asyncio
@@ -20,8 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_service.breaker import FallbackResponse
-from model_service.errors import (
+from model_service.model.breaker import FallbackResponse
+from model_service.model.served import ServedModel
+from model_service.operations.tracing import SCOPE_KEY as TRACE_KEY
+from model_service.operations.tracing import TRACEPARENT, TRACESTATE, Trace, Tracing
+from model_service.protocol.errors import (
     ClientDisconnected,
     InternalError,
     MalformedJSON,
@@ -37,51 +42,18 @@ from model_service.errors import (
     UnsupportedMediaType,
     error_json,
 )
-from model_service.http import ARRIVED, BODY_TIMED_OUT
-from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
-from model_service.state import ServedModel, Service
-from model_service.tracing import SCOPE_KEY as TRACE_KEY
-from model_service.tracing import TRACEPARENT, TRACESTATE, Trace, Tracing
-from model_service.v2_binary import HEADER as INFERENCE_HEADER_LENGTH
-from model_service.v2_binary import MEDIA_TYPE as BINARY_MEDIA_TYPE
-from model_service.v2_binary import BinaryBody, read_request
+from model_service.protocol.routes import OPEN, PROBES, UNMATCHED, Route, raw_route, route_label
+from model_service.protocol.v2_binary import HEADER as INFERENCE_HEADER_LENGTH
+from model_service.protocol.v2_binary import MEDIA_TYPE as BINARY_MEDIA_TYPE
+from model_service.protocol.v2_binary import BinaryBody, read_request
+from model_service.server.http import ARRIVED, BODY_TIMED_OUT
+from model_service.server.worker import Service
 
-PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
-OPEN = PROBES | {"/docs", "/openapi.json"}  # the docs page fetches /openapi.json without credentials
-_STATIC_ROUTES = frozenset({PREDICT_ROUTE, "/v1/model", "/v2", "/docs", "/openapi.json"}) | PROBES
-_V2_MODELS = "/v2/models/"
-_V2_MODEL_SUFFIXES = (("/infer", V2_INFER_ROUTE), ("/ready", "/v2/models/{name}/ready"))
 REQUEST_ID_HEADER = b"x-request-id"
 JSON = "application/json"
 _JSON_HEADER = (b"content-type", b"application/json")
-
-
-def route_label(path: str) -> str:
-    """Bounded metric label for a path (unknown paths share one label)."""
-    if path in _STATIC_ROUTES:
-        return path
-    if path.startswith(_V2_MODELS):
-        for suffix, label in _V2_MODEL_SUFFIXES:
-            if path.endswith(suffix):
-                return label
-        return "/v2/models/{name}"
-    return "unmatched"
-
-
-def inference_route(path: str) -> tuple[str, str | None, str | None] | None:
-    """(metric label, model name, model version) of an inference path the middleware serves itself.
-
-    `/v1/predict` has no name; `/v2/models/{name}[/versions/{version}]/infer` names the model (a name
-    or version holds no `/`, as in Starlette's routes). Any other path: None."""
-    if path == PREDICT_ROUTE:
-        return path, None, None
-    if path.startswith(_V2_MODELS) and path.endswith("/infer"):
-        parts = path[len(_V2_MODELS) : -len("/infer")].split("/")
-        if len(parts) == 1 and parts[0]:
-            return V2_INFER_ROUTE, parts[0], None
-        if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
-            return V2_INFER_ROUTE, parts[0], parts[2]
-    return None
+RawMatch = tuple[Route, str | None, str | None]
+"""A raw route and the model name and version its path names (`raw_route`)."""
 
 
 def error_body(exc: ModelServiceError, request_id: str, path: str) -> bytes:
@@ -100,7 +72,8 @@ class RequestHead:
     content_length: bytes | None = None
     content_encoding: bytes | None = None
     inference_header_length: bytes | None = None
-    """Inference-Header-Content-Length: the body is JSON then binary tensors (model_service/v2_binary.py)."""
+    """Inference-Header-Content-Length: the body is JSON then binary tensors
+    (model_service/protocol/v2_binary.py)."""
     traceparent: bytes | None = None
     tracestate: bytes | None = None
 
@@ -175,13 +148,11 @@ class ServiceMiddleware:
         if model is None:
             await _send_error(send, NotReady("model not loaded yet; poll /readyz"), scope)
             return
-        inference = inference_route(path)
-        if await self._shed_if_queued(scope, send, inference, started, model):
+        raw = raw_route(path)
+        if await self._shed_if_queued(scope, send, raw, started, model):
             return
-        if inference is not None:
-            await self._inference(
-                scope, receive, send, inference=inference, head=head, model=model, started=started
-            )
+        if raw is not None:
+            await self._inference(scope, receive, send, raw=raw, head=head, model=model, started=started)
             return
         await self._route(scope, receive, send, head=head, model=model, started=started)
 
@@ -202,7 +173,7 @@ class ServiceMiddleware:
             status = await self._shed(send, scope)
             self._record(scope, route_label(path), status, started, model)
             return
-        route = "unmatched"
+        route = UNMATCHED
         service.in_flight += 1
         status = 500
         try:
@@ -211,14 +182,11 @@ class ServiceMiddleware:
             if service.faults_enabled:
                 await service.inject_fault()
             status = await self._call(scope, receive, send)
-            route = route_label(path) if "route" in scope or status != 404 else "unmatched"
-        except ModelServiceError as exc:
-            status = await _send_error(send, exc, scope)
-        except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), scope)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            status = await self._internal_error(send, exc, scope)
+            route = route_label(path) if "route" in scope or status != 404 else UNMATCHED
+        except (Exception, asyncio.CancelledError) as exc:
+            status = await self._send_exception(send, exc, scope)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             service.in_flight -= 1
             self._record(scope, route, status, started, model)
@@ -229,7 +197,7 @@ class ServiceMiddleware:
         receive: Receive,
         send: Send,
         *,
-        inference: tuple[str, str | None, str | None],
+        raw: RawMatch,
         head: RequestHead,
         model: ServedModel,
         started: float,
@@ -239,7 +207,7 @@ class ServiceMiddleware:
         service = self.service
         request_id: str = scope["request_id"]
         path: str = scope["path"]
-        route, name, version = inference
+        route, name, version = raw
         counted = False
         status = 500
         try:
@@ -247,42 +215,37 @@ class ServiceMiddleware:
                 service.auth.check(head.authorization, head.api_key)
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"method {scope['method']} not allowed on {path}", {"Allow": "POST"})
-            raw = await _read_body(scope, receive, head, service.settings.max_body_bytes)
+            data = await _read_body(scope, receive, head, service.settings.max_body_bytes)
             if time.perf_counter() - scope.get(ARRIVED, started) > service.max_queue_delay_s:
                 status = await self._shed(send, scope, queued=True)  # the body waited for the loop
                 return
             if service.in_flight >= service.settings.max_in_flight:
                 status = await self._shed(send, scope)
                 return
-            body = _parse(raw, head, v2=name is not None)
+            body = _parse(data, head, v2=name is not None)
             service.in_flight += 1
             counted = True
             if service.faults_enabled:
                 await service.inject_fault()
-            response: bytes | BinaryBody
-            if name is None:
-                response = model.predict(body, request_id)
-            else:
+            if name is not None:
                 model.check_model(name, version)
-                response = model.v2_infer(body, request_id)
+            # The table names the ServedModel method that answers (predict, v2_infer).
+            response: bytes | BinaryBody = getattr(model, route.endpoint)(body, request_id)
             status = await _send_answer(send, response, scope)
-        except ModelServiceError as exc:
-            status = await _send_error(send, exc, scope)
-        except asyncio.CancelledError:  # uvicorn's graceful-shutdown timeout: JSON rather than its text 500
-            status = await _send_error(send, ShuttingDown(), scope)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            status = await self._internal_error(send, exc, scope)
+        except (Exception, asyncio.CancelledError) as exc:
+            status = await self._send_exception(send, exc, scope)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             if counted:
                 service.in_flight -= 1
-            self._record(scope, route, status, started, model)
+            self._record(scope, route.path, status, started, model)
 
     async def _shed_if_queued(
         self,
         scope: Scope,
         send: Send,
-        inference: tuple[str, str | None, str | None] | None,
+        raw: RawMatch | None,
         started: float,
         model: ServedModel,
     ) -> bool:
@@ -291,7 +254,7 @@ class ServiceMiddleware:
         if started - scope.get(ARRIVED, started) <= self.service.max_queue_delay_s:
             return False
         status = await self._shed(send, scope, queued=True)
-        self._record(scope, inference[0] if inference else route_label(scope["path"]), status, started, model)
+        self._record(scope, raw[0].path if raw else route_label(scope["path"]), status, started, model)
         return True
 
     async def _shed(self, send: Send, scope: Scope, *, queued: bool = False) -> int:
@@ -319,15 +282,20 @@ class ServiceMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except ModelServiceError as exc:
+        except Exception as exc:  # noqa: BLE001 - answered in one place, unless Starlette has answered
             if not status:
-                return await _send_error(send, exc, scope)
-        except Exception as exc:  # noqa: BLE001 - the client gets a bare 500, the log gets the error
-            if not status:
-                return await self._internal_error(send, exc, scope)
+                return await self._send_exception(send, exc, scope)
         return status or 500
 
-    async def _internal_error(self, send: Send, exc: Exception, scope: Scope) -> int:
+    async def _send_exception(self, send: Send, exc: BaseException, scope: Scope) -> int:
+        """The one mapping of what a handler raised to an answer: a `ModelServiceError` as its status and
+        JSON; a cancellation (uvicorn's graceful-shutdown timeout) as 503 `shutting_down`, JSON rather than
+        uvicorn's text 500; anything else as a bare 500, the error in the log under the request id (never
+        a stack trace to the client). Returns the status sent."""
+        if isinstance(exc, ModelServiceError):
+            return await _send_error(send, exc, scope)
+        if isinstance(exc, asyncio.CancelledError):
+            return await _send_error(send, ShuttingDown(), scope)
         trace: Trace | None = scope.get(TRACE_KEY)
         self.service.log.event(
             "ERROR",

@@ -45,5 +45,5 @@ def listening_socket_of_this_worker(shared: socket.socket) -> socket.socket:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """The loop factory named to uvicorn (`loop="model_service.event_loop:new_event_loop"`)."""
+    """The loop factory named to uvicorn (`loop="model_service.server.event_loop:new_event_loop"`)."""
     return ReusePortEventLoop()

@@ -1,38 +1,31 @@
-"""What one worker holds: `Service` (settings, readiness, draining, requests in flight, request ids, faults)
-and, once `Service.start` has loaded it in the app's lifespan, the `ServedModel` (the onnxruntime session,
-the card, the row parser, the metrics and drift counters) with the inference logic: JSON body in, JSON bytes
-out. Nothing here knows ASGI or Starlette: model_service/asgi.py and model_service/app.py call it.
+"""The model a worker serves: `ServedModel` (the onnxruntime session, the card, the row parsers, the metrics
+and drift counters) with the inference logic: JSON body in, JSON bytes out. The worker
+(model_service/server/worker.py) loads it at start-up; nothing here knows ASGI or Starlette: the middleware
+(model_service/server/middleware.py) and the routes call it.
 """
 
-import asyncio
-import itertools
 import os
-import random
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Any
 
 import numpy as np
 import orjson
 
-from model_service.auth import Authenticator
 from model_service.contract.card import ModelCard
-from model_service.drift import DriftCounters, InputSampler, invert_scores
-from model_service.errors import InjectedFault, InvalidInput, ModelNotFound, NotReady, StartupError
-from model_service.logs import JsonLog
-from model_service.metrics import Metrics
-from model_service.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
-from model_service.openapi import build_openapi, docs_html
-from model_service.runtime import OnnxModel, load_card
-from model_service.schemas import Batch, RowParser, TypedRowParser
-from model_service.settings import ServiceSettings, parse_sensitive
-from model_service.v2_binary import BinaryBody, binary_outputs, encode_response
+from model_service.model.drift import DriftCounters, InputSampler, invert_scores
+from model_service.model.runtime import OnnxModel, load_card
+from model_service.operations.logs import JsonLog
+from model_service.operations.metrics import Metrics
+from model_service.operations.settings import ServiceSettings, parse_sensitive
+from model_service.protocol.errors import InvalidInput, ModelNotFound, StartupError
+from model_service.protocol.openapi import build_openapi, docs_html
+from model_service.protocol.routes import BOUND
+from model_service.protocol.schemas import Batch, RowParser, TypedRowParser
+from model_service.protocol.v2_binary import BinaryBody, binary_outputs, encode_response
 
-BOUND_ROUTES = [PREDICT_ROUTE, V2_INFER_ROUTE, "/v1/model"]
 BOUND_STATUSES = [200, 400, 401, 413, 415, 422, 500, 503]
-"""The (route, status) series created at start-up, so they read 0 before the first request."""
+"""The statuses of the (route, status) series created at start-up (routes.BOUND), so they read 0 before
+the first request."""
 
 
 class ServedModel:
@@ -50,7 +43,7 @@ class ServedModel:
             None if card.numeric_only and not card.is_regression else TypedRowParser(card, settings.max_rows)
         )
         self.metrics = Metrics(card.name, card.version, card.sha256)
-        self.metrics.bind(BOUND_ROUTES, BOUND_STATUSES)
+        self.metrics.bind(BOUND, BOUND_STATUSES)
         sensitive = parse_sensitive(settings.log_inputs_sensitive)
         self.drift = (  # older cards have no reference profile: drift counters off
             DriftCounters(card, settings.drift_window, self.metrics.registry, sensitive=sensitive)
@@ -241,90 +234,3 @@ class ServedModel:
                 raise InvalidInput(f"outputs[{i}].name: expected one of {sorted(known)}, got {name!r}")
             wanted.add(name)
         return wanted
-
-
-class Service:
-    """Everything one worker serves. Built empty by `create_app`; `start` loads the model in lifespan."""
-
-    def __init__(self, settings: ServiceSettings) -> None:
-        self.settings = settings
-        self.faults_enabled = settings.faults_enabled
-        self.log = JsonLog()
-        self.ready = False
-        self.draining = False
-        self.in_flight = 0
-        self.max_queue_delay_s = settings.max_queue_delay_ms / 1000
-        self.model: ServedModel | None = None
-        """None until `start` has loaded it: requests other than probes are answered 503 until then."""
-        self.auth: Authenticator | None = None
-        """None while auth is off (or before `start`)."""
-        self._ids = itertools.count()
-        self._id_prefix = f"{os.getpid():x}{random.getrandbits(16):04x}-"
-        self._random = random.Random()
-
-    def start(self) -> ServedModel:
-        """Load the model and the credentials (lifespan start-up); `StartupError` on a bad card or key."""
-        settings = self.settings
-        model = ServedModel(settings, self.log)
-        if settings.fallback_dir is not None:
-            from model_service.breaker import GuardedModel  # noqa: PLC0415 - it subclasses ServedModel
-
-            model = GuardedModel(model, settings, self.log)
-        self.auth = Authenticator(settings) if settings.auth_enabled else None
-        self.model = model
-        self.ready = True
-        return model
-
-    def served(self) -> ServedModel:
-        """The loaded model, or 503 `not_ready` before `start` (for the routes Starlette serves)."""
-        if self.model is None:
-            raise NotReady("model not loaded yet; poll /readyz")
-        return self.model
-
-    def check_ready(self) -> None:
-        """503 `not_ready` (with Retry-After) while loading or draining."""
-        if not self.ready or self.draining:
-            raise NotReady(
-                "not ready (loading or shutting down); poll /readyz",
-                {"Retry-After": str(self.settings.retry_after_s)},
-            )
-
-    def next_request_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"
-
-    def drain_on_sigterm(self) -> None:
-        """Turn readiness false on SIGTERM, then (after `shutdown_delay_s`) hand over to uvicorn's handler,
-        which stops accepting and lets in-flight requests finish."""
-        if threading.current_thread() is not threading.main_thread():
-            return  # in-process test clients: no signals to catch
-        previous = signal.getsignal(signal.SIGTERM)
-        if not callable(previous):
-            return
-        loop = asyncio.get_running_loop()
-        delay = self.settings.shutdown_delay_s
-
-        def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            self.draining = True
-            self.log.event("INFO", "draining", in_flight=self.in_flight, shutdown_delay_s=delay)
-            if delay > 0:
-                loop.call_later(delay, previous, signum, frame)
-            else:
-                previous(signum, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    async def inject_fault(self) -> None:
-        settings = self.settings
-        if settings.fault_latency_ms > 0 and self._random.random() < settings.fault_latency_ratio:
-            await asyncio.sleep(settings.fault_latency_ms / 1000)
-        if self._random.random() < settings.fault_error_ratio:
-            raise InjectedFault()
-
-    def flush_metrics(self) -> None:
-        """Add what was counted since the last flush to the Prometheus metrics (nothing before `start`)."""
-        model = self.model
-        if model is None:
-            return
-        model.metrics.flush(self.in_flight)
-        if model.drift is not None:
-            model.drift.flush()

@@ -25,9 +25,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from model_service.contract.card import ModelCard
-from model_service.errors import ModelServiceError, StartupError
-from model_service.logs import JsonLog
-from model_service.monitoring import (
+from model_service.contract.monitoring import (
     BREAKER_STATE,
     FALLBACK_ANSWERS,
     FALLBACK_REASON_LABEL,
@@ -35,10 +33,12 @@ from model_service.monitoring import (
     PRIMARY_FAILURES,
     STATE_LABEL,
 )
-from model_service.runtime import OnnxModel, load_card
-from model_service.settings import ServiceSettings
-from model_service.state import ServedModel
-from model_service.v2_binary import BinaryBody
+from model_service.model.runtime import OnnxModel, load_card
+from model_service.model.served import ServedModel
+from model_service.operations.logs import JsonLog
+from model_service.operations.settings import ServiceSettings
+from model_service.protocol.errors import ModelServiceError, StartupError
+from model_service.protocol.v2_binary import BinaryBody
 
 FALLBACK_HEADER = "x-model-fallback"
 """Set on every answer the fallback gave; its value is the reason (`primary_error` or `breaker_open`)."""

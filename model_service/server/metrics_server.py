@@ -16,7 +16,7 @@ multiprocess files (`FLUSH_INTERVAL_S`), and this process, started by the launch
 
 It ignores SIGINT and SIGTERM so that scrapes go on while the workers drain; the launcher kills it once
 they are gone, and the kernel kills it if the launcher dies (parent-death signal). It is a program of its
-own (`python -m model_service.metrics_server`), not a multiprocessing child: `ps` names it, and no
+own (`python -m model_service.server.metrics_server`), not a multiprocessing child: `ps` names it, and no
 resource-tracker process comes with it.
 """
 
@@ -38,12 +38,12 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.types import Receive, Scope, Send
 
-from model_service.http import GuardedHttpToolsProtocol, HttpLimits
+from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits
 
 METRICS_PATH = "/metrics"
 RENDER_INTERVAL_S = 0.5
-"""The workers' FLUSH_INTERVAL_S (model_service/metrics.py; a test keeps them equal): their files change no
-more often. Not imported from there: that module's numpy would add some 20 MB to this process."""
+"""The workers' FLUSH_INTERVAL_S (model_service/operations/metrics.py; a test keeps them equal): their files
+change no more often. Not imported from there: that module's numpy would add some 20 MB to this process."""
 NICENESS = 10
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -111,9 +111,9 @@ def _die_with_parent(launcher_pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m model_service.metrics_server --fd N --launcher-pid P --http-limits JSON
+    """`python -m model_service.server.metrics_server --fd N --launcher-pid P --http-limits JSON
     --keep-alive-timeout-s S`: started by the launcher, which bound the socket (descriptor N, inherited)."""
-    parser = argparse.ArgumentParser(prog="python -m model_service.metrics_server")
+    parser = argparse.ArgumentParser(prog="python -m model_service.server.metrics_server")
     parser.add_argument("--fd", type=int, required=True, help="the bound, listening metrics socket")
     parser.add_argument("--launcher-pid", type=int, required=True, help="the launcher's pid")
     parser.add_argument("--http-limits", type=json.loads, required=True, help="HttpLimits' fields as JSON")

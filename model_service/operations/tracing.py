@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.trace import Span, Tracer
 
-    from model_service.logs import JsonLog
+    from model_service.operations.logs import JsonLog
 
 TRACEPARENT = b"traceparent"
 TRACESTATE = b"tracestate"

@@ -41,7 +41,7 @@ class ServiceSettings(BaseSettings):
     sustained CPU overload it left new connections unserved until the overload ended (a probe on a new
     connection: 7.4 s with uvloop, 0.8 s with asyncio; docs/service.md, Overload), and kubelet opens a
     new connection for every probe. With asyncio and several workers, each worker listens on a socket of
-    its own (model_service/event_loop.py)."""
+    its own (model_service/server/event_loop.py)."""
 
     intra_op_threads: int = Field(default=1, ge=0)
     """onnxruntime intra-op threads per worker (0 = one per core). Keep 1 when workers fill the cores."""
@@ -113,7 +113,7 @@ class ServiceSettings(BaseSettings):
 
     fallback_dir: Path | None = None
     """Folder of a second model (card and ONNX file, same features and classes) that answers when the
-    primary fails or is slow, behind a circuit breaker (model_service/breaker.py); unset: no fallback."""
+    primary fails or is slow, behind a circuit breaker (model_service/model/breaker.py); unset: no fallback."""
     breaker_failures: int = Field(default=5, ge=1, le=10_000)
     """Primary failures (errors, or answers slower than `breaker_latency_budget_ms`) within
     `breaker_window_s` that open the breaker (per worker)."""

@@ -26,7 +26,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from model_service.errors import error_json
+from model_service.protocol.errors import error_json
 
 ARRIVED = "model_service.arrived"
 """Scope key: `time.perf_counter()` when the request's head was parsed, then when its body was complete;
