@@ -2,7 +2,6 @@
 `python -m pipeline promote --gitops`, on a real registry, against a bare remote whose main moves
 while the job pushes (a pre-push hook lets another clone push first, as dev's deploy would)."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,12 +12,9 @@ import pytest
 import yaml
 
 from pipeline.cli import main
+from tests._workflows import ROOT, load_script
 
-REPO = Path(__file__).resolve().parents[3]
-_spec = importlib.util.spec_from_file_location("gitops_push", REPO / "scripts" / "gitops_push.py")
-assert _spec is not None and _spec.loader is not None
-gitops_push = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gitops_push)
+gitops_push = load_script("gitops_push")
 
 DIGEST = "registry.example/acme/model@sha256:" + "d" * 64
 
@@ -73,7 +69,7 @@ def test_the_overlay_commit_lands_on_the_moved_branch_and_the_alias_moves(
     assert log[0].startswith("deploy(dev): breast-cancer-classifier version 2 (sha256:" + "d" * 64)
     assert log[1].startswith("deploy(dev): the other run")
     changed = _git(remote, "show", "--name-only", "--format=", "main").splitlines()
-    cd = yaml.safe_load((REPO / ".github/workflows/cd.yml").read_text(encoding="utf-8"))
+    cd = yaml.safe_load((ROOT / ".github/workflows/cd.yml").read_text(encoding="utf-8"))
     ignored = [p.removesuffix("**") for p in cd[True]["push"]["paths-ignore"]]
     assert "k8s/overlays/dev/release.yaml" in changed
     assert all(path.startswith(tuple(ignored)) for path in changed), changed  # this push starts no CD run
