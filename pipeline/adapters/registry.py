@@ -11,6 +11,7 @@ import json
 import os
 import random
 import secrets
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -232,7 +233,13 @@ def download_version(mlflow: MlflowClient, version: ModelVersion, dst: Path) -> 
 
     uri = mlflow.get_model_version_download_uri(version.name, version.version)
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    # The version's folder arrives as a folder of its own name (`model/`) inside dst_path: its files are
+    # moved up, where the callers (and ModelDir) read them.
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.") as staging:
+        fetched = Path(download_artifacts(artifact_uri=uri, dst_path=staging))
+        for item in fetched.iterdir():
+            item.replace(dst / item.name)
+    return dst
 
 
 def version_tags(version: ModelVersion) -> dict[str, Any]:
