@@ -70,6 +70,8 @@ class RolloutResult(StageResult):
     restored_after_s: float | None = None
     """Seconds from the rehearsal's start (processes, splitter, users) until the new version took all
     traffic: for a rollback, the time to restore; None when it did not."""
+    switched_after_s: float | None = None
+    """The part of `restored_after_s` the plan took (its steps and analysis; a fast rollback has none)."""
 
 
 REUSE: Reuse = "pass"
@@ -283,6 +285,7 @@ def rollout(
         ),
         "fast": fast,
         "restored_after_s": restored,
+        "switched_after_s": promoted_at,
         **outcome.as_dict(),
     }
     write_json(report_dir / TIMELINE_FILE, timeline)
@@ -304,6 +307,7 @@ def rollout(
         environment=config.name,
         outcome=outcome,
         restored_after_s=restored,
+        switched_after_s=promoted_at,
     )
     reporter.verdict("rollout", result)
     return result

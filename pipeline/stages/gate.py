@@ -106,7 +106,7 @@ def gate(
         if champion is None
         else f"{champion.version}:{registry.version_tags(champion).get('artifact_version')}"
     )
-    key = inputs_key(config, ("gates",), model.version, champion_id)
+    key = inputs_key(config, ("gates",), model.version, champion_id, config.rollout.breaking)
     previous = model.read_optional(model.gate(config.name))
     if reusable(previous, key, REUSE, fresh=fresh):
         reporter.note(f"{previous['note']}; reused the verdict of the same candidate, champion and gates")

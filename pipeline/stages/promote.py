@@ -42,9 +42,8 @@ class PromoteResult(StageResult):
     version: str
     previous: str | None
     changed: bool
-    restore_seconds: float | None = None
-    """A rehearsed rollback: seconds from the rollback's start until the restored release took all traffic."""
     timings: dict[str, float] = field(default_factory=dict)
+    """A rehearsed rollback's time to restore (`restored_after_s`), the plan's part of it, the whole rollback."""
 
 
 def _result(
@@ -377,15 +376,15 @@ def _rehearse_rollback(ctx: StageContext, target: str) -> dict[str, Any]:
         raise StageError(
             f"the rehearsed rollback to version {target} failed: {outcome.headline}; alias unchanged"
         )
-    restored = outcome.restored_after_s
+    restored, switched = outcome.restored_after_s or 0.0, outcome.switched_after_s or 0.0
     total = time.monotonic() - started
     r.note(
-        f"time to restore: {restored:.1f}s from the plan's start to all traffic on version {target} "
-        f"({total:.1f}s with the rehearsal's start-up)"
+        f"time to restore: {restored:.1f}s from the rehearsal's start to all traffic on version {target}, "
+        f"{switched:.1f}s of them the plan ({'fast: no steps, no analysis' if fast else 'steps and analysis'}); "
+        f"{total:.1f}s for the whole rollback"
     )
     return {
-        "restore_seconds": restored,
-        "timings": {"plan_to_restore_s": restored or 0.0, "rollback_total_s": total},
+        "timings": {"restored_after_s": restored, "plan_s": switched, "rollback_s": total},
         "headline": f"{c.name}: back to v{target} in {restored:.1f}s ({'fast' if fast else 'full plan'})",
         "checks": outcome.checks,
     }
