@@ -63,6 +63,11 @@ def latest_summary(env: str, reports: Path = REPORTS) -> dict[str, object] | Non
     return json.loads(found[-1].read_text(encoding="utf-8")) if found else None
 
 
+def _figure(value: object) -> str:
+    """A check's value or bound as the stage prints it: four significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def markdown(env: str, summary: Mapping[str, object] | None) -> str:
     """The evidence of ENV's batch: the release it scored with, the counts, one row per check."""
     if summary is None:
@@ -83,7 +88,8 @@ def markdown(env: str, summary: Mapping[str, object] | None) -> str:
         "| check | value | comparator | bound | result | note |",
         "| --- | --- | --- | --- | --- | --- |",
         *(
-            f"| {c['check']} | {c['value']} | {c['comparator']} | {c['bound']} | {c['result']} | {c['note']} |"
+            f"| {c['check']} | {_figure(c['value'])} | {c['comparator']} | {_figure(c['bound'])} | "
+            f"{c['result']} | {c['note']} |"
             for c in checks
         ),
     ]

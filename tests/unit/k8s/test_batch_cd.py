@@ -135,7 +135,7 @@ SUMMARY = {
     "checks": [
         {
             "check": "rejects share",
-            "value": 0.0025,
+            "value": 0.0025000001,
             "comparator": "<=",
             "bound": 0.01,
             "result": "pass",
