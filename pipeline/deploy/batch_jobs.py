@@ -275,14 +275,12 @@ def scheduled_spark_application(config: Config) -> dict[str, Any]:
         "mainApplicationFile": f"local://{IMAGE_ROOT}/pipeline/__main__.py",
         "arguments": [*stage_arguments(config), "--master", IN_CLUSTER_MASTER],
         "sparkVersion": spark.version,
-        "sparkConf": dict(sorted(spark.conf.items())),
+        **({"sparkConf": dict(sorted(spark.conf.items()))} if spark.conf else {}),
         "restartPolicy": {"type": "Never"},
         "volumes": _volumes(config),
         "driver": driver,
         "executor": executor,
     }
-    if not spark.conf:
-        del template["sparkConf"]
     return {
         "apiVersion": "sparkoperator.k8s.io/v1beta2",
         "kind": "ScheduledSparkApplication",

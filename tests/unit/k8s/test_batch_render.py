@@ -81,13 +81,19 @@ def test_the_jobs_config_map_loads_back_to_the_environments_config(tmp_path: Pat
 
 
 def test_a_spark_schedule_ships_a_scheduled_spark_application_with_its_drivers_role() -> None:
-    config = in_cluster("spark", "batch.spark.executor_instances=6", "batch.spark.executor.memory=4g")
+    config = in_cluster(
+        "spark",
+        "batch.spark.executor_instances=6",
+        "batch.spark.executor.memory=4g",
+        'batch.spark.conf={"spark.sql.shuffle.partitions": "64"}',
+    )
     files = overlay(config)
     scheduled = files["batch-scheduledsparkapplication.yaml"]
     assert (scheduled["kind"], scheduled["spec"]["schedule"]) == ("ScheduledSparkApplication", "30 1 * * *")
     template = scheduled["spec"]["template"]
     assert (template["image"], template["sparkVersion"], template["type"]) == (SPARK_IMAGE, "4.0.1", "Python")
     assert template["mainApplicationFile"] == "local:///opt/model-cicd/pipeline/__main__.py"
+    assert template["sparkConf"] == {"spark.sql.shuffle.partitions": "64"}
     assert template["arguments"][-2:] == ["--master", batch_jobs.IN_CLUSTER_MASTER]
     assert "/data/tables/portfolio" in template["arguments"]
     executor, driver = template["executor"], template["driver"]
