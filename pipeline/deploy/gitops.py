@@ -171,9 +171,11 @@ def write_records(repo: Path, records: Mapping[str, str | None]) -> list[str]:
     return changed
 
 
-def tag_and_push(repo: Path, config: Config, tag: str, message: str, reporter: Reporter) -> bool:
-    """Tag HEAD (annotated) and push the tag; a tag that exists already (the release was promoted to this
-    environment before) stays where it is, said so. Never fails the promotion: the commit is pushed."""
+def tag_and_push(
+    repo: Path, config: Config, tag: str, message: str, reporter: Reporter, *, commit: str = "HEAD"
+) -> bool:
+    """Tag `commit` (annotated) and push the tag; a tag that exists already (the release was promoted to
+    this environment before) stays where it is, said so. Never fails the promotion: the commit is pushed."""
     found = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}"],
         cwd=repo,
@@ -183,7 +185,7 @@ def tag_and_push(repo: Path, config: Config, tag: str, message: str, reporter: R
     if found.returncode == 0:
         reporter.note(f"tag {tag} exists already (an earlier promotion of this release): left where it is")
         return False
-    git(repo, "tag", "--annotate", tag, "--message", message)
+    git(repo, "tag", "--annotate", tag, commit, "--message", message)
     try:
         git(repo, "push", require_remote(config), f"refs/tags/{tag}")
     except StageError as exc:
@@ -247,6 +249,74 @@ def commit_release(
     Refuses on a dirty tree; on a failed push the commit is undone and nothing is left behind."""
     require_remote(config)
     ensure_clean(repo)
+    release, written = _write_release(repo, config, lineage, records or {})
+    if not written:
+        reporter.note(f"k8s/overlays/{config.name} already deploys {release.reference}")
+        return git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "--all", "--", *written)
+    git(repo, "commit", "--quiet", "-m", commit_message(config, lineage, trailers))
+    reporter.note(f"committed {', '.join(written)}")
+    _push_or_undo(repo, config, reporter)
+    if tag is not None:
+        tag_and_push(repo, config, tag, commit_message(config, lineage, trailers), reporter)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def propose_release(
+    repo: Path,
+    config: Config,
+    lineage: Lineage,
+    reporter: Reporter,
+    *,
+    branch: str,
+    records: Mapping[str, str | None] | None = None,
+    trailers: Mapping[str, str] | None = None,
+) -> str:
+    """The release's commit on a new branch `branch`, pushed to the GitOps remote as the head of a release
+    pull request; the checkout returns to where it was. The commit carries no [skip ci]: the merge of the
+    pull request must start the workflow that moves the alias. Returns the commit."""
+    require_remote(config)
+    ensure_clean(repo)
+    where = subprocess.run(
+        ["git", "symbolic-ref", "-q", "--short", "HEAD"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    back = (
+        ["switch", "--quiet", where.stdout.strip()]
+        if where.returncode == 0
+        else ["switch", "--quiet", "--detach", git(repo, "rev-parse", "HEAD")]
+    )
+    git(repo, "switch", "--quiet", "--create", branch)
+    try:
+        release, written = _write_release(repo, config, lineage, records or {})
+        if not written:
+            raise StageError(
+                f"k8s/overlays/{config.name} already deploys {release.reference}: nothing to propose"
+            )
+        git(repo, "add", "--all", "--", *written)
+        git(
+            repo,
+            "commit",
+            "--quiet",
+            "-m",
+            commit_message(config, lineage, trailers).replace(f" {SKIP_CI}", "", 1),
+        )
+        git(repo, "push", require_remote(config), f"HEAD:refs/heads/{branch}")
+        proposed = git(repo, "rev-parse", "HEAD")
+    finally:
+        git(repo, *back)
+        git(repo, "branch", "--quiet", "-D", branch)
+    reporter.note(f"pushed {proposed[:12]} ({', '.join(written)}) to branch {branch}")
+    return proposed
+
+
+def _write_release(
+    repo: Path, config: Config, lineage: Lineage, records: Mapping[str, str | None]
+) -> tuple[Release, list[str]]:
+    """Write the overlay files the release changes and the records; the release and the paths written."""
     if lineage.gate not in {"pass", "warn"}:
         raise StageError(
             f"refusing: version {lineage.model_version} has gate.{config.name}={lineage.gate}; nothing was written"
@@ -258,17 +328,7 @@ def commit_release(
     written = write_files(repo, files)
     for name in removed:
         (repo / name).unlink()
-    written += removed + write_records(repo, records or {})
-    if not written:
-        reporter.note(f"k8s/overlays/{config.name} already deploys {release.reference}")
-        return git(repo, "rev-parse", "HEAD")
-    git(repo, "add", "--all", "--", *written)
-    git(repo, "commit", "--quiet", "-m", commit_message(config, lineage, trailers))
-    reporter.note(f"committed {', '.join(written)}")
-    _push_or_undo(repo, config, reporter)
-    if tag is not None:
-        tag_and_push(repo, config, tag, commit_message(config, lineage, trailers), reporter)
-    return git(repo, "rev-parse", "HEAD")
+    return release, written + removed + write_records(repo, records)
 
 
 def last_promotion(repo: Path, config: Config) -> str | None:

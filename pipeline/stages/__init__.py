@@ -130,6 +130,12 @@ STAGES: tuple[Stage, ...] = (
                 help="ship a release a failed rollout or a rollback rejected (needs --reason)",
             ),
             option("--reason", metavar="TEXT", help="why: recorded in the registry and the GitOps commit"),
+            option(
+                "--release-commit",
+                metavar="SHA",
+                help="the merge of a release pull request (promotion.approval: pull_request): check the policy "
+                "again, move alias ENV to the version its release.yaml deploys, tag it <model>/<env>/v<semver>",
+            ),
         ),
         in_run=True,
     ),

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.adapters import registry
+from pipeline.adapters.github_actions import write_step_outputs
+from pipeline.adapters.github_api import GitHub
 from pipeline.adapters.locust import LocustTraffic
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.deploy import gitops
 from pipeline.errors import StageError
-from pipeline.release import quarantine
+from pipeline.release import approval, quarantine
 from pipeline.release.history import releases_between, within_rollback_window
 from pipeline.release.promotion import admit, release_image
 from pipeline.release.record import SEMVER_TAG, against_serving
@@ -253,6 +255,8 @@ def run(ctx: StageContext) -> PromoteResult:
     registry never disagree."""
     c, w, r, args = ctx.config, ctx.workspace, ctx.reporter, ctx.args
     unquarantine = _override(args)
+    if args.release_commit:
+        return _merged(ctx, args.release_commit)
     if not args.gitops:
         return promote(c, w, r, to_version=args.to_version, unquarantine=unquarantine)
     repo = w.root
@@ -272,6 +276,9 @@ def run(ctx: StageContext) -> PromoteResult:
     checks = admit(mlflow, c, candidate, unquarantine=unquarantine, now=now, reporter=r)
     if any(check.failed for check in checks):
         return _blocked(c, version, _serving(mlflow, c), checks)
+    if c.promotion.approval == "pull_request":
+        proposal = _propose(ctx, version, tags, lineage, checks, records=records, trailers=trailers)
+        return replace(proposal, previous=_serving(mlflow, c))
     semver = tags.get(SEMVER_TAG)
     tag = gitops.release_tag(c.model.name, c.name, str(semver)) if semver else None
     gitops.commit_release(repo, c, lineage, r, records=records, trailers=trailers, tag=tag)
@@ -281,6 +288,73 @@ def run(ctx: StageContext) -> PromoteResult:
         r.warn("the alias did not move; reverting the GitOps commit so Git matches the registry")
         gitops.revert_last(repo, c, r)
         raise
+
+
+def _propose(
+    ctx: StageContext,
+    version: str,
+    tags: dict[str, Any],
+    lineage: gitops.Lineage,
+    checks: list[Check],
+    *,
+    records: dict[str, str | None],
+    trailers: dict[str, str],
+) -> PromoteResult:
+    """`promotion.approval: pull_request`: the release as a pull request with its evidence; nothing moves
+    until it is merged (release-merged.yml then runs `promote --release-commit`)."""
+    c, w, r = ctx.config, ctx.workspace, ctx.reporter
+    github = GitHub.from_environment()  # before anything is pushed
+    branch = approval.branch_name(c, version, tags.get(SEMVER_TAG))
+    commit = gitops.propose_release(w.root, c, lineage, r, branch=branch, records=records, trailers=trailers)
+    found = approval.evidence(c, tags, checks)
+    number, url = approval.open_pull_request(
+        github,
+        c,
+        version=version,
+        reference=lineage.release().reference,
+        branch=branch,
+        commit=commit,
+        found=found,
+        admitted=checks,
+    )
+    write_step_outputs({"pull_request": str(number)})
+    r.note(f"opened pull request #{number} {url}".rstrip())
+    for item in found:
+        r.note(f"  {item.context}: {'success' if item.passed else 'FAILURE'} ({item.description})")
+    r.note(f"alias {c.alias!r} moves when a code owner has approved and it is merged")
+    return PromoteResult(
+        headline=f"{c.name}: pull request #{number} proposes v{version}",
+        checks=checks,
+        environment=c.name,
+        version=version,
+        previous=None,
+        changed=False,
+    )
+
+
+def _merged(ctx: StageContext, revision: str) -> PromoteResult:
+    """The merge of a release pull request: the policy again, the alias to the version the commit's
+    release.yaml deploys, and the commit tagged `<model>/<env>/v<semver>`."""
+    c, w, r = ctx.config, ctx.workspace, ctx.reporter
+    commit = gitops.resolve_commit(w.root, revision)
+    release = gitops.release_at(w.root, c, commit)
+    if release is None or release.model_version is None:
+        raise StageError(
+            f"commit {commit[:12]} has no {gitops.release_path(c)} with a model_version: it is no release of "
+            f"{c.name}; pass the merge commit of a release pull request"
+        )
+    result = promote(c, w, r, to_version=release.model_version)
+    if result.status == "fail":
+        return result
+    mlflow = registry.client(c, w)
+    semver = registry.version_tags(mlflow.get_model_version(c.model.name, release.model_version)).get(
+        SEMVER_TAG
+    )
+    if semver:
+        tag = gitops.release_tag(c.model.name, c.name, str(semver))
+        message = f"{c.model.name} version {release.model_version} ({release.reference}) in {c.name}"
+        gitops.tag_and_push(w.root, c, tag, message, r, commit=commit)
+    return result
 
 
 def _override(args: Any) -> str | None:

@@ -82,6 +82,10 @@ def follow_cluster(ctx: StageContext) -> StageResult:
         if exc.state.phase in REJECTING_PHASES:
             reject(c, w, r, target.model_version, reason=str(exc), action="rollout", image=target.image)
         raise
+    # The canary evidence a later environment's release pull request shows (release/approval.py).
+    mlflow = registry.client(c, w)
+    for key, value in registry.verdict_tags("rollout", c.name, "pass").items():
+        mlflow.set_model_version_tag(c.model.name, target.model_version, key, value)
     return StageResult(headline=f"{target.revision[:12]} {state.phase} at step {state.step}: {state.message}")
 
 

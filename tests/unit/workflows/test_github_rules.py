@@ -248,6 +248,10 @@ def test_each_environment_is_referenced_by_exactly_one_job(committed: dict[str, 
     # batch.yml's jobs run under environments of their own, `batch-ENV`, without reviewers: a batch
     # deploys nothing, and a nightly run must not wait for an approval.
     assert found.pop("batch-${{ matrix.environment }}") == ["batch.yml:batch"]
+    # release-merged.yml deploys a merged release pull request under the environment it names; the pull
+    # request's code-owner review was its approval (promotion.approval: pull_request, on plans whose
+    # environments have no required reviewers).
+    assert found.pop("${{ needs.which.outputs.environment }}") == ["release-merged.yml:deploy"]
     assert set(found) == set(ENVIRONMENTS), found
     for env in ENVIRONMENTS:
         assert len(found[env]) == 1, f"{env} needs {len(found[env])} approvals: {found[env]}"
