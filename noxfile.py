@@ -84,6 +84,7 @@ STAGES = {  # one line per stage of pipeline/stages/__init__.py's table: `nox -s
     "rollback": "Move alias ENV back to the version that served before (`-- --gitops`: revert the overlay too).",
     "freeze": "Freeze promotions into ENV (`-- --reason TEXT`) until `-- --lift`: a registry tag, no commit.",
     "drift": "Input drift and score shift vs the model card's reference (`-- --input FILE` or `-- --url URL`).",
+    "batch": "Score a table with the release serving ENV (`-- --input PATH --output PATH [--engine spark]`).",
     "serve": "Serve the model of ENV (its alias, else the current export) on 127.0.0.1:8000 until Ctrl-C.",
 }
 

@@ -205,6 +205,46 @@ STAGES: tuple[Stage, ...] = (
         ),
         exclusive=(("--input", "--url"),),
     ),
+    Stage(
+        "batch",
+        "score a table (CSV or Parquet) with the release serving ENV: the service's input contract, rejects "
+        "with reasons, drift, bounds, and parity with the service's answers",
+        run="pipeline.stages.batch:run",
+        options=(
+            option(
+                "--input",
+                type=Path,
+                required=True,
+                metavar="PATH",
+                help="a CSV or Parquet file, or a folder of parts",
+            ),
+            option(
+                "--output",
+                type=Path,
+                required=True,
+                metavar="PATH",
+                help="a new folder: scores/, rejects/, batch.json, and _SUCCESS when every check passed "
+                "({date} becomes today's UTC date)",
+            ),
+            option(
+                "--engine", choices=["embedded", "spark"], sets="batch.engine", help="override batch.engine"
+            ),
+            option(
+                "--master",
+                metavar="URL",
+                sets="batch.spark.master",
+                help="the Spark master (local[N], spark://HOST:PORT, k8s://..., yarn); default batch.spark.master",
+            ),
+            option(
+                "--url",
+                metavar="URL",
+                help="check parity against the service running at URL instead of starting one on the release",
+            ),
+            option(
+                "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
+            ),
+        ),
+    ),
 )
 
 RUN_ORDER = tuple(stage.name for stage in STAGES if stage.in_run)
