@@ -6,25 +6,49 @@ GitHub creates an environment that a job names but that does not exist, with no 
 runs the job at once; an existing `prod` with no required reviewers does the same. So this asks the
 REST API (`GET /repos/{owner}/{repo}/environments/prod`, its `protection_rules`) before the prod job
 and fails with a message that says what to set, unless the repository variable
-`ALLOW_UNPROTECTED_PROD` is `true` (a fork that knowingly deploys prod without a reviewer).
+`ALLOW_UNPROTECTED_PROD` is `true` (a fork that knowingly deploys prod without a reviewer), or prod is
+approved by a release pull request instead (`promotion.approval: pull_request` in environments/prod.yaml or
+a file it extends: CODEOWNERS review the merge, docs/ci.md "Approval on any plan").
 
 Environment: GITHUB_API_URL, GITHUB_REPOSITORY, GITHUB_EVENT_NAME, GITHUB_REF (set by GitHub),
-GH_TOKEN (the job token; `actions: read` is enough for this endpoint), ALLOW_UNPROTECTED_PROD.
+GH_TOKEN (the job token; `actions: read` is enough for this endpoint), ALLOW_UNPROTECTED_PROD, and
+CONFIG_DIR (default `environments`, read from the checkout).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 ENVIRONMENT = "prod"
 MAIN = "refs/heads/main"
 ALLOW_VARIABLE = "ALLOW_UNPROTECTED_PROD"
+EXTENDS = re.compile(r"^extends:[ \t]*['\"]?([^'\"#\s]+)", re.MULTILINE)
+APPROVAL = re.compile(
+    r"^promotion:[^\n]*\n(?:[ \t]+[^\n]*\n|[ \t]*\n)*?[ \t]+approval:[ \t]*([a-z_]+)", re.MULTILINE
+)
+"""`approval:` inside the top-level `promotion:` mapping. Read with patterns: this runs on the runner's bare
+Python, without PyYAML (as scripts/gitops_push.py reads `extends`)."""
+
+
+def approval(config_dir: Path, name: str = ENVIRONMENT) -> str:
+    """`promotion.approval` of environment `name`: its file first, then the files it extends."""
+    path: Path | None = config_dir / f"{name}.yaml"
+    while path is not None and path.is_file():
+        text = path.read_text(encoding="utf-8")
+        found = APPROVAL.search(text if text.endswith("\n") else text + "\n")
+        if found:
+            return found[1]
+        extends = EXTENDS.search(text)
+        path = None if extends is None else path.parent / f"{extends[1]}.yaml"
+    return "environment"
 
 
 class Refused(Exception):
@@ -66,7 +90,13 @@ def reviewers(env: Mapping[str, Any]) -> int:
 
 
 def check(
-    env: Mapping[str, Any] | None, *, event: str, ref: str, allow_unprotected: bool, repository: str
+    env: Mapping[str, Any] | None,
+    *,
+    event: str,
+    ref: str,
+    allow_unprotected: bool,
+    repository: str,
+    pull_request_approval: bool = False,
 ) -> str:
     """Raise Refused when prod must not run; return what was found."""
     if event == "workflow_dispatch" and ref != MAIN:
@@ -81,6 +111,11 @@ def check(
         problem = f"environment `{ENVIRONMENT}` has no required reviewers"
     else:
         return f"environment `{ENVIRONMENT}` has {reviewers(env)} required reviewer(s)"
+    if pull_request_approval:
+        return (
+            f"{problem}; a release pull request approves prod instead (promotion.approval: pull_request): "
+            "CODEOWNERS review its merge"
+        )
     if allow_unprotected:
         return f"{problem}; deploying anyway because the variable {ALLOW_VARIABLE} is true"
     raise Refused(
@@ -101,6 +136,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
             ref=environ.get("GITHUB_REF", ""),
             allow_unprotected=environ.get(ALLOW_VARIABLE, "").strip().lower() == "true",
             repository=repository,
+            pull_request_approval=approval(Path(environ.get("CONFIG_DIR", "environments"))) == "pull_request",
         )
     except Refused as exc:
         sys.stdout.write(f"::error title=prod preflight::{exc}\n")

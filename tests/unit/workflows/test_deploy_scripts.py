@@ -99,6 +99,24 @@ def test_prod_without_reviewers_stops_cd_unless_the_fork_accepts_it(
     assert code == 0 and out.startswith("::warning") and reason in out
 
 
+def test_prod_approved_by_a_release_pull_request_needs_no_environment_reviewer(
+    api: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ENVIRONMENTS[PATH] = (200, UNREVIEWED)
+    (tmp_path / "base.yaml").write_text("promotion:\n  from: null\n  approval: environment\n")
+    (tmp_path / "prod.yaml").write_text(
+        "extends: base\npromotion:\n  from: staging\n\n  approval: pull_request\n"
+    )
+    code, out = _run(api, capsys, CONFIG_DIR=str(tmp_path))
+    assert code == 0 and "a release pull request approves prod instead" in out
+    assert preflight.approval(tmp_path, "base") == "environment"
+    (tmp_path / "prod.yaml").write_text(
+        "extends: base\ndeploy:\n  approval: pull_request\n"
+    )  # not promotion's
+    assert preflight.approval(tmp_path) == "environment"
+    assert _run(api, capsys, CONFIG_DIR=str(tmp_path))[0] == 1
+
+
 def test_a_manual_run_to_prod_from_a_branch_is_refused(api: str, capsys: pytest.CaptureFixture[str]) -> None:
     ENVIRONMENTS[PATH] = (200, REVIEWED)
     code, out = _run(api, capsys, GITHUB_EVENT_NAME="workflow_dispatch", GITHUB_REF="refs/heads/feature")
