@@ -68,30 +68,46 @@ BOUND = tuple(route.path for route in ROUTES if route.bound)
 
 
 class _Template:
-    """A path template's segments: `{...}` matches one non-empty segment (no `/`, as in Starlette)."""
+    """A path template: literal text around `{...}` segments, each matching one non-empty segment (no `/`,
+    as in Starlette). The literal prefix and suffix are compared first: most paths fail there, cheaply."""
 
     def __init__(self, template: str) -> None:
-        self.segments = template.split("/")
+        first, last = template.index("{"), template.rindex("}") + 1
+        self.prefix, self.suffix = template[:first], template[last:]
+        segments = template[first:last].split("/")
+        self.literals = [None if segment.startswith("{") else segment for segment in segments]
+        """Per segment: its text, or None where a parameter stands."""
+        self.names = tuple(segment[1:-1] for segment in segments if segment.startswith("{"))
+        """The parameters' names, in template order."""
 
-    def match(self, path: str) -> dict[str, str] | None:
-        parts = path.split("/")
-        if len(parts) != len(self.segments):
+    def match(self, path: str) -> list[str] | None:
+        """The parameters' values in template order, or None when the path does not fit."""
+        prefix, suffix = self.prefix, self.suffix
+        if not (path.startswith(prefix) and path.endswith(suffix)) or len(path) < len(prefix) + len(suffix):
             return None
-        params = {}
-        for segment, part in zip(self.segments, parts, strict=True):
-            if segment.startswith("{"):
+        middle = path[len(prefix) : len(path) - len(suffix)]
+        if self.literals == [None]:  # one parameter alone (/v2/models/{name}/infer): the hot path's form
+            return [middle] if middle and "/" not in middle else None
+        parts = middle.split("/")
+        if len(parts) != len(self.literals):
+            return None
+        values = []
+        for literal, part in zip(self.literals, parts, strict=True):
+            if literal is None:
                 if not part:
                     return None
-                params[segment[1:-1]] = part
-            elif segment != part:
+                values.append(part)
+            elif literal != part:
                 return None
-        return params
+        return values
 
 
 _EXACT = {path: route for route in ROUTES for path in route.paths if "{" not in path}
 _TEMPLATED = [(_Template(path), route) for route in ROUTES for path in route.paths if "{" in path]
 _RAW_EXACT = {path: route for path, route in _EXACT.items() if route.raw}
 _RAW_TEMPLATED = [(template, route) for template, route in _TEMPLATED if route.raw]
+# raw_route reads a raw template's values by position: the model name, then its version when versioned
+# (tests/unit/service/test_service_routes.py holds the raw rows to that).
 
 
 def route_label(path: str) -> str:
@@ -113,7 +129,7 @@ def raw_route(path: str) -> tuple[Route, str | None, str | None] | None:
     if route is not None:
         return route, None, None
     for template, route in _RAW_TEMPLATED:
-        params = template.match(path)
-        if params is not None:
-            return route, params["name"], params.get("version")
+        values = template.match(path)
+        if values is not None:
+            return route, values[0], values[1] if len(values) > 1 else None
     return None

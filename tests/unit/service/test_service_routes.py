@@ -11,7 +11,15 @@ from model_service.contract.monitoring import PREDICT_ROUTE, V2_INFER_ROUTE
 from model_service.model.runtime import load_card
 from model_service.operations.settings import ServiceSettings
 from model_service.protocol.openapi import build_openapi
-from model_service.protocol.routes import OPEN, PROBES, ROUTES, UNMATCHED, raw_route, route_label
+from model_service.protocol.routes import (
+    _RAW_TEMPLATED,
+    OPEN,
+    PROBES,
+    ROUTES,
+    UNMATCHED,
+    raw_route,
+    route_label,
+)
 
 
 def test_starlette_serves_every_row_that_is_not_raw_and_nothing_else(model_dir: Path) -> None:
@@ -36,6 +44,8 @@ def test_the_raw_rows_are_the_two_inference_routes_and_resolve_with_their_model(
     assert predict is not None and (predict[0].path, predict[1:]) == (PREDICT_ROUTE, (None, None))
     infer = raw_route("/v2/models/m/infer")
     assert infer is not None and (infer[0].path, infer[1:]) == (V2_INFER_ROUTE, ("m", None))
+    raw_templates = [(template.names, route.path) for template, route in _RAW_TEMPLATED]
+    assert raw_templates == [(("name",), V2_INFER_ROUTE), (("name", "version"), V2_INFER_ROUTE)]
     versioned = raw_route("/v2/models/m/versions/7/infer")
     assert versioned is not None and versioned[1:] == ("m", "7")
     for path in (
