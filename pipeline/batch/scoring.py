@@ -80,7 +80,13 @@ class Scorer:
     """The release of one model folder, ready to score batches of `columns` (feature and key columns)."""
 
     def __init__(
-        self, model_dir: Path, *, registry_version: str, key_schema: pa.Schema, text_input: bool
+        self,
+        model_dir: Path,
+        *,
+        registry_version: str,
+        key_schema: pa.Schema,
+        text_input: bool,
+        absent: Sequence[str] = (),
     ) -> None:
         card = load_card(model_dir)
         self.card: ModelCard = card
@@ -89,6 +95,8 @@ class Scorer:
         self.registry_version = registry_version
         self.key_schema = key_schema
         self.text_input = text_input
+        self.absent = tuple(absent)
+        """Features with a default that the input does not have: every row takes the default."""
         self._float32 = {c for spec in card.inputs if spec.dtype == "float32" for c in spec.columns}
         self._allowed = [_allowed_categories(feature) for feature in card.features]
         self.score_schema = score_schema(card, self.onnx, key_schema)
@@ -96,16 +104,28 @@ class Scorer:
 
     @property
     def columns(self) -> list[str]:
-        """What is read from the input: the features, then the key columns."""
-        return [*self.card.feature_names, *self.key_schema.names]
+        """What is read from the input: the features (but the absent ones), then the key columns."""
+        features = [name for name in self.card.feature_names if name not in self.absent]
+        return [*features, *self.key_schema.names]
+
+    def _arrays(self, batch: pa.RecordBatch, reasons: dict[int, str]) -> list[pa.Array]:
+        """Each feature's values in card order, typed (CSV text per the card); an absent feature's
+        default on every row, as the service fills it in."""
+        arrays = []
+        for j, feature in enumerate(self.card.features):
+            if feature.name in self.absent:
+                arrays.append(pa.array([feature.default] * batch.num_rows, _TEXT_TYPES[feature.type]))
+            elif self.text_input:
+                arrays.append(self._from_text(j, batch.column(feature.name), reasons))
+            else:
+                arrays.append(batch.column(feature.name))
+        return arrays
 
     def score(self, batch: pa.RecordBatch, files: pa.Array, rows: NDArray[np.int64]) -> Chunk:
         """Score `batch` (the columns of `columns`); `files` and `rows` are each row's key."""
         n = batch.num_rows
         reasons: dict[int, str] = {}
-        arrays = [batch.column(name) for name in self.card.feature_names]
-        if self.text_input:
-            arrays = [self._from_text(j, array, reasons) for j, array in enumerate(arrays)]
+        arrays = self._arrays(batch, reasons)
         values, suspect = [], np.zeros(n, dtype=bool)
         for j, array in enumerate(arrays):
             column, flagged = self._screen(j, array)
@@ -133,9 +153,7 @@ class Scorer:
     def client_rows(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
         """Each row of `batch` as a client sends it to the service: an object keyed by feature name, values
         typed as this scorer reads them (a CSV cell per the card's type)."""
-        arrays = [batch.column(name) for name in self.card.feature_names]
-        if self.text_input:
-            arrays = [self._from_text(j, array, {}) for j, array in enumerate(arrays)]
+        arrays = self._arrays(batch, {})
         names = self.card.feature_names
         return [{name: _as_json(arrays[j][i]) for j, name in enumerate(names)} for i in range(batch.num_rows)]
 
@@ -255,8 +273,9 @@ class Scorer:
         at = sorted(reasons)
         index = pa.array(at, pa.int64())
         features = self.card.feature_names
+        read = [name for name in features if name not in self.absent]
         shown = [
-            json.dumps({name: _as_json(batch.column(name)[i]) for name in features}, default=str) for i in at
+            json.dumps({name: _as_json(batch.column(name)[i]) for name in read}, default=str) for i in at
         ]
         return pa.RecordBatch.from_arrays(
             [
@@ -370,7 +389,7 @@ def reference_counts(
     counts = []
     for profile, column in zip(reference.features, values, strict=True):
         if profile.categorical:
-            counts.append(profile_counts(profile, column))
+            counts.append(profile_counts(profile, column.tolist()))
             continue
         numbers = np.asarray(column, dtype=np.float64)
         missing = np.isnan(numbers)

@@ -25,6 +25,8 @@ class Source:
     root: Path
     format: Format
     parts: tuple[Path, ...]
+    absent: tuple[str, ...] = ()
+    """Optional columns no part has (features with a default: the service fills it in, so does the batch)."""
 
     @property
     def part_names(self) -> tuple[str, ...]:
@@ -38,10 +40,10 @@ def is_part(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(("_", "."))
 
 
-def open_source(path: Path, columns: Sequence[str]) -> Source:
-    """The parts of `path` with their format, each checked for `columns`; ConfigError naming the file and
-    the fix when the input cannot be scored as a whole (missing, empty, unknown or mixed format, a column
-    missing, unreadable)."""
+def open_source(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> Source:
+    """The parts of `path` with their format, each checked for `columns` and for each `optional` column
+    (in every part or in none); ConfigError naming the file and the fix when the input cannot be scored
+    as a whole (missing, empty, unknown or mixed format, a column missing, unreadable)."""
     if not path.exists():
         raise ConfigError(f"--input {path}: no such file or folder")
     if path.is_dir():
@@ -60,14 +62,23 @@ def open_source(path: Path, columns: Sequence[str]) -> Source:
         raise ConfigError(f"--input {path}: CSV and Parquet parts mixed; give a folder of one format")
     (fmt,) = formats
     assert fmt is not None  # None was refused above
-    for part in parts:
-        missing = [name for name in columns if name not in _columns(part, fmt)]
+    present = {part: set(_columns(part, fmt)) for part in parts}
+    for part, names in present.items():
+        missing = [name for name in columns if name not in names]
         if missing:
             raise ConfigError(
                 f"--input {part}: no column {missing[0]!r} ({len(missing)} of the model's features and "
-                "batch.key_columns missing); the header must name every feature"
+                "batch.key_columns missing); the header must name every feature without a default"
             )
-    return Source(path, fmt, tuple(parts))
+    absent = tuple(name for name in optional if not any(name in names for names in present.values()))
+    for name in set(optional) - set(absent):
+        lacking = next((part for part, names in present.items() if name not in names), None)
+        if lacking is not None:
+            raise ConfigError(
+                f"--input {lacking}: no column {name!r}, which other parts have; give it in every part "
+                "or in none (then every row takes the card's default)"
+            )
+    return Source(path, fmt, tuple(parts), absent)
 
 
 def _columns(part: Path, fmt: Format) -> list[str]:

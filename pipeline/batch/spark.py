@@ -66,6 +66,7 @@ class Job:
     registry_version: str
     key_schema: pa.Schema
     text_input: bool
+    absent: tuple[str, ...]
     row_index: bool
     """True: the rows carry their index (Parquet); False: count them per part (a CSV part is never split)."""
 
@@ -166,6 +167,7 @@ def _score_frame(
         registry_version=scorer.registry_version,
         key_schema=scorer.key_schema,
         text_input=scorer.text_input,
+        absent=scorer.absent,
         row_index=source.format == "parquet",
     )
     frame = _read(session, source, scorer.columns)
@@ -222,12 +224,14 @@ def frame_schema(scorer: Scorer) -> pa.Schema:
 
 # --- in the Python workers --------------------------------------------------------------------------
 
-_scorers: dict[str, Scorer] = {}
-"""This worker's scorer per model sha256: built by its first task, reused by the next ones."""
+_scorers: dict[tuple[str, str, bool, tuple[str, ...]], Scorer] = {}
+"""This worker's scorer per job (model sha256, key columns, input format, absent features): built by the
+job's first task here, reused by the next ones."""
 
 
 def _worker_scorer(job: Job) -> Scorer:
-    scorer = _scorers.get(job.sha256)
+    key = (job.sha256, job.key_schema.to_string(), job.text_input, job.absent)
+    scorer = _scorers.get(key)
     if scorer is not None:
         return scorer
     card_bytes, onnx_file, onnx_bytes = job.files.value
@@ -237,11 +241,15 @@ def _worker_scorer(job: Job) -> Scorer:
     (folder / onnx_file).write_bytes(onnx_bytes)
     # The service's start-up checks, here too: the file must hash to the card's sha256 and fit it.
     scorer = Scorer(
-        folder, registry_version=job.registry_version, key_schema=job.key_schema, text_input=job.text_input
+        folder,
+        registry_version=job.registry_version,
+        key_schema=job.key_schema,
+        text_input=job.text_input,
+        absent=job.absent,
     )
     if hashlib.sha256(onnx_bytes).hexdigest() != job.sha256:
         raise RuntimeError(f"the model shipped to this worker is not {job.sha256}")
-    _scorers[job.sha256] = scorer
+    _scorers[key] = scorer
     return scorer
 
 

@@ -198,14 +198,19 @@ def batch(
     spec = config.batch
     release = serving_release(config, workspace, reporter)
     keys = spec.key_columns
-    source = open_source(input_path, [*release.card.feature_names, *keys])
+    defaulted = list(release.card.defaults)
+    required = [name for name in release.card.feature_names if name not in defaulted]
+    source = open_source(input_path, [*required, *keys], optional=defaulted)
     folder = output_folder(output)
     scorer = Scorer(
         release.model.path,
         registry_version=release.registry_version,
         key_schema=key_schema(config, source),
         text_input=source.format == "csv",
+        absent=source.absent,
     )
+    if source.absent:
+        reporter.note(f"not in the input, so every row takes the card's default: {', '.join(source.absent)}")
     reporter.note(
         f"{len(source.parts)} {source.format} part(s) from {source.root}, engine {spec.engine}, "
         f"chunks of {spec.chunk_rows} rows"

@@ -3,6 +3,7 @@ same outputs; CSV text is typed per the card; the Spark UDF's function gives the
 
 import json
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,10 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
+from model_service.model.drift import DriftCounters
 from pipeline.batch import spark
 from pipeline.batch.scoring import PREDICTION, PROBABILITY_PREFIX, REASON, SOURCE_ROW, Scorer
 
@@ -188,7 +191,9 @@ def test_the_spark_function_scores_each_batch_and_ends_with_the_partitions_total
         scorer.card.onnx_file,
         scorer.card.onnx_path.read_bytes(),
     )
-    job = spark.Job(_Shipped(files), scorer.card.sha256, "7", KEYS, text_input=False, row_index=False)
+    job = spark.Job(
+        _Shipped(files), scorer.card.sha256, "7", KEYS, text_input=False, absent=(), row_index=False
+    )
     rows = [(30.0, 1, True, "Lyon"), (None, 2, False, "Berlin"), (50.0, None, True, "Paris")]
     first, second = _batch(rows, MIXED_TYPES), _batch(rows[:1], MIXED_TYPES)
     batches = [
@@ -210,3 +215,51 @@ def test_rows_are_counted_per_part_in_order() -> None:
     rows = spark._count_rows(pa.array(["a.csv", "a.csv", "b.csv", "a.csv"]), counted)
     assert rows.tolist() == [2, 3, 0, 4]
     assert counted == {"a.csv": 5, "b.csv": 1}
+
+
+def test_a_feature_the_input_lacks_takes_the_cards_default_as_the_service_fills_it(
+    mixed_strict_model_dir: Path, tmp_path: Path, service: Callable[[Path], TestClient]
+) -> None:
+    model_dir = tmp_path / "with-default"
+    shutil.copytree(mixed_strict_model_dir, model_dir)
+    card = json.loads((model_dir / "model.json").read_text())
+    next(f for f in card["features"] if f["name"] == "rooms")["default"] = 3
+    (model_dir / "model.json").write_text(json.dumps(card))
+    scorer = Scorer(model_dir, registry_version="7", key_schema=KEYS, text_input=False, absent=("rooms",))
+    assert "rooms" not in scorer.columns
+    rows = [(30.0, True, "Lyon"), (None, False, "Paris"), (61.5, True, None)]
+    types = {name: kind for name, kind in MIXED_TYPES.items() if name != "rooms"}
+    scores, rejects = _score(scorer, _batch(rows, types))
+    assert rejects.num_rows == 0
+    client = service(model_dir)
+    sent = [dict(zip(types, row, strict=True)) for row in rows]  # no "rooms": the service fills it in
+    answers = client.post("/v1/predict", json={"instances": sent}).json()
+    assert scores[PREDICTION].to_pylist() == answers["predictions"]
+    written = np.column_stack([scores[f"{PROBABILITY_PREFIX}{c}"].to_numpy() for c in (0, 1)])
+    np.testing.assert_allclose(written, answers["probabilities"], rtol=0, atol=1e-6)
+
+
+def test_the_reference_counts_are_the_services_drift_counters(mixed_strict_model_dir: Path) -> None:
+    scorer = Scorer(mixed_strict_model_dir, registry_version="7", key_schema=KEYS, text_input=False)
+    rows = [
+        (30.0, 1, True, "Lyon"),
+        (None, 2, False, None),
+        (80.0, 9, True, "Nice"),
+        (45.5, 4, False, "Paris"),
+    ]
+    batch = _batch(rows * 40, MIXED_TYPES)
+    chunk = scorer.score(batch, pa.array(["p"] * batch.num_rows), np.arange(batch.num_rows, dtype=np.int64))
+    counters = DriftCounters(scorer.card, 10_000, CollectorRegistry())
+    names = scorer.card.feature_names
+    columns = [
+        [
+            ("" if v is None else v) if name == "city" else (np.nan if v is None else v)
+            for v in batch.column(name).to_pylist()
+        ]
+        for name in names
+    ]
+    probabilities = np.column_stack([chunk.scores[f"{PROBABILITY_PREFIX}{c}"].to_numpy() for c in (0, 1)])
+    counters.observe(counters.encode(columns), probabilities)
+    _, served = counters.window()
+    assert chunk.totals.counts is not None
+    assert chunk.totals.counts.tolist() == served[: len(chunk.totals.counts)].tolist()

@@ -93,3 +93,12 @@ def test_the_output_is_a_new_folder_and_date_is_today(tmp_path: Path) -> None:
     (tmp_path / "used" / "part-00000.parquet").touch()
     with pytest.raises(ConfigError, match="exists and is not an empty folder"):
         output_folder(tmp_path / "used")
+
+
+def test_a_defaulted_column_is_in_every_part_or_in_none(tmp_path: Path) -> None:
+    _parquet(tmp_path / "part-0.parquet", 3)
+    _parquet(tmp_path / "part-1.parquet", 3)
+    assert open_source(tmp_path, ["x"], optional=["y", "z"]).absent == ("z",)
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "part-2.parquet")
+    with pytest.raises(ConfigError, match=r"part-2\.parquet: no column 'y', which other parts have"):
+        open_source(tmp_path, ["x"], optional=["y"])
