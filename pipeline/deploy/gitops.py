@@ -17,7 +17,8 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.deploy.names import K8S_DIR, RELEASE_FILE
-from pipeline.deploy.render import Release, parse_release, read_release, render_environment, write_files
+from pipeline.deploy.release_file import Release, parse_release, read_release
+from pipeline.deploy.render import render_environment, write_files
 from pipeline.errors import StageError
 
 ACTION_TRAILER = "Deploy-Action"

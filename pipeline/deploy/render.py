@@ -14,14 +14,11 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.adapters.service_process import service_settings
-from pipeline.config import ClusterTiming, Config, ConfigError, Task, known_environments, load_config
+from pipeline.config import ClusterTiming, Config, Task, known_environments, load_config
 from pipeline.console import Reporter
 from pipeline.deploy import batch_jobs
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
@@ -34,6 +31,7 @@ from pipeline.deploy.argo_analysis import (
     first_release_metrics,
     smoke_metric,
 )
+from pipeline.deploy.argocd import application, deployer
 from pipeline.deploy.dashboard import dashboard_config_map
 from pipeline.deploy.fallback_rules import fallback_rules
 from pipeline.deploy.names import (
@@ -50,8 +48,8 @@ from pipeline.deploy.names import (
     RELEASE_FILE,
     SMOKE_TEMPLATE,
     TEMPLATE_REPOSITORY,
-    UNRELEASED_TAG,
 )
+from pipeline.deploy.release_file import Release, dump, dump_all, read_release, release_text
 from pipeline.ml.data import load_dataset
 from pipeline.release.gating import release_rollout
 from pipeline.rollout.analysis import for_task
@@ -61,67 +59,6 @@ from pipeline.rollout.plan import (
     Smoke,
     plan,
 )
-
-# --- release state ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Release:
-    """What an overlay deploys: written by `promote --gitops`, read (and kept) by `render`."""
-
-    image: str
-    tag: str = UNRELEASED_TAG
-    digest: str | None = None
-    model_version: str | None = None
-    git_sha: str | None = None
-    replaces: str | None = None
-    """The reference this release replaced (written by `promote --gitops`); null for an environment's first
-    release, which has no stable version to compare with (docs/kubernetes.md, "The first release")."""
-    compatibility: str | None = None
-    """`breaking`, `additive` or `same` against the release it replaced (release/compatibility.py): a breaking
-    one is rolled out by `rollout.breaking`'s plan (blue-green), never by a canary."""
-
-    @property
-    def reference(self) -> str:
-        return f"{self.image}@{self.digest}" if self.digest else f"{self.image}:{self.tag}"
-
-    @property
-    def released(self) -> bool:
-        """False until a promotion (or a person) wrote an image: the overlay then deploys no workload."""
-        return self.digest is not None or self.tag != UNRELEASED_TAG
-
-
-def overlay_dir(root: Path, env: str) -> Path:
-    return root / K8S_DIR / "overlays" / env
-
-
-def read_release(root: Path, config: Config) -> Release:
-    path = overlay_dir(root, config.name) / RELEASE_FILE
-    if not path.is_file():
-        return Release(image=config.image.repository)
-    return parse_release(path.read_text(encoding="utf-8"), str(path))
-
-
-def parse_release(text: str, source: str) -> Release:
-    """A release.yaml's content; `source` (a path, or `COMMIT:path`) names it in the error."""
-    data = yaml.safe_load(text) or {}
-    try:
-        values: dict[str, Any] = {k: (None if v is None else str(v)) for k, v in data.items()}
-        return Release(**values)
-    except (TypeError, AttributeError):
-        keys = ", ".join(data) if isinstance(data, dict) else type(data).__name__
-        raise ConfigError(
-            f"{source}: expected keys {', '.join(Release.__dataclass_fields__)}, got {keys}"
-        ) from None
-
-
-def release_text(config: Config, release: Release) -> str:
-    header = (
-        f"# What k8s/overlays/{config.name} deploys. Written by `python -m pipeline promote --env "
-        f"{config.name} --gitops`;\n# `render` reads it and keeps it. Edit only to pin an image by hand.\n"
-    )
-    return header + dump(asdict(release))
-
 
 # --- overlay ---------------------------------------------------------------------------------------
 
@@ -464,117 +401,6 @@ def first_release_run(config: Config, rollout_plan: Plan, timing: ClusterTiming)
     }
 
 
-def application(config: Config) -> dict[str, Any]:
-    """The Argo CD Application of the environment: automated sync, or manual (CD's rollout step starts the sync)."""
-    argocd = config.deploy.argocd
-    sync: dict[str, Any] = {}
-    if argocd.automated:
-        sync["automated"] = {"prune": True, "selfHeal": True}
-    sync["syncOptions"] = ["CreateNamespace=true"]
-    spec: dict[str, Any] = {}
-    if config.deploy.traffic_router == "gateway-api":
-        # The plugin writes the backends' weights during a canary. Ignored in the diff, the route stays
-        # Synced (no self-heal); ApplyOutOfSyncOnly keeps a sync (a later commit) from applying Git's 100/0
-        # over them, while a route that really changed (a backend renamed) is OutOfSync and applied.
-        # Not RespectIgnoreDifferences: it copies the live `rules` list whole into what is applied, so a
-        # changed backend would never sync (argoproj/argo-cd#25284; docs/kubernetes.md says more).
-        sync["syncOptions"].append("ApplyOutOfSyncOnly=true")
-        spec["ignoreDifferences"] = [
-            {
-                "group": "gateway.networking.k8s.io",
-                "kind": "HTTPRoute",
-                "jqPathExpressions": [".spec.rules[].backendRefs[].weight"],
-            }
-        ]
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {
-            "name": f"{APP}-{config.name}",
-            "namespace": argocd.namespace,
-            "finalizers": ["resources-finalizer.argocd.argoproj.io"],
-        },
-        "spec": {
-            "project": argocd.project,
-            "source": {
-                "repoURL": argocd.repo_url,
-                "targetRevision": config.deploy.gitops.branch,
-                "path": f"{K8S_DIR}/overlays/{config.name}",
-            },
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": config.deploy.namespace},
-            "syncPolicy": sync,
-            **spec,
-        },
-    }
-
-
-def deployer(config: Config) -> list[dict[str, Any]]:
-    """The CD deploy identity of the environment, least privilege: a ServiceAccount in Argo CD's namespace
-    that may read the environment's Application and patch it (to start a sync at the pushed revision),
-    and read the Rollout and its AnalysisRuns in the environment's namespace (what the follower reads).
-    Nothing else: no Secrets, no writes to the workload."""
-    argocd, namespace = config.deploy.argocd.namespace, config.deploy.namespace
-    name = f"{APP}-cd-{config.name}"
-    subject = [{"kind": "ServiceAccount", "name": name, "namespace": argocd}]
-
-    def role(where: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        meta = {"name": name, "namespace": where}
-        ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
-        return [
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules},
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": meta,
-                "roleRef": ref,
-                "subjects": subject,
-            },
-        ]
-
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": argocd}},
-        # The environment's namespace, so the RoleBinding below can exist before Argo CD's first sync.
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        *role(
-            argocd,
-            [
-                {
-                    "apiGroups": ["argoproj.io"],
-                    "resources": ["applications"],
-                    "resourceNames": [f"{APP}-{config.name}"],
-                    "verbs": ["get", "watch", "patch"],
-                }
-            ],
-        ),
-        *role(
-            namespace,
-            [
-                {
-                    "apiGroups": ["argoproj.io"],
-                    "resources": ["rollouts", "analysisruns"],
-                    "verbs": ["get", "list", "watch"],
-                }
-            ],
-        ),
-    ]
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block style, multi-line strings as `|` blocks, so diffs of queries stay readable."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
-def dump(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
-
-
 def render_environment(config: Config, release: Release, root: Path) -> dict[str, str]:
     """Path relative to the repository root -> text, for one environment (`root`: where data is read)."""
     header = GENERATED.format(env=config.name)
@@ -585,9 +411,7 @@ def render_environment(config: Config, release: Release, root: Path) -> dict[str
     out = {f"{base}/{name}": header + dump(obj) for name, obj in objects.items()}
     out[f"{base}/{RELEASE_FILE}"] = release_text(config, release)
     out[f"{K8S_DIR}/argocd/{config.name}.yaml"] = header + dump(application(config))
-    out[f"{K8S_DIR}/{DEPLOYER_DIR}/{config.name}.yaml"] = header + yaml.dump_all(
-        deployer(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000
-    )
+    out[f"{K8S_DIR}/{DEPLOYER_DIR}/{config.name}.yaml"] = header + dump_all(deployer(config))
     return out
 
 

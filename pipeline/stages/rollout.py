@@ -11,7 +11,7 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError
 from pipeline.console import Reporter
 from pipeline.deploy import argo, gitops
-from pipeline.deploy.render import application
+from pipeline.deploy.argocd import application
 from pipeline.errors import StageError
 from pipeline.release import quarantine
 from pipeline.release.compatibility import compare

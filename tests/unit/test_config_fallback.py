@@ -13,7 +13,7 @@ from model_service.operations.settings import ServiceSettings, unknown_variables
 from pipeline.adapters.service_process import FALLBACK_DIR_ENV, service_settings
 from pipeline.artifacts import ModelDir
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.deploy import render
+from pipeline.deploy import release_file, render
 from pipeline.rollout.rehearsal import fallback_setting
 
 REPO = Path(__file__).parents[2]
@@ -78,7 +78,7 @@ def test_rehearsal_candidate_falls_back_to_stable_or_the_named_export(
 @pytest.mark.needs_tool("promtool", "prometheus")
 def test_the_prometheusrule_alerts_on_the_breaker_only_with_a_fallback(tmp_path: Path) -> None:
     def groups(config: Config) -> list[dict[str, Any]]:
-        files = render.render_environment(config, render.Release(image="model-service"), REPO)
+        files = render.render_environment(config, release_file.Release(image="model-service"), REPO)
         ops = yaml.safe_load(files[f"k8s/overlays/{config.name}/patch-prometheusrule.yaml"])
         return [op["value"] for op in ops if op["path"] == "/spec/groups/-"]
 

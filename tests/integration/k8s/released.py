@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config import load_config
+from pipeline.deploy import release_file
 from pipeline.deploy import render as k8s
 from pipeline.deploy import validate as kv
 
@@ -16,15 +17,15 @@ ROOT = Path(__file__).resolve().parents[3]
 State = Literal["unreleased", "first", "second"]
 STATES: tuple[State, ...] = ("unreleased", "first", "second")
 IMAGE = "ghcr.io/acme/model"
-FIRST = k8s.Release(image=IMAGE, digest="sha256:" + "b" * 64, model_version="3", git_sha="cafe")
-SECOND = k8s.Release(
+FIRST = release_file.Release(image=IMAGE, digest="sha256:" + "b" * 64, model_version="3", git_sha="cafe")
+SECOND = release_file.Release(
     image=IMAGE, digest="sha256:" + "c" * 64, model_version="4", git_sha="f00d", replaces=FIRST.reference
 )
 
 
-def release_for(env: str, state: State) -> k8s.Release:
+def release_for(env: str, state: State) -> release_file.Release:
     if state == "unreleased":
-        return k8s.Release(image=load_config(env, ROOT / "environments").image.repository)
+        return release_file.Release(image=load_config(env, ROOT / "environments").image.repository)
     return FIRST if state == "first" else SECOND
 
 

@@ -34,7 +34,7 @@ from sklearn.datasets import load_breast_cancer
 
 from pipeline.adapters.service_process import running_service
 from pipeline.config import Config, load_config
-from pipeline.deploy import render
+from pipeline.deploy import release_file, render
 from tests._processes import command_lines
 from tests._prometheus import NAMESPACE, query, running_prometheus
 from tests._service_models import with_reference_profile
@@ -66,7 +66,7 @@ def config() -> Config:
 
 def rendered_metrics(config: Config) -> list[dict[str, Any]]:
     """The Prometheus metrics of the rendered patch-analysis.yaml, read back from its YAML text."""
-    files = render.render_environment(config, render.Release(image="model-service"), REPO)
+    files = render.render_environment(config, release_file.Release(image="model-service"), REPO)
     ops = yaml.safe_load(files[f"k8s/overlays/{config.name}/patch-analysis.yaml"])
     (metrics,) = [op["value"] for op in ops if op["path"] == "/spec/metrics"]
     return [m for m in metrics if "prometheus" in m["provider"]]

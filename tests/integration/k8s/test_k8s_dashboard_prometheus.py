@@ -16,7 +16,7 @@ from sklearn.datasets import load_breast_cancer
 
 from pipeline.adapters.service_process import FALLBACK_DIR_ENV, running_service
 from pipeline.config import Config, load_config
-from pipeline.deploy import render
+from pipeline.deploy import release_file, render
 from pipeline.deploy.dashboard import RATE_WINDOW, queries
 from tests._faulty_model import RAISE_BELOW, faulty_primary, other_version
 from tests._prometheus import NAMESPACE, query, running_prometheus
@@ -41,7 +41,7 @@ def config() -> Config:
 
 def rendered_dashboard(config: Config) -> dict[str, object]:
     """The dashboard JSON as shipped: read back from the rendered ConfigMap's YAML text."""
-    files = render.render_environment(config, render.Release(image="model-service"), REPO)
+    files = render.render_environment(config, release_file.Release(image="model-service"), REPO)
     config_map = yaml.safe_load(files[f"k8s/overlays/{config.name}/grafana-dashboard.yaml"])
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     (text,) = config_map["data"].values()

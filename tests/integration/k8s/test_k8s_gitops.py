@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.config import Config, load_config
 from pipeline.console import Reporter
-from pipeline.deploy import gitops
+from pipeline.deploy import gitops, release_file
 from pipeline.deploy import render as k8s
 from pipeline.errors import StageError
 
@@ -154,7 +154,7 @@ def test_gitops_commits_skip_ci(repo: Path) -> None:
 def _merge_since(repo: Path, override: str) -> Config:
     """A change merged after the run started: the environment rendered with `override`, committed."""
     changed = load_config("dev", ROOT / "environments", ["deploy.gitops.remote=origin", override])
-    release = k8s.read_release(repo, changed)
+    release = release_file.read_release(repo, changed)
     k8s.write_files(repo, k8s.render_environment(changed, release, repo))
     _git(repo, "commit", "--quiet", "-am", f"merged since: {override}")
     return changed
@@ -163,7 +163,7 @@ def _merge_since(repo: Path, override: str) -> Config:
 def test_a_promotion_writes_only_what_the_release_changes(repo: Path) -> None:
     config = _config()
     first = gitops.commit_release(repo, config, _lineage(), Reporter())
-    release = k8s.read_release(repo, config)
+    release = release_file.read_release(repo, config)
     assert release.replaces is None  # the environment's first release: judged by its own PostSync run
     hook = repo / "k8s/overlays/dev/first-release-analysis.yaml"
     assert hook.is_file()
@@ -176,7 +176,7 @@ def test_a_promotion_writes_only_what_the_release_changes(repo: Path) -> None:
         "k8s/overlays/dev/patch-rollout.yaml",
         "k8s/overlays/dev/first-release-analysis.yaml",
     }
-    assert k8s.read_release(repo, config).replaces == f"ghcr.io/acme/model@{DIGEST}"
+    assert release_file.read_release(repo, config).replaces == f"ghcr.io/acme/model@{DIGEST}"
 
 
 def test_a_late_promotion_keeps_changes_merged_since(repo: Path) -> None:
@@ -187,7 +187,7 @@ def test_a_late_promotion_keeps_changes_merged_since(repo: Path) -> None:
     merged_hpa = (repo / "k8s/overlays/dev/patch-hpa.yaml").read_text()
     gitops.commit_release(repo, old_config, _second_lineage(), Reporter())
     assert _git(repo, "show", "HEAD:k8s/overlays/dev/patch-hpa.yaml") + "\n" == merged_hpa
-    assert k8s.read_release(repo, old_config).model_version == "5"
+    assert release_file.read_release(repo, old_config).model_version == "5"
 
 
 def test_a_late_promotion_over_a_changed_release_file_refuses(repo: Path) -> None:

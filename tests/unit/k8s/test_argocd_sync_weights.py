@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from pipeline.config import known_environments, load_config
-from pipeline.deploy import render as k8s
+from pipeline.deploy import argocd
 from pipeline.deploy import validate as kv
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -124,7 +124,7 @@ def _route(env: str) -> dict[str, Any]:
 
 def _app(env: str) -> dict[str, Any]:
     app: dict[str, Any] = yaml.safe_load((ROOT / "k8s/argocd" / f"{env}.yaml").read_text(encoding="utf-8"))
-    assert app == k8s.application(load_config(env, CONFIG_DIR))
+    assert app == argocd.application(load_config(env, CONFIG_DIR))
     return app
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import Config, ConfigError, known_environments, load_config
-from pipeline.deploy import batch_jobs
+from pipeline.deploy import batch_jobs, release_file
 from pipeline.deploy import render as k8s
 from pipeline.deploy import validate as kv
 
@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = ROOT / "environments"
 BATCH_IMAGE = "ghcr.io/acme/model-cicd-batch@sha256:" + "b" * 64
 SPARK_IMAGE = "ghcr.io/acme/model-cicd-spark@sha256:" + "d" * 64
-RELEASE = k8s.Release(image="ghcr.io/acme/model-service", digest="sha256:" + "a" * 64, model_version="3")
+RELEASE = release_file.Release(
+    image="ghcr.io/acme/model-service", digest="sha256:" + "a" * 64, model_version="3"
+)
 IN_CLUSTER = (
     "batch.schedule=30 1 * * *",
     "batch.time_zone=Europe/Paris",
@@ -38,7 +40,7 @@ def in_cluster(engine: str, *more: str, env: str = "staging") -> Config:
     return load_config(env, CONFIG_DIR, [*IN_CLUSTER, f"batch.engine={engine}", *more])
 
 
-def overlay(config: Config, release: k8s.Release = RELEASE) -> dict[str, Any]:
+def overlay(config: Config, release: release_file.Release = RELEASE) -> dict[str, Any]:
     return k8s.overlay_objects(config, release, ROOT)
 
 
@@ -121,7 +123,7 @@ def test_no_batch_object_where_no_batch_is_scheduled_in_the_cluster(env: str) ->
 
 def test_an_unreleased_overlay_ships_no_batch() -> None:
     """Nothing serves the environment yet: no release for the job to score with."""
-    unreleased = k8s.Release(image="ghcr.io/acme/model-service")
+    unreleased = release_file.Release(image="ghcr.io/acme/model-service")
     assert not [name for name in overlay(in_cluster("embedded"), unreleased) if name.startswith("batch-")]
 
 

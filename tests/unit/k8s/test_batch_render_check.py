@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.config import load_config
 from pipeline.console import Reporter
-from pipeline.deploy import crd_cache, names
+from pipeline.deploy import crd_cache, names, release_file
 from pipeline.deploy import render as k8s
 from pipeline.deploy import validate as kv
 
@@ -34,7 +34,9 @@ pytestmark = [
         reason="neither kustomize nor kubectl on PATH",
     ),
 ]
-RELEASE = k8s.Release(image="ghcr.io/acme/model-service", digest="sha256:" + "a" * 64, model_version="3")
+RELEASE = release_file.Release(
+    image="ghcr.io/acme/model-service", digest="sha256:" + "a" * 64, model_version="3"
+)
 CLUSTER = {
     "schedule": "0 2 * * *",
     "scheduled_by": "cluster",
@@ -72,7 +74,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config = load_config(env, root / "environments")
         release = root / "k8s/overlays" / env / names.RELEASE_FILE
         release.parent.mkdir(parents=True)
-        release.write_text(k8s.release_text(config, RELEASE), encoding="utf-8")
+        release.write_text(release_file.release_text(config, RELEASE), encoding="utf-8")
     assert k8s.render(root, root / "environments", check=False, reporter=Reporter())
     return root
 

@@ -12,7 +12,7 @@ import yaml
 
 from model_service.contract.monitoring import PREDICTION_ROUTES, PREDICTION_ROUTES_REGEX
 from pipeline.config import ClusterTiming, Config, ConfigError, load_config
-from pipeline.deploy import analysis_load, argo_analysis, names, render
+from pipeline.deploy import analysis_load, argo_analysis, names, release_file, render
 from pipeline.rollout.plan import Analysis
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -21,7 +21,7 @@ CONFIG_DIR = ROOT / "environments"
 
 def _render(config: Config) -> dict[str, Any]:
     """File name (in the overlay, or `application`) -> parsed YAML."""
-    files = render.render_environment(config, render.Release(image="model-service"), ROOT)
+    files = render.render_environment(config, release_file.Release(image="model-service"), ROOT)
     prefix = f"k8s/overlays/{config.name}/"
     out = {
         name.removeprefix(prefix): yaml.safe_load(text)
@@ -106,7 +106,7 @@ def test_render_refuses_impossible_timings_naming_file_and_key() -> None:
     with pytest.raises(
         ConfigError, match=r"^environments/dev.yaml: deploy.prometheus .*interval 20s is shorter"
     ):
-        render.render_environment(broken, render.Release(image="model-service"), ROOT)
+        render.render_environment(broken, release_file.Release(image="model-service"), ROOT)
 
 
 def test_gateway_api_is_the_default_router() -> None:

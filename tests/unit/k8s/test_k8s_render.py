@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, known_environments, load_config
-from pipeline.deploy import argo_analysis, names
+from pipeline.deploy import argo_analysis, argocd, names, release_file
 from pipeline.deploy import render as k8s
 from pipeline.rollout.plan import Analyze, Pause, SetWeight, plan
 
@@ -20,7 +20,9 @@ ENVS = known_environments(CONFIG_DIR)
 
 def _patch(env: str, name: str) -> list[dict[str, Any]]:
     config = load_config(env, CONFIG_DIR)
-    text = k8s.render_environment(config, k8s.read_release(ROOT, config), ROOT)[f"k8s/overlays/{env}/{name}"]
+    text = k8s.render_environment(config, release_file.read_release(ROOT, config), ROOT)[
+        f"k8s/overlays/{env}/{name}"
+    ]
     ops: list[dict[str, Any]] = yaml.safe_load(text)
     return ops
 
@@ -119,12 +121,12 @@ def test_promql_uses_the_service_metrics_and_pod_hash() -> None:
 
 def test_render_keeps_the_release_a_promotion_wrote(tmp_path: Path) -> None:
     config = load_config("prod", CONFIG_DIR)
-    release = k8s.Release(
+    release = release_file.Release(
         image="ghcr.io/acme/model", digest="sha256:" + "a" * 64, model_version="7", git_sha="abc"
     )
     k8s.write_files(tmp_path, k8s.render_environment(config, release, ROOT))
-    assert k8s.read_release(tmp_path, config) == release
-    again = k8s.render_environment(config, k8s.read_release(tmp_path, config), ROOT)
+    assert release_file.read_release(tmp_path, config) == release
+    again = k8s.render_environment(config, release_file.read_release(tmp_path, config), ROOT)
     kustomization = yaml.safe_load(again["k8s/overlays/prod/kustomization.yaml"])
     assert kustomization["images"] == [
         {"name": "model-service", "newName": "ghcr.io/acme/model", "digest": release.digest}
@@ -153,7 +155,7 @@ def test_sensitive_features_reach_the_pods_with_the_input_log_off() -> None:
 
 def test_applications_sync_automatically_except_prod() -> None:
     for env in ENVS:
-        app = k8s.application(load_config(env, CONFIG_DIR))
+        app = argocd.application(load_config(env, CONFIG_DIR))
         assert app["spec"]["source"]["path"] == f"k8s/overlays/{env}"
         assert ("automated" in app["spec"]["syncPolicy"]) is (env != "prod")
 
@@ -239,7 +241,9 @@ def test_the_user_traffic_the_analysis_needs_is_stated_and_enforced(tmp_path: Pa
 def _api_rule(config: Any) -> dict[str, Any]:
     """The NetworkPolicy's API-port rule after the overlay's patch (JSON patch applied in order)."""
     rule: dict[str, Any] = {"ports": [{"port": "http"}], "from": []}
-    for op in k8s.overlay_objects(config, k8s.read_release(ROOT, config), ROOT)["patch-networkpolicy.yaml"]:
+    for op in k8s.overlay_objects(config, release_file.read_release(ROOT, config), ROOT)[
+        "patch-networkpolicy.yaml"
+    ]:
         if op["path"] == "/spec/ingress/0/from":
             if op["op"] == "remove":
                 del rule["from"]
@@ -281,10 +285,10 @@ def test_a_private_registry_pull_secret_reaches_the_pods_service_account() -> No
     """Pods pull with their ServiceAccount's imagePullSecrets (Kubernetes docs, "Add ImagePullSecrets to
     a service account"); ghcr.io packages are private by default."""
     assert "patch-serviceaccount.yaml" not in k8s.overlay_objects(
-        load_config("dev", CONFIG_DIR), k8s.Release(image="x"), ROOT
+        load_config("dev", CONFIG_DIR), release_file.Release(image="x"), ROOT
     )
     config = load_config("dev", CONFIG_DIR, ["deploy.image_pull_secret=ghcr-pull"])
-    objects = k8s.overlay_objects(config, k8s.Release(image="x"), ROOT)
+    objects = k8s.overlay_objects(config, release_file.Release(image="x"), ROOT)
     assert objects["patch-serviceaccount.yaml"] == [
         {"op": "add", "path": "/imagePullSecrets", "value": [{"name": "ghcr-pull"}]}
     ]

@@ -352,7 +352,8 @@ def test_the_gitops_commit_does_not_start_cd_again(committed: dict[str, Workflow
     A push whose every file matches `paths-ignore` starts no run, so the overlay commit ends the chain.
     """
     from pipeline.config import load_config  # noqa: PLC0415
-    from pipeline.deploy.render import Release, render_environment  # noqa: PLC0415
+    from pipeline.deploy.release_file import Release  # noqa: PLC0415
+    from pipeline.deploy.render import render_environment  # noqa: PLC0415
 
     ignored = committed["cd.yml"]["on"]["push"]["paths-ignore"]
     release = Release(image="r/model", tag="t", digest="sha256:" + "0" * 64, model_version="1", git_sha="abc")
