@@ -323,10 +323,9 @@ def act_command(
         command += ["--env", f"DOCKER_HOST={docker_host}"]
     if release is not None:
         command += ["--var", f"IMAGE_REGISTRY={release.registry}", "--remote-name", SLUG_REMOTE]
-    # act runs the jobs in a copy of the tree with no ../shared beside it: hand on the CRD schema folder
-    # (render --check would otherwise download the pinned files, as on a fork).
-    schemas = os.environ.get(SCHEMAS_ENV) or str(root.parent / "shared" / "schemas" / "crds")
-    if Path(schemas).is_dir():
+    # Hand on the CRD schema folder (render --check would otherwise download the pinned files).
+    schemas = os.environ.get(SCHEMAS_ENV, "")
+    if schemas and Path(schemas).is_dir():
         command += ["--env", f"{SCHEMAS_ENV}={schemas}"]
     for action in sorted({(a.repo, a.ref) for a in remote_actions(root) if a.repo not in BUILT_IN}):
         repo, ref = action

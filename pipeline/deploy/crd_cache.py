@@ -1,9 +1,9 @@
 """The upstream CRD files that render --check validates Argo and Prometheus objects against, pinned by
-upstream commit and sha256, downloaded into a cache where no schema folder is at hand (a fork).
+upstream commit and sha256, downloaded into a cache unless K8S_SCHEMAS_DIR names a folder that holds them.
 
-Our machines read them from ../shared/schemas/crds; a fork has no such folder, and its checks must be
-as strict as ours, so validate.py falls back to this cache. A file is written only after its sha256
-matched: a changed or truncated download is refused and nothing is kept.
+Checks that read the cache are as strict as checks that read a local folder: the same files, byte for
+byte. A file is written only after its sha256 matched: a changed or truncated download is refused and
+nothing is kept.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ PINNED = (
         "e03bf7ad5de56546a5f7b8d897f165eb636df4b0808ea456f7300d8366edd05b",
     ),
 )
-"""The files of ../shared/schemas/crds (see its README), byte for byte, and the Spark operator's two that
+"""The Argo, Prometheus Operator and Gateway API CRD files, and the Spark operator's two that
 the spark engine's scheduled batch is validated against (docs/batch.md)."""
 
 

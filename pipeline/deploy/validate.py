@@ -3,7 +3,7 @@
 - core kinds: `kubernetes-validate --strict` against every version in SUPPORTED_KUBERNETES;
 - Argo (Rollout, AnalysisTemplate, Application), Prometheus (ServiceMonitor, PrometheusRule), Gateway API
   (HTTPRoute) and Spark operator (ScheduledSparkApplication) kinds: jsonschema on the CRD's openAPIV3Schema
-  from K8S_SCHEMAS_DIR, else ../shared/schemas/crds, else the same upstream files downloaded by crd_cache
+  from K8S_SCHEMAS_DIR, else the same upstream files downloaded by crd_cache
   (pinned by commit and sha256: a fork checks as we do);
 - policy: what schemas miss: hardened pods, limits, probes, pinned images, no removed API versions.
 
@@ -73,12 +73,11 @@ class Problem:
 
 
 def schemas_dir(root: Path) -> Path:
-    """K8S_SCHEMAS_DIR, else ../shared/schemas/crds beside the checkout, else the download cache."""
+    """K8S_SCHEMAS_DIR (a folder of the pinned files), else the download cache."""
     configured = os.environ.get(SCHEMAS_ENV)
     if configured:
         return Path(configured)
-    shared = root.resolve().parent / "shared" / "schemas" / "crds"
-    return shared if shared.is_dir() else crd_cache.cache_dir()
+    return crd_cache.cache_dir()
 
 
 @cache
@@ -97,7 +96,7 @@ def ensure_schemas(root: Path) -> Path:
     if not os.environ.get(SCHEMAS_ENV) and directory == crd_cache.cache_dir():
         problem = _download_problem(directory)
         if problem:
-            raise ToolMissing(f"no ../shared/schemas/crds and the pinned download failed: {problem}")
+            raise ToolMissing(f"no {SCHEMAS_ENV} set and the pinned download failed: {problem}")
     return directory
 
 

@@ -18,9 +18,9 @@ from pipeline.deploy import render as k8s
 from pipeline.deploy import validate as kv
 
 ROOT = Path(__file__).resolve().parents[3]
-SHARED = Path(os.environ.get(kv.SCHEMAS_ENV) or ROOT.parent / "shared" / "schemas" / "crds")
+SHARED = Path(os.environ.get(kv.SCHEMAS_ENV) or crd_cache.cache_dir())
 STAGED = SHARED.parent / "crds-next"
-"""../shared keeps the Spark operator's files apart until it moves them into crds/ (its README)."""
+"""Where a local folder of the pinned files may keep kinds added later (the Spark operator's) beside it."""
 PINNED = [
     SHARED / crd.name if (SHARED / crd.name).is_file() else STAGED / crd.name for crd in crd_cache.PINNED
 ]

@@ -17,13 +17,13 @@ from pipeline.deploy import crd_cache
 from pipeline.deploy import validate as kv
 
 ROOT = Path(__file__).resolve().parents[3]
-SHARED = Path(os.environ.get(kv.SCHEMAS_ENV) or ROOT.parent / "shared" / "schemas" / "crds")
+SHARED = Path(os.environ.get(kv.SCHEMAS_ENV) or crd_cache.cache_dir())
 needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"no CRD folder at {SHARED}: set {kv.SCHEMAS_ENV} to ../shared/schemas/crds"
+    not SHARED.is_dir(),
+    reason=f"no CRD folder at {SHARED}: set {kv.SCHEMAS_ENV} to a folder of the pinned files",
 )
 STAGED = SHARED.parent / "crds-next"
-"""Where ../shared/schemas keeps the files of kinds it has not moved into crds/ yet (its README): the Spark
-operator's, pinned since the spark engine's scheduled batch renders them."""
+"""Where a local folder of the pinned files may keep kinds added later (the Spark operator's) beside it."""
 
 
 def shared_file(name: str) -> Path:
