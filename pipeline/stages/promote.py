@@ -160,12 +160,10 @@ def promote(
     with registry.writing(config, workspace):
         candidate = candidate_version(mlflow, config, to_version)
         version, serving = str(candidate.version), _serving(mlflow, config)
-        if version == serving:
-            return _move_alias(mlflow, config, version, "promote", reporter, now=now)
         checks = admitted
-        if checks is None:
+        if checks is None and version != serving:  # already serving: nothing enters, nothing to admit
             checks = admit(mlflow, config, candidate, unquarantine=unquarantine, now=now, reporter=reporter)
-        if any(check.failed for check in checks):
+        if checks is not None and any(check.failed for check in checks):
             return _blocked(config, version, serving, checks)
         result = _move_alias(mlflow, config, version, "promote", reporter, now=now, checks=checks)
         on_its_way = registry.alias_version(mlflow, name, config.candidate_alias)

@@ -127,8 +127,13 @@ def test_better_candidate_is_promoted_and_rollback_returns(
     assert "nothing earlier to roll back to" in capsys.readouterr().err
     assert str(client.get_model_version_by_alias(MODEL, "dev").version) == "1"
 
+    # The version rolled back from is quarantined: promoting it again takes a person's override.
+    assert run(workspace, "promote", "--env", "dev", "--to-version", "2") == 1
+    assert "promotion quarantine: rejected: REJECTED in dev" in capsys.readouterr().err
+    assert str(client.get_model_version_by_alias(MODEL, "dev").version) == "1"
     # A human promotes a given version; one without a gate for staging is refused.
-    assert run(workspace, "promote", "--env", "dev", "--to-version", "2") == 0
+    override = ("--unquarantine", "--reason", "the rollback was a drill")
+    assert run(workspace, "promote", "--env", "dev", "--to-version", "2", *override) == 0
     assert str(client.get_model_version_by_alias(MODEL, "dev").version) == "2"
     assert run(workspace, "promote", "--env", "staging", "--to-version", "2") == 1
     assert "gate.staging=(none)" in capsys.readouterr().err
