@@ -166,15 +166,16 @@ def _shown(result: dict[str, Any]) -> str:
 def measure(engine: str, model_dir: Path, source: Path, out: Path, chunk: int) -> dict[str, Any]:
     started = time.perf_counter()
     if engine == "onnxruntime":
-        rows, seconds = _raw(model_dir, source, chunk)
+        rows, seconds, cpu = _raw(model_dir, source, chunk)
     elif engine == "embedded":
-        rows, seconds = _embedded(model_dir, source, out, chunk)
+        rows, seconds, cpu = _embedded(model_dir, source, out, chunk)
     else:
-        rows, seconds = _spark(engine, model_dir, source, out, chunk)
+        rows, seconds, cpu = _spark(engine, model_dir, source, out, chunk)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Spark's JVM
     return {
         "rows": rows,
         "seconds": seconds,
+        "cores": cpu / seconds,
         "wall_seconds": time.perf_counter() - started,
         "rows_per_s": rows / seconds,
         "peak_rss_mib": peak_rss_mib(),
@@ -182,7 +183,22 @@ def measure(engine: str, model_dir: Path, source: Path, out: Path, chunk: int) -
     }
 
 
-def _raw(model_dir: Path, source: Path, chunk: int) -> tuple[int, float]:
+def _cpu_seconds() -> float:
+    """CPU time of this process and every process below it (Spark's JVM and its Python workers)."""
+    import psutil  # noqa: PLC0415
+
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue  # it ended meanwhile
+        total += times.user + times.system
+    return total
+
+
+def _raw(model_dir: Path, source: Path, chunk: int) -> tuple[int, float, float]:
     import numpy as np  # noqa: PLC0415
     import pyarrow.dataset as ds  # noqa: PLC0415
 
@@ -193,26 +209,26 @@ def _raw(model_dir: Path, source: Path, chunk: int) -> tuple[int, float]:
     table = ds.dataset(source).to_table(columns=list(card.feature_names))
     (spec,) = card.inputs
     matrix = np.column_stack([table[name].to_numpy() for name in card.feature_names]).astype(spec.dtype)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     for start in range(0, len(matrix), chunk):
         session.predict_feeds({spec.name: matrix[start : start + chunk]})
-    return len(matrix), time.perf_counter() - started
+    return len(matrix), time.perf_counter() - started, _cpu_seconds() - cpu
 
 
-def _embedded(model_dir: Path, source: Path, out: Path, chunk: int) -> tuple[int, float]:
+def _embedded(model_dir: Path, source: Path, out: Path, chunk: int) -> tuple[int, float, float]:
     import pyarrow as pa  # noqa: PLC0415
 
     from pipeline.batch.embedded import run_embedded  # noqa: PLC0415
     from pipeline.batch.scoring import Scorer  # noqa: PLC0415
     from pipeline.batch.source import open_source  # noqa: PLC0415
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     scorer = Scorer(model_dir, registry_version="bench", key_schema=pa.schema([]), text_input=False)
     totals = run_embedded(open_source(source, scorer.columns), scorer, out, chunk, Reporter(io.StringIO()))
-    return totals.rows, time.perf_counter() - started
+    return totals.rows, time.perf_counter() - started, _cpu_seconds() - cpu
 
 
-def _spark(engine: str, model_dir: Path, source: Path, out: Path, chunk: int) -> tuple[int, float]:
+def _spark(engine: str, model_dir: Path, source: Path, out: Path, chunk: int) -> tuple[int, float, float]:
     import pyarrow as pa  # noqa: PLC0415
 
     from pipeline.batch.scoring import Scorer  # noqa: PLC0415
@@ -226,7 +242,7 @@ def _spark(engine: str, model_dir: Path, source: Path, out: Path, chunk: int) ->
     session = start_session(master, SparkSpec(), chunk, name="bench-batch", csv=False)
     try:
         session.range(1).collect()  # the JVM and the first job's planning are the session's cost
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         if engine.startswith("mlflow"):
             rows = _mlflow_udf(session, model_dir, src.parts, out)
         else:
@@ -234,7 +250,7 @@ def _spark(engine: str, model_dir: Path, source: Path, out: Path, chunk: int) ->
                 session, src, model_dir, scorer, out=out, reporter=Reporter(io.StringIO())
             )
             rows = sum(row["_rows"] for row in collected)
-        return rows, time.perf_counter() - started
+        return rows, time.perf_counter() - started, _cpu_seconds() - cpu
     finally:
         session.stop()
 
@@ -320,18 +336,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"before and {result['machine']['loadavg_after'][0]:.1f} after"
         ),
         "",
-        "| engine | rows/s (best round) | job s | wall s | peak RSS MiB |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| engine | rows/s (best round) | job s | wall s | CPU cores busy | peak RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for engine, run in result["best"].items():
         if "error" in run:
-            lines.append(f"| {LABELS[engine]} | not run: {run['error'][:120]} | | | |")
+            lines.append(f"| {LABELS[engine]} | not run: {run['error'][:120]} | | | | |")
             continue
         rss = run["peak_rss_mib"] + (
             run["children_peak_rss_mib"] if engine.startswith(("spark", "mlflow")) else 0
         )
         lines.append(
-            f"| {LABELS[engine]} | {run['rows_per_s']:,.0f} | {run['seconds']:.1f} | {run['wall_seconds']:.1f} | {rss:,.0f} |"
+            f"| {LABELS[engine]} | {run['rows_per_s']:,.0f} | {run['seconds']:.1f} | {run['wall_seconds']:.1f} "
+            f"| {run['cores']:.2f} | {rss:,.0f} |"
         )
     lines += ["", "| ratio | measured | target |", "| --- | ---: | ---: |"]
     for name, value in result["ratios"].items():

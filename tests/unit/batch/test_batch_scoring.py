@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 from model_service.model.drift import DriftCounters
-from pipeline.batch import spark
+from pipeline.batch import scoring, spark
 from pipeline.batch.scoring import PREDICTION, PROBABILITY_PREFIX, REASON, SOURCE_ROW, Scorer
+from pipeline.ml import profile
 
 KEYS = pa.schema([("id", pa.int64())])
 MIXED_TYPES = {"age": pa.float64(), "rooms": pa.int64(), "garden": pa.bool_(), "city": pa.string()}
@@ -263,3 +264,14 @@ def test_the_reference_counts_are_the_services_drift_counters(mixed_strict_model
     _, served = counters.window()
     assert chunk.totals.counts is not None
     assert chunk.totals.counts.tolist() == served[: len(chunk.totals.counts)].tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    edges=st.lists(st.floats(-1e6, 1e6, width=32), min_size=2, max_size=12, unique=True).map(sorted),
+    values=st.lists(st.floats(-2e6, 2e6, allow_nan=False), max_size=60),
+    on_edges=st.integers(0, 5),
+)
+def test_bin_counts_are_the_profiles(edges: list[float], values: list[float], on_edges: int) -> None:
+    numbers = np.asarray(values + edges[:on_edges], dtype=np.float64)  # values equal to an edge too
+    assert scoring.bin_counts(edges, numbers).tolist() == profile.bin_counts(edges, numbers).tolist()
