@@ -1,5 +1,9 @@
 """The benchmark run: prepare the model, time the pipeline, measure onnxruntime alone, then drive every
-server with wrk in interleaved rounds and write the report."""
+server with wrk in interleaved rounds and write the report.
+
+Over 400 lines on purpose: one run's steps in order (model, pipeline timing, onnxruntime alone, every
+server in interleaved rounds), each a function; the report is benchmarks/report.py.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ and a trickled body) that the service must drop; each of those has one expected 
 CPU are taken every 10 s; the first minute is warm-up. The serving process's CPU and run-queue times are
 also read every 20 ms, so that each shed 503 can be checked against what the process did just before:
 waiting for a CPU that other load had (the machine's doing), or running (the service's own).
+
+Over 400 lines on purpose: the traffic, the hostile clients and the samplers run in one timeline that
+the verdict reads.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ with the Debian base image (scripts/base-image.sh), started here and stopped at 
 repository as the GitOps remote. act runs in a clone of this repository (with the working tree's
 uncommitted files copied in) whose `origin` is that bare remote, so the deploy's GitOps commits land
 there and never in this repository; the summary at the end names the pushed digest and the commits.
+
+Over 400 lines on purpose: everything act needs offline (stand-ins, engine, registry, GitOps remote,
+artifacts) is one script a person runs and reads top to bottom.
 """
 
 from __future__ import annotations

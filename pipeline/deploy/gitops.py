@@ -1,9 +1,12 @@
 """GitOps promotion: the deploy is a commit. Write the image and model version into k8s/overlays/<env>,
 commit with the lineage in the message, push to deploy.gitops; Argo CD syncs, Argo Rollouts rolls out.
 
-Git only: the runner (pipeline/runner.py) keeps Git and the registry consistent: the alias moves only
-after the push landed, a failed alias move pushes a revert, and a rollback is a revert commit of the
-last promotion plus the alias moved back.
+Git only: the promote and rollback stages (pipeline/stages/promote.py) keep Git and the registry
+consistent: the alias moves only after the push landed, a failed alias move pushes a revert, and a
+rollback is a revert commit of the last promotion plus the alias moved back.
+
+Over 400 lines on purpose: one file's life in Git (write, commit, push with retries, revert, read at a
+commit, find the last promotion), each step a function the promote and rollback stages compose.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ come from `plan(config)`, the same object the local rehearsal executes, never fr
 
 The one piece of state an overlay holds is `release.yaml`: the image (digest or tag) and the model
 version that `promote --gitops` wrote last. Rendering reads it and keeps it.
+
+Over 400 lines on purpose: every object of an overlay is built here, one function each, so one file
+shows what an environment deploys; what stands alone lives beside it (argocd.py, release_file.py,
+argo_analysis.py, analysis_load.py, batch_jobs.py, dashboard.py, fallback_rules.py).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ stable needs enough samples on both sides, a latency regression must be relative
 large *and* significant by a rank test on the two histograms (as Kayenta's Mann-Whitney judge), an
 error-ratio regression significant by Fisher's exact test (two proportions). A window is passed, failed
 or inconclusive.
+
+Over 400 lines on purpose: the measurement and the judge share the window and are read beside
+docs/rollout.md, one statistical test after the other.
 """
 
 from __future__ import annotations

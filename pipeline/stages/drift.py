@@ -4,6 +4,9 @@ reported beside PSI), PSI of the predicted scores (classification: the score; re
 
 Bounds come from the environment's `drift:` section; each check prints value, bound and PASS/WARN/FAIL
 (a `warn` level below the `fail` bound), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
+
+Over 400 lines on purpose: three sample sources (a file, a live service's counters, the evaluation rows)
+feed one comparison, one table and one chart.
 """
 
 from __future__ import annotations
