@@ -65,7 +65,8 @@ def api_key_headers(config: Config, url: str, variable: str) -> dict[str, str]:
     key = os.environ.get(variable)
     if not key:
         raise StageError(
-            f"service.auth is 'api-key' for {config.name}: set {variable} to a key the service at {url} accepts"
+            f"service.auth is 'api-key' for {config.name}: set {variable} to a key the service at {url} "
+            "accepts"
         )
     return {"Authorization": f"Bearer {key}"}
 

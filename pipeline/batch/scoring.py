@@ -1,13 +1,17 @@
 """One Arrow batch in; its scores, its rejects and its counts out: what both engines run per chunk.
 
-The model is the service's: its card reader and its onnxruntime session (model_service/model/runtime.py: the
-sha256 and the signature checked as at the service's start-up), its row parser (model_service/protocol/schemas.py)
-and its drift bins (model_service/model/drift.py). Rows are typed by Arrow, not by JSON, so a batch is screened
-by column: a column whose Arrow type is the feature's type passes whole, and only the rows that fail a
-vectorised screen (a null where the card says not nullable, a non-finite number, a float32 overflow, an
-unknown category, a column of another type) go through the service's parser one by one. The parser
-decides and words every reject; the screen never accepts a row the parser would refuse. One rule comes
-on top, as the JSON decoder applies it before the service's parser: a number must be finite.
+The model is the service's: its card reader and its onnxruntime session (model_service/model/runtime.py:
+the sha256 and the signature checked as at the service's start-up), its row parser
+(model_service/protocol/schemas.py) and its bin convention (model_service/contract/monitoring.py). Rows
+are typed by Arrow, not by JSON, so a batch is screened by column: a column whose Arrow type is the
+feature's type passes whole, and only the rows that fail a vectorised screen (a null where the card says
+not nullable, a non-finite number, a float32 overflow, an unknown category, a column of another type) go
+through the service's parser one by one. The parser decides and words every reject; the screen never
+accepts a row the parser would refuse. One rule comes first, as the JSON decoder applies it before the
+service's parser: a number must be finite.
+
+Over 400 lines on purpose: the screen and the parser are read together, to see that the screen never
+accepts a row the parser refuses.
 """
 
 from __future__ import annotations

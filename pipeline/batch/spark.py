@@ -90,9 +90,6 @@ def start_session(master: str, spec: SparkSpec, chunk_rows: int, *, name: str, c
         raise StageError(
             "the spark engine needs pyspark: `nox -s batch` installs it (dependency group batch-spark)"
         ) from None
-    # Local workers run this interpreter (its packages: onnxruntime, the service's code); a cluster's
-    # image brings its own.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = {
         "spark.app.name": name,
         "spark.ui.enabled": "false",
@@ -107,6 +104,9 @@ def start_session(master: str, spec: SparkSpec, chunk_rows: int, *, name: str, c
         "spark.executor.instances": str(spec.executor_instances),
     }
     if master.startswith("local"):  # nothing listens beyond loopback
+        # Local workers run this interpreter (its packages: onnxruntime, the service's code); a cluster's
+        # executors run their image's.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
     if csv:
