@@ -249,7 +249,8 @@ def batch(
     return BatchResult(
         status=status,
         headline=(
-            f"{totals.rows} rows, {totals.rejected} rejected ({share:.2%}), version {release.registry_version}, "
+            f"{totals.rows} rows, {totals.rejected} rejected ({share:.2%}), "
+            f"version {release.registry_version}, "
             f"{spec.engine}"
         ),
         artifacts={"output": folder, "summary": folder / SUMMARY_FILE},

@@ -100,7 +100,7 @@ def _assert_agrees(scorer: Scorer, client: TestClient, batch: pa.RecordBatch) ->
             np.column_stack([scores[c].to_numpy() for c in columns]) if valid else np.zeros((0, len(columns)))
         )
         sent = np.asarray([a.probabilities for a in valid], dtype=np.float32).reshape(written.shape)
-        # A batch of many rows may take another SIMD path than one row (a linear model's GEMM): float rounding.
+        # Many rows may take another SIMD path than one (a linear model's GEMM): float rounding differs.
         np.testing.assert_allclose(written.astype(np.float32), sent, rtol=0, atol=1e-6)
 
 
