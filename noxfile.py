@@ -31,7 +31,7 @@ def _files(pattern: str) -> list[str]:
 
 
 def _stage(session: nox.Session, stage: str) -> None:
-    _install(session, "stages")
+    _install(session, "stages", *STAGE_EXTRAS.get(stage, ()))
     session.run("python", "-m", "pipeline", stage, *session.posargs)
 
 
@@ -87,6 +87,9 @@ STAGES = {  # one line per stage of pipeline/stages/__init__.py's table: `nox -s
     "batch": "Score a table with the release serving ENV (`-- --input PATH --output PATH [--engine spark]`).",
     "serve": "Serve the model of ENV (its alias, else the current export) on 127.0.0.1:8000 until Ctrl-C.",
 }
+
+STAGE_EXTRAS = {"batch": ("batch-spark",)}
+"""Dependency groups a stage needs beyond `stages` (the Spark engine: pyspark)."""
 
 
 def _stage_session(name: str, doc: str) -> None:

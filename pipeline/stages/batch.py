@@ -40,8 +40,8 @@ from pipeline.batch.scoring import (
 from pipeline.batch.source import Source, open_source
 from pipeline.config import Config, ConfigError
 from pipeline.console import Reporter
+from pipeline.ml.drift_checks import Sample, compare
 from pipeline.stage import Check, StageContext, StageResult, checked_status
-from pipeline.stages.drift import Sample, compare
 from pipeline.workspace import Workspace, write_json
 
 SUMMARY_FILE = "batch.json"

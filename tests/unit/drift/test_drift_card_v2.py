@@ -12,10 +12,11 @@ from model_service.contract.card import FeatureProfile
 from pipeline.artifacts import ModelDir
 from pipeline.config import load_config
 from pipeline.errors import StageError
+from pipeline.ml.drift_checks import SCORE, compare
 from pipeline.ml.onnx_model import predicted_scores
 from pipeline.ml.profile import profile_counts
 from pipeline.stage import Check
-from pipeline.stages.drift import SCORE, compare, file_sample, read_rows
+from pipeline.stages.drift import file_sample, read_rows
 from tests._card_v2 import EVAL_ROWS, REFERENCE_FEATURES, predicted, write_export
 
 REPO = Path(__file__).parents[3]

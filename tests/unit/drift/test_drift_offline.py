@@ -10,10 +10,11 @@ from model_service.contract.card import parse_card
 from model_service.contract.monitoring import scores
 from pipeline.config import ConfigError, load_config
 from pipeline.deploy.argo_analysis import analysis_metrics, drift_rules
+from pipeline.ml.drift_checks import SCORE, Sample, compare
 from pipeline.ml.profile import SCORE_EDGES, bin_counts
 from pipeline.rollout.analysis import Window, judge, prediction_shift
 from pipeline.rollout.plan import plan
-from pipeline.stages.drift import SCORE, Sample, compare, training_columns
+from pipeline.stages.drift import training_columns
 from pipeline.stages.export import predict_onnx
 
 REPO = Path(__file__).parents[3]
