@@ -10,7 +10,7 @@ from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.release.record import record_release
-from pipeline.stage import StageContext, StageResult
+from pipeline.stage import Check, StageContext, StageResult
 from pipeline.workspace import Workspace, write_json
 
 
@@ -42,7 +42,10 @@ def register(
         )
         raise StageError(msg)
     if gate["status"] == "fail":
-        msg = f"the gate failed for {config.name} ({'; '.join(gate['failures'])}); nothing was registered"
+        failed = "; ".join(
+            check.line() for check in (Check(**fields) for fields in gate["checks"]) if check.failed
+        )
+        msg = f"the gate failed for {config.name} ({failed}); nothing was registered"
         raise StageError(msg)
     card = model.read_card()
     lineage = card.lineage

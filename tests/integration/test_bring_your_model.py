@@ -229,7 +229,7 @@ def test_a_multiclass_model_is_gated_on_its_own_metrics(tmp_path: Path) -> None:
     assert (card["task"], card["classes"]) == ("multiclass", [0, 1, 2])
     assert set(card["metrics"]) == {"accuracy", "f1_macro", "log_loss"}
     gate = json.loads((version / "gate-wine.json").read_text())
-    assert [c["metric"] for c in gate["checks"]] == ["accuracy", "f1_macro", "log_loss"]
+    assert [c["scope"] for c in gate["checks"]] == ["accuracy", "f1_macro", "log_loss"]
     assert gate["status"] == "pass"
 
 
