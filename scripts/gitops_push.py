@@ -135,7 +135,8 @@ def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
         env[f"GIT_CONFIG_KEY_{count}"] = f"http.{server}/.extraheader"
         env[f"GIT_CONFIG_VALUE_{count}"] = f"AUTHORIZATION: basic {basic}"
         env["GIT_CONFIG_COUNT"] = str(count + 1)
-        env["GITOPS_API_TOKEN"] = token  # a release pull request is opened with it (pipeline/adapters/github_api.py)
+        # A release pull request is opened with it (pipeline/adapters/github_api.py).
+        env["GITOPS_API_TOKEN"] = token
     for key, value in (
         ("GIT_AUTHOR_NAME", BOT_NAME),
         ("GIT_AUTHOR_EMAIL", BOT_EMAIL),
