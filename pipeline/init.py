@@ -11,6 +11,9 @@ schema.json, docs/config-reference.md).
 Everything is checked and computed before anything is written: bad input (a `--task` the data's target
 does not fit included), an environment that would not load, or a dirty git tree (when something would
 change) leave the tree as it was. Run twice, the second run finds nothing to change.
+
+Just over 400 lines on purpose: the text edits sit beside the checks that refuse a request before any
+file is written.
 """
 
 from __future__ import annotations

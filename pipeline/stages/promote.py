@@ -6,6 +6,9 @@ workspace, and concurrent moves cannot erase each other's entry.
 
 A release enters an environment only when it is not quarantined and the environment's promotion policy
 holds (release/promotion.py); a rollback rejects the release it leaves (release/quarantine.py).
+
+Over 400 lines on purpose: promote and rollback are one lifecycle (alias, history, quarantine, the GitOps
+commit and its revert, the release pull request), and each refusal is read beside the move it guards.
 """
 
 from __future__ import annotations
