@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pipeline import evidence
@@ -19,7 +18,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.console import Reporter
 from pipeline.errors import StageError, StageSkipped
 from pipeline.stage import Stage, StageResult
-from pipeline.stages import RUN_ORDER, STAGES, stage_named
+from pipeline.stages import RUN_ORDER, stage_named
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -59,20 +58,17 @@ class Runner:
             self.args = outer
 
     def _run(self, stage: Stage) -> StageResult | None:
-        run = stage.function()
-        if not stage.recorded:
-            return run(self)
-        return self.stage(stage.name, lambda: run(self))
-
-    def stage(self, name: str, call: Callable[[], StageResult | None]) -> StageResult | None:
         """Run one stage in its frame and record it (also when it fails: the report shows the failure).
 
         A failed result raises StageError; a stage that cannot run here is recorded as skipped inside a
         whole run (None is returned) and is an error when run alone: it did not do its job."""
+        run, name = stage.function(), stage.name
+        if not stage.recorded:
+            return run(self)
         started = time.perf_counter()
         try:
             with self.reporter.stage(name, self.config.name):
-                result = call()
+                result = run(self)
                 assert result is not None, f"stage {name} returned no result"
                 if result.status == "fail":
                     self._record(name, "failed", started, result.headline, result)
@@ -166,9 +162,8 @@ class Runner:
 
     def run_all(self) -> None:
         """Every stage of RUN_ORDER, stopping at the first failure."""
-        for stage in STAGES:
-            if stage.in_run:
-                self.run_stage(stage.name)
+        for name in RUN_ORDER:
+            self.run_stage(name)
 
     # -- closing a whole run ---------------------------------------------------------------------------
 
