@@ -607,6 +607,63 @@ class LoadTestSpec(Spec):
         return self
 
 
+class ShadowBound(Spec):
+    """One bound on a comparison of the candidate's answers with stable's on the same requests."""
+
+    min: float | None = None
+    """Smallest allowed value (label_agreement)."""
+    max: float | None = Field(None, ge=0)
+    """Largest allowed value (deltas, PSI, KS, differences)."""
+    advisory: bool = False
+    """Report a breach as WARN instead of failing the stage: for a measurement whose healthy spread is too
+    wide to calibrate a bound that still catches faults."""
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Self:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("a shadow gate takes exactly one of 'min' or 'max'")
+        return self
+
+
+class ShadowGates(Spec):
+    """The shadow stage's gates: candidate vs stable on the same mirrored requests (docs/shadow.md)."""
+
+    label_agreement: ShadowBound = ShadowBound(min=0.9)
+    """Share of paired rows where both predict the same class (0-1)."""
+    positive_rate_delta: ShadowBound = ShadowBound(max=0.1)
+    """Largest absolute difference of a class's share of the predictions, candidate vs stable (0-1)."""
+    score_psi: ShadowBound = ShadowBound(max=1.0)
+    """PSI of the two score distributions, on the monitoring contract's score bins."""
+    score_ks: ShadowBound = ShadowBound(max=0.15)
+    """Kolmogorov-Smirnov statistic of the two score distributions (0-1)."""
+    max_abs_diff: ShadowBound = ShadowBound(max=0.5, advisory=True)
+    """Largest probability difference on one row (0-1)."""
+    p95_ms: AnalysisBound = AnalysisBound(max=250, max_vs_stable=3.0, min_effect_ms=10)
+    """The candidate's p95 latency: `max` in milliseconds; `max_vs_stable` and `min_effect_ms` as in
+    `rollout.analysis` (slower only when the ratio, the effect floor and a significant rank test agree)."""
+
+
+class ShadowSpec(Spec):
+    """The shadow stage: the candidate answers copies of live traffic; users get stable's answer."""
+
+    enabled: bool = True
+    """Run the stage when a version serves the environment (else it is skipped with the reason)."""
+    mirror_percent: int = Field(100, ge=1, le=100)
+    """Share of live requests copied to the candidate (the local mirror and the HTTPRoute's RequestMirror)."""
+    duration_s: float = Field(8.0, ge=1, le=MAX_LOAD_DURATION_S)
+    """The local rehearsal's traffic window (seconds)."""
+    queue: int = Field(256, ge=1, le=100_000)
+    """Copies waiting for the candidate; beyond it a copy is dropped (counted), never the user's request."""
+    min_pairs: int = Field(200, ge=1)
+    """Paired rows (both answered the same request) needed for a verdict; fewer is inconclusive (fails)."""
+    feature: str | None = None
+    """A feature of the card whose categories (bins) get their own disagreement rate in the report."""
+    significance_level: float = Field(0.01, gt=0, lt=0.5)
+    """Largest one-sided p-value at which the candidate counts as slower than stable (Mann-Whitney U)."""
+    gates: ShadowGates = ShadowGates()
+    """Bounds on the comparison; each {max: X} or {min: X}."""
+
+
 class ResourcesSpec(Spec):
     """CPU and memory of one pod (Kubernetes quantities, e.g. `250m`, `512Mi`); limits are always set."""
 
@@ -1094,6 +1151,8 @@ class Config(Spec):
     """The serving app's settings."""
     loadtest: LoadTestSpec = LoadTestSpec()
     """The load test and its SLOs."""
+    shadow: ShadowSpec = ShadowSpec()
+    """The candidate on copies of live traffic."""
     image: ImageSpec = ImageSpec()
     """The container image."""
     rollout: RolloutSpec
