@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.console import Reporter
+from pipeline.ml.scoring import better_delta
 from pipeline.release.compatibility import LEVELS, Compatibility
 from pipeline.stage import Check
 
@@ -23,6 +24,48 @@ def projected_rows(evaluation: dict[str, Any], features: Sequence[str]) -> list[
         return None
     columns = [index[name] for name in features]
     return [[row[i] for i in columns] for row in evaluation["rows"]]
+
+
+def checks_for(
+    config: Config,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    *,
+    against: str = "champion",
+    scope: str = "",
+) -> list[Check]:
+    """Every configured check of `gates.metrics`, in config order; a missing value fails (never a silent
+    pass). A delta is positive when the candidate is better, whichever way the metric improves.
+
+    The gate compares a candidate with the champion; `pipeline evaluate` compares a version's live
+    metrics with its own offline evaluation (`against="offline"`, each version's checks under `scope`)."""
+    checks: list[Check] = []
+    for metric, bounds in config.gates.metrics.items():
+        value = candidate.get(metric)
+        name = f"{scope} {metric}" if scope else metric
+        if bounds.min is not None:
+            checks.append(Check.bounded(name, "", value, ">=", bounds.min))
+        if bounds.max is not None:
+            checks.append(Check.bounded(name, "", value, "<=", bounds.max))
+        if bounds.vs_champion is None or champion is None:
+            continue
+        old = champion.get(metric)
+        delta = better_delta(metric, value, old) if value is not None and old is not None else None
+        versus = "" if old is None else f"{_shown(value)} vs {against} {old:.4g}"
+        if bounds.vs_champion.min_delta is not None:
+            limit = bounds.vs_champion.min_delta
+            checks.append(Check.bounded(name, f"delta vs {against}", delta, ">=", limit, note=versus))
+        if bounds.vs_champion.min_relative_delta is not None:
+            relative = delta / abs(old) if delta is not None and old else None
+            limit = bounds.vs_champion.min_relative_delta
+            checks.append(
+                Check.bounded(name, f"relative delta vs {against}", relative, ">=", limit, note=versus)
+            )
+    return checks
+
+
+def _shown(value: float | None) -> str:
+    return "no value" if value is None else f"{value:.4g}"
 
 
 def compatibility_check(config: Config, compatibility: Compatibility) -> Check:

@@ -20,9 +20,9 @@ from pipeline.config import Config, gate_metric_problems
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.ml.onnx_model import predict
-from pipeline.ml.scoring import better_delta, evaluate, evaluate_values
+from pipeline.ml.scoring import evaluate, evaluate_values
 from pipeline.release.compatibility import Compatibility, compare
-from pipeline.release.gating import compatibility_check, projected_rows, say_compatibility
+from pipeline.release.gating import checks_for, compatibility_check, projected_rows, say_compatibility
 from pipeline.release.record import SEMVER_TAG
 from pipeline.stage import Check, Reuse, StageContext, StageResult, checked_status, result_line, reusable
 from pipeline.workspace import Workspace, write_json
@@ -57,37 +57,6 @@ def evaluate_model_dir(model: ModelDir, rows: list[list[Any]], labels: np.ndarra
         return evaluate_values(outputs.values, labels)
     assert outputs.probabilities is not None
     return evaluate(outputs.probabilities, labels, card.classes)
-
-
-def checks_for(config: Config, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Check]:
-    """Every configured check, in config order; a missing value fails (never a silent pass). A delta is
-    positive when the candidate is better, whichever way the metric improves."""
-    checks: list[Check] = []
-    for metric, bounds in config.gates.metrics.items():
-        value = candidate.get(metric)
-        if bounds.min is not None:
-            checks.append(Check.bounded(metric, "", value, ">=", bounds.min))
-        if bounds.max is not None:
-            checks.append(Check.bounded(metric, "", value, "<=", bounds.max))
-        if bounds.vs_champion is None or champion is None:
-            continue
-        old = champion.get(metric)
-        delta = better_delta(metric, value, old) if value is not None and old is not None else None
-        versus = "" if old is None else f"{_shown(value)} vs champion {old:.4g}"
-        if bounds.vs_champion.min_delta is not None:
-            limit = bounds.vs_champion.min_delta
-            checks.append(Check.bounded(metric, "delta vs champion", delta, ">=", limit, note=versus))
-        if bounds.vs_champion.min_relative_delta is not None:
-            relative = delta / abs(old) if delta is not None and old else None
-            limit = bounds.vs_champion.min_relative_delta
-            checks.append(
-                Check.bounded(metric, "relative delta vs champion", relative, ">=", limit, note=versus)
-            )
-    return checks
-
-
-def _shown(value: float | None) -> str:
-    return "no value" if value is None else f"{value:.4g}"
 
 
 def gate(
