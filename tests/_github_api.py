@@ -2,7 +2,10 @@
 declare as GitHub does, and recording every call.
 
 It serves what a release pull request needs (pipeline/release/approval.py, scripts/release_evidence.py):
-open and read pull requests and their files, commit statuses and combined status, reviews, and merging. A
+open and read pull requests and their files, commit statuses and combined status, reviews, and merging; and
+what the monitor needs (pipeline/stages/monitor.py): list, open and comment on issues, and dispatch a
+workflow, refused (422) unless the workflow file at that ref has a `workflow_dispatch` trigger declaring
+every input given. A
 merge is refused (405) unless the base branch's rulesets (`.github/rulesets/*.json` at the base, as a fork
 imports them) hold: under `pull_request`, the approvals counted and, with `require_code_owner_review`, an
 approval from a code owner (the last matching line of `.github/CODEOWNERS`, teams resolved through `teams`)
@@ -10,7 +13,9 @@ of every changed file that has one; under `required_status_checks`, each context
 head is `success`. Authors cannot approve their own pull request (422). The merge is a real `--no-ff`
 merge pushed to the bare repository that plays the remote.
 
-Documented by GitHub: "About code owners" (the last matching pattern takes precedence; code owner review
+Documented by GitHub: "Create a workflow dispatch event" (204; the workflow must have a
+workflow_dispatch trigger; inputs it does not declare are refused), "List repository issues" (pull requests
+are issues too, marked by `pull_request`), "About code owners" (the last matching pattern takes precedence; code owner review
 on branches that require it), "Available rules for rulesets" (require a pull request before merging,
 require status checks to pass), "Merge a pull request" (405 when the pull request is not mergeable).
 """
@@ -23,12 +28,15 @@ import re
 import subprocess
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 RULESETS = ".github/rulesets"
 CODEOWNERS = ".github/CODEOWNERS"
@@ -114,6 +122,10 @@ class GitHubStandIn:
     """(user, method, path) of every call, in order."""
     pulls: dict[int, PullRequest] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    dispatches: list[dict[str, Any]] = field(default_factory=list)
+    """(workflow, ref, inputs) of every accepted workflow dispatch."""
 
     # --- the rules -----------------------------------------------------------------------------------
 
@@ -214,11 +226,68 @@ class GitHubStandIn:
             ("PUT", r"/pulls/(\d+)/merge"): lambda m: (200, self._merge(self._pull(int(m[1])))),
             ("POST", r"/statuses/([0-9a-f]{40})"): lambda m: (201, self._status(user, m[1], body)),
             ("GET", r"/commits/([0-9a-f]{40})/status"): lambda m: (200, self._combined(m[1])),
+            ("GET", r"/issues"): lambda _: (200, self._list_issues(query)),
+            ("POST", r"/issues"): lambda _: (201, self._open_issue(user, body)),
+            ("POST", r"/issues/(\d+)/comments"): lambda m: (201, self._comment(user, int(m[1]), body)),
+            ("POST", r"/actions/workflows/([^/]+)/dispatches"): lambda m: (204, self._dispatch(m[1], body)),
         }
         for (verb, pattern), answer in routes.items():
             if verb == method and (match := re.fullmatch(pattern, route)):
                 return answer(match)
         raise Refused(404, f"Not Found: {method} {path}")
+
+    def _list_issues(self, query: str) -> list[dict[str, Any]]:
+        params = dict(item.partition("=")[::2] for item in query.split("&") if item)
+        wanted = {label for label in urllib.parse.unquote(params.get("labels", "")).split(",") if label}
+        state, page = params.get("state", "open"), int(params.get("page", "1"))
+        per_page = int(params.get("per_page", "30"))
+        found = [
+            issue
+            for issue in sorted(self.issues.values(), key=lambda issue: -int(issue["number"]))
+            if (state == "all" or issue["state"] == state) and wanted <= set(issue["labels"])
+        ]
+        return [
+            {**issue, "labels": [{"name": name} for name in issue["labels"]]}
+            for issue in found[(page - 1) * per_page : page * per_page]
+        ]
+
+    def _open_issue(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not body.get("title"):
+            raise Refused(422, "Validation Failed: title is missing")
+        number = len(self.issues) + len(self.pulls) + 1
+        self.issues[number] = {
+            "number": number,
+            "title": body["title"],
+            "body": body.get("body", ""),
+            "labels": list(body.get("labels", [])),
+            "state": "open",
+            "user": {"login": user},
+            "html_url": f"https://github.com/{self.repository}/issues/{number}",
+        }
+        return {**self.issues[number], "labels": [{"name": n} for n in self.issues[number]["labels"]]}
+
+    def _comment(self, user: str, number: int, body: dict[str, Any]) -> dict[str, Any]:
+        if number not in self.issues:
+            raise Refused(404, f"issue {number}: Not Found")
+        comment = {"user": {"login": user}, "body": body.get("body", "")}
+        self.comments.setdefault(number, []).append(comment)
+        index = len(self.comments[number])
+        return {**comment, "html_url": f"{self.issues[number]['html_url']}#issuecomment-{index}"}
+
+    def _dispatch(self, workflow: str, body: dict[str, Any]) -> None:
+        ref = str(body.get("ref", ""))
+        text = self._file(ref, f".github/workflows/{workflow}")
+        if text is None:
+            raise Refused(404, f"Not Found: workflow {workflow} at {ref}")
+        data = yaml.safe_load(text) or {}
+        triggers = data.get("on", data.get(True)) or {}
+        if not isinstance(triggers, dict) or "workflow_dispatch" not in triggers:
+            raise Refused(422, "Workflow does not have 'workflow_dispatch' trigger")
+        declared = set((triggers["workflow_dispatch"] or {}).get("inputs") or {})
+        unexpected = sorted(set(body.get("inputs") or {}) - declared)
+        if unexpected:
+            raise Refused(422, f"Unexpected inputs provided: {unexpected}")
+        self.dispatches.append({"workflow": workflow, "ref": ref, "inputs": dict(body.get("inputs") or {})})
 
     def _files(self, pull: PullRequest, query: str) -> list[dict[str, str]]:
         page = dict(item.partition("=")[::2] for item in query.split("&") if item).get("page", "1")
@@ -306,7 +375,7 @@ def serving(stand_in: GitHubStandIn) -> Iterator[str]:
                 status, answer = stand_in.handle(user, method, self.path, body)
             except Refused as exc:
                 status, answer = exc.status, {"message": str(exc)}
-            data = json.dumps(answer).encode()
+            data = b"" if answer is None else json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

@@ -1,4 +1,5 @@
-"""The few GitHub REST calls a release pull request needs: open it, and set commit statuses on its head.
+"""The few GitHub REST calls the pipeline makes: a release pull request (open it, set commit statuses on its
+head), and the monitor's issue and retraining dispatch (`pipeline monitor --report-to-github`).
 
 Where to and as whom come from the environment a workflow step has: GITHUB_API_URL (`https://api.github.com`
 on github.com; a stand-in's URL under act), GITHUB_REPOSITORY (`owner/name`) and a token: GITOPS_API_TOKEN
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,8 +34,10 @@ class GitHub:
     token: str
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> GitHub:
-        """The API of this workflow run; StageError naming what is missing."""
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, *, purpose: str = "promotion.approval is pull_request"
+    ) -> GitHub:
+        """The API of this workflow run; StageError naming what is missing and what needs it."""
         environ = os.environ if environ is None else environ
         token = next((environ[name] for name in TOKEN_VARIABLES if environ.get(name)), "")
         repository = environ.get("GITHUB_REPOSITORY", "")
@@ -44,8 +48,8 @@ class GitHub:
         ]
         if missing:
             raise StageError(
-                f"promotion.approval is pull_request: opening it needs {' and '.join(missing)} (set in a "
-                "workflow step: GITOPS_TOKEN or the GitOps App, docs/ci.md)"
+                f"{purpose}: that needs {' and '.join(missing)} (set in a workflow step: GITOPS_TOKEN, the "
+                "GitOps App or the job's GITHUB_TOKEN, docs/ci.md)"
             )
         return cls(environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"), repository, token)
 
@@ -80,3 +84,31 @@ class GitHub:
         """Open a pull request of branch `head` into `base`; its number and web address."""
         found = self.call("POST", "/pulls", {"title": title, "head": head, "base": base, "body": body})
         return int(found["number"]), str(found.get("html_url", ""))
+
+    def find_issue(self, label: str, marker: str) -> dict[str, Any] | None:
+        """The open issue labelled `label` whose body carries `marker`, or None (the newest when several)."""
+        page = 1
+        while True:
+            found = self.call(
+                "GET", f"/issues?state=open&labels={urllib.parse.quote(label)}&per_page=100&page={page}"
+            )
+            for issue in found:
+                if "pull_request" not in issue and marker in (issue.get("body") or ""):
+                    return dict(issue)
+            if len(found) < 100:
+                return None
+            page += 1
+
+    def open_issue(self, title: str, body: str, labels: list[str]) -> tuple[int, str]:
+        """Open an issue; its number and web address."""
+        found = self.call("POST", "/issues", {"title": title, "body": body, "labels": labels})
+        return int(found["number"]), str(found.get("html_url", ""))
+
+    def comment_issue(self, number: int, body: str) -> str:
+        """Comment on issue `number`; the comment's web address."""
+        found = self.call("POST", f"/issues/{number}/comments", {"body": body})
+        return str(found.get("html_url", ""))
+
+    def dispatch_workflow(self, workflow: str, ref: str, inputs: Mapping[str, str]) -> None:
+        """Start `workflow` (its file name) on branch `ref` with `inputs` (a `workflow_dispatch` event)."""
+        self.call("POST", f"/actions/workflows/{workflow}/dispatches", {"ref": ref, "inputs": dict(inputs)})

@@ -1012,6 +1012,23 @@ class BatchSpec(Spec):
         return self
 
 
+class MonitoringSpec(Spec):
+    """The scheduled checks of the release serving the environment (`python -m pipeline monitor`,
+    .github/workflows/monitor.yml, docs/monitoring.md): drift and live quality; a failing verdict opens or
+    updates one GitHub issue and, where `retrain` allows, dispatches CD to retrain."""
+
+    schedule: str | None = Field(None, pattern=CRON_PATTERN)
+    """When .github/workflows/monitor.yml checks this environment, cron syntax in UTC (e.g. `0 6 * * *`;
+    the workflow must list it: `render --check` says so); null: only by hand."""
+    metrics_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    """The running service's metrics port (e.g. `http://model.model-prod.svc:9000`): drift reads its bin
+    counters; null: drift reads the captured rows (`capture:`)."""
+    retrain: bool = False
+    """On a failing verdict, also dispatch .github/workflows/cd.yml up to this environment (once per open
+    issue): the retrained model then passes every gate as any release does."""
+    issue_label: str = Field("model-monitor", min_length=1, max_length=50, pattern=r"^[^,]+$")
+    """The label of the issue a failing verdict opens; one open issue per environment carries it."""
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"
@@ -1163,6 +1180,8 @@ class Config(Spec):
     """Drift monitoring."""
     batch: BatchSpec = BatchSpec()
     """Batch scoring."""
+    monitoring: MonitoringSpec = MonitoringSpec()
+    """Scheduled drift and live-quality checks, and what a failing verdict does."""
     promotion: PromotionSpec = PromotionSpec()
     """When a release may enter the environment."""
 

@@ -19,6 +19,7 @@ import yaml
 
 from pipeline.config import Config, ConfigError
 from pipeline.deploy.names import APP
+from pipeline.deploy.workflow_schedules import schedule_problems, workflow_crons
 
 BATCH_APP = f"{APP}-batch"
 """Name of the scheduled batch's objects and its pods' app label (no Service of the app selects them)."""
@@ -308,46 +309,11 @@ def cd_schedules(configs: Iterable[Config]) -> dict[tuple[str, str | None], list
     return found
 
 
-def workflow_crons(root: Path) -> list[tuple[str, str | None]]:
-    """(cron, time zone) of each `on.schedule` entry of the batch workflow; none when it has no file."""
-    path = root / WORKFLOW
-    if not path.is_file():
-        return []
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    # YAML 1.1 reads the key `on` as true.
-    triggers = data.get("on", data.get(True)) or {}
-    entries = (triggers.get("schedule") or []) if isinstance(triggers, dict) else []
-    return [(str(entry["cron"]), entry.get("timezone")) for entry in entries]
-
-
 def workflow_problems(root: Path, configs: Iterable[Config]) -> list[str]:
-    """Each environment scheduled by `cd` whose cron the workflow lacks, and each cron no environment
-    asks for: GitHub starts a workflow only on the crons written in its file."""
-    wanted = cd_schedules(configs)
-    listed = workflow_crons(root)
-    problems = []
-    for (cron, zone), envs in sorted(wanted.items(), key=lambda item: item[1]):
-        if (cron, zone) in listed:
-            continue
-        entry = f'- cron: "{cron}"' + (f"\n    timezone: {zone}" if zone else "")
-        macro = cron.startswith("@")
-        problems.append(
-            f"environments/{envs[0]}.yaml: batch.schedule {cron!r}"
-            + (f" ({zone})" if zone else "")
-            + f" is not under `on.schedule` of {WORKFLOW}: "
-            + (
-                "GitHub takes five cron fields only: write it as minute hour day month weekday"
-                if macro
-                else f"add `{entry}` there (GitHub starts CD's batch on the crons listed in the file)"
-            )
-        )
-    problems += [
-        f"{WORKFLOW}: cron {cron!r}" + (f" ({zone})" if zone else "") + " is no environment's batch.schedule "
-        "(with scheduled_by: cd): remove it, or schedule an environment's batch on it"
-        for cron, zone in listed
-        if (cron, zone) not in wanted
-    ]
-    return problems
+    """batch.yml's crons against the environments' batch schedules run by `cd`."""
+    return schedule_problems(
+        WORKFLOW, workflow_crons(root / WORKFLOW), cd_schedules(configs), "batch.schedule"
+    )
 
 
 def due(configs: Iterable[Config], schedule: str) -> list[Config]:

@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.adapters.service_process import service_settings
 from pipeline.config import ClusterTiming, Config, Task, known_environments, load_config
 from pipeline.console import Reporter
-from pipeline.deploy import batch_jobs
+from pipeline.deploy import batch_jobs, workflow_schedules
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
     analysis_metrics,
@@ -491,7 +491,11 @@ def render(root: Path, config_dir: Path, *, check: bool, reporter: Reporter) -> 
     for name in stale:
         reporter.error(f"{name} is stale: it differs from what environments/ renders; run `nox -s render`")
     configs = [load_config(env, config_dir) for env in known_environments(config_dir)]
-    unfit = repo_url_problems(root, config_dir) + batch_jobs.workflow_problems(root, configs)
+    unfit = (
+        repo_url_problems(root, config_dir)
+        + batch_jobs.workflow_problems(root, configs)
+        + workflow_schedules.monitor_problems(root, configs)
+    )
     for reason in unfit:
         reporter.error(reason)
     report = k8s_validate.validate_tree(root)

@@ -13,6 +13,7 @@ import yaml
 
 from pipeline.config import Config, known_environments, load_config
 from pipeline.deploy import batch_jobs
+from pipeline.deploy.workflow_schedules import workflow_crons
 from tests._workflows import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,7 +28,7 @@ def configs(config_dir: Path = CONFIG_DIR) -> list[Config]:
 def test_the_committed_workflow_has_the_cron_of_every_environment_cd_schedules() -> None:
     scheduled = batch_jobs.cd_schedules(configs())
     assert scheduled == {("0 3 * * *", None): ["staging"]}
-    assert batch_jobs.workflow_crons(ROOT) == [("0 3 * * *", None)]
+    assert workflow_crons(ROOT / batch_jobs.WORKFLOW) == [("0 3 * * *", None)]
     assert batch_jobs.workflow_problems(ROOT, configs()) == []
 
 
