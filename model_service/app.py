@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from model_service.operations.metrics import FLUSH_INTERVAL_S, Metrics
 from model_service.operations.settings import ServiceSettings
+from model_service.protocol.openapi import ASSET_CACHE_CONTROL, DOCS_ASSETS, DOCS_CSP
 from model_service.protocol.routes import ROUTES
 from model_service.server.middleware import JSON, ServiceMiddleware, http_exception
 from model_service.server.worker import Service
@@ -74,7 +75,15 @@ class Endpoints:
         return Response(self.service.served().openapi_json, media_type=JSON)
 
     async def docs(self, request: Request) -> Response:
-        return HTMLResponse(self.service.served().docs_html)
+        return HTMLResponse(self.service.served().docs_html, headers={"Content-Security-Policy": DOCS_CSP})
+
+    async def docs_asset(self, request: Request) -> Response:
+        name = request.path_params["asset"]
+        data = self.service.served().docs_assets.get(name)
+        if data is None:
+            raise HTTPException(404)
+        headers = {"Cache-Control": ASSET_CACHE_CONTROL, "X-Content-Type-Options": "nosniff"}
+        return Response(data, media_type=DOCS_ASSETS[name].media_type, headers=headers)
 
     def routes(self) -> list[Route]:
         """Starlette's routes, one per path of each row the middleware does not serve raw."""

@@ -18,7 +18,7 @@ from model_service.operations.logs import JsonLog
 from model_service.operations.metrics import Metrics
 from model_service.operations.settings import ServiceSettings, parse_sensitive
 from model_service.protocol.errors import InvalidInput, ModelNotFound, StartupError
-from model_service.protocol.openapi import build_openapi, docs_html
+from model_service.protocol.openapi import build_openapi, docs_html, load_docs_assets
 from model_service.protocol.routes import BOUND
 from model_service.protocol.schemas import Batch, RowParser, TypedRowParser
 from model_service.protocol.v2_binary import BinaryBody, binary_outputs, encode_response
@@ -71,6 +71,7 @@ class ServedModel:
         self.card_json = orjson.dumps(card.raw)
         self.openapi_json = orjson.dumps(build_openapi(card, settings.auth_enabled))
         self.docs_html = docs_html(card)
+        self.docs_assets = load_docs_assets()
         self.v2_metadata = orjson.dumps(self._v2_metadata())
 
     def _v2_metadata(self) -> dict[str, Any]:

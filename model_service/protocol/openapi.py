@@ -1,21 +1,98 @@
-"""The OpenAPI document, written by hand from the card (no pydantic request models on the hot path)."""
+"""The OpenAPI document, written by hand from the card (no pydantic request models on the hot path), and the
+/docs page that shows it: swagger-ui, vendored under static/ and served by the service itself."""
 
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from model_service.contract.card import Feature, ModelCard
+from model_service.protocol.errors import StartupError
+
+STATIC_DIR = Path(__file__).parent / "static"
+SWAGGER_UI_VERSION = "5.36.0"
+"""swagger-ui-dist, as `npm pack swagger-ui-dist@5.36.0` gives it (docs/service.md, "The /docs page": how
+to update it)."""
+
+
+@dataclass(frozen=True)
+class DocsAsset:
+    """A file the /docs page loads from the service: where it is under static/, its type and sha256."""
+
+    file: str
+    media_type: str
+    sha256: str
+
+
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": DocsAsset(
+        "swagger-ui/swagger-ui-bundle.js",
+        "text/javascript; charset=utf-8",
+        "b164c5a22535e40dae08c00271674a67e437ec195098c55fcedf8ffac7ac3c88",
+    ),
+    "swagger-ui.css": DocsAsset(
+        "swagger-ui/swagger-ui.css",
+        "text/css; charset=utf-8",
+        "7eb9f5a125e4bc9b3f0b71869b66d1a3d7c501f972f53d44ef91c2ae6c5bda5e",
+    ),
+    "docs-init.js": DocsAsset(
+        "docs-init.js",
+        "text/javascript; charset=utf-8",
+        "97c33b2611271528ad4a281ac7e7d25de75bcd1d501076047690dacfc5ac1994",
+    ),
+}
+"""Every file /docs/static/{asset} serves, by the name in its URL; nothing else under static/ is served."""
+
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The /docs page's Content-Security-Policy: scripts from the service alone (no inline script, no third
+party); swagger-ui sets inline styles, so styles may be inline; requests ("Try it out") to the service only."""
+ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
+"""An asset's URL carries its sha256 (`?v=`), so a cached copy never goes stale: a new file is a new URL."""
 
 _DOCS_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<link rel="stylesheet" href="{css}"></head>
 <body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui"}});</script>
+<script src="{bundle}"></script>
+<script src="{init}"></script>
 </body></html>
 """
 
 
+def asset_url(name: str) -> str:
+    return f"/docs/static/{name}?v={DOCS_ASSETS[name].sha256[:16]}"
+
+
 def docs_html(card: ModelCard) -> str:
-    return _DOCS_HTML.format(title=f"{card.name} {card.version}")
+    return _DOCS_HTML.format(
+        title=f"{card.name} {card.version}",
+        css=asset_url("swagger-ui.css"),
+        bundle=asset_url("swagger-ui-bundle.js"),
+        init=asset_url("docs-init.js"),
+    )
+
+
+def load_docs_assets() -> dict[str, bytes]:
+    """Every /docs asset's bytes, each checked against its pinned sha256: a changed file stops the start
+    (`StartupError`) rather than reach a browser."""
+    assets = {}
+    for name, asset in DOCS_ASSETS.items():
+        path = STATIC_DIR / asset.file
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StartupError(f"{path}: /docs asset missing; the service package is incomplete") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != asset.sha256:
+            raise StartupError(
+                f"{path}: sha256 {digest} differs from the pinned {asset.sha256} (DOCS_ASSETS in "
+                "model_service/protocol/openapi.py); restore the vendored file or pin the new one"
+            )
+        assets[name] = data
+    return assets
 
 
 def _json(schema: dict[str, Any], example: object | None = None) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Route:
     """Liveness or readiness: never traced, logged and counted only with MODEL_SERVICE_LOG_PROBES."""
     open: bool = False
     """Answered without credentials when auth is on."""
+    scope: str | None = None
+    """The scope a JWT must grant to call it (`predict`, `model:read`, `feedback`); None: any credential."""
     versioned: bool = False
     """Also answered with the Open Inference Protocol's version segment:
     /v2/models/{name}/versions/{version}/..."""
@@ -46,20 +48,21 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     # V1
-    Route(PREDICT_ROUTE, "POST", "predict", raw=True, bound=True),
-    Route("/v1/model", "GET", "model_card", bound=True),
+    Route(PREDICT_ROUTE, "POST", "predict", raw=True, bound=True, scope="predict"),
+    Route("/v1/model", "GET", "model_card", bound=True, scope="model:read"),
     # Open Inference Protocol v2
-    Route("/v2", "GET", "v2_server"),
+    Route("/v2", "GET", "v2_server", scope="model:read"),
     Route("/v2/health/live", "GET", "v2_live", probe=True, open=True),
     Route("/v2/health/ready", "GET", "v2_ready", probe=True, open=True),
-    Route("/v2/models/{name}", "GET", "v2_model", versioned=True),
-    Route("/v2/models/{name}/ready", "GET", "v2_model_ready", versioned=True),
-    Route(V2_INFER_ROUTE, "POST", "v2_infer", raw=True, versioned=True, bound=True),
+    Route("/v2/models/{name}", "GET", "v2_model", versioned=True, scope="model:read"),
+    Route("/v2/models/{name}/ready", "GET", "v2_model_ready", versioned=True, scope="model:read"),
+    Route(V2_INFER_ROUTE, "POST", "v2_infer", raw=True, versioned=True, bound=True, scope="predict"),
     # Operations (GET /metrics is the metrics port's, model_service/server/metrics_server.py)
     Route("/healthz", "GET", "healthz", probe=True, open=True),
     Route("/readyz", "GET", "readyz", probe=True, open=True),
     Route("/openapi.json", "GET", "openapi", open=True),  # the docs page fetches it without credentials
     Route("/docs", "GET", "docs", open=True),
+    Route("/docs/static/{asset}", "GET", "docs_asset", open=True),  # swagger-ui, served by the service itself
 )
 
 PROBES = frozenset(route.path for route in ROUTES if route.probe)
@@ -108,6 +111,17 @@ _RAW_EXACT = {path: route for path, route in _EXACT.items() if route.raw}
 _RAW_TEMPLATED = [(template, route) for template, route in _TEMPLATED if route.raw]
 # raw_route reads a raw template's values by position: the model name, then its version when versioned
 # (tests/unit/service/test_service_routes.py holds the raw rows to that).
+
+
+def route_of(path: str) -> Route | None:
+    """The route a path belongs to, or None."""
+    route = _EXACT.get(path)
+    if route is not None:
+        return route
+    for template, route in _TEMPLATED:
+        if template.match(path) is not None:
+            return route
+    return None
 
 
 def route_label(path: str) -> str:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = ROOT / "model_service"
+STATIC_DIR = SERVICE_DIR / "protocol" / "static"
+"""The /docs page's vendored files (model_service/protocol/openapi.py DOCS_ASSETS): data, not modules."""
 DOCKERFILE = SERVICE_DIR / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -173,7 +175,9 @@ def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelD
     (context / "model").mkdir()
     (context / "fallback").mkdir()  # empty without a fallback: the Dockerfile copies it either way
     (context / "wheels").mkdir()
-    for source in SERVICE_DIR.rglob("*.py"):  # the package and its subpackages, nothing else
+    # The package and its subpackages' modules, and the files the /docs page loads (protocol/static/).
+    sources = [*SERVICE_DIR.rglob("*.py"), *(p for p in STATIC_DIR.rglob("*") if p.is_file())]
+    for source in sources:
         target = context / "model_service" / source.relative_to(SERVICE_DIR)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)

@@ -94,7 +94,11 @@ def test_the_context_holds_the_service_lock_model_and_wheels_only(tmp_path: Path
     assert "wheels/x-1-py3-none-any.whl" in files
     assert "requirements.lock" in files
     assert "model_service/contract/card.py" in files  # subpackages too
-    assert all(f.endswith(".py") for f in files if f.startswith("model_service/"))
+    static = "model_service/protocol/static/"  # the /docs page's vendored files: data the service serves
+    assert all(
+        f.endswith(".py") for f in files if f.startswith("model_service/") and not f.startswith(static)
+    )
+    assert f"{static}swagger-ui/swagger-ui-bundle.js" in files
     assert not any(f.startswith("pipeline") for f in files)
     assert (context / "model" / "model.json").stat().st_mode & 0o044 == 0o044
 
