@@ -24,9 +24,10 @@ from model_service.contract.card import Task
 
 
 class Spec(BaseModel):
-    """Base of every config model: unknown keys are errors and loaded values never change."""
+    """Base of every config model: unknown keys are errors, numbers are finite (a `.nan` bound compares
+    false both ways, so a gate with one would pass anything) and loaded values never change."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class DataSpec(Spec):
