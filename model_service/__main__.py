@@ -83,6 +83,20 @@ def _bind(host: str, port: int, variable: str, option: str) -> socket.socket | s
     return sock
 
 
+def _check_folders(settings: ServiceSettings) -> None:
+    """`StartupError` when a model folder setting names a file (reading `FILE/model.json` would raise
+    NotADirectoryError, a traceback rather than a reason)."""
+    for variable, option, folder in (
+        ("MODEL_DIR", " (--model-dir)", settings.model_dir),
+        ("FALLBACK_DIR", "", settings.fallback_dir),
+    ):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise StartupError(
+                f"{ENV_PREFIX}{variable}{option}: {folder} is a file; name the folder that holds model.json "
+                "and the ONNX file"
+            )
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; end with status 0 rather than killed-by-signal.
     raise SystemExit(0)
@@ -98,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         return _refuse(_settings_error(exc))
     try:
+        _check_folders(settings)
         OnnxModel(load_card(settings.model_dir))  # verifies the card, the sha256 and the model's signature
     except StartupError as exc:
         return _refuse(str(exc))
