@@ -84,7 +84,10 @@ STAGES = {  # one line per stage of pipeline/stages/__init__.py's table: `nox -s
     "rollback": "Move alias ENV back to the version that served before (`-- --gitops`: revert the overlay too).",
     "freeze": "Freeze promotions into ENV (`-- --reason TEXT`) until `-- --lift`: a registry tag, no commit.",
     "drift": "Input drift and score shift vs the model card's reference (`-- --input FILE` or `-- --url URL`).",
+    "feedback": "Import labels for captured requests (`-- --labels FILE`: CSV or Parquet of request_id, label).",
+    "evaluate": "Live quality of what ENV served: captured rows + labels judged by the gate rows; CBPE estimate.",
     "batch": "Score a table with the release serving ENV (`-- --input PATH --output PATH [--engine spark]`).",
+    "monitor": "Check the release serving ENV as monitor.yml does: drift and live quality (evaluate).",
     "serve": "Serve the model of ENV (its alias, else the current export) on 127.0.0.1:8000 until Ctrl-C.",
 }
 

@@ -206,6 +206,27 @@ STAGES: tuple[Stage, ...] = (
         exclusive=(("--input", "--url"),),
     ),
     Stage(
+        "feedback",
+        "import labels (CSV or Parquet: request_id, label) for captured requests into the label store; "
+        "a malformed file stores nothing",
+        run="pipeline.stages.feedback:run",
+        options=(
+            option(
+                "--labels",
+                type=Path,
+                required=True,
+                metavar="FILE",
+                help="a .csv with the header request_id,label or a .parquet with those columns",
+            ),
+        ),
+    ),
+    Stage(
+        "evaluate",
+        "live quality: captured rows joined with their labels, per version, judged by gates.metrics (absolute "
+        "and against the version's offline evaluation); the CBPE estimate before labels arrive",
+        run="pipeline.stages.evaluate:run",
+    ),
+    Stage(
         "batch",
         "score a table (CSV or Parquet) with the release serving ENV: the service's input contract, rejects "
         "with reasons, drift, bounds, and parity with the service's answers",
@@ -242,6 +263,19 @@ STAGES: tuple[Stage, ...] = (
             ),
             option(
                 "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
+            ),
+        ),
+    ),
+    Stage(
+        "monitor",
+        "the release serving ENV checked as the schedule does: drift and live quality (evaluate)",
+        run="pipeline.stages.monitor:run",
+        options=(
+            option(
+                "--report-to-github",
+                action="store_true",
+                help="a failing verdict opens or updates ENV's monitor issue and, where monitoring.retrain "
+                "allows, dispatches cd.yml (GITHUB_REPOSITORY and GITHUB_TOKEN from the workflow)",
             ),
         ),
     ),
