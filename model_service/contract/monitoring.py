@@ -50,6 +50,17 @@ PRIMARY_FAILURES = "model_service_primary_failures"
 """Counter: primary model failures the circuit breaker counted, by kind (`error`, `slow`)."""
 BREAKER_STATE = "model_service_breaker_state"
 """Gauge: the circuit breaker's state, 1 for the current one (`closed`, `open`, `half_open`)."""
+LIVE_QUALITY = "model_live_quality"
+"""Gauge: a gated metric on the labelled served rows of a version (`pipeline evaluate`, in the capture's
+`live_quality.prom`, which the metrics port appends), by model, version and metric."""
+LIVE_QUALITY_ESTIMATE = "model_live_quality_estimate"
+"""Gauge: the CBPE estimate of a metric from the served probabilities (assumes calibration), by model,
+version and metric."""
+LIVE_QUALITY_LABELLED_ROWS = "model_live_quality_labelled_rows"
+"""Gauge: served rows of a version with a label."""
+LIVE_QUALITY_VERDICT = "model_live_quality_verdict"
+"""Gauge: the live-quality verdict of a version, 1 for the current one (`pass`, `warn`, `fail`,
+`inconclusive`)."""
 
 # The samples the pipeline reads from /metrics or queries in PromQL.
 REQUESTS_TOTAL = f"{REQUESTS}_total"
@@ -72,6 +83,11 @@ FALLBACK_REASON_LABEL = "reason"
 """Why the fallback answered: `primary_error` (the primary raised) or `breaker_open`."""
 PRIMARY_FAILURE_KIND_LABEL = "kind"
 STATE_LABEL = "state"
+MODEL_LABEL = "model"
+VERSION_LABEL = "version"
+METRIC_LABEL = "metric"
+"""A gated metric's name (`accuracy`, `roc_auc`, `rmse`, ...)."""
+VERDICT_LABEL = "verdict"
 
 PREDICT_ROUTE = "/v1/predict"
 V2_INFER_ROUTE = "/v2/models/{name}/infer"

@@ -374,6 +374,15 @@ class InputLogSpec(Spec):
     or no series)."""
 
 
+class QualitySpec(Spec):
+    """Live quality (`pipeline evaluate`, docs/monitoring.md): the captured rows joined with their labels,
+    judged with `gates.metrics` (absolute bounds, and `vs_champion` against the version's offline figures)."""
+
+    min_labelled_rows: int = Field(100, ge=1)
+    """Labelled served rows a version needs before it gets a verdict; fewer: inconclusive (the CBPE estimate
+    from the served probabilities is shown, and warns at most)."""
+
+
 class DriftSpec(Spec):
     """Input drift and prediction shift against the card's reference profile (docs/drift.md)."""
 
@@ -1179,6 +1188,8 @@ class Config(Spec):
     """Kubernetes and Argo CD."""
     drift: DriftSpec = DriftSpec()
     """Drift monitoring."""
+    quality: QualitySpec = QualitySpec()
+    """Live quality: the served rows judged with their labels."""
     batch: BatchSpec = BatchSpec()
     """Batch scoring."""
     monitoring: MonitoringSpec = MonitoringSpec()
