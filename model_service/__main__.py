@@ -23,7 +23,9 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from model_service.contract.capture import LIVE_QUALITY_FILE
 from model_service.model.runtime import OnnxModel, load_card
+from model_service.model.signature import verify_model_signature
 from model_service.operations.settings import ENV_PREFIX, ServiceSettings, unknown_variables
 from model_service.protocol.errors import StartupError
 from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits
@@ -113,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(_settings_error(exc))
     try:
         _check_folders(settings)
-        OnnxModel(load_card(settings.model_dir))  # verifies the card, the sha256 and the model's signature
+        # The card, the model's signature (MODEL_SERVICE_SIGNATURES), the ONNX sha256 against the card and the
+        # registry's record (MODEL_SERVICE_EXPECTED_SHA256), the model's inputs and outputs.
+        card = load_card(settings.model_dir)
+        verify_model_signature(settings.model_dir, settings.signatures, settings.signing_public_keys)
+        OnnxModel(card, registered_sha256=settings.expected_sha256)
     except StartupError as exc:
         return _refuse(str(exc))
     api = _bind(settings.host, settings.port, "PORT", "--port")
@@ -151,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(dataclasses.asdict(limits)),
             "--keep-alive-timeout-s",
             str(settings.keep_alive_timeout_s),
+            # The capture's live-quality gauges (pipeline evaluate), appended to /metrics when present.
+            *(["--textfile", str(settings.capture_dir / LIVE_QUALITY_FILE)] if settings.capture_dir else []),
         ],
         pass_fds=(metrics_socket.fileno(),),
     )

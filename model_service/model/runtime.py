@@ -35,8 +35,9 @@ def load_card(model_dir: Path) -> ModelCard:
         raise StartupError(str(exc)) from None
 
 
-def read_verified_onnx(card: ModelCard) -> bytes:
-    """The ONNX file's bytes, once its sha256 matches the card (hashing the bytes that get loaded)."""
+def read_verified_onnx(card: ModelCard, registered_sha256: str | None = None) -> bytes:
+    """The ONNX file's bytes, once its sha256 matches the card and, when the deployment names it, the
+    registry's record (`MODEL_SERVICE_EXPECTED_SHA256`); hashing the bytes that get loaded."""
     try:
         data = card.onnx_path.read_bytes()
     except FileNotFoundError:
@@ -47,6 +48,11 @@ def read_verified_onnx(card: ModelCard) -> bytes:
             f"{card.onnx_path}: sha256 {digest} differs from the card's onnx.sha256 {card.sha256}; "
             "the file was changed after export"
         )
+    if registered_sha256 is not None and digest != registered_sha256:
+        raise StartupError(
+            f"{card.onnx_path}: sha256 {digest} differs from the registry's onnx_sha256 {registered_sha256} "
+            "(MODEL_SERVICE_EXPECTED_SHA256): this is not the model version the deployment names"
+        )
     return data
 
 
@@ -54,7 +60,13 @@ class OnnxModel:
     """One session per worker process. `predict` serves the numeric fast path (one float matrix, a
     classifier); `predict_feeds` serves every card (named inputs; classifier or regression)."""
 
-    def __init__(self, card: ModelCard, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        registered_sha256: str | None = None,
+    ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
@@ -62,7 +74,9 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             session = ort.InferenceSession(
-                read_verified_onnx(card), sess_options=options, providers=["CPUExecutionProvider"]
+                read_verified_onnx(card, registered_sha256),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
             )
         except StartupError:
             raise

@@ -14,6 +14,7 @@ import orjson
 from model_service.contract.card import ModelCard
 from model_service.model.drift import DriftCounters, InputSampler, invert_scores
 from model_service.model.runtime import OnnxModel, load_card
+from model_service.model.signature import verify_model_signature
 from model_service.operations.logs import JsonLog
 from model_service.operations.metrics import Metrics
 from model_service.operations.settings import ServiceSettings, parse_sensitive
@@ -33,7 +34,16 @@ class ServedModel:
 
     def __init__(self, settings: ServiceSettings, log: JsonLog) -> None:
         card = load_card(settings.model_dir)
-        onnx = OnnxModel(card, settings.intra_op_threads, settings.inter_op_threads)
+        signer = verify_model_signature(settings.model_dir, settings.signatures, settings.signing_public_keys)
+        if settings.signatures != "off":  # `optional` and unsigned: served, and said
+            level = "INFO" if signer else "WARNING"
+            log.event(level, "model_signature", signed_by=signer or "unsigned", mode=settings.signatures)
+        onnx = OnnxModel(
+            card,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+            registered_sha256=settings.expected_sha256,
+        )
         onnx.warm_up()
         self.card: ModelCard = card
         self.onnx = onnx

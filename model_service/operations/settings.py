@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model_service.contract.signature import decode_key
+
 ENV_PREFIX = "MODEL_SERVICE_"
 MIN_HS256_SECRET_BYTES = 32
 """RFC 7518 3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
@@ -23,6 +25,16 @@ class ServiceSettings(BaseSettings):
 
     model_dir: Path
     """Folder holding `model.json` (the card) and the ONNX file it names, e.g. artifacts/<model>/<version>."""
+    expected_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """sha256 of the ONNX file as the registry recorded it at register (the version's `onnx_sha256` tag);
+    the pipeline renders it from the release it deploys. When set, the start-up check compares the file
+    with it as well as with the card, and refuses to start on a difference."""
+    signatures: Literal["required", "optional", "off"] = "off"
+    """Model signature check at start (`signature.json` beside the card): `required` refuses an unsigned
+    model, one signed by an untrusted key and a file changed after signing; `optional` checks a signature
+    when there is one; `off` reads none (docs/service.md, Model signatures)."""
+    signing_public_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated Ed25519 public keys (32 bytes, base64) whose signatures are trusted."""
     host: str = "127.0.0.1"
     """Interface to bind; use 0.0.0.0 in a container."""
     port: int = Field(default=8000, ge=0, le=65535)
@@ -148,6 +160,29 @@ class ServiceSettings(BaseSettings):
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ValueError(f"expected sha256 hex digests (64 hex characters), got {digest[:8]!r}...")
         return value
+
+    @field_validator("signing_public_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("signing_public_keys")
+    @classmethod
+    def _ed25519_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for key in value:
+            decode_key(key)
+        return value
+
+    @model_validator(mode="after")
+    def _keys_when_signatures_checked(self) -> Self:
+        if self.signatures != "off" and not self.signing_public_keys:
+            raise ValueError(
+                f"MODEL_SERVICE_SIGNATURES={self.signatures} needs MODEL_SERVICE_SIGNING_PUBLIC_KEYS (the trusted "
+                "Ed25519 public keys, base64, comma-separated) or MODEL_SERVICE_SIGNATURES=off"
+            )
+        return self
 
     @field_validator("jwt_hs256_secret")
     @classmethod

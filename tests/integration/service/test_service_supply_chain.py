@@ -1,0 +1,68 @@
+"""The service process refuses, with one line and before binding a port, a model that is not the one the
+deployment names (the registry's sha256) or not signed by a trusted key; and serves a signed one (issue 36)."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from pipeline.release.signing import public_key, sign_folder
+from tests.integration.service.conftest import Server
+
+
+def _copy(model_dir: Path, target: Path) -> Path:
+    target.mkdir()
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(model_dir / name, target / name)
+    return target
+
+
+def _refusal(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("model_service: refusing to start: ")
+    return lines[0]
+
+
+def test_a_tampered_model_with_a_matching_card_is_refused_by_the_registry_sha256(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path, tmp_path: Path
+) -> None:
+    """The attacker replaces the ONNX file and rewrites the card's sha256 to match: the card check passes,
+    the registry's record (rendered into the Deployment) does not."""
+    registered = json.loads((model_dir / "model.json").read_text())["onnx"]["sha256"]
+    folder = _copy(model_dir, tmp_path / "model")
+    with (folder / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    card = json.loads((folder / "model.json").read_text())
+    card["onnx"]["sha256"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(card))
+    line = _refusal(run_service(folder, "--port", "1", expected_sha256=registered))
+    assert f"differs from the registry's onnx_sha256 {registered}" in line
+
+
+def test_unsigned_and_foreign_signatures_are_refused_where_required(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], model_dir: Path, tmp_path: Path
+) -> None:
+    trusted = public_key(Ed25519PrivateKey.generate())
+    folder = _copy(model_dir, tmp_path / "model")
+    line = _refusal(run_service(folder, "--port", "1", signatures="required", signing_public_keys=trusted))
+    assert "no signature, and MODEL_SERVICE_SIGNATURES=required" in line
+    sign_folder(folder, Ed25519PrivateKey.generate())
+    line = _refusal(run_service(folder, "--port", "1", signatures="required", signing_public_keys=trusted))
+    assert "none of them trusted" in line
+
+
+def test_a_signed_model_starts_and_serves(
+    start_server: Callable[..., Server], model_dir: Path, tmp_path: Path
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    folder = _copy(model_dir, tmp_path / "model")
+    sign_folder(folder, key)
+    server = start_server(model=folder, signatures="required", signing_public_keys=public_key(key))
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
