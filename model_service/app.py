@@ -102,6 +102,8 @@ def create_app(settings: ServiceSettings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         card = service.start().card
+        if service.auth is not None and service.auth.jwks is not None:
+            await service.auth.jwks.refresh()  # the issuer's keys before the first token; a failure is logged
         flusher = asyncio.create_task(_flush_periodically(service))
         service.drain_on_sigterm()
         service.log.event("INFO", "started", model=card.name, model_version=card.version, pid=os.getpid())

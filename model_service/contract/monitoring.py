@@ -50,6 +50,9 @@ PRIMARY_FAILURES = "model_service_primary_failures"
 """Counter: primary model failures the circuit breaker counted, by kind (`error`, `slow`)."""
 BREAKER_STATE = "model_service_breaker_state"
 """Gauge: the circuit breaker's state, 1 for the current one (`closed`, `open`, `half_open`)."""
+RATE_LIMITED = "model_service_rate_limited"
+"""Counter: requests refused with 429 by the per-client rate limit, by route (never by client: the label
+set stays bounded whatever the number of clients)."""
 LIVE_QUALITY = "model_live_quality"
 """Gauge: a gated metric on the labelled served rows of a version (`pipeline evaluate`, in the capture's
 `live_quality.prom`, which the metrics port appends), by model, version and metric."""

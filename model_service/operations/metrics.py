@@ -20,6 +20,7 @@ from model_service.contract.monitoring import (
     INFERENCE_DURATION,
     MODEL_INFO,
     MODEL_INFO_LABELS,
+    RATE_LIMITED,
     REQUEST_DURATION,
     REQUEST_ROWS,
     REQUESTS,
@@ -110,6 +111,13 @@ class Metrics:
         )
         info.labels(name, version, sha256).set(1)
         self._by_route: dict[tuple[str, int], tuple[Any, BufferedHistogram]] = {}
+        self._rate_limited = Counter(
+            RATE_LIMITED,
+            "requests refused by the per-client rate limit, by route",
+            [ROUTE_LABEL],
+            registry=registry,
+        )
+        self._rate_limited_counts: dict[str, int] = {}
 
     def bind(self, routes: Sequence[str], statuses: Sequence[int]) -> None:
         """Create the usual (route, status) series at start-up, so they read 0 before the first request."""
@@ -130,6 +138,9 @@ class Metrics:
         entry = self._by_route.get((route, status)) or self._route(route, status)
         entry[1].observe(seconds)
 
+    def count_rate_limited(self, route: str) -> None:
+        self._rate_limited_counts[route] = self._rate_limited_counts.get(route, 0) + 1
+
     def observe_inference(self, seconds: float, rows: int) -> None:
         self._inference.observe(seconds)
         self._rows.observe(rows)
@@ -143,6 +154,10 @@ class Metrics:
         self._inference.flush()
         self._rows.flush()
         self._in_flight.set(in_flight)
+        if self._rate_limited_counts:
+            for route, count in self._rate_limited_counts.items():
+                self._rate_limited.labels(route).inc(count)
+            self._rate_limited_counts = {}
 
     @staticmethod
     def mark_worker_gone() -> None:

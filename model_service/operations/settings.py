@@ -1,7 +1,9 @@
 """Service settings: typed, validated, one env prefix (`MODEL_SERVICE_`), each field documented under it."""
 
 import difflib
+import ipaddress
 import math
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -16,6 +18,11 @@ from model_service.contract.signature import decode_key
 ENV_PREFIX = "MODEL_SERVICE_"
 MIN_HS256_SECRET_BYTES = 32
 """RFC 7518 3.2: an HS256 key must be at least as long as the hash output (256 bits)."""
+ASYMMETRIC_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+"""JWS algorithms (RFC 7518 3.1, RFC 8037) a key set may verify: those whose verifying key is public."""
 
 
 class ServiceSettings(BaseSettings):
@@ -98,7 +105,41 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str | None = None
     """Required `aud` claim of JWTs, when set."""
     jwt_issuer: str | None = None
-    """Required `iss` claim of JWTs, when set."""
+    """Required `iss` claim of JWTs, when set; with MODEL_SERVICE_JWT_OIDC_DISCOVERY, where the keys are found."""
+    jwt_jwks_url: str | None = None
+    """URL of the issuer's JSON Web Key Set (https; http only on loopback): tokens are verified with the key
+    their `kid` names, the set cached per worker (docs/service.md, Auth)."""
+    jwt_oidc_discovery: bool = False
+    """Find the JWKS through OpenID Connect discovery: `jwks_uri` of `<issuer>/.well-known/openid-configuration`
+    (needs MODEL_SERVICE_JWT_ISSUER; instead of MODEL_SERVICE_JWT_JWKS_URL)."""
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256",)
+    """Comma-separated signature algorithms accepted from the JWKS; asymmetric only (RS*, PS*, ES*, EdDSA): a
+    shared-secret algorithm with a published key would let anyone sign, and `none` signs nothing."""
+    jwt_keys_ttl_s: float = Field(default=300.0, gt=0.0, le=86_400.0)
+    """Seconds the fetched key set is used before it is refreshed (in the background: cached keys keep
+    verifying meanwhile, and through an outage of the issuer)."""
+    jwt_keys_min_refetch_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+    """Fewest seconds between two fetches of the key set: a token with an unknown `kid` (a rotation) waits for
+    one refetch, and made-up kids cannot turn into a flood of fetches."""
+    jwt_keys_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    """Timeout of one fetch of the discovery document or the key set."""
+    jwt_max_lifetime_s: int = Field(default=86_400, ge=60, le=31_536_000)
+    """A token whose `exp` lies further ahead than this is refused: one that never expires is a leaked
+    credential forever."""
+    jwt_scope_prefix: str = Field(default="", pattern=r"^[!#-\[\]-~]*$")
+    """Put before each route's scope (`predict`, `model:read`, `feedback`) when checking a token's `scope`/`scp`
+    claim, for issuers that qualify scopes (e.g. `api://model-service/`)."""
+
+    rate_limit_rps: float = Field(default=0.0, ge=0.0, le=1_000_000.0)
+    """Requests per second each client may send (token bucket per client, per worker); 0: no limit. The
+    client is the API key (its digest's first 12 hex), the token's `sub`, or with auth off the remote
+    address. Past it: 429 with Retry-After. Probes are never limited."""
+    rate_limit_burst: int = Field(default=0, ge=0, le=1_000_000)
+    """Requests a client may send at once above the rate (the bucket's size); 0: the rate rounded up."""
+    rate_limit_clients: dict[str, tuple[float, int]] = Field(default_factory=dict)
+    """Per-client limits, JSON: `{"sub:batch-job": [200, 400], "key:3f2a9c1d0b7e": [5, 10]}` (rate, burst)."""
+    rate_limit_max_clients: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Most clients tracked per worker; past it a full (idle) bucket, else the oldest, is forgotten."""
 
     fault_latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
     """Rehearsals only: extra latency added to non-probe requests (a share of them, see
@@ -201,6 +242,41 @@ class ServiceSettings(BaseSettings):
             rsa_public_key(value)
         return value
 
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        refused = [name for name in value if name not in ASYMMETRIC_ALGORITHMS]
+        if refused or not value:
+            raise ValueError(
+                f"expected asymmetric JWT algorithms from {', '.join(ASYMMETRIC_ALGORITHMS)}, got "
+                f"{', '.join(refused) or 'none'}; HS* and none are refused for a published key set"
+            )
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _key_set_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            secure_url(value)
+        return value
+
+    @field_validator("rate_limit_clients")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, tuple[float, int]]) -> dict[str, tuple[float, int]]:
+        for client, (rate, burst) in value.items():
+            if not (math.isfinite(rate) and rate > 0 and burst >= 1):
+                raise ValueError(
+                    f"{client}: expected [requests_per_second > 0, burst >= 1], got [{rate}, {burst}]"
+                )
+        return value
+
     @field_validator("log_inputs_sensitive")
     @classmethod
     def _sensitive_pairs(cls, value: str) -> str:
@@ -241,6 +317,28 @@ class ServiceSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        static = self.jwt_hs256_secret is not None or self.jwt_rs256_public_key_file is not None
+        if self.jwt_jwks_url is not None and self.jwt_oidc_discovery:
+            raise ValueError("set MODEL_SERVICE_JWT_JWKS_URL or MODEL_SERVICE_JWT_OIDC_DISCOVERY, not both")
+        if self.jwks_enabled and static:
+            raise ValueError(
+                "a JWKS (MODEL_SERVICE_JWT_JWKS_URL / _OIDC_DISCOVERY) and a static JWT key "
+                "(MODEL_SERVICE_JWT_HS256_SECRET / _RS256_PUBLIC_KEY_FILE) are both set; keep one"
+            )
+        if self.jwt_oidc_discovery:
+            if self.jwt_issuer is None:
+                raise ValueError(
+                    "MODEL_SERVICE_JWT_OIDC_DISCOVERY needs MODEL_SERVICE_JWT_ISSUER, the issuer's URL"
+                )
+            secure_url(self.jwt_issuer)
+        return self
+
+    @property
+    def jwks_enabled(self) -> bool:
+        return self.jwt_jwks_url is not None or self.jwt_oidc_discovery
+
     @property
     def faults_enabled(self) -> bool:
         return self.fault_latency_ms > 0 or self.fault_error_ratio > 0 or self.fault_invert_scores
@@ -251,6 +349,7 @@ class ServiceSettings(BaseSettings):
             bool(self.api_key_sha256)
             or self.jwt_hs256_secret is not None
             or self.jwt_rs256_public_key_file is not None
+            or self.jwks_enabled
         )
 
 
@@ -265,6 +364,26 @@ def parse_sensitive(text: str) -> dict[str, str]:
             raise ValueError(f"expected FIELD:hash or FIELD:drop, comma-separated, got {part.strip()!r}")
         out[name] = action
     return out
+
+
+def secure_url(url: str) -> str:
+    """`url` when it is https, or http on a loopback address (a local key server); else `ValueError`."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname or ""
+    if parsed.scheme == "https" and host:
+        return url
+    if parsed.scheme == "http" and (host == "localhost" or _is_loopback(host)):
+        return url
+    raise ValueError(
+        f"{url!r}: expected an https URL (http only on a loopback address): keys must not be forged in transit"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def rsa_public_key(path: Path) -> RSAPublicKey:

@@ -52,6 +52,13 @@ class Unauthorized(ModelServiceError):
     code = "unauthorized"
 
 
+class Forbidden(ModelServiceError):
+    """Authenticated, but the credential does not grant the route's scope."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ModelServiceError):
     status_code = 404
     code = "not_found"
@@ -114,6 +121,13 @@ class InvalidInput(ModelServiceError):
 
     status_code = 422
     code = "invalid_input"
+
+
+class RateLimited(ModelServiceError):
+    """The client has spent its request budget (MODEL_SERVICE_RATE_LIMIT_*); Retry-After says when to come back."""
+
+    status_code = 429
+    code = "rate_limited"
 
 
 class ClientDisconnected(ModelServiceError):

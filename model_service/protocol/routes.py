@@ -126,13 +126,8 @@ def route_of(path: str) -> Route | None:
 
 def route_label(path: str) -> str:
     """The route a path belongs to (its template), or `UNMATCHED`: the bounded `route` metric label."""
-    route = _EXACT.get(path)
-    if route is not None:
-        return route.path
-    for template, route in _TEMPLATED:
-        if template.match(path) is not None:
-            return route.path
-    return UNMATCHED
+    route = route_of(path)
+    return UNMATCHED if route is None else route.path
 
 
 def raw_route(path: str) -> tuple[Route, str | None, str | None] | None:

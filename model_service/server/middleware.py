@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_service.model.breaker import FallbackResponse
 from model_service.model.served import ServedModel
+from model_service.operations.rate_limit import retry_after
 from model_service.operations.tracing import SCOPE_KEY as TRACE_KEY
 from model_service.operations.tracing import TRACEPARENT, TRACESTATE, Trace, Tracing
 from model_service.protocol.errors import (
@@ -36,13 +37,14 @@ from model_service.protocol.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    RateLimited,
     RequestTimeout,
     ShuttingDown,
     UnsupportedContentEncoding,
     UnsupportedMediaType,
     error_json,
 )
-from model_service.protocol.routes import OPEN, PROBES, UNMATCHED, Route, raw_route, route_label
+from model_service.protocol.routes import PROBES, UNMATCHED, Route, raw_route, route_label, route_of
 from model_service.protocol.v2_binary import HEADER as INFERENCE_HEADER_LENGTH
 from model_service.protocol.v2_binary import MEDIA_TYPE as BINARY_MEDIA_TYPE
 from model_service.protocol.v2_binary import BinaryBody, read_request
@@ -177,8 +179,8 @@ class ServiceMiddleware:
         service.in_flight += 1
         status = 500
         try:
-            if service.auth is not None and path not in OPEN:
-                service.auth.check(head.authorization, head.api_key)
+            if service.gated:
+                await self._admit(scope, head, route_of(path))
             if service.faults_enabled:
                 await service.inject_fault()
             status = await self._call(scope, receive, send)
@@ -211,8 +213,8 @@ class ServiceMiddleware:
         counted = False
         status = 500
         try:
-            if service.auth is not None:
-                service.auth.check(head.authorization, head.api_key)
+            if service.gated:
+                await self._admit(scope, head, route)
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"method {scope['method']} not allowed on {path}", {"Allow": "POST"})
             data = await _read_body(scope, receive, head, service.settings.max_body_bytes)
@@ -240,6 +242,38 @@ class ServiceMiddleware:
             if counted:
                 service.in_flight -= 1
             self._record(scope, route.path, status, started, model)
+            if model.capture is not None:  # a sampled answer goes to the capture's writer once sent
+                trace: Trace | None = scope.get(TRACE_KEY)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                trace_id = trace.trace_id if trace is not None else None
+                model.capture.release(request_id, trace_id, status, elapsed_ms)
+
+    async def _admit(self, scope: Scope, head: RequestHead, route: Route | None) -> None:
+        """Authenticate (401), check the route's scope (403), take a token from the client's bucket (429);
+        raises the refusal. With auth on, the open routes need nothing; with auth off, the client is the
+        remote address."""
+        service = self.service
+        auth = service.auth
+        if auth is not None:
+            if route is not None and route.open:
+                return
+            principal = await auth.authenticate(head.authorization, head.api_key)
+            principal.require(auth.scope(route.scope if route is not None else None))
+            client = principal.client
+        else:
+            client = f"ip:{scope['client'][0]}" if scope.get("client") else "ip:unknown"
+        limiter = service.rate_limiter
+        if limiter is not None:
+            wait = limiter.take(client)
+            if wait:
+                label = route.path if route is not None else UNMATCHED
+                self.service.served().metrics.count_rate_limited(label)
+                rate, burst = limiter.limit(client)
+                message = (
+                    f"rate limit of {client} reached ({rate:g} requests/s, burst {burst:g}, per worker); "
+                    "retry after Retry-After seconds"
+                )
+                raise RateLimited(message, {"Retry-After": retry_after(wait)})
 
     async def _shed_if_queued(
         self,

@@ -15,6 +15,7 @@ from model_service.model.breaker import GuardedModel
 from model_service.model.served import ServedModel
 from model_service.operations.auth import Authenticator
 from model_service.operations.logs import JsonLog
+from model_service.operations.rate_limit import RateLimiter
 from model_service.operations.settings import ServiceSettings
 from model_service.protocol.errors import InjectedFault, NotReady
 
@@ -34,6 +35,19 @@ class Service:
         """None until `start` has loaded it: requests other than probes are answered 503 until then."""
         self.auth: Authenticator | None = None
         """None while auth is off (or before `start`)."""
+        self.rate_limiter = (
+            RateLimiter(
+                settings.rate_limit_rps,
+                settings.rate_limit_burst,
+                clients=settings.rate_limit_clients,
+                max_clients=settings.rate_limit_max_clients,
+            )
+            if settings.rate_limit_rps > 0
+            else None
+        )
+        """Per-client token buckets (model_service/operations/rate_limit.py); None: no limit."""
+        self.gated = settings.auth_enabled or self.rate_limiter is not None
+        """A request passes `ServiceMiddleware._admit` (credentials, scope, rate limit) before its handler."""
         self._ids = itertools.count()
         self._id_prefix = f"{os.getpid():x}{random.getrandbits(16):04x}-"
         self._random = random.Random()
@@ -44,7 +58,7 @@ class Service:
         model = ServedModel(settings, self.log)
         if settings.fallback_dir is not None:
             model = GuardedModel(model, settings, self.log)
-        self.auth = Authenticator(settings) if settings.auth_enabled else None
+        self.auth = Authenticator(settings, self.log) if settings.auth_enabled else None
         self.model = model
         self.ready = True
         return model
