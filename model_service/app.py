@@ -23,8 +23,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from model_service.operations.capture import parse_feedback, store_feedback
 from model_service.operations.metrics import FLUSH_INTERVAL_S, Metrics
 from model_service.operations.settings import ServiceSettings
+from model_service.protocol.errors import CaptureOff, MalformedJSON, PayloadTooLarge, UnsupportedMediaType
 from model_service.protocol.openapi import ASSET_CACHE_CONTROL, DOCS_ASSETS, DOCS_CSP
 from model_service.protocol.routes import ROUTES
 from model_service.server.middleware import JSON, ServiceMiddleware, http_exception
@@ -37,6 +39,32 @@ class Endpoints:
 
     def __init__(self, service: Service) -> None:
         self.service = service
+
+    async def feedback(self, request: Request) -> Response:
+        """Labels for captured answers (model_service/operations/capture.py): one outcome per item."""
+        settings = self.service.settings
+        if settings.capture_dir is None:
+            raise CaptureOff(
+                "the capture is off (MODEL_SERVICE_CAPTURE_DIR unset), so no label can be joined to an "
+                "answer; enable `capture` in the environment's YAML"
+            )
+        content_type = request.headers.get("content-type")
+        if content_type is not None and content_type.partition(";")[0].strip().lower() != JSON:
+            raise UnsupportedMediaType(content_type)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                raise PayloadTooLarge(settings.max_body_bytes)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedJSON(f"body is not valid JSON: {exc}") from None
+        items = parse_feedback(parsed)
+        answer = await asyncio.to_thread(
+            store_feedback, settings.capture_dir, settings.capture_label_window_days, items
+        )
+        return Response(orjson.dumps(answer), media_type=JSON)
 
     async def model_card(self, request: Request) -> Response:
         return Response(self.service.served().card_json, media_type=JSON)
@@ -122,6 +150,8 @@ def create_app(settings: ServiceSettings | None = None) -> Starlette:
             service.ready = False
             flusher.cancel()
             service.flush_metrics()  # this worker's last counts
+            if service.model is not None and service.model.capture is not None:
+                service.model.capture.close()  # what it sampled, written before the worker exits
             service.log.event("INFO", "stopped", pid=os.getpid())
             Metrics.mark_worker_gone()
 

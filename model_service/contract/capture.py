@@ -24,6 +24,7 @@ input log and the capture show the same pseudonym), `drop` leaves the feature ou
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 import sqlite3
@@ -32,8 +33,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from model_service.contract.monitoring import pseudonym
 
 CAPTURE_SCHEMA_VERSION = 1
 """The `v` of every capture line; `CaptureRecord.from_json` refuses another."""
@@ -44,6 +43,10 @@ LABELS_FILE = "labels.sqlite"
 """The label store and the captured-id index, beside the capture files."""
 LIVE_QUALITY_FILE = "live_quality.prom"
 """Prometheus text the metrics port appends to /metrics (textfile-collector style), written by evaluate."""
+TEXTFILE_ERRORS = "model_service_textfile_errors"
+"""Counter of the metrics port: times `LIVE_QUALITY_FILE` was left out of /metrics, by `reason`."""
+TEXTFILE_ERROR_REASONS = ("too_large", "unreadable", "malformed")
+"""`malformed`: not Prometheus text, or naming a family the service exports itself."""
 ROW_SEPARATOR = "#"
 """Between a request id and a row index in the label key of a row of a batched request."""
 MAX_KEY_CHARS = 200
@@ -60,13 +63,22 @@ class CaptureError(ValueError):
     """A capture line or file that breaks the contract; the message names the file and line."""
 
 
-# --- redaction: the one mechanism of the input log and the capture -------------------------------------
+# --- redaction: the one mechanism of the input log, the capture and the drift series --------------------
 
 
-def redacted_value(value: object) -> str:
-    """What a feature marked `hash` shows instead of its value: a string as itself, anything else as a float
-    (true is 1.0, null "None"), through `pseudonym`."""
-    if isinstance(value, str) or value is None:
+def pseudonym(value: str) -> str:
+    """What a feature marked `hash` shows instead of a value (input log, capture) or of a bin label (the
+    `model_service_feature_bin` series): the first 16 hex characters of its sha256. A pseudonym, not
+    anonymity: a value from a small set (a bin index) is found by hashing the candidates."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def redacted_value(value: object) -> str | None:
+    """What a feature marked `hash` shows instead of its value: `pseudonym` of its repr, a number's (or a
+    boolean's) as a float, so 3 and 3.0 show alike; a missing value (None) stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
         return pseudonym(repr(value))
     return pseudonym(repr(float(value)))  # type: ignore[arg-type]  # numbers and bools
 

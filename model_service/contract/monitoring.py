@@ -13,7 +13,6 @@ Categorical features: bin i < m holds `categories[i]`, bin m ("other") unknown a
 (`category_index`).
 """
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +52,10 @@ BREAKER_STATE = "model_service_breaker_state"
 RATE_LIMITED = "model_service_rate_limited"
 """Counter: requests refused with 429 by the per-client rate limit, by route (never by client: the label
 set stays bounded whatever the number of clients)."""
+CAPTURE_ROWS = "model_service_capture_rows"
+"""Counter: rows written to the capture (model_service/operations/capture.py)."""
+CAPTURE_DROPPED = "model_service_capture_dropped"
+"""Counter: sampled answers the capture dropped, by reason (`queue_full`, `index_error`, `write_error`)."""
 LIVE_QUALITY = "model_live_quality"
 """Gauge: a gated metric on the labelled served rows of a version (`pipeline evaluate`, in the capture's
 `live_quality.prom`, which the metrics port appends), by model, version and metric."""
@@ -86,6 +89,7 @@ FALLBACK_REASON_LABEL = "reason"
 """Why the fallback answered: `primary_error` (the primary raised) or `breaker_open`."""
 PRIMARY_FAILURE_KIND_LABEL = "kind"
 STATE_LABEL = "state"
+DROP_REASON_LABEL = "reason"
 MODEL_LABEL = "model"
 VERSION_LABEL = "version"
 METRIC_LABEL = "metric"
@@ -98,16 +102,6 @@ PREDICTION_ROUTES = (PREDICT_ROUTE, V2_INFER_ROUTE)
 """The routes whose requests the canary judges (local and in the cluster) count: predictions, not probes."""
 PREDICTION_ROUTES_REGEX = "|".join(route.replace("{name}", "[^/]+") for route in PREDICTION_ROUTES)
 """PromQL `=~` pattern (anchored by Prometheus) matching exactly the `route` label of PREDICTION_ROUTES."""
-
-# --- sensitive features (MODEL_SERVICE_LOG_INPUTS_SENSITIVE) ---------------------------------------------
-
-
-def pseudonym(value: str) -> str:
-    """What a feature marked `hash` shows instead of a value (input log) or of a bin label (the
-    `model_service_feature_bin` series): the first 16 hex characters of its sha256. A pseudonym, not
-    anonymity: a value from a small set (a bin index) is found by hashing the candidates."""
-    return hashlib.sha256(value.encode()).hexdigest()[:16]
-
 
 # --- drift statistics ---------------------------------------------------------------------------------
 PSI_FLOOR = 1e-4

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from model_service.contract.capture import pseudonym, redacted_value
 from model_service.contract.card import FeatureProfile, ModelCard
 from model_service.contract.monitoring import (
     BIN_LABEL,
@@ -33,7 +34,6 @@ from model_service.contract.monitoring import (
     bin_index,
     category_index,
     inner_edges,
-    pseudonym,
     psi,
     scores,
 )
@@ -276,7 +276,8 @@ def check_sensitive(sensitive: Mapping[str, str], features: Sequence[str]) -> No
 
 
 class InputSampler:
-    """Opt-in logging of a sample of the rows: sensitive fields are hashed (sha256, 16 hex) or dropped."""
+    """Opt-in logging of a sample of the rows: sensitive fields are hashed (sha256, 16 hex) or dropped, as
+    the capture does (`redacted_value`, model_service/contract/capture.py)."""
 
     def __init__(self, features: Sequence[str], ratio: float, sensitive: dict[str, str], seed: int) -> None:
         check_sensitive(sensitive, features)
@@ -296,7 +297,7 @@ class InputSampler:
             for i, name, action in self._keep:
                 raw = rows[int(r)][i]
                 value = raw if isinstance(raw, str) else float(raw)
-                record[name] = pseudonym(repr(value)) if action else value
+                record[name] = redacted_value(raw) if action else value
             prediction = predictions[r]
             records.append(
                 {

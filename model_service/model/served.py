@@ -15,6 +15,7 @@ from model_service.contract.card import ModelCard
 from model_service.model.drift import DriftCounters, InputSampler, invert_scores
 from model_service.model.runtime import OnnxModel, load_card
 from model_service.model.signature import verify_model_signature
+from model_service.operations.capture import CaptureWriter, Held
 from model_service.operations.logs import JsonLog
 from model_service.operations.metrics import Metrics
 from model_service.operations.settings import ServiceSettings, parse_sensitive
@@ -68,6 +69,21 @@ class ServedModel:
                 seed=os.getpid(),
             )
             if settings.log_inputs
+            else None
+        )
+        self.capture = (  # off unless a folder is set; the fallback's copy shares this writer
+            CaptureWriter(
+                settings.capture_dir,
+                card,
+                self.metrics.registry,
+                sample_ratio=settings.capture_sample_ratio,
+                max_file_bytes=settings.capture_max_file_bytes,
+                max_files=settings.capture_max_files,
+                retention_days=settings.capture_retention_days,
+                queue_size=settings.capture_queue_size,
+                sensitive=sensitive,
+            )
+            if settings.capture_dir is not None
             else None
         )
         self.invert_scores = settings.fault_invert_scores
@@ -148,6 +164,11 @@ class ServedModel:
             return self._predict_typed(self.typed_parser.v1(body), request_id)
         rows = self.parser.v1(body)
         predictions, probabilities = self._infer(rows)
+        capture = self.capture
+        if capture is not None and capture.sampled():
+            capture.hold(
+                request_id, Held(request_id, self.card.version, rows, None, predictions, probabilities)
+            )
         response = {
             "request_id": request_id,
             "model": self.model_ref,
@@ -158,6 +179,11 @@ class ServedModel:
 
     def _predict_typed(self, batch: Batch, request_id: str) -> bytes:
         predictions, scores = self._infer_batch(batch)
+        capture = self.capture
+        if capture is not None and capture.sampled():
+            capture.hold(
+                request_id, Held(request_id, self.card.version, None, batch.columns, predictions, scores)
+            )
         response = {"request_id": request_id, "model": self.model_ref, "predictions": predictions}
         if not self.card.is_regression:  # a regression's scores are its predictions
             response["probabilities"] = scores
@@ -173,8 +199,8 @@ class ServedModel:
         if type(body) is not dict:
             raise InvalidInput("body: expected an object with 'inputs' (Open Inference Protocol v2)")
         inputs = body.get("inputs")
-        request_id = body.get("id", request_id)
-        if type(request_id) is not str:
+        answer_id = body.get("id", request_id)  # the client's id, else the X-Request-ID
+        if type(answer_id) is not str:
             raise InvalidInput("id: expected a string")
         wanted = self._requested_outputs(body.get("outputs"))
         binary = binary_outputs(body, wanted)
@@ -185,10 +211,15 @@ class ServedModel:
             rows = self.parser.v2(inputs[0], card.inputs[0].name)
             n = len(rows)
             predictions, probabilities = self._infer(rows)
+            columns = None
         else:
             batch = self.typed_parser.v2(inputs)
-            n = batch.n
+            n, rows, columns = batch.n, None, batch.columns
             predictions, probabilities = self._infer_batch(batch)
+        capture = self.capture
+        if capture is not None and capture.sampled():
+            held = Held(answer_id, card.version, rows, columns, predictions, probabilities)
+            capture.hold(request_id, held)
         outputs: list[dict[str, Any]] = []
         if card.is_regression:
             outputs.append(
@@ -220,7 +251,7 @@ class ServedModel:
         response = {
             "model_name": card.name,
             "model_version": card.version,
-            "id": request_id,
+            "id": answer_id,
             "outputs": outputs,
         }
         if binary:

@@ -164,6 +164,25 @@ class ServiceSettings(BaseSettings):
     applies to the input log and, whether that is on or not, to the feature's `model_service_feature_bin`
     series on the metrics port (`hash`: the bin label hashed; `drop`: no series)."""
 
+    capture_dir: Path | None = None
+    """Folder of the capture (docs/monitoring.md): a sample of the answers served, as JSON lines, one file per
+    worker at a time, with `labels.sqlite` (the id index and the labels `POST /v1/feedback` stores) and the
+    live-quality gauges the metrics port appends. Unset: no capture, and /v1/feedback answers 404. Sensitive
+    features are redacted as in the input log (`log_inputs_sensitive`)."""
+    capture_sample_ratio: float = Field(default=0.01, gt=0.0, le=1.0)
+    """Share of answered requests captured (every row of a sampled request)."""
+    capture_max_file_bytes: int = Field(default=16_777_216, ge=4096)
+    """A capture file is closed and a new one opened past this size."""
+    capture_max_files: int = Field(default=64, ge=1, le=100_000)
+    """Most capture files in the folder (all workers): the oldest go first."""
+    capture_retention_days: float = Field(default=30.0, gt=0.0, le=3650.0)
+    """Capture files untouched this long are removed, and their ids forgotten (labels for them: unknown)."""
+    capture_label_window_days: float = Field(default=30.0, gt=0.0, le=3650.0)
+    """A label for a row served longer ago than this is refused as `late`."""
+    capture_queue_size: int = Field(default=1024, ge=1, le=1_000_000)
+    """Sampled answers waiting for the capture's writer thread (per worker); past it they are dropped and
+    counted (`model_service_capture_dropped_total{reason="queue_full"}`), never the request."""
+
     fallback_dir: Path | None = None
     """Folder of a second model (card and ONNX file, same features and classes) that answers when the
     primary fails or is slow, behind a circuit breaker (model_service/model/breaker.py); unset: no fallback."""

@@ -64,6 +64,14 @@ class NotFound(ModelServiceError):
     code = "not_found"
 
 
+class CaptureOff(ModelServiceError):
+    """POST /v1/feedback on a service without a capture (MODEL_SERVICE_CAPTURE_DIR unset): nothing to join
+    a label to."""
+
+    status_code = 404
+    code = "capture_off"
+
+
 class ModelNotFound(ModelServiceError):
     status_code = 404
     code = "model_not_found"

@@ -263,6 +263,31 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
                 **prediction_schema,
             },
         },
+        "FeedbackRequest": {
+            "type": "object",
+            "required": ["labels"],
+            "additionalProperties": False,
+            "properties": {
+                "labels": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {
+                        "type": "object",
+                        "required": ["request_id", "label"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "request_id": {
+                                "type": "string",
+                                "description": "the answer's request id; `request_id#row` for a row of a "
+                                "batched request",
+                            },
+                            "label": {"type": ["string", "number", "boolean"]},
+                        },
+                    },
+                }
+            },
+        },
         "InferenceRequest": {
             "type": "object",
             "required": ["inputs"],
@@ -323,6 +348,24 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
             }
         },
         "/v1/model": {"get": {"summary": "The model card", "responses": {"200": ok_json, **_errors(401)}}},
+        "/v1/feedback": {
+            "post": {
+                "summary": "Labels for captured answers: each item's outcome (stored, duplicate, conflict, "
+                "unknown, late, malformed); 404 when the capture is off (docs/monitoring.md)",
+                "requestBody": {
+                    "required": True,
+                    **_json(_ref("FeedbackRequest"), {"labels": [{"request_id": "1a2b-0", "label": 1}]}),
+                },
+                "responses": {
+                    "200": ok_json,
+                    **_errors(400, 401, 413, 415, 422, 503),
+                    "404": {
+                        "description": "the capture is off: no label can be joined",
+                        **_json(_ref("Error")),
+                    },
+                },
+            }
+        },
         "/v2": {
             "get": {
                 "summary": "Server metadata (Open Inference Protocol)",

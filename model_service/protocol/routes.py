@@ -50,6 +50,7 @@ ROUTES: tuple[Route, ...] = (
     # V1
     Route(PREDICT_ROUTE, "POST", "predict", raw=True, bound=True, scope="predict"),
     Route("/v1/model", "GET", "model_card", bound=True, scope="model:read"),
+    Route("/v1/feedback", "POST", "feedback", scope="feedback"),  # labels for captured answers
     # Open Inference Protocol v2
     Route("/v2", "GET", "v2_server", scope="model:read"),
     Route("/v2/health/live", "GET", "v2_live", probe=True, open=True),

@@ -12,7 +12,12 @@ multiprocess files (`FLUSH_INTERVAL_S`), and this process, started by the launch
   none in 8 s: a scrape that never comes back is a gap in the very window a canary is judged on);
 - renders at most once per flush interval and answers repeated scrapes from that text: the files change
   no more often, so a flood costs HTTP parsing only;
-- speaks HTTP through the same guarded protocol as the public port (head limits, read deadlines).
+- speaks HTTP through the same guarded protocol as the public port (head limits, read deadlines);
+- appends the samples of a Prometheus text file when one is given (`--textfile`: the capture's
+  live-quality gauges, which `pipeline evaluate` writes), read at each rendering like node_exporter's
+  textfile collector: a file over `MAX_TEXTFILE_BYTES`, unreadable, not Prometheus text or naming a
+  family the workers export is left out and counted in `model_service_textfile_errors_total{reason}`,
+  never a failed scrape.
 
 It ignores SIGINT and SIGTERM so that scrapes go on while the workers drain; the launcher kills it once
 they are gone, and the kernel kills it if the launcher dies (parent-death signal). It is a program of its
@@ -32,12 +37,15 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
+from model_service.contract.capture import TEXTFILE_ERROR_REASONS, TEXTFILE_ERRORS
 from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits
 
 METRICS_PATH = "/metrics"
@@ -46,13 +54,17 @@ RENDER_INTERVAL_S = 0.5
 change no more often. Not imported from there: that module's numpy would add some 20 MB to this process."""
 NICENESS = 10
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+MAX_TEXTFILE_BYTES = 262_144
+"""Largest text file appended to /metrics; a larger one is left out (`too_large`)."""
 
 
 class MetricsApp:
     """ASGI app of the metrics port: `GET /metrics` from the multiprocess files, anything else a JSON error."""
 
-    def __init__(self, render_interval_s: float = RENDER_INTERVAL_S) -> None:
+    def __init__(self, render_interval_s: float = RENDER_INTERVAL_S, textfile: Path | None = None) -> None:
         self.render_interval_s = render_interval_s
+        self.textfile = textfile
+        self.textfile_errors = dict.fromkeys(TEXTFILE_ERROR_REASONS, 0)
         self._text = b""
         self._rendered_at = -math.inf
         self._ids = itertools.count()
@@ -64,8 +76,45 @@ class MetricsApp:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             self._text = generate_latest(registry)
+            if self.textfile is not None:
+                self._text += self._textfile({metric.name for metric in registry.collect()})
             self._rendered_at = now
         return self._text
+
+    def _textfile(self, exported: set[str]) -> bytes:
+        """The text file's samples (none when it is absent or refused), then the refusals counted so far."""
+        assert self.textfile is not None
+        data, reason = b"", None
+        try:
+            with self.textfile.open("rb") as file:
+                data = file.read(MAX_TEXTFILE_BYTES + 1)
+        except FileNotFoundError:
+            pass  # nothing evaluated yet
+        except OSError:
+            reason = "unreadable"
+        if len(data) > MAX_TEXTFILE_BYTES:
+            reason, data = "too_large", b""
+        elif data:
+            try:
+                families = {family.name for family in text_string_to_metric_families(data.decode())}
+            except (UnicodeDecodeError, ValueError, IndexError, KeyError):
+                reason, families = "malformed", set()
+            if families & exported:
+                reason = "malformed"  # a second family of one name would make the whole scrape invalid
+        if reason is not None:
+            self.textfile_errors[reason] += 1
+            data = b""
+        elif data and not data.endswith(b"\n"):
+            data += b"\n"
+        counts = "".join(
+            f'{TEXTFILE_ERRORS}_total{{reason="{reason}"}} {n}\n'
+            for reason, n in self.textfile_errors.items()
+        )
+        head = (
+            f"# HELP {TEXTFILE_ERRORS}_total text file contents left out of /metrics, by reason\n"
+            f"# TYPE {TEXTFILE_ERRORS}_total counter\n"
+        )
+        return data + (head + counts).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,13 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--launcher-pid", type=int, required=True, help="the launcher's pid")
     parser.add_argument("--http-limits", type=json.loads, required=True, help="HttpLimits' fields as JSON")
     parser.add_argument("--keep-alive-timeout-s", type=int, required=True)
+    parser.add_argument("--textfile", type=Path, help="a Prometheus text file whose samples /metrics appends")
     args = parser.parse_args(argv)
     _die_with_parent(args.launcher_pid)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     os.nice(NICENESS)
     config = uvicorn.Config(
-        MetricsApp(),
+        MetricsApp(textfile=args.textfile),
         lifespan="off",
         access_log=False,
         server_header=False,

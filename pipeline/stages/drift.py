@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from model_service.contract.capture import pseudonym
 from model_service.contract.card import Feature, ModelCard
 from model_service.contract.monitoring import (
     BIN_LABEL,
     FEATURE_BIN_TOTAL,
     FEATURE_LABEL,
     SCORE_BIN_TOTAL,
-    pseudonym,
 )
 from pipeline.adapters.service_process import loopback_url
 from pipeline.artifacts import ModelDir

@@ -23,8 +23,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 
+from model_service.contract.capture import pseudonym
 from model_service.contract.card import parse_card
-from model_service.contract.monitoring import FEATURE_BIN_TOTAL, FEATURE_PSI, pseudonym
+from model_service.contract.monitoring import FEATURE_BIN_TOTAL, FEATURE_PSI
 from model_service.server.metrics_server import NICENESS
 from pipeline.ml.profile import bin_counts
 from pipeline.stages.drift import scrape_counts

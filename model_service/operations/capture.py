@@ -1,0 +1,362 @@
+"""The capture writer: a sample of what a worker served, written off the hot path (model_service/contract/capture.py
+says what is written where).
+
+Per request the hot path pays for a random draw and, for a sampled request, a dict entry (`hold`, when the
+answer is computed) and a queue put (`release`, once it is sent, with its status and latency). A writer
+thread per worker turns each held answer into one `CaptureRecord` per row (typing the values as the card
+does, redacting sensitive features), indexes their label keys in `labels.sqlite`, then appends the lines to
+this worker's own file (its pid in the name: no two processes share a file, so no line interleaves with
+another's). When the queue is full (a slow disk, a locked index), the index cannot be written or the file
+cannot (a full disk), the sample is dropped and counted in `model_service_capture_dropped_total{reason}`:
+never a request. A failed write closes the file, so a torn line stays the last of its file, where
+`read_capture` skips it.
+
+Bounds, over the whole directory (every worker's files): a file is closed at `capture_max_file_bytes`; at
+each rotation and every `MAINTENANCE_INTERVAL_S`, the oldest files beyond `capture_max_files` and files
+untouched for `capture_retention_days` are removed, and index rows older than the retention forgotten. A
+worker whose file another removed opens a new one.
+"""
+
+import contextlib
+import math
+import os
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from model_service.contract.capture import (
+    LABELS_FILE,
+    OUTCOME_MEANING,
+    CaptureRecord,
+    LabelOutcome,
+    LabelStore,
+    capture_file_name,
+    capture_files,
+    redact_row,
+    utc_now,
+)
+from model_service.contract.card import ModelCard
+from model_service.contract.monitoring import CAPTURE_DROPPED, CAPTURE_ROWS, DROP_REASON_LABEL
+from model_service.protocol.errors import InvalidInput
+
+DROP_REASONS = ("queue_full", "index_error", "write_error")
+"""Why a sampled answer was not captured: the writer was behind (`queue_full`), `labels.sqlite` could not
+be written (`index_error`: locked past its timeout, full disk) or the capture file could not (`write_error`)."""
+MAINTENANCE_INTERVAL_S = 60.0
+"""How often an idle writer applies retention."""
+BATCH_ANSWERS = 256
+"""Most answers the writer takes from the queue for one index transaction and one file write."""
+INDEX_TIMEOUT_S = 2.0
+"""Longest the writer waits for a lock on `labels.sqlite` before dropping its batch (`index_error`)."""
+_STOP = None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A sampled answer, kept as the model computed it until its response is sent."""
+
+    answer_id: str
+    version: str
+    rows: Any
+    """Rows [N, F] (a numeric-only model's array) or None."""
+    columns: Sequence[Sequence[Any]] | None
+    """A typed model's values per feature (null as NaN or "") or None."""
+    predictions: Any
+    scores: Any
+
+
+class CaptureWriter:
+    """One worker's capture: `sampled` and `hold` while answering, `release` once answered, `close` at exit."""
+
+    def __init__(
+        self,
+        directory: Path,
+        card: ModelCard,
+        registry: CollectorRegistry,
+        *,
+        sample_ratio: float,
+        max_file_bytes: int,
+        max_files: int,
+        retention_days: float,
+        queue_size: int,
+        sensitive: Mapping[str, str],
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.sample_ratio = sample_ratio
+        self.max_file_bytes = max_file_bytes
+        self.max_files = max_files
+        self.retention_s = retention_days * 86400.0
+        self._card = card
+        self._sensitive = dict(sensitive)
+        self._random = random.Random().random
+        self._held: dict[str, Held] = {}
+        self._queue: queue.Queue[tuple[Held, str | None, str, float, float] | None] = queue.Queue(queue_size)
+        dropped = Counter(
+            CAPTURE_DROPPED, "sampled answers not captured, by reason", [DROP_REASON_LABEL], registry=registry
+        )
+        self._dropped = {reason: dropped.labels(reason) for reason in DROP_REASONS}
+        self._rows = Counter(CAPTURE_ROWS, "rows written to the capture", registry=registry)
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._maintained = 0.0
+        self._store: LabelStore | None = None
+        self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+        self._thread.start()
+
+    # -- on the event loop ---------------------------------------------------------------------------
+    def sampled(self) -> bool:
+        return self._random() < self.sample_ratio
+
+    def hold(self, request_id: str, held: Held) -> None:
+        """Keep a sampled answer until `release` (the request's id: the response's X-Request-ID)."""
+        self._held[request_id] = held
+
+    def release(self, request_id: str, trace_id: str | None, status: int, latency_ms: float) -> None:
+        """Hand the held answer, if any, to the writer once sent: only a 200 is captured."""
+        held = self._held.pop(request_id, None)
+        if held is None or status != 200:
+            return
+        try:
+            self._queue.put_nowait((held, trace_id, utc_now(), time.time(), latency_ms))
+        except queue.Full:
+            self._dropped["queue_full"].inc()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued (for at most `timeout_s`), then stop the writer."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout_s)
+        self._thread.join(timeout_s)
+
+    # -- the writer thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    first = self._queue.get(timeout=MAINTENANCE_INTERVAL_S)
+                except queue.Empty:
+                    self._maintain()
+                    continue
+                batch = []
+                item = first
+                while item is not _STOP:
+                    batch.append(item)
+                    if len(batch) >= BATCH_ANSWERS:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._write(batch)
+                if item is _STOP:
+                    return
+                if time.monotonic() - self._maintained > MAINTENANCE_INTERVAL_S:
+                    self._maintain()
+        finally:
+            self._close_file()
+            if self._store is not None:
+                self._store.close()
+
+    def _write(self, batch: list[tuple[Held, str | None, str, float, float]]) -> None:
+        records: list[CaptureRecord] = []
+        served: list[float] = []
+        for held, trace_id, when, epoch, latency_ms in batch:
+            rows = self._records(held, trace_id, when, latency_ms)
+            records += rows
+            served += [epoch] * len(rows)
+        try:
+            self._index().record_captured(
+                [(record.key, epoch) for record, epoch in zip(records, served, strict=True)]
+            )
+        except sqlite3.Error:
+            self._dropped["index_error"].inc(len(batch))
+            return
+        lines = [record.to_json().encode() + b"\n" for record in records]
+        try:
+            self._append(lines)
+        except OSError:
+            self._close_file()  # a torn line stays last in its file; the next write opens a new one
+            self._dropped["write_error"].inc(len(batch))
+            return
+        self._rows.inc(len(records))
+
+    def _records(self, held: Held, trace_id: str | None, when: str, latency_ms: float) -> list[CaptureRecord]:
+        card = self._card
+        features = card.features
+        if held.columns is not None:
+            columns = [list(values) for values in held.columns]
+        else:
+            columns = [held.rows[:, j].tolist() for j in range(len(features))]
+        n = len(columns[0]) if columns else 0
+        predictions = held.predictions.tolist() if hasattr(held.predictions, "tolist") else held.predictions
+        scores = held.scores.tolist() if hasattr(held.scores, "tolist") else held.scores
+        classes = [str(c) for c in card.classes]
+        records = []
+        for i in range(n):
+            row = {
+                feature.name: _typed(feature.type, feature.nullable, column[i])
+                for feature, column in zip(features, columns, strict=True)
+            }
+            if card.is_regression:
+                outputs: dict[str, object] = {"value": float(scores[i])}
+            else:
+                outputs = {
+                    "label": predictions[i],
+                    "probabilities": dict(zip(classes, (float(p) for p in scores[i]), strict=True)),
+                }
+            records.append(
+                CaptureRecord(
+                    request_id=held.answer_id,
+                    trace_id=trace_id,
+                    time=when,
+                    model=card.name,
+                    version=held.version,
+                    inputs=redact_row(row, self._sensitive),
+                    outputs=outputs,
+                    latency_ms=round(latency_ms, 3),
+                    row=i,
+                    rows=n,
+                )
+            )
+        return records
+
+    def _index(self) -> LabelStore:
+        if self._store is None:
+            self._store = LabelStore(self.directory / LABELS_FILE, timeout_s=INDEX_TIMEOUT_S)
+        return self._store
+
+    def _append(self, lines: list[bytes]) -> None:
+        """Append the lines to this worker's file, opening a new one where the next line would pass
+        `max_file_bytes` (a line longer than that alone gets a file of its own)."""
+        if self._fd is None:
+            self._rotate()
+        chunk = bytearray()
+        for line in lines:
+            if self._size + len(chunk) + len(line) > self.max_file_bytes and (self._size or chunk):
+                if chunk:
+                    self._write_all(chunk)
+                    chunk = bytearray()
+                self._rotate()
+            chunk += line
+        if chunk:
+            self._write_all(chunk)
+
+    def _write_all(self, data: bytearray) -> None:
+        assert self._fd is not None
+        if os.fstat(self._fd).st_nlink == 0:  # removed by another worker's retention: start a new file
+            self._rotate()
+            assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            self._size += written
+            view = view[written:]
+
+    def _rotate(self) -> None:
+        self._close_file()
+        self._maintain()
+        started = time.time()
+        while True:
+            path = self.directory / capture_file_name(started, os.getpid())
+            try:
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+            except FileExistsError:
+                started += 1e-6
+                continue
+            break
+        self._path, self._size = path, 0
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd, self._path = None, None
+
+    def _maintain(self) -> None:
+        """Retention over the directory: files beyond `max_files` (oldest first) or untouched for the
+        retention, and index rows older than it. Another worker may remove the same file first."""
+        self._maintained = time.monotonic()
+        now = time.time()
+        files = [path for path in capture_files(self.directory) if path != self._path]
+        keep = self.max_files - (1 if self._path is not None else 0)
+        excess = max(0, len(files) - keep)
+        for index, path in enumerate(files):
+            with contextlib.suppress(FileNotFoundError):
+                if index < excess or path.stat().st_mtime < now - self.retention_s:
+                    path.unlink()
+        with contextlib.suppress(sqlite3.Error):
+            self._index().forget_captured_before(now - self.retention_s)
+
+
+_CONVERT = {"int": int, "bool": bool, "string": str, "float": float}
+
+
+def _typed(kind: str, nullable: bool, value: Any) -> object:
+    """A feature's value as the card types it, from what the parser kept (null as NaN, or "" for a
+    nullable string feature)."""
+    if isinstance(value, str):
+        return None if value == "" and nullable else value
+    number = value.item() if hasattr(value, "item") else value
+    if number is None or (isinstance(number, float) and math.isnan(number)):
+        return None
+    return _CONVERT[kind](number)
+
+
+# --- POST /v1/feedback --------------------------------------------------------------------------------
+MAX_FEEDBACK_LABELS = 1000
+"""Most labels in one `POST /v1/feedback` body; more is a 422 (send several requests, or `pipeline feedback`)."""
+_ITEM_KEYS = frozenset({"request_id", "label"})
+
+
+def parse_feedback(body: object) -> list[object]:
+    """The items of a feedback body `{"labels": [{"request_id": ..., "label": ...}, ...]}`; `InvalidInput`
+    (422) when the body as a whole is not of that form. An item's own faults are its outcome (`malformed`)."""
+    if type(body) is not dict or set(body) != {"labels"}:
+        raise InvalidInput('body: expected {"labels": [{"request_id": ..., "label": ...}, ...]}')
+    items = body["labels"]
+    if type(items) is not list or not items:
+        raise InvalidInput("labels: expected a non-empty list of {request_id, label} objects")
+    if len(items) > MAX_FEEDBACK_LABELS:
+        raise InvalidInput(
+            f"labels: {len(items)} items, at most {MAX_FEEDBACK_LABELS} per request; send several requests "
+            "or import a file (python -m pipeline feedback --labels FILE)"
+        )
+    return items
+
+
+def store_feedback(directory: Path, label_window_days: float, items: list[object]) -> dict[str, Any]:
+    """Store each item in `labels.sqlite` (blocking: run it off the event loop) and answer per item, in
+    order: its outcome and what it means. Nothing but a `stored` item changes the store."""
+    store = LabelStore(directory / LABELS_FILE, label_window_days=label_window_days)
+    results: list[dict[str, object]] = []
+    counts = dict.fromkeys(LabelOutcome, 0)
+    try:
+        received = time.time()
+        for index, item in enumerate(items):
+            if type(item) is dict and set(item) == _ITEM_KEYS:
+                outcome = store.add(item["request_id"], item["label"], received_at=received, source="api")
+            else:
+                outcome = LabelOutcome.MALFORMED
+            request_id = item.get("request_id") if type(item) is dict else None
+            results.append(
+                {
+                    "index": index,
+                    "request_id": request_id if isinstance(request_id, str) else None,
+                    "outcome": outcome.value,
+                    "message": OUTCOME_MEANING[outcome],
+                }
+            )
+            counts[outcome] += 1
+    finally:
+        store.close()
+    return {"results": results, "counts": {outcome.value: n for outcome, n in counts.items()}}
