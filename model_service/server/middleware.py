@@ -247,11 +247,6 @@ class ServiceMiddleware:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 trace_id = trace.trace_id if trace is not None else None
                 model.capture.release(request_id, trace_id, status, elapsed_ms)
-            if model.capture is not None:  # a sampled answer goes to the capture's writer once sent
-                trace: Trace | None = scope.get(TRACE_KEY)
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                trace_id = trace.trace_id if trace is not None else None
-                model.capture.release(request_id, trace_id, status, elapsed_ms)
 
     async def _admit(self, scope: Scope, head: RequestHead, route: Route | None) -> None:
         """Authenticate (401), check the route's scope (403), take a token from the client's bucket (429);
