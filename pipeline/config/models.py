@@ -374,6 +374,43 @@ class InputLogSpec(Spec):
     or no series)."""
 
 
+class CaptureSpec(Spec):
+    """What the service served, sampled, and the labels that arrive later (docs/monitoring.md): a rotating
+    JSON-lines log per worker and `labels.sqlite` in one folder, which `pipeline feedback` and
+    `pipeline evaluate` read. Sensitive features are redacted as `drift.log_inputs.sensitive` says."""
+
+    enabled: bool = False
+    """Capture a sample of the answers and accept labels (`POST /v1/feedback`); off: the endpoint answers 404."""
+    sample_ratio: float = Field(0.01, gt=0, le=1)
+    """Share of answered requests captured (every row of a sampled request); docs/bench.md has its p99 cost."""
+    max_file_bytes: int = Field(16_777_216, ge=4096)
+    """A capture file is closed and a new one opened past this size."""
+    max_files: int = Field(64, ge=1, le=100_000)
+    """Most capture files kept in the folder (all workers); the oldest go first. The folder holds at most
+    about `max_files` x `max_file_bytes`, and the rendered emptyDir is sized from it."""
+    retention_days: float = Field(30, gt=0, le=3650)
+    """Capture files untouched this long are removed and their request ids forgotten."""
+    label_window_days: float = Field(30, gt=0, le=3650)
+    """A label for a row served longer ago than this is refused as `late`."""
+    directory: str = Field("capture", min_length=1)
+    """Where local runs (`pipeline serve`) capture and where `pipeline feedback` and `pipeline evaluate` read:
+    relative to the workspace root, or absolute. In the cluster the service writes to its capture volume
+    (`volume_claim`); copy that here, or point this at shared storage, to evaluate it."""
+    volume_claim: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=253)
+    """In the cluster: a PersistentVolumeClaim (created by the team, ReadWriteMany when several pods share
+    it) mounted as the capture folder; null: an emptyDir per pod, lost when the pod goes."""
+
+    @model_validator(mode="after")
+    def _window_within_retention(self) -> Self:
+        if self.label_window_days > self.retention_days:
+            raise ValueError(
+                f"label_window_days {self.label_window_days:g} is longer than retention_days "
+                f"{self.retention_days:g}: a row's id is forgotten before its label window ends; shorten "
+                "the window or keep the capture longer"
+            )
+        return self
+
+
 class QualitySpec(Spec):
     """Live quality (`pipeline evaluate`, docs/monitoring.md): the captured rows joined with their labels,
     judged with `gates.metrics` (absolute bounds, and `vs_champion` against the version's offline figures)."""
@@ -1188,6 +1225,8 @@ class Config(Spec):
     """Kubernetes and Argo CD."""
     drift: DriftSpec = DriftSpec()
     """Drift monitoring."""
+    capture: CaptureSpec = CaptureSpec()
+    """What the service served, sampled, and the labels that arrive later."""
     quality: QualitySpec = QualitySpec()
     """Live quality: the served rows judged with their labels."""
     batch: BatchSpec = BatchSpec()
