@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         max_headers=settings.max_headers,
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
+        max_pipelined=settings.max_pipelined,
+        max_connections=settings.max_connections,
     )
     metrics_process = subprocess.Popen(
         [

@@ -90,6 +90,13 @@ class ServiceSettings(BaseSettings):
     (or, before any byte, a close): slow or stalled clients cannot hold connections."""
     body_timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
     """Longest wait from the end of the headers to the end of the body; then a 408 and a close."""
+    max_pipelined: int = Field(default=16, ge=1, le=10_000)
+    """Most requests waiting on one connection behind the one being answered (HTTP/1.1 pipelining); past
+    it the service stops reading that connection until answers drain, so one connection's memory stays
+    bounded."""
+    max_connections: int = Field(default=0, ge=0)
+    """Most open connections per worker; past it a new connection closes the one idle the longest (or,
+    with none idle, is closed at once). 0: the descriptor limit (RLIMIT_NOFILE) less a reserve of 256."""
     keep_alive_timeout_s: int = Field(default=5, ge=1, le=300)
     """Seconds an idle keep-alive connection stays open after a response (uvicorn `timeout_keep_alive`).
     Keep it longer than the idle timeout of a proxy in front, so the proxy closes first and never sends a
