@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.service_process import service_settings
+from pipeline.adapters.service_process import capture_settings, service_settings
 from pipeline.config import ClusterTiming, Config, Task, known_environments, load_config
 from pipeline.console import Reporter
 from pipeline.deploy import batch_jobs, workflow_schedules
@@ -71,11 +71,28 @@ def _op(op: str, path: str, value: Any) -> dict[str, Any]:
     return {"op": op, "path": path, "value": value}
 
 
+CAPTURE_MOUNT_PATH = "/var/lib/model-service/capture"
+"""Where the service's capture volume is mounted in the pod (the root filesystem is read-only)."""
+CAPTURE_HEADROOM_MIB = 64
+"""The emptyDir's room beyond the capture files: labels.sqlite, its WAL, the live-quality file."""
+
+
+def capture_volume(config: Config) -> dict[str, Any]:
+    """The capture's volume: the environment's PersistentVolumeClaim, else an emptyDir (lost with the pod)
+    sized for `max_files` full files and the label store."""
+    capture = config.capture
+    if capture.volume_claim is not None:
+        return {"name": "capture", "persistentVolumeClaim": {"claimName": capture.volume_claim}}
+    mib = -(-capture.max_files * capture.max_file_bytes // 1_048_576) + CAPTURE_HEADROOM_MIB
+    return {"name": "capture", "emptyDir": {"sizeLimit": f"{mib}Mi"}}
+
+
 def config_map(config: Config) -> dict[str, Any]:
     data = {
         **service_settings(config),
         "MODEL_SERVICE_SHUTDOWN_DELAY_S": str(config.deploy.shutdown_delay_seconds),
         "MODEL_SERVICE_GRACEFUL_TIMEOUT_S": str(config.deploy.graceful_timeout_seconds),
+        **capture_settings(config, CAPTURE_MOUNT_PATH),
     }
     return {
         "apiVersion": "v1",
@@ -121,6 +138,10 @@ def rollout_patch(config: Config, rollout_plan: Plan, release: Release) -> list[
         ops.append(
             _op("add", f"{container}/env/-", {"name": "MODEL_SERVICE_API_KEY_SHA256", "valueFrom": secret})
         )
+    if config.capture.enabled:  # the capture folder (docs/monitoring.md, In the cluster)
+        ops.append(_op("add", "/spec/template/spec/volumes/-", capture_volume(config)))
+        mount = {"name": "capture", "mountPath": CAPTURE_MOUNT_PATH}
+        ops.append(_op("add", f"{container}/volumeMounts/-", mount))
     if config.rollout.rollback_window:  # back to a recent release: no steps, no analysis (docs/rollout.md)
         ops.append(_op("add", "/spec/rollbackWindow", {"revisions": config.rollout.rollback_window}))
     if rollout_plan.strategy == "canary":
