@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.adapters.service_process import capture_settings, service_settings
 from pipeline.config import ClusterTiming, Config, Task, known_environments, load_config
 from pipeline.console import Reporter
-from pipeline.deploy import batch_jobs, workflow_schedules
+from pipeline.deploy import alerting, batch_jobs, workflow_schedules
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
     analysis_metrics,
@@ -325,6 +325,8 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         ],
         "patch-prometheusrule.yaml": [
             *_label_ops(selector_labels),
+            # The SLO group first: NO_TRAFFIC_RULE joins it (groups/0).
+            *(_op("add", "/spec/groups/-", group) for group in alerting.rule_groups(config)),
             *([_op("add", "/spec/groups/0/rules/-", NO_TRAFFIC_RULE)] if deploy.expected_user_rps else []),
             _op("add", "/spec/groups/-", drift_rules(config)),
             *([_op("add", "/spec/groups/-", rules)] if (rules := fallback_rules(config)) else []),
@@ -334,6 +336,9 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     }
     if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)
+    if (routing := alerting.alertmanager_config_object(config)) is not None:
+        resources.append("alertmanager-config.yaml")
+        files["alertmanager-config.yaml"] = routing
     if deploy.image_pull_secret:
         patches["patch-serviceaccount.yaml"] = ("", "ServiceAccount", APP)
         files["patch-serviceaccount.yaml"] = [
