@@ -178,6 +178,17 @@ class RegistrySpec(Spec):
     The MLFLOW_TRACKING_URI variable, when set, wins over both."""
     experiment: str | None = None
     """MLflow experiment name; defaults to the model name."""
+    signing_key_file: Path | None = None
+    """Ed25519 private key (PEM) `register` signs the model with (docs/service.md, Model signatures); make
+    one with `python -m pipeline.release.signing keygen --out KEY.pem`. The MODEL_SIGNING_KEY_FILE variable,
+    when set, wins. Empty and no variable: not signed with a key."""
+    keyless_signing: bool = True
+    """In a GitHub Actions job that may mint an OIDC token (`id-token: write`), `register` also signs with
+    Sigstore, keyless: the signer is the workflow's identity (needs the `sigstore` package)."""
+
+
+ED25519_KEY_PATTERN = r"^[A-Za-z0-9+/]{43}=$"
+"""An Ed25519 public key (32 bytes, RFC 8032) in base64."""
 
 
 class ServiceSpec(Spec):
@@ -201,6 +212,34 @@ class ServiceSpec(Spec):
     fallback: FallbackSpec | None = None
     """A second model served next to the primary behind a circuit breaker (docs/service.md, Fallback);
     unset: no fallback."""
+    signatures: Literal["required", "optional", "off"] = "off"
+    """The deployed service's check of the model's signature at start (MODEL_SERVICE_SIGNATURES): `required`
+    refuses an unsigned model, one signed by a key not in `signing_public_keys` and a file changed after
+    signing; `optional` checks a signature when there is one; `off` reads none. `register` refuses to
+    register for an environment that requires signatures without a key to sign with."""
+    signing_public_keys: list[Annotated[str, Field(pattern=ED25519_KEY_PATTERN)]] = Field(
+        default_factory=list
+    )
+    """Trusted Ed25519 public keys, base64 (as `python -m pipeline.release.signing keygen` prints them).
+    Public: rendered into the ConfigMap (MODEL_SERVICE_SIGNING_PUBLIC_KEYS)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _off_unquoted(cls, data: Any) -> Any:
+        """YAML 1.1 reads an unquoted `off` as false: `signatures: off` means "off"."""
+        if isinstance(data, dict) and data.get("signatures") is False:
+            return {**data, "signatures": "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _keys_when_signatures_checked(self) -> Self:
+        if self.signatures != "off" and not self.signing_public_keys:
+            msg = (
+                f"signatures {self.signatures!r} needs signing_public_keys: the trusted Ed25519 public keys "
+                "(`python -m pipeline.release.signing keygen --out KEY.pem` prints one), or signatures: off"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class BreakerSpec(Spec):
@@ -847,6 +886,23 @@ class GatewaySpec(Spec):
         return self
 
 
+SECTION_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A Gateway listener's name as an HTTPRoute's parentRefs[].sectionName takes it (the CRD's pattern)."""
+
+
+class TLSSpec(Spec):
+    """HTTPS where users come in (docs/kubernetes.md, TLS): the certificate is the Ingress' (nginx) or the
+    Gateway listener's (gateway-api, the platform's Gateway)."""
+
+    secret_name: str | None = Field(None, pattern=NAMESPACE_PATTERN)
+    """traffic_router `nginx`: the Secret (type kubernetes.io/tls, in `deploy.namespace`) the Ingress serves
+    `deploy.host` with, created out of band (cert-manager, or by hand). Not with gateway-api: there the
+    certificate is the listener's (`certificateRefs`), set on the platform's Gateway."""
+    listener: str | None = Field(None, pattern=SECTION_NAME_PATTERN)
+    """traffic_router `gateway-api`: the name of the Gateway's HTTPS listener the HTTPRoute attaches to
+    (`parentRefs[].sectionName`), so the route is served over TLS only."""
+
+
 class DeploySpec(Spec):
     """How the environment runs on Kubernetes: rendered into k8s/overlays/<env> and k8s/argocd/<env>.yaml."""
 
@@ -860,6 +916,9 @@ class DeploySpec(Spec):
     fixes since March 2026: only for clusters that still run it)."""
     gateway: GatewaySpec = GatewaySpec()
     """The Gateway the HTTPRoute attaches to (traffic_router `gateway-api`)."""
+    tls: TLSSpec | None = None
+    """HTTPS at the edge: `{listener}` (gateway-api) or `{secret_name}` (nginx); empty: the route is
+    rendered without TLS (the Gateway's listeners decide)."""
     ingress_namespace: str = Field("ingress-nginx", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Namespace of the ingress-nginx controller (traffic_router `nginx`), admitted by the NetworkPolicy."""
     prometheus: PrometheusSpec = PrometheusSpec()
@@ -908,6 +967,23 @@ class DeploySpec(Spec):
     def _replicas_in_order(self) -> Self:
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas {self.max_replicas} < min_replicas {self.min_replicas}")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_for_the_router(self) -> Self:
+        tls = self.tls
+        if tls is None:
+            return self
+        if self.traffic_router == "nginx" and (tls.secret_name is None or tls.listener is not None):
+            raise ValueError(
+                "tls with traffic_router nginx: set tls.secret_name (the kubernetes.io/tls Secret the Ingress "
+                "serves), not tls.listener"
+            )
+        if self.traffic_router == "gateway-api" and (tls.listener is None or tls.secret_name is not None):
+            raise ValueError(
+                "tls with traffic_router gateway-api: set tls.listener (the Gateway's HTTPS listener, "
+                "parentRefs sectionName); the certificate is that listener's, not a tls.secret_name"
+            )
         return self
 
 
@@ -1151,128 +1227,6 @@ class PromotionSpec(Spec):
         return self
 
 
-SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
-"""A key of a Kubernetes Secret's data."""
-ALERT_DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h)$"
-"""An Alertmanager duration in whole seconds, minutes or hours: `30s`, `5m`, `4h`."""
-Severity = Literal["page", "ticket"]
-"""The `severity` label of the rendered alerts: `page` wakes someone, `ticket` is read in working hours."""
-
-
-class SecretKeySpec(Spec):
-    """One key of a Kubernetes Secret in the environment's namespace, created out of band (never committed);
-    the Prometheus Operator reads it when it builds Alertmanager's configuration."""
-
-    secret: str = Field(pattern=NAMESPACE_PATTERN)
-    """Name of the Secret."""
-    key: str = Field(pattern=SECRET_KEY_PATTERN)
-    """Key in the Secret's data."""
-
-
-class SlackReceiverSpec(Spec):
-    """Alerts posted to a Slack channel through an incoming webhook."""
-
-    webhook_url: SecretKeySpec
-    """The Secret key holding the incoming webhook's URL (it is a credential)."""
-    channel: str | None = Field(None, pattern=r"^[#@][^\s]+$")
-    """Channel to post to (`#ml-alerts`); empty: the webhook's own channel."""
-
-
-class PagerDutyReceiverSpec(Spec):
-    """Alerts sent to a PagerDuty service through its Events API v2 integration."""
-
-    routing_key: SecretKeySpec
-    """The Secret key holding the integration's routing key."""
-    url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
-    """Events API endpoint; empty: Alertmanager's default (PagerDuty's US service region)."""
-
-
-class EmailReceiverSpec(Spec):
-    """Alerts sent by e-mail through an SMTP server."""
-
-    model_config = ConfigDict(serialize_by_alias=True)  # dumps `from`, as the YAML writes it
-
-    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-    """Address the alerts go to."""
-    from_: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")
-    """Sender address."""
-    smarthost: str = Field(pattern=r"^[a-zA-Z0-9.-]+:[0-9]{1,5}$")
-    """SMTP server as host:port (`smtp.example.com:587`)."""
-    username: str | None = None
-    """SMTP login; empty: no authentication."""
-    password: SecretKeySpec | None = None
-    """The Secret key holding the SMTP password (with `username`)."""
-    require_tls: bool = True
-    """Refuse to send without STARTTLS."""
-
-    @model_validator(mode="after")
-    def _login_whole(self) -> Self:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together: set both for SMTP login, or neither")
-        return self
-
-
-class ReceiverSpec(Spec):
-    """Where one receiver's alerts go: one or more of Slack, PagerDuty and e-mail."""
-
-    slack: SlackReceiverSpec | None = None
-    """A Slack channel."""
-    pagerduty: PagerDutyReceiverSpec | None = None
-    """A PagerDuty service."""
-    email: EmailReceiverSpec | None = None
-    """An e-mail address."""
-
-    @model_validator(mode="after")
-    def _goes_somewhere(self) -> Self:
-        if self.slack is None and self.pagerduty is None and self.email is None:
-            raise ValueError("a receiver needs slack, pagerduty or email: one that has none delivers nothing")
-        return self
-
-
-class AlertsSpec(Spec):
-    """Who hears the PrometheusRule's alerts (docs/alerting.md): receivers, routed by the alerts' severity,
-    rendered as an AlertmanagerConfig in the overlay; no receivers: none is rendered (the alerts reach only
-    Alertmanager's own default route). Also the thresholds of the resource alerts."""
-
-    receivers: dict[Annotated[str, Field(pattern=NAMESPACE_PATTERN)], ReceiverSpec] = Field(
-        default_factory=dict
-    )
-    """Receivers by name (`pager: {pagerduty: {routing_key: {secret: alerting, key: pagerduty}}}`)."""
-    routes: dict[Severity, str] = Field(default_factory=dict)
-    """Severity -> receiver (`{page: pager, ticket: team-slack}`); a severity not named goes to
-    `default_receiver`."""
-    default_receiver: str | None = None
-    """Receiver of the alerts no route takes; required when there are receivers."""
-    group_by: list[str] = Field(default_factory=lambda: ["alertname", "namespace"], min_length=1)
-    """Labels that group alerts into one notification."""
-    group_wait: str = Field("30s", pattern=ALERT_DURATION_PATTERN)
-    """How long a new group waits for more alerts before its first notification."""
-    group_interval: str = Field("5m", pattern=ALERT_DURATION_PATTERN)
-    """How long before a group that changed is notified again."""
-    repeat_interval: str = Field("4h", pattern=ALERT_DURATION_PATTERN)
-    """How long before a group still firing is notified again."""
-    max_restarts: int = Field(3, ge=1, le=100)
-    """Container restarts within 15 minutes that page (ModelServiceRestarting)."""
-    memory_limit_share: float = Field(0.9, gt=0, lt=1)
-    """Working-set memory as a share of the container's limit that opens a ticket (ModelServiceMemoryNearLimit)."""
-    fd_limit_share: float = Field(0.8, gt=0, lt=1)
-    """Open file descriptors as a share of a process' limit that opens a ticket (ModelServiceFdsNearLimit)."""
-
-    @model_validator(mode="after")
-    def _routes_name_receivers(self) -> Self:
-        known = ", ".join(sorted(self.receivers)) or "none"
-        named = {f"routes.{severity}": name for severity, name in self.routes.items()}
-        if self.default_receiver is not None:
-            named["default_receiver"] = self.default_receiver
-        unknown = [f"{key} {name!r}" for key, name in named.items() if name not in self.receivers]
-        if unknown:
-            msg = f"{'; '.join(unknown)}: no such receiver (receivers: {known}); add it under receivers or fix the name"
-            raise ValueError(msg)
-        if self.receivers and self.default_receiver is None:
-            raise ValueError(f"receivers are set but default_receiver is not: name one of {known}")
-        return self
-
-
 WINDOW_SCRAPES = 4
 """Scrapes in one PromQL range window: rate() needs two samples, four leave room for a missed scrape."""
 
@@ -1357,8 +1311,6 @@ class Config(Spec):
     """Scheduled drift and live-quality checks, and what a failing verdict does."""
     promotion: PromotionSpec = PromotionSpec()
     """When a release may enter the environment."""
-    alerts: AlertsSpec = AlertsSpec()
-    """Where alerts go, and the resource alerts' thresholds."""
 
     @property
     def alias(self) -> str:

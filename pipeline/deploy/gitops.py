@@ -42,6 +42,8 @@ class Lineage:
     loadtest: str
     compatibility: str | None = None
     """Against the release serving the environment: `breaking` rolls out by rollout.breaking's plan."""
+    model_sha256: str | None = None
+    """The registry's `onnx_sha256` of the version (absent on versions registered before it was recorded)."""
 
     def release(self) -> Release:
         return Release(
@@ -49,6 +51,7 @@ class Lineage:
             tag=self.tag or "unreleased",
             digest=self.digest,
             model_version=self.model_version,
+            model_sha256=self.model_sha256,
             git_sha=self.git_sha,
             compatibility=self.compatibility,
         )
@@ -90,6 +93,7 @@ def lineage_from_tags(config: Config, version: str, tags: dict[str, Any]) -> Lin
         digest=digest,
         gate=str(tags.get(f"gate.{config.name}") or "none"),
         loadtest=str(tags.get(f"loadtest.{config.name}") or "none"),
+        model_sha256=str(tags.get("onnx_sha256") or "") or None,
     )
 
 

@@ -22,6 +22,9 @@ class Release:
     tag: str = UNRELEASED_TAG
     digest: str | None = None
     model_version: str | None = None
+    model_sha256: str | None = None
+    """sha256 of the version's ONNX file as the registry recorded it at register (`onnx_sha256` tag): the
+    pods refuse to start on another file (MODEL_SERVICE_EXPECTED_SHA256)."""
     git_sha: str | None = None
     replaces: str | None = None
     """The reference this release replaced (written by `promote --gitops`); null for an environment's first

@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.service_process import capture_settings, service_settings
+from pipeline.adapters.service_process import service_settings
 from pipeline.config import ClusterTiming, Config, Task, known_environments, load_config
 from pipeline.console import Reporter
-from pipeline.deploy import alerting, batch_jobs, workflow_schedules
+from pipeline.deploy import batch_jobs, workflow_schedules
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
     analysis_metrics,
@@ -71,20 +71,16 @@ def _op(op: str, path: str, value: Any) -> dict[str, Any]:
     return {"op": op, "path": path, "value": value}
 
 
-CAPTURE_MOUNT_PATH = "/var/lib/model-service/capture"
-"""Where the service's capture volume is mounted in the pod (the root filesystem is read-only)."""
-CAPTURE_HEADROOM_MIB = 64
-"""The emptyDir's room beyond the capture files: labels.sqlite, its WAL, the live-quality file."""
-
-
-def capture_volume(config: Config) -> dict[str, Any]:
-    """The capture's volume: the environment's PersistentVolumeClaim, else an emptyDir (lost with the pod)
-    sized for `max_files` full files and the label store."""
-    capture = config.capture
-    if capture.volume_claim is not None:
-        return {"name": "capture", "persistentVolumeClaim": {"claimName": capture.volume_claim}}
-    mib = -(-capture.max_files * capture.max_file_bytes // 1_048_576) + CAPTURE_HEADROOM_MIB
-    return {"name": "capture", "emptyDir": {"sizeLimit": f"{mib}Mi"}}
+def signature_settings(config: Config) -> dict[str, str]:
+    """The deployed service's model signature check (`service.signatures`). The cluster's only: a local run
+    serves the folder it just exported, signed or not (docs/service.md, Model signatures)."""
+    service = config.service
+    if service.signatures == "off":
+        return {}
+    return {
+        "MODEL_SERVICE_SIGNATURES": service.signatures,
+        "MODEL_SERVICE_SIGNING_PUBLIC_KEYS": ",".join(service.signing_public_keys),
+    }
 
 
 def config_map(config: Config) -> dict[str, Any]:
@@ -92,7 +88,7 @@ def config_map(config: Config) -> dict[str, Any]:
         **service_settings(config),
         "MODEL_SERVICE_SHUTDOWN_DELAY_S": str(config.deploy.shutdown_delay_seconds),
         "MODEL_SERVICE_GRACEFUL_TIMEOUT_S": str(config.deploy.graceful_timeout_seconds),
-        **capture_settings(config, CAPTURE_MOUNT_PATH),
+        **signature_settings(config),
     }
     return {
         "apiVersion": "v1",
@@ -138,10 +134,9 @@ def rollout_patch(config: Config, rollout_plan: Plan, release: Release) -> list[
         ops.append(
             _op("add", f"{container}/env/-", {"name": "MODEL_SERVICE_API_KEY_SHA256", "valueFrom": secret})
         )
-    if config.capture.enabled:  # the capture folder (docs/monitoring.md, In the cluster)
-        ops.append(_op("add", "/spec/template/spec/volumes/-", capture_volume(config)))
-        mount = {"name": "capture", "mountPath": CAPTURE_MOUNT_PATH}
-        ops.append(_op("add", f"{container}/volumeMounts/-", mount))
+    if release.model_sha256:  # the registry's record of the release's ONNX file, checked at start
+        env = {"name": "MODEL_SERVICE_EXPECTED_SHA256", "value": release.model_sha256}
+        ops.append(_op("add", f"{container}/env/-", env))
     if config.rollout.rollback_window:  # back to a recent release: no steps, no analysis (docs/rollout.md)
         ops.append(_op("add", "/spec/rollbackWindow", {"revisions": config.rollout.rollback_window}))
     if rollout_plan.strategy == "canary":
@@ -175,22 +170,22 @@ def route_patch(config: Config) -> list[dict[str, Any]]:
     """Where users come in: the HTTPRoute's Gateway and hostname, or the Ingress rule's host."""
     deploy = config.deploy
     if deploy.traffic_router == "nginx":
-        return [_op("replace", "/spec/rules/0/host", deploy.host)]
+        ops = [_op("replace", "/spec/rules/0/host", deploy.host)]
+        if deploy.tls is not None:  # ingress-nginx then redirects plain HTTP to HTTPS (its ssl-redirect default)
+            ops.append(_op("add", "/spec/tls", [{"hosts": [deploy.host], "secretName": deploy.tls.secret_name}]))
+        return ops
     gateway = deploy.gateway
+    # group and kind are the CRD's defaults, written out (validate.default_problems says why).
+    parent = {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": gateway.name,
+        "namespace": gateway.namespace,
+    }
+    if deploy.tls is not None and deploy.tls.listener is not None:  # the HTTPS listener, with its certificate
+        parent["sectionName"] = deploy.tls.listener
     return [
-        # group and kind are the CRD's defaults, written out (validate.default_problems says why).
-        _op(
-            "replace",
-            "/spec/parentRefs",
-            [
-                {
-                    "group": "gateway.networking.k8s.io",
-                    "kind": "Gateway",
-                    "name": gateway.name,
-                    "namespace": gateway.namespace,
-                }
-            ],
-        ),
+        _op("replace", "/spec/parentRefs", [parent]),
         _op("replace", "/spec/hostnames", [deploy.host]),
     ]
 
@@ -325,8 +320,6 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         ],
         "patch-prometheusrule.yaml": [
             *_label_ops(selector_labels),
-            # The SLO group first: NO_TRAFFIC_RULE joins it (groups/0).
-            *(_op("add", "/spec/groups/-", group) for group in alerting.rule_groups(config)),
             *([_op("add", "/spec/groups/0/rules/-", NO_TRAFFIC_RULE)] if deploy.expected_user_rps else []),
             _op("add", "/spec/groups/-", drift_rules(config)),
             *([_op("add", "/spec/groups/-", rules)] if (rules := fallback_rules(config)) else []),
@@ -336,9 +329,6 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     }
     if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)
-    if (routing := alerting.alertmanager_config_object(config)) is not None:
-        resources.append("alertmanager-config.yaml")
-        files["alertmanager-config.yaml"] = routing
     if deploy.image_pull_secret:
         patches["patch-serviceaccount.yaml"] = ("", "ServiceAccount", APP)
         files["patch-serviceaccount.yaml"] = [
