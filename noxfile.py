@@ -79,6 +79,7 @@ STAGES = {  # one line per stage of pipeline/stages/__init__.py's table: `nox -s
     "register": "Register the exported model in MLflow; alias ENV-candidate.",
     "image": "Build the service image with the model baked in, smoke-test it, push it when configured.",
     "loadtest": "Load-test the service with the exported model; gate on the SLOs (`-- --host URL` for a running one).",
+    "shadow": "Mirror live traffic to the candidate while users get stable's answers; gate on the paired answers.",
     "rollout": "Rehearse ENV's rollout plan locally: Caddy, live Locust traffic, analysis; promote or roll back.",
     "promote": "Move alias ENV to the candidate whose gate passed (`-- --to-version N` for a given one).",
     "rollback": "Move alias ENV back to the version that served before (`-- --gitops`: revert the overlay too).",

@@ -63,14 +63,14 @@ def locust_profile(config: Config, model: ModelDir) -> dict[str, Any]:
     }
 
 
-def locust_command(url: str, report_dir: Path) -> list[str]:
-    """Locust headless on the locustfile against `url`, writing its reports into `report_dir`."""
+def locust_command(url: str, report_dir: Path, locustfile: Path = LOCUSTFILE) -> list[str]:
+    """Locust headless on `locustfile` against `url`, writing its reports into `report_dir`."""
     return [
         sys.executable,
         "-m",
         "locust",
         "-f",
-        str(LOCUSTFILE),
+        str(locustfile),
         "--headless",
         "--host",
         url,
@@ -131,11 +131,14 @@ def run_locust(
     spec: LoadTestSpec,
     *,
     reporter: Reporter,
+    locustfile: Path = LOCUSTFILE,
+    extra_env: Mapping[str, str] | None = None,
 ) -> None:
     """Locust to its profile's end (plus a grace period), a progress line every few seconds; StageError
-    when it hangs, fails or writes no final stats."""
-    command = locust_command(url, report_dir)
-    env = {**os.environ, **locust_environment(profile_path, headers)}
+    when it hangs, fails or writes no final stats. `locustfile` and `extra_env`: another set of users
+    (the shadow stage's, which check each answer)."""
+    command = locust_command(url, report_dir, locustfile)
+    env = {**os.environ, **locust_environment(profile_path, headers), **(extra_env or {})}
     log_path = report_dir / "locust.log"
     timeout = spec.profile.duration_s + LOCUST_GRACE_S
     with log_path.open("wb") as log:

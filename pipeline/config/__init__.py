@@ -29,6 +29,8 @@ from pipeline.config.models import (
     DriftLevels,
     LoadTestSpec,
     ModelSpec,
+    ShadowBound,
+    ShadowSpec,
     SloBounds,
 )
 from pipeline.config.schema import REFERENCE_FILE, config_reference, json_schema
@@ -49,6 +51,8 @@ __all__ = [
     "DriftLevels",
     "LoadTestSpec",
     "ModelSpec",
+    "ShadowBound",
+    "ShadowSpec",
     "SloBounds",
     "Task",
     "config_reference",

@@ -714,16 +714,18 @@ class ShadowBound(Spec):
 class ShadowGates(Spec):
     """The shadow stage's gates: candidate vs stable on the same mirrored requests (docs/shadow.md)."""
 
-    label_agreement: ShadowBound = ShadowBound(min=0.9)
+    label_agreement: ShadowBound = ShadowBound(min=0.85)
     """Share of paired rows where both predict the same class (0-1)."""
     positive_rate_delta: ShadowBound = ShadowBound(max=0.1)
     """Largest absolute difference of a class's share of the predictions, candidate vs stable (0-1)."""
     score_psi: ShadowBound = ShadowBound(max=1.0)
     """PSI of the two score distributions, on the monitoring contract's score bins."""
-    score_ks: ShadowBound = ShadowBound(max=0.15)
+    score_ks: ShadowBound = ShadowBound(max=0.75, advisory=True)
     """Kolmogorov-Smirnov statistic of the two score distributions (0-1)."""
-    max_abs_diff: ShadowBound = ShadowBound(max=0.5, advisory=True)
+    max_abs_diff: ShadowBound = ShadowBound(max=0.9, advisory=True)
     """Largest probability difference on one row (0-1)."""
+    error_ratio: ShadowBound = ShadowBound(max=0.01)
+    """Share of the copies the candidate answered with an error or not at all (0-1)."""
     p95_ms: AnalysisBound = AnalysisBound(max=250, max_vs_stable=3.0, min_effect_ms=10)
     """The candidate's p95 latency: `max` in milliseconds; `max_vs_stable` and `min_effect_ms` as in
     `rollout.analysis` (slower only when the ratio, the effect floor and a significant rank test agree)."""
@@ -736,7 +738,7 @@ class ShadowSpec(Spec):
     """Run the stage when a version serves the environment (else it is skipped with the reason)."""
     mirror_percent: int = Field(100, ge=1, le=100)
     """Share of live requests copied to the candidate (the local mirror and the HTTPRoute's RequestMirror)."""
-    duration_s: float = Field(8.0, ge=1, le=MAX_LOAD_DURATION_S)
+    duration_s: float = Field(5.0, ge=1, le=MAX_LOAD_DURATION_S)
     """The local rehearsal's traffic window (seconds)."""
     queue: int = Field(256, ge=1, le=100_000)
     """Copies waiting for the candidate; beyond it a copy is dropped (counted), never the user's request."""

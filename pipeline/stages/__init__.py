@@ -25,6 +25,14 @@ STAGES: tuple[Stage, ...] = (
         "export",
         "ONNX export with a parity gate; writes the card",
         run="pipeline.stages.export:run",
+        options=(
+            option(
+                "--from-capture",
+                action="store_true",
+                help="also prove parity on the captured rows: the rows the service captured (capture.directory), redacted; a hashed or dropped "
+                "feature takes the card's default, else the row is refused (counted)",
+            ),
+        ),
         fresh=True,
         in_run=True,
     ),
@@ -61,6 +69,27 @@ STAGES: tuple[Stage, ...] = (
             option("--host", metavar="URL", help="test the service already running at URL instead"),
             option(
                 "--allow-remote", action="store_true", help="allow a --host that is not a loopback address"
+            ),
+            option(
+                "--from-capture",
+                action="store_true",
+                help="send the captured rows instead of the evaluation rows: the rows the service captured (capture.directory), redacted; a hashed or dropped "
+                "feature takes the card's default, else the row is refused (counted)",
+            ),
+        ),
+        fresh=True,
+        in_run=True,
+    ),
+    Stage(
+        "shadow",
+        "the candidate answers copies of live traffic while users get stable's answers; judge the pairs",
+        run="pipeline.stages.shadow:run",
+        options=(
+            option(
+                "--candidate-fault",
+                metavar="FAULT",
+                help="start the candidate with injected faults to prove the judge catches them (as rollout's: "
+                "latency=200ms, latency=3ms@0.08, errors=0.2 or shift; refused for prod)",
             ),
         ),
         fresh=True,
@@ -202,8 +231,14 @@ STAGES: tuple[Stage, ...] = (
             option(
                 "--allow-remote", action="store_true", help="allow a --url that is not a loopback address"
             ),
+            option(
+                "--from-capture",
+                action="store_true",
+                help="check the captured rows instead: the rows the service captured (capture.directory), redacted; a hashed or dropped "
+                "feature takes the card's default, else the row is refused (counted)",
+            ),
         ),
-        exclusive=(("--input", "--url"),),
+        exclusive=(("--input", "--url", "--from-capture"),),
     ),
     Stage(
         "feedback",
