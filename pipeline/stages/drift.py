@@ -1,6 +1,7 @@
-"""`python -m pipeline drift`: compare a sample of inputs (a file, or a live service's counters) with the
-reference profile in the model card: PSI per feature with KS (numeric) or a chi-square statistic (categorical,
-reported beside PSI), PSI of the predicted scores (classification: the score; regression: the predicted value).
+"""`python -m pipeline drift`: compare a sample of inputs (a file, the captured rows, or a live
+service's counters) with the reference profile in the model card: PSI per feature with KS (numeric) or a
+chi-square statistic (categorical, reported beside PSI), PSI of the predicted scores (classification: the
+score; regression: the predicted value).
 
 Bounds come from the environment's `drift:` section; each check prints value, bound and PASS/WARN/FAIL
 (a `warn` level below the `fail` bound), and any FAIL fails the stage. Reports: reports/<env>/<run-id>/drift/ (drift.json, drift.png).
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from pipeline.errors import StageError
 from pipeline.ml.drift_checks import SCORE, Row, Sample, compare, reference_of
 from pipeline.ml.onnx_model import predicted_scores
 from pipeline.ml.profile import bin_counts, profile_counts, shares
+from pipeline.quality.join import capture_directory
+from pipeline.quality.replay import captured_rows
 from pipeline.stage import Check, StageContext, StageResult, checked_status
 from pipeline.workspace import Workspace, write_json
 
@@ -265,9 +268,11 @@ def drift(
     input_path: Path | None = None,
     url: str | None = None,
     allow_remote: bool = False,
+    capture_dir: Path | None = None,
 ) -> DriftResult:
-    """Compare a sample (`input_path`, the counters on a service's metrics port at `url`, else the model's
-    own evaluation rows) with the reference profile in `model`'s card."""
+    """Compare a sample (`input_path`, the counters on a service's metrics port at `url`, the rows captured
+    in `capture_dir`, else the model's own evaluation rows) with the reference profile in `model`'s card.
+    A feature the capture hashed or dropped is not checked (its replayed value is the card's default)."""
     if input_path is not None and url is not None:
         raise ConfigError("drift: give --input FILE or --url URL, not both")
     card = model.read_card()
@@ -286,10 +291,22 @@ def drift(
                 f"not exported by the service (drift.log_inputs.sensitive: drop): {', '.join(dropped)}"
             )
     else:
-        if input_path is None:
+        if capture_dir is not None:
+            replay = captured_rows(capture_dir, card, config.drift.log_inputs.sensitive)
+            input_path = workspace.run_dir(config) / "drift" / "captured-rows.jsonl"
+            _as_jsonl(card.feature_names, replay.rows, input_path)
+            reporter.note(replay.summary(capture_dir))
+        elif input_path is None:
             input_path = _eval_as_jsonl(model, workspace.run_dir(config) / "drift")
             reporter.note(f"no --input or --url: checking the model's own evaluation rows ({input_path})")
         sample = file_sample(input_path, card, model)
+        if capture_dir is not None:
+            redacted = config.drift.log_inputs.sensitive
+            counts = [
+                None if f.name in redacted else c
+                for f, c in zip(card.features, sample.feature_counts, strict=True)
+            ]
+            sample = replace(sample, source=f"captured rows of {capture_dir}", feature_counts=counts)
         train_columns = _training_columns(config, workspace, card, reporter)
     if sample.rows < config.drift.min_rows:
         raise StageError(
@@ -322,9 +339,12 @@ def drift(
 def _eval_as_jsonl(model: ModelDir, out_dir: Path) -> Path:
     """The evaluation rows as JSONL objects: strings, booleans and nulls kept as a client sends them."""
     evaluation = model.read_evaluation()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "eval-rows.jsonl"
-    lines = [json.dumps(dict(zip(evaluation["features"], row, strict=True))) for row in evaluation["rows"]]
+    return _as_jsonl(evaluation["features"], evaluation["rows"], out_dir / "eval-rows.jsonl")
+
+
+def _as_jsonl(features: Sequence[str], rows: Sequence[Sequence[Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(dict(zip(features, row, strict=True))) for row in rows]
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     return path
 
@@ -372,4 +392,14 @@ def run(ctx: StageContext) -> DriftResult:
     url = None if args.url is None else loopback_url(args.url, option="--url", allow_remote=args.allow_remote)
     model = ctx.served_model()
     c, w, r = ctx.config, ctx.workspace, ctx.reporter
-    return drift(c, w, r, model=model, input_path=args.input, url=url, allow_remote=args.allow_remote)
+    capture = capture_directory(c.capture.directory, w.root) if args.from_capture else None
+    return drift(
+        c,
+        w,
+        r,
+        model=model,
+        input_path=args.input,
+        url=url,
+        allow_remote=args.allow_remote,
+        capture_dir=capture,
+    )

@@ -27,6 +27,8 @@ from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import Config, LoadTestSpec, SloBounds
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.quality.join import capture_directory
+from pipeline.quality.replay import captured_rows
 from pipeline.stage import Check, Comparator, Reuse, StageContext, StageResult, checked_status, reusable
 from pipeline.workspace import Workspace, read_json, write_json
 
@@ -213,8 +215,10 @@ def loadtest(
     allow_remote: bool = False,
     service_settings: Mapping[str, str] | None = None,
     fresh: bool = False,
+    rows: list[list[Any]] | None = None,
 ) -> LoadTestResult:
-    """Load-test the service serving `model` (started here, or the one at `host`) against the SLOs.
+    """Load-test the service serving `model` (started here, or the one at `host`) against the SLOs, the
+    users sending `rows` (the captured ones, `--from-capture`) or else the model's evaluation rows.
 
     A pass of the same model, service code, locustfile and settings is reused unless `fresh` (REUSE)."""
     if not LOCUSTFILE.is_file():
@@ -222,7 +226,8 @@ def loadtest(
     key = inputs_key(config, ("loadtest", "service"), model.version, *service_code(), LOCUSTFILE)
     record_path = model.verdict("loadtest", config.name)
     previous = model.read_optional(record_path)
-    as_released = host is None and service_settings is None  # what the registry tag speaks for
+    # What the registry tag speaks for: the model as released, on its evaluation rows.
+    as_released = host is None and service_settings is None and rows is None
     if as_released and reusable(previous, key, REUSE, fresh=fresh):
         reporter.note(f"reused the load test of {previous['run_id']}: same model, service, profile and SLOs")
         result = _reused(config, previous, record_path)
@@ -232,7 +237,8 @@ def loadtest(
     report_dir = workspace.run_dir(config) / "loadtest"
     report_dir.mkdir(parents=True, exist_ok=True)
     profile_path = report_dir / PROFILE_FILE
-    write_json(profile_path, locust_profile(config, model))
+    profile = locust_profile(config, model)
+    write_json(profile_path, profile if rows is None else {**profile, "rows": rows})
     reporter.note(
         f"profile {spec.profile.shape}: {spec.profile.users} users, {spec.profile.duration_s:g}s; "
         f"routes {', '.join(spec.traffic.weights)}"
@@ -312,4 +318,12 @@ def run(ctx: StageContext) -> LoadTestResult:
     )
     model = ctx.exported_model()
     c, w, r = ctx.config, ctx.workspace, ctx.reporter
-    return loadtest(c, w, r, model=model, host=host, allow_remote=args.allow_remote, fresh=args.fresh)
+    rows = None
+    if args.from_capture:
+        directory = capture_directory(c.capture.directory, w.root)
+        replay = captured_rows(directory, model.read_card(), c.drift.log_inputs.sensitive)
+        r.note(f"the users send {replay.summary(directory)}")
+        rows = replay.rows
+    return loadtest(
+        c, w, r, model=model, host=host, allow_remote=args.allow_remote, fresh=args.fresh, rows=rows
+    )
