@@ -264,7 +264,7 @@ class CaptureWriter:
 
     def _rotate(self) -> None:
         self._close_file()
-        self._maintain()
+        self._maintain(opening=True)
         started = time.time()
         while True:
             path = self.directory / capture_file_name(started, os.getpid())
@@ -282,13 +282,14 @@ class CaptureWriter:
                 os.close(self._fd)
         self._fd, self._path = None, None
 
-    def _maintain(self) -> None:
-        """Retention over the directory: files beyond `max_files` (oldest first) or untouched for the
-        retention, and index rows older than it. Another worker may remove the same file first."""
+    def _maintain(self, *, opening: bool = False) -> None:
+        """Retention over the directory: files beyond `max_files` (oldest first; counting this worker's
+        open file, or the one it is `opening`) or untouched for the retention, and index rows older than
+        it. Another worker may remove the same file first."""
         self._maintained = time.monotonic()
         now = time.time()
         files = [path for path in capture_files(self.directory) if path != self._path]
-        keep = self.max_files - (1 if self._path is not None else 0)
+        keep = self.max_files - (1 if self._path is not None or opening else 0)
         excess = max(0, len(files) - keep)
         for index, path in enumerate(files):
             with contextlib.suppress(FileNotFoundError):
