@@ -6,12 +6,18 @@ environment's settings, waits for /readyz, and stops it with everything it start
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import ipaddress
+import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.adapters.processes import READY_TIMEOUT_S, free_port, started_process
 from pipeline.config import Config, ConfigError
@@ -70,7 +77,39 @@ def service_settings(config: Config) -> dict[str, str]:
         "MODEL_SERVICE_MAX_BODY_BYTES": str(spec.max_body_bytes),
         **drift_settings(config),
         **breaker_settings(config),
+        **identity_settings(config),
     }
+
+
+def identity_settings(config: Config) -> dict[str, str]:
+    """`service.jwt` and `service.rate_limit` as MODEL_SERVICE_* variables: no secrets (the provider's keys
+    are public), so they go in the ConfigMap too."""
+    spec = config.service
+    settings: dict[str, str] = {}
+    if spec.jwt is not None:
+        jwt = spec.jwt
+        settings |= {
+            "MODEL_SERVICE_JWT_ISSUER": jwt.issuer,
+            "MODEL_SERVICE_JWT_AUDIENCE": jwt.audience,
+            "MODEL_SERVICE_JWT_ALGORITHMS": ",".join(jwt.algorithms),
+            "MODEL_SERVICE_JWT_KEYS_TTL_S": f"{jwt.keys_ttl_seconds:g}",
+            "MODEL_SERVICE_JWT_MAX_LIFETIME_S": str(jwt.max_token_lifetime_seconds),
+        }
+        if jwt.jwks_url is not None:
+            settings["MODEL_SERVICE_JWT_JWKS_URL"] = jwt.jwks_url
+        else:
+            settings["MODEL_SERVICE_JWT_OIDC_DISCOVERY"] = "true"
+        if jwt.scope_prefix:
+            settings["MODEL_SERVICE_JWT_SCOPE_PREFIX"] = jwt.scope_prefix
+    limit = spec.rate_limit
+    if limit is not None:
+        settings["MODEL_SERVICE_RATE_LIMIT_RPS"] = f"{limit.requests_per_second:g}"
+        if limit.burst is not None:
+            settings["MODEL_SERVICE_RATE_LIMIT_BURST"] = str(limit.burst)
+        if limit.clients:
+            own = {client: [c.requests_per_second, c.burst] for client, c in sorted(limit.clients.items())}
+            settings["MODEL_SERVICE_RATE_LIMIT_CLIENTS"] = json.dumps(own, separators=(",", ":"))
+    return settings
 
 
 FALLBACK_DIR_ENV = "MODEL_SERVICE_FALLBACK_DIR"
@@ -121,7 +160,59 @@ def service_environment(
         key = api_key or secrets.token_urlsafe(24)
         env["MODEL_SERVICE_API_KEY_SHA256"] = hashlib.sha256(key.encode()).hexdigest()
         headers["Authorization"] = f"Bearer {key}"
+    elif spec.auth == "jwt":
+        # No identity provider answers a local run: the service checks this run's own signing key instead
+        # of the provider's key set, with the environment's issuer, audience, scopes and lifetime.
+        for name in ("JWKS_URL", "OIDC_DISCOVERY", "ALGORITHMS"):
+            env.pop(f"MODEL_SERVICE_JWT_{name}", None)
+        public_key_file, token = local_token(config)
+        env["MODEL_SERVICE_JWT_RS256_PUBLIC_KEY_FILE"] = str(public_key_file)
+        headers["Authorization"] = f"Bearer {token}"
     return env, headers
+
+
+LOCAL_SCOPES = ("predict", "model:read", "feedback")
+"""The route scopes a local run's token grants (model_service/protocol/routes.py)."""
+LOCAL_TOKEN_HOURS = 12
+
+
+def local_token(config: Config) -> tuple[Path, str]:
+    """A throw-away RS256 key of this process (its public half in a temporary file, removed at exit) and a
+    token it signs for the environment's issuer and audience with every route scope, subject
+    `pipeline-local`, living 12 hours or the environment's longest token lifetime if shorter."""
+    import jwt  # noqa: PLC0415  (the service's dependency group: only local runs with auth jwt need it)
+
+    spec = config.service.jwt
+    assert spec is not None, "config: auth jwt has service.jwt"
+    private, public_file = _local_signing_key()
+    now = int(time.time())
+    lifetime = min(LOCAL_TOKEN_HOURS * 3600, spec.max_token_lifetime_seconds)
+    claims = {
+        "iss": spec.issuer,
+        "aud": spec.audience,
+        "sub": "pipeline-local",
+        "iat": now,
+        "exp": now + lifetime,
+        "scope": " ".join(spec.scope_prefix + scope for scope in LOCAL_SCOPES),
+    }
+    return public_file, jwt.encode(claims, private, algorithm="RS256")
+
+
+@functools.cache
+def _local_signing_key() -> tuple[Any, Path]:
+    """This process' RSA private key and the file holding its public half."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415  (as above)
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    folder = Path(tempfile.mkdtemp(prefix="pipeline-jwt-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_file = folder / "public.pem"
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public_file.write_bytes(pem)
+    return private, public_file
 
 
 @contextmanager

@@ -89,6 +89,12 @@ def _load_container(name: str, service: str, config: Config) -> dict[str, Any]:
         env.append({"name": "LOADTEST_API_KEY", "valueFrom": key})
         # Kubernetes expands $(VAR) from variables defined before this one.
         env.append({"name": "LOADTEST_HEADERS", "value": '{"Authorization": "Bearer $(LOADTEST_API_KEY)"}'})
+    elif config.service.jwt is not None:
+        # A token with the predict and model:read scopes, kept fresh in the Secret out of band (docs/service.md,
+        # Auth); read when the Job's pod starts, so each analysis run takes the current one.
+        token = {"secretKeyRef": {"name": config.service.jwt.loadtest_token_secret, "key": "token"}}
+        env.append({"name": "LOADTEST_TOKEN", "valueFrom": token})
+        env.append({"name": "LOADTEST_HEADERS", "value": '{"Authorization": "Bearer $(LOADTEST_TOKEN)"}'})
     return {
         "name": name,
         "image": config.deploy.analysis_traffic.image,

@@ -36,6 +36,8 @@ HOST_READY_TIMEOUT_S = 10.0
 """How long a service given with `--host` has to answer /readyz."""
 API_KEY_VARIABLE = "LOADTEST_API_KEY"
 """With `--host` and auth on, the API key to send (the stage makes its own for a service it starts)."""
+TOKEN_VARIABLE = "LOADTEST_TOKEN"
+"""With `--host` and auth `jwt`, the bearer token to send."""
 TOTAL = "total"
 GATE_FILE = "gate.json"
 REUSE: Reuse = "pass"
@@ -191,6 +193,15 @@ def _target(
                 msg = f"service.auth is 'api-key' for {config.name}: set {API_KEY_VARIABLE} to a key the service at {url} accepts"
                 raise StageError(msg)
             headers["Authorization"] = f"Bearer {key}"
+        elif config.service.auth == "jwt":
+            token = os.environ.get(TOKEN_VARIABLE)
+            if not token:
+                msg = (
+                    f"service.auth is 'jwt' for {config.name}: set {TOKEN_VARIABLE} to a token with the predict "
+                    f"and model:read scopes that the service at {url} accepts"
+                )
+                raise StageError(msg)
+            headers["Authorization"] = f"Bearer {token}"
         _wait_ready(url, HOST_READY_TIMEOUT_S)
         reporter.note(f"target {url} (given with --host)")
         yield url, headers

@@ -215,7 +215,7 @@ def test_the_load_job_sends_the_loadtest_profile_to_the_new_and_the_stable_versi
     assert job["activeDeadlineSeconds"] > timing.load
     assert "loadtest-configmap.yaml" in files["kustomization.yaml"]["resources"]
     env_names = {e["name"] for e in containers["new"]["env"]}
-    assert ("LOADTEST_HEADERS" in env_names) is (config.service.auth == "api-key")
+    assert ("LOADTEST_HEADERS" in env_names) is (config.service.auth != "none")
 
 
 @pytest.mark.parametrize(
