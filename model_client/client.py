@@ -22,16 +22,15 @@ import httpx
 from model_client.codec import Codec, Prediction, Row
 from model_client.errors import ClientError, ServiceError, ServiceTimeout, ServiceUnreachable
 
-RETRIED_STATUSES = frozenset({429, 502, 503, 504})
-"""429 only when the service says when (Retry-After): the client's own budget comes back then."""
+RETRIED_STATUSES = frozenset({502, 503, 504})
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Retry:
     """How failed attempts are retried: at most `attempts` in all; the n-th wait is uniform in
-    [0, min(max_backoff_s, backoff_s * 2**n)] ("full jitter"), or the 503's or 429's Retry-After plus up
-    to `backoff_s` of jitter when the service sends one (a 429 without it is not retried)."""
+    [0, min(max_backoff_s, backoff_s * 2**n)] ("full jitter"), or the 503's Retry-After plus up to
+    `backoff_s` of jitter when the service sends one."""
 
     attempts: int = 4
     backoff_s: float = 0.05
@@ -41,18 +40,15 @@ class Retry:
         if self.attempts < 1 or self.backoff_s < 0 or self.max_backoff_s < 0:
             raise ValueError(f"Retry: expected attempts >= 1 and backoffs >= 0, got {self}")
 
-    def delay(self, attempt: int, response: httpx.Response | None, rng: random.Random) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`; None when this failure is not to be retried."""
+    def delay(self, attempt: int, response: httpx.Response | None, rng: random.Random) -> float:
         retry_after = _retry_after(response)
-        if retry_after is None and response is not None and response.status_code == 429:
-            return None
         if retry_after is not None:
             return retry_after + rng.uniform(0, self.backoff_s)
         return rng.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
-    if response is None or response.status_code not in (429, 503):
+    if response is None or response.status_code != 503:
         return None
     value = response.headers.get("retry-after", "")
     return float(value) if value.isdigit() else None  # the service sends seconds (RFC 9110 delay-seconds)
@@ -85,11 +81,7 @@ class _Attempt:
             if outcome.status_code not in RETRIED_STATUSES:
                 raise failure
         wait = self.core.retry.delay(self.number, response, self.core.rng)
-        if (
-            wait is None
-            or self.number + 1 >= self.core.retry.attempts
-            or time.monotonic() + wait >= self.deadline
-        ):
+        if self.number + 1 >= self.core.retry.attempts or time.monotonic() + wait >= self.deadline:
             raise failure
         return wait
 

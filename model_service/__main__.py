@@ -25,10 +25,11 @@ from pydantic import ValidationError
 
 from model_service.contract.capture import LIVE_QUALITY_FILE
 from model_service.model.runtime import OnnxModel, load_card
+from model_service.operations.logs import LOG_CONFIG
 from model_service.model.signature import verify_model_signature
 from model_service.operations.settings import ENV_PREFIX, ServiceSettings, unknown_variables
 from model_service.protocol.errors import StartupError
-from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits
+from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits, raise_descriptor_limit
 
 EXIT_REFUSED = 2
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     metrics_socket.close()  # the metrics process holds its own copy
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    raise_descriptor_limit()  # the workers inherit it; each keeps its connections below it (http.py)
     try:
         uvicorn.run(
             "model_service.app:create_app",
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy_headers=False,
             server_header=False,
             log_level="warning",
+            log_config=LOG_CONFIG,  # uvicorn's and asyncio's lines in the JSON log, tracebacks as a field
             timeout_graceful_shutdown=settings.graceful_timeout_s,
             lifespan="on",
             # httptools with the head limits and read deadlines uvicorn lacks (model_service/server/http.py).

@@ -20,7 +20,48 @@ import asyncio
 import socket
 from typing import Any
 
+from model_service.operations.logs import JsonLog, exception_fields
+
 _INTERNET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+REPEAT_INTERVAL_S = 10.0
+"""An event-loop error is written at once, then its repeats as one count per interval."""
+
+
+class LoopErrorLog:
+    """The asyncio exception handler of a process serving HTTP (set by model_service/server/http.py at its
+    first connection, whichever loop runs): an error in the loop itself (the accept loop out of
+    descriptors: `socket.accept() out of system resource`) as one JSON line with its traceback, and its
+    repeats within `REPEAT_INTERVAL_S` as one line with a count. asyncio's own handler wrote a plain-text
+    traceback for each: out of descriptors, its accept loop retries every connection waiting (up to the
+    listen backlog, 2048) on each wake-up, and 20,600 idle connections made 71,469 tracebacks (29.5 MB)."""
+
+    def __init__(self, log: JsonLog, interval_s: float = REPEAT_INTERVAL_S) -> None:
+        self.log = log
+        self.interval_s = interval_s
+        self._repeats: dict[str, int] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message") or "unhandled exception in the event loop")
+        repeats = self._repeats.get(message)
+        if repeats is not None:
+            self._repeats[message] = repeats + 1
+            return
+        self._repeats[message] = 0
+        exc = context.get("exception")
+        fields = exception_fields(exc) if isinstance(exc, BaseException) else {}
+        self.log.event("ERROR", "event_loop_error", message=message, **fields)
+        loop.call_later(self.interval_s, self._write_repeats, message)
+
+    def _write_repeats(self, message: str) -> None:
+        repeats = self._repeats.pop(message, 0)
+        if repeats:
+            self.log.event(
+                "ERROR",
+                "event_loop_error_repeated",
+                message=message,
+                count=repeats,
+                interval_s=self.interval_s,
+            )
 
 
 class ReusePortEventLoop(asyncio.SelectorEventLoop):

@@ -41,6 +41,7 @@ from uvicorn.server import ServerState
 
 from model_service.operations.logs import JsonLog
 from model_service.protocol.errors import error_json
+from model_service.server.event_loop import LoopErrorLog
 
 ARRIVED = "model_service.arrived"
 """Scope key: `time.perf_counter()` when the request's head was parsed, then when its body was complete;
@@ -69,19 +70,33 @@ class HttpLimits:
 PARSE_SLICE_BYTES = 4096
 """A read is parsed this much at a time while it holds request heads, so the pipeline cap is checked every
 few requests (a request arriving whole is one slice); a body of known length is parsed whole."""
-DESCRIPTOR_RESERVE = 256
-"""Descriptors kept for what is not a connection (the model, logs, the event loop, metrics files) and for
-the connections asyncio accepts in one wake-up before this protocol can close any."""
+LISTEN_BACKLOG = 2048
+"""uvicorn's listen backlog (`backlog`): asyncio accepts up to this many waiting connections in one
+wake-up, before this protocol can close any."""
+DESCRIPTOR_RESERVE = LISTEN_BACKLOG + 256
+"""Descriptors kept below the limit: one accept burst, and what is not a connection (the model, logs,
+the event loop, metrics files). With it, a flood of connections never meets EMFILE in the accept loop."""
 LOG_INTERVAL_S = 10.0
-"""Refused and evicted connections are written to the log at most once per interval, as counts."""
+"""Connections closed for the limit are written to the log at once, then as one count per interval."""
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard one (as Go's runtime does at start): the soft limit is
+    often 1024, far below what the kernel allows the process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def derived_connection_limit() -> int:
-    """The descriptor limit (RLIMIT_NOFILE, soft) less the reserve, and at least 16."""
+    """The descriptor limit (RLIMIT_NOFILE, soft) less `DESCRIPTOR_RESERVE`; half the limit when it is
+    below twice the reserve (a small limit: some connections must still be served)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(16, soft - DESCRIPTOR_RESERVE)
+    if soft >= 2 * DESCRIPTOR_RESERVE:
+        return soft - DESCRIPTOR_RESERVE
+    return max(16, soft // 2)
 
 
 class ConnectionTable:
@@ -97,24 +112,31 @@ class ConnectionTable:
         self._report: asyncio.TimerHandle | None = None
 
     def count(self, loop: asyncio.AbstractEventLoop, *, refused: bool) -> None:
-        if refused:
+        """A connection closed for the limit: the first is logged at once, the next ones as counts at the
+        end of the interval."""
+        if self._report is None:
+            self._write(refused=int(refused), idle_closed=int(not refused))
+            self._report = loop.call_later(LOG_INTERVAL_S, self._write_counts)
+        elif refused:
             self._refused += 1
         else:
             self._evicted += 1
-        if self._report is None:
-            self._report = loop.call_later(LOG_INTERVAL_S, self._write)
 
-    def _write(self) -> None:
+    def _write_counts(self) -> None:
         self._report = None
+        if self._refused or self._evicted:
+            self._write(refused=self._refused, idle_closed=self._evicted)
+            self._refused = self._evicted = 0
+
+    def _write(self, *, refused: int, idle_closed: int) -> None:
         self.log.event(
             "WARNING",
             "connection_limit",
             limit=self.limit,
-            idle_closed=self._evicted,
-            refused=self._refused,
+            idle_closed=idle_closed,
+            refused=refused,
             interval_s=LOG_INTERVAL_S,
         )
-        self._refused = self._evicted = 0
 
 
 _tables: weakref.WeakKeyDictionary[ServerState, ConnectionTable] = weakref.WeakKeyDictionary()
@@ -187,9 +209,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """The rest of a read not yet parsed because `max_pipelined` requests wait; reading is paused."""
         self._refused = False
         table = _tables.get(server_state)
-        if table is None:
+        if table is None:  # the worker's first connection
             table = ConnectionTable(limits.max_connections or derived_connection_limit(), JsonLog())
             _tables[server_state] = table
+            if self.loop.get_exception_handler() is None:
+                self.loop.set_exception_handler(LoopErrorLog(table.log))
         self.table = table
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

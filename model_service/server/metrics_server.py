@@ -46,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
 from model_service.contract.capture import TEXTFILE_ERROR_REASONS, TEXTFILE_ERRORS
+from model_service.operations.logs import LOG_CONFIG
 from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits
 
 METRICS_PATH = "/metrics"
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         server_header=False,
         proxy_headers=False,
         log_level="warning",
+        log_config=LOG_CONFIG,
         loop="asyncio",
         http=functools.partial(GuardedHttpToolsProtocol, limits=HttpLimits(**args.http_limits)),  # type: ignore[arg-type]
         timeout_keep_alive=args.keep_alive_timeout_s,

@@ -10,17 +10,22 @@
 
 from __future__ import annotations
 
+import json
+import resource
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-if TYPE_CHECKING:
-    from tests.integration.service.conftest import Server
+from tests.integration.service.conftest import Server, free_port, service_env
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -81,3 +86,124 @@ def test_a_pipelined_flood_on_one_connection_keeps_the_worker_memory_flat(
     assert answered == count
     assert growth < 20e6, f"the worker grew by {growth / 1e6:.0f} MB on one connection"
     assert all(probes), probes
+
+
+@contextmanager
+def service_with_descriptor_limit(
+    model_dir: Path, log_path: Path, descriptors: int, **settings: object
+) -> Iterator[Server]:
+    """`python -m model_service` with RLIMIT_NOFILE lowered to `descriptors` (soft and hard)."""
+    port, metrics_port = free_port(), free_port()
+    command = [sys.executable, "-m", "model_service", "--model-dir", str(model_dir)]
+    command += ["--port", str(port), "--metrics-port", str(metrics_port)]
+
+    def lower_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            env=service_env(**settings),
+            stdout=log,
+            stderr=log,
+            preexec_fn=lower_limit,  # noqa: PLW1509 - setrlimit only, before exec; no thread of ours runs
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}")
+    try:
+        deadline = time.monotonic() + 30
+        while not probe(server):
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "service not ready after 30 s"
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+
+
+def open_idle(server: Server, count: int, sockets: list[socket.socket]) -> int:
+    """Open `count` connections that send nothing; returns how many the kernel let connect in time."""
+    connected = 0
+    for _ in range(count):
+        try:
+            sockets.append(socket.create_connection(address(server), timeout=2))
+            connected += 1
+        except OSError:
+            pass
+    return connected
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of the service's stderr, each of which must be one JSON object."""
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"a line of the log is not JSON: {line[:200]!r}") from None
+    return lines
+
+
+def test_idle_connections_past_the_descriptor_limit_leave_probes_answered(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """4,000 idle connections against 2,048 descriptors: the worker keeps 2,048 - 1,024 (half: the limit
+    is below twice the reserve) and closes the one idle the longest for each newcomer."""
+    log_path = tmp_path / "service.log"
+    sockets: list[socket.socket] = []
+    probes: list[bool] = []
+    try:
+        with service_with_descriptor_limit(model_dir, log_path, 2048) as server:
+            pid = server.process.pid
+            peak_descriptors = 0
+            for _ in range(20):
+                open_idle(server, 200, sockets)
+                probes.append(probe(server))
+                peak_descriptors = max(peak_descriptors, sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()))
+            closed_by_server = sum(1 for sock in sockets if is_closed(sock))
+            lines = log_lines(log_path)
+    finally:
+        for sock in sockets:
+            sock.close()
+    print(
+        f"idle flood: {len(sockets)} connections, {closed_by_server} closed by the service, peak "
+        f"{peak_descriptors} descriptors of 2048; probes answered {sum(probes)}/{len(probes)}"
+    )
+    assert all(probes), probes
+    assert peak_descriptors < 2048
+    assert closed_by_server >= len(sockets) - 1024
+    events = [line["event"] for line in lines]
+    assert "connection_limit" in events
+    assert "event_loop_error" not in events
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """Whether the server closed (or reset) the connection: a read that ends, not one that would block."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_accept_errors_are_one_json_line_with_a_count(model_dir: Path, tmp_path: Path) -> None:
+    """A connection limit set above the descriptor limit: asyncio's accept loop runs out of descriptors
+    (EMFILE) and reports every connection it could not accept; the log gets one JSON line with the
+    traceback, not a plain-text traceback per connection (71,469 of them in the issue's flood)."""
+    log_path = tmp_path / "service.log"
+    sockets: list[socket.socket] = []
+    try:
+        with service_with_descriptor_limit(model_dir, log_path, 512, max_connections=5000) as server:
+            open_idle(server, 1500, sockets)
+            time.sleep(0.5)
+    finally:
+        for sock in sockets:
+            sock.close()
+    lines = log_lines(log_path)
+    errors = [line for line in lines if line["event"] == "event_loop_error"]
+    assert len(errors) == 1, errors
+    assert errors[0]["message"] == "socket.accept() out of system resource"
+    assert "Too many open files" in errors[0]["error"]
+    assert "Traceback" in errors[0]["traceback"]
+    assert len(lines) < 20, [line["event"] for line in lines]
