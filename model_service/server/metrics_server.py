@@ -13,6 +13,8 @@ multiprocess files (`FLUSH_INTERVAL_S`), and this process, started by the launch
 - renders at most once per flush interval and answers repeated scrapes from that text: the files change
   no more often, so a flood costs HTTP parsing only;
 - speaks HTTP through the same guarded protocol as the public port (head limits, read deadlines);
+- adds every service process' CPU, memory and descriptors, read from /proc (process_metrics.py), and the
+  interpreter's version (prometheus_client's PlatformCollector);
 - appends the samples of a Prometheus text file when one is given (`--textfile`: the capture's
   live-quality gauges, which `pipeline evaluate` writes), read at each rendering like node_exporter's
   textfile collector: a file over `MAX_TEXTFILE_BYTES`, unreadable, not Prometheus text or naming a
@@ -41,13 +43,20 @@ from pathlib import Path
 
 import orjson
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    PlatformCollector,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
 from model_service.contract.capture import TEXTFILE_ERROR_REASONS, TEXTFILE_ERRORS
 from model_service.operations.logs import LOG_CONFIG
 from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits
+from model_service.server.process_metrics import ServiceProcessCollector
 
 METRICS_PATH = "/metrics"
 RENDER_INTERVAL_S = 0.5
@@ -62,8 +71,14 @@ MAX_TEXTFILE_BYTES = 262_144
 class MetricsApp:
     """ASGI app of the metrics port: `GET /metrics` from the multiprocess files, anything else a JSON error."""
 
-    def __init__(self, render_interval_s: float = RENDER_INTERVAL_S, textfile: Path | None = None) -> None:
+    def __init__(
+        self,
+        render_interval_s: float = RENDER_INTERVAL_S,
+        textfile: Path | None = None,
+        launcher_pid: int | None = None,
+    ) -> None:
         self.render_interval_s = render_interval_s
+        self.launcher_pid = launcher_pid
         self.textfile = textfile
         self.textfile_errors = dict.fromkeys(TEXTFILE_ERROR_REASONS, 0)
         self._text = b""
@@ -76,6 +91,9 @@ class MetricsApp:
         if now - self._rendered_at >= self.render_interval_s:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            PlatformCollector(registry)
+            if self.launcher_pid is not None:
+                registry.register(ServiceProcessCollector(self.launcher_pid))
             self._text = generate_latest(registry)
             if self.textfile is not None:
                 self._text += self._textfile({metric.name for metric in registry.collect()})
@@ -175,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signum, signal.SIG_IGN)
     os.nice(NICENESS)
     config = uvicorn.Config(
-        MetricsApp(textfile=args.textfile),
+        MetricsApp(textfile=args.textfile, launcher_pid=args.launcher_pid),
         lifespan="off",
         access_log=False,
         server_header=False,
