@@ -206,15 +206,9 @@ class ServiceSpec(Spec):
     """Most rows in one request (422 beyond)."""
     max_body_bytes: int = Field(1_048_576, ge=64)
     """Largest request body in bytes (413 beyond)."""
-    auth: Literal["none", "api-key", "jwt"] = "none"
-    """`api-key`: requests need a key whose sha256 is configured; deployments read the hashes from a Secret.
-    `jwt`: bearer tokens of the identity provider in `jwt`, each route needing its scope. Local runs (load
-    test, rollout rehearsal, serve) make a throw-away key, or signing key and token, per run."""
-    jwt: JwtSpec | None = None
-    """The identity provider whose tokens are accepted (auth `jwt`)."""
-    rate_limit: RateLimitSpec | None = None
-    """Per-client rate limit (token bucket per API key, token subject, or with auth `none` remote address;
-    per worker process); unset: none. Past it: 429 with Retry-After (docs/service.md, Rate limits)."""
+    auth: Literal["none", "api-key"] = "none"
+    """`api-key`: requests need a key whose sha256 is configured. Local runs (load test, rollout
+    rehearsal) make a throw-away key per run; deployments read the hashes from a Secret."""
     fallback: FallbackSpec | None = None
     """A second model served next to the primary behind a circuit breaker (docs/service.md, Fallback);
     unset: no fallback."""
@@ -246,75 +240,6 @@ class ServiceSpec(Spec):
             )
             raise ValueError(msg)
         return self
-
-    @model_validator(mode="after")
-    def _jwt_with_auth_jwt(self) -> Self:
-        if self.auth == "jwt" and self.jwt is None:
-            raise ValueError("auth 'jwt' needs service.jwt: {issuer, audience} of the identity provider")
-        if self.auth != "jwt" and self.jwt is not None:
-            raise ValueError(
-                f"service.jwt is read only with auth 'jwt' (auth is {self.auth!r}); remove it or set auth: jwt"
-            )
-        return self
-
-
-SCOPE_TOKEN_PATTERN = r"^[!#-\[\]-~]*$"
-"""RFC 6749 3.3: a scope token's characters (printable ASCII but space, `"` and `\\`)."""
-
-
-JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
-
-
-class JwtSpec(Spec):
-    """Bearer tokens (JWT) from the organisation's identity provider, verified with its published keys."""
-
-    issuer: str = Field(pattern=r"^https://[^\s/]+(/\S*)?$")
-    """The provider's issuer URL: the tokens' required `iss`, and where OIDC discovery finds the keys
-    (`<issuer>/.well-known/openid-configuration`) when `jwks_url` is unset."""
-    audience: str = Field(min_length=1)
-    """The tokens' required `aud`: the identifier the provider gives this API."""
-    jwks_url: str | None = Field(None, pattern=r"^https://[^\s/]+(/\S*)?$")
-    """The provider's JSON Web Key Set; unset: found through OIDC discovery."""
-    algorithms: tuple[JwtAlgorithm, ...] = Field(("RS256",), min_length=1)
-    """Signature algorithms accepted; asymmetric only (a shared secret published as a key would let anyone
-    sign; `none` signs nothing)."""
-    keys_ttl_seconds: float = Field(300.0, gt=0, le=86_400)
-    """How long the fetched keys are used before a refresh (in the background; through an outage of the
-    provider the keys held keep verifying)."""
-    max_token_lifetime_seconds: int = Field(86_400, ge=60, le=31_536_000)
-    """A token whose `exp` is further ahead is refused."""
-    scope_prefix: str = Field("", pattern=SCOPE_TOKEN_PATTERN)
-    """Put before the route scopes (`predict`, `model:read`, `feedback`) for providers that qualify them
-    (e.g. `api://model-service/`)."""
-    loadtest_token_secret: str = Field(
-        "model-service-loadtest-token", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-    )
-    """Secret (key `token`, in the namespace) holding a token with the `predict` and `model:read` scopes for
-    the in-cluster analysis traffic; kept fresh out of band (docs/service.md, Auth)."""
-
-
-class ClientRateLimit(Spec):
-    """One client's own limit."""
-
-    requests_per_second: float = Field(gt=0, le=1_000_000)
-    """Sustained requests per second (per worker)."""
-    burst: int = Field(ge=1, le=1_000_000)
-    """Requests at once above the rate (the bucket's size)."""
-
-
-class RateLimitSpec(Spec):
-    """A token bucket per client, per worker process: a pod with W workers takes up to W times the rate
-    from a client whose connections reach every worker."""
-
-    requests_per_second: float = Field(gt=0, le=1_000_000)
-    """Sustained requests per second each client may send (per worker)."""
-    burst: int | None = Field(None, ge=1, le=1_000_000)
-    """Requests a client may send at once above the rate; unset: the rate rounded up."""
-    clients: dict[Annotated[str, Field(pattern=r"^(key|sub|ip):\S+$")], ClientRateLimit] = Field(
-        default_factory=dict
-    )
-    """Limits of their own by client id: `key:<first 12 hex of the API key's sha256>`, `sub:<token subject>`,
-    `ip:<address>` (auth `none`)."""
 
 
 class BreakerSpec(Spec):
@@ -569,6 +494,42 @@ class PauseSpec(Spec):
     """How long to hold the current weight; there is no pause forever: approvals are explicit."""
 
 
+class HeaderValueSpec(Spec):
+    """How a header's value is matched, exactly one key (Argo Rollouts' `headerValue`)."""
+
+    exact: str | None = None
+    """The whole value."""
+    prefix: str | None = None
+    """The value's start."""
+    regex: str | None = None
+    """A regular expression the whole value matches (RE2 syntax in the cluster and in Caddy)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [name for name in ("exact", "prefix", "regex") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a header value takes exactly one of exact, prefix, regex (found: {given})")
+        return self
+
+
+class HeaderMatchSpec(Spec):
+    """One request header a header route matches (Argo Rollouts' `headerName`/`headerValue`)."""
+
+    header: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+    """The header's name (an HTTP token, compared case-insensitively)."""
+    value: HeaderValueSpec
+    """`{exact: "1"}`, `{prefix: ...}` or `{regex: ...}`."""
+
+
+class HeaderRouteSpec(Spec):
+    """A header-routed preview: requests carrying the headers go to the new version whatever the weight."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """The route's name (the HTTPRoute rule's and Argo's managed route's); the same name again replaces it."""
+    match: list[HeaderMatchSpec] | None = Field(None, min_length=1, max_length=16)
+    """Every header a request must carry (all of them); omitted: remove the route of that name."""
+
+
 class CanaryStep(Spec):
     """One step, exactly one key: like an entry of an Argo Rollout's spec.strategy.canary.steps."""
 
@@ -578,13 +539,17 @@ class CanaryStep(Spec):
     """Hold the traffic split for a while."""
     analysis: dict[str, Any] | None = None
     """Run `rollout.analysis` now (write `analysis: {}`); an abort here rolls back."""
+    set_header_route: HeaderRouteSpec | None = None
+    """Send requests carrying the named headers to the new version, at any weight (0 included); Argo
+    Rollouts' setHeaderRoute. Every header route ends with the rollout (docs/rollout.md)."""
 
     @model_validator(mode="after")
     def _exactly_one_action(self) -> Self:
-        given = [name for name in ("set_weight", "pause", "analysis") if getattr(self, name) is not None]
+        actions = ("set_weight", "pause", "analysis", "set_header_route")
+        given = [name for name in actions if getattr(self, name) is not None]
         if len(given) != 1:
             found = ", ".join(given) or "none"
-            raise ValueError(f"a step has exactly one of set_weight, pause, analysis (found: {found})")
+            raise ValueError(f"a step has exactly one of {', '.join(actions)} (found: {found})")
         if self.analysis:
             raise ValueError("analysis steps take no options yet: write `analysis: {}`")
         return self
@@ -638,8 +603,12 @@ class RolloutSpec(Spec):
             raise ValueError(f"set_weight values must only increase, got {weights}")
         if not any(step.analysis is not None for step in self.steps):
             raise ValueError("canary steps need at least one analysis step, or nothing can roll back")
-        if self.steps[0].set_weight is None:
-            raise ValueError("the first canary step must be set_weight: nothing is observed at weight 0")
+        leading = next(step for step in self.steps if step.set_header_route is None and step.pause is None)
+        if leading.set_weight is None:
+            raise ValueError(
+                "an analysis step needs a set_weight before it: nothing is observed at weight 0 "
+                "(only set_header_route and pause may come first)"
+            )
         return self
 
 

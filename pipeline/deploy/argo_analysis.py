@@ -33,13 +33,14 @@ from pipeline.rollout.plan import (
     Pause,
     Plan,
     Promote,
+    SetHeaderRoute,
     SetWeight,
     Smoke,
     Threshold,
 )
 
 
-def _analysis_args() -> list[dict[str, Any]]:
+def analysis_args() -> list[dict[str, Any]]:
     return [
         {"name": "namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
@@ -47,13 +48,27 @@ def _analysis_args() -> list[dict[str, Any]]:
     ]
 
 
-def canary_steps(rollout_plan: Plan) -> list[dict[str, Any]]:
-    """spec.strategy.canary.steps: one Argo step per plan action (Promote is Argo's implicit end)."""
-    steps: list[dict[str, Any]] = []
+def canary_steps(rollout_plan: Plan, shadow: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """spec.strategy.canary.steps: the `shadow` steps first (pipeline/deploy/shadow.py), then one Argo step
+    per plan action (Promote is Argo's implicit end).
+
+    With traffic routing Argo scales the canary to its traffic weight, so at weight 0 it has no pod: a
+    header route there is preceded by `setCanaryScale: {replicas: 1}`, and a fixed scale (that, or the
+    shadow's) is handed back to the weight (`matchTrafficWeight`) before the next setWeight."""
+    steps: list[dict[str, Any]] = list(shadow or [])
+    weight, scale_fixed = 0, bool(shadow)
     for action in rollout_plan.actions:
         match action:
             case SetWeight(weight):
+                if scale_fixed:
+                    steps.append({"setCanaryScale": {"matchTrafficWeight": True}})
+                    scale_fixed = False
                 steps.append({"setWeight": weight})
+            case SetHeaderRoute(match=match):
+                if match and weight == 0 and not scale_fixed:
+                    steps.append({"setCanaryScale": {"replicas": 1}})
+                    scale_fixed = True
+                steps.append({"setHeaderRoute": header_route(action)})
             case Pause(seconds):
                 steps.append({"pause": {"duration": f"{seconds}s"}})
             case Analyze():
@@ -61,7 +76,7 @@ def canary_steps(rollout_plan: Plan) -> list[dict[str, Any]]:
                     {
                         "analysis": {
                             "templates": [{"templateName": ANALYSIS_TEMPLATE}],
-                            "args": _analysis_args(),
+                            "args": analysis_args(),
                         }
                     }
                 )
@@ -70,6 +85,16 @@ def canary_steps(rollout_plan: Plan) -> list[dict[str, Any]]:
             case _:
                 raise ValueError(f"canary plans have no {type(action).__name__} action")
     return steps
+
+
+def header_route(action: SetHeaderRoute) -> dict[str, Any]:
+    """Argo's setHeaderRoute: `headerName` and `headerValue` ({exact|prefix|regex}); no `match` removes it."""
+    if not action.match:
+        return {"name": action.name}
+    return {
+        "name": action.name,
+        "match": [{"headerName": m.header, "headerValue": {m.kind: m.value}} for m in action.match],
+    }
 
 
 def blue_green(rollout_plan: Plan) -> dict[str, Any]:
@@ -92,7 +117,7 @@ def blue_green(rollout_plan: Plan) -> dict[str, Any]:
             case _:
                 raise ValueError(f"blue-green plans have no {type(action).__name__} action")
     if templates:
-        strategy["prePromotionAnalysis"] = {"templates": templates, "args": _analysis_args()}
+        strategy["prePromotionAnalysis"] = {"templates": templates, "args": analysis_args()}
     return strategy
 
 

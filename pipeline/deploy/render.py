@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.adapters.service_process import service_settings
-from pipeline.config import ClusterTiming, Config, Task, known_environments, load_config
+from pipeline.config import ClusterTiming, Config, ConfigError, Task, known_environments, load_config
 from pipeline.console import Reporter
-from pipeline.deploy import batch_jobs, workflow_schedules
+from pipeline.deploy import batch_jobs, shadow, workflow_schedules
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
+    analysis_args,
     analysis_metrics,
     blue_green,
     canary_steps,
@@ -50,6 +51,7 @@ from pipeline.deploy.names import (
     PLACEHOLDER_REPO_URL,
     PLUGIN,
     RELEASE_FILE,
+    SHADOW_FILE,
     SMOKE_TEMPLATE,
     TEMPLATE_REPOSITORY,
 )
@@ -58,9 +60,11 @@ from pipeline.ml.data import load_dataset
 from pipeline.release.gating import release_rollout
 from pipeline.rollout.analysis import for_task
 from pipeline.rollout.plan import (
+    SHADOW_ROUTE,
     Plan,
     Promote,
     Smoke,
+    header_routes,
     plan,
 )
 
@@ -98,7 +102,10 @@ def config_map(config: Config) -> dict[str, Any]:
     }
 
 
-def rollout_patch(config: Config, rollout_plan: Plan, release: Release) -> list[dict[str, Any]]:
+def rollout_patch(
+    config: Config, rollout_plan: Plan, release: Release, *, shadowed: bool = False
+) -> list[dict[str, Any]]:
+    """The Rollout's patch; `shadowed`: the canary starts with the shadow steps (pipeline/deploy/shadow.py)."""
     deploy = config.deploy
     res = deploy.resources
     container = "/spec/template/spec/containers/0"
@@ -140,8 +147,10 @@ def rollout_patch(config: Config, rollout_plan: Plan, release: Release) -> list[
     if config.rollout.rollback_window:  # back to a recent release: no steps, no analysis (docs/rollout.md)
         ops.append(_op("add", "/spec/rollbackWindow", {"revisions": config.rollout.rollback_window}))
     if rollout_plan.strategy == "canary":
-        ops.append(_op("add", "/spec/strategy/canary/trafficRouting", traffic_routing(config)))
-        ops.append(_op("replace", "/spec/strategy/canary/steps", canary_steps(rollout_plan)))
+        routing = traffic_routing(config, rollout_plan, shadowed=shadowed)
+        ops.append(_op("add", "/spec/strategy/canary/trafficRouting", routing))
+        shadow_steps = shadow.shadow_steps(config, analysis_args()) if shadowed else None
+        ops.append(_op("replace", "/spec/strategy/canary/steps", canary_steps(rollout_plan, shadow_steps)))
         delay = next(a.scale_down_delay_seconds for a in rollout_plan.actions if isinstance(a, Promote))
         ops.append(_op("add", "/spec/strategy/canary/scaleDownDelaySeconds", max(delay, 30)))
     else:
@@ -159,11 +168,31 @@ def _label_ops(labels: Mapping[str, str]) -> list[dict[str, Any]]:
     return [_op("add", _pointer("metadata", "labels", key), value) for key, value in sorted(labels.items())]
 
 
-def traffic_routing(config: Config) -> dict[str, Any]:
-    """spec.strategy.canary.trafficRouting: the Gateway API plugin on the HTTPRoute, or ingress-nginx."""
+def traffic_routing(config: Config, rollout_plan: Plan, *, shadowed: bool = False) -> dict[str, Any]:
+    """spec.strategy.canary.trafficRouting: the Gateway API plugin on the HTTPRoute, or ingress-nginx.
+
+    Header routes and the shadow mirror are managed routes (Argo removes them at the rollout's end); the
+    plugin honours header routes only on routes listed under `httpRoutes` with `useHeaderRoutes`."""
+    headers = header_routes(rollout_plan)
     if config.deploy.traffic_router == "nginx":
+        if headers:  # Argo's nginx router has no setHeaderRoute: the step would silently do nothing
+            raise ConfigError(
+                f"environments/{config.name}.yaml: rollout.steps: set_header_route needs "
+                "deploy.traffic_router: gateway-api (ingress-nginx has no header routes in Argo Rollouts)"
+            )
         return {"nginx": {"stableIngress": APP}}
-    return {"plugins": {PLUGIN: {"httpRoute": APP, "namespace": config.deploy.namespace}}}
+    managed = [*([SHADOW_ROUTE] if shadowed else []), *headers]
+    if not headers:
+        plugin: dict[str, Any] = {"httpRoute": APP, "namespace": config.deploy.namespace}
+    else:
+        plugin = {
+            "httpRoutes": [{"name": APP, "useHeaderRoutes": True}],
+            "namespace": config.deploy.namespace,
+        }
+    routing: dict[str, Any] = {"plugins": {PLUGIN: plugin}}
+    if managed:
+        routing["managedRoutes"] = [{"name": name} for name in managed]
+    return routing
 
 
 def route_patch(config: Config) -> list[dict[str, Any]]:
@@ -286,12 +315,17 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     }
     metrics = analysis_metrics(rollout_plan.analysis, timing)
     resources = ["../../base", "configmap.yaml", "grafana-dashboard.yaml"]
+    shadow_metrics = (
+        analysis_metrics(shadow.shadow_analysis(config, _model_task(config, root)), timing)
+        if shadow.in_cluster(config)
+        else []
+    )
     if sends_load(config, rollout_plan):
         metrics.append(load_job_metric(config, rollout_plan, timing))
         resources.append("loadtest-configmap.yaml")
     selector_labels = deploy.prometheus.selector_labels
     files: dict[str, Any] = {
-        "patch-rollout.yaml": rollout_patch(config, rollout_plan, release),
+        "patch-rollout.yaml": rollout_patch(config, rollout_plan, release, shadowed=bool(shadow_metrics)),
         "patch-hpa.yaml": [
             _op("replace", "/spec/minReplicas", deploy.min_replicas),
             _op("replace", "/spec/maxReplicas", deploy.max_replicas),
@@ -329,6 +363,9 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     }
     if sends_load(config, rollout_plan):
         files["loadtest-configmap.yaml"] = load_config_map(config, timing, root)
+    if shadow_metrics:
+        resources.append(SHADOW_FILE)
+        files[SHADOW_FILE] = shadow.shadow_template(config, shadow_metrics)
     if deploy.image_pull_secret:
         patches["patch-serviceaccount.yaml"] = ("", "ServiceAccount", APP)
         files["patch-serviceaccount.yaml"] = [

@@ -6,9 +6,17 @@ same object into an Argo Rollout and its AnalysisTemplate, so the two cannot dis
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Literal
 
-from pipeline.config import DEFAULT_MIN_EFFECT_MS, LATENCY_METRICS, AnalysisSpec, Config
+from pipeline.config import DEFAULT_MIN_EFFECT_MS, LATENCY_METRICS, AnalysisSpec, Config, ConfigError
+from pipeline.config.models import HeaderRouteSpec
+
+SHADOW_ROUTE = "shadow"
+"""The managed route the cluster's shadow mirror uses (pipeline/deploy/shadow.py): no header route takes it."""
+RE2_REFUSED = re.compile(r"\(\?<?[=!]|\\[1-9]")
+"""Lookarounds and backreferences: Python's `re` takes them, RE2 (Gateway implementations, Caddy) does not."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,37 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class HeaderMatch:
+    """A request header's value matched `exact`ly, by `prefix` or by a whole-value `regex` (RE2)."""
+
+    header: str
+    kind: Literal["exact", "prefix", "regex"]
+    value: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.header}: {self.value}"
+            if self.kind == "exact"
+            else f"{self.header} {self.kind} {self.value}"
+        )
+
+
+@dataclass(frozen=True)
+class SetHeaderRoute:
+    """Requests carrying every header of `match` go to the new version whatever the weight (Argo's
+    setHeaderRoute); an empty `match` removes the route `name`. The rollout's end removes them all."""
+
+    name: str
+    match: tuple[HeaderMatch, ...]
+
+    def describe(self) -> str:
+        if not self.match:
+            return f"remove header route {self.name}"
+        headers = " and ".join(m.describe() for m in self.match)
+        return f"header route {self.name}: requests with {headers} go to the new version"
+
+
+@dataclass(frozen=True)
 class Analyze:
     """Judge the new version (`target`: the canary under user traffic, or the preview under test traffic)."""
 
@@ -81,7 +120,7 @@ class Promote:
     scale_down_delay_seconds: int
 
 
-Action = SetWeight | Pause | Analyze | Smoke | AwaitApproval | Promote
+Action = SetWeight | Pause | Analyze | Smoke | AwaitApproval | Promote | SetHeaderRoute
 
 
 @dataclass(frozen=True)
@@ -128,11 +167,15 @@ def plan(config: Config) -> Plan:
     analysis = analysis_of(rollout.analysis)
     actions: list[Action] = []
     if rollout.strategy == "canary":
-        for step in rollout.steps:
+        routes: set[str] = set()
+        for index, step in enumerate(rollout.steps):
             if step.set_weight is not None:
                 actions.append(SetWeight(step.set_weight))
             elif step.pause is not None:
                 actions.append(Pause(step.pause.seconds))
+            elif step.set_header_route is not None:
+                where = f"environments/{config.name}.yaml: rollout.steps.{index}.set_header_route"
+                actions.append(header_route(step.set_header_route, routes, where))
             else:
                 actions.append(Analyze("canary", analysis))
     else:
@@ -146,6 +189,52 @@ def plan(config: Config) -> Plan:
     return Plan(config.name, rollout.strategy, analysis, tuple(actions))
 
 
+def header_route(spec: HeaderRouteSpec, routes: set[str], where: str) -> SetHeaderRoute:
+    """One set_header_route step, checked against the routes set before it (`routes`, updated)."""
+    if spec.name == SHADOW_ROUTE:
+        raise ConfigError(f"{where}.name: {SHADOW_ROUTE!r} is the shadow mirror's route: choose another name")
+    if spec.match is None:
+        if spec.name not in routes:
+            raise ConfigError(
+                f"{where}: removes route {spec.name!r}, which no step before it sets: give `match`, or "
+                "remove a route set earlier"
+            )
+        routes.discard(spec.name)
+        return SetHeaderRoute(spec.name, ())
+    # Gateway API HTTPHeaderMatch: "If multiple entries specify equivalent header names, only the first
+    # entry with an equivalent name MUST be considered" (names compare case-insensitively): refused here.
+    names = [match.header.lower() for match in spec.match]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}.match: a header appears twice (names are case-insensitive): list it once")
+    matches = []
+    for match in spec.match:
+        kinds: tuple[Literal["exact", "prefix", "regex"], ...] = ("exact", "prefix", "regex")
+        kind = next(k for k in kinds if getattr(match.value, k) is not None)
+        value = getattr(match.value, kind)
+        if kind == "regex":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ConfigError(f"{where}.match ({match.header}): invalid regex {value!r}: {exc}") from None
+            if RE2_REFUSED.search(value):
+                raise ConfigError(
+                    f"{where}.match ({match.header}): {value!r} uses a lookaround or backreference, which RE2 "
+                    "(the Gateway's and Caddy's regex engine) lacks: rewrite it without"
+                )
+        matches.append(HeaderMatch(match.header, kind, value))
+    routes.add(spec.name)
+    return SetHeaderRoute(spec.name, tuple(matches))
+
+
+def header_routes(rollout_plan: Plan) -> list[str]:
+    """Every header route's name the plan sets, in order (Argo's trafficRouting.managedRoutes)."""
+    names: list[str] = []
+    for action in rollout_plan.actions:
+        if isinstance(action, SetHeaderRoute) and action.name not in names:
+            names.append(action.name)
+    return names
+
+
 def fast_rollback(config: Config) -> Plan:
     """Back to a release that served within `rollout.rollback_window`: all traffic at once, no steps and
     no analysis (what Argo Rollouts does within spec.rollbackWindow), then the old version drains."""
@@ -157,7 +246,7 @@ def fast_rollback(config: Config) -> Plan:
     )
 
 
-def _describe(action: Action) -> str:
+def _describe(action: Action) -> str:  # noqa: PLR0911  (one line per kind of action)
     match action:
         case SetWeight(weight):
             return f"set weight {weight}% to the new version"
@@ -182,6 +271,8 @@ def _describe(action: Action) -> str:
                 f"abort after {analysis.failure_limit + 1} failed or {analysis.inconclusive_limit + 1} "
                 f"inconclusive; {bounds}"
             )
+        case SetHeaderRoute():
+            return action.describe()
         case Smoke(requests):
             return f"smoke-test the preview with {requests} predictions"
         case AwaitApproval():

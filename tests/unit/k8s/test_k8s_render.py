@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, known_environments, load_config
-from pipeline.deploy import argo_analysis, argocd, names, release_file
+from pipeline.deploy import argo_analysis, argocd, names, release_file, shadow
 from pipeline.deploy import render as k8s
 from pipeline.rollout.plan import Analyze, Pause, SetWeight, plan
 
@@ -57,6 +57,8 @@ def test_rollout_steps_equal_the_plan(env: str) -> None:
             elif isinstance(action, Analyze):
                 expected.append("analysis")
         steps = ops["/spec/strategy/canary/steps"]
+        if shadow.in_cluster(config):  # the shadow steps come first (tests/unit/k8s/test_shadow_render.py)
+            steps = steps[len(shadow.shadow_steps(config, [])) + 1 :]
         assert [s if "analysis" not in s else "analysis" for s in steps] == expected
         templates = [s["analysis"]["templates"][0]["templateName"] for s in steps if "analysis" in s]
         assert set(templates) == {names.ANALYSIS_TEMPLATE}

@@ -64,7 +64,7 @@ def test_describe_names_every_bound() -> None:
         ("rollout.steps=[{set_weight: 50}, {set_weight: 20}, {analysis: {}}]", "must only increase"),
         ("rollout.steps=[{set_weight: 50}, {set_weight: 50}, {analysis: {}}]", "must only increase"),
         ("rollout.steps=[{set_weight: 50}, {pause: {seconds: 5}}]", "at least one analysis step"),
-        ("rollout.steps=[{analysis: {}}, {set_weight: 50}]", "first canary step must be set_weight"),
+        ("rollout.steps=[{analysis: {}}, {set_weight: 50}]", "needs a set_weight before it"),
         ("rollout.steps=[{pause: {}}]", "rollout.steps.0.pause.seconds: required key is missing"),
         ("rollout.steps=[{pause: {seconds: 0}}]", "greater than or equal to 1"),
         (
