@@ -30,8 +30,10 @@ from pipeline.ml.onnx_converters import APPROXIMATE_TREES
 from pipeline.ml.onnx_model import INPUT_NAME, PROBABILITIES_OUTPUT, components, to_onnx
 from pipeline.ml.onnx_model import predict as predict_rows
 from pipeline.ml.profile import card_reference
+from pipeline.quality.join import capture_directory
+from pipeline.quality.replay import captured_rows
 from pipeline.release.record import record_release
-from pipeline.stage import Check, CheckResult, StageContext, StageResult
+from pipeline.stage import Check, CheckResult, StageContext, StageResult, checked_status
 from pipeline.workspace import Workspace, read_json, write_bytes, write_json
 
 
@@ -269,7 +271,51 @@ def _value_parity(expected: NDArray[np.float64], actual: NDArray[np.float64]) ->
     )
 
 
+def captured_parity(
+    config: Config, workspace: Workspace, reporter: Reporter, *, model: ModelDir
+) -> list[Check]:
+    """Parity of the fitted model and its ONNX file on the captured rows (`--from-capture`): production's
+    rows through both, judged by `export.parity` as the evaluation rows are. The card keeps the evaluation
+    rows' parity; these checks are the run's."""
+    import pandas as pd  # noqa: PLC0415  (only here)
+
+    card = model.read_card()
+    directory = capture_directory(config.capture.directory, workspace.root)
+    replay = captured_rows(directory, card, config.drift.log_inputs.sensitive)
+    reporter.note(f"parity also on {replay.summary(directory)}")
+    trained = read_json(model.train_record)
+    if trained.get("trainer"):
+        put_workspace_on_path(workspace.root)
+    columns: dict[str, Any] = {}
+    for j, feature in enumerate(card.features):  # the dtypes training gave each type (ml/data.py)
+        values = [row[j] for row in replay.rows]
+        if feature.type == "string":
+            columns[feature.name] = pd.Series(["" if v is None else str(v) for v in values], dtype=object)
+        elif feature.type != "float" and None not in values:
+            columns[feature.name] = pd.Series(values, dtype=np.int64 if feature.type == "int" else bool)
+        else:
+            columns[feature.name] = pd.Series(
+                [np.nan if v is None else float(v) for v in values], dtype=np.float64
+            )
+    frame = pd.DataFrame(columns)
+    sklearn_input = frame if trained["takes_frame"] else frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    estimator = model.read_estimator()
+    outputs = predict_rows(model.onnx, card, replay.rows)
+    if outputs.values is not None:
+        expected = np.asarray(estimator.predict(sklearn_input), dtype=np.float64).reshape(-1)
+        parity = _value_parity(expected, outputs.values)
+    else:
+        assert outputs.probabilities is not None
+        parity = _parity(estimator.predict_proba(sklearn_input), outputs.probabilities)
+    return [replace(check, scope=f"captured: {check.scope}") for check in parity_checks(config, parity)]
+
+
 def run(ctx: StageContext) -> ExportResult:
     result = export(ctx.config, ctx.workspace, ctx.reporter, model=ctx.model, fresh=ctx.args.fresh)
     record_release(ctx.config, ctx.workspace, ctx.model, ctx.reporter)  # the card's `release`
-    return result
+    if not ctx.args.from_capture:
+        return result
+    checks = captured_parity(ctx.config, ctx.workspace, ctx.reporter, model=ctx.model)
+    ctx.reporter.checks(checks)
+    status = checked_status([*result.checks, *checks])
+    return replace(result, status=status, checks=[*result.checks, *checks], failures=[])
