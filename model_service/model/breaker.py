@@ -35,7 +35,7 @@ from model_service.contract.monitoring import (
 )
 from model_service.model.runtime import OnnxModel, load_card
 from model_service.model.served import ServedModel
-from model_service.operations.logs import JsonLog
+from model_service.operations.logs import JsonLog, exception_fields
 from model_service.operations.settings import ServiceSettings
 from model_service.protocol.errors import ModelServiceError, StartupError
 from model_service.protocol.v2_binary import BinaryBody
@@ -192,9 +192,7 @@ class GuardedModel(ServedModel):
         except Exception as exc:  # noqa: BLE001 - whatever the primary raises, the fallback answers
             self._primary_failures.labels("error").inc()
             breaker.failed()
-            return self._from_fallback(
-                fallback, body, request_id, PRIMARY_ERROR, f"{type(exc).__name__}: {exc}"
-            )
+            return self._from_fallback(fallback, body, request_id, PRIMARY_ERROR, exc)
         if time.perf_counter() - started > self.latency_budget_s:
             self._primary_failures.labels("slow").inc()
             breaker.failed()
@@ -208,7 +206,7 @@ class GuardedModel(ServedModel):
         body: Any,
         request_id: str,
         reason: str,
-        error: str | None,
+        error: Exception | None,
     ) -> FallbackResponse | BinaryBody:
         answer = fallback(body, request_id)
         headers = {FALLBACK_HEADER: reason}
@@ -226,7 +224,7 @@ class GuardedModel(ServedModel):
             reason=reason,
             model_version=self._fallback.card.version,
             primary_version=self.card.version,
-            **({"error": error} if error else {}),
+            **(exception_fields(error) if error else {}),  # the primary's failure, with its traceback
         )
         return response
 

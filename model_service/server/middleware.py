@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_service.model.breaker import FallbackResponse
 from model_service.model.served import ServedModel
+from model_service.operations.logs import exception_fields
 from model_service.operations.rate_limit import retry_after
 from model_service.operations.tracing import SCOPE_KEY as TRACE_KEY
 from model_service.operations.tracing import TRACEPARENT, TRACESTATE, Trace, Tracing
@@ -337,7 +338,7 @@ class ServiceMiddleware:
             request_id=scope["request_id"],
             trace_id=trace.trace_id if trace is not None else None,
             path=scope["path"],
-            error=f"{type(exc).__name__}: {exc}",
+            **exception_fields(exc),  # the traceback locates it; the client gets the request id only
         )
         internal = InternalError("internal error; the service log has the details under this request_id")
         return await _send_error(send, internal, scope)
