@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from model_service.contract.signature import (
     encode_key,
     key_id,
 )
+from pipeline.config import Config
 
 KEY_FILE_ENV = "MODEL_SIGNING_KEY_FILE"
 """Path of the PEM (PKCS #8) Ed25519 private key register signs with; wins over `registry.signing_key_file`."""
@@ -103,7 +105,7 @@ def sign_folder(folder: Path, key: Ed25519PrivateKey) -> dict[str, Any]:
     return content
 
 
-def keyless_available(environ: dict[str, str] | None = None) -> bool:
+def keyless_available(environ: Mapping[str, str] | None = None) -> bool:
     """True in a GitHub Actions job that may mint an OIDC token (`permissions: id-token: write`)."""
     return bool((environ if environ is not None else os.environ).get(GITHUB_OIDC_ENV))
 
@@ -126,6 +128,40 @@ def sign_keyless(folder: Path) -> Path:
     path = folder / SIGSTORE_BUNDLE_FILE
     path.write_text(bundle.to_json(), encoding="utf-8")
     return path
+
+
+def sign_model(config: Config, folder: Path, environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Sign `folder` as `register` does: with the key at MODEL_SIGNING_KEY_FILE (else
+    `registry.signing_key_file`), and keyless where GitHub Actions offers an OIDC token and
+    `registry.keyless_signing` is on. The files written; `SigningError` when the environment requires
+    signatures (`service.signatures`) and there is no key to make one the service can check."""
+    environ = os.environ if environ is None else environ
+    key_file = environ.get(KEY_FILE_ENV) or config.registry.signing_key_file
+    written = []
+    if key_file:
+        sign_folder(folder, load_key(Path(key_file)))
+        written.append(folder / SIGNATURE_FILE)
+    elif config.service.signatures == "required":
+        raise SigningError(
+            f"{config.name} requires model signatures (service.signatures: required) and there is no signing "
+            f"key: set {KEY_FILE_ENV} or registry.signing_key_file (make one with `python -m "
+            "pipeline.release.signing keygen --out KEY.pem`); nothing was registered"
+        )
+    if config.registry.keyless_signing and keyless_available(environ):
+        written.append(sign_keyless(folder))
+    return written
+
+
+def signature_tags(written: list[Path]) -> dict[str, str]:
+    """The registry version's record of its signatures: the Ed25519 key ids, and whether Sigstore signed."""
+    tags = {}
+    for path in written:
+        if path.name == SIGNATURE_FILE:
+            content = json.loads(path.read_text(encoding="utf-8"))
+            tags["signature_key_ids"] = ",".join(entry["key_id"] for entry in content["signatures"])
+        elif path.name == SIGSTORE_BUNDLE_FILE:
+            tags["signature_sigstore"] = "true"
+    return tags
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from model_service.contract.signature import SIGNATURE_FILE
 from pipeline.adapters import registry
 from pipeline.adapters.docker_engine import build, connect, push, require_daemon
 from pipeline.adapters.github_actions import write_step_outputs
@@ -184,7 +185,8 @@ def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelD
     shutil.copy2(LOCK_FILE, context / LOCK_FILE.name)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
     shutil.copy2(DOCKERIGNORE, context / ".dockerignore")
-    for path in (model.onnx, model.card):
+    signature = model.path / SIGNATURE_FILE  # written at register when the environment signs its models
+    for path in (model.onnx, model.card, *([signature] if signature.is_file() else [])):
         shutil.copy2(path, context / "model" / path.name)
     for path in (fallback.onnx, fallback.card) if fallback is not None else ():
         shutil.copy2(path, context / "fallback" / path.name)

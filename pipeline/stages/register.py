@@ -10,6 +10,7 @@ from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.release.record import record_release
+from pipeline.release.signing import SigningError, sign_model, signature_tags
 from pipeline.stage import Check, StageContext, StageResult
 from pipeline.workspace import Workspace, write_json
 
@@ -52,6 +53,12 @@ def register(
     if lineage is None:
         raise StageError(f"{model.card}: no lineage to register; re-export with --fresh")
     name = config.model.name
+    try:  # before the registry is touched; the signatures go with the version's files (docs/service.md)
+        signed = sign_model(config, model.path)
+    except SigningError as exc:
+        raise StageError(str(exc)) from None
+    if signed:
+        reporter.note(f"signed the model: {', '.join(path.name for path in signed)}")
     mlflow = registry.client(config, workspace)
 
     with registry.writing(config, workspace):
@@ -66,7 +73,7 @@ def register(
                     f"training run {lineage.mlflow_run_id} is not on this tracking server; "
                     f"logged the version's artifacts and metrics to run {run_id}"
                 )
-            for path in (model.onnx, model.card, model.evaluation):
+            for path in (model.onnx, model.card, model.evaluation, *signed):
                 mlflow.log_artifact(run_id, str(path), registry.ARTIFACT_PATH)
             source = f"{mlflow.get_run(run_id).info.artifact_uri}/{registry.ARTIFACT_PATH}"
             created = registry.create_version(
@@ -80,6 +87,7 @@ def register(
                     "data_sha256": lineage.data_sha256,
                     "onnx_sha256": card.sha256,
                     "config_sha256": lineage.config_sha256,
+                    **signature_tags(signed),
                 },
                 description=f"{name} {model.version} from git {lineage.git_sha[:12]}",
             )

@@ -61,7 +61,7 @@ def test_re_signed_with_another_key_is_refused(folder: Path, key: Ed25519Private
     sign_folder(folder, intruder)
     for mode in ("required", "optional"):  # a signature present is checked in both modes
         with pytest.raises(StartupError, match="none of them trusted"):
-            verify_model_signature(folder, mode, (public_key(key),))  # type: ignore[arg-type]
+            verify_model_signature(folder, mode, (public_key(key),))
 
 
 def test_a_file_changed_after_signing_is_refused(folder: Path, key: Ed25519PrivateKey) -> None:
