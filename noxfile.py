@@ -92,8 +92,8 @@ STAGES = {  # one line per stage of pipeline/stages/__init__.py's table: `nox -s
     "serve": "Serve the model of ENV (its alias, else the current export) on 127.0.0.1:8000 until Ctrl-C.",
 }
 
-STAGE_EXTRAS = {"batch": ("batch-spark",)}
-"""Dependency groups a stage needs beyond `stages` (the Spark engine: pyspark)."""
+STAGE_EXTRAS = {"batch": ("batch-spark",), "register": ("signing",)}
+"""Dependency groups a stage needs beyond `stages` (the Spark engine: pyspark; keyless signing: sigstore)."""
 
 
 def _stage_session(name: str, doc: str) -> None:

@@ -121,7 +121,12 @@ def sign_keyless(folder: Path) -> Path:
         raise SigningError(
             "keyless signing needs the sigstore package (`pip install sigstore`) in the job that registers"
         ) from None
-    token = sigstore_oidc.IdentityToken(sigstore_oidc.detect_credential())
+    credential = sigstore_oidc.detect_credential()
+    if credential is None:
+        raise SigningError(
+            "keyless signing: no OIDC token from GitHub Actions; give the job `id-token: write`"
+        )
+    token = sigstore_oidc.IdentityToken(credential)
     context = sigstore_sign.SigningContext.from_trust_config(sigstore_trust.ClientTrustConfig.production())
     with context.signer(token) as signer:
         bundle = signer.sign_artifact(canonical(build_manifest(folder)))
