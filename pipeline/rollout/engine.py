@@ -7,7 +7,7 @@ path is unit-testable with fakes and the same engine serves any backend that can
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -22,6 +22,7 @@ from pipeline.rollout.plan import (
     Pause,
     Plan,
     Promote,
+    SetHeaderRoute,
     SetWeight,
     Smoke,
 )
@@ -34,6 +35,10 @@ PREVIEW_TRAFFIC_TIMEOUT_S = 30
 class TrafficRouter(Protocol):
     def set_weight(self, weight: int) -> None:
         """Send `weight` percent of user traffic to the new version."""
+
+    def set_header_route(self, name: str, patterns: Mapping[str, str]) -> None:
+        """Send requests whose every header in `patterns` matches its RE2 pattern (HeaderMatch.pattern) to
+        the new version whatever the weight; no patterns: remove the route `name`."""
 
     def alive(self) -> bool: ...
 
@@ -105,6 +110,8 @@ class _Run:
     step: int = 0
     events: list[Event] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    header_routes: set[str] = field(default_factory=set)
+    """Header routes set and not yet removed: the rollout's end removes them, as Argo removes managed routes."""
 
     @property
     def weight(self) -> int:
@@ -135,6 +142,8 @@ class _Run:
                 self.router.set_weight(weight)
                 self.record("set_weight", f"{weight}% of traffic to the new version")
                 self.reporter.note(f"step {self.step}: weight {weight}%")
+            case SetHeaderRoute():
+                self.set_header_route(action)
             case Pause(seconds):
                 self.reporter.note(f"step {self.step}: pause {seconds}s at weight {self.weight}%")
                 self.wait(seconds)
@@ -168,11 +177,26 @@ class _Run:
                     raise Aborted("the switch was not approved (auto-promotion is off)")
             case Promote(delay):
                 self.router.set_weight(100)
+                self.remove_header_routes()
                 self.record("promote", "100% of traffic to the new version")
                 self.reporter.note(f"step {self.step}: weight 100%; the old version drains for {delay}s")
                 self.wait(delay)
                 self.versions.retire_stable()
                 self.record("retire_stable", "old version stopped")
+
+    def set_header_route(self, action: SetHeaderRoute) -> None:
+        self.router.set_header_route(action.name, {m.header: m.pattern() for m in action.match})
+        if action.match:
+            self.header_routes.add(action.name)
+        else:
+            self.header_routes.discard(action.name)
+        self.record("set_header_route", action.describe())
+        self.reporter.note(f"step {self.step}: {action.describe()}")
+
+    def remove_header_routes(self) -> None:
+        for name in sorted(self.header_routes):
+            self.router.set_header_route(name, {})
+        self.header_routes.clear()
 
     def analyze(self, target: str, analysis: Analysis) -> None:
         """Measure windows until `count` are conclusive; an inconclusive window is retried. Past
@@ -282,8 +306,12 @@ def _abort(run: _Run, reason: str) -> Outcome:
     if run.router.alive():
         try:
             run.router.set_weight(0)
+            run.remove_header_routes()
         except StageError as exc:
-            reason = f"{reason}; setting weight 0 failed too ({exc}): the rehearsal stops the splitter"
+            reason = (
+                f"{reason}; setting weight 0 (or removing a header route) failed too ({exc}): "
+                "the rehearsal stops the splitter"
+            )
     message = f"ABORT step {run.step} (weight {weight}%): {reason}"
     run.record("abort", message)
     run.reporter.note(message)

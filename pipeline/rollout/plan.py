@@ -77,6 +77,13 @@ class HeaderMatch:
             else f"{self.header} {self.kind} {self.value}"
         )
 
+    def pattern(self) -> str:
+        """The whole value's RE2 pattern (what a local router matches): exact and prefix values escaped, a
+        regex anchored at both ends."""
+        if self.kind == "regex":
+            return f"^(?:{self.value})$"
+        return f"^{re.escape(self.value)}{'$' if self.kind == 'exact' else ''}"
+
 
 @dataclass(frozen=True)
 class SetHeaderRoute:

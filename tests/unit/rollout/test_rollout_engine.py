@@ -1,5 +1,6 @@
 """The engine's decisions with fakes for the router and the versions: no processes, a fake clock."""
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,16 @@ class Router:
     def __init__(self) -> None:
         self.weight = 0
         self.history: list[int] = []
+        self.header_history: list[tuple[int, str, dict[str, str]]] = []
+        """(weight at the time, route name, its patterns: none when removed)."""
         self.up = True
 
     def set_weight(self, weight: int) -> None:
         self.weight = weight
         self.history.append(weight)
+
+    def set_header_route(self, name: str, patterns: Mapping[str, str]) -> None:
+        self.header_history.append((self.weight, name, dict(patterns)))
 
     def alive(self) -> bool:
         return self.up
