@@ -55,6 +55,11 @@ def require_daemon() -> None:
     connect().close()
 
 
+def base_image_arg(config: Config) -> dict[str, str]:
+    base = config.image.base_image
+    return {"BASE_IMAGE": base} if base else {}
+
+
 def build(
     client: DockerClient,
     context: Path,
@@ -69,7 +74,8 @@ def build(
         built, _logs = client.images.build(
             path=str(context),
             tag=reference,
-            buildargs={"BASE_IMAGE": config.image.base_image, **(buildargs or {})},
+            # No BASE_IMAGE argument: the Dockerfile's pinned default.
+            buildargs={**base_image_arg(config), **(buildargs or {})},
             network_mode="none",
             pull=False,
             rm=True,

@@ -287,8 +287,9 @@ class ImageSpec(Spec):
     Tags are `<git-sha>-<model-version>`."""
     push: bool = False
     """Push the image after its smoke test and record the pushed digest; needs registry credentials."""
-    base_image: str = "python:3.11-slim-bookworm"
-    """Base of both Dockerfile stages (build argument BASE_IMAGE): any image with python3.11 and venv."""
+    base_image: str | None = None
+    """Base of both Dockerfile stages (build argument BASE_IMAGE): any image with python3.11 and venv. Empty:
+    the Dockerfile's own, pinned by digest (docs/image.md, Base image); a tag alone is built but noted."""
     platform: Literal["linux/amd64"] = "linux/amd64"
     """Target platform of the image and of the wheels in its wheelhouse."""
 

@@ -111,7 +111,10 @@ def _image(
 
     wheels = wheelhouse(workspace, config.image.platform, reporter)
     context = stage_context(workspace.root / "build" / "image-context", model, wheels, fallback)
-    reporter.note(f"building {reference} from {config.image.base_image} (network off)")
+    base = config.image.base_image or dockerfile_base_image(DOCKERFILE.read_text(encoding="utf-8"))
+    reporter.note(f"building {reference} from {base} (network off)")
+    if "@sha256:" not in base:  # a local base (scripts/base-image.sh) has no registry digest to pin
+        reporter.note(f"base image {base} is not pinned by digest: the same tag may build from another image")
     fallback_args = {FALLBACK_BUILD_ARG: IMAGE_FALLBACK_DIR} if fallback is not None else {}
     built, build_seconds = build(client, context, reference, config, fallback_args)
     size = int(built.attrs.get("Size", 0))
@@ -136,7 +139,7 @@ def _image(
         "artifact_version": model.version,
         "registered": registration is not None,
         "git_sha": git_sha,
-        "base_image": config.image.base_image,
+        "base_image": base,
         "platform": config.image.platform,
         "lock_sha256": hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest(),
         "size_bytes": size,
@@ -167,6 +170,14 @@ def _image(
 
 
 # --- build -------------------------------------------------------------------------------------------
+
+
+def dockerfile_base_image(dockerfile: str) -> str:
+    """The default of the Dockerfile's `ARG BASE_IMAGE=...`: the base it builds from without a build argument."""
+    for line in dockerfile.splitlines():
+        if line.startswith("ARG BASE_IMAGE="):
+            return line.removeprefix("ARG BASE_IMAGE=").strip()
+    raise StageError(f"{DOCKERFILE}: no `ARG BASE_IMAGE=` line; the image stage reads the pinned base from it")
 
 
 def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelDir | None = None) -> Path:
