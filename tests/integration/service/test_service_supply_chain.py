@@ -1,8 +1,10 @@
 """The service process refuses, with one line and before binding a port, a model that is not the one the
-deployment names (the registry's sha256) or not signed by a trusted key; and serves a signed one (issue 36)."""
+deployment names (the registry's sha256) or not signed by a trusted key; serves a signed one; and serves
+its /docs page's assets itself (issue 36)."""
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from model_service.protocol.openapi import DOCS_ASSETS
 from pipeline.release.signing import public_key, sign_folder
 from tests.integration.service.conftest import Server
 
@@ -66,3 +69,20 @@ def test_a_signed_model_starts_and_serves(
     sign_folder(folder, key)
     server = start_server(model=folder, signatures="required", signing_public_keys=public_key(key))
     assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_the_docs_page_and_its_assets_come_from_the_service_process(
+    start_server: Callable[..., Server],
+) -> None:
+    """A real server answers the page and every file it names, byte for byte the pinned ones."""
+    server = start_server()
+    page = httpx.get(f"{server.url}/docs")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(sources) == 3
+    for source in sources:
+        answer = httpx.get(f"{server.url}{source}")
+        assert answer.status_code == 200
+        assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+        name = source.removeprefix("/docs/static/").split("?")[0]
+        assert hashlib.sha256(answer.content).hexdigest() == DOCS_ASSETS[name].sha256
