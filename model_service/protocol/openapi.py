@@ -118,10 +118,12 @@ def _v2_errors(*statuses: int) -> dict[str, Any]:
 _ERROR_TEXT = {
     400: "malformed JSON",
     401: "missing or invalid credentials (when auth is on)",
+    403: "the token does not grant this route's scope",
     404: "unknown model",
     413: "body larger than MODEL_SERVICE_MAX_BODY_BYTES",
     415: "Content-Type is not application/json",
     422: "wrong shape, type or non-finite value; the message names the field",
+    429: "this client's rate limit; see Retry-After",
     500: "injected fault (rehearsals only) or internal error",
     503: "not ready or overloaded; see Retry-After",
 }
@@ -410,6 +412,12 @@ def build_openapi(card: ModelCard, auth: bool) -> dict[str, Any]:
             }
         },
     }
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if "401" in responses:  # behind credentials: a token's scope (403), the client's rate limit (429)
+                for status in ("403", "429"):
+                    responses[status] = {**responses["401"], "description": _ERROR_TEXT[int(status)]}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": f"model-service: {card.name}", "version": card.version},

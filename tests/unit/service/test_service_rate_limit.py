@@ -128,3 +128,17 @@ def test_the_open_routes_are_not_limited_with_auth_on(make_client: Callable[...,
     """With auth on they carry no identity to limit by; their cost is a static answer."""
     client = make_client(api_key_sha256=_digest(KEY_A), rate_limit_rps=0.001, rate_limit_burst=1)
     assert all(client.get("/openapi.json").status_code == 200 for _ in range(5))
+
+
+def test_the_openapi_document_names_403_and_429(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, method in (("/v1/predict", "post"), ("/v1/model", "get"), ("/v2/models/{name}/infer", "post")):
+        assert {"401", "403", "429"} <= paths[path][method]["responses"].keys(), path
+    v2 = paths["/v2/models/{name}/infer"]["post"]["responses"]["429"]["content"]["application/json"]["schema"]
+    assert (
+        v2
+        == paths["/v2/models/{name}/infer"]["post"]["responses"]["401"]["content"]["application/json"][
+            "schema"
+        ]
+    )
+    assert "429" not in paths["/healthz"]["get"]["responses"]  # probes are never limited
