@@ -84,6 +84,17 @@ def test_scopes_per_route(
         assert client.get(path).status_code == 200
 
 
+def test_feedback_needs_its_scope(issuer_client: Callable[..., TestClient], keys: KeyServer) -> None:
+    client = issuer_client()
+    body = {"labels": [{"request_id": "1a2b-0", "label": 1}]}
+    refused = client.post("/v1/feedback", json=body, headers=_bearer(keys.token("k1", scope="predict")))
+    assert refused.status_code == 403
+    assert "needs scope 'feedback'" in refused.json()["error"]["message"]
+    allowed = client.post("/v1/feedback", json=body, headers=_bearer(keys.token("k1", scope="feedback")))
+    assert allowed.status_code == 404  # past auth; this service has no capture to join labels to
+    assert allowed.json()["error"]["code"] == "capture_off"
+
+
 def test_scope_prefix(
     issuer_client: Callable[..., TestClient], keys: KeyServer, rows: list[list[float]]
 ) -> None:
