@@ -266,8 +266,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if not self._reading_head and self._body_left:
                 size = max(size, self._body_left)
             self._parse_slice(view[:size])
-            if self.transport.is_closing():
-                return
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # closed, or upgraded (WebSocket): the rest is not this parser's, as in uvicorn
             view = view[size:]
 
     def _parse_held(self) -> None:
