@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from model_service.contract.capture import LIVE_QUALITY_FILE
 from model_service.model.runtime import OnnxModel, load_card
-from model_service.operations.logs import LOG_CONFIG
 from model_service.model.signature import verify_model_signature
+from model_service.operations.logs import LOG_CONFIG
 from model_service.operations.settings import ENV_PREFIX, ServiceSettings, unknown_variables
 from model_service.protocol.errors import StartupError
 from model_service.server.http import GuardedHttpToolsProtocol, HttpLimits, raise_descriptor_limit
