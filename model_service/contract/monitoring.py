@@ -75,6 +75,14 @@ FEATURE_BIN_TOTAL = f"{FEATURE_BIN}_total"
 SCORE_BIN_TOTAL = f"{SCORE_BIN}_total"
 PREDICTED_CLASS_TOTAL = f"{PREDICTED_CLASS}_total"
 
+REQUEST_DURATION_BOUNDS = (
+    0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
+    0.075, 0.1, 0.15, 0.25, 0.3, 0.5, 1.0, 2.5,
+)  # fmt: skip
+"""The request latency histogram's bucket bounds (seconds): fine enough for p95/p99 of a sub-millisecond
+service, wide enough for an overloaded one. An environment's latency SLO (`loadtest.slo.total.p95_ms`) must
+be one of them: the burn-rate alerts count the requests under it from its bucket (pipeline/deploy/alerting.py)."""
+
 # --- labels -------------------------------------------------------------------------------------------
 ROUTE_LABEL = "route"
 """The route template (`PREDICT_ROUTE`, `V2_INFER_ROUTE`, `/v1/model`, ...; unknown paths: `unmatched`)."""

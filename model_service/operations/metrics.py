@@ -22,17 +22,14 @@ from model_service.contract.monitoring import (
     MODEL_INFO_LABELS,
     RATE_LIMITED,
     REQUEST_DURATION,
+    REQUEST_DURATION_BOUNDS,
     REQUEST_ROWS,
     REQUESTS,
     ROUTE_LABEL,
     STATUS_LABEL,
 )
 
-# Fine enough for p95/p99 of a sub-millisecond service, wide enough for an overloaded one.
-LATENCY_BUCKETS = (
-    0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
-    0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
-)  # fmt: skip
+LATENCY_BUCKETS = REQUEST_DURATION_BOUNDS
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 FLUSH_INTERVAL_S = 0.5
 """Logs and metrics are written in bulk this often; the metrics port renders no more often either."""

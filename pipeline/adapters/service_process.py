@@ -113,6 +113,24 @@ def identity_settings(config: Config) -> dict[str, str]:
 
 
 FALLBACK_DIR_ENV = "MODEL_SERVICE_FALLBACK_DIR"
+CAPTURE_DIR_ENV = "MODEL_SERVICE_CAPTURE_DIR"
+
+
+def capture_settings(config: Config, directory: str | Path) -> dict[str, str]:
+    """The `capture:` section's service settings, capturing into `directory` (the workspace's folder
+    locally, the capture volume's mount path in the cluster); none when the capture is off. The sensitive
+    features are `drift.log_inputs.sensitive` (MODEL_SERVICE_LOG_INPUTS_SENSITIVE): one redaction."""
+    capture = config.capture
+    if not capture.enabled:
+        return {}
+    return {
+        CAPTURE_DIR_ENV: str(directory),
+        "MODEL_SERVICE_CAPTURE_SAMPLE_RATIO": f"{capture.sample_ratio:g}",
+        "MODEL_SERVICE_CAPTURE_MAX_FILE_BYTES": str(capture.max_file_bytes),
+        "MODEL_SERVICE_CAPTURE_MAX_FILES": str(capture.max_files),
+        "MODEL_SERVICE_CAPTURE_RETENTION_DAYS": f"{capture.retention_days:g}",
+        "MODEL_SERVICE_CAPTURE_LABEL_WINDOW_DAYS": f"{capture.label_window_days:g}",
+    }
 
 
 def breaker_settings(config: Config) -> dict[str, str]:
@@ -148,13 +166,16 @@ def drift_settings(config: Config) -> dict[str, str]:
 
 
 def service_environment(
-    config: Config, api_key: str | None = None, **extra: str
+    config: Config, api_key: str | None = None, *, capture_dir: Path | None = None, **extra: str
 ) -> tuple[dict[str, str], dict[str, str]]:
     """MODEL_SERVICE_* variables for this environment, and the client headers they imply.
 
-    With auth on, the service accepts `api_key`, or a throw-away key made here."""
+    With auth on, the service accepts `api_key`, or a throw-away key made here. `capture_dir`: capture
+    into it when the environment's capture is on (`pipeline serve`); None: no capture (load tests,
+    rehearsals: their traffic is no one's production)."""
     spec = config.service
-    env = {**service_settings(config), **extra}
+    captured = capture_settings(config, capture_dir) if capture_dir is not None else {}
+    env = {**service_settings(config), **captured, **extra}
     headers: dict[str, str] = {}
     if spec.auth == "api-key":
         key = api_key or secrets.token_urlsafe(24)
@@ -226,16 +247,18 @@ def running_service(
     settings: Mapping[str, str] | None = None,
     api_key: str | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
+    capture_dir: Path | None = None,
 ) -> Iterator[ServiceProcess]:
     """Start the service on `model_dir`, yield once /readyz answers 200, stop it on the way out.
 
-    `settings` adds MODEL_SERVICE_* variables (e.g. fault injection for a rehearsal). The process gets its
+    `settings` adds MODEL_SERVICE_* variables (e.g. fault injection for a rehearsal); `capture_dir`
+    captures into that folder when the environment's capture is on (`service_environment`). The process gets its
     own session so that stopping it also stops its workers, whatever happens in the `with` body.
     """
     port = port or free_port()
     while metrics_port is None or metrics_port == port:
         metrics_port = free_port()
-    env_vars, headers = service_environment(config, api_key, **dict(settings or {}))
+    env_vars, headers = service_environment(config, api_key, capture_dir=capture_dir, **dict(settings or {}))
     inherited = {
         k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SERVICE_", "PROMETHEUS_MULTIPROC"))
     }

@@ -1274,6 +1274,128 @@ class PromotionSpec(Spec):
         return self
 
 
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+"""A key of a Kubernetes Secret's data."""
+ALERT_DURATION_PATTERN = r"^[1-9][0-9]*(s|m|h)$"
+"""An Alertmanager duration in whole seconds, minutes or hours: `30s`, `5m`, `4h`."""
+Severity = Literal["page", "ticket"]
+"""The `severity` label of the rendered alerts: `page` wakes someone, `ticket` is read in working hours."""
+
+
+class SecretKeySpec(Spec):
+    """One key of a Kubernetes Secret in the environment's namespace, created out of band (never committed);
+    the Prometheus Operator reads it when it builds Alertmanager's configuration."""
+
+    secret: str = Field(pattern=NAMESPACE_PATTERN)
+    """Name of the Secret."""
+    key: str = Field(pattern=SECRET_KEY_PATTERN)
+    """Key in the Secret's data."""
+
+
+class SlackReceiverSpec(Spec):
+    """Alerts posted to a Slack channel through an incoming webhook."""
+
+    webhook_url: SecretKeySpec
+    """The Secret key holding the incoming webhook's URL (it is a credential)."""
+    channel: str | None = Field(None, pattern=r"^[#@][^\s]+$")
+    """Channel to post to (`#ml-alerts`); empty: the webhook's own channel."""
+
+
+class PagerDutyReceiverSpec(Spec):
+    """Alerts sent to a PagerDuty service through its Events API v2 integration."""
+
+    routing_key: SecretKeySpec
+    """The Secret key holding the integration's routing key."""
+    url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+    """Events API endpoint; empty: Alertmanager's default (PagerDuty's US service region)."""
+
+
+class EmailReceiverSpec(Spec):
+    """Alerts sent by e-mail through an SMTP server."""
+
+    model_config = ConfigDict(serialize_by_alias=True)  # dumps `from`, as the YAML writes it
+
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    """Address the alerts go to."""
+    from_: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")
+    """Sender address."""
+    smarthost: str = Field(pattern=r"^[a-zA-Z0-9.-]+:[0-9]{1,5}$")
+    """SMTP server as host:port (`smtp.example.com:587`)."""
+    username: str | None = None
+    """SMTP login; empty: no authentication."""
+    password: SecretKeySpec | None = None
+    """The Secret key holding the SMTP password (with `username`)."""
+    require_tls: bool = True
+    """Refuse to send without STARTTLS."""
+
+    @model_validator(mode="after")
+    def _login_whole(self) -> Self:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together: set both for SMTP login, or neither")
+        return self
+
+
+class ReceiverSpec(Spec):
+    """Where one receiver's alerts go: one or more of Slack, PagerDuty and e-mail."""
+
+    slack: SlackReceiverSpec | None = None
+    """A Slack channel."""
+    pagerduty: PagerDutyReceiverSpec | None = None
+    """A PagerDuty service."""
+    email: EmailReceiverSpec | None = None
+    """An e-mail address."""
+
+    @model_validator(mode="after")
+    def _goes_somewhere(self) -> Self:
+        if self.slack is None and self.pagerduty is None and self.email is None:
+            raise ValueError("a receiver needs slack, pagerduty or email: one that has none delivers nothing")
+        return self
+
+
+class AlertsSpec(Spec):
+    """Who hears the PrometheusRule's alerts (docs/alerting.md): receivers, routed by the alerts' severity,
+    rendered as an AlertmanagerConfig in the overlay; no receivers: none is rendered (the alerts reach only
+    Alertmanager's own default route). Also the thresholds of the resource alerts."""
+
+    receivers: dict[Annotated[str, Field(pattern=NAMESPACE_PATTERN)], ReceiverSpec] = Field(
+        default_factory=dict
+    )
+    """Receivers by name (`pager: {pagerduty: {routing_key: {secret: alerting, key: pagerduty}}}`)."""
+    routes: dict[Severity, str] = Field(default_factory=dict)
+    """Severity -> receiver (`{page: pager, ticket: team-slack}`); a severity not named goes to
+    `default_receiver`."""
+    default_receiver: str | None = None
+    """Receiver of the alerts no route takes; required when there are receivers."""
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "namespace"], min_length=1)
+    """Labels that group alerts into one notification."""
+    group_wait: str = Field("30s", pattern=ALERT_DURATION_PATTERN)
+    """How long a new group waits for more alerts before its first notification."""
+    group_interval: str = Field("5m", pattern=ALERT_DURATION_PATTERN)
+    """How long before a group that changed is notified again."""
+    repeat_interval: str = Field("4h", pattern=ALERT_DURATION_PATTERN)
+    """How long before a group still firing is notified again."""
+    max_restarts: int = Field(3, ge=1, le=100)
+    """Container restarts within 15 minutes that page (ModelServiceRestarting)."""
+    memory_limit_share: float = Field(0.9, gt=0, lt=1)
+    """Working-set memory as a share of the container's limit that opens a ticket (ModelServiceMemoryNearLimit)."""
+    fd_limit_share: float = Field(0.8, gt=0, lt=1)
+    """Open file descriptors as a share of a process' limit that opens a ticket (ModelServiceFdsNearLimit)."""
+
+    @model_validator(mode="after")
+    def _routes_name_receivers(self) -> Self:
+        known = ", ".join(sorted(self.receivers)) or "none"
+        named = {f"routes.{severity}": name for severity, name in self.routes.items()}
+        if self.default_receiver is not None:
+            named["default_receiver"] = self.default_receiver
+        unknown = [f"{key} {name!r}" for key, name in named.items() if name not in self.receivers]
+        if unknown:
+            msg = f"{'; '.join(unknown)}: no such receiver (receivers: {known}); add it under receivers or fix the name"
+            raise ValueError(msg)
+        if self.receivers and self.default_receiver is None:
+            raise ValueError(f"receivers are set but default_receiver is not: name one of {known}")
+        return self
+
+
 WINDOW_SCRAPES = 4
 """Scrapes in one PromQL range window: rate() needs two samples, four leave room for a missed scrape."""
 
@@ -1358,6 +1480,8 @@ class Config(Spec):
     """Scheduled drift and live-quality checks, and what a failing verdict does."""
     promotion: PromotionSpec = PromotionSpec()
     """When a release may enter the environment."""
+    alerts: AlertsSpec = AlertsSpec()
+    """Where alerts go, and the resource alerts' thresholds."""
 
     @property
     def alias(self) -> str:

@@ -14,6 +14,8 @@ from model_service.contract.monitoring import (
     CLASS_LABEL,
     FEATURE_LABEL,
     FEATURE_PSI,
+    LIVE_QUALITY_VERDICT,
+    MODEL_LABEL,
     PREDICTED_CLASS_TOTAL,
     PREDICTION_ROUTES_REGEX,
     REQUEST_DURATION_BUCKET,
@@ -22,6 +24,8 @@ from model_service.contract.monitoring import (
     SCORE_BIN_TOTAL,
     SCORE_PSI,
     STATUS_LABEL,
+    VERDICT_LABEL,
+    VERSION_LABEL,
 )
 from pipeline.config import PREDICTION_SHIFT_METRICS, ClusterTiming, Config, ConfigError
 from pipeline.deploy.names import ANALYSIS_TEMPLATE, SMOKE_TEMPLATE
@@ -317,5 +321,17 @@ def drift_rules(config: Config) -> dict[str, Any]:
             f"model-service in {where}: predicted scores shifted from the evaluation set's "
             f"(score PSI above {drift.score_psi.fail:g} for {minutes}m)",
         )
+    )
+    rules.append(
+        {
+            # The verdict is already a judgment over days of labels (`pipeline evaluate`): no `for` delay.
+            "alert": "ModelLiveQualityFailing",
+            "expr": f'max by (namespace, {MODEL_LABEL}, {VERSION_LABEL}) ({LIVE_QUALITY_VERDICT}{{{VERDICT_LABEL}="fail"}}) == 1',
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": f"model {{{{ $labels.{MODEL_LABEL} }}}} version {{{{ $labels.{VERSION_LABEL} }}}} in {where}: "
+                "live quality fails the gate rows on its labelled served rows (pipeline evaluate; docs/monitoring.md)"
+            },
+        }
     )
     return {"name": "model-service-ml", "rules": rules}

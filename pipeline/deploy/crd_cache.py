@@ -78,6 +78,12 @@ PINNED = (
         "78be98554b9c8506ab2b4f4feb91c5f3a56e536a0a510f3a8e876a459970d56d",
     ),
     PinnedCrd(
+        "prometheus-operator-alertmanagerconfigs-crd.yaml",
+        *_PROMETHEUS,
+        "example/prometheus-operator-crd/monitoring.coreos.com_alertmanagerconfigs.yaml",
+        "fed47c462483a47a4d1912bf8a7a3767618644cfdee86dc73d7624c55d6a8b9d",
+    ),
+    PinnedCrd(
         "gateway-api-httproutes-crd.yaml",
         *_GATEWAY,
         f"{_GATEWAY_DIR}httproutes.yaml",

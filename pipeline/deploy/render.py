@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.service_process import service_settings
+from pipeline.adapters.service_process import capture_settings, service_settings
 from pipeline.config import ClusterTiming, Config, ConfigError, Task, known_environments, load_config
 from pipeline.console import Reporter
-from pipeline.deploy import batch_jobs, shadow, workflow_schedules
+from pipeline.deploy import alerting, batch_jobs, shadow, workflow_schedules
 from pipeline.deploy.analysis_load import load_config_map, load_job_metric, sends_load
 from pipeline.deploy.argo_analysis import (
     analysis_args,
@@ -87,12 +87,29 @@ def signature_settings(config: Config) -> dict[str, str]:
     }
 
 
+CAPTURE_MOUNT_PATH = "/var/lib/model-service/capture"
+"""Where the service's capture volume is mounted in the pod (the root filesystem is read-only)."""
+CAPTURE_HEADROOM_MIB = 64
+"""The emptyDir's room beyond the capture files: labels.sqlite, its WAL, the live-quality file."""
+
+
+def capture_volume(config: Config) -> dict[str, Any]:
+    """The capture's volume: the environment's PersistentVolumeClaim, else an emptyDir (lost with the pod)
+    sized for `max_files` full files and the label store."""
+    capture = config.capture
+    if capture.volume_claim is not None:
+        return {"name": "capture", "persistentVolumeClaim": {"claimName": capture.volume_claim}}
+    mib = -(-capture.max_files * capture.max_file_bytes // 1_048_576) + CAPTURE_HEADROOM_MIB
+    return {"name": "capture", "emptyDir": {"sizeLimit": f"{mib}Mi"}}
+
+
 def config_map(config: Config) -> dict[str, Any]:
     data = {
         **service_settings(config),
         "MODEL_SERVICE_SHUTDOWN_DELAY_S": str(config.deploy.shutdown_delay_seconds),
         "MODEL_SERVICE_GRACEFUL_TIMEOUT_S": str(config.deploy.graceful_timeout_seconds),
         **signature_settings(config),
+        **capture_settings(config, CAPTURE_MOUNT_PATH),
     }
     return {
         "apiVersion": "v1",
@@ -144,6 +161,10 @@ def rollout_patch(
     if release.model_sha256:  # the registry's record of the release's ONNX file, checked at start
         env = {"name": "MODEL_SERVICE_EXPECTED_SHA256", "value": release.model_sha256}
         ops.append(_op("add", f"{container}/env/-", env))
+    if config.capture.enabled:  # the capture folder (docs/monitoring.md, In the cluster)
+        ops.append(_op("add", "/spec/template/spec/volumes/-", capture_volume(config)))
+        mount = {"name": "capture", "mountPath": CAPTURE_MOUNT_PATH}
+        ops.append(_op("add", f"{container}/volumeMounts/-", mount))
     if config.rollout.rollback_window:  # back to a recent release: no steps, no analysis (docs/rollout.md)
         ops.append(_op("add", "/spec/rollbackWindow", {"revisions": config.rollout.rollback_window}))
     if rollout_plan.strategy == "canary":
@@ -354,6 +375,8 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
         ],
         "patch-prometheusrule.yaml": [
             *_label_ops(selector_labels),
+            # The SLO group first: NO_TRAFFIC_RULE joins it (groups/0).
+            *(_op("add", "/spec/groups/-", group) for group in alerting.rule_groups(config)),
             *([_op("add", "/spec/groups/0/rules/-", NO_TRAFFIC_RULE)] if deploy.expected_user_rps else []),
             _op("add", "/spec/groups/-", drift_rules(config)),
             *([_op("add", "/spec/groups/-", rules)] if (rules := fallback_rules(config)) else []),
@@ -366,6 +389,9 @@ def overlay_objects(config: Config, release: Release, root: Path) -> dict[str, A
     if shadow_metrics:
         resources.append(SHADOW_FILE)
         files[SHADOW_FILE] = shadow.shadow_template(config, shadow_metrics)
+    if (routing := alerting.alertmanager_config_object(config)) is not None:
+        resources.append("alertmanager-config.yaml")
+        files["alertmanager-config.yaml"] = routing
     if deploy.image_pull_secret:
         patches["patch-serviceaccount.yaml"] = ("", "ServiceAccount", APP)
         files["patch-serviceaccount.yaml"] = [

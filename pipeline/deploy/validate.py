@@ -118,6 +118,15 @@ def kustomize_command() -> list[str]:
     raise ToolMissing("neither `kustomize` nor `kubectl` is on PATH; install one to build the overlays")
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML, reading a bare `=` as the string it is: the AlertmanagerConfig CRD lists `- =` among its
+    matchType values and kustomize writes a matcher's `matchType: =` bare, which YAML 1.1 (PyYAML) parses
+    as the `value` tag that SafeLoader refuses."""
+
+
+_YamlLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
 def build(directory: Path) -> list[dict[str, Any]]:
     """`kustomize build DIRECTORY` as a list of objects; a failure raises ValueError with kustomize's reason."""
     result = subprocess.run(
@@ -125,7 +134,7 @@ def build(directory: Path) -> list[dict[str, Any]]:
     )
     if result.returncode != 0:
         raise ValueError(f"{directory}: kustomize build failed: {result.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.load_all(result.stdout, Loader=_YamlLoader) if doc]
 
 
 # --- schemas ---------------------------------------------------------------------------------------
@@ -162,7 +171,7 @@ def crd_schemas(directory: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
         raise ToolMissing(f"no CRD schemas at {directory}; set {SCHEMAS_ENV} to a folder of CRD YAML files")
     found: dict[tuple[str, str, str], dict[str, Any]] = {}
     for path in sorted(directory.glob("*.yaml")):
-        for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+        for crd in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_YamlLoader):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
             spec = crd["spec"]

@@ -13,6 +13,7 @@ from pipeline.artifacts import ModelDir
 from pipeline.config import Config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
+from pipeline.quality.join import capture_directory
 from pipeline.stage import StageContext
 from pipeline.workspace import Workspace, read_json
 
@@ -30,11 +31,17 @@ def serve(
     """Serve `model` in the foreground until Ctrl-C (with `fallback` behind the circuit breaker)."""
     model_dir = model.path
     extra = {FALLBACK_DIR_ENV: str(fallback.path)} if fallback is not None else {}
-    env_vars, headers = service_environment(config, **extra)
+    capture_dir = (
+        capture_directory(config.capture.directory, workspace.root) if config.capture.enabled else None
+    )
+    env_vars, headers = service_environment(config, capture_dir=capture_dir, **extra)
     url = f"http://127.0.0.1:{port}"
     auth = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
     metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     reporter.note(f"listening on {url}  (docs {url}/docs, metrics {metrics}); Ctrl-C stops")
+    if capture_dir is not None:
+        ratio = f"{config.capture.sample_ratio:.0%}"
+        reporter.note(f"capturing {ratio} of the answers in {capture_dir}; labels: POST {url}/v1/feedback")
     evaluation = model_dir / "eval.json"
     if evaluation.is_file():
         row = [round(v, 4) if type(v) is float else v for v in read_json(evaluation)["rows"][0]]
