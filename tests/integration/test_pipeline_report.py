@@ -19,6 +19,7 @@ REPO = Path(__file__).parents[2]
 MODEL = "breast-cancer-classifier"
 FAST = (
     "--set", "loadtest.profile.duration_s=3",
+    "--set", "shadow.duration_s=3",
     "--set", "rollout.steps=[{set_weight: 50}, {analysis: {}}]",
     "--set", "rollout.analysis={interval_seconds: 1, count: 2, min_requests: 5}",
     "--set", "rollout.scale_down_delay_seconds=0",

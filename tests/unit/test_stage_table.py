@@ -49,7 +49,9 @@ def test_each_row_runs_a_function_and_its_options_reach_the_command_line(stage: 
 
 
 def test_run_is_the_in_run_rows_in_table_order_and_needs_no_option() -> None:
-    assert RUN_ORDER == ("train", "export", "gate", "register", "image", "loadtest", "rollout", "promote")
+    assert RUN_ORDER == (
+        "train", "export", "gate", "register", "image", "loadtest", "shadow", "rollout", "promote"
+    )  # fmt: skip
     for stage in STAGES:
         if stage.in_run:
             assert not any(item.settings.get("required") for item in stage.options), stage.name
