@@ -43,6 +43,8 @@ HOP_BY_HOP = frozenset(
      "content-length"}
 )  # fmt: skip
 """Headers of one connection, not of the request (RFC 9110, 7.6.1): never forwarded."""
+DECODED = HOP_BY_HOP | {"content-encoding"}
+"""Headers of an upstream answer not passed on: httpx hands the body over decoded, so its encoding no longer applies."""
 MIRRORED = re.compile(f"^({PREDICTION_ROUTES_REGEX})$")
 UPSTREAM_TIMEOUT_S = 30.0
 DEFAULT_DRAIN_S = 10.0
@@ -156,7 +158,7 @@ class Mirror:
         await _respond(
             send,
             response.status_code,
-            [(k.encode(), v.encode()) for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP],
+            [(k.encode(), v.encode()) for k, v in response.headers.items() if k.lower() not in DECODED],
             response.content,
         )
         if scope["method"] != "POST" or not MIRRORED.match(scope["path"]):
