@@ -97,10 +97,6 @@ def evaluate(
             f"{capture_dir}: no capture directory; serve {config.name} with capture on "
             f"(environments/{config.name}.yaml: capture) and send traffic first"
         )
-    try:
-        records = list(read_capture(capture_dir))
-    except CaptureError as exc:
-        raise StageError(f"{exc}; move the file aside or delete the line, then run evaluate again") from None
     labels_path = capture_dir / LABELS_FILE
     labels: dict[str, object] = {}
     if labels_path.is_file():
@@ -109,7 +105,10 @@ def evaluate(
             labels = store.labels()
         finally:
             store.close()
-    served = group(records, labels)
+    try:
+        served = group(read_capture(capture_dir), labels)  # streamed: one file's lines in memory at a time
+    except CaptureError as exc:
+        raise StageError(f"{exc}; move the file aside or delete the line, then run evaluate again") from None
     others = sorted({model for model, _ in served if model != config.model.name})
     if others:
         reporter.note(f"left out: rows of other models ({', '.join(others)}) in {capture_dir}")
