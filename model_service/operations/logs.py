@@ -75,9 +75,9 @@ class JsonLogHandler(logging.Handler):
     """A `logging` handler writing each record as a `JsonLog` event: `event` "log", the logger's name, its
     message and, with `exc_info`, the exception's fields."""
 
-    def __init__(self) -> None:
+    def __init__(self, fd: int | None = None) -> None:
         super().__init__()
-        self._log = JsonLog()
+        self._log = JsonLog(fd)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
