@@ -7,7 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.deploy import shadow
 from pipeline.deploy.names import APP, K8S_DIR
+from pipeline.rollout.plan import header_routes, plan
+
+
+def managed_route_paths(config: Config) -> list[str]:
+    """What the Gateway API plugin adds to the route while a rollout runs, left out of the diff like the
+    weights: the shadow step's RequestMirror filter (the plugin's default mode puts it on the weighted rule)
+    and each header route's rule (named after the route). Argo removes them when the rollout ends."""
+    paths = [".spec.rules[].filters"] if shadow.in_cluster(config) else []
+    return paths + [f'.spec.rules[] | select(.name == "{name}")' for name in header_routes(plan(config))]
 
 
 def application(config: Config) -> dict[str, Any]:
@@ -29,7 +39,7 @@ def application(config: Config) -> dict[str, Any]:
             {
                 "group": "gateway.networking.k8s.io",
                 "kind": "HTTPRoute",
-                "jqPathExpressions": [".spec.rules[].backendRefs[].weight"],
+                "jqPathExpressions": [".spec.rules[].backendRefs[].weight", *managed_route_paths(config)],
             }
         ]
     return {

@@ -20,6 +20,7 @@ RespectIgnoreDifferences) must keep the plugin's weights through a sync and stil
 the two other designs are shown failing one of the two, so the model is not vacuous."""
 
 import copy
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,29 @@ def _normalize(obj: dict[str, Any], app: dict[str, Any]) -> dict[str, Any]:
         if (rule["group"], rule["kind"]) == (obj["apiVersion"].split("/")[0], obj["kind"]):
             for expr in rule.get("jqPathExpressions", []):
                 assert expr.startswith("."), expr
-                _delete(out, expr[1:].split("."))
+                path, _, selected = expr.partition(" | ")
+                if selected:
+                    _delete_selected(out, path[1:].split("."), selected)
+                else:
+                    _delete(out, path[1:].split("."))
     return out
+
+
+SELECT = re.compile(r'^select\(\.(\w+) == "([^"]*)"\)$')
+
+
+def _delete_selected(node: Any, keys: list[str], selected: str) -> None:
+    """`del(.a.b[] | select(.key == "value"))`: the list's items whose `key` is `value` are dropped."""
+    match = SELECT.match(selected)
+    assert match is not None, selected
+    key, value = match.groups()
+    *parents, last = keys
+    assert last.endswith("[]"), keys
+    for name in parents:
+        node = node.get(name, {})
+    items = node.get(last[:-2])
+    if items is not None:
+        node[last[:-2]] = [item for item in items if item.get(key) != value]
 
 
 def _modified(desired: dict[str, Any], live: dict[str, Any], app: dict[str, Any]) -> bool:
@@ -184,3 +206,49 @@ def test_the_other_designs_fail_one_rule() -> None:
     renamed["spec"]["rules"][0]["backendRefs"][1]["name"] = "model-service-canary-v2"
     frozen = sync(respect, renamed, live)
     assert frozen["spec"]["rules"][0]["backendRefs"][1]["name"] == "model-service-canary", "argo-cd#25284"
+
+
+def _mid_shadow(route: dict[str, Any]) -> dict[str, Any]:
+    """What the plugin's setMirrorRoute wrote (its default filter mode: on the weighted rule)."""
+    live = copy.deepcopy(route)
+    mirror = {"name": "model-service-canary", "port": 80, "group": "", "kind": "Service"}
+    live["spec"]["rules"][0]["filters"] = [
+        {"type": "RequestMirror", "requestMirror": {"backendRef": mirror, "percent": 100}}
+    ]
+    return live
+
+
+@needs_kubectl
+def test_a_sync_during_the_shadow_step_keeps_the_mirror() -> None:
+    """dev mirrors (shadow.enabled): the plugin's filter leaves the route Synced and survives a sync."""
+    app, desired = _app("dev"), _route("dev")
+    live = _mid_shadow(desired)
+    assert not _modified(desired, live, app)
+    assert sync(app, desired, live)["spec"]["rules"][0]["filters"][0]["type"] == "RequestMirror"
+
+
+@needs_kubectl
+def test_a_sync_during_a_header_route_keeps_its_rule() -> None:
+    """A header route is a rule the plugin appends, named after the route (header-based-routing.md)."""
+    config = load_config(
+        "dev",
+        CONFIG_DIR,
+        [
+            (
+                "rollout.steps=[{set_header_route: {name: preview, match: [{header: X-Preview, "
+                "value: {exact: '1'}}]}}, {set_weight: 20}, {analysis: {}}]"
+            )
+        ],
+    )
+    app, desired = argocd.application(config), _route("dev")
+    live = copy.deepcopy(desired)
+    header_rule = copy.deepcopy(live["spec"]["rules"][0])
+    header_rule["name"] = "preview"
+    header_rule["matches"][0]["headers"] = [{"name": "X-Preview", "type": "Exact", "value": "1"}]
+    live["spec"]["rules"].append(header_rule)
+    assert not _modified(desired, live, app)
+    assert sync(app, desired, live)["spec"]["rules"][-1]["name"] == "preview"
+    renamed = copy.deepcopy(header_rule)
+    renamed["name"] = "another"
+    live["spec"]["rules"][-1] = renamed
+    assert _modified(desired, live, app), "a rule no header route of the plan names is a difference"

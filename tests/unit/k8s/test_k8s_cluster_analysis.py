@@ -133,9 +133,9 @@ def test_gateway_api_is_the_default_router() -> None:
         "managedRoutes": [{"name": "shadow"}],  # the shadow step's mirror (pipeline/deploy/shadow.py)
     }
     (ignored,) = files["application"]["spec"]["ignoreDifferences"]
-    assert ignored["kind"] == "HTTPRoute" and ignored["jqPathExpressions"] == [
-        ".spec.rules[].backendRefs[].weight"
-    ]
+    assert ignored["kind"] == "HTTPRoute"
+    # the weights, and the shadow step's RequestMirror filter (tests/unit/k8s/test_argocd_sync_weights.py)
+    assert ignored["jqPathExpressions"] == [".spec.rules[].backendRefs[].weight", ".spec.rules[].filters"]
 
 
 def test_nginx_stays_an_option() -> None:
