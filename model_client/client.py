@@ -22,15 +22,16 @@ import httpx
 from model_client.codec import Codec, Prediction, Row
 from model_client.errors import ClientError, ServiceError, ServiceTimeout, ServiceUnreachable
 
-RETRIED_STATUSES = frozenset({502, 503, 504})
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+"""429 only when the service says when (Retry-After): the client's own budget comes back then."""
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Retry:
     """How failed attempts are retried: at most `attempts` in all; the n-th wait is uniform in
-    [0, min(max_backoff_s, backoff_s * 2**n)] ("full jitter"), or the 503's Retry-After plus up to
-    `backoff_s` of jitter when the service sends one."""
+    [0, min(max_backoff_s, backoff_s * 2**n)] ("full jitter"), or the 503's or 429's Retry-After plus up
+    to `backoff_s` of jitter when the service sends one (a 429 without it is not retried)."""
 
     attempts: int = 4
     backoff_s: float = 0.05
@@ -48,7 +49,7 @@ class Retry:
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
-    if response is None or response.status_code != 503:
+    if response is None or response.status_code not in (429, 503):
         return None
     value = response.headers.get("retry-after", "")
     return float(value) if value.isdigit() else None  # the service sends seconds (RFC 9110 delay-seconds)
@@ -80,6 +81,8 @@ class _Attempt:
             response = outcome
             if outcome.status_code not in RETRIED_STATUSES:
                 raise failure
+            if outcome.status_code == 429 and _retry_after(outcome) is None:
+                raise failure  # a rate limit that says not when: retrying at once would be refused again
         wait = self.core.retry.delay(self.number, response, self.core.rng)
         if self.number + 1 >= self.core.retry.attempts or time.monotonic() + wait >= self.deadline:
             raise failure

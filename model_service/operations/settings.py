@@ -1,4 +1,7 @@
-"""Service settings: typed, validated, one env prefix (`MODEL_SERVICE_`), each field documented under it."""
+"""Service settings: typed, validated, one env prefix (`MODEL_SERVICE_`), each field documented under it.
+
+Over 400 lines on purpose: every setting of the service is one field of one class, with its documentation and
+its checks beside it, so a setting is read, validated and documented in one place."""
 
 import difflib
 import ipaddress
