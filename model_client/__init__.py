@@ -19,11 +19,13 @@ library only): no numpy, no onnxruntime.
   service's log lines of all attempts share it; the answer carries it.
 - `timeout` bounds the whole call, retries and waits included: past it, `ServiceTimeout`.
 - Retries: 502/503/504 and connection failures, after a jittered exponential backoff, or after the
-  service's Retry-After on a 503 when it gives one; never a 4xx (the same request would fail again) nor a
-  500. A wait that would end past the deadline is not started: the last error is raised instead.
-- Errors: `ServiceError` subclasses by status (`InvalidInput` for 422, `Unauthorized`, `NotFound`,
-  `Overloaded` for 503, ...) carrying the service's error JSON, both /v1's `{"error": {"code", "message",
-  "request_id"}}` and /v2's `{"error": "<message>"}`; `InvalidInput.field` is the field the message names.
+  service's Retry-After on a 503 when it gives one; a 429 (this client's rate limit) after its Retry-After;
+  never another 4xx (the same request would fail again) nor a 500. At most `Retry.attempts` in all, and a
+  wait that would end past the deadline is not started: the last error is raised instead.
+- Errors: `ServiceError` subclasses by status (`InvalidInput` for 422, `Unauthorized`, `Forbidden` (a
+  token without the route's scope), `NotFound`, `RateLimited` for 429, `Overloaded` for 503, ...) carrying
+  the service's error JSON, both /v1's `{"error": {"code", "message", "request_id"}}` and /v2's
+  `{"error": "<message>"}`; `InvalidInput.field` is the field the message names.
 
 Modules: client.py (the clients and the one call plan they share: retries, deadlines, request ids),
 codec.py (rows checked against the card, request bodies, answers), errors.py (what it raises).
@@ -34,10 +36,12 @@ from model_client.codec import Prediction, Row
 from model_client.errors import (
     BadRequest,
     ClientError,
+    Forbidden,
     InvalidInput,
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RateLimited,
     RowError,
     ServerError,
     ServiceError,
@@ -51,11 +55,13 @@ __all__ = [
     "BadRequest",
     "Client",
     "ClientError",
+    "Forbidden",
     "InvalidInput",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
     "Prediction",
+    "RateLimited",
     "Retry",
     "Row",
     "RowError",

@@ -68,6 +68,10 @@ class Unauthorized(ServiceError):
     """401: no or a bad credential."""
 
 
+class Forbidden(ServiceError):
+    """403: the credential is valid but lacks the route's scope (`predict`, `model:read`, `feedback`)."""
+
+
 class NotFound(ServiceError):
     """404: no such route or model."""
 
@@ -84,6 +88,11 @@ class InvalidInput(ServiceError):
         return self.message.partition(":")[0]
 
 
+class RateLimited(ServiceError):
+    """429: this client's rate limit; retried after the service's Retry-After while attempts and the
+    deadline allow."""
+
+
 class ServerError(ServiceError):
     """5xx other than the ones below."""
 
@@ -96,9 +105,11 @@ ServiceError.status_classes.update(
     {
         400: BadRequest,
         401: Unauthorized,
+        403: Forbidden,
         404: NotFound,
         413: PayloadTooLarge,
         422: InvalidInput,
+        429: RateLimited,
         503: Overloaded,
     }
 )

@@ -206,9 +206,15 @@ class ServiceSpec(Spec):
     """Most rows in one request (422 beyond)."""
     max_body_bytes: int = Field(1_048_576, ge=64)
     """Largest request body in bytes (413 beyond)."""
-    auth: Literal["none", "api-key"] = "none"
-    """`api-key`: requests need a key whose sha256 is configured. Local runs (load test, rollout
-    rehearsal) make a throw-away key per run; deployments read the hashes from a Secret."""
+    auth: Literal["none", "api-key", "jwt"] = "none"
+    """`api-key`: requests need a key whose sha256 is configured; deployments read the hashes from a Secret.
+    `jwt`: bearer tokens of the identity provider in `jwt`, each route needing its scope. Local runs (load
+    test, rollout rehearsal, serve) make a throw-away key, or signing key and token, per run."""
+    jwt: JwtSpec | None = None
+    """The identity provider whose tokens are accepted (auth `jwt`)."""
+    rate_limit: RateLimitSpec | None = None
+    """Per-client rate limit (token bucket per API key, token subject, or with auth `none` remote address;
+    per worker process); unset: none. Past it: 429 with Retry-After (docs/service.md, Rate limits)."""
     fallback: FallbackSpec | None = None
     """A second model served next to the primary behind a circuit breaker (docs/service.md, Fallback);
     unset: no fallback."""
@@ -240,6 +246,75 @@ class ServiceSpec(Spec):
             )
             raise ValueError(msg)
         return self
+
+    @model_validator(mode="after")
+    def _jwt_with_auth_jwt(self) -> Self:
+        if self.auth == "jwt" and self.jwt is None:
+            raise ValueError("auth 'jwt' needs service.jwt: {issuer, audience} of the identity provider")
+        if self.auth != "jwt" and self.jwt is not None:
+            raise ValueError(
+                f"service.jwt is read only with auth 'jwt' (auth is {self.auth!r}); remove it or set auth: jwt"
+            )
+        return self
+
+
+SCOPE_TOKEN_PATTERN = r"^[!#-\[\]-~]*$"
+"""RFC 6749 3.3: a scope token's characters (printable ASCII but space, `"` and `\\`)."""
+
+
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+
+class JwtSpec(Spec):
+    """Bearer tokens (JWT) from the organisation's identity provider, verified with its published keys."""
+
+    issuer: str = Field(pattern=r"^https://[^\s/]+(/\S*)?$")
+    """The provider's issuer URL: the tokens' required `iss`, and where OIDC discovery finds the keys
+    (`<issuer>/.well-known/openid-configuration`) when `jwks_url` is unset."""
+    audience: str = Field(min_length=1)
+    """The tokens' required `aud`: the identifier the provider gives this API."""
+    jwks_url: str | None = Field(None, pattern=r"^https://[^\s/]+(/\S*)?$")
+    """The provider's JSON Web Key Set; unset: found through OIDC discovery."""
+    algorithms: tuple[JwtAlgorithm, ...] = Field(("RS256",), min_length=1)
+    """Signature algorithms accepted; asymmetric only (a shared secret published as a key would let anyone
+    sign; `none` signs nothing)."""
+    keys_ttl_seconds: float = Field(300.0, gt=0, le=86_400)
+    """How long the fetched keys are used before a refresh (in the background; through an outage of the
+    provider the keys held keep verifying)."""
+    max_token_lifetime_seconds: int = Field(86_400, ge=60, le=31_536_000)
+    """A token whose `exp` is further ahead is refused."""
+    scope_prefix: str = Field("", pattern=SCOPE_TOKEN_PATTERN)
+    """Put before the route scopes (`predict`, `model:read`, `feedback`) for providers that qualify them
+    (e.g. `api://model-service/`)."""
+    loadtest_token_secret: str = Field(
+        "model-service-loadtest-token", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+    """Secret (key `token`, in the namespace) holding a token with the `predict` and `model:read` scopes for
+    the in-cluster analysis traffic; kept fresh out of band (docs/service.md, Auth)."""
+
+
+class ClientRateLimit(Spec):
+    """One client's own limit."""
+
+    requests_per_second: float = Field(gt=0, le=1_000_000)
+    """Sustained requests per second (per worker)."""
+    burst: int = Field(ge=1, le=1_000_000)
+    """Requests at once above the rate (the bucket's size)."""
+
+
+class RateLimitSpec(Spec):
+    """A token bucket per client, per worker process: a pod with W workers takes up to W times the rate
+    from a client whose connections reach every worker."""
+
+    requests_per_second: float = Field(gt=0, le=1_000_000)
+    """Sustained requests per second each client may send (per worker)."""
+    burst: int | None = Field(None, ge=1, le=1_000_000)
+    """Requests a client may send at once above the rate; unset: the rate rounded up."""
+    clients: dict[Annotated[str, Field(pattern=r"^(key|sub|ip):\S+$")], ClientRateLimit] = Field(
+        default_factory=dict
+    )
+    """Limits of their own by client id: `key:<first 12 hex of the API key's sha256>`, `sub:<token subject>`,
+    `ip:<address>` (auth `none`)."""
 
 
 class BreakerSpec(Spec):
