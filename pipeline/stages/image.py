@@ -177,7 +177,9 @@ def dockerfile_base_image(dockerfile: str) -> str:
     for line in dockerfile.splitlines():
         if line.startswith("ARG BASE_IMAGE="):
             return line.removeprefix("ARG BASE_IMAGE=").strip()
-    raise StageError(f"{DOCKERFILE}: no `ARG BASE_IMAGE=` line; the image stage reads the pinned base from it")
+    raise StageError(
+        f"{DOCKERFILE}: no `ARG BASE_IMAGE=` line; the image stage reads the pinned base from it"
+    )
 
 
 def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelDir | None = None) -> Path:
