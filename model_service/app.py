@@ -61,8 +61,9 @@ class Endpoints:
         except orjson.JSONDecodeError as exc:
             raise MalformedJSON(f"body is not valid JSON: {exc}") from None
         items = parse_feedback(parsed)
+        classes = self.service.served().card.classes
         answer = await asyncio.to_thread(
-            store_feedback, settings.capture_dir, settings.capture_label_window_days, items
+            store_feedback, settings.capture_dir, settings.capture_label_window_days, items, classes
         )
         return Response(orjson.dumps(answer), media_type=JSON)
 

@@ -29,7 +29,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -276,6 +276,24 @@ def valid_label(label: object) -> bool:
     if isinstance(label, bool | int):
         return True
     return isinstance(label, float) and math.isfinite(label)
+
+
+def card_label(label: object, classes: Sequence[int | str]) -> Label | None:
+    """A label as the card types it, None when it is none of the model's: a classifier's names one of
+    `classes` (`1`, `1.0` and `"1"` all name class 1; a boolean names none); a regression's (no classes) is
+    a finite number, as a float. So one label stored over HTTP or from a file is the same value."""
+    if isinstance(label, bool) or label is None:
+        return None
+    if not classes:
+        if isinstance(label, int | float) and math.isfinite(label):
+            return float(label)
+        return None
+    for known in classes:
+        if str(known) == str(label) or (
+            isinstance(known, int) and isinstance(label, float) and label == known
+        ):
+            return known
+    return None
 
 
 def valid_key(key: object) -> bool:

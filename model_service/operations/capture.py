@@ -40,6 +40,7 @@ from model_service.contract.capture import (
     LabelStore,
     capture_file_name,
     capture_files,
+    card_label,
     redact_row,
     utc_now,
 )
@@ -335,26 +336,36 @@ def parse_feedback(body: object) -> list[object]:
     return items
 
 
-def store_feedback(directory: Path, label_window_days: float, items: list[object]) -> dict[str, Any]:
+def store_feedback(
+    directory: Path, label_window_days: float, items: list[object], classes: Sequence[int | str]
+) -> dict[str, Any]:
     """Store each item in `labels.sqlite` (blocking: run it off the event loop) and answer per item, in
-    order: its outcome and what it means. Nothing but a `stored` item changes the store."""
+    order: its outcome and what it means. A label is stored as the card types it (`card_label`: `classes`,
+    none for a regression), as `pipeline feedback` stores a file's. Nothing but `stored` changes the store."""
     store = LabelStore(directory / LABELS_FILE, label_window_days=label_window_days)
     results: list[dict[str, object]] = []
     counts = dict.fromkeys(LabelOutcome, 0)
     try:
         received = time.time()
         for index, item in enumerate(items):
-            if type(item) is dict and set(item) == _ITEM_KEYS:
-                outcome = store.add(item["request_id"], item["label"], received_at=received, source="api")
-            else:
+            message = None
+            if type(item) is not dict or set(item) != _ITEM_KEYS:
                 outcome = LabelOutcome.MALFORMED
+            elif (label := card_label(item["label"], classes)) is None:
+                outcome = LabelOutcome.MALFORMED
+                expected = (
+                    f"one of the classes {', '.join(map(str, classes))}" if classes else "a finite number"
+                )
+                message = f"label {item['label']!r}: expected {expected}; nothing stored"
+            else:
+                outcome = store.add(item["request_id"], label, received_at=received, source="api")
             request_id = item.get("request_id") if type(item) is dict else None
             results.append(
                 {
                     "index": index,
                     "request_id": request_id if isinstance(request_id, str) else None,
                     "outcome": outcome.value,
-                    "message": OUTCOME_MEANING[outcome],
+                    "message": message or OUTCOME_MEANING[outcome],
                 }
             )
             counts[outcome] += 1

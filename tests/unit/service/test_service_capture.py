@@ -22,6 +22,7 @@ from model_service.contract.capture import (
     LabelStore,
     capture_file_name,
     capture_files,
+    card_label,
     read_capture,
     redact_row,
     utc_now,
@@ -114,6 +115,20 @@ def test_the_label_store_answers_each_outcome_and_only_stored_changes_it(tmp_pat
     assert store.forget_captured_before(now - 2 * DAY) == 1  # retention: "old" is forgotten
     assert add("old", "yes", received_at=now, source="t") is LabelOutcome.UNKNOWN
     store.close()
+
+
+def test_a_label_is_typed_as_the_card_types_it() -> None:
+    assert [card_label(label, (0, 1)) for label in (1, 1.0, "1", "0", True, 2, "cat", None)] == [
+        1, 1, 1, 0, None, None, None, None
+    ]  # fmt: skip
+    assert [card_label(label, ("no", "yes")) for label in ("yes", 1, "No")] == ["yes", None, None]
+    assert [card_label(label, ()) for label in (3, 2.5, "3", float("inf"), False)] == [
+        3.0,
+        2.5,
+        None,
+        None,
+        None,
+    ]
 
 
 def test_the_input_log_and_the_capture_redact_alike() -> None:
@@ -253,19 +268,25 @@ def test_feedback_answers_each_item_and_stores_only_the_new_labels(
         {"request_id": single},
         {"request_id": f"{batched}#0", "label": None},
         "not an object",
+        {"request_id": f"{batched}#0", "label": "cat"},
+        {"request_id": f"{batched}#1", "label": 1.0},
     ]
     response = captured.post("/v1/feedback", json={"labels": items})
     assert response.status_code == 200
     outcomes = [result["outcome"] for result in response.json()["results"]]
     assert outcomes == [
-        "stored", "duplicate", "conflict", "stored", "unknown", "late", "malformed", "malformed", "malformed"
+        "stored", "duplicate", "conflict", "stored", "unknown", "late", "malformed", "malformed", "malformed",
+        "malformed", "duplicate",
     ]  # fmt: skip
     assert response.json()["counts"] == {
-        "stored": 2, "duplicate": 1, "conflict": 1, "unknown": 1, "late": 1, "malformed": 3
+        "stored": 2, "duplicate": 2, "conflict": 1, "unknown": 1, "late": 1, "malformed": 4
     }  # fmt: skip
-    assert all(result["message"] for result in response.json()["results"])
+    assert (
+        response.json()["results"][9]["message"]
+        == "label 'cat': expected one of the classes 0, 1; nothing stored"
+    )
     store = LabelStore(tmp_path / LABELS_FILE)
-    assert store.labels() == {single: 1, f"{batched}#1": "1"}
+    assert store.labels() == {single: 1, f"{batched}#1": 1}  # "1" and 1.0 name class 1, as the card types it
     store.close()
 
 
