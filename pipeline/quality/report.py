@@ -14,8 +14,7 @@ from pipeline.config import Config
 from pipeline.quality.estimate import estimate
 from pipeline.quality.join import Served, scored
 from pipeline.quality.verdict import Judged, live_metrics
-
-DAY_COLUMNS = ("version", "day", "served", "labelled", "live", "estimate")
+from pipeline.stage import Check
 
 
 @dataclass(frozen=True)
@@ -28,20 +27,33 @@ class Day:
     """The day's metrics on its labelled rows (any number of them: a day alone is not judged)."""
     estimate: dict[str, float]
 
-    def row(self, metrics: Sequence[str]) -> tuple[str, ...]:
-        """The day's row under DAY_COLUMNS, the figures of `metrics` only."""
+    def figures(self, metrics: Sequence[str]) -> tuple[str, str]:
+        """The day's live figures and estimate of `metrics`, as text (`-` for none)."""
 
         def shown(values: dict[str, float]) -> str:
             return ", ".join(f"{m} {values[m]:.4g}" for m in metrics if m in values) or "-"
 
-        return (
-            self.version,
-            self.day,
-            str(self.served),
-            str(self.labelled),
-            shown(self.live),
-            shown(self.estimate),
+        return shown(self.live), shown(self.estimate)
+
+
+def day_checks(days: Sequence[Day], metrics: Sequence[str]) -> list[Check]:
+    """The per-day rows as `info` checks, so the run's report shows them in the stage's table: the first
+    gated metric measured that day as the value, the others and the estimate in the note."""
+    checks = []
+    for day in days:
+        metric = next((m for m in metrics if m in day.live), next(iter(metrics), ""))
+        live, guessed = day.figures(metrics)
+        note = f"{day.labelled}/{day.served} labelled; live {live}; estimate {guessed}"
+        checks.append(
+            Check(
+                scope=f"{day.version} {day.day}",
+                metric=metric,
+                value=day.live.get(metric),
+                result="info",
+                note=note,
+            )
         )
+    return checks
 
 
 def days_of(served: Served, card: ModelCard) -> list[Day]:

@@ -31,7 +31,7 @@ from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.quality.gauges import write_gauges
 from pipeline.quality.join import Served, capture_directory, group, scored
-from pipeline.quality.report import DAY_COLUMNS, Day, chart, days_of
+from pipeline.quality.report import Day, chart, day_checks, days_of
 from pipeline.quality.verdict import Judged, judge
 from pipeline.stage import Check, StageContext, StageResult, Status
 from pipeline.workspace import Workspace, write_json
@@ -152,16 +152,14 @@ def _finish(
     days: list[Day],
     capture_dir: Path,
 ) -> EvaluateResult:
-    checks = [check for one in judged for check in one.checks]
+    metrics = list(config.gates.metrics)
+    checks = [check for one in judged for check in one.checks] + day_checks(days, metrics)
     verdicts = {one.version: one.verdict for one in judged}
     status: Status = (
         "fail" if "fail" in verdicts.values() else "warn" if "warn" in verdicts.values() else "pass"
     )
     report_dir = workspace.run_dir(config) / "evaluate"
     report_dir.mkdir(parents=True, exist_ok=True)
-    metrics = list(config.gates.metrics)
-    if days:
-        reporter.table(DAY_COLUMNS, [day.row(metrics) for day in days])
     write_json(
         report_dir / REPORT_FILE,
         {
