@@ -262,7 +262,9 @@ SCOPE_TOKEN_PATTERN = r"^[!#-\[\]-~]*$"
 """RFC 6749 3.3: a scope token's characters (printable ASCII but space, `"` and `\\`)."""
 
 
-JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+JwtAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
 
 
 class JwtSpec(Spec):
@@ -275,9 +277,11 @@ class JwtSpec(Spec):
     """The tokens' required `aud`: the identifier the provider gives this API."""
     jwks_url: str | None = Field(None, pattern=r"^https://[^\s/]+(/\S*)?$")
     """The provider's JSON Web Key Set; unset: found through OIDC discovery."""
-    algorithms: tuple[JwtAlgorithm, ...] = Field(("RS256",), min_length=1)
-    """Signature algorithms accepted; asymmetric only (a shared secret published as a key would let anyone
-    sign; `none` signs nothing)."""
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: list[JwtAlgorithm](["RS256"]), min_length=1
+    )
+    """Signature algorithms accepted, of RS256/384/512, PS256/384/512, ES256/384/512 and EdDSA: asymmetric only
+    (a shared secret published as a key would let anyone sign; `none` signs nothing)."""
     keys_ttl_seconds: float = Field(300.0, gt=0, le=86_400)
     """How long the fetched keys are used before a refresh (in the background; through an outage of the
     provider the keys held keep verifying)."""
@@ -310,11 +314,24 @@ class RateLimitSpec(Spec):
     """Sustained requests per second each client may send (per worker)."""
     burst: int | None = Field(None, ge=1, le=1_000_000)
     """Requests a client may send at once above the rate; unset: the rate rounded up."""
-    clients: dict[Annotated[str, Field(pattern=r"^(key|sub|ip):\S+$")], ClientRateLimit] = Field(
-        default_factory=dict
-    )
+    clients: dict[str, ClientRateLimit] = Field(default_factory=dict)
     """Limits of their own by client id: `key:<first 12 hex of the API key's sha256>`, `sub:<token subject>`,
     `ip:<address>` (auth `none`)."""
+
+    @model_validator(mode="after")
+    def _client_ids(self) -> Self:
+        for client in self.clients:
+            kind, _, name = client.partition(":")
+            if kind == "key":  # an API key's id: the first 12 hex of its sha256
+                valid = len(name) == 12 and all(c in "0123456789abcdef" for c in name)
+            else:
+                valid = kind in {"sub", "ip"} and bool(name) and not any(c.isspace() for c in name)
+            if not valid:
+                raise ValueError(
+                    f"clients: {client!r} is no client id; expected key:<first 12 hex of the API key's "
+                    "sha256>, sub:<token subject> or ip:<address>"
+                )
+        return self
 
 
 class BreakerSpec(Spec):
