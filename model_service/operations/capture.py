@@ -25,24 +25,26 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from model_service.contract.capture import (
+    CAPTURE_SCHEMA_VERSION,
     LABELS_FILE,
     OUTCOME_MEANING,
-    CaptureRecord,
     LabelOutcome,
     LabelStore,
     capture_file_name,
     capture_files,
     card_label,
-    redact_row,
-    utc_now,
+    label_key,
+    redacted_value,
 )
 from model_service.contract.card import ModelCard
 from model_service.contract.monitoring import CAPTURE_DROPPED, CAPTURE_ROWS, DROP_REASON_LABEL
@@ -53,8 +55,8 @@ DROP_REASONS = ("queue_full", "index_error", "write_error")
 be written (`index_error`: locked past its timeout, full disk) or the capture file could not (`write_error`)."""
 MAINTENANCE_INTERVAL_S = 60.0
 """How often an idle writer applies retention."""
-BATCH_ANSWERS = 256
-"""Most answers the writer takes from the queue for one index transaction and one file write."""
+GATHER_S = 0.05
+"""How long the writer lets answers gather after the first before one index transaction and one write."""
 INDEX_TIMEOUT_S = 2.0
 """Longest the writer waits for a lock on `labels.sqlite` before dropping its batch (`index_error`)."""
 _STOP = None
@@ -97,10 +99,18 @@ class CaptureWriter:
         self.max_files = max_files
         self.retention_s = retention_days * 86400.0
         self._card = card
-        self._sensitive = dict(sensitive)
+        kept = [feature for feature in card.features if sensitive.get(feature.name) != "drop"]
+        self._kept = [feature.name for feature in kept]
+        self._convert = [
+            None
+            if sensitive.get(f.name) == "drop"
+            else _column(f.type, f.nullable, sensitive.get(f.name) == "hash")
+            for f in card.features
+        ]
+        self._classes = [str(c) for c in card.classes]
         self._random = random.Random().random
         self._held: dict[str, Held] = {}
-        self._queue: queue.Queue[tuple[Held, str | None, str, float, float] | None] = queue.Queue(queue_size)
+        self._queue: queue.Queue[tuple[Held, str | None, float, float] | None] = queue.Queue(queue_size)
         dropped = Counter(
             CAPTURE_DROPPED, "sampled answers not captured, by reason", [DROP_REASON_LABEL], registry=registry
         )
@@ -128,7 +138,7 @@ class CaptureWriter:
         if held is None or status != 200:
             return
         try:
-            self._queue.put_nowait((held, trace_id, utc_now(), time.time(), latency_ms))
+            self._queue.put_nowait((held, trace_id, time.time(), latency_ms))
         except queue.Full:
             self._dropped["queue_full"].inc()
 
@@ -147,12 +157,14 @@ class CaptureWriter:
                 except queue.Empty:
                     self._maintain()
                     continue
+                # Gather for a moment: one transaction and one write for many answers, and the puts meanwhile
+                # wake no one (nobody waits on the queue), so the event loop hardly notices the writer.
+                if first is not _STOP:
+                    time.sleep(GATHER_S)
                 batch = []
                 item = first
                 while item is not _STOP:
                     batch.append(item)
-                    if len(batch) >= BATCH_ANSWERS:
-                        break
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -168,68 +180,69 @@ class CaptureWriter:
             if self._store is not None:
                 self._store.close()
 
-    def _write(self, batch: list[tuple[Held, str | None, str, float, float]]) -> None:
-        records: list[CaptureRecord] = []
-        served: list[float] = []
-        for held, trace_id, when, epoch, latency_ms in batch:
-            rows = self._records(held, trace_id, when, latency_ms)
-            records += rows
-            served += [epoch] * len(rows)
+    def _write(self, batch: list[tuple[Held, str | None, float, float]]) -> None:
+        keys: list[tuple[str, float]] = []
+        lines: list[bytes] = []
+        for answer in batch:
+            for key, line in self._lines(*answer):
+                keys.append((key, answer[2]))
+                lines.append(line)
         try:
-            self._index().record_captured(
-                [(record.key, epoch) for record, epoch in zip(records, served, strict=True)]
-            )
+            self._index().record_captured(keys)
         except sqlite3.Error:
             self._dropped["index_error"].inc(len(batch))
             return
-        lines = [record.to_json().encode() + b"\n" for record in records]
         try:
             self._append(lines)
         except OSError:
             self._close_file()  # a torn line stays last in its file; the next write opens a new one
             self._dropped["write_error"].inc(len(batch))
             return
-        self._rows.inc(len(records))
+        self._rows.inc(len(lines))
 
-    def _records(self, held: Held, trace_id: str | None, when: str, latency_ms: float) -> list[CaptureRecord]:
-        card = self._card
-        features = card.features
-        if held.columns is not None:
-            columns = [list(values) for values in held.columns]
+    def _lines(
+        self, held: Held, trace_id: str | None, served_at: float, latency_ms: float
+    ) -> list[tuple[str, bytes]]:
+        """One answer's rows: each one's label key and JSON line (`CaptureRecord`'s fields, written with
+        orjson, read back by `CaptureRecord.from_json`). Work per column, not per value, where it can."""
+        # A numeric-only model's rows are non-null floats [N, F]; a typed model's values come per feature.
+        raw = held.columns if held.columns is not None else held.rows.T.tolist()
+        columns = [convert(values) for convert, values in zip(self._convert, raw, strict=True) if convert]
+        n = len(raw[0]) if raw else 0
+        scores = held.scores.tolist() if hasattr(held.scores, "tolist") else list(held.scores)
+        outputs: list[dict[str, object]]
+        if self._card.is_regression:
+            outputs = [{"value": float(value)} for value in scores]
         else:
-            columns = [held.rows[:, j].tolist() for j in range(len(features))]
-        n = len(columns[0]) if columns else 0
-        predictions = held.predictions.tolist() if hasattr(held.predictions, "tolist") else held.predictions
-        scores = held.scores.tolist() if hasattr(held.scores, "tolist") else held.scores
-        classes = [str(c) for c in card.classes]
-        records = []
-        for i in range(n):
-            row = {
-                feature.name: _typed(feature.type, feature.nullable, column[i])
-                for feature, column in zip(features, columns, strict=True)
-            }
-            if card.is_regression:
-                outputs: dict[str, object] = {"value": float(scores[i])}
-            else:
-                outputs = {
-                    "label": predictions[i],
-                    "probabilities": dict(zip(classes, (float(p) for p in scores[i]), strict=True)),
-                }
-            records.append(
-                CaptureRecord(
-                    request_id=held.answer_id,
-                    trace_id=trace_id,
-                    time=when,
-                    model=card.name,
-                    version=held.version,
-                    inputs=redact_row(row, self._sensitive),
-                    outputs=outputs,
-                    latency_ms=round(latency_ms, 3),
-                    row=i,
-                    rows=n,
-                )
+            predictions = (
+                held.predictions.tolist() if hasattr(held.predictions, "tolist") else held.predictions
             )
-        return records
+            classes = self._classes
+            outputs = [
+                {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
+                for label, row in zip(predictions, scores, strict=True)
+            ]
+        common: dict[str, object] = {
+            "request_id": held.answer_id,
+            "trace_id": trace_id,
+            "time": datetime.fromtimestamp(served_at, UTC).isoformat(timespec="milliseconds"),
+            "model": self._card.name,
+            "version": held.version,
+            "latency_ms": round(latency_ms, 3),
+            "rows": n,
+            "v": CAPTURE_SCHEMA_VERSION,
+        }
+        names = self._kept
+        out = []
+        for i, values in enumerate(zip(*columns, strict=True) if columns else [()] * n):
+            record = {
+                **common,
+                "row": i,
+                "inputs": dict(zip(names, values, strict=True)),
+                "outputs": outputs[i],
+            }
+            out.append((label_key(held.answer_id, i, n), orjson.dumps(record) + b"\n"))
+        return out
 
     def _index(self) -> LabelStore:
         if self._store is None:
@@ -300,18 +313,27 @@ class CaptureWriter:
             self._index().forget_captured_before(now - self.retention_s)
 
 
-_CONVERT = {"int": int, "bool": bool, "string": str, "float": float}
+_CONVERT: dict[str, Callable[[Any], object]] = {"int": int, "bool": bool, "string": str, "float": float}
 
 
-def _typed(kind: str, nullable: bool, value: Any) -> object:
-    """A feature's value as the card types it, from what the parser kept (null as NaN, or "" for a
-    nullable string feature)."""
-    if isinstance(value, str):
-        return None if value == "" and nullable else value
-    number = value.item() if hasattr(value, "item") else value
-    if number is None or (isinstance(number, float) and math.isnan(number)):
-        return None
-    return _CONVERT[kind](number)
+def _column(kind: str, nullable: bool, hashed: bool) -> Callable[[Sequence[Any]], list[object]]:
+    """How one feature's values (as the parser kept them: null as NaN, or "" for a nullable string) become
+    the card's types, then, for a feature marked `hash`, pseudonyms (`redacted_value`: the input log's)."""
+    convert = _CONVERT[kind]
+
+    def typed(value: Any) -> object:
+        if isinstance(value, str):
+            return None if value == "" and nullable else value
+        number = value.item() if hasattr(value, "item") else value
+        if number is None or (isinstance(number, float) and math.isnan(number)):
+            return None
+        return convert(number)
+
+    if hashed:
+        return lambda values: [redacted_value(typed(value)) for value in values]
+    if kind == "float" and not nullable:  # the usual numeric column: floats already, none missing
+        return lambda values: [float(value) for value in values]
+    return lambda values: [typed(value) for value in values]
 
 
 # --- POST /v1/feedback --------------------------------------------------------------------------------
