@@ -25,6 +25,8 @@ from model_service.protocol.errors import Forbidden, Unauthorized
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 LATEST_NUMERIC_DATE = 253_402_300_799
 """9999-12-31T23:59:59Z: a later `exp`, `nbf` or `iat` is no date an issuer meant."""
+MAX_VERIFIED_TOKENS = 4096
+"""Verified tokens remembered per worker (a few MiB at most); past it the memory starts afresh."""
 MAX_JWKS_BYTES = 1_048_576
 """A JWKS (or discovery document) larger than this is refused: a key set is a few kilobytes."""
 KEY_FAMILIES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
@@ -70,6 +72,8 @@ class Authenticator:
         self._max_lifetime_s = settings.jwt_max_lifetime_s
         self._scope_prefix = settings.jwt_scope_prefix
         self._clock = clock
+        self._verified: dict[bytes, tuple[Principal, int, int]] = {}
+        """Token -> (principal, exp, the key set's generation it was verified with)."""
 
     async def authenticate(self, authorization: bytes | None, api_key: bytes | None) -> Principal:
         """The caller, or `Unauthorized` (401, WWW-Authenticate) unless one credential is valid."""
@@ -101,6 +105,23 @@ class Authenticator:
         return Principal(f"key:{digest[:12].decode()}")
 
     async def _token_principal(self, token: bytes) -> Principal:
+        """The token's principal: from the tokens verified before (a client sends the same token until it
+        expires, and verifying an RS256 signature costs far more than the rest of the request), else
+        verified and remembered until its `exp`, as long as the key set that verified it is unchanged."""
+        generation = self.jwks.generation if self.jwks is not None else 0
+        known = self._verified.get(token)
+        if known is not None:
+            principal, expires, verified_with = known
+            if self._clock() < expires and verified_with == generation:  # PyJWT: expired once exp <= now
+                return principal
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= MAX_VERIFIED_TOKENS:
+            self._verified.clear()  # bounded; the tokens in use are verified again once
+        self._verified[token] = (principal, expires, generation)
+        return principal
+
+    async def _verify(self, token: bytes) -> tuple[Principal, int]:
         try:
             key: Any = self._static_key
             algorithms = [self._algorithm]
@@ -113,7 +134,13 @@ class Authenticator:
                 algorithms=algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "sub"]},
+                # The dates are checked below, on this class' clock (the verified tokens' memory uses it too).
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}", _CHALLENGE) from None
@@ -121,12 +148,13 @@ class Authenticator:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise Unauthorized("invalid token: sub must be a non-empty string", _CHALLENGE)
-        return Principal(f"sub:{subject}", token_scopes(claims))
+        return Principal(f"sub:{subject}", token_scopes(claims)), claims["exp"]
 
     def _check_dates(self, claims: dict[str, Any]) -> None:
         """PyJWT reads `exp`, `nbf` and `iat` through int(): "1999999999", 1.9e9 and 10**30 all pass it.
-        RFC 7519 2 makes them JSON numbers; issuers send integers. Only an integer in range is taken, and
-        an `exp` no further ahead than MODEL_SERVICE_JWT_MAX_LIFETIME_S: a token that never expires is a
+        RFC 7519 2 makes them JSON numbers; issuers send integers. Only an integer in range is taken; the
+        token must be current (`exp` ahead, `nbf` and `iat` not, as PyJWT checks them, without leeway), and
+        its `exp` no further ahead than MODEL_SERVICE_JWT_MAX_LIFETIME_S: a token that never expires is a
         leaked credential forever."""
         for claim in ("exp", "nbf", "iat"):
             if claim not in claims:
@@ -138,7 +166,12 @@ class Authenticator:
                     f"invalid token: {claim} must be an integer NumericDate (seconds since 1970), got {shown}",
                     _CHALLENGE,
                 )
-        ahead = claims["exp"] - self._clock()
+        now = self._clock()
+        if claims["exp"] <= now:
+            raise Unauthorized("invalid token: expired (exp is past)", _CHALLENGE)
+        if claims.get("nbf", 0) > now or claims.get("iat", 0) > now:
+            raise Unauthorized("invalid token: not valid yet (nbf or iat is in the future)", _CHALLENGE)
+        ahead = claims["exp"] - now
         if ahead > self._max_lifetime_s:
             raise Unauthorized(
                 f"invalid token: exp is {ahead:.0f} s ahead; tokens may live at most "
@@ -192,6 +225,8 @@ class JwksKeys:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._fetch: asyncio.Task[None] | None = None
+        self.generation = 0
+        """Counts the changes of the key set (a withdrawn key must stop verifying the tokens it signed)."""
 
     @property
     def kids(self) -> frozenset[str]:
@@ -272,6 +307,7 @@ class JwksKeys:
             return
         if keys != self._keys:
             self._log.event("INFO", "jwks_refreshed", kids=sorted(keys))
+            self.generation += 1  # tokens verified with the old set are verified again
         self._keys = keys
         self._parsed = {}
         self._fetched_at = self._clock()

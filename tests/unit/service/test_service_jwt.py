@@ -3,6 +3,7 @@ scopes, rotation, an outage, algorithm confusion; and the NumericDate claims a s
 
 The key server is a real HTTP server (tests/_oidc.py); the service is the in-process app (TestClient)."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -18,7 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
+from model_service.operations.auth import Authenticator
+from model_service.operations.logs import JsonLog
 from model_service.operations.settings import ServiceSettings
+from model_service.protocol.errors import Unauthorized
 from tests._oidc import AUDIENCE, KeyServer
 
 SECRET = "x" * 32
@@ -298,3 +302,36 @@ def test_dates_must_be_integers_in_range(
 def test_bad_settings_are_refused(model_dir: Path, settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ServiceSettings(model_dir=model_dir, **settings)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_verified_token_is_remembered_until_it_expires(model_dir: Path) -> None:
+    """A client sends the same token until it expires: its signature is verified once, its expiry on every
+    request (on the authenticator's clock, here a fake one)."""
+    clock = Clock()
+    settings = ServiceSettings(model_dir=model_dir, jwt_hs256_secret=SECRET)
+    auth = Authenticator(settings, JsonLog(), clock=clock)
+    exp = int(clock.now) + 60
+    token = jwt.encode({"sub": "ci", "exp": exp, "scope": "predict"}, SECRET, algorithm="HS256").encode()
+
+    async def call() -> str:
+        return (await auth.authenticate(b"Bearer " + token, None)).client
+
+    assert asyncio.run(call()) == "sub:ci"
+    assert asyncio.run(call()) == "sub:ci"  # remembered
+    clock.now = exp  # RFC 7519 4.1.4: "on or after" exp it must not be accepted
+    with pytest.raises(Unauthorized, match="expired"):
+        asyncio.run(call())
+    clock.now = exp - 10
+    early = jwt.encode(
+        {"sub": "ci", "exp": exp, "nbf": exp - 5, "scope": "predict"}, SECRET, algorithm="HS256"
+    )
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        asyncio.run(auth.authenticate(f"Bearer {early}".encode(), None))
