@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.deploy import release_file, render
+from pipeline.deploy import release_file, render, shadow
 from pipeline.deploy import validate as kv
 from pipeline.deploy.names import SHADOW_FILE, SHADOW_TEMPLATE
 
@@ -181,3 +181,13 @@ def test_the_mirror_filter_the_plugin_writes_is_a_valid_httproute_rule(schemas: 
     assert kv.validate_crd(route, "httproute", schemas) == []
     mirror["requestMirror"]["percent"] = 140
     assert kv.validate_crd(route, "httproute", schemas) != []
+
+
+def test_a_regression_is_shadowed_on_its_score_bins_only() -> None:
+    """A regression has no classes (model_service_predicted_class is a classifier's series)."""
+    config = load_config("dev", CONFIG_DIR)
+    assert [t.metric for t in shadow.shadow_analysis(config, "regression").thresholds] == ["score_psi"]
+    assert [t.metric for t in shadow.shadow_analysis(config, "binary").thresholds] == [
+        "positive_rate_delta",
+        "score_psi",
+    ]
