@@ -2,14 +2,14 @@
 says what is written where).
 
 Per request the hot path pays for a random draw and, for a sampled request, a dict entry (`hold`, when the
-answer is computed) and a queue put (`release`, once it is sent, with its status and latency). A writer
-thread per worker turns each held answer into one `CaptureRecord` per row (typing the values as the card
-does, redacting sensitive features), indexes their label keys in `labels.sqlite`, then appends the lines to
-this worker's own file (its pid in the name: no two processes share a file, so no line interleaves with
-another's). When the queue is full (a slow disk, a locked index), the index cannot be written or the file
-cannot (a full disk), the sample is dropped and counted in `model_service_capture_dropped_total{reason}`:
-never a request. A failed write closes the file, so a torn line stays the last of its file, where
-`read_capture` skips it.
+answer is computed) and a deque append (`release`, once it is sent, with its status and latency: no lock,
+no thread woken). A writer thread per worker takes what gathered every `GATHER_S`, turns each answer into
+one line per row (the values typed as the card types them, sensitive features redacted), indexes their
+label keys in `labels.sqlite` in one transaction, then appends the lines to this worker's own file (its pid
+in the name: no two processes share a file, so no line interleaves with another's). When the queue is full
+(a slow disk, a locked index), the index cannot be written or the file cannot (a full disk), the sample is
+dropped and counted in `model_service_capture_dropped_total{reason}`: never a request. A failed write
+closes the file, so a torn line stays the last of its file, where `read_capture` skips it.
 
 Bounds, over the whole directory (every worker's files): a file is closed at `capture_max_file_bytes`; at
 each rotation and every `MAINTENANCE_INTERVAL_S`, the oldest files beyond `capture_max_files` and files
@@ -20,16 +20,15 @@ worker whose file another removed opens a new one.
 import contextlib
 import math
 import os
-import queue
 import random
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter
@@ -56,15 +55,14 @@ be written (`index_error`: locked past its timeout, full disk) or the capture fi
 MAINTENANCE_INTERVAL_S = 60.0
 """How often an idle writer applies retention."""
 GATHER_S = 0.05
-"""How long the writer lets answers gather after the first before one index transaction and one write."""
+"""How often the writer takes the answers gathered since its last pass: one index transaction and one write."""
 INDEX_TIMEOUT_S = 2.0
 """Longest the writer waits for a lock on `labels.sqlite` before dropping its batch (`index_error`)."""
-_STOP = None
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A sampled answer, kept as the model computed it until its response is sent."""
+class Held(NamedTuple):
+    """A sampled answer, kept as the model computed it until its response is sent (a tuple: built on the
+    hot path, where a frozen dataclass's init costs a few µs more)."""
 
     answer_id: str
     version: str
@@ -108,9 +106,14 @@ class CaptureWriter:
             for f in card.features
         ]
         self._classes = [str(c) for c in card.classes]
+        kept_index = [j for j, f in enumerate(card.features) if sensitive.get(f.name) != "drop"]
+        self._kept_index = kept_index if len(kept_index) < len(card.features) else None
+        self._hashed_index = [k for k, f in enumerate(kept) if sensitive.get(f.name) == "hash"]
         self._random = random.Random().random
         self._held: dict[str, Held] = {}
-        self._queue: queue.Queue[tuple[Held, str | None, float, float] | None] = queue.Queue(queue_size)
+        self.queue_size = queue_size
+        self._pending: deque[tuple[Held, str | None, float, float]] = deque()
+        self._stop = threading.Event()
         dropped = Counter(
             CAPTURE_DROPPED, "sampled answers not captured, by reason", [DROP_REASON_LABEL], registry=registry
         )
@@ -137,41 +140,28 @@ class CaptureWriter:
         held = self._held.pop(request_id, None)
         if held is None or status != 200:
             return
-        try:
-            self._queue.put_nowait((held, trace_id, time.time(), latency_ms))
-        except queue.Full:
+        if len(self._pending) >= self.queue_size:  # one producer (the event loop): no race past the bound
             self._dropped["queue_full"].inc()
+            return
+        self._pending.append((held, trace_id, time.time(), latency_ms))
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Write what is queued (for at most `timeout_s`), then stop the writer."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(_STOP, timeout=timeout_s)
+        """Write what is queued (waiting at most `timeout_s`), then stop the writer."""
+        self._stop.set()
         self._thread.join(timeout_s)
 
     # -- the writer thread ---------------------------------------------------------------------------
     def _run(self) -> None:
+        # Every GATHER_S the writer takes what gathered: one transaction and one write for many answers.
+        # The event loop only appends to a deque (no lock, no wake-up), so it hardly notices the writer.
+        pending = self._pending
         try:
             while True:
-                try:
-                    first = self._queue.get(timeout=MAINTENANCE_INTERVAL_S)
-                except queue.Empty:
-                    self._maintain()
-                    continue
-                # Gather for a moment: one transaction and one write for many answers, and the puts meanwhile
-                # wake no one (nobody waits on the queue), so the event loop hardly notices the writer.
-                if first is not _STOP:
-                    time.sleep(GATHER_S)
-                batch = []
-                item = first
-                while item is not _STOP:
-                    batch.append(item)
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
+                stopping = self._stop.wait(GATHER_S)
+                batch = [pending.popleft() for _ in range(len(pending))]
                 if batch:
                     self._write(batch)
-                if item is _STOP:
+                if stopping:
                     return
                 if time.monotonic() - self._maintained > MAINTENANCE_INTERVAL_S:
                     self._maintain()
@@ -205,10 +195,16 @@ class CaptureWriter:
     ) -> list[tuple[str, bytes]]:
         """One answer's rows: each one's label key and JSON line (`CaptureRecord`'s fields, written with
         orjson, read back by `CaptureRecord.from_json`). Work per column, not per value, where it can."""
-        # A numeric-only model's rows are non-null floats [N, F]; a typed model's values come per feature.
-        raw = held.columns if held.columns is not None else held.rows.T.tolist()
-        columns = [convert(values) for convert, values in zip(self._convert, raw, strict=True) if convert]
-        n = len(raw[0]) if raw else 0
+        if held.columns is not None:  # a typed model's values, per feature
+            pairs = zip(self._convert, held.columns, strict=True)
+            rows: Any = zip(*[convert(values) for convert, values in pairs if convert], strict=True)
+            n = len(held.columns[0]) if held.columns else 0
+        else:  # a numeric-only model's rows [N, F], non-null floats: one conversion for the whole array
+            rows = (held.rows if self._kept_index is None else held.rows[:, self._kept_index]).tolist()
+            n = len(rows)
+            for j in self._hashed_index:
+                for row in rows:
+                    row[j] = redacted_value(row[j])
         scores = held.scores.tolist() if hasattr(held.scores, "tolist") else list(held.scores)
         outputs: list[dict[str, object]]
         if self._card.is_regression:
@@ -234,7 +230,7 @@ class CaptureWriter:
         }
         names = self._kept
         out = []
-        for i, values in enumerate(zip(*columns, strict=True) if columns else [()] * n):
+        for i, values in enumerate(rows):
             record = {
                 **common,
                 "row": i,
