@@ -25,6 +25,10 @@ V2_ROWS = 64
 """Rows per request of the v2 forms: a batch, where the framing (JSON numbers or raw bytes) counts."""
 V2_JSON = f"model_service v2 JSON ({V2_ROWS} rows)"
 V2_BINARY = f"model_service v2 binary ({V2_ROWS} rows)"
+CAPTURE = "model_service capture (every request)"
+"""The service (2 workers) capturing every answer (MODEL_SERVICE_CAPTURE_SAMPLE_RATIO=1), `--servers ...,capture`."""
+CAPTURE_TARGET = 1.03
+"""The capture's p99 should stay within 3 % of the same service without it (issue 32)."""
 KSERVE_V2 = "kserve (v2)"
 KSERVE_V1 = "kserve (v1)"
 MLSERVER = "mlserver (v2)"
@@ -172,6 +176,46 @@ def v2_binary_vs_json(table: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def capture_vs_off(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The service with 2 workers capturing every answer against the same without a capture, per connection
+    count: each side's best round and its p99 (None when `capture` did not run)."""
+    out = []
+    for on in (r for r in table if r["server"] == CAPTURE):
+        off = next(
+            (
+                r
+                for r in table
+                if (r["server"], r["workers"], r["connections"]) == (SERVICE, 2, on["connections"])
+            ),
+            None,
+        )
+        if off is None:
+            continue
+        out.append(
+            {
+                "connections": on["connections"],
+                "off_rps": off["rps"],
+                "on_rps": on["rps"],
+                "off_p99_ms": off["p99_ms"],
+                "on_p99_ms": on["p99_ms"],
+                "off_p99_ms_runs": off["p99_ms_runs"],
+                "on_p99_ms_runs": on["p99_ms_runs"],
+                "p99_ratio": round(on["p99_ms"] / off["p99_ms"], 3) if off["p99_ms"] else None,
+                "p99_target": CAPTURE_TARGET,
+            }
+        )
+    return out or None
+
+
+def _capture_lines(result: dict[str, Any]) -> list[str]:
+    return [
+        f"capture of every answer, {c['connections']} connections: p99 {c['on_p99_ms']} ms vs {c['off_p99_ms']} ms "
+        f"without (ratio {c['p99_ratio']}, target <= {c['p99_target']}), {c['on_rps']:,.0f} vs {c['off_rps']:,.0f} "
+        f"req/s; p99 per round on {c['on_p99_ms_runs']}, off {c['off_p99_ms_runs']}"
+        for c in result.get("capture_vs_off") or ()
+    ]
+
+
 def _v2_line(result: dict[str, Any]) -> str | None:
     v2 = result.get("v2_binary_vs_json")
     if not v2:
@@ -293,6 +337,8 @@ def print_report(reporter: Reporter, result: dict[str, Any]) -> None:
     v2 = _v2_line(result)
     if v2:
         reporter.line(v2)
+    for line in _capture_lines(result):
+        reporter.line(line)
     pipeline = result.get("pipeline")
     if pipeline:
         reporter.line("pipeline wall time (timed apart from the serving runs)")
@@ -338,6 +384,7 @@ def markdown(result: dict[str, Any]) -> str:
     v2 = _v2_line(result)
     if v2:
         lines += ["", v2 + "."]
+    lines += [item for line in _capture_lines(result) for item in ("", line + ".")]
     lines += [
         "",
         "In-process onnxruntime, one thread, no HTTP:",

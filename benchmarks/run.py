@@ -31,7 +31,7 @@ from pipeline.workspace import Workspace, new_run_id, read_json
 
 PEERS = ("kserve", "mlserver", "bentoml", "litserve")
 """The model servers a team would deploy instead, each in its own venv (benchmarks/venvs.py)."""
-SERVERS = ("service", "minimal", "mlflow", "flask", "v2", *PEERS)
+SERVERS = ("service", "minimal", "mlflow", "flask", "v2", "capture", *PEERS)
 PEERS_DIR = REPO / "benchmarks" / "peers"
 CONNECTIONS = (8, 32)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "--servers",
         default=",".join(SERVERS),
         help=f"comma list of {', '.join(SERVERS)} (v2: the service's Open Inference Protocol route, "
-        f"{report.V2_ROWS} rows per request as JSON and as binary tensor data)",
+        f"{report.V2_ROWS} rows per request as JSON and as binary tensor data; capture: the service with 2 "
+        "workers capturing every answer)",
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 15, quick: 3)")
     parser.add_argument("--rounds", type=int, help="rounds over all servers (default: 2, quick: 1)")
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratios_per_round": ratio_rounds,
             "targets": report.targets(table, ratio, ratio_rounds),
             "v2_binary_vs_json": report.v2_binary_vs_json(table),
+            "capture_vs_off": report.capture_vs_off(table),
             "onnxruntime": ceiling,
             "pipeline": pipeline,
             "runs": [report.run_dict(run) for run in runs],
@@ -272,6 +274,17 @@ def _servers(
         )  # fmt: skip
     if "v2" in selected:
         servers.append(_v2_server(model_dir, python))
+    if "capture" in selected:  # the capture's cost: the same service, every answer captured
+        servers.append(
+            Server(
+                key=report.CAPTURE,
+                workers=2,
+                command=[python, "-m", "model_service", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+                         "--port", "{port}", "--metrics-port", "{metrics_port}", "--workers", "2"],
+                forms=(Form(report.CAPTURE, "/v1/predict", instances, CONNECTIONS),),
+                env={"MODEL_SERVICE_CAPTURE_DIR": str(tmp / "capture"), "MODEL_SERVICE_CAPTURE_SAMPLE_RATIO": "1"},
+            )
+        )  # fmt: skip
     not_run = []
     for peer in (name for name in PEERS if name in selected):
         with reporter.stage(f"bench: {peer} venv", str(REPO / ".nox" / f"bench-{peer}")):
