@@ -52,7 +52,19 @@ RESOURCE_LIMITS = "kube_pod_container_resource_limits"
 """kube-state-metrics: a container's limit per `resource` (memory in bytes, cpu in cores)."""
 WORKING_SET = "container_memory_working_set_bytes"
 """cAdvisor (the kubelet): the memory the OOM killer judges a container by."""
-CLUSTER_SERIES = (RESTARTS, WAITING_REASON, RESOURCE_LIMITS, WORKING_SET)
+RESOURCE_REQUESTS = "kube_pod_container_resource_requests"
+"""kube-state-metrics: a container's request per `resource`."""
+CFS_PERIODS, CFS_THROTTLED = "container_cpu_cfs_periods_total", "container_cpu_cfs_throttled_periods_total"
+"""cAdvisor: CPU quota periods, and those in which the container was throttled (it hit its CPU limit)."""
+CLUSTER_SERIES = (
+    RESTARTS,
+    WAITING_REASON,
+    RESOURCE_LIMITS,
+    RESOURCE_REQUESTS,
+    WORKING_SET,
+    CFS_PERIODS,
+    CFS_THROTTLED,
+)
 """Series only a cluster has (kube-state-metrics, cAdvisor); a local Prometheus scraping the service lacks them."""
 OPEN_FDS, MAX_FDS = "process_open_fds", "process_max_fds"
 """The service processes' descriptors, exported on the metrics port (model_service/server/process_metrics.py)."""

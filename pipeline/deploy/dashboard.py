@@ -4,8 +4,9 @@
 
 Every query selects the environment's namespace. Per-version panels join a pod's series with its
 `model_service_model_info` on `instance` (each scrape target is one pod), so they need no version label
-on the request metrics themselves.
-"""
+on the request metrics themselves. The resource panels read the metrics port's process series (every
+service process: model_service/server/process_metrics.py) against the container's requests and limits, and
+restarts and CPU throttling, from kube-state-metrics and cAdvisor (`alerting.CLUSTER_SERIES`)."""
 
 import json
 from typing import Any
@@ -30,6 +31,18 @@ from model_service.contract.monitoring import (
     V2_INFER_ROUTE,
 )
 from pipeline.config import Config
+from pipeline.deploy.alerting import (
+    CFS_PERIODS,
+    CFS_THROTTLED,
+    CONTAINER,
+    MAX_FDS,
+    OPEN_FDS,
+    RESOURCE_LIMITS,
+    RESOURCE_REQUESTS,
+    RESTARTS,
+    WAITING_REASON,
+    WORKING_SET,
+)
 from pipeline.deploy.names import APP
 
 DASHBOARD_LABEL = {"grafana_dashboard": "1"}
@@ -53,6 +66,7 @@ def panels(namespace: str) -> list[dict[str, Any]]:
     requests = f"rate({REQUESTS_TOTAL}{{{inference}}}[{RATE_WINDOW}])"
     errors = f'rate({REQUESTS_TOTAL}{{{inference},{STATUS_LABEL}=~"5.."}}[{RATE_WINDOW}])'
     buckets = f"rate({REQUEST_DURATION_BUCKET}{{{inference}}}[{RATE_WINDOW}])"
+    container = f'{ns},container="{CONTAINER}"'
     specs: list[tuple[str, str, list[tuple[str, str]]]] = [
         (
             "Requests per second by route and status",
@@ -131,6 +145,7 @@ def panels(namespace: str) -> list[dict[str, Any]]:
                 ),
             ],
         ),
+        *resource_panels(ns, container),
     ]
     return [
         {
@@ -146,6 +161,65 @@ def panels(namespace: str) -> list[dict[str, Any]]:
             ],
         }
         for i, (title, unit, targets) in enumerate(specs)
+    ]
+
+
+def resource_panels(ns: str, container: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """CPU, memory and descriptors per pod against the container's requests and limits (sizing), then
+    restarts and saturation (throttling, requests in flight)."""
+
+    def limit(kind: str, resource: str) -> str:
+        return f'max by (pod) ({kind}{{{container},resource="{resource}"}})'
+
+    return [
+        (
+            "CPU per pod (cores): service processes vs request and limit",
+            "short",
+            [
+                ("{{pod}}", f"sum by (pod) (rate(process_cpu_seconds_total{{{ns}}}[{RATE_WINDOW}]))"),
+                ("request {{pod}}", limit(RESOURCE_REQUESTS, "cpu")),
+                ("limit {{pod}}", limit(RESOURCE_LIMITS, "cpu")),
+            ],
+        ),
+        (
+            "Memory per pod: RSS of the service processes, working set, limit",
+            "bytes",
+            [
+                ("RSS {{pod}}", f"sum by (pod) (process_resident_memory_bytes{{{ns}}})"),
+                ("working set {{pod}}", f"max by (pod) ({WORKING_SET}{{{container}}})"),
+                ("limit {{pod}}", limit(RESOURCE_LIMITS, "memory")),
+            ],
+        ),
+        (
+            "Open file descriptors: share of the limit (fullest process per pod)",
+            "percentunit",
+            [("{{pod}}", f"max by (pod) ({OPEN_FDS}{{{ns}}} / {MAX_FDS}{{{ns}}})")],
+        ),
+        (
+            "Container restarts (last hour) and CrashLoopBackOff",
+            "short",
+            [
+                ("restarts {{pod}}", f"sum by (pod) (increase({RESTARTS}{{{container}}}[1h]))"),
+                (
+                    "crash looping {{pod}}",
+                    f'max by (pod) ({WAITING_REASON}{{{container},reason="CrashLoopBackOff"}})',
+                ),
+            ],
+        ),
+        (
+            "Saturation: CPU throttled share and requests in flight",
+            "short",
+            [
+                (
+                    "throttled {{pod}}",
+                    (
+                        f"sum by (pod) (rate({CFS_THROTTLED}{{{container}}}[{RATE_WINDOW}]))"
+                        f" / sum by (pod) (rate({CFS_PERIODS}{{{container}}}[{RATE_WINDOW}]))"
+                    ),
+                ),
+                ("in flight {{pod}}", f"sum by (pod) ({IN_FLIGHT}{{{ns}}})"),
+            ],
+        ),
     ]
 
 

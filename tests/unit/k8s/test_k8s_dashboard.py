@@ -65,3 +65,26 @@ def test_each_overlay_ships_its_dashboard_for_the_grafana_sidecar() -> None:
         shipped = json.loads(config_map["data"][f"model-service-{env}.json"])
         assert shipped == dashboard(load_config(env, ENVIRONMENTS))
         assert shipped["uid"] == f"model-service-{env}"
+
+
+def test_the_resource_panels_size_the_pods() -> None:
+    """CPU and memory of the service's processes against the container's request and limit, descriptors
+    against their limit, restarts and CrashLoopBackOff, CPU throttling: what `deploy.resources` is chosen by."""
+    board = dashboard(load_config("prod", ENVIRONMENTS))
+    text = json.dumps(board)
+    for needle in (
+        "rate(process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "kube_pod_container_status_restarts_total",
+        'reason=\\"CrashLoopBackOff\\"',
+        'resource=\\"memory\\"',
+        'resource=\\"cpu\\"',
+        "container_memory_working_set_bytes",
+        "container_cpu_cfs_throttled_periods_total",
+    ):
+        assert needle in text, needle
+    titles = [panel["title"] for panel in board["panels"]]
+    assert any(title.startswith("Container restarts") for title in titles)
+    assert any(title.startswith("Saturation") for title in titles)
