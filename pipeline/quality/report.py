@@ -58,10 +58,10 @@ def day_checks(days: Sequence[Day], metrics: Sequence[str]) -> list[Check]:
 
 def days_of(served: Served, card: ModelCard) -> list[Day]:
     """One `Day` per day the version served, oldest first."""
-    days = np.asarray(served.days)
+    day_of_row = np.frombuffer(served.day_of_row, dtype=np.uint16)
     out = []
-    for day in sorted(set(served.days)):
-        part = scored(served, card, days == day)
+    for day in sorted(served.days):
+        part = scored(served, card, day_of_row == served.days.index(day))
         live, _ = live_metrics(part, card)
         found = None if part.probabilities is None else estimate(part.probabilities, card.classes)
         out.append(
