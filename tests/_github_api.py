@@ -359,6 +359,20 @@ class GitHubStandIn:
         return {"merged": True, "sha": pull.merge_commit_sha, "message": "Pull Request successfully merged"}
 
 
+def bare_remote(folder: Path, files: Mapping[str, str]) -> Path:
+    """A bare repository at `folder` whose branch main holds `files` (path -> text) in one commit."""
+    work = folder.with_name(f"{folder.name}-work")
+    for path, text in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text, encoding="utf-8")
+    git = ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "files"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(folder)], check=True)
+    return folder
+
+
 @contextmanager
 def serving(stand_in: GitHubStandIn) -> Iterator[str]:
     """Serve `stand_in` on a free loopback port; yield its API URL."""

@@ -6,7 +6,6 @@ open issue, and refused by the API when cd.yml at the ref cannot take it."""
 from __future__ import annotations
 
 import io
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pipeline.config import load_config
 from pipeline.console import Reporter
 from pipeline.errors import StageError
 from pipeline.stages.monitor import Verdict, marker, report_on_github
-from tests._github_api import GitHubStandIn, serving
+from tests._github_api import GitHubStandIn, bare_remote, serving
 from tests._workflows import ROOT
 
 REPOSITORY = "acme/model-cicd"
@@ -27,16 +26,7 @@ PASSING = [Verdict("drift", "pass", "PASS 31/31"), Verdict("evaluate", "pass", "
 
 
 def _remote(tmp_path: Path, cd_yml: str) -> Path:
-    """A bare repository whose main holds .github/workflows/cd.yml with `cd_yml` as its text."""
-    work, remote = tmp_path / "work", tmp_path / "remote.git"
-    (work / ".github/workflows").mkdir(parents=True)
-    (work / ".github/workflows/cd.yml").write_text(cd_yml, encoding="utf-8")
-    git = ["git", "-c", "user.name=dev", "-c", "user.email=dev@example.com", "-c", "commit.gpgsign=false"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
-    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "cd"], check=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(remote)], check=True)
-    return remote
+    return bare_remote(tmp_path / "remote.git", {".github/workflows/cd.yml": cd_yml})
 
 
 @pytest.fixture
