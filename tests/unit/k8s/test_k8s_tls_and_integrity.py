@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline.config import ConfigError, load_config
 from pipeline.console import Reporter
-from pipeline.deploy import crd_cache, names, release_file
+from pipeline.deploy import crd_cache, gitops, names, release_file
 from pipeline.deploy import render as k8s
 from pipeline.deploy import validate as kv
 from pipeline.release.signing import public_key
+from pipeline.rollout.plan import plan
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get(kv.SCHEMAS_ENV) or crd_cache.cache_dir())
@@ -148,3 +149,17 @@ def test_required_signatures_need_trusted_keys_and_off_may_be_unquoted(tmp_path:
         load_config("staging", config_dir)
     (config_dir / "dev.yaml").write_text("extends: base\nservice:\n  signatures: off\n", encoding="utf-8")
     assert load_config("dev", config_dir).service.signatures == "off"
+
+
+def test_promote_carries_the_registrys_sha256_into_the_release_file() -> None:
+    """`promote --gitops` reads the version's tags: `onnx_sha256` (set at register) becomes release.yaml's
+    `model_sha256`, read back by render; a version registered before the tag existed renders no variable."""
+    config = load_config("staging", ROOT / "environments")
+    tags = {"image": "ghcr.io/acme/model-service:abc-3", "onnx_sha256": SHA256, "git_sha": "abc"}
+    release = gitops.lineage_from_tags(config, "3", tags).release()
+    assert release.model_sha256 == SHA256
+    text = release_file.release_text(config, release)
+    assert release_file.parse_release(text, "release.yaml") == release
+    old = gitops.lineage_from_tags(config, "2", {"image": "ghcr.io/acme/model-service:abc-2"}).release()
+    assert old.model_sha256 is None
+    assert not [op for op in k8s.rollout_patch(config, plan(config), old) if "EXPECTED_SHA256" in str(op)]
