@@ -160,3 +160,27 @@ def test_a_torn_last_line_is_skipped(config: Config, workspace: Workspace, captu
     path.write_text(path.read_text() + '{"v":1,"request_id":"tor')
     result = _evaluate(config, workspace)
     assert read_json(result.artifacts["report"])["versions"][0]["served"] == 10
+
+
+def test_a_version_without_a_card_or_with_other_outputs_is_inconclusive_and_named(
+    config: Config, workspace: Workspace, capture: Capture
+) -> None:
+    """Neither the workspace nor the registry holds the card of `0000deadbeef`; `VERSION`'s rows carry
+    three classes where its card has two."""
+    capture([0.4] * 5, version="0000deadbeef")
+    path = next((workspace.root / "capture").glob("capture-*.jsonl"))
+    capture([0.4] * 5)
+    other = max((workspace.root / "capture").glob("capture-*.jsonl"))
+    assert other != path
+    other.write_text(other.read_text().replace('"probabilities":{', '"probabilities":{"2":0.0,'))
+    result = _evaluate(config, workspace)
+    assert result.verdicts == {"0000deadbeef": "inconclusive", VERSION: "inconclusive"}
+    assert result.status == "pass"
+    notes = {check.scope: check.note for check in result.checks}
+    assert (
+        notes["0000deadbeef"]
+        == "no card of 0000deadbeef in the workspace or the registry: its rows cannot be scored"
+    )
+    assert notes[VERSION].startswith(
+        f"version {VERSION}: captured outputs are not its card's (outputs ['2', '0', '1']"
+    )
