@@ -35,6 +35,7 @@ from model_service.contract.monitoring import (
 )
 from model_service.model.runtime import OnnxModel, load_card
 from model_service.model.served import ServedModel
+from model_service.model.signature import verify_model_signature
 from model_service.operations.logs import JsonLog, exception_fields
 from model_service.operations.settings import ServiceSettings
 from model_service.protocol.errors import ModelServiceError, StartupError
@@ -241,6 +242,8 @@ def _fallback_model(primary: ServedModel, fallback_dir: Path, settings: ServiceS
     """The fallback, answering through the primary's parser, metrics and drift counters (it has the same
     features and classes, checked here): only its card, session and model version differ."""
     card = load_card(fallback_dir)
+    # The fallback answers users too: the same model signature check as the primary's (MODEL_SERVICE_SIGNATURES).
+    verify_model_signature(fallback_dir, settings.signatures, settings.signing_public_keys)
     _check_same_signature(primary.card, card)
     onnx = OnnxModel(card, settings.intra_op_threads, settings.inter_op_threads)
     onnx.warm_up()

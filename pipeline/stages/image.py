@@ -198,11 +198,9 @@ def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelD
     shutil.copy2(LOCK_FILE, context / LOCK_FILE.name)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
     shutil.copy2(DOCKERIGNORE, context / ".dockerignore")
-    signature = model.path / SIGNATURE_FILE  # written at register when the environment signs its models
-    for path in (model.onnx, model.card, *([signature] if signature.is_file() else [])):
-        shutil.copy2(path, context / "model" / path.name)
-    for path in (fallback.onnx, fallback.card) if fallback is not None else ():
-        shutil.copy2(path, context / "fallback" / path.name)
+    _copy_served_files(model, context / "model")
+    if fallback is not None:
+        _copy_served_files(fallback, context / "fallback")
     for wheel in wheels.glob("*.whl"):
         try:
             os.link(wheel, context / "wheels" / wheel.name)
@@ -213,6 +211,13 @@ def stage_context(context: Path, model: ModelDir, wheels: Path, fallback: ModelD
         for file in path.rglob("*"):
             file.chmod(0o755 if file.is_dir() else 0o644)
     return context
+
+
+def _copy_served_files(model: ModelDir, target: Path) -> None:
+    """The ONNX file, the card and, when its version was signed at register, the signature."""
+    signature = model.path / SIGNATURE_FILE
+    for path in (model.onnx, model.card, *([signature] if signature.is_file() else [])):
+        shutil.copy2(path, target / path.name)
 
 
 # --- smoke test ----------------------------------------------------------------------------------------

@@ -126,3 +126,17 @@ def test_the_registry_sha256_must_match_the_onnx_file(
     )
     with pytest.raises(StartupError, match=r"differs from the registry's onnx_sha256 0{64}"):
         make_client(model_dir=folder, expected_sha256="0" * 64)
+
+
+def test_an_unsigned_fallback_is_refused_where_signatures_are_required(
+    make_client: Callable[..., TestClient], folder: Path, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """The fallback answers users when the breaker opens: it is checked like the primary."""
+    fallback = tmp_path / "fallback"
+    shutil.copytree(folder, fallback)
+    sign_folder(folder, key)
+    settings = {"model_dir": folder, "signatures": "required", "signing_public_keys": public_key(key)}
+    with pytest.raises(StartupError, match=r"fallback/signature\.json: no signature"):
+        make_client(fallback_dir=fallback, **settings)
+    sign_folder(fallback, key)
+    assert make_client(fallback_dir=fallback, **settings).get("/readyz").status_code == 200
