@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,32 +11,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_service.contract.capture import CaptureRecord
+from model_service.contract.capture import CaptureRecord, card_label
 from model_service.contract.card import ModelCard
-
-
-def class_of(label: object, classes: Sequence[int | str]) -> int | str | None:
-    """The card's class a label names (`1`, `1.0` and `"1"` all name class 1; a string class only by its
-    text); None when it names none. Booleans name no class: a card's classes are integers or strings."""
-    if isinstance(label, bool):
-        return None
-    for known in classes:
-        if str(known) == str(label):
-            return known
-        if isinstance(known, int) and isinstance(label, float) and label == known:
-            return known
-    return None
-
-
-def target_of(label: object) -> float | None:
-    """A regression label as a number; None when it is none (text, a boolean, not finite)."""
-    if isinstance(label, bool):
-        return None
-    try:
-        value = float(label)  # type: ignore[arg-type]  # refused below when it is not a number
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) else None
 
 
 @dataclass
@@ -124,13 +100,10 @@ def scored(served: Served, card: ModelCard, rows: NDArray[np.bool_] | None = Non
     table = table[:, [served.columns.index(c) for c in expected]]
     chosen = np.arange(served.rows) if rows is None else np.flatnonzero(rows)
     labels = [served.labels.get(int(i)) for i in chosen]
+    targets = [card_label(label, card.classes) for label in labels]  # as the store types them
     if card.task == "regression":
-        targets: list[float | int | str | None] = [
-            None if label is None else target_of(label) for label in labels
-        ]
         values, probabilities = table[chosen, 0], None
     else:
-        targets = [None if label is None else class_of(label, card.classes) for label in labels]
         values, probabilities = None, table[chosen]
     labelled = np.asarray([t is not None for t in targets], dtype=bool)
     unusable = sum(label is not None and t is None for label, t in zip(labels, targets, strict=True))

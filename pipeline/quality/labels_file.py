@@ -7,10 +7,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_service.contract.capture import Label, valid_key
+from model_service.contract.capture import Label, card_label, valid_key
 from model_service.contract.card import ModelCard
 from pipeline.errors import StageError
-from pipeline.quality.join import class_of, target_of
 
 COLUMNS = ("request_id", "label")
 FIX = "fix or remove that row and import the file again; nothing was stored"
@@ -68,6 +67,16 @@ def _cells(path: Path) -> list[tuple[str, object, object]]:
     return rows
 
 
+def _number(cell: object) -> object:
+    """A CSV cell holding a number as that number; anything else as it is (`card_label` judges it)."""
+    if isinstance(cell, str):
+        try:
+            return float(cell)
+        except ValueError:
+            return cell
+    return cell
+
+
 def read_labels(path: Path, card: ModelCard) -> list[LabelRow]:
     """Every row of `path`, checked against `card`'s classes (or as a number, for a regression); the
     first bad row is a StageError naming the file, the row and the fix."""
@@ -81,10 +90,10 @@ def read_labels(path: Path, card: ModelCard) -> list[LabelRow]:
             )
         assert isinstance(request_id, str)
         if card.task == "regression":
-            label: Label | None = target_of(raw)
+            label = card_label(_number(raw), card.classes)
             expected = "a finite number"
         else:
-            label = class_of(raw, card.classes) if raw is not None else None
+            label = card_label(raw, card.classes)
             expected = (
                 f"one of the classes of {card.name} {card.version}: {', '.join(map(str, card.classes))}"
             )
