@@ -12,10 +12,13 @@ import httpx
 import pytest
 
 from model_client import Client, Retry
+from pipeline.adapters.service_process import running_service
+from pipeline.config import load_config
 from tests._metrics import scraped_when
 from tests._oidc import AUDIENCE, KeyServer
 from tests.integration.service.conftest import Server
 
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "environments"
 KEY_A, KEY_B, KEY_C = "tenant-a-key", "tenant-b-key", "tenant-c-key"
 
 
@@ -127,3 +130,30 @@ def test_one_tenant_hammering_leaves_another_served_and_the_sdk_waits(
     sdk_lines = [line for line in _log_lines(tmp_path, server) if line.get("request_id") == "sdk-waits-1"]
     # refused, Retry-After waited, then served: one request id over both attempts
     assert [line["status"] for line in sdk_lines if line.get("event") == "request"] == [429, 200]
+
+
+def test_a_local_run_with_auth_jwt(model_dir: Path, tmp_path: Path) -> None:
+    """What the load test, the rehearsal and `serve` start for an environment with `service.auth: jwt`:
+    the service checks the run's own key with the environment's issuer and audience, and the token the
+    pipeline hands its clients passes every route's scope; another token does not."""
+    config = load_config(
+        "staging",
+        CONFIG_DIR,
+        ["service.auth=jwt", "service.jwt.issuer=https://login.example.com/t", "service.jwt.audience=model"],
+    )
+    with running_service(config, model_dir, tmp_path / "service.log") as service:
+        with Client(service.url, token=service.headers["Authorization"].removeprefix("Bearer ")) as sdk:
+            assert sdk.card()["name"]
+            assert sdk.predict(_rows(model_dir)).predictions
+        stranger = KeyServer()
+        stranger.add_key("k1")
+        try:
+            forged = stranger.token("k1", iss="https://login.example.com/t", aud="model", scope="predict")
+        finally:
+            stranger.stop()
+        refused = httpx.post(
+            f"{service.url}/v1/predict",
+            json={"instances": _rows(model_dir)},
+            headers={"Authorization": f"Bearer {forged}"},
+        )
+        assert refused.status_code == 401
