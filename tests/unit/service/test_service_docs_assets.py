@@ -3,6 +3,7 @@ no third-party script run (issue 36)."""
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,13 @@ def test_a_changed_asset_stops_the_start(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(openapi, "STATIC_DIR", tmp_path)
     with pytest.raises(StartupError, match=r"docs-init\.js: sha256 .* differs from the pinned"):
         openapi.load_docs_assets()
+
+
+def test_the_page_and_its_assets_need_no_credentials_when_auth_is_on(
+    make_client: Callable[..., TestClient],
+) -> None:
+    """The browser loads them before anyone has typed a key into the page's Authorize dialog."""
+    client = make_client(api_key_sha256=hashlib.sha256(b"key").hexdigest())
+    assert client.get("/v1/model").status_code == 401
+    for path in ("/docs", *(openapi.asset_url(name) for name in DOCS_ASSETS)):
+        assert client.get(path).status_code == 200, path
