@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from model_service.protocol.openapi import DOCS_ASSETS
@@ -86,3 +87,35 @@ def test_the_docs_page_and_its_assets_come_from_the_service_process(
         assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
         name = source.removeprefix("/docs/static/").split("?")[0]
         assert hashlib.sha256(answer.content).hexdigest() == DOCS_ASSETS[name].sha256
+
+
+@pytest.mark.needs_tool("chromium", "chromium")
+def test_swagger_ui_renders_in_chromium_under_the_pages_policy(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A real browser enforces the Content-Security-Policy: the operations appear only if the vendored
+    scripts ran under `script-src 'self'` (an inline script or another origin's would be refused)."""
+    server = start_server()
+    result = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            f"{server.url}/docs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', result.stdout))
+    assert {"/v1/predict", "/v2/models/{name}/infer", "/healthz"} <= rendered, result.stdout[-2000:]
