@@ -15,17 +15,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.adapters import registry
 from pipeline.adapters.locust import LOCUSTFILE, PROFILE_FILE, STATS_FILE, chart, locust_profile, run_locust
+from pipeline.adapters.process_usage import Usage, sampled_usage
 from pipeline.adapters.service_process import loopback_url, running_service
 from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import Config, LoadTestSpec, SloBounds
 from pipeline.console import Reporter
+from pipeline.deploy.sizing import Sizing, suggest
 from pipeline.errors import StageError
 from pipeline.quality.join import capture_directory
 from pipeline.quality.replay import captured_rows
@@ -60,6 +62,9 @@ class LoadTestResult(StageResult):
     url: str
     stats: dict[str, RouteStats]
     report_dir: Path
+    sizing: Sizing | None = None
+    """The service's CPU and peak RSS per 1,000 requests and a suggested `deploy.resources`; None when the
+    service was not started here (`--host`)."""
 
     def record(self) -> dict[str, Any]:
         """gate.json: what the report and a person read afterwards."""
@@ -71,6 +76,7 @@ class LoadTestResult(StageResult):
             "stats": {scope: asdict(values) for scope, values in self.stats.items()},
             "report_dir": str(self.report_dir),
             "failures": self.failures,
+            "sizing": asdict(self.sizing) if self.sizing is not None else None,
         }
 
 
@@ -182,8 +188,9 @@ def _target(
     host: str | None,
     allow_remote: bool,
     service_settings: Mapping[str, str] | None,
-) -> Iterator[tuple[str, dict[str, str]]]:
-    """(URL, headers) of the service under test: the one given, or one started here and stopped after."""
+) -> Iterator[tuple[str, dict[str, str], int | None]]:
+    """(URL, headers, pid) of the service under test: the one given (no pid: not a process of ours), or one
+    started here and stopped after."""
     if host is not None:
         url = loopback_url(host, option="--host", allow_remote=allow_remote)
         headers: dict[str, str] = {}
@@ -204,13 +211,13 @@ def _target(
             headers["Authorization"] = f"Bearer {token}"
         _wait_ready(url, HOST_READY_TIMEOUT_S)
         reporter.note(f"target {url} (given with --host)")
-        yield url, headers
+        yield url, headers, None
         return
     with running_service(
         config, model.path, report_dir / "service.log", settings=service_settings
     ) as service:
         reporter.note(f"started the service on {model.version} at {service.url}")
-        yield service.url, dict(service.headers)
+        yield service.url, dict(service.headers), service.process.pid
 
 
 # --- the stage -------------------------------------------------------------------------------
@@ -264,13 +271,14 @@ def loadtest(
         allow_remote=allow_remote,
         service_settings=service_settings,
     )
-    with target as (url, headers):
+    with target as (url, headers, service_pid), _usage(service_pid) as usage:
         run_locust(url, headers, profile_path, report_dir, spec, reporter=reporter)
 
     entries = read_json(report_dir / STATS_FILE)
     stats = summarize(entries, list(spec.traffic.weights))
     checks = slo_checks(spec, stats)
     status = checked_status(checks)
+    sizing = _sizing(config, usage, stats[TOTAL], reporter)
     result = LoadTestResult(
         status=status,
         headline=_headline(status, stats.get(TOTAL)),
@@ -280,6 +288,7 @@ def loadtest(
         url=url,
         stats=stats,
         report_dir=report_dir,
+        sizing=sizing,
     )
     reporter.verdict("loadtest", result)
     record = {**result.record(), "run_id": workspace.run_id, "artifact_version": model.version}
@@ -294,6 +303,39 @@ def loadtest(
     else:
         reporter.note("registry not tagged: --host or injected settings may not serve the model as released")
     return result
+
+
+def _usage(pid: int | None) -> AbstractContextManager[list[Usage]]:
+    """The service's process tree sampled during the run, when this stage started it."""
+    return sampled_usage(pid) if pid is not None else nullcontext([])
+
+
+def _sizing(config: Config, usage: list[Usage], total: RouteStats, reporter: Reporter) -> Sizing | None:
+    """What the service used per 1,000 requests and the resources that suggests, printed with the arithmetic."""
+    if not usage:
+        reporter.note(
+            "service CPU and memory not measured: the service at --host is not a process of this stage"
+        )
+        return None
+    measured = usage[0]
+    sizing = suggest(
+        config,
+        requests=total.requests,
+        cpu_seconds=measured.cpu_seconds,
+        peak_rss_bytes=measured.peak_rss_bytes,
+        measured_rps=total.rps,
+    )
+    if sizing is None:
+        return None
+    reporter.note(
+        f"service: {sizing.cpu_seconds_per_1000:.3f} CPU s per 1,000 requests, peak RSS {sizing.peak_rss_mib:.0f} "
+        f"Mi ({measured.processes} processes, {measured.samples} samples)"
+    )
+    for line in sizing.arithmetic:
+        reporter.note(f"  {line}")
+    configured = config.deploy.resources.model_dump()
+    reporter.note(f"suggested deploy.resources: {sizing.resources()} (configured: {configured})")
+    return sizing
 
 
 def _headline(status: str, total: RouteStats | None) -> str:
@@ -316,6 +358,7 @@ def _reused(config: Config, record: Mapping[str, Any], record_path: Path) -> Loa
         url=record["url"],
         stats=stats,
         report_dir=report_dir,
+        sizing=Sizing(**record["sizing"]) if record.get("sizing") else None,
     )
 
 

@@ -69,6 +69,13 @@ def test_a_healthy_service_passes_and_leaves_a_report(
     assert total["error_ratio"] == 0
     assert {e["name"] for e in stats} == {"v1_instances", "v1_records", "v2_infer"}
     assert (report / "chart.png").read_bytes().startswith(b"\x89PNG")
+    # The service's own usage, read from its processes, and the resources it suggests (pipeline/deploy/sizing.py).
+    sizing = gate["sizing"]
+    assert sizing["requests"] == total["requests"]
+    assert sizing["cpu_seconds_per_1000"] > 0 and sizing["peak_rss_mib"] > 20
+    assert sizing["load_rps"] == 1 and sizing["load_source"] == "loadtest.slo.total.min_rps"
+    assert sizing["requests_memory"].endswith("Mi") and sizing["requests_cpu"].endswith("m")
+    assert "suggested deploy.resources" in out and "s per 1,000 requests" in out
     assert "<html" in (report / "report.html").read_text(errors="replace").lower()
     # The API key of a started service never lands in the report.
     assert "Bearer" not in (report / "profile.json").read_text()
