@@ -49,6 +49,10 @@ PRIMARY_FAILURES = "model_service_primary_failures"
 """Counter: primary model failures the circuit breaker counted, by kind (`error`, `slow`)."""
 BREAKER_STATE = "model_service_breaker_state"
 """Gauge: the circuit breaker's state, 1 for the current one (`closed`, `open`, `half_open`)."""
+WORKER_GC_COLLECTIONS = "model_service_worker_gc_collections"
+"""Gauge per worker (a `pid` label): the garbage collector's collections so far, by `generation`
+(gc.get_stats). The metrics port reads the processes' CPU, memory and descriptors from /proc itself; this
+one only a worker knows."""
 RATE_LIMITED = "model_service_rate_limited"
 """Counter: requests refused with 429 by the per-client rate limit, by route (never by client: the label
 set stays bounded whatever the number of clients)."""

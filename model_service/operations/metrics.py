@@ -8,6 +8,7 @@ process (model_service/server/metrics_server.py) aggregates every worker's, each
 old.
 """
 
+import gc
 import os
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from model_service.contract.monitoring import (
     REQUESTS,
     ROUTE_LABEL,
     STATUS_LABEL,
+    WORKER_GC_COLLECTIONS,
 )
 
 LATENCY_BUCKETS = REQUEST_DURATION_BOUNDS
@@ -99,6 +101,14 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        gc_collections = Gauge(
+            WORKER_GC_COLLECTIONS,
+            "garbage collections of this worker so far, by generation (sampled at each flush)",
+            ["generation"],
+            registry=registry,
+            multiprocess_mode="liveall",  # one series per live worker, labelled with its pid
+        )
+        self._gc_generations = [gc_collections.labels(str(generation)) for generation in range(3)]
         info = Gauge(
             MODEL_INFO,
             "the model served (value 1)",
@@ -151,6 +161,8 @@ class Metrics:
         self._inference.flush()
         self._rows.flush()
         self._in_flight.set(in_flight)
+        for generation, stats in zip(self._gc_generations, gc.get_stats(), strict=False):
+            generation.set(stats["collections"])
         if self._rate_limited_counts:
             for route, count in self._rate_limited_counts.items():
                 self._rate_limited.labels(route).inc(count)

@@ -34,6 +34,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 
+from model_service.contract.monitoring import WORKER_GC_COLLECTIONS
 from pipeline.adapters.processes import started_process
 from pipeline.adapters.service_process import running_service
 from pipeline.config import Config, load_config
@@ -323,3 +324,7 @@ def test_the_metrics_port_reports_every_service_process(plain_model_dir: Path, t
     limits = {s.labels["pid"]: s.value for s in families["process_max_fds"].samples}
     assert all(fds[pid] < limits[pid] for pid in fds)
     assert "python_info" in families
+    # The garbage collector's counts, per worker (only a worker can read its own).
+    collected = {(s.labels["pid"], s.labels["generation"]) for s in families[WORKER_GC_COLLECTIONS].samples}
+    workers = {str(pid) for role, pid in seen if role == "worker"} | {str(launcher.pid)}
+    assert {pid for pid, _ in collected} <= workers and len(collected) == 2 * 3, collected
