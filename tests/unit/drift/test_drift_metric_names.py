@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from model_service.app import create_app
+from model_service.contract.capture import TEXTFILE_ERRORS
 from model_service.operations.settings import ServiceSettings
 from tests._metrics import worker_metrics
 
@@ -14,11 +15,13 @@ ROOT = Path(__file__).resolve().parents[3]
 NAME = re.compile(r"\bmodel_service_[a-z0-9_]+")
 
 
-def test_every_metric_name_in_k8s_and_docs_is_exported(model_dir: Path) -> None:
-    # With a fallback (the model itself will do), so the circuit breaker's metrics are exported too.
-    with TestClient(create_app(ServiceSettings(model_dir=model_dir, fallback_dir=model_dir))) as client:
+def test_every_metric_name_in_k8s_and_docs_is_exported(model_dir: Path, tmp_path: Path) -> None:
+    # With a fallback (the model itself will do) and a capture, so the circuit breaker's and the capture's
+    # metrics are exported too; the metrics port adds its count of refused live-quality files.
+    settings = ServiceSettings(model_dir=model_dir, fallback_dir=model_dir, capture_dir=tmp_path)
+    with TestClient(create_app(settings)) as client:
         text = worker_metrics(client)
-    exported = set()
+    exported = {f"{TEXTFILE_ERRORS}_total"}
     for family in text_string_to_metric_families(text):
         exported.add(family.name)
         exported |= {sample.name for sample in family.samples}
