@@ -282,3 +282,25 @@ def running_service(
         command, env, log_path, f"{url}/readyz", what=what, timeout=ready_timeout
     ) as process:
         yield ServiceProcess(url, f"http://127.0.0.1:{metrics_port}", process, log_path, headers)
+
+
+@contextmanager
+def running_versions(
+    config: Config,
+    stable: Path,
+    candidate: Path,
+    report_dir: Path,
+    *,
+    candidate_settings: Mapping[str, str] | None = None,
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Stable and candidate as two service processes (stable.log, candidate.log in `report_dir`), the
+    candidate with `candidate_settings`; both stopped on the way out. With auth on, both accept the same
+    throw-away key, so traffic through a proxy in front of them works."""
+    api_key = secrets.token_urlsafe(24)
+    with (
+        running_service(config, stable, report_dir / "stable.log", api_key=api_key) as stable_process,
+        running_service(
+            config, candidate, report_dir / "candidate.log", settings=candidate_settings, api_key=api_key
+        ) as candidate_process,
+    ):
+        yield stable_process, candidate_process

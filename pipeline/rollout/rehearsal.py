@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import secrets
 import subprocess
 import time
 import urllib.error
@@ -28,7 +27,11 @@ from typing import Any, Literal, Protocol
 from pipeline.adapters import registry
 from pipeline.adapters.caddy import CaddySplitter
 from pipeline.adapters.processes import signals_deferred, stop
-from pipeline.adapters.service_process import FALLBACK_DIR_ENV, ServiceProcess, running_service
+from pipeline.adapters.service_process import (
+    FALLBACK_DIR_ENV,
+    ServiceProcess,
+    running_versions,
+)
 from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import PREDICTION_SHIFT_METRICS, Config, ConfigError
 from pipeline.console import Reporter
@@ -374,21 +377,16 @@ def _run_plan(  # noqa: PLR0917  (the rehearsal's parts, each named once)
     it whatever happens. Returns the outcome and when the plan started (epoch seconds)."""
     stable_dir, candidate = versions_dirs
     traffic_seconds = plan_seconds(rehearsal) + TRAFFIC_MARGIN_S
-    # With auth on, both versions accept the same throw-away key, so traffic through the proxy works.
-    api_key = secrets.token_urlsafe(24)
     # Cleanup runs with signals held: a second signal (CI follows SIGINT with SIGTERM) must not cut it short.
     stack = ExitStack()
     try:
-        stable_process = stack.enter_context(
-            running_service(config, stable_dir.path, report_dir / "stable.log", api_key=api_key)
-        )
-        candidate_process = stack.enter_context(
-            running_service(
+        stable_process, candidate_process = stack.enter_context(
+            running_versions(
                 config,
+                stable_dir.path,
                 candidate.path,
-                report_dir / "candidate.log",
-                settings={**fault, **fallback_setting(config, stable_dir, candidate)},
-                api_key=api_key,
+                report_dir,
+                candidate_settings={**fault, **fallback_setting(config, stable_dir, candidate)},
             )
         )
         splitter = CaddySplitter.start(_dial(stable_process.url), _dial(candidate_process.url), report_dir)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 from pipeline.adapters import registry
 from pipeline.adapters.locust import LOCUSTFILE, PROFILE_FILE, locust_profile, run_locust
 from pipeline.adapters.processes import free_port, signals_deferred, started_process, stop
-from pipeline.adapters.service_process import ServiceProcess, running_service
+from pipeline.adapters.service_process import ServiceProcess, running_versions
 from pipeline.artifacts import ModelDir, inputs_key, service_code
 from pipeline.config import Config, ShadowSpec
 from pipeline.console import Reporter
@@ -185,16 +184,11 @@ def _mirrored_traffic(  # noqa: PLR0917  (the run's parts, each named once)
 ) -> tuple[Window | None, Window | None]:
     """Both services, the mirror in front of stable and the users for `shadow.duration_s`; every process
     stopped on the way out. Returns (candidate, stable) counters over the window, from their /metrics."""
-    spec, api_key = config.shadow, secrets.token_urlsafe(24)
+    spec = config.shadow
     stack = ExitStack()
     try:
-        stable = stack.enter_context(
-            running_service(config, stable_dir.path, report_dir / "stable.log", api_key=api_key)
-        )
-        shadowed = stack.enter_context(
-            running_service(
-                config, candidate.path, report_dir / "candidate.log", settings=fault, api_key=api_key
-            )
+        stable, shadowed = stack.enter_context(
+            running_versions(config, stable_dir.path, candidate.path, report_dir, candidate_settings=fault)
         )
         before = scrape(shadowed.metrics_url), scrape(stable.metrics_url)
         port = free_port()
