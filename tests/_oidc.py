@@ -9,10 +9,12 @@ Shapes from OpenID Connect Discovery 1.0 (4.2: the document at `<issuer>/.well-k
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 AUDIENCE = "model-service"
@@ -98,3 +100,12 @@ class KeyServer:
         self._http.shutdown()
         self._http.server_close()
         self._thread.join()
+
+
+@pytest.fixture
+def keys() -> Iterator[KeyServer]:
+    """A key server publishing one RSA key, `k1`; stopped after the test."""
+    server = KeyServer()
+    server.add_key("k1")
+    yield server
+    server.stop()

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests._oidc import keys  # noqa: F401 - a fixture (the local OIDC key server): pytest finds it here
 from tests._service_models import (  # noqa: F401 - fixtures: pytest finds them in this module
     iris_model_dir,
     mixed_model_dir,

@@ -5,11 +5,10 @@ two tenants, one hammering, the other unaffected; the SDK waiting out a 429."""
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from model_client import Client, Retry
 from pipeline.adapters.service_process import running_service
@@ -20,14 +19,6 @@ from tests.integration.service.conftest import Server
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "environments"
 KEY_A, KEY_B, KEY_C = "tenant-a-key", "tenant-b-key", "tenant-c-key"
-
-
-@pytest.fixture
-def keys() -> Iterator[KeyServer]:
-    server = KeyServer()
-    server.add_key("k1")
-    yield server
-    server.stop()
 
 
 def _log_lines(tmp_path: Path, server: Server) -> list[dict[str, object]]:

@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from model_service.app import create_app
 from model_service.operations.settings import ServiceSettings
+from tests._oidc import keys  # noqa: F401 - a fixture (the local OIDC key server): pytest finds it here
 from tests._service_models import (  # noqa: F401 - fixtures: pytest finds them in this module
     iris_model_dir,
     mixed_model_dir,

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,6 @@ from tests._oidc import AUDIENCE, KeyServer
 
 SECRET = "x" * 32
 PROBES = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
-
-
-@pytest.fixture
-def keys() -> Iterator[KeyServer]:
-    server = KeyServer()
-    server.add_key("k1")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
