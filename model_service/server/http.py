@@ -327,10 +327,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 f"more than {self.limits.max_headers} header fields (MODEL_SERVICE_MAX_HEADERS)",
             )
             raise _TooManyHeaders
-        lowered = name.lower()
-        if lowered == b"host":
+        size = len(name)  # lower-cased only when the length matches: this runs for every header
+        if size == 4 and name.lower() == b"host":
             self._hosts += 1
-        elif lowered == b"content-length" and value.isdigit():
+        elif size == 14 and name.lower() == b"content-length" and value.isdigit():
             self._body_left = int(value)
         super().on_header(name, value)
 
