@@ -25,8 +25,8 @@ V2_ROWS = 64
 """Rows per request of the v2 forms: a batch, where the framing (JSON numbers or raw bytes) counts."""
 V2_JSON = f"model_service v2 JSON ({V2_ROWS} rows)"
 V2_BINARY = f"model_service v2 binary ({V2_ROWS} rows)"
-CAPTURE = "model_service capture (every request)"
-"""The service (2 workers) capturing every answer (MODEL_SERVICE_CAPTURE_SAMPLE_RATIO=1), `--servers ...,capture`."""
+CAPTURE = "model_service capture"
+"""The service (2 workers) capturing answers (`--capture-ratio`, default every one), `--servers ...,capture`."""
 CAPTURE_TARGET = 1.03
 """The capture's p99 should stay within 3 % of the same service without it (issue 32)."""
 KSERVE_V2 = "kserve (v2)"
@@ -214,7 +214,7 @@ def capture_vs_off(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | No
 
 def _capture_lines(result: dict[str, Any]) -> list[str]:
     return [
-        f"capture of every answer, {c['connections']} connections: p99 per round {c['on_p99_ms_runs']} ms vs "
+        f"capture, {c['connections']} connections: p99 per round {c['on_p99_ms_runs']} ms vs "
         f"{c['off_p99_ms_runs']} ms without (median of the paired ratios {c['p99_ratio_median']}, target <= "
         f"{c['p99_target']}); best round {c['on_rps']:,.0f} vs {c['off_rps']:,.0f} req/s; server CPU "
         f"{c['on_cpu_us_per_request']} vs {c['off_cpu_us_per_request']} µs per request"

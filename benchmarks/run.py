@@ -51,7 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(SERVERS),
         help=f"comma list of {', '.join(SERVERS)} (v2: the service's Open Inference Protocol route, "
         f"{report.V2_ROWS} rows per request as JSON and as binary tensor data; capture: the service with 2 "
-        "workers capturing every answer)",
+        "workers capturing answers, --capture-ratio of them)",
+    )
+    parser.add_argument(
+        "--capture-ratio",
+        type=float,
+        default=1.0,
+        help="capture: share of answers the capturing service captures (default: 1, every answer)",
     )
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default: 15, quick: 3)")
     parser.add_argument("--rounds", type=int, help="rounds over all servers (default: 2, quick: 1)")
@@ -92,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with reporter.stage("bench: onnxruntime in-process", config.name):
                 ceiling = _onnxruntime(model_dir, 0.5 if args.quick else 2.0)
             with reporter.stage("bench: servers", config.name):
-                servers, not_run = _servers(selected, model_dir, tmp, reporter)
+                servers, not_run = _servers(selected, model_dir, tmp, reporter, args.capture_ratio)
                 runs = _drive(
                     servers, wrk_path, tmp, not_run,
                     duration=duration, warmup=warmup, rounds=rounds, reporter=reporter,
@@ -111,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "connections": list(CONNECTIONS),
                 "wrk": "wrk -t1 --timeout 5s -s benchmarks/post_row.lua",
                 "quick": bool(args.quick),
+                "capture_ratio": args.capture_ratio,
             },
             "rows": table,
             "not_run": not_run,
@@ -215,7 +222,7 @@ def _onnxruntime(model_dir: Path, seconds: float) -> list[dict[str, Any]]:
 
 
 def _servers(
-    selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter
+    selected: list[str], model_dir: Path, tmp: Path, reporter: Reporter, capture_ratio: float = 1.0
 ) -> tuple[list[Server], list[dict[str, str]]]:
     """The servers to drive, and a reason for each selected peer that cannot run here."""
     evaluation = read_json(model_dir / "eval.json")
@@ -274,7 +281,7 @@ def _servers(
         )  # fmt: skip
     if "v2" in selected:
         servers.append(_v2_server(model_dir, python))
-    if "capture" in selected:  # the capture's cost: the same service, every answer captured
+    if "capture" in selected:  # the capture's cost: the same service capturing a share of its answers
         servers.append(
             Server(
                 key=report.CAPTURE,
@@ -282,7 +289,8 @@ def _servers(
                 command=[python, "-m", "model_service", "--model-dir", str(model_dir), "--host", "127.0.0.1",
                          "--port", "{port}", "--metrics-port", "{metrics_port}", "--workers", "2"],
                 forms=(Form(report.CAPTURE, "/v1/predict", instances, CONNECTIONS),),
-                env={"MODEL_SERVICE_CAPTURE_DIR": str(tmp / "capture"), "MODEL_SERVICE_CAPTURE_SAMPLE_RATIO": "1"},
+                env={"MODEL_SERVICE_CAPTURE_DIR": str(tmp / "capture"),
+                     "MODEL_SERVICE_CAPTURE_SAMPLE_RATIO": f"{capture_ratio:g}"},
             )
         )  # fmt: skip
     not_run = []
