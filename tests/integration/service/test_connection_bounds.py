@@ -61,7 +61,7 @@ def test_a_pipelined_flood_on_one_connection_keeps_the_worker_memory_flat(
     baseline = rss_bytes(pid)
     peak = baseline
     answered = 0
-    probes = []
+    probes: list[bool] = []
     with socket.create_connection(address(server), timeout=30) as sock:
         sender = threading.Thread(target=sock.sendall, args=(flood,), daemon=True)
         sender.start()
@@ -138,6 +138,7 @@ def service_with_descriptor_limit(
             stdout=log,
             stderr=log,
             preexec_fn=lower_limit,  # noqa: PLW1509 - setrlimit only, before exec; no thread of ours runs
+            text=True,
         )
     server = Server(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}")
     try:
