@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         max_pipelined=settings.max_pipelined,
         max_connections=settings.max_connections,
     )
+    # The metrics process and the workers inherit it; each keeps its connections below it (http.py).
+    raise_descriptor_limit()
     metrics_process = subprocess.Popen(
         [
             sys.executable,
@@ -167,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     metrics_socket.close()  # the metrics process holds its own copy
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    raise_descriptor_limit()  # the workers inherit it; each keeps its connections below it (http.py)
     try:
         uvicorn.run(
             "model_service.app:create_app",
