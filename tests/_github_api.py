@@ -229,7 +229,7 @@ class GitHubStandIn:
             ("GET", r"/issues"): lambda _: (200, self._list_issues(query)),
             ("POST", r"/issues"): lambda _: (201, self._open_issue(user, body)),
             ("POST", r"/issues/(\d+)/comments"): lambda m: (201, self._comment(user, int(m[1]), body)),
-            ("POST", r"/actions/workflows/([^/]+)/dispatches"): lambda m: (204, self._dispatch(m[1], body)),
+            ("POST", r"/actions/workflows/([^/]+)/dispatches"): lambda m: self._dispatch(m[1], body),
         }
         for (verb, pattern), answer in routes.items():
             if verb == method and (match := re.fullmatch(pattern, route)):
@@ -274,7 +274,7 @@ class GitHubStandIn:
         index = len(self.comments[number])
         return {**comment, "html_url": f"{self.issues[number]['html_url']}#issuecomment-{index}"}
 
-    def _dispatch(self, workflow: str, body: dict[str, Any]) -> None:
+    def _dispatch(self, workflow: str, body: dict[str, Any]) -> tuple[int, None]:
         ref = str(body.get("ref", ""))
         text = self._file(ref, f".github/workflows/{workflow}")
         if text is None:
@@ -288,6 +288,7 @@ class GitHubStandIn:
         if unexpected:
             raise Refused(422, f"Unexpected inputs provided: {unexpected}")
         self.dispatches.append({"workflow": workflow, "ref": ref, "inputs": dict(body.get("inputs") or {})})
+        return 204, None
 
     def _files(self, pull: PullRequest, query: str) -> list[dict[str, str]]:
         page = dict(item.partition("=")[::2] for item in query.split("&") if item).get("page", "1")

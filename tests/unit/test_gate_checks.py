@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import BASE_FILE, Config, load_config
 from pipeline.ml.scoring import better_delta, evaluate
-from pipeline.stages.gate import checks_for
+from pipeline.release.gating import checks_for
 
 ENVIRONMENTS = Path(__file__).parents[2] / "environments"
 # The gates these tests reason about, written here so that a fork editing its own gates keeps them true.
