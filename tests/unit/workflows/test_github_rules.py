@@ -248,6 +248,9 @@ def test_each_environment_is_referenced_by_exactly_one_job(committed: dict[str, 
     # batch.yml's jobs run under environments of their own, `batch-ENV`, without reviewers: a batch
     # deploys nothing, and a nightly run must not wait for an approval.
     assert found.pop("batch-${{ matrix.environment }}") == ["batch.yml:batch"]
+    # monitor.yml's likewise, `monitor-ENV`: a scheduled check deploys nothing (it may dispatch cd.yml,
+    # whose deploys then wait for their own approvals).
+    assert found.pop("monitor-${{ matrix.environment }}") == ["monitor.yml:monitor"]
     # release-merged.yml deploys a merged release pull request under the environment it names; the pull
     # request's code-owner review was its approval (promotion.approval: pull_request, on plans whose
     # environments have no required reviewers).
