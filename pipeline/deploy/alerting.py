@@ -310,45 +310,41 @@ def alertmanager_config_object(config: Config) -> dict[str, Any] | None:
 
 SecretValues = Mapping[tuple[str, str], str]
 """(Secret name, key) -> value: what the Prometheus Operator reads from the cluster."""
+NATIVE_KEYS = {
+    "slackConfigs": "slack_configs",
+    "pagerdutyConfigs": "pagerduty_configs",
+    "emailConfigs": "email_configs",
+    "apiURL": "api_url",
+    "routingKey": "routing_key",
+    "sendResolved": "send_resolved",
+    "requireTLS": "require_tls",
+    "authUsername": "auth_username",
+    "authPassword": "auth_password",
+}
+"""The AlertmanagerConfig's receiver fields this module writes -> Alertmanager's own names for them."""
+SECRET_FIELDS = {"apiURL", "routingKey", "authPassword"}
+"""Receiver fields that hold a Secret key reference ({name, key}) in the object, the value in the file."""
 
 
-def _value(secrets: SecretValues, ref: SecretKeySpec) -> str:
+def _native(value: Any, secrets: SecretValues) -> Any:
+    """A receiver of the object in Alertmanager's terms, each Secret reference replaced by its value."""
+    if isinstance(value, list):
+        return [_native(item, secrets) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        NATIVE_KEYS.get(key, key): _secret_value(item, secrets)
+        if key in SECRET_FIELDS
+        else _native(item, secrets)
+        for key, item in value.items()
+    }
+
+
+def _secret_value(ref: dict[str, str], secrets: SecretValues) -> str:
     try:
-        return secrets[(ref.secret, ref.key)]
+        return secrets[(ref["name"], ref["key"])]
     except KeyError:
-        raise KeyError(f"no value for Secret {ref.secret!r} key {ref.key!r}") from None
-
-
-def _native_receiver(name: str, alerts: AlertsSpec, secrets: SecretValues) -> dict[str, Any]:
-    spec = alerts.receivers[name]
-    out: dict[str, Any] = {"name": name}
-    if spec.slack is not None:
-        slack: dict[str, Any] = {"api_url": _value(secrets, spec.slack.webhook_url), "send_resolved": True}
-        if spec.slack.channel:
-            slack["channel"] = spec.slack.channel
-        out["slack_configs"] = [slack]
-    if spec.pagerduty is not None:
-        pager: dict[str, Any] = {
-            "routing_key": _value(secrets, spec.pagerduty.routing_key),
-            "send_resolved": True,
-        }
-        if spec.pagerduty.url:
-            pager["url"] = spec.pagerduty.url
-        out["pagerduty_configs"] = [pager]
-    if spec.email is not None:
-        email = spec.email
-        mail: dict[str, Any] = {
-            "to": email.to,
-            "from": email.from_,
-            "smarthost": email.smarthost,
-            "require_tls": email.require_tls,
-            "send_resolved": True,
-        }
-        if email.username is not None and email.password is not None:
-            mail["auth_username"] = email.username
-            mail["auth_password"] = _value(secrets, email.password)
-        out["email_configs"] = [mail]
-    return out
+        raise KeyError(f"no value for Secret {ref['name']!r} key {ref['key']!r}") from None
 
 
 def alertmanager_config(config: Config, secrets: SecretValues) -> dict[str, Any]:
@@ -376,6 +372,6 @@ def alertmanager_config(config: Config, secrets: SecretValues) -> dict[str, Any]
         "route": {"receiver": "none", "routes": [scoped]},
         "receivers": [
             {"name": "none"},
-            *(_native_receiver(name, alerts, secrets) for name in sorted(alerts.receivers)),
+            *(_native(receiver, secrets) for receiver in crd["spec"]["receivers"]),
         ],
     }
