@@ -23,7 +23,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from model_service.contract.capture import LIVE_QUALITY_FILE
+from model_service.contract.capture import LIVE_QUALITY_FILE, capture_dir_problem
 from model_service.model.runtime import OnnxModel, load_card
 from model_service.model.signature import verify_model_signature
 from model_service.operations.logs import LOG_CONFIG
@@ -88,7 +88,8 @@ def _bind(host: str, port: int, variable: str, option: str) -> socket.socket | s
 
 def _check_folders(settings: ServiceSettings) -> None:
     """`StartupError` when a model folder setting names a file (reading `FILE/model.json` would raise
-    NotADirectoryError, a traceback rather than a reason)."""
+    NotADirectoryError, a traceback rather than a reason), or the capture's folder cannot be written (each
+    worker would fail at start with a traceback)."""
     for variable, option, folder in (
         ("MODEL_DIR", " (--model-dir)", settings.model_dir),
         ("FALLBACK_DIR", "", settings.fallback_dir),
@@ -98,6 +99,11 @@ def _check_folders(settings: ServiceSettings) -> None:
                 f"{ENV_PREFIX}{variable}{option}: {folder} is a file; name the folder that holds model.json "
                 "and the ONNX file"
             )
+    problem = capture_dir_problem(settings.capture_dir) if settings.capture_dir is not None else None
+    if problem is not None:
+        raise StartupError(
+            f"{ENV_PREFIX}CAPTURE_DIR: cannot capture in {problem}; mount a writable folder there or unset it"
+        )
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -27,6 +27,7 @@ import enum
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -370,6 +371,20 @@ class LabelStore:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def capture_dir_problem(directory: Path) -> str | None:
+    """Why a service could not capture into `directory` (None: it can): the folder made if missing, the
+    label store opened, a file created and removed, as the writer will."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        LabelStore(directory / LABELS_FILE).close()
+        probe = directory / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (OSError, sqlite3.Error) as exc:
+        return f"{directory}: {getattr(exc, 'strerror', None) or exc}"
+    return None
 
 
 class _Transaction:

@@ -212,3 +212,14 @@ def test_a_full_disk_drops_samples_never_requests(model_dir: Path, tmp_path: Pat
     files = capture_files(capture)
     assert len(files) > 1 and all(path.stat().st_size <= limit for path in files)
     assert len(list(read_capture(capture))) > 0  # the torn line a failed write left is the last: skipped
+
+
+def test_a_capture_folder_that_cannot_be_written_is_refused_at_start(
+    run_service: Callable[..., subprocess.CompletedProcess[str]], mixed_model_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    result = run_service(mixed_model_dir, "--port", "1", capture_dir=tmp_path / "a-file" / "capture")
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("model_service: refusing to start: MODEL_SERVICE_CAPTURE_DIR: cannot capture in ")
+    assert "Not a directory; mount a writable folder there or unset it" in line
