@@ -16,6 +16,7 @@ from pipeline.console import Reporter
 from pipeline.deploy import crd_cache, names, release_file
 from pipeline.deploy import render as k8s
 from pipeline.deploy import validate as kv
+from pipeline.deploy.workflow_schedules import MONITOR_WORKFLOW
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get(kv.SCHEMAS_ENV) or crd_cache.cache_dir())
@@ -66,6 +67,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "environments", root / "environments")
     for folder in ("base", "components"):
         shutil.copytree(ROOT / "k8s" / folder, root / "k8s" / folder)
+    # The monitor's crons, which render --check holds to monitoring.schedule (batch.yml's are CD's, not asked here).
+    (root / MONITOR_WORKFLOW).parent.mkdir(parents=True)
+    shutil.copy(ROOT / MONITOR_WORKFLOW, root / MONITOR_WORKFLOW)
     for env, engine in (("staging", "embedded"), ("prod", "spark")):
         path = root / "environments" / f"{env}.yaml"
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
