@@ -127,8 +127,10 @@ class Metrics:
         self._rate_limited_counts: dict[str, int] = {}
 
     def bind(self, routes: Sequence[str], statuses: Sequence[int]) -> None:
-        """Create the usual (route, status) series at start-up, so they read 0 before the first request."""
+        """Create the usual (route, status) series at start-up, so they read 0 before the first request
+        (and each route's rate-limited count, 0 before the first 429)."""
         for route in routes:
+            self._rate_limited.labels(route)
             for status in statuses:
                 self._route(route, status)
 

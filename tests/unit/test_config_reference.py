@@ -56,7 +56,7 @@ def test_every_section_is_a_heading_and_every_key_a_documented_row(reference: st
 
 def test_a_row_gives_type_default_allowed_values_and_docstring(reference: str) -> None:
     rows = _rows(reference)
-    assert rows["service.auth"][:3] == ["string", "`none`", "one of `none`, `api-key`"]
+    assert rows["service.auth"][:3] == ["string", "`none`", "one of `none`, `api-key`, `jwt`"]
     assert rows["service.workers"][:3] == ["integer", "`1`", "≥ 1, ≤ 64"]
     assert rows["data.path"][:2] == ["path or null", "`null`"]
     assert rows["model.name"][1:3] == ["required", "matches `^[a-z0-9][a-z0-9-]{0,62}$`"]
