@@ -1291,6 +1291,7 @@ class MonitoringSpec(Spec):
     issue_label: str = Field("model-monitor", min_length=1, max_length=50, pattern=r"^[^,]+$")
     """The label of the issue a failing verdict opens; one open issue per environment carries it."""
 
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"

@@ -221,8 +221,12 @@ def route_patch(config: Config) -> list[dict[str, Any]]:
     deploy = config.deploy
     if deploy.traffic_router == "nginx":
         ops = [_op("replace", "/spec/rules/0/host", deploy.host)]
-        if deploy.tls is not None:  # ingress-nginx then redirects plain HTTP to HTTPS (its ssl-redirect default)
-            ops.append(_op("add", "/spec/tls", [{"hosts": [deploy.host], "secretName": deploy.tls.secret_name}]))
+        if (
+            deploy.tls is not None
+        ):  # ingress-nginx then redirects plain HTTP to HTTPS (its ssl-redirect default)
+            ops.append(
+                _op("add", "/spec/tls", [{"hosts": [deploy.host], "secretName": deploy.tls.secret_name}])
+            )
         return ops
     gateway = deploy.gateway
     # group and kind are the CRD's defaults, written out (validate.default_problems says why).

@@ -174,7 +174,9 @@ def test_api_key_and_jwt_and_both_protocols(start_server: Callable[..., Server],
                 assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
             assert v2.model_version == v1.model_version
     token = jwt.encode(
-        {"sub": "sdk", "exp": int(time.time()) + 300, "scope": "model:read predict"}, secret, algorithm="HS256"
+        {"sub": "sdk", "exp": int(time.time()) + 300, "scope": "model:read predict"},
+        secret,
+        algorithm="HS256",
     )
     with Client(server.url, token=token) as client:
         assert client.predict(rows).predictions == v1.predictions

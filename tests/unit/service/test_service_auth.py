@@ -60,7 +60,9 @@ def test_jwt_hs256(make_client: Callable[..., TestClient], rows: list[list[float
     assert call(jwt.encode({**good, "exp": now - 60}, "x" * 32, algorithm="HS256")) == 401
     assert call(jwt.encode({**good, "aud": "other"}, "x" * 32, algorithm="HS256")) == 401
     assert (
-        call(jwt.encode({"sub": "ci", "aud": "model-service", "scope": "predict"}, "x" * 32, algorithm="HS256"))
+        call(
+            jwt.encode({"sub": "ci", "aud": "model-service", "scope": "predict"}, "x" * 32, algorithm="HS256")
+        )
         == 401
     )  # no exp
     assert call("not.a.token") == 401
@@ -76,7 +78,9 @@ def test_jwt_rs256(make_client: Callable[..., TestClient], rows: list[list[float
         )
     )
     client = make_client(jwt_rs256_public_key_file=public_file)
-    token = jwt.encode({"sub": "ci", "exp": int(time.time()) + 60, "scp": ["predict"]}, private, algorithm="RS256")
+    token = jwt.encode(
+        {"sub": "ci", "exp": int(time.time()) + 60, "scp": ["predict"]}, private, algorithm="RS256"
+    )
     headers = {"Authorization": f"Bearer {token}"}
     assert client.post("/v1/predict", json={"instances": rows[:1]}, headers=headers).status_code == 200
     forged = jwt.encode({"sub": "ci", "exp": int(time.time()) + 60}, "s" * 32, algorithm="HS256")
