@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from model_service.contract.monitoring import VERDICT_LABEL
 from pipeline.deploy import alerting, crd_cache
 from pipeline.deploy import validate as kv
 from tests.integration.k8s.released import STATES, State, build_overlay
@@ -205,6 +206,7 @@ def test_queries_select_only_labels_the_metrics_port_scrape_gives(env: str) -> N
         name for query in queries for name in re.findall(r'[{,]\s*([a-z_]+)\s*(?:=~|!~|!=|=)\s*"', query)
     }
     service_labels = {"route", "status", "le", "feature", "bin", "class", "name", "version", "sha256"}
+    service_labels.add(VERDICT_LABEL)  # the live-quality gauges the metrics port appends
     assert selected <= service_labels | {"namespace", "rollouts_pod_template_hash"}, selected
     assert "namespace" in selected and "rollouts_pod_template_hash" in selected
 
