@@ -5,6 +5,7 @@ through its HTTP API as Argo's Prometheus provider and Grafana query it."""
 import json
 import shutil
 import socket
+import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -26,6 +27,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def promtool_test_rules(folder: Path, spec: dict[str, Any]) -> None:
+    """`promtool test rules` on `spec` (a rule test file: rule_files, input series, expected alerts),
+    written into `folder` beside the rule files it names; fails the test with promtool's output."""
+    (folder / "test.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    done = subprocess.run(
+        [str(shutil.which("promtool")), "test", "rules", "test.yaml"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def prometheus_config(targets: dict[str, str]) -> dict[str, Any]:

@@ -5,8 +5,6 @@ each environment's own SLOs (none of the base's old fixed 250 ms / 99 %), and ev
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import yaml
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.deploy import alerting, crd_cache
 from pipeline.deploy import validate as kv
+from tests._prometheus import promtool_test_rules
 
 REPO = Path(__file__).resolve().parents[3]
 ENVIRONMENTS = REPO / "environments"
@@ -211,15 +210,7 @@ def _promtool_test(
             }
         ],
     }
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump(spec))
-    done = subprocess.run(
-        [str(shutil.which("promtool")), "test", "rules", "test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    promtool_test_rules(tmp_path, spec)
 
 
 def _group_labels(expr: str, series: dict[str, str]) -> dict[str, str]:

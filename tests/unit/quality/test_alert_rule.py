@@ -3,8 +3,6 @@
 fires at once, a passing or inconclusive one never. Rule unit tests: Prometheus' "Unit testing for rules"
 (docs/configuration/unit_testing_rules.md)."""
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import yaml
 from model_service.contract.monitoring import LIVE_QUALITY_VERDICT
 from pipeline.config import Config
 from pipeline.deploy.argo_analysis import drift_rules
+from tests._prometheus import promtool_test_rules
 
 ALERT = "ModelLiveQualityFailing"
 
@@ -62,12 +61,4 @@ def test_a_failing_version_fires_and_no_other_does(config: Config, tmp_path: Pat
             }
         ],
     }
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump(spec))
-    done = subprocess.run(
-        [str(shutil.which("promtool")), "test", "rules", "test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    promtool_test_rules(tmp_path, spec)
