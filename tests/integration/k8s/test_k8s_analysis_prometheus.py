@@ -123,6 +123,25 @@ def send_traffic(
                 counts[url] = counts.get(url, 0) + 1
 
 
+def traffic(
+    stack: ExitStack,
+    urls: list[str],
+    requests: list[tuple[str, dict[str, Any]]],
+    stop: threading.Event,
+    counts: dict[str, int],
+) -> None:
+    """One `send_traffic` thread per request, until `stack` closes: `stop` is set, then they are joined."""
+    threads = [
+        threading.Thread(target=send_traffic, args=(urls, request, stop, counts), daemon=True)
+        for request in requests
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        stack.callback(thread.join, timeout=10)
+    stack.callback(stop.set)
+
+
 def requests(batch: list[list[float]], model_name: str) -> list[tuple[str, dict[str, Any]]]:
     """The batch as a v1 and as a v2 request: the judge counts both prediction routes."""
     v2_input = {"name": "input", "shape": [len(batch), len(batch[0])], "datatype": "FP64", "data": batch}
@@ -160,17 +179,7 @@ def verdicts(
         metrics_urls = {pod_hash: service.metrics_url for pod_hash, service in services.items()}
         prometheus = stack.enter_context(running_prometheus(metrics_urls, tmp))
         model_name = json.loads((model_dir / "model.json").read_text())["name"]
-        threads = [
-            threading.Thread(
-                target=send_traffic, args=(list(urls.values()), request, stop, counts), daemon=True
-            )
-            for request in requests(batch, model_name)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            stack.callback(thread.join, timeout=10)
-        stack.callback(stop.set)
+        traffic(stack, list(urls.values()), requests(batch, model_name), stop, counts)
         # As Argo would: the first measurement after initialDelay, then one every interval.
         time.sleep(timing.initial_delay)
         results: dict[str, dict[str, list[tuple[list[float], str]]]] = {h: {} for h in CANDIDATES}

@@ -40,8 +40,8 @@ from tests.integration.k8s.test_k8s_analysis_prometheus import (
     fixed_batch,
     requests,
     run_phase,
-    send_traffic,
     substitute,
+    traffic,
     verdict,
 )
 
@@ -116,15 +116,7 @@ def verdicts(
         )
         model_name = json.loads((stable_model / "model.json").read_text())["name"]
         urls = [service.url for service in services.values()]
-        threads = [
-            threading.Thread(target=send_traffic, args=(urls, request, stop, counts), daemon=True)
-            for request in requests(fixed_batch(), model_name)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            stack.callback(thread.join, timeout=10)
-        stack.callback(stop.set)
+        traffic(stack, urls, requests(fixed_batch(), model_name), stop, counts)
         time.sleep(timing.initial_delay)
         results: dict[str, dict[str, list[tuple[list[float], str]]]] = {RETRAIN: {}, INVERTED: {}}
         for measurement in range(timing.count):
