@@ -29,9 +29,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def promtool_test_rules(folder: Path, spec: dict[str, Any]) -> None:
-    """`promtool test rules` on `spec` (a rule test file: rule_files, input series, expected alerts),
-    written into `folder` beside the rule files it names; fails the test with promtool's output."""
+def promtool_test_rules(
+    folder: Path, series: dict[str, str], alert_tests: list[dict[str, Any]], interval: str = "1m"
+) -> None:
+    """`promtool test rules` of `folder`/rules.yaml on input `series` (series -> values), expecting
+    `alert_tests` (eval_time, alertname, exp_alerts); fails the test with promtool's output."""
+    spec = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": interval,
+        "tests": [
+            {
+                "interval": interval,
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "alert_rule_test": alert_tests,
+            }
+        ],
+    }
     (folder / "test.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     done = subprocess.run(
         [str(shutil.which("promtool")), "test", "rules", "test.yaml"],

@@ -199,18 +199,7 @@ def _promtool_test(
                 ],
             }
         )
-    spec = {
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": s, "values": v} for s, v in series.items()],
-                "alert_rule_test": tests,
-            }
-        ],
-    }
-    promtool_test_rules(tmp_path, spec)
+    promtool_test_rules(tmp_path, series, tests)
 
 
 def _group_labels(expr: str, series: dict[str, str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ fires at once, a passing or inconclusive one never. Rule unit tests: Prometheus'
 (docs/configuration/unit_testing_rules.md)."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -33,32 +34,22 @@ def test_a_failing_version_fires_and_no_other_does(config: Config, tmp_path: Pat
     series = {**_series("v1", "fail"), **_series("v2", "pass"), **_series("v3", "inconclusive")}
     summary = rule["annotations"]["summary"].replace("{{ $labels.model }}", "m")
     summary = summary.replace("{{ $labels.version }}", "v1").replace("{{ $labels.namespace }}", "model-prod")
-    spec = {
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": s, "values": v} for s, v in series.items()],
-                "alert_rule_test": [
-                    {"eval_time": "1m", "alertname": ALERT, "exp_alerts": []},
-                    {
-                        "eval_time": "3m",
-                        "alertname": ALERT,
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "ticket",
-                                    "namespace": "model-prod",
-                                    "model": "m",
-                                    "version": "v1",
-                                },
-                                "exp_annotations": {"summary": summary},
-                            }
-                        ],
+    alerts: list[dict[str, Any]] = [
+        {"eval_time": "1m", "alertname": ALERT, "exp_alerts": []},
+        {
+            "eval_time": "3m",
+            "alertname": ALERT,
+            "exp_alerts": [
+                {
+                    "exp_labels": {
+                        "severity": "ticket",
+                        "namespace": "model-prod",
+                        "model": "m",
+                        "version": "v1",
                     },
-                ],
-            }
-        ],
-    }
-    promtool_test_rules(tmp_path, spec)
+                    "exp_annotations": {"summary": summary},
+                }
+            ],
+        },
+    ]
+    promtool_test_rules(tmp_path, series, alerts)
