@@ -254,17 +254,17 @@ class ServiceMiddleware:
         raises the refusal. With auth on, the open routes need nothing; with auth off, the client is the
         remote address."""
         service = self.service
-        auth = service.auth
+        auth, limiter = service.auth, service.rate_limiter
+        client = None
         if auth is not None:
             if route is not None and route.open:
                 return
             principal = await auth.authenticate(head.authorization, head.api_key)
             principal.require(auth.scope(route.scope if route is not None else None))
             client = principal.client
-        else:
-            client = f"ip:{scope['client'][0]}" if scope.get("client") else "ip:unknown"
-        limiter = service.rate_limiter
         if limiter is not None:
+            if client is None:
+                client = f"ip:{scope['client'][0]}" if scope.get("client") else "ip:unknown"
             wait = limiter.take(client)
             if wait:
                 label = route.path if route is not None else UNMATCHED
