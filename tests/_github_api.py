@@ -126,6 +126,9 @@ class GitHubStandIn:
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     dispatches: list[dict[str, Any]] = field(default_factory=list)
     """(workflow, ref, inputs) of every accepted workflow dispatch."""
+    push_access: bool = True
+    """Without it GitHub silently drops the labels of a new issue ("Create an issue": only users with push
+    access can set labels)."""
 
     # --- the rules -----------------------------------------------------------------------------------
 
@@ -259,7 +262,7 @@ class GitHubStandIn:
             "number": number,
             "title": body["title"],
             "body": body.get("body", ""),
-            "labels": list(body.get("labels", [])),
+            "labels": list(body.get("labels", [])) if self.push_access else [],
             "state": "open",
             "user": {"login": user},
             "html_url": f"https://github.com/{self.repository}/issues/{number}",

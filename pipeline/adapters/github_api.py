@@ -86,18 +86,20 @@ class GitHub:
         return int(found["number"]), str(found.get("html_url", ""))
 
     def find_issue(self, label: str, marker: str) -> dict[str, Any] | None:
-        """The open issue labelled `label` whose body carries `marker`, or None (the newest when several)."""
-        page = 1
-        while True:
-            found = self.call(
-                "GET", f"/issues?state=open&labels={urllib.parse.quote(label)}&per_page=100&page={page}"
-            )
-            for issue in found:
-                if "pull_request" not in issue and marker in (issue.get("body") or ""):
-                    return dict(issue)
-            if len(found) < 100:
-                return None
-            page += 1
+        """The open issue whose body carries `marker` (the newest when several), or None. Those labelled
+        `label` are searched first; then every open issue, since GitHub silently drops the labels of a new
+        issue when its author lacks push access ("Create an issue")."""
+        for query in (f"&labels={urllib.parse.quote(label)}", ""):
+            page = 1
+            while True:
+                found = self.call("GET", f"/issues?state=open{query}&per_page=100&page={page}")
+                for issue in found:
+                    if "pull_request" not in issue and marker in (issue.get("body") or ""):
+                        return dict(issue)
+                if len(found) < 100:
+                    break
+                page += 1
+        return None
 
     def open_issue(self, title: str, body: str, labels: list[str]) -> tuple[int, str]:
         """Open an issue; its number and web address."""

@@ -103,3 +103,15 @@ def test_a_dispatch_the_workflow_cannot_take_is_refused_and_no_issue_claims_it(t
 def test_without_a_token_the_monitor_says_what_to_set() -> None:
     with pytest.raises(StageError, match=r"monitor --report-to-github .* needs GITHUB_REPOSITORY and"):
         GitHub.from_environment({}, purpose="monitor --report-to-github reports on GitHub")
+
+
+def test_an_issue_whose_labels_github_dropped_is_still_found_and_not_duplicated(tmp_path: Path) -> None:
+    cd_yml = (ROOT / ".github/workflows/cd.yml").read_text(encoding="utf-8")
+    stand_in = GitHubStandIn(_remote(tmp_path, cd_yml), REPOSITORY, {"token": "bot"}, push_access=False)
+    with serving(stand_in) as url:
+        github = GitHub(url, REPOSITORY, "token")
+        _report("prod", FAILING, github)
+        _report("prod", FAILING, github)
+    [issue] = stand_in.issues.values()
+    assert issue["labels"] == []  # dropped, as GitHub does without push access
+    assert len(stand_in.comments[issue["number"]]) == 1
